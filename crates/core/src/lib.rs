@@ -1,0 +1,17 @@
+//! Cuttle's domain model. No I/O lives here: everything is plain data and pure functions that
+//! every other crate (server roles, CLI, agent) can share.
+
+mod error;
+mod node;
+mod role;
+mod task;
+mod time;
+
+pub use error::{ErrorCode, ValidationError};
+pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
+pub use role::{Role, RoleSet};
+pub use task::{
+    NewTask, TaskId, TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SLEEP_MS,
+    MAX_TAG_LEN,
+};
+pub use time::{format_rfc3339_ms, UnixMs};

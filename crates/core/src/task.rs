@@ -1,0 +1,337 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::{format_rfc3339_ms, UnixMs, ValidationError};
+
+/// Longest `Sleep` accepted: a day. Longer is a mistake, and would pin a task slot.
+pub const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
+/// Longest script accepted in an `AdHocScript`, in bytes.
+pub const MAX_SCRIPT_LEN: usize = 256 * 1024;
+/// Longest `AdHocScript` timeout: a day.
+pub const MAX_SCRIPT_TIMEOUT_SECS: u64 = 24 * 3600;
+pub const MAX_DESCRIPTION_LEN: usize = 1000;
+pub const MAX_TAG_LEN: usize = 200;
+
+/// A task id: the queue's sequence number, shown as `ServerTasks-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub i64);
+
+const TASK_ID_PREFIX: &str = "ServerTasks-";
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{TASK_ID_PREFIX}{}", self.0)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix(TASK_ID_PREFIX)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .map(TaskId)
+            .ok_or_else(|| ValidationError::new(format!("{s:?} is not a task id")))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum TaskState {
+    Queued,
+    Executing,
+    Cancelling,
+    Success,
+    Failed,
+    Canceled,
+    TimedOut,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Queued,
+        TaskState::Executing,
+        TaskState::Cancelling,
+        TaskState::Success,
+        TaskState::Failed,
+        TaskState::Canceled,
+        TaskState::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "Queued",
+            TaskState::Executing => "Executing",
+            TaskState::Cancelling => "Cancelling",
+            TaskState::Success => "Success",
+            TaskState::Failed => "Failed",
+            TaskState::Canceled => "Canceled",
+            TaskState::TimedOut => "TimedOut",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failed | TaskState::Canceled | TaskState::TimedOut
+        )
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| ValidationError::new(format!("unknown task state {s:?}")))
+    }
+}
+
+/// What a task does, with its validated arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Waits, logging start and end. For smoke tests and benchmarks.
+    Sleep { duration_ms: u64 },
+    /// Runs a script with `/bin/sh` on the node itself.
+    AdHocScript {
+        script: String,
+        timeout_secs: Option<u64>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepArgs {
+    duration_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptArgs {
+    script: String,
+    timeout_secs: Option<u64>,
+}
+
+impl TaskKind {
+    pub const NAMES: [&'static str; 2] = ["Sleep", "AdHocScript"];
+
+    /// Parses and validates `kind` with its `arguments` as they arrive over the API.
+    pub fn parse(kind: &str, arguments: &Value) -> Result<Self, ValidationError> {
+        let bad = |e: serde_json::Error| ValidationError::new(format!("{kind} arguments: {e}"));
+        if !arguments.is_object() && Self::NAMES.contains(&kind) {
+            return Err(ValidationError::new(format!("{kind} arguments must be a JSON object")));
+        }
+        match kind {
+            "Sleep" => {
+                let a: SleepArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                if a.duration_ms > MAX_SLEEP_MS {
+                    return Err(ValidationError::new(format!(
+                        "Sleep duration_ms {} is too large: at most {MAX_SLEEP_MS}",
+                        a.duration_ms
+                    )));
+                }
+                Ok(TaskKind::Sleep { duration_ms: a.duration_ms })
+            }
+            "AdHocScript" => {
+                let a: ScriptArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                if a.script.trim().is_empty() {
+                    return Err(ValidationError::new("AdHocScript script is empty"));
+                }
+                if a.script.len() > MAX_SCRIPT_LEN {
+                    return Err(ValidationError::new(format!(
+                        "AdHocScript script is too long: at most {MAX_SCRIPT_LEN} bytes"
+                    )));
+                }
+                if a.script.contains('\0') {
+                    return Err(ValidationError::new("AdHocScript script contains a NUL byte"));
+                }
+                if let Some(t) = a.timeout_secs {
+                    if t == 0 || t > MAX_SCRIPT_TIMEOUT_SECS {
+                        return Err(ValidationError::new(format!(
+                            "AdHocScript timeout_secs must be 1..={MAX_SCRIPT_TIMEOUT_SECS}"
+                        )));
+                    }
+                }
+                Ok(TaskKind::AdHocScript { script: a.script, timeout_secs: a.timeout_secs })
+            }
+            other => Err(ValidationError::new(format!(
+                "unknown task kind {other:?}: expected one of {}",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Sleep { .. } => "Sleep",
+            TaskKind::AdHocScript { .. } => "AdHocScript",
+        }
+    }
+
+    pub fn arguments(&self) -> Value {
+        match self {
+            TaskKind::Sleep { duration_ms } => serde_json::json!({ "duration_ms": duration_ms }),
+            TaskKind::AdHocScript { script, timeout_secs } => {
+                let mut v = serde_json::json!({ "script": script });
+                if let Some(t) = timeout_secs {
+                    v["timeout_secs"] = (*t).into();
+                }
+                v
+            }
+        }
+    }
+
+    /// Whether a task of this kind may run again after its node was lost mid-run. Deployments
+    /// and scripts never are: running them twice can do harm. Only idempotent system work is.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            TaskKind::Sleep { .. } | TaskKind::AdHocScript { .. } => false,
+        }
+    }
+}
+
+/// Body of `POST /api/tasks`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub kind: TaskKind,
+    pub description: String,
+    pub concurrency_tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNewTask {
+    kind: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+    description: Option<String>,
+    concurrency_tag: Option<String>,
+}
+
+impl NewTask {
+    /// Parses the JSON body of `POST /api/tasks`.
+    pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
+        let raw: RawNewTask = serde_json::from_slice(body)
+            .map_err(|e| ValidationError::new(format!("invalid task body: {e}")))?;
+        let args = raw.arguments.unwrap_or_else(|| Value::Object(Default::default()));
+        let kind = TaskKind::parse(&raw.kind, &args)?;
+        let description = raw.description.unwrap_or_else(|| kind.name().to_owned());
+        if description.len() > MAX_DESCRIPTION_LEN {
+            return Err(ValidationError::new(format!(
+                "description is too long: at most {MAX_DESCRIPTION_LEN} bytes"
+            )));
+        }
+        let concurrency_tag = match raw.concurrency_tag {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ValidationError::new("concurrency_tag is empty"))
+            }
+            Some(t) if t.len() > MAX_TAG_LEN => {
+                return Err(ValidationError::new(format!(
+                    "concurrency_tag is too long: at most {MAX_TAG_LEN} bytes"
+                )))
+            }
+            other => other,
+        };
+        Ok(NewTask { kind, description, concurrency_tag })
+    }
+}
+
+/// A task as stored. `claim_epoch` grows with every claim; a worker's writes are fenced on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub kind: String,
+    pub arguments: Value,
+    pub state: TaskState,
+    pub description: String,
+    pub concurrency_tag: Option<String>,
+    pub node: Option<String>,
+    pub claim_epoch: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub queued_at: UnixMs,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub started_at: Option<UnixMs>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub completed_at: Option<UnixMs>,
+    pub error: Option<String>,
+}
+
+fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339_ms(*ms))
+}
+
+fn ser_opt_time<S: Serializer>(ms: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&format_rfc3339_ms(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_ids_round_trip() {
+        let id: TaskId = "ServerTasks-42".parse().unwrap();
+        assert_eq!(id, TaskId(42));
+        assert_eq!(id.to_string(), "ServerTasks-42");
+        for bad in ["42", "ServerTasks-", "ServerTasks--1", "ServerTasks-0", "ServerTasks-x"] {
+            assert!(bad.parse::<TaskId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_valid_tasks() {
+        let t = NewTask::from_json(br#"{"kind":"Sleep","arguments":{"duration_ms":5}}"#).unwrap();
+        assert_eq!(t.kind, TaskKind::Sleep { duration_ms: 5 });
+        assert_eq!(t.description, "Sleep");
+        let t = NewTask::from_json(
+            br#"{"kind":"AdHocScript","arguments":{"script":"echo hi","timeout_secs":3},"concurrency_tag":"p/e","description":"d"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.kind,
+            TaskKind::AdHocScript { script: "echo hi".into(), timeout_secs: Some(3) }
+        );
+        assert_eq!(t.concurrency_tag.as_deref(), Some("p/e"));
+        assert!(TaskKind::parse("Sleep", &t.kind.arguments()).is_err());
+        assert_eq!(TaskKind::parse("AdHocScript", &t.kind.arguments()).unwrap(), t.kind);
+    }
+
+    #[test]
+    fn rejects_bad_tasks_with_reasons() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{", "invalid task body"),
+            (br#"{"kind":"Nope"}"#, "unknown task kind"),
+            (br#"{"kind":"Sleep","arguments":{"duration_ms":-1}}"#, "Sleep arguments"),
+            (br#"{"kind":"Sleep","arguments":{"duration_ms":1e30}}"#, "Sleep arguments"),
+            (br#"{"kind":"Sleep","arguments":{"duration_ms":999999999999}}"#, "too large"),
+            (br#"{"kind":"Sleep","arguments":{}}"#, "missing field"),
+            (br#"{"kind":"AdHocScript","arguments":{"script":"  "}}"#, "empty"),
+            (br#"{"kind":"AdHocScript","arguments":{"script":"x","timeout_secs":0}}"#, "timeout"),
+            (br#"{"kind":"Sleep","arguments":{"duration_ms":1},"extra":1}"#, "unknown field"),
+            (br#"{"kind":"Sleep","arguments":{"duration_ms":1},"concurrency_tag":""}"#, "empty"),
+        ];
+        for (body, want) in cases {
+            let err = NewTask::from_json(body).unwrap_err();
+            assert!(err.0.contains(want), "{}: {err}", String::from_utf8_lossy(body));
+        }
+        assert!(TaskKind::parse("Sleep", &json!([1])).is_err());
+    }
+
+    #[test]
+    fn no_kind_is_retry_safe_yet() {
+        assert!(!TaskKind::Sleep { duration_ms: 0 }.retry_safe());
+    }
+}
