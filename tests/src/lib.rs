@@ -1,0 +1,14 @@
+//! Cluster test harness: starts real PostgreSQL servers and real `cuttle-server` processes on
+//! free loopback ports, each in its own temporary directory, and stops them on drop.
+//!
+//! Set `CUTTLE_TEST_KEEP=1` to keep the temporary directories (node logs, databases) after a
+//! test for debugging. Set `CUTTLE_TEST_PG_URL` to use one running PostgreSQL server (each test
+//! gets a fresh database on it) instead of starting one per test.
+
+mod node;
+mod pg;
+mod util;
+
+pub use node::{server_binary, Cluster, Database, Node, NodeOptions};
+pub use pg::TestPostgres;
+pub use util::{free_port, temp_dir, wait_until, TempDir};

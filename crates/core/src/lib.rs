@@ -11,7 +11,7 @@ pub use error::{ErrorCode, ValidationError};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
 pub use role::{Role, RoleSet};
 pub use task::{
-    NewTask, TaskId, TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SLEEP_MS,
-    MAX_TAG_LEN,
+    NewTask, TaskId, TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN,
+    MAX_SCRIPT_TIMEOUT_SECS, MAX_SLEEP_MS, MAX_TAG_LEN,
 };
 pub use time::{format_rfc3339_ms, UnixMs};

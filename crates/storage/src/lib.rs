@@ -1,0 +1,20 @@
+//! Storage: the only crate that speaks SQL or touches the shared file store.
+//!
+//! [`Store`] is one async API over every database dialect; nothing outside this crate knows which
+//! dialect is in use. [`SharedStore`] is the shared file store's layout and task-log writer, and
+//! [`MasterKey`] encrypts secrets at rest.
+
+mod blob;
+mod crypto;
+mod db;
+mod error;
+
+pub use blob::{SharedStore, TaskLogWriter, SHARED_FOLDERS};
+pub use crypto::MasterKey;
+pub use db::{
+    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
+    Store, StoreOptions, SCHEMA_VERSION,
+};
+pub use error::Error;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

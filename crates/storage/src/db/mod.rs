@@ -1,0 +1,360 @@
+//! The `Store`: one domain API over every SQL dialect.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cuttle_core::{
+    NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Result};
+
+/// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
+/// dialect.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Settings for connecting to the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most connections one node keeps open (PostgreSQL).
+    pub pool_size: u32,
+    /// How long to wait for a connection before the call fails as unavailable.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { pool_size: 16, connect_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// What a node writes about itself when it registers and at every heartbeat.
+#[derive(Debug, Clone)]
+pub struct NodeRegistration {
+    pub name: String,
+    pub roles: String,
+    pub version: String,
+    pub http_address: String,
+    pub grpc_address: String,
+    pub gateway_address: Option<String>,
+    /// Only used when the row is created; afterwards the database value wins.
+    pub initial_task_cap: u32,
+}
+
+/// The operator-controlled part of a node row, as read back at each heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    pub task_cap: u32,
+    pub draining: bool,
+}
+
+/// A task a worker has just claimed. `epoch` fences every later write about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    pub id: TaskId,
+    pub epoch: i64,
+    pub kind: String,
+    pub arguments: serde_json::Value,
+}
+
+/// A worker's report of how a task ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: TaskId,
+    pub epoch: i64,
+    pub state: TaskState,
+    pub error: Option<String>,
+}
+
+/// A task the database says a node owns, with the state that tells the node what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedTask {
+    pub id: TaskId,
+    pub epoch: i64,
+    pub state: TaskState,
+}
+
+/// A node the scheduler found lost, with what was done to its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostNode {
+    pub name: String,
+    pub failed: Vec<TaskId>,
+    pub requeued: Vec<TaskId>,
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl MigrationReport {
+    pub fn applied_any(&self) -> bool {
+        self.from != self.to
+    }
+}
+
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// The database, whichever dialect it speaks. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+    commits: Arc<AtomicU64>,
+    target: Arc<str>,
+}
+
+/// Dispatches one call to the backend in use.
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &*$self.backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://PATH` or `postgres://…`) and checks that it
+    /// answers. Does not touch the schema.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
+        let commits = Arc::new(AtomicU64::new(0));
+        let (backend, target) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(Error::InvalidUrl("sqlite:// needs a file path".into()));
+            }
+            let b = sqlite::Sqlite::open(path, commits.clone()).await?;
+            (Backend::Sqlite(b), format!("sqlite file {path}"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (b, target) = postgres::Postgres::connect(url, opts, commits.clone()).await?;
+            (Backend::Postgres(b), target)
+        } else if url.starts_with("mssql://") || url.to_ascii_lowercase().starts_with("server=") {
+            return Err(Error::InvalidUrl(
+                "SQL Server is not supported by this build yet; use sqlite:// or postgres://".into(),
+            ));
+        } else {
+            return Err(Error::InvalidUrl(format!(
+                "unsupported scheme in {:?}: expected sqlite://PATH or postgres://…",
+                redact_url(url)
+            )));
+        };
+        Ok(Store { backend: Arc::new(backend), commits, target: target.into() })
+    }
+
+    /// A description of the database safe to show: host or file, never a password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Transactions this process has committed: the cost side of the queue's hot path.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Answers when the database does; `Unavailable` otherwise.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, b => b.ping().await)
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`] under a database-wide lock, so that when several
+    /// nodes start on an empty database exactly one creates the schema while the others wait.
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        dispatch!(self, b => b.migrate().await)
+    }
+
+    /// The schema version recorded in the database (0 when empty).
+    pub async fn schema_version(&self) -> Result<u32> {
+        dispatch!(self, b => b.schema_version().await)
+    }
+
+    /// Fails unless the database holds exactly the schema this binary expects.
+    pub async fn check_schema(&self) -> Result<()> {
+        let found = self.schema_version().await?;
+        match found.cmp(&SCHEMA_VERSION) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => {
+                Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION })
+            }
+            std::cmp::Ordering::Less => {
+                Err(Error::SchemaTooOld { found, supported: SCHEMA_VERSION })
+            }
+        }
+    }
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        dispatch!(self, b => b.get_setting(key).await)
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        dispatch!(self, b => b.set_setting(key, value).await)
+    }
+
+    /// Stores `value` unless the key already has one; returns whichever value is stored.
+    /// Two nodes racing get the same answer.
+    pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        dispatch!(self, b => b.init_setting(key, value).await)
+    }
+
+    pub async fn api_key_count(&self) -> Result<u64> {
+        dispatch!(self, b => b.api_key_count().await)
+    }
+
+    /// Stores an API key's hash under a display name. Adding a hash already stored is a no-op.
+    pub async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
+        dispatch!(self, b => b.insert_api_key(name, key_hash).await)
+    }
+
+    /// The name of the API key with this hash, if any.
+    pub async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
+        dispatch!(self, b => b.api_key_name(key_hash).await)
+    }
+
+    /// Creates or refreshes this node's row (addresses, roles, version, started, last seen).
+    /// An existing row keeps its task cap and draining flag: those belong to the operator.
+    pub async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
+        dispatch!(self, b => b.register_node(reg).await)
+    }
+
+    /// Refreshes *last seen* and clears a lost mark; re-registers the node if its row was
+    /// deleted. Returns the operator-controlled state to apply.
+    pub async fn heartbeat(&self, reg: &NodeRegistration) -> Result<NodeState> {
+        match dispatch!(self, b => b.heartbeat(&reg.name).await)? {
+            Some(state) => Ok(state),
+            None => {
+                tracing::info!(node = %reg.name, "node row missing; registering again");
+                self.register_node(reg).await
+            }
+        }
+    }
+
+    pub async fn list_nodes(&self, offline_after: Duration) -> Result<Vec<NodeRecord>> {
+        dispatch!(self, b => b.list_nodes(None, ms(offline_after)).await)
+    }
+
+    pub async fn get_node(&self, name: &str, offline_after: Duration) -> Result<Option<NodeRecord>> {
+        let mut nodes = dispatch!(self, b => b.list_nodes(Some(name), ms(offline_after)).await)?;
+        Ok(nodes.pop())
+    }
+
+    /// Applies an operator change; false when no such node.
+    pub async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
+        dispatch!(self, b => b.patch_node(name, patch).await)
+    }
+
+    pub async fn delete_node(&self, name: &str) -> Result<bool> {
+        dispatch!(self, b => b.delete_node(name).await)
+    }
+
+    /// Marks every node silent for longer than `offline_after` as lost and fails (or, for
+    /// retry-safe kinds, re-queues) its executing tasks, in one transaction per node. A node is
+    /// handled by exactly one caller however many schedulers run this at once.
+    pub async fn handle_lost_nodes(&self, offline_after: Duration) -> Result<Vec<LostNode>> {
+        dispatch!(self, b => b.handle_lost_nodes(ms(offline_after)).await)
+    }
+
+    /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL).
+    pub async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
+        dispatch!(self, b => b.enqueue(task).await)
+    }
+
+    pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        dispatch!(self, b => b.get_task(id).await)
+    }
+
+    /// Newest first.
+    pub async fn list_tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<TaskRecord>> {
+        dispatch!(self, b => b.list_tasks(state, limit).await)
+    }
+
+    /// Claims up to `max` queued tasks for `node` in FIFO order, in one atomic statement. Claims
+    /// nothing when the node is draining, has a cap of 0, or is not registered. Never returns a
+    /// task whose concurrency tag is already executing, nor two tasks with one tag.
+    pub async fn claim(&self, node: &str, max: u32) -> Result<Vec<ClaimedTask>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut claimed = dispatch!(self, b => b.claim(node, max).await)?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    /// Records how tasks ended, in one transaction. A completion is accepted only while the
+    /// task is still executing under the same node and claim epoch (fencing); returns the ids
+    /// that were accepted.
+    pub async fn complete(&self, node: &str, done: &[Completion]) -> Result<Vec<TaskId>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, b => b.complete(node, done).await)
+    }
+
+    /// The tasks the database says `node` is executing or should cancel.
+    pub async fn owned_tasks(&self, node: &str) -> Result<Vec<OwnedTask>> {
+        dispatch!(self, b => b.owned_tasks(node).await)
+    }
+
+    /// Cancels a task: a queued one, or one whose node is offline, becomes Canceled at once; an
+    /// executing one becomes Cancelling for its node to stop. `None` when there is no such task;
+    /// a finished task is returned unchanged.
+    pub async fn cancel(&self, id: TaskId, offline_after: Duration) -> Result<Option<TaskRecord>> {
+        dispatch!(self, b => b.cancel(id, ms(offline_after)).await)
+    }
+
+    /// Calls `wake.notify_one()` whenever any node enqueues a task, where the database can push
+    /// that (PostgreSQL LISTEN/NOTIFY). Returns false where it cannot; workers then rely on
+    /// gRPC wake-ups and polling.
+    pub fn subscribe_enqueued(&self, wake: Arc<Notify>, shutdown: CancellationToken) -> bool {
+        match &*self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Postgres(b) => {
+                b.subscribe_enqueued(wake, shutdown);
+                true
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> UnixMs {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Drops user info from a URL for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn lost_error(node: &str, offline_after_ms: UnixMs) -> String {
+    format!(
+        "node {node} was lost: no heartbeat for over {} s; the task was stopped with it",
+        offline_after_ms / 1000
+    )
+}
+
+pub(crate) fn requeue_note(node: &str) -> String {
+    format!("node {node} was lost; re-queued (retry-safe kind)")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(super::redact_url("sqlite:///a/b"), "sqlite:///a/b");
+    }
+}

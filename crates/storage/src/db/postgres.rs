@@ -1,0 +1,693 @@
+//! PostgreSQL: tokio-postgres over a bb8 pool. Claims use `FOR UPDATE SKIP LOCKED`, so many
+//! workers claim in parallel without waiting on each other; enqueue NOTIFYs listeners. Hot-path
+//! statements go through `query_typed`, which binds and runs in one round trip.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8::{Pool, PooledConnection, RunError};
+use bb8_postgres::PostgresConnectionManager;
+use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs};
+use tokio::sync::Notify;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport,
+    NodeRegistration, NodeState, OwnedTask, StoreOptions, SCHEMA_VERSION,
+};
+use crate::{Error, Result};
+
+const MIGRATIONS: &[(u32, &str)] =
+    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// The database clock in Unix milliseconds.
+const NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Advisory-lock key that serialises schema migrations across nodes ("cuttle" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6375_7474_6c65;
+
+const NOTIFY_CHANNEL: &str = "cuttle_tasks";
+
+const TASK_COLUMNS: &str = "seq, kind, arguments, state, description, concurrency_tag, node, \
+     claim_epoch, queued_at_ms, started_at_ms, completed_at_ms, error";
+
+type Manager = PostgresConnectionManager<NoTls>;
+
+pub(super) struct Postgres {
+    pool: Pool<Manager>,
+    config: Config,
+    target: String,
+    commits: Arc<AtomicU64>,
+}
+
+fn task_from_row(row: &Row) -> TaskRecord {
+    let args: String = row.get(2);
+    let state: String = row.get(3);
+    TaskRecord {
+        id: TaskId(row.get(0)),
+        kind: row.get(1),
+        arguments: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
+        state: state.parse().unwrap_or(TaskState::Failed),
+        description: row.get(4),
+        concurrency_tag: row.get(5),
+        node: row.get(6),
+        claim_epoch: row.get(7),
+        queued_at: row.get(8),
+        started_at: row.get(9),
+        completed_at: row.get(10),
+        error: row.get(11),
+    }
+}
+
+/// A unique-index violation: two claimers raced for one concurrency tag.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+impl Postgres {
+    pub(super) async fn connect(
+        url: &str,
+        opts: &StoreOptions,
+        commits: Arc<AtomicU64>,
+    ) -> Result<(Postgres, String)> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| Error::InvalidUrl(format!("{}: {e}", super::redact_url(url))))?;
+        config.connect_timeout(opts.connect_timeout);
+        config.application_name("cuttle-server");
+        let target = describe(&config);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let pool = Pool::builder()
+            .max_size(opts.pool_size.max(1))
+            .connection_timeout(opts.connect_timeout)
+            .retry_connection(false)
+            .build_unchecked(manager);
+        let pg = Postgres { pool, config, target: target.clone(), commits };
+        pg.ping().await?;
+        Ok((pg, target))
+    }
+
+    fn map_err(&self, e: tokio_postgres::Error) -> Error {
+        if let Some(db) = e.as_db_error() {
+            return Error::Database(format!("{}: {}", db.code().code(), db.message()));
+        }
+        Error::Unavailable { target: self.target.clone(), reason: e.to_string() }
+    }
+
+    async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
+        self.pool.get().await.map_err(|e| match e {
+            RunError::User(e) => self.map_err(e),
+            RunError::TimedOut => Error::Unavailable {
+                target: self.target.clone(),
+                reason: "timed out waiting for a connection".into(),
+            },
+        })
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) async fn ping(&self) -> Result<()> {
+        let c = self.conn().await?;
+        c.simple_query("SELECT 1").await.map_err(|e| self.map_err(e))?;
+        Ok(())
+    }
+
+    pub(super) async fn migrate(&self) -> Result<MigrationReport> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
+        // Held until commit: a second node waits here while the first creates the schema.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        let row = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let from = row.get::<_, i32>(0) as u32;
+        if from > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { found: from, supported: SCHEMA_VERSION });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| Error::Database(format!("migration {version:04} failed: {e}")))?;
+            tx.execute(
+                &format!("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, {NOW})"),
+                &[&(*version as i32)],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+            tracing::info!(version, "applied migration");
+        }
+        tx.commit().await.map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(MigrationReport { from, to: SCHEMA_VERSION.max(from) })
+    }
+
+    pub(super) async fn schema_version(&self) -> Result<u32> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        if !row.get::<_, bool>(0) {
+            return Ok(0);
+        }
+        let row = c
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(super) async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let c = self.conn().await?;
+        c.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &value],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        let row = c
+            .query_one("SELECT value FROM settings WHERE key = $1", &[&key])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.get(0))
+    }
+
+    pub(super) async fn api_key_count(&self) -> Result<u64> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one("SELECT COUNT(*) FROM api_keys", &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    pub(super) async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            &format!(
+                "INSERT INTO api_keys (name, key_hash, created_at_ms) VALUES ($1, $2, {NOW})
+                 ON CONFLICT (key_hash) DO NOTHING"
+            ),
+            &[&name, &key_hash],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt("SELECT name FROM api_keys WHERE key_hash = $1", &[&key_hash])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
+        let c = self.conn().await?;
+        let cap = reg.initial_task_cap as i32;
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO nodes (name, roles, version, http_address, grpc_address,
+                         gateway_address, task_cap, draining, started_at_ms, last_seen_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, {NOW}, {NOW})
+                     ON CONFLICT (name) DO UPDATE SET roles = excluded.roles,
+                         version = excluded.version, http_address = excluded.http_address,
+                         grpc_address = excluded.grpc_address,
+                         gateway_address = excluded.gateway_address,
+                         started_at_ms = excluded.started_at_ms,
+                         last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL
+                     RETURNING task_cap, draining"
+                ),
+                &[
+                    &reg.name,
+                    &reg.roles,
+                    &reg.version,
+                    &reg.http_address,
+                    &reg.grpc_address,
+                    &reg.gateway_address,
+                    &cap,
+                ],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(NodeState { task_cap: row.get::<_, i32>(0) as u32, draining: row.get(1) })
+    }
+
+    pub(super) async fn heartbeat(&self, name: &str) -> Result<Option<NodeState>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_typed(
+                &format!(
+                    "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL WHERE name = $1
+                     RETURNING task_cap, draining"
+                ),
+                &[(&name, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(row
+            .first()
+            .map(|r| NodeState { task_cap: r.get::<_, i32>(0) as u32, draining: r.get(1) }))
+    }
+
+    pub(super) async fn list_nodes(
+        &self,
+        name: Option<&str>,
+        offline_after_ms: UnixMs,
+    ) -> Result<Vec<NodeRecord>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT n.name, n.roles, n.version, n.task_cap, n.draining,
+                         n.last_seen_ms > {NOW} - $1, n.last_seen_ms, n.started_at_ms,
+                         (SELECT COUNT(*) FROM tasks t WHERE t.node = n.name
+                            AND t.state IN ('Executing', 'Cancelling')),
+                         n.http_address, n.grpc_address, n.gateway_address
+                     FROM nodes n WHERE ($2::text IS NULL OR n.name = $2) ORDER BY n.name"
+                ),
+                &[&offline_after_ms, &name],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRecord {
+                name: r.get(0),
+                roles: r.get::<_, String>(1).split(',').map(str::to_owned).collect(),
+                version: r.get(2),
+                task_cap: r.get::<_, i32>(3) as u32,
+                draining: r.get(4),
+                online: r.get(5),
+                last_seen: r.get(6),
+                started_at: r.get(7),
+                running_tasks: r.get::<_, i64>(8) as u32,
+                http_address: r.get(9),
+                grpc_address: r.get(10),
+                gateway_address: r.get(11),
+            })
+            .collect())
+    }
+
+    pub(super) async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
+        let c = self.conn().await?;
+        let cap = patch.task_cap.map(|c| c as i32);
+        let n = c
+            .execute(
+                "UPDATE nodes SET task_cap = COALESCE($2, task_cap),
+                     draining = COALESCE($3, draining) WHERE name = $1",
+                &[&name, &cap, &patch.draining],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(n > 0)
+    }
+
+    pub(super) async fn delete_node(&self, name: &str) -> Result<bool> {
+        let c = self.conn().await?;
+        let n = c
+            .execute("DELETE FROM nodes WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(n > 0)
+    }
+
+    pub(super) async fn handle_lost_nodes(&self, offline_after_ms: UnixMs) -> Result<Vec<LostNode>> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
+        // The row lock taken by this UPDATE makes a second scheduler wait, then re-check
+        // `lost_at_ms IS NULL` and skip the node: exactly one scheduler handles each loss.
+        let names: Vec<String> = tx
+            .query(
+                &format!(
+                    "UPDATE nodes SET lost_at_ms = {NOW}
+                     WHERE lost_at_ms IS NULL AND last_seen_ms <= {NOW} - $1 RETURNING name"
+                ),
+                &[&offline_after_ms],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut lost = Vec::with_capacity(names.len());
+        for name in names {
+            let requeued = tx
+                .query(
+                    &format!(
+                        "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
+                             error = $2, queued_at_ms = {NOW}
+                         WHERE node = $1 AND state = 'Executing' AND retry_safe RETURNING seq"
+                    ),
+                    &[&name, &requeue_note(&name)],
+                )
+                .await
+                .map_err(|e| self.map_err(e))?
+                .iter()
+                .map(|r| TaskId(r.get(0)))
+                .collect();
+            let failed = tx
+                .query(
+                    &format!(
+                        "UPDATE tasks SET
+                             state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
+                             completed_at_ms = {NOW}, error = $2
+                         WHERE node = $1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
+                    ),
+                    &[&name, &lost_error(&name, offline_after_ms)],
+                )
+                .await
+                .map_err(|e| self.map_err(e))?
+                .iter()
+                .map(|r| TaskId(r.get(0)))
+                .collect();
+            lost.push(LostNode { name, failed, requeued });
+        }
+        tx.commit().await.map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(lost)
+    }
+
+    pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
+        let c = self.conn().await?;
+        let args = task.kind.arguments().to_string();
+        let kind = task.kind.name();
+        let retry = task.kind.retry_safe();
+        // NOTIFY is delivered at commit, so a woken worker always finds the row.
+        let rows = c
+            .query_typed(
+                &format!(
+                    "WITH t AS (
+                         INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
+                             retry_safe, queued_at_ms)
+                         VALUES ($1, $2, $3, $4, 'Queued', $5, {NOW}) RETURNING {TASK_COLUMNS})
+                     SELECT t.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM t"
+                ),
+                &[
+                    (&kind as &(dyn ToSql + Sync), Type::TEXT),
+                    (&args, Type::TEXT),
+                    (&task.description, Type::TEXT),
+                    (&task.concurrency_tag, Type::TEXT),
+                    (&retry, Type::BOOL),
+                ],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        rows.first()
+            .map(task_from_row)
+            .ok_or_else(|| Error::Database("insert returned no row".into()))
+    }
+
+    pub(super) async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"), &[&id.0])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.as_ref().map(task_from_row))
+    }
+
+    pub(super) async fn list_tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<TaskRecord>> {
+        let c = self.conn().await?;
+        let state = state.map(|s| s.as_str());
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE ($1::text IS NULL OR state = $1)
+                     ORDER BY seq DESC LIMIT $2"
+                ),
+                &[&state, &(limit as i64)],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows.iter().map(task_from_row).collect())
+    }
+
+    pub(super) async fn claim(&self, node: &str, max: u32) -> Result<Vec<ClaimedTask>> {
+        let c = self.conn().await?;
+        let sql = format!(
+            "UPDATE tasks t SET state = 'Executing', node = $1,
+                 claim_epoch = t.claim_epoch + 1, started_at_ms = {NOW}, error = NULL
+             FROM (
+                 SELECT q.seq FROM tasks q
+                 WHERE q.state = 'Queued'
+                   AND EXISTS (SELECT 1 FROM nodes n
+                               WHERE n.name = $1 AND NOT n.draining AND n.task_cap > 0)
+                   AND (q.concurrency_tag IS NULL OR (
+                       NOT EXISTS (SELECT 1 FROM tasks e
+                                   WHERE e.concurrency_tag = q.concurrency_tag
+                                     AND e.state IN ('Executing', 'Cancelling'))
+                       AND NOT EXISTS (SELECT 1 FROM tasks o
+                                   WHERE o.concurrency_tag = q.concurrency_tag
+                                     AND o.state = 'Queued'
+                                     AND (o.queued_at_ms, o.seq) < (q.queued_at_ms, q.seq))))
+                 ORDER BY q.queued_at_ms, q.seq
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED) c
+             WHERE t.seq = c.seq
+             RETURNING t.seq, t.claim_epoch, t.kind, t.arguments"
+        );
+        let max = max as i64;
+        // Two claimers can pick tasks with one tag at the same moment; the unique index makes
+        // the later one fail, and a retry sees the tag as executing and skips it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match c
+                .query_typed(&sql, &[(&node, Type::TEXT), (&max, Type::INT8)])
+                .await
+            {
+                Ok(rows) => {
+                    self.committed();
+                    return Ok(rows
+                        .iter()
+                        .map(|r| {
+                            let args: String = r.get(3);
+                            ClaimedTask {
+                                id: TaskId(r.get(0)),
+                                epoch: r.get(1),
+                                kind: r.get(2),
+                                arguments: serde_json::from_str(&args)
+                                    .unwrap_or(serde_json::Value::Null),
+                            }
+                        })
+                        .collect());
+                }
+                Err(e) if is_unique_violation(&e) && attempt < 5 => {
+                    tracing::debug!(attempt, "claim raced on a concurrency tag; retrying");
+                }
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
+    }
+
+    pub(super) async fn complete(&self, node: &str, done: &[Completion]) -> Result<Vec<TaskId>> {
+        let c = self.conn().await?;
+        let ids: Vec<i64> = done.iter().map(|d| d.id.0).collect();
+        let epochs: Vec<i64> = done.iter().map(|d| d.epoch).collect();
+        let states: Vec<&str> = done.iter().map(|d| d.state.as_str()).collect();
+        let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
+        let rows = c
+            .query_typed(
+                &format!(
+                    "UPDATE tasks t SET state = v.state, error = v.error, completed_at_ms = {NOW}
+                     FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[])
+                          AS v(seq, epoch, state, error)
+                     WHERE t.seq = v.seq AND t.claim_epoch = v.epoch AND t.node = $1
+                       AND t.state IN ('Executing', 'Cancelling')
+                     RETURNING t.seq"
+                ),
+                &[
+                    (&node as &(dyn ToSql + Sync), Type::TEXT),
+                    (&ids, Type::INT8_ARRAY),
+                    (&epochs, Type::INT8_ARRAY),
+                    (&states, Type::TEXT_ARRAY),
+                    (&errors, Type::TEXT_ARRAY),
+                ],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+    }
+
+    pub(super) async fn owned_tasks(&self, node: &str) -> Result<Vec<OwnedTask>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query_typed(
+                "SELECT seq, claim_epoch, state FROM tasks
+                 WHERE node = $1 AND state IN ('Executing', 'Cancelling')",
+                &[(&node, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| OwnedTask {
+                id: TaskId(r.get(0)),
+                epoch: r.get(1),
+                state: r.get::<_, String>(2).parse().unwrap_or(TaskState::Executing),
+            })
+            .collect())
+    }
+
+    pub(super) async fn cancel(&self, id: TaskId, offline_after_ms: UnixMs) -> Result<Option<TaskRecord>> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
+        // Queued, or owned by a node that stopped heartbeating: nobody else will finish the
+        // cancel, so it is final now.
+        tx.execute(
+            &format!(
+                "UPDATE tasks SET state = 'Canceled', completed_at_ms = {NOW},
+                     error = CASE state WHEN 'Queued' THEN 'canceled before it started'
+                             ELSE 'canceled; node ' || COALESCE(node, '?') || ' is offline' END
+                 WHERE seq = $1 AND (state = 'Queued' OR (state IN ('Executing', 'Cancelling')
+                   AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = tasks.node
+                                   AND n.last_seen_ms > {NOW} - $2)))"
+            ),
+            &[&id.0, &offline_after_ms],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        tx.execute(
+            "UPDATE tasks SET state = 'Cancelling' WHERE seq = $1 AND state = 'Executing'",
+            &[&id.0],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        let row = tx
+            .query_opt(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"), &[&id.0])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        tx.commit().await.map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(row.as_ref().map(task_from_row))
+    }
+
+    pub(super) fn subscribe_enqueued(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let config = self.config.clone();
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            while !shutdown.is_cancelled() {
+                match listen(&config, &wake, &shutdown).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(db = %target, error = %e, "task notification listener lost its connection; reconnecting");
+                        // Anything enqueued meanwhile is found by the fallback poll; wake once
+                        // now so a worker looks straight away after reconnecting.
+                        wake.notify_one();
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+}
+
+/// Holds one LISTEN connection until shutdown (`Ok`) or until it breaks (`Err`).
+async fn listen(
+    config: &Config,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    if tx.send(Ok(())).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await?;
+    let out = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            msg = rx.recv() => match msg {
+                Some(Ok(())) => wake.notify_one(),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            },
+        }
+    };
+    driver.abort();
+    if out.is_ok() && !shutdown.is_cancelled() {
+        // The connection closed without an error: treat as lost so the caller reconnects.
+        return client.batch_execute("SELECT 1").await;
+    }
+    out
+}
+
+/// "postgres host:port/db", for messages; never the password.
+fn describe(config: &Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres {host}:{port}/{db}")
+}

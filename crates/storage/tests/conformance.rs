@@ -1,0 +1,366 @@
+//! The storage conformance suite: the same behaviour checks against every backend. PostgreSQL
+//! is a real server (see `cuttle_e2e::TestPostgres`); SQLite is a real file.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use cuttle_core::{NewTask, NodePatch, TaskId, TaskKind, TaskState};
+use cuttle_e2e::{temp_dir, TempDir, TestPostgres};
+use cuttle_storage::{Completion, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION};
+
+/// One empty database, and a way to open more connections (as other nodes would) to it.
+enum Fixture {
+    Sqlite(TempDir),
+    Postgres(TestPostgres),
+}
+
+impl Fixture {
+    fn url(&self) -> String {
+        match self {
+            Fixture::Sqlite(d) => format!("sqlite://{}", d.path().join("cuttle.db").display()),
+            Fixture::Postgres(pg) => pg.url().to_owned(),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::connect(&self.url(), &StoreOptions::default()).await.expect("connect")
+    }
+
+    async fn migrated(&self) -> Store {
+        let s = self.open().await;
+        s.migrate().await.expect("migrate");
+        s
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fx = super::Fixture::Sqlite(super::temp_dir("storage"));
+                super::$name(&fx).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let pg = super::TestPostgres::start().expect("start postgres");
+                let fx = super::Fixture::Postgres(pg);
+                super::$name(&fx).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    migrations_are_versioned_and_idempotent,
+    concurrent_migrations_run_once,
+    claims_fifo_up_to_max,
+    draining_zero_cap_or_unknown_nodes_claim_nothing,
+    concurrency_tags_never_overlap,
+    completions_are_fenced_by_epoch,
+    lost_nodes_fail_their_tasks_exactly_once,
+    heartbeat_reregisters_deleted_node_and_keeps_operator_state,
+    cancel_queued_executing_and_orphaned,
+    settings_and_api_keys,
+    lists_tasks_newest_first_with_filter,
+    concurrent_claimers_take_each_task_once,
+);
+
+fn reg(name: &str, cap: u32) -> NodeRegistration {
+    NodeRegistration {
+        name: name.into(),
+        roles: "api,worker".into(),
+        version: "test".into(),
+        http_address: "127.0.0.1:1".into(),
+        grpc_address: "127.0.0.1:2".into(),
+        gateway_address: None,
+        initial_task_cap: cap,
+    }
+}
+
+fn sleep_task(tag: Option<&str>) -> NewTask {
+    NewTask {
+        kind: TaskKind::Sleep { duration_ms: 0 },
+        description: "t".into(),
+        concurrency_tag: tag.map(str::to_owned),
+    }
+}
+
+async fn enqueue_n(s: &Store, n: usize) -> Vec<TaskId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(s.enqueue(&sleep_task(None)).await.unwrap().id);
+    }
+    ids
+}
+
+fn done(id: TaskId, epoch: i64) -> Completion {
+    Completion { id, epoch, state: TaskState::Success, error: None }
+}
+
+const LONG: Duration = Duration::from_secs(3600);
+
+async fn migrations_are_versioned_and_idempotent(fx: &Fixture) {
+    let s = fx.open().await;
+    assert_eq!(s.schema_version().await.unwrap(), 0);
+    assert!(s.check_schema().await.is_err());
+    let first = s.migrate().await.unwrap();
+    assert!(first.applied_any());
+    assert_eq!((first.from, first.to), (0, SCHEMA_VERSION));
+    let second = s.migrate().await.unwrap();
+    assert!(!second.applied_any());
+    assert_eq!(s.schema_version().await.unwrap(), SCHEMA_VERSION);
+    s.check_schema().await.unwrap();
+}
+
+async fn concurrent_migrations_run_once(fx: &Fixture) {
+    let stores = [fx.open().await, fx.open().await, fx.open().await];
+    let runs = stores.iter().map(|s| {
+        let s = s.clone();
+        tokio::spawn(async move { s.migrate().await.unwrap() })
+    });
+    let mut applied = 0;
+    for r in runs.collect::<Vec<_>>() {
+        if r.await.unwrap().applied_any() {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1, "exactly one store creates the schema");
+    for s in &stores {
+        s.check_schema().await.unwrap();
+    }
+}
+
+async fn claims_fifo_up_to_max(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 5)).await.unwrap();
+    let ids = enqueue_n(&s, 5).await;
+    let first = s.claim("n1", 2).await.unwrap();
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), ids[..2]);
+    assert!(first.iter().all(|c| c.epoch == 1 && c.kind == "Sleep"));
+    let rest = s.claim("n1", 10).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), ids[2..]);
+    assert!(s.claim("n1", 10).await.unwrap().is_empty());
+    let t = s.get_task(ids[0]).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Executing);
+    assert_eq!(t.node.as_deref(), Some("n1"));
+    assert!(t.started_at.is_some());
+    let node = s.get_node("n1", LONG).await.unwrap().unwrap();
+    assert_eq!(node.running_tasks, 5);
+}
+
+async fn draining_zero_cap_or_unknown_nodes_claim_nothing(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("drainer", 5)).await.unwrap();
+    s.register_node(&reg("zero", 0)).await.unwrap();
+    enqueue_n(&s, 3).await;
+    let drain = NodePatch { task_cap: None, draining: Some(true) };
+    assert!(s.patch_node("drainer", &drain).await.unwrap());
+    assert!(s.claim("drainer", 5).await.unwrap().is_empty());
+    assert!(s.claim("zero", 5).await.unwrap().is_empty());
+    assert!(s.claim("nobody", 5).await.unwrap().is_empty());
+    let undrain = NodePatch { task_cap: None, draining: Some(false) };
+    s.patch_node("drainer", &undrain).await.unwrap();
+    assert_eq!(s.claim("drainer", 5).await.unwrap().len(), 3);
+}
+
+async fn concurrency_tags_never_overlap(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 10)).await.unwrap();
+    s.register_node(&reg("n2", 10)).await.unwrap();
+    let a = s.enqueue(&sleep_task(Some("p/e"))).await.unwrap().id;
+    let b = s.enqueue(&sleep_task(Some("p/e"))).await.unwrap().id;
+    let c = s.enqueue(&sleep_task(None)).await.unwrap().id;
+    let d = s.enqueue(&sleep_task(Some("other"))).await.unwrap().id;
+    let got: Vec<TaskId> = s.claim("n1", 10).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(got, vec![a, c, d], "b waits for a; untagged and other tags are not blocked");
+    assert!(s.claim("n2", 10).await.unwrap().is_empty(), "tag p/e is executing on n1");
+    let a_epoch = s.get_task(a).await.unwrap().unwrap().claim_epoch;
+    s.complete("n1", &[done(a, a_epoch)]).await.unwrap();
+    let got: Vec<TaskId> = s.claim("n2", 10).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(got, vec![b]);
+}
+
+async fn completions_are_fenced_by_epoch(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 5)).await.unwrap();
+    let id = enqueue_n(&s, 1).await[0];
+    let c = s.claim("n1", 1).await.unwrap().remove(0);
+    assert!(s.complete("n1", &[done(id, c.epoch + 1)]).await.unwrap().is_empty());
+    assert!(s.complete("n2", &[done(id, c.epoch)]).await.unwrap().is_empty());
+    let fail = Completion {
+        id,
+        epoch: c.epoch,
+        state: TaskState::Failed,
+        error: Some("boom".into()),
+    };
+    assert_eq!(s.complete("n1", &[fail]).await.unwrap(), vec![id]);
+    let t = s.get_task(id).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(t.error.as_deref(), Some("boom"));
+    assert!(t.completed_at.is_some());
+    // A second report of the same outcome is refused: the task is no longer executing.
+    assert!(s.complete("n1", &[done(id, c.epoch)]).await.unwrap().is_empty());
+    assert_eq!(s.get_task(id).await.unwrap().unwrap().state, TaskState::Failed);
+}
+
+async fn lost_nodes_fail_their_tasks_exactly_once(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let other = fx.open().await;
+    s.register_node(&reg("lost", 5)).await.unwrap();
+    let ids = enqueue_n(&s, 2).await;
+    let claimed = s.claim("lost", 5).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // Nobody is lost while heartbeats are fresh.
+    assert!(s.handle_lost_nodes(LONG).await.unwrap().is_empty());
+    // Two schedulers race: exactly one handles the node.
+    let (a, b) = tokio::join!(
+        s.handle_lost_nodes(Duration::ZERO),
+        other.handle_lost_nodes(Duration::ZERO)
+    );
+    let mut all = a.unwrap();
+    all.extend(b.unwrap());
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].name, "lost");
+    assert_eq!(all[0].failed.len(), 2);
+    assert!(all[0].requeued.is_empty());
+    for id in &ids {
+        let t = s.get_task(*id).await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Failed);
+        assert!(t.error.as_deref().unwrap().contains("node lost was lost"), "{:?}", t.error);
+    }
+    // The lost node comes back: its late completions are refused.
+    s.heartbeat(&reg("lost", 5)).await.unwrap();
+    let late: Vec<Completion> = claimed.iter().map(|c| done(c.id, c.epoch)).collect();
+    assert!(s.complete("lost", &late).await.unwrap().is_empty());
+    assert!(s.owned_tasks("lost").await.unwrap().is_empty());
+    // Handled once: a second pass finds nothing new until the node goes silent again.
+    assert!(s.handle_lost_nodes(LONG).await.unwrap().is_empty());
+}
+
+async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let st = s.register_node(&reg("n1", 3)).await.unwrap();
+    assert_eq!((st.task_cap, st.draining), (3, false));
+    let patch = NodePatch { task_cap: Some(7), draining: Some(true) };
+    assert!(s.patch_node("n1", &patch).await.unwrap());
+    let st = s.heartbeat(&reg("n1", 3)).await.unwrap();
+    assert_eq!((st.task_cap, st.draining), (7, true), "heartbeat reports operator changes");
+    // Restart: registration keeps the operator's settings.
+    let st = s.register_node(&reg("n1", 3)).await.unwrap();
+    assert_eq!((st.task_cap, st.draining), (7, true));
+    assert!(s.delete_node("n1").await.unwrap());
+    assert!(s.get_node("n1", LONG).await.unwrap().is_none());
+    assert!(!s.delete_node("n1").await.unwrap());
+    let st = s.heartbeat(&reg("n1", 3)).await.unwrap();
+    assert_eq!((st.task_cap, st.draining), (3, false));
+    let node = s.get_node("n1", LONG).await.unwrap().unwrap();
+    assert!(node.online);
+    assert_eq!(node.roles, vec!["api", "worker"]);
+    assert!(!s.patch_node("ghost", &patch).await.unwrap());
+    let listed = s.list_nodes(LONG).await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+async fn cancel_queued_executing_and_orphaned(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 5)).await.unwrap();
+    let ids = enqueue_n(&s, 3).await;
+    assert!(s.cancel(TaskId(999_999), LONG).await.unwrap().is_none());
+    // Claim the first two; the third stays queued.
+    let claimed = s.claim("n1", 2).await.unwrap();
+    let t = s.cancel(ids[2], LONG).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Canceled);
+    assert!(t.completed_at.is_some());
+    let t = s.cancel(ids[0], LONG).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Cancelling);
+    let owned = s.owned_tasks("n1").await.unwrap();
+    assert!(owned.iter().any(|o| o.id == ids[0] && o.state == TaskState::Cancelling));
+    // The node stops it and reports Canceled.
+    let c = Completion {
+        id: ids[0],
+        epoch: claimed[0].epoch,
+        state: TaskState::Canceled,
+        error: Some("canceled".into()),
+    };
+    assert_eq!(s.complete("n1", &[c]).await.unwrap(), vec![ids[0]]);
+    // With the node considered offline, a cancel is final at once.
+    let t = s.cancel(ids[1], Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Canceled);
+    assert!(t.error.unwrap().contains("offline"));
+    // Cancelling a finished task changes nothing.
+    let t = s.cancel(ids[1], LONG).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Canceled);
+}
+
+async fn settings_and_api_keys(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let other = fx.open().await;
+    assert_eq!(s.get_setting("k").await.unwrap(), None);
+    let (a, b) = tokio::join!(s.init_setting("k", "from-a"), other.init_setting("k", "from-b"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "racing initialisers agree");
+    s.set_setting("k", "changed").await.unwrap();
+    assert_eq!(other.get_setting("k").await.unwrap().as_deref(), Some("changed"));
+    assert_eq!(s.api_key_count().await.unwrap(), 0);
+    s.insert_api_key("admin", "hash1").await.unwrap();
+    s.insert_api_key("admin-again", "hash1").await.unwrap();
+    assert_eq!(s.api_key_count().await.unwrap(), 1);
+    assert_eq!(s.api_key_name("hash1").await.unwrap().as_deref(), Some("admin"));
+    assert_eq!(s.api_key_name("nope").await.unwrap(), None);
+}
+
+async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 1)).await.unwrap();
+    let ids = enqueue_n(&s, 4).await;
+    s.claim("n1", 1).await.unwrap();
+    let all: Vec<TaskId> = s.list_tasks(None, 10).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(all, ids.iter().rev().copied().collect::<Vec<_>>());
+    let queued = s.list_tasks(Some(TaskState::Queued), 2).await.unwrap();
+    assert_eq!(queued.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3], ids[2]]);
+    let executing = s.list_tasks(Some(TaskState::Executing), 10).await.unwrap();
+    assert_eq!(executing.len(), 1);
+    assert_eq!(executing[0].kind, "Sleep");
+    assert_eq!(executing[0].arguments, serde_json::json!({"duration_ms": 0}));
+}
+
+async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {
+    let s = fx.migrated().await;
+    const TASKS: usize = 300;
+    const CLAIMERS: usize = 4;
+    for i in 0..CLAIMERS {
+        s.register_node(&reg(&format!("c{i}"), 8)).await.unwrap();
+    }
+    let ids: HashSet<TaskId> = enqueue_n(&s, TASKS).await.into_iter().collect();
+    let mut handles = Vec::new();
+    for i in 0..CLAIMERS {
+        let store = fx.open().await;
+        handles.push(tokio::spawn(async move {
+            let node = format!("c{i}");
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim(&node, 8).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                let done: Vec<Completion> = got.iter().map(|c| done(c.id, c.epoch)).collect();
+                let accepted = store.complete(&node, &done).await.unwrap();
+                assert_eq!(accepted.len(), done.len());
+                mine.extend(got.into_iter().map(|c| c.id));
+            }
+            mine
+        }));
+    }
+    let mut seen = Vec::new();
+    for h in handles {
+        seen.extend(h.await.unwrap());
+    }
+    let unique: HashSet<TaskId> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), TASKS, "every task claimed exactly once");
+    assert_eq!(unique, ids);
+    let left = s.list_tasks(Some(TaskState::Success), 1000).await.unwrap();
+    assert_eq!(left.len(), TASKS);
+}

@@ -1,0 +1,174 @@
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{free_port, temp_dir, wait_until, TempDir};
+
+/// A PostgreSQL database for one test: either a fresh database on the server named by
+/// `CUTTLE_TEST_PG_URL`, or a throwaway server started with `initdb`/`pg_ctl` in a temporary
+/// directory (as the `postgres` user when running as root), stopped on drop.
+pub struct TestPostgres {
+    url: String,
+    server: Option<Server>,
+}
+
+struct Server {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl TestPostgres {
+    pub fn start() -> Result<TestPostgres> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let db = format!("cuttle_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        if let Ok(base) = std::env::var("CUTTLE_TEST_PG_URL") {
+            psql(&base, &format!("CREATE DATABASE {db}"))?;
+            let url = replace_db(&base, &db);
+            return Ok(TestPostgres { url, server: None });
+        }
+        let server = Server::start()?;
+        let base = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+        psql(&base, &format!("CREATE DATABASE {db}"))?;
+        Ok(TestPostgres { url: replace_db(&base, &db), server: Some(server) })
+    }
+
+    /// `postgres://…` for the test's own database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server (only for a server this harness started): for outage tests.
+    pub fn stop_server(&self) -> Result<()> {
+        let s = self.server.as_ref().context("no harness-owned server to stop")?;
+        s.pg_ctl(&["stop", "-m", "immediate", "-w"])
+    }
+
+    /// Starts the server again after [`TestPostgres::stop_server`].
+    pub fn start_server(&self) -> Result<()> {
+        let s = self.server.as_ref().context("no harness-owned server to start")?;
+        s.start_cmd()
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if let Some(s) = &self.server {
+            let _ = s.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+        }
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (head, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{head}/{db}")
+}
+
+/// Runs one statement with `psql`.
+pub(crate) fn psql(url: &str, sql: &str) -> Result<String> {
+    let out = Command::new("psql")
+        .args([url, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .context("run psql (install the postgresql client)")?;
+    if !out.status.success() {
+        bail!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn pg_bin_dir() -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    if let Some(d) = dirs.into_iter().rev().find(|d| d.join("initdb").exists()) {
+        return Ok(d);
+    }
+    for d in std::env::var("PATH").unwrap_or_default().split(':') {
+        let d = PathBuf::from(d);
+        if d.join("initdb").exists() && d.join("pg_ctl").exists() {
+            return Ok(d);
+        }
+    }
+    bail!("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a PostgreSQL binary, as the `postgres` user when we are root (the server refuses root).
+fn pg_command(bin: &PathBuf, tool: &str) -> Command {
+    let path = bin.join(tool);
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+impl Server {
+    fn start() -> Result<Server> {
+        let bin = pg_bin_dir()?;
+        let dir = temp_dir("pg");
+        let data = dir.path().join("data");
+        if is_root() {
+            let st = Command::new("chown").args(["postgres:postgres"]).arg(dir.path()).status()?;
+            if !st.success() {
+                bail!("chown {} to postgres failed", dir.path().display());
+            }
+        }
+        let out = pg_command(&bin, "initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+            .output()
+            .context("run initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port = free_port();
+        let server = Server { bin, data, port, _dir: dir };
+        server.start_cmd()?;
+        Ok(server)
+    }
+
+    fn start_cmd(&self) -> Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            self.port,
+            self.data.parent().expect("data dir has a parent").display()
+        );
+        let log = self.data.parent().expect("parent").join("postgres.log");
+        self.pg_ctl(&["start", "-w", "-t", "60", "-o", &opts, "-l", &log.to_string_lossy()])?;
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        wait_until("postgres to accept connections", Duration::from_secs(30), || {
+            psql(&url, "SELECT 1").ok()
+        });
+        Ok(())
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<()> {
+        let out = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .context("run pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
