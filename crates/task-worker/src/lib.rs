@@ -1,0 +1,9 @@
+//! The worker role: claims queued tasks up to the node's task cap, runs them, writes their
+//! logs, and reports outcomes — in batches, so the database sees few round trips per task.
+
+mod exec;
+mod grpc;
+mod worker;
+
+pub use grpc::WorkerControlService;
+pub use worker::{serve, Error, WorkerConfig, WorkerDeps, WorkerHandle};

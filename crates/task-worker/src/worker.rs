@@ -1,0 +1,328 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cuttle_core::{TaskId, TaskState};
+use cuttle_storage::{ClaimedTask, Completion, NodeState, Store, TaskLogWriter};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{self, Outcome, StopReason, TaskCtx};
+
+/// Why the worker could not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not record {count} task outcomes before shutting down: {source}")]
+    UnrecordedOutcomes { count: usize, source: cuttle_storage::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub node_name: String,
+    /// Fallback poll for new tasks, cancels and lost claims when no wake-up arrives.
+    pub poll_interval: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are cancelled.
+    pub shutdown_grace: Duration,
+    /// Scripts run in `work_root/<task id>/`, removed afterwards.
+    pub work_root: PathBuf,
+}
+
+pub struct WorkerDeps {
+    pub store: Store,
+    pub logs: TaskLogWriter,
+    /// The operator-controlled cap and draining flag, refreshed by the node's heartbeat.
+    pub node_state: watch::Receiver<NodeState>,
+}
+
+/// Wakes a worker from anywhere in the process (gRPC, LISTEN/NOTIFY, the API) and reads how
+/// many tasks it runs. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    claim: Arc<Notify>,
+    reconcile: Notify,
+    running: AtomicU32,
+}
+
+impl WorkerHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// New tasks may be queued: claim now rather than at the next poll.
+    pub fn wake_claim(&self) {
+        self.shared.claim.notify_one();
+    }
+
+    /// A task this node runs may have been cancelled: check now.
+    pub fn wake_reconcile(&self) {
+        self.shared.reconcile.notify_one();
+    }
+
+    /// The notifier behind [`WorkerHandle::wake_claim`], for event sources that take one.
+    pub fn claim_notify(&self) -> Arc<Notify> {
+        self.shared.claim.clone()
+    }
+
+    /// Tasks executing on this node right now.
+    pub fn running(&self) -> u32 {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+}
+
+struct Running {
+    epoch: i64,
+    stop: CancellationToken,
+    reason: Arc<OnceLock<StopReason>>,
+}
+
+impl Running {
+    fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.stop.cancel();
+    }
+}
+
+struct Done {
+    id: TaskId,
+    epoch: i64,
+    outcome: Outcome,
+}
+
+/// Runs the worker until `shutdown` fires, then drains: claims nothing more, lets running
+/// tasks finish for up to the grace period, cancels the rest, and records every outcome.
+pub async fn serve(
+    config: WorkerConfig,
+    deps: WorkerDeps,
+    handle: WorkerHandle,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mut w = Worker {
+        node: config.node_name.clone(),
+        config,
+        store: deps.store,
+        logs: deps.logs,
+        handle,
+        running: HashMap::new(),
+        pending: Vec::new(),
+        done_tx: None,
+    };
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    w.done_tx = Some(done_tx);
+    let mut node_state = deps.node_state;
+    let mut poll = tokio::time::interval(w.config.poll_interval);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let shared = w.handle.shared.clone();
+    tracing::info!(node = %w.node, "worker started");
+    loop {
+        let mut reconcile = false;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(d) = done_rx.recv() => w.absorb(d),
+            _ = shared.claim.notified() => {}
+            _ = shared.reconcile.notified() => reconcile = true,
+            _ = poll.tick() => reconcile = true,
+            changed = node_state.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+        while let Ok(d) = done_rx.try_recv() {
+            w.absorb(d);
+        }
+        let _ = w.flush().await;
+        if reconcile {
+            w.reconcile().await;
+        }
+        let state = *node_state.borrow();
+        w.claim(state).await;
+    }
+    w.drain(&mut done_rx).await
+}
+
+struct Worker {
+    node: String,
+    config: WorkerConfig,
+    store: Store,
+    logs: TaskLogWriter,
+    handle: WorkerHandle,
+    running: HashMap<TaskId, Running>,
+    /// Outcomes not yet recorded in the database (kept across database outages).
+    pending: Vec<Completion>,
+    done_tx: Option<mpsc::UnboundedSender<Done>>,
+}
+
+impl Worker {
+    fn absorb(&mut self, d: Done) {
+        if let Some(r) = self.running.remove(&d.id) {
+            debug_assert_eq!(r.epoch, d.epoch);
+        }
+        self.handle.shared.running.store(self.running.len() as u32, Ordering::Relaxed);
+        self.pending.push(Completion {
+            id: d.id,
+            epoch: d.epoch,
+            state: d.outcome.state,
+            error: d.outcome.error,
+        });
+    }
+
+    /// Records every pending outcome in one transaction. On a database error they stay
+    /// pending and are retried on the next turn.
+    async fn flush(&mut self) -> Result<(), cuttle_storage::Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.store.complete(&self.node, &self.pending).await {
+            Ok(accepted) => {
+                for c in self.pending.iter().filter(|c| !accepted.contains(&c.id)) {
+                    tracing::warn!(task = %c.id, state = c.state.as_str(),
+                        "outcome refused: the task is no longer this node's (fenced)");
+                }
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = self.pending.len(), "record task outcomes; will retry");
+                Err(e)
+            }
+        }
+    }
+
+    /// Compares what runs here with what the database says this node owns: stops tasks that
+    /// were cancelled, and tasks taken away from this node (fencing after a loss).
+    async fn reconcile(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let owned = match self.store.owned_tasks(&self.node).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "check owned tasks");
+                return;
+            }
+        };
+        let owned: HashMap<TaskId, (i64, TaskState)> =
+            owned.into_iter().map(|o| (o.id, (o.epoch, o.state))).collect();
+        for (id, r) in &self.running {
+            if r.stop.is_cancelled() {
+                continue;
+            }
+            match owned.get(id) {
+                Some((epoch, TaskState::Cancelling)) if *epoch == r.epoch => {
+                    tracing::info!(task = %id, "cancel requested; stopping task");
+                    self.logs.line(*id, "WARN  cancel requested; stopping").await;
+                    r.stop(StopReason::Canceled);
+                }
+                Some((epoch, _)) if *epoch == r.epoch => {}
+                _ => {
+                    tracing::warn!(task = %id, "task is no longer owned by this node (fenced); stopping it");
+                    self.logs
+                        .line(*id, format!("ERROR node {} lost its claim on this task (it was considered offline); stopping", self.node))
+                        .await;
+                    r.stop(StopReason::Fenced);
+                }
+            }
+        }
+    }
+
+    /// Claims as many tasks as the free cap allows, in one statement, and starts them.
+    async fn claim(&mut self, state: NodeState) {
+        if state.draining || self.done_tx.is_none() {
+            return;
+        }
+        let free = (state.task_cap as usize).saturating_sub(self.running.len());
+        if free == 0 {
+            return;
+        }
+        let claimed = match self.store.claim(&self.node, free as u32).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim tasks");
+                return;
+            }
+        };
+        for task in claimed {
+            self.start(task);
+        }
+        self.handle.shared.running.store(self.running.len() as u32, Ordering::Relaxed);
+    }
+
+    fn start(&mut self, task: ClaimedTask) {
+        let Some(done_tx) = self.done_tx.clone() else { return };
+        let running = Running {
+            epoch: task.epoch,
+            stop: CancellationToken::new(),
+            reason: Arc::new(OnceLock::new()),
+        };
+        let ctx = TaskCtx {
+            node: self.node.clone(),
+            logs: self.logs.clone(),
+            stop: running.stop.clone(),
+            reason: running.reason.clone(),
+            work_root: self.config.work_root.clone(),
+        };
+        let (id, epoch) = (task.id, task.epoch);
+        tracing::debug!(task = %id, kind = %task.kind, "task claimed");
+        self.running.insert(id, running);
+        tokio::spawn(async move {
+            // The task runs in its own tokio task so that a panic in it becomes a failed task,
+            // never a stuck slot or a dead node.
+            let outcome = match tokio::spawn(async move { exec::run(&task, &ctx).await }).await {
+                Ok(o) => o,
+                Err(e) => Outcome::failed(format!("the task crashed: {e}")),
+            };
+            let _ = done_tx.send(Done { id, epoch, outcome });
+        });
+    }
+
+    async fn drain(mut self, done_rx: &mut mpsc::UnboundedReceiver<Done>) -> Result<(), Error> {
+        // No more claims from here on.
+        self.done_tx = None;
+        let grace = self.config.shutdown_grace;
+        if !self.running.is_empty() {
+            tracing::info!(running = self.running.len(), grace_secs = grace.as_secs(), "draining: waiting for running tasks");
+        }
+        let deadline = Instant::now() + grace;
+        let mut stopped = false;
+        while !self.running.is_empty() {
+            tokio::select! {
+                Some(d) = done_rx.recv() => self.absorb(d),
+                _ = tokio::time::sleep_until(deadline), if !stopped => {
+                    stopped = true;
+                    let msg = format!(
+                        "canceled: node {} shut down and the task did not finish within the {} s grace period",
+                        self.node, grace.as_secs());
+                    tracing::warn!(running = self.running.len(), "grace period over; cancelling running tasks");
+                    for r in self.running.values() {
+                        r.stop(StopReason::Shutdown(msg.clone()));
+                    }
+                }
+            }
+            let _ = self.flush().await;
+        }
+        // Record what is left, retrying a little while the database is away.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.flush().await {
+                Ok(()) => {
+                    tracing::info!("worker stopped");
+                    return Ok(());
+                }
+                Err(source) if Instant::now() >= give_up => {
+                    return Err(Error::UnrecordedOutcomes { count: self.pending.len(), source });
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
