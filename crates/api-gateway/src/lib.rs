@@ -1,0 +1,86 @@
+//! The api role: the REST/JSON API and the health ping load balancers use.
+//!
+//! Every `/api` path except the ping needs an API key. Every failure is a JSON error with a
+//! 4xx/5xx status; malformed input is always a 4xx, never a 500.
+
+mod auth;
+mod error;
+mod routes;
+mod wake;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use cuttle_storage::{SharedStore, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{generate_api_key, hash_api_key};
+pub use wake::{LocalWake, WakeReason};
+
+/// Largest JSON body accepted; larger ones get 413.
+const MAX_JSON_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// This node's name: what the ping reports on.
+    pub node_name: String,
+    /// A node silent for longer than this is shown offline.
+    pub offline_after: Duration,
+}
+
+/// What the API needs from the rest of the node.
+pub struct ApiDeps {
+    pub store: Store,
+    pub shared: SharedStore,
+    /// Set when this node starts shutting down: the ping answers 418 from then on.
+    pub shutting_down: Arc<AtomicBool>,
+    /// Wakes the worker in this process, if it hosts one.
+    pub local_wake: Option<LocalWake>,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) store: Store,
+    pub(crate) shared: SharedStore,
+    pub(crate) shutting_down: Arc<AtomicBool>,
+    pub(crate) keys: Arc<auth::KeyCache>,
+    pub(crate) waker: wake::Waker,
+}
+
+impl AppState {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves the API on a bound listener until `shutdown`, then finishes in-flight requests.
+pub async fn serve(
+    config: ApiConfig,
+    deps: ApiDeps,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let waker = wake::start(
+        deps.store.clone(),
+        config.node_name.clone(),
+        config.offline_after,
+        deps.local_wake,
+        shutdown.clone(),
+    );
+    let state = AppState {
+        config: Arc::new(config),
+        store: deps.store,
+        shared: deps.shared,
+        shutting_down: deps.shutting_down,
+        keys: Arc::new(auth::KeyCache::default()),
+        waker,
+    };
+    let app = routes::router(state).layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,117 @@
+//! API keys: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, checked against SHA-256 hashes
+//! in the database. Keys are long random strings, so a fast hash is enough and a short-lived
+//! cache of known hashes saves a database round trip per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine as _;
+use cuttle_core::ErrorCode;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// How long a key found in the database is trusted without looking again.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 1024;
+
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    known: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// The name of the key that made a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) String);
+
+/// SHA-256 of an API key, hex: the only form ever stored.
+pub fn hash_api_key(key: &str) -> String {
+    let digest = Sha256::digest(key.trim().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random API key, `API-` and 32 characters of URL-safe base64 (192 bits).
+pub fn generate_api_key() -> std::io::Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(format!("API-{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub(crate) async fn require_api_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(key) = presented_key(req.headers()).filter(|k| !k.is_empty()) else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "an API key is required: send X-Api-Key or Authorization: Bearer",
+        ));
+    };
+    let hash = hash_api_key(key);
+    let cached = {
+        let known = state.keys.known.lock().expect("key cache lock");
+        known.get(&hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(n, _)| n.clone())
+    };
+    let name = match cached {
+        Some(n) => n,
+        None => match state.store.api_key_name(&hash).await? {
+            Some(n) => {
+                let mut known = state.keys.known.lock().expect("key cache lock");
+                if known.len() >= CACHE_MAX {
+                    known.clear();
+                }
+                known.insert(hash, (n.clone(), Instant::now()));
+                n
+            }
+            None => return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key")),
+        },
+    };
+    req.extensions_mut().insert(Caller(name));
+    Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_and_hash_stably() {
+        let a = generate_api_key().unwrap();
+        let b = generate_api_key().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("API-") && a.len() == 36, "{a}");
+        assert_eq!(hash_api_key(&a), hash_api_key(&format!(" {a} ")));
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn reads_either_header() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer  k1".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("k1"));
+        h.insert("x-api-key", "k2".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("k2"));
+        let mut basic = HeaderMap::new();
+        basic.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(presented_key(&basic), None);
+    }
+}

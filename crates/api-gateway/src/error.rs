@@ -1,0 +1,54 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cuttle_core::{ErrorCode, ValidationError};
+
+/// A failed request, rendered as `{"error": {"code", "message"}}` with the matching status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::bad_request(e.0)
+    }
+}
+
+impl From<cuttle_storage::Error> for ApiError {
+    fn from(e: cuttle_storage::Error) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "request failed: database unavailable");
+            ApiError::new(ErrorCode::Unavailable, e.to_string())
+        } else {
+            tracing::error!(error = %e, "request failed");
+            ApiError::new(ErrorCode::Internal, "internal error; see the node's log")
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "error": { "code": self.code.as_str(), "message": self.message }
+        });
+        (status, Json(body)).into_response()
+    }
+}

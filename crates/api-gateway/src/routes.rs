@@ -1,0 +1,282 @@
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use cuttle_core::{
+    validate_node_name, ErrorCode, NewTask, NodePatch, TaskId, TaskState,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::auth::{require_api_key, Caller};
+use crate::error::ApiError;
+use crate::AppState;
+
+const DEFAULT_LIST_LIMIT: u32 = 100;
+const MAX_LIST_LIMIT: u32 = 1000;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let private = Router::new()
+        .route("/api/nodes", get(list_nodes))
+        .route("/api/nodes/{name}", get(get_node).patch(patch_node).delete(delete_node))
+        .route("/api/tasks", post(create_task).get(list_tasks))
+        .route("/api/tasks/{id}", get(get_task))
+        .route("/api/tasks/{id}/log", get(task_log))
+        .route("/api/tasks/{id}/cancel", post(cancel_task))
+        .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .route("/api/nodes/ping", get(ping))
+        .route("/api/octopusservernodes/ping", get(ping))
+        .merge(private)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such path")
+}
+
+async fn method_not_allowed() -> Response {
+    let err = json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this path"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(err)).into_response()
+}
+
+/// Reads a JSON body with our own errors: 413 when too large, 400 with the parser's reason.
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body_bytes(body)?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large (limit 1 MiB)")
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })
+}
+
+fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(s)| s).map_err(|r| ApiError::bad_request(r.body_text()))
+}
+
+fn task_id(p: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
+    let raw = path_param(p)?;
+    // A malformed id names no task: 404, like an unknown one.
+    raw.parse::<TaskId>().map_err(|_| ApiError::not_found(format!("no task {raw}")))
+}
+
+// ---- nodes ------------------------------------------------------------------------------
+
+async fn ping(State(s): State<AppState>) -> Response {
+    let node = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        s.store.get_node(&s.config.node_name, s.config.offline_after),
+    )
+    .await;
+    let node = match node {
+        Ok(Ok(Some(n))) => n,
+        Ok(Ok(None)) => {
+            return ApiError::new(ErrorCode::Unavailable, "this node is not registered (yet)")
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            return ApiError::new(ErrorCode::Unavailable, format!("cannot reach the database: {e}"))
+                .into_response()
+        }
+        Err(_) => {
+            return ApiError::new(ErrorCode::Unavailable, "cannot reach the database: timed out")
+                .into_response()
+        }
+    };
+    if node.draining || s.is_shutting_down() {
+        let mut body = serde_json::to_value(&node).unwrap_or_default();
+        body["draining"] = true.into();
+        return (StatusCode::IM_A_TEAPOT, Json(body)).into_response();
+    }
+    if !node.online {
+        return ApiError::new(ErrorCode::Unavailable, "this node's heartbeat is overdue").into_response();
+    }
+    Json(node).into_response()
+}
+
+async fn list_nodes(State(s): State<AppState>) -> ApiResult {
+    let nodes = s.store.list_nodes(s.config.offline_after).await?;
+    Ok(Json(json!({ "items": nodes })).into_response())
+}
+
+async fn get_node(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult {
+    let name = path_param(p)?;
+    match s.store.get_node(&name, s.config.offline_after).await? {
+        Some(n) => Ok(Json(n).into_response()),
+        None => Err(ApiError::not_found(format!("no node named {name:?}"))),
+    }
+}
+
+async fn patch_node(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let name = path_param(p)?;
+    validate_node_name(&name).map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
+    let patch: NodePatch = json_body(body)?;
+    patch.validate()?;
+    if !s.store.patch_node(&name, &patch).await? {
+        return Err(ApiError::not_found(format!("no node named {name:?}")));
+    }
+    tracing::info!(node = %name, by = %caller.0, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
+    let node = s
+        .store
+        .get_node(&name, s.config.offline_after)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no node named {name:?}")))?;
+    Ok(Json(node).into_response())
+}
+
+async fn delete_node(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let name = path_param(p)?;
+    if !s.store.delete_node(&name).await? {
+        return Err(ApiError::not_found(format!("no node named {name:?}")));
+    }
+    tracing::info!(node = %name, by = %caller.0, "node deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- tasks ------------------------------------------------------------------------------
+
+async fn create_task(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let task = NewTask::from_json(&bytes)?;
+    let record = s.store.enqueue(&task).await?;
+    tracing::debug!(task = %record.id, kind = %record.kind, by = %caller.0, "task queued");
+    s.waker.enqueued();
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+async fn list_tasks(
+    State(s): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "state" | "limit")) {
+        return Err(ApiError::bad_request(format!("unknown query parameter {unknown:?}: use state and limit")));
+    }
+    let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {l:?}"
+                )))
+            }
+        },
+    };
+    let tasks = s.store.list_tasks(state, limit).await?;
+    Ok(Json(json!({ "items": tasks })).into_response())
+}
+
+async fn get_task(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult {
+    let id = task_id(p)?;
+    match s.store.get_task(id).await? {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(ApiError::not_found(format!("no task {id}"))),
+    }
+}
+
+async fn task_log(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult {
+    let id = task_id(p)?;
+    if s.store.get_task(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no task {id}")));
+    }
+    let shared = s.shared.clone();
+    let file = tokio::task::spawn_blocking(move || shared.open_task_log(id))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("open task log: {e}")))?;
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e, "open task log");
+            return Err(ApiError::new(ErrorCode::Unavailable, format!("the shared store cannot be read: {e}")));
+        }
+    };
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let Some(file) = file else {
+        return Ok((headers, "").into_response());
+    };
+    // Streamed: a log of any size is served in constant memory.
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+async fn cancel_task(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = task_id(p)?;
+    let Some(before) = s.store.get_task(id).await? else {
+        return Err(ApiError::not_found(format!("no task {id}")));
+    };
+    if before.state.is_terminal() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("task {id} already finished ({})", before.state.as_str()),
+        ));
+    }
+    let task = s
+        .store
+        .cancel(id, s.config.offline_after)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
+    tracing::info!(task = %id, by = %caller.0, state = task.state.as_str(), "task cancel requested");
+    if task.state == TaskState::Cancelling {
+        if let Some(node) = &task.node {
+            s.waker.cancelled(node.clone());
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
+
+// ---- metrics ----------------------------------------------------------------------------
+
+async fn metrics(State(s): State<AppState>) -> ApiResult {
+    let nodes = s.store.list_nodes(s.config.offline_after).await?;
+    let mut out = String::new();
+    out.push_str("# HELP cuttle_db_commits_total Database transactions committed by this node.\n");
+    out.push_str("# TYPE cuttle_db_commits_total counter\n");
+    out.push_str(&format!("cuttle_db_commits_total {}\n", s.store.commits()));
+    out.push_str("# HELP cuttle_node_running_tasks Tasks executing on each node.\n");
+    out.push_str("# TYPE cuttle_node_running_tasks gauge\n");
+    for n in &nodes {
+        out.push_str(&format!("cuttle_node_running_tasks{{node=\"{}\"}} {}\n", n.name, n.running_tasks));
+    }
+    out.push_str("# HELP cuttle_node_online Whether each node's heartbeat is current.\n");
+    out.push_str("# TYPE cuttle_node_online gauge\n");
+    for n in &nodes {
+        out.push_str(&format!("cuttle_node_online{{node=\"{}\"}} {}\n", n.name, u8::from(n.online)));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,169 @@
+//! Wake-ups: after an enqueue or a cancel, tell the workers concerned to look now instead of at
+//! their next poll. Best effort by design: the database is the truth and workers poll anyway.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cuttle_proto::v1::wake_request::Reason;
+use cuttle_proto::v1::worker_control_client::WorkerControlClient;
+use cuttle_proto::v1::WakeRequest;
+use cuttle_storage::Store;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Why a worker is being woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeReason {
+    Enqueued,
+    Cancelled,
+}
+
+/// An in-process wake for the worker hosted by this node, bypassing gRPC.
+pub type LocalWake = Arc<dyn Fn(WakeReason) + Send + Sync>;
+
+/// Sends wake-ups; cheap to clone. Many enqueues in a burst coalesce into one round of calls.
+#[derive(Clone)]
+pub(crate) struct Waker {
+    enqueued: Arc<Notify>,
+    cancelled: mpsc::UnboundedSender<String>,
+}
+
+impl Waker {
+    pub(crate) fn enqueued(&self) {
+        self.enqueued.notify_one();
+    }
+
+    pub(crate) fn cancelled(&self, node: String) {
+        let _ = self.cancelled.send(node);
+    }
+}
+
+/// How long the list of worker nodes is reused before it is read again.
+const NODE_LIST_TTL: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(crate) fn start(
+    store: Store,
+    self_name: String,
+    offline_after: Duration,
+    local: Option<LocalWake>,
+    shutdown: CancellationToken,
+) -> Waker {
+    let enqueued = Arc::new(Notify::new());
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let waker = Waker { enqueued: enqueued.clone(), cancelled: tx };
+    tokio::spawn(async move {
+        let mut fan = Fanout {
+            store,
+            self_name,
+            offline_after,
+            local,
+            clients: HashMap::new(),
+            workers: Vec::new(),
+            read_at: None,
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = enqueued.notified() => fan.wake_all().await,
+                Some(node) = rx.recv() => fan.wake_one(&node).await,
+            }
+        }
+    });
+    waker
+}
+
+struct Fanout {
+    store: Store,
+    self_name: String,
+    offline_after: Duration,
+    local: Option<LocalWake>,
+    clients: HashMap<String, WorkerControlClient<Channel>>,
+    /// (name, gRPC address) of online worker nodes.
+    workers: Vec<(String, String)>,
+    read_at: Option<Instant>,
+    /// Nodes with a wake call outstanding: a further wake would add nothing.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Fanout {
+    async fn refresh(&mut self) {
+        if self.read_at.is_some_and(|t| t.elapsed() < NODE_LIST_TTL) {
+            return;
+        }
+        match self.store.list_nodes(self.offline_after).await {
+            Ok(nodes) => {
+                self.workers = nodes
+                    .into_iter()
+                    .filter(|n| n.online && !n.draining && n.task_cap > 0)
+                    .filter(|n| n.roles.iter().any(|r| r == "worker"))
+                    .map(|n| (n.name, n.grpc_address))
+                    .collect();
+                self.read_at = Some(Instant::now());
+            }
+            Err(e) => tracing::debug!(error = %e, "list nodes to wake"),
+        }
+    }
+
+    async fn wake_all(&mut self) {
+        if let Some(local) = &self.local {
+            local(WakeReason::Enqueued);
+        }
+        self.refresh().await;
+        for (name, addr) in self.workers.clone() {
+            if name != self.self_name || self.local.is_none() {
+                self.call(name, &addr, Reason::Enqueued);
+            }
+        }
+    }
+
+    async fn wake_one(&mut self, node: &str) {
+        if node == self.self_name {
+            if let Some(local) = &self.local {
+                local(WakeReason::Cancelled);
+                return;
+            }
+        }
+        self.read_at = None;
+        self.refresh().await;
+        if let Some((name, addr)) = self.workers.iter().find(|(n, _)| n == node).cloned() {
+            self.call(name, &addr, Reason::Cancelled);
+        }
+    }
+
+    fn call(&mut self, node: String, addr: &str, reason: Reason) {
+        if !self.in_flight.lock().expect("in-flight lock").insert(node.clone()) {
+            return;
+        }
+        let client = match self.clients.get(addr) {
+            Some(c) => c.clone(),
+            None => match Endpoint::from_shared(format!("http://{addr}")) {
+                Ok(ep) => {
+                    let c = WorkerControlClient::new(ep.connect_timeout(CALL_TIMEOUT).connect_lazy());
+                    self.clients.insert(addr.to_owned(), c.clone());
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(%node, %addr, error = %e, "bad gRPC address for node");
+                    self.in_flight.lock().expect("in-flight lock").remove(&node);
+                    return;
+                }
+            },
+        };
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            let req = WakeRequest { reason: reason as i32 };
+            let res = tokio::time::timeout(CALL_TIMEOUT, client.wake(req)).await;
+            in_flight.lock().expect("in-flight lock").remove(&node);
+            match res {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(%node, error = %e, "wake worker"),
+                Err(_) => tracing::debug!(%node, "wake worker: timed out"),
+            }
+        });
+    }
+}
