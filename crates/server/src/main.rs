@@ -1,1 +1,167 @@
-fn main() {}
+//! `cuttle-server`: a Cuttle node, and the commands that prepare its database.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
+
+mod config;
+mod node;
+mod startup;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, RawConfig};
+
+/// A Cuttle node: hosts any subset of the roles api, scheduler, worker and gateway.
+#[derive(Parser)]
+#[command(name = "cuttle-server", version)]
+struct Cli {
+    /// TOML file with settings (environment and flags override it)
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Print the effective settings as TOML and exit (secrets redacted)
+    #[arg(long, global = true)]
+    dump_config: bool,
+    #[command(flatten)]
+    settings: RawConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node
+    Run,
+    /// Shared-store settings
+    Path {
+        /// Store DIR in the database as the shared-store root every node uses
+        #[arg(long, value_name = "DIR")]
+        cluster_shared: PathBuf,
+    },
+    /// API keys
+    ApiKey {
+        #[command(subcommand)]
+        action: ApiKeyAction,
+    },
+    /// Apply pending database migrations, then exit
+    UpgradeDatabase,
+    /// Run the start-up checks (database, schema, master key, shared store) and exit
+    Check,
+}
+
+#[derive(Subcommand)]
+enum ApiKeyAction {
+    /// Create an admin API key and print it (last line of stdout)
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CUTTLE_")).collect();
+    let mut raw = RawConfig::default();
+    if let Some(path) = &cli.config {
+        raw = raw.overlay(RawConfig::from_file(path)?);
+    }
+    raw = raw.overlay(RawConfig::from_env(&env)?).overlay(cli.settings.clone());
+    if cli.dump_config {
+        let mut shown = raw.clone();
+        if shown.master_key.is_some() {
+            shown.master_key = Some("<redacted>".into());
+        }
+        if shown.admin_api_key.is_some() {
+            shown.admin_api_key = Some("<redacted>".into());
+        }
+        print!("{}", toml::to_string(&shown).context("render settings")?);
+        std::process::exit(0);
+    }
+    Config::validate(raw)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if cfg.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn execute(cli: Cli, cfg: Config) -> Result<()> {
+    match cli.command {
+        Command::Run => node::run(cfg).await,
+        Command::Path { cluster_shared } => {
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            let shared = startup::set_shared_path(&store, &cluster_shared).await?;
+            println!("shared store for the cluster is now {}", shared.root().display());
+            Ok(())
+        }
+        Command::ApiKey { action: ApiKeyAction::Create { name } } => {
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            let key = startup::create_api_key(&store, &name).await?;
+            println!("created admin API key {name:?}; it is shown only now:");
+            println!("{key}");
+            Ok(())
+        }
+        Command::UpgradeDatabase => {
+            let store = startup::connect(&cfg).await?;
+            let report = store.migrate().await?;
+            if report.applied_any() {
+                println!("database schema upgraded from version {} to {}", report.from, report.to);
+            } else {
+                println!("database schema is current (version {})", report.to);
+            }
+            Ok(())
+        }
+        Command::Check => {
+            let store = startup::connect(&cfg).await?;
+            println!("ok: database {} reachable", store.target());
+            store.check_schema().await?;
+            println!("ok: schema version {}", store.schema_version().await?);
+            startup::master_key(&cfg, &store).await?;
+            println!("ok: master key matches the database");
+            let shared = startup::shared_store(&cfg, &store).await?;
+            println!("ok: shared store {} is writable", shared.root().display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cuttle-server: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cuttle-server: start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cuttle-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Configuration: defaults < `--config FILE` (TOML) < `CUTTLE_*` environment < flags. Each
+//! layer parses into the same all-optional [`RawConfig`]; [`Config`] is the validated result.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cuttle_core::{validate_node_name, RoleSet, MAX_TASK_CAP};
+use serde::{Deserialize, Serialize};
+
+/// One layer of settings; `None` means "not set here".
+#[derive(Debug, Clone, Default, Deserialize, Serialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// Home of the embedded default: cuttle.db, shared/, master.key [env: CUTTLE_DATA_DIR]
+    #[arg(long, global = true)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://… [env: CUTTLE_DATABASE_URL]
+    #[arg(long, global = true)]
+    pub(crate) database_url: Option<String>,
+    /// Base64 of 16 or 32 bytes; prefer the environment variable [env: CUTTLE_MASTER_KEY]
+    #[arg(skip)]
+    pub(crate) master_key: Option<String>,
+    /// Shared-store root, used only when the database holds none yet [env: CUTTLE_SHARED_PATH]
+    #[arg(long, global = true)]
+    pub(crate) shared_path: Option<PathBuf>,
+    /// Unique node name (default: host name) [env: CUTTLE_NODE_NAME]
+    #[arg(long, global = true)]
+    pub(crate) node_name: Option<String>,
+    /// Comma-separated roles: api,scheduler,worker,gateway [env: CUTTLE_ROLES]
+    #[arg(long, global = true)]
+    pub(crate) roles: Option<String>,
+    /// Task cap given to the node when it first registers [env: CUTTLE_TASK_CAP]
+    #[arg(long, global = true)]
+    pub(crate) task_cap: Option<u32>,
+    /// REST, web UI and ping [env: CUTTLE_HTTP_LISTEN]
+    #[arg(long, global = true)]
+    pub(crate) http_listen: Option<String>,
+    /// Internal gRPC [env: CUTTLE_GRPC_LISTEN]
+    #[arg(long, global = true)]
+    pub(crate) grpc_listen: Option<String>,
+    /// Polling tentacles connect here [env: CUTTLE_GATEWAY_LISTEN]
+    #[arg(long, global = true)]
+    pub(crate) gateway_listen: Option<String>,
+    /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
+    #[arg(long, global = true)]
+    pub(crate) heartbeat_secs: Option<u64>,
+    /// A node not seen for this long is offline and its tasks fail [env: CUTTLE_OFFLINE_AFTER_SECS]
+    #[arg(long, global = true)]
+    pub(crate) offline_after_secs: Option<u64>,
+    /// Worker fallback poll interval in ms [env: CUTTLE_POLL_MS]
+    #[arg(long, global = true)]
+    pub(crate) poll_ms: Option<u64>,
+    /// Registered as an admin key on a database with no keys [env: CUTTLE_ADMIN_API_KEY]
+    #[arg(skip)]
+    pub(crate) admin_api_key: Option<String>,
+    /// Comma-separated addresses/CIDRs whose X-Forwarded-For is honoured [env: CUTTLE_TRUSTED_PROXIES]
+    #[arg(long, global = true)]
+    pub(crate) trusted_proxies: Option<String>,
+    /// Log filter in tracing syntax [env: CUTTLE_LOG]
+    #[arg(long, global = true)]
+    pub(crate) log: Option<String>,
+    /// `text` or `json` [env: CUTTLE_LOG_FORMAT]
+    #[arg(long, global = true)]
+    pub(crate) log_format: Option<String>,
+    /// Seconds to keep retrying an unreachable database at start-up [env: CUTTLE_DB_WAIT_SECS]
+    #[arg(long, global = true)]
+    pub(crate) db_wait_secs: Option<u64>,
+    /// Most database connections this node opens [env: CUTTLE_DB_POOL_SIZE]
+    #[arg(long, global = true)]
+    pub(crate) db_pool_size: Option<u32>,
+    /// On SIGTERM, seconds running tasks may take before they are cancelled [env: CUTTLE_SHUTDOWN_GRACE_SECS]
+    #[arg(long, global = true)]
+    pub(crate) shutdown_grace_secs: Option<u64>,
+}
+
+macro_rules! overlay {
+    ($base:ident, $top:ident, $($f:ident),*) => { $( if $top.$f.is_some() { $base.$f = $top.$f; } )* };
+}
+
+impl RawConfig {
+    /// `top`'s settings win over `self`'s.
+    pub(crate) fn overlay(mut self, top: RawConfig) -> RawConfig {
+        overlay!(self, top, data_dir, database_url, master_key, shared_path, node_name, roles,
+            task_cap, http_listen, grpc_listen, gateway_listen, heartbeat_secs,
+            offline_after_secs, poll_ms, admin_api_key, trusted_proxies, log, log_format,
+            db_wait_secs, db_pool_size, shutdown_grace_secs);
+        self
+    }
+
+    pub(crate) fn from_file(path: &Path) -> Result<RawConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+    }
+
+    /// Reads the `CUTTLE_*` variables from `env` (passed in, so tests never touch the real
+    /// process environment).
+    pub(crate) fn from_env(env: &HashMap<String, String>) -> Result<RawConfig> {
+        fn num<T: std::str::FromStr>(env: &HashMap<String, String>, var: &str) -> Result<Option<T>> {
+            match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| anyhow::anyhow!("{var}={v:?} is not a valid non-negative whole number")),
+            }
+        }
+        let s = |var: &str| env.get(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        Ok(RawConfig {
+            data_dir: s("CUTTLE_DATA_DIR").map(PathBuf::from),
+            database_url: s("CUTTLE_DATABASE_URL"),
+            master_key: s("CUTTLE_MASTER_KEY"),
+            shared_path: s("CUTTLE_SHARED_PATH").map(PathBuf::from),
+            node_name: s("CUTTLE_NODE_NAME"),
+            roles: s("CUTTLE_ROLES"),
+            task_cap: num(env, "CUTTLE_TASK_CAP")?,
+            http_listen: s("CUTTLE_HTTP_LISTEN"),
+            grpc_listen: s("CUTTLE_GRPC_LISTEN"),
+            gateway_listen: s("CUTTLE_GATEWAY_LISTEN"),
+            heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
+            offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
+            poll_ms: num(env, "CUTTLE_POLL_MS")?,
+            admin_api_key: s("CUTTLE_ADMIN_API_KEY"),
+            trusted_proxies: s("CUTTLE_TRUSTED_PROXIES"),
+            log: s("CUTTLE_LOG"),
+            log_format: s("CUTTLE_LOG_FORMAT"),
+            db_wait_secs: num(env, "CUTTLE_DB_WAIT_SECS")?,
+            db_pool_size: num(env, "CUTTLE_DB_POOL_SIZE")?,
+            shutdown_grace_secs: num(env, "CUTTLE_SHUTDOWN_GRACE_SECS")?,
+        })
+    }
+}
+
+/// Validated settings, as the node uses them.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) database_url: String,
+    pub(crate) master_key: Option<String>,
+    pub(crate) shared_path: PathBuf,
+    /// True when the shared path is the default under the data dir (then it may be created).
+    pub(crate) shared_path_is_default: bool,
+    pub(crate) node_name: String,
+    pub(crate) roles: RoleSet,
+    pub(crate) task_cap: u32,
+    pub(crate) http_listen: SocketAddr,
+    pub(crate) grpc_listen: SocketAddr,
+    pub(crate) gateway_listen: SocketAddr,
+    pub(crate) heartbeat: Duration,
+    pub(crate) offline_after: Duration,
+    pub(crate) poll: Duration,
+    pub(crate) admin_api_key: Option<String>,
+    pub(crate) log: String,
+    pub(crate) log_json: bool,
+    pub(crate) db_wait: Duration,
+    pub(crate) db_pool_size: u32,
+    pub(crate) shutdown_grace: Duration,
+}
+
+fn addr(name: &str, v: Option<String>, default: &str) -> Result<SocketAddr> {
+    let v = v.unwrap_or_else(|| default.to_owned());
+    v.parse().with_context(|| format!("{name} {v:?} is not an address like 127.0.0.1:8080"))
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| validate_node_name(h).is_ok())
+        .unwrap_or_else(|| "cuttle-node".to_owned())
+}
+
+impl Config {
+    pub(crate) fn validate(raw: RawConfig) -> Result<Config> {
+        let data_dir = absolute(raw.data_dir.unwrap_or_else(|| PathBuf::from("cuttle-data")));
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("cuttle.db").display()));
+        let shared_path_is_default = raw.shared_path.is_none();
+        let shared_path = absolute(raw.shared_path.unwrap_or_else(|| data_dir.join("shared")));
+        let node_name = raw.node_name.unwrap_or_else(host_name);
+        validate_node_name(&node_name).context("CUTTLE_NODE_NAME")?;
+        let roles = match raw.roles {
+            Some(r) => RoleSet::parse(&r).context("CUTTLE_ROLES")?,
+            None => RoleSet::all(),
+        };
+        let task_cap = raw.task_cap.unwrap_or(5);
+        if task_cap > MAX_TASK_CAP {
+            bail!("CUTTLE_TASK_CAP {task_cap} is too large: at most {MAX_TASK_CAP}");
+        }
+        let heartbeat_secs = raw.heartbeat_secs.unwrap_or(15);
+        let offline_after_secs = raw.offline_after_secs.unwrap_or(60);
+        if heartbeat_secs == 0 || heartbeat_secs > 3600 {
+            bail!("CUTTLE_HEARTBEAT_SECS must be 1..=3600, got {heartbeat_secs}");
+        }
+        if offline_after_secs <= heartbeat_secs || offline_after_secs > 86_400 {
+            bail!(
+                "CUTTLE_OFFLINE_AFTER_SECS ({offline_after_secs}) must be greater than \
+                 CUTTLE_HEARTBEAT_SECS ({heartbeat_secs}) and at most 86400; \
+                 three heartbeats or more is safest"
+            );
+        }
+        let poll_ms = raw.poll_ms.unwrap_or(1000);
+        if !(10..=60_000).contains(&poll_ms) {
+            bail!("CUTTLE_POLL_MS must be 10..=60000, got {poll_ms}");
+        }
+        let log_json = match raw.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("CUTTLE_LOG_FORMAT must be text or json, got {other:?}"),
+        };
+        let db_pool_size = raw.db_pool_size.unwrap_or(16);
+        if !(1..=1000).contains(&db_pool_size) {
+            bail!("CUTTLE_DB_POOL_SIZE must be 1..=1000, got {db_pool_size}");
+        }
+        Ok(Config {
+            data_dir,
+            database_url,
+            master_key: raw.master_key,
+            shared_path,
+            shared_path_is_default,
+            node_name,
+            roles,
+            task_cap,
+            http_listen: addr("CUTTLE_HTTP_LISTEN", raw.http_listen, "127.0.0.1:8080")?,
+            grpc_listen: addr("CUTTLE_GRPC_LISTEN", raw.grpc_listen, "127.0.0.1:8443")?,
+            gateway_listen: addr("CUTTLE_GATEWAY_LISTEN", raw.gateway_listen, "0.0.0.0:10943")?,
+            heartbeat: Duration::from_secs(heartbeat_secs),
+            offline_after: Duration::from_secs(offline_after_secs),
+            poll: Duration::from_millis(poll_ms),
+            admin_api_key: raw.admin_api_key,
+            log: raw.log.unwrap_or_else(|| "info".to_owned()),
+            log_json,
+            db_wait: Duration::from_secs(raw.db_wait_secs.unwrap_or(30)),
+            db_pool_size,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(300)),
+        })
+    }
+
+    /// Whether the database is the embedded SQLite file (where a master key may be generated).
+    pub(crate) fn database_is_embedded(&self) -> bool {
+        self.database_url.starts_with("sqlite://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::validate(RawConfig::default()).unwrap();
+        assert!(c.data_dir.ends_with("cuttle-data"));
+        assert!(c.database_url.starts_with("sqlite://") && c.database_url.ends_with("cuttle-data/cuttle.db"));
+        assert!(c.shared_path.ends_with("cuttle-data/shared") && c.shared_path_is_default);
+        assert_eq!(c.roles, RoleSet::all());
+        assert_eq!(c.task_cap, 5);
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.gateway_listen.to_string(), "0.0.0.0:10943");
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.offline_after, Duration::from_secs(60));
+        assert_eq!(c.poll, Duration::from_millis(1000));
+        assert_eq!(c.db_wait, Duration::from_secs(30));
+        assert!(c.database_is_embedded());
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: RawConfig = toml::from_str("task_cap = 1\nnode_name = \"from-file\"\npoll_ms = 50").unwrap();
+        let env = RawConfig::from_env(&env(&[("CUTTLE_TASK_CAP", "2"), ("CUTTLE_NODE_NAME", "from-env")])).unwrap();
+        let flags = RawConfig { task_cap: Some(3), ..Default::default() };
+        let c = Config::validate(RawConfig::default().overlay(file).overlay(env).overlay(flags)).unwrap();
+        assert_eq!(c.task_cap, 3);
+        assert_eq!(c.node_name, "from-env");
+        assert_eq!(c.poll, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn rejects_bad_settings_with_the_variable_name() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("CUTTLE_TASK_CAP", "-1")], "CUTTLE_TASK_CAP"),
+            (&[("CUTTLE_TASK_CAP", "100000")], "CUTTLE_TASK_CAP"),
+            (&[("CUTTLE_HEARTBEAT_SECS", "30"), ("CUTTLE_OFFLINE_AFTER_SECS", "20")], "CUTTLE_OFFLINE_AFTER_SECS"),
+            (&[("CUTTLE_POLL_MS", "1")], "CUTTLE_POLL_MS"),
+            (&[("CUTTLE_ROLES", "api,chef")], "CUTTLE_ROLES"),
+            (&[("CUTTLE_NODE_NAME", "a b")], "CUTTLE_NODE_NAME"),
+            (&[("CUTTLE_HTTP_LISTEN", "localhost")], "CUTTLE_HTTP_LISTEN"),
+            (&[("CUTTLE_LOG_FORMAT", "xml")], "CUTTLE_LOG_FORMAT"),
+        ];
+        for (vars, want) in cases {
+            let err = RawConfig::from_env(&env(vars)).and_then(Config::validate);
+            let msg = format!("{:#}", err.expect_err(want));
+            assert!(msg.contains(want), "{vars:?}: {msg}");
+        }
+        let unknown = toml::from_str::<RawConfig>("tsak_cap = 1");
+        assert!(unknown.is_err(), "unknown keys in the file are errors");
+    }
+}

@@ -1,0 +1,213 @@
+//! `cuttle-server run`: one node. Registers itself, keeps its heartbeat, hosts its roles, and
+//! on SIGTERM/Ctrl-C drains before it exits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cuttle_api_gateway::{ApiConfig, ApiDeps, LocalWake, WakeReason};
+use cuttle_core::Role;
+use cuttle_storage::{NodeRegistration, NodeState, Store, TaskLogWriter};
+use cuttle_task_scheduler::SchedulerConfig;
+use cuttle_task_worker::{WorkerConfig, WorkerControlService, WorkerDeps, WorkerHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::startup;
+
+/// How long non-worker roles get to stop once the worker has drained.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener {addr}"))
+}
+
+#[allow(clippy::print_stdout)] // the URL and a generated key are the command's output
+pub(crate) async fn run(cfg: Config) -> Result<()> {
+    let store = startup::connect(&cfg).await?;
+    startup::prepare_schema(&store).await?;
+    let _master_key = startup::master_key(&cfg, &store).await?;
+    let shared = startup::shared_store(&cfg, &store).await?;
+    let generated_key = startup::bootstrap_api_key(&cfg, &store).await?;
+
+    let http = if cfg.roles.contains(Role::Api) { Some(bind("http", cfg.http_listen).await?) } else { None };
+    let grpc = if cfg.roles.contains(Role::Worker) { Some(bind("grpc", cfg.grpc_listen).await?) } else { None };
+    let gateway = if cfg.roles.contains(Role::Gateway) {
+        Some(bind("gateway", cfg.gateway_listen).await?)
+    } else {
+        None
+    };
+    let local = |l: &Option<TcpListener>, fallback: SocketAddr| {
+        l.as_ref().and_then(|l| l.local_addr().ok()).unwrap_or(fallback).to_string()
+    };
+    let reg = NodeRegistration {
+        name: cfg.node_name.clone(),
+        roles: cfg.roles.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        http_address: local(&http, cfg.http_listen),
+        grpc_address: local(&grpc, cfg.grpc_listen),
+        gateway_address: gateway.as_ref().map(|_| local(&gateway, cfg.gateway_listen)),
+        initial_task_cap: cfg.task_cap,
+    };
+    let state = store.register_node(&reg).await.context("register node")?;
+    tracing::info!(node = %reg.name, roles = %reg.roles, http = %reg.http_address,
+        task_cap = state.task_cap, draining = state.draining, "node registered");
+    let (state_tx, state_rx) = watch::channel(state);
+
+    // Shutdown order: the worker drains first while everything else (the API answering 418,
+    // the heartbeat keeping this node online) keeps running; then the rest stops.
+    let worker_stop = CancellationToken::new();
+    let rest_stop = CancellationToken::new();
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let mut rest = JoinSet::new();
+    rest.spawn(heartbeat(store.clone(), reg.clone(), cfg.heartbeat, state_tx, rest_stop.clone()));
+
+    if cfg.roles.contains(Role::Scheduler) {
+        let sched = SchedulerConfig::new(cfg.offline_after);
+        rest.spawn(cuttle_task_scheduler::serve(sched, store.clone(), || {}, rest_stop.clone()));
+    }
+    if let Some(listener) = gateway {
+        let stop = rest_stop.clone();
+        rest.spawn(async move {
+            if let Err(e) = cuttle_tentacle_gateway::serve(listener, stop).await {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+    }
+
+    let mut worker = None;
+    let mut local_wake: Option<LocalWake> = None;
+    if let Some(listener) = grpc {
+        let handle = WorkerHandle::new();
+        if store.subscribe_enqueued(handle.claim_notify(), rest_stop.clone()) {
+            tracing::info!("listening for enqueued tasks (LISTEN/NOTIFY)");
+        }
+        let h = handle.clone();
+        local_wake = Some(Arc::new(move |reason| match reason {
+            WakeReason::Enqueued => h.wake_claim(),
+            WakeReason::Cancelled => h.wake_reconcile(),
+        }));
+        let svc = WorkerControlService::new(handle.clone());
+        let stop = rest_stop.clone();
+        rest.spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let res = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        });
+        let wcfg = WorkerConfig {
+            node_name: cfg.node_name.clone(),
+            poll_interval: cfg.poll,
+            shutdown_grace: cfg.shutdown_grace,
+            work_root: cfg.data_dir.join("work"),
+        };
+        let deps = WorkerDeps {
+            store: store.clone(),
+            logs: TaskLogWriter::start(shared.clone()),
+            node_state: state_rx.clone(),
+        };
+        worker = Some(tokio::spawn(cuttle_task_worker::serve(wcfg, deps, handle, worker_stop.clone())));
+    }
+
+    if let Some(listener) = http {
+        let api_cfg = ApiConfig { node_name: cfg.node_name.clone(), offline_after: cfg.offline_after };
+        let deps = ApiDeps {
+            store: store.clone(),
+            shared: shared.clone(),
+            shutting_down: shutting_down.clone(),
+            local_wake,
+        };
+        let stop = rest_stop.clone();
+        rest.spawn(async move {
+            if let Err(e) = cuttle_api_gateway::serve(api_cfg, deps, listener, stop).await {
+                tracing::error!(error = %e, "api stopped");
+            }
+        });
+        println!("Cuttle node {} is up: http://{}/", cfg.node_name, reg.http_address);
+    } else {
+        println!("Cuttle node {} is up (roles: {})", cfg.node_name, reg.roles);
+    }
+    if let Some(key) = generated_key {
+        println!("Admin API key (shown once, store it now): {key}");
+    }
+
+    wait_for_signal().await?;
+    tracing::info!("shutdown requested: draining (ping answers 418, no new tasks)");
+    shutting_down.store(true, Ordering::Relaxed);
+    worker_stop.cancel();
+    if let Some(w) = worker {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "worker did not drain cleanly"),
+            Err(e) => tracing::error!(error = %e, "worker crashed while draining"),
+        }
+    }
+    rest_stop.cancel();
+    let all_stopped = tokio::time::timeout(STOP_TIMEOUT, async { while rest.join_next().await.is_some() {} }).await;
+    if all_stopped.is_err() {
+        tracing::warn!("some roles did not stop within {STOP_TIMEOUT:?}; exiting anyway");
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Writes *last seen* every `every` on its own loop, so a busy worker or API never delays it;
+/// publishes the operator-controlled cap and draining flag it reads back.
+async fn heartbeat(
+    store: Store,
+    reg: NodeRegistration,
+    every: Duration,
+    state: watch::Sender<NodeState>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // registration just wrote last seen
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.heartbeat(&reg).await {
+            Ok(s) => {
+                if failing {
+                    tracing::info!("heartbeat restored");
+                    failing = false;
+                }
+                state.send_if_modified(|cur| {
+                    let changed = *cur != s;
+                    if changed {
+                        tracing::info!(task_cap = s.task_cap, draining = s.draining, "node settings changed");
+                    }
+                    *cur = s;
+                    changed
+                });
+            }
+            Err(e) => {
+                failing = true;
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Start-up checks shared by `run`, `check` and the other commands: reach the database, agree
+//! on the schema, the master key and the shared store. Each failure is one line that says what
+//! is wrong and what to do.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cuttle_api_gateway::{generate_api_key, hash_api_key};
+use cuttle_storage::{MasterKey, SharedStore, Store, StoreOptions};
+
+use crate::config::Config;
+
+const SETTING_KEY_CHECK: &str = "master_key_check";
+const SETTING_SHARED_PATH: &str = "shared_path";
+
+/// Connects, retrying for `db_wait` while the database is unreachable.
+pub(crate) async fn connect(cfg: &Config) -> Result<Store> {
+    if cfg.database_is_embedded() {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("create data directory {}", cfg.data_dir.display()))?;
+    }
+    let opts = StoreOptions { pool_size: cfg.db_pool_size, ..StoreOptions::default() };
+    let deadline = Instant::now() + cfg.db_wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Store::connect(&cfg.database_url, &opts).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                tracing::warn!(error = %e, "database unreachable; retrying");
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) if e.is_unavailable() => {
+                return Err(anyhow!(e).context(format!(
+                    "gave up after CUTTLE_DB_WAIT_SECS={}",
+                    cfg.db_wait.as_secs()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Creates the schema on an empty database (under the database's lock, so one node does it);
+/// otherwise requires exactly the version this binary expects.
+pub(crate) async fn prepare_schema(store: &Store) -> Result<()> {
+    if store.schema_version().await? == 0 {
+        let report = store.migrate().await?;
+        if report.applied_any() {
+            tracing::info!(from = report.from, to = report.to, "created database schema");
+        }
+    }
+    store.check_schema().await?;
+    Ok(())
+}
+
+/// Resolves the master key and checks it against the database's key-check value (storing one
+/// if this is the first node).
+pub(crate) async fn master_key(cfg: &Config, store: &Store) -> Result<MasterKey> {
+    let key = match &cfg.master_key {
+        Some(b64) => MasterKey::parse(b64).context("CUTTLE_MASTER_KEY")?,
+        None if cfg.database_is_embedded() => {
+            let has_check = store.get_setting(SETTING_KEY_CHECK).await?.is_some();
+            key_from_file(&cfg.data_dir.join("master.key"), !has_check)?
+        }
+        None => bail!(
+            "CUTTLE_MASTER_KEY is required with an external database: give every node the same \
+             key (base64 of 16 or 32 random bytes, e.g. `openssl rand 16 | base64`)"
+        ),
+    };
+    let check = store.init_setting(SETTING_KEY_CHECK, &key.key_check_value()?).await?;
+    key.verify(&check)?;
+    Ok(key)
+}
+
+/// Reads `master.key`, or generates it (mode 0600) when `may_create` and it is missing.
+fn key_from_file(path: &Path, may_create: bool) -> Result<MasterKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::parse(&text).with_context(|| format!("master key in {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => {
+            let (key, b64) = MasterKey::generate()?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            match created {
+                Ok(mut f) => {
+                    f.write_all(b64.as_bytes())
+                        .and_then(|_| f.sync_all())
+                        .with_context(|| format!("write master key {}", path.display()))?;
+                    tracing::info!(path = %path.display(), "generated a new master key; back it up");
+                    Ok(key)
+                }
+                // Another process on this host created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => key_from_file(path, false),
+                Err(e) => Err(e).with_context(|| format!("create master key {}", path.display())),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "the database was created with a master key but {} is missing: restore it or set \
+             CUTTLE_MASTER_KEY",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("read master key {}", path.display())),
+    }
+}
+
+/// Opens the shared store whose root the database names (recording ours if it names none),
+/// creating its folders and probing each for write access.
+pub(crate) async fn shared_store(cfg: &Config, store: &Store) -> Result<SharedStore> {
+    let ours = cfg.shared_path.to_string_lossy().into_owned();
+    let root = store.init_setting(SETTING_SHARED_PATH, &ours).await?;
+    let root = std::path::PathBuf::from(root);
+    if root == cfg.shared_path && cfg.shared_path_is_default {
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("create shared store {}", root.display()))?;
+    }
+    let shared = tokio::task::spawn_blocking(move || SharedStore::open(&root)).await??;
+    Ok(shared)
+}
+
+/// Stores a new shared-store root after checking it is usable.
+pub(crate) async fn set_shared_path(store: &Store, dir: &Path) -> Result<SharedStore> {
+    let dir = if dir.is_absolute() { dir.to_owned() } else { std::env::current_dir()?.join(dir) };
+    let probe = dir.clone();
+    let shared = tokio::task::spawn_blocking(move || SharedStore::open(&probe)).await??;
+    store.set_setting(SETTING_SHARED_PATH, &dir.to_string_lossy()).await?;
+    Ok(shared)
+}
+
+/// Registers `CUTTLE_ADMIN_API_KEY` on a database without keys; when none is given there,
+/// generates one. Returns a generated key (to be shown once).
+pub(crate) async fn bootstrap_api_key(cfg: &Config, store: &Store) -> Result<Option<String>> {
+    if store.api_key_count().await? > 0 {
+        return Ok(None);
+    }
+    match &cfg.admin_api_key {
+        Some(key) => {
+            if key.trim().len() < 16 {
+                bail!("CUTTLE_ADMIN_API_KEY is too short: use at least 16 random characters");
+            }
+            store.insert_api_key("admin", &hash_api_key(key)).await?;
+            tracing::info!("registered CUTTLE_ADMIN_API_KEY as the first admin key");
+            Ok(None)
+        }
+        None => {
+            let key = generate_api_key()?;
+            store.insert_api_key("admin", &hash_api_key(&key)).await?;
+            // Another node may have raced us; whichever keys are stored all work.
+            Ok(Some(key))
+        }
+    }
+}
+
+/// Creates a named admin key and returns it.
+pub(crate) async fn create_api_key(store: &Store, name: &str) -> Result<String> {
+    if name.trim().is_empty() || name.len() > 100 {
+        bail!("--name must be 1-100 characters");
+    }
+    let key = generate_api_key()?;
+    store.insert_api_key(name.trim(), &hash_api_key(&key)).await?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_generated_once_with_private_mode() {
+        let dir = std::env::temp_dir().join(format!("cuttle-keyfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        let err = key_from_file(&path, false).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        let k1 = key_from_file(&path, true).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let k2 = key_from_file(&path, true).unwrap();
+        k2.verify(&k1.key_check_value().unwrap()).unwrap();
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(key_from_file(&path, true).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
