@@ -1,1 +1,448 @@
-pub struct Cluster; pub struct Database; pub struct Node; pub struct NodeOptions; pub fn server_binary() {}
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{free_port, temp_dir, wait_until, TempDir, TestPostgres};
+
+/// The `cuttle-server` binary to test: `CUTTLE_SERVER_BIN`, or the workspace's debug build,
+/// brought up to date with `cargo build` once per test process.
+pub fn server_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("CUTTLE_SERVER_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "cuttle-server", "--bin", "cuttle-server"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p cuttle-server failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("cuttle-server")
+    })
+    .clone()
+}
+
+/// Which database a cluster shares.
+pub enum Database {
+    /// One SQLite file on this host, shared by every node process.
+    Sqlite,
+    /// A real PostgreSQL database.
+    Postgres,
+}
+
+/// The shared parts of a test cluster: database, master key, admin API key, shared store.
+pub struct Cluster {
+    dir: TempDir,
+    pub db_url: String,
+    pub master_key: String,
+    pub api_key: String,
+    pg: Option<TestPostgres>,
+}
+
+/// Per-node settings; `Default` gives a fast-heartbeat node with every role.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    pub task_cap: u32,
+    pub roles: String,
+    pub heartbeat_secs: u64,
+    pub offline_after_secs: u64,
+    pub poll_ms: u64,
+    pub shutdown_grace_secs: u64,
+    /// Extra environment, applied last (may override anything above).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            name: "node".into(),
+            task_cap: 2,
+            roles: "api,scheduler,worker,gateway".into(),
+            heartbeat_secs: 1,
+            offline_after_secs: 4,
+            poll_ms: 200,
+            shutdown_grace_secs: 5,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl NodeOptions {
+    pub fn named(name: &str, task_cap: u32) -> Self {
+        NodeOptions { name: name.into(), task_cap, ..Default::default() }
+    }
+}
+
+fn random_b64(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("read /dev/urandom");
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Cluster {
+    pub fn new(db: Database) -> Result<Cluster> {
+        let dir = temp_dir("cluster");
+        std::fs::create_dir_all(dir.path().join("shared"))?;
+        let (db_url, pg) = match db {
+            Database::Sqlite => (format!("sqlite://{}", dir.path().join("cuttle.db").display()), None),
+            Database::Postgres => {
+                let pg = TestPostgres::start()?;
+                (pg.url().to_owned(), Some(pg))
+            }
+        };
+        Ok(Cluster {
+            dir,
+            db_url,
+            master_key: random_b64(32),
+            api_key: format!("API-TEST{}", random_b64(24).replace(['+', '/', '='], "x")),
+            pg,
+        })
+    }
+
+    pub fn sqlite() -> Cluster {
+        Cluster::new(Database::Sqlite).expect("sqlite cluster")
+    }
+
+    pub fn postgres() -> Cluster {
+        Cluster::new(Database::Postgres).expect("postgres cluster")
+    }
+
+    pub fn postgres_server(&self) -> Option<&TestPostgres> {
+        self.pg.as_ref()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn shared_dir(&self) -> PathBuf {
+        self.dir.path().join("shared")
+    }
+
+    /// The command that starts a node with these options (not yet spawned).
+    pub fn command(&self, opts: &NodeOptions, http_port: u16, grpc_port: u16) -> Command {
+        let node_dir = self.dir.path().join(&opts.name);
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CUTTLE_DATA_DIR", &node_dir)
+            .env("CUTTLE_DATABASE_URL", &self.db_url)
+            .env("CUTTLE_MASTER_KEY", &self.master_key)
+            .env("CUTTLE_ADMIN_API_KEY", &self.api_key)
+            .env("CUTTLE_SHARED_PATH", self.shared_dir())
+            .env("CUTTLE_NODE_NAME", &opts.name)
+            .env("CUTTLE_ROLES", &opts.roles)
+            .env("CUTTLE_TASK_CAP", opts.task_cap.to_string())
+            .env("CUTTLE_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("CUTTLE_GRPC_LISTEN", format!("127.0.0.1:{grpc_port}"))
+            .env("CUTTLE_GATEWAY_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("CUTTLE_HEARTBEAT_SECS", opts.heartbeat_secs.to_string())
+            .env("CUTTLE_OFFLINE_AFTER_SECS", opts.offline_after_secs.to_string())
+            .env("CUTTLE_POLL_MS", opts.poll_ms.to_string())
+            .env("CUTTLE_SHUTDOWN_GRACE_SECS", opts.shutdown_grace_secs.to_string())
+            .env("CUTTLE_DB_WAIT_SECS", "10")
+            .env("CUTTLE_LOG", "info,cuttle=debug")
+            .stdin(Stdio::null());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Spawns a node without waiting for it to be ready.
+    pub fn spawn(&self, opts: NodeOptions) -> Node {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let mut cmd = self.command(&opts, http_port, grpc_port);
+        let node_dir = self.dir.path().join(&opts.name);
+        let n = std::fs::read_dir(&node_dir).map(|d| d.count()).unwrap_or(0);
+        let stdout = node_dir.join(format!("stdout.{n}.log"));
+        let stderr = node_dir.join(format!("stderr.{n}.log"));
+        cmd.stdout(File::create(&stdout).expect("stdout file"));
+        cmd.stderr(File::create(&stderr).expect("stderr file"));
+        let child = cmd.spawn().expect("spawn cuttle-server");
+        Node {
+            name: opts.name.clone(),
+            opts,
+            child: Some(child),
+            http_port,
+            grpc_port,
+            api_key: self.api_key.clone(),
+            stdout,
+            stderr,
+            agent: agent(),
+        }
+    }
+
+    /// Starts a node and waits until its ping answers.
+    pub fn start(&self, opts: NodeOptions) -> Node {
+        let mut node = self.spawn(opts);
+        node.wait_ready();
+        node
+    }
+
+    /// Restarts a stopped node on the same ports.
+    pub fn restart(&self, node: &mut Node) {
+        let mut cmd = self.command(&node.opts, node.http_port, node.grpc_port);
+        cmd.stdout(File::options().append(true).open(&node.stdout).expect("stdout"));
+        cmd.stderr(File::options().append(true).open(&node.stderr).expect("stderr"));
+        node.child = Some(cmd.spawn().expect("spawn cuttle-server"));
+        node.wait_ready();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// One `cuttle-server` process. SIGTERM, then SIGKILL, on drop.
+pub struct Node {
+    pub name: String,
+    pub opts: NodeOptions,
+    child: Option<Child>,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    api_key: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Node {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.try_exit() {
+                panic!("node {} exited during start-up ({status}):\n{}", self.name, self.stderr_text());
+            }
+            let has_api = self.opts.roles.split(',').any(|r| r.trim() == "api");
+            if !has_api && self.stderr_text().contains("node registered") {
+                return;
+            }
+            if let Ok(resp) = self.agent.get(&self.url("/api/nodes/ping")).call() {
+                if has_api && resp.status().as_u16() != 503 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("node {} did not become ready:\n{}", self.name, self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a request with the admin key; returns the status and the JSON body (or the text
+    /// as a JSON string when the body is not JSON).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let url = self.url(path);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("X-Api-Key", &self.api_key).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("X-Api-Key", &self.api_key).call(),
+            (m, b) => {
+                let req = match m {
+                    "POST" => self.agent.post(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    "PUT" => self.agent.put(&url),
+                    other => panic!("unsupported method {other}"),
+                };
+                req.header("X-Api-Key", &self.api_key)
+                    .header("Content-Type", "application/json")
+                    .send(b.unwrap_or(""))
+            }
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.name));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(&body.to_string()))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("PATCH", path, Some(&body.to_string()))
+    }
+
+    /// The ping's status code, with no API key.
+    pub fn ping(&self) -> u16 {
+        self.agent.get(&self.url("/api/nodes/ping")).call().map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    /// Enqueues a task; panics unless 201. Returns its id.
+    pub fn enqueue(&self, task: Value) -> String {
+        let (status, body) = self.post("/api/tasks", &task);
+        assert_eq!(status, 201, "enqueue {task}: {body}");
+        body["id"].as_str().expect("task id").to_owned()
+    }
+
+    pub fn task(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/tasks/{id}"));
+        assert_eq!(status, 200, "get {id}: {body}");
+        body
+    }
+
+    /// Polls a task until `pred` holds on it.
+    pub fn wait_task(&self, id: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(&format!("task {id} {what}"), timeout, || {
+            let t = self.task(id);
+            pred(&t).then_some(t)
+        })
+    }
+
+    /// Polls a task until it reaches a terminal state.
+    pub fn wait_finished(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_task(id, "to finish", timeout, |t| {
+            matches!(t["state"].as_str(), Some("Success" | "Failed" | "Canceled" | "TimedOut"))
+        })
+    }
+
+    pub fn task_log(&self, id: &str) -> String {
+        let (status, body) = self.get(&format!("/api/tasks/{id}/log"));
+        assert_eq!(status, 200, "log of {id}: {body}");
+        body.as_str().map(str::to_owned).unwrap_or_else(|| body.to_string())
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// SIGKILL: the node dies mid-flight, as on a crash or power loss.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: the node freezes (no heartbeats) without dying.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// SIGTERM without waiting.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_exit() {
+                self.child = None;
+                return Ok(st);
+            }
+            if self.child.is_none() {
+                bail!("node {} is not running", self.name);
+            }
+            if Instant::now() > deadline {
+                bail!("node {} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.thaw();
+        self.terminate();
+        if self.wait_exit(Duration::from_secs(10)).is_err() {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Runs a node command to completion (e.g. one expected to fail at start-up).
+pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Result<(ExitStatus, String, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("spawn")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            let mut out = String::new();
+            let mut err = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                o.read_to_string(&mut out)?;
+            }
+            if let Some(mut e) = child.stderr.take() {
+                e.read_to_string(&mut err)?;
+            }
+            return Ok((st, out, err));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("command still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,438 @@
+//! End-to-end: real `cuttle-server` processes sharing a real database and shared store.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
+use serde_json::{json, Value};
+
+const MIN: Duration = Duration::from_secs(60);
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(super::Database::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name(super::Database::Postgres) })*
+        }
+    };
+}
+
+on_both!(
+    caps_are_respected_and_every_task_runs_once,
+    concurrency_tags_never_overlap,
+    killed_node_fails_its_tasks_while_others_drain_the_queue,
+    frozen_node_is_fenced_when_it_comes_back,
+    three_nodes_on_an_empty_database_migrate_once,
+    enqueue_wakes_an_idle_worker_on_another_node,
+);
+
+fn sleep(ms: u64) -> Value {
+    json!({"kind": "Sleep", "arguments": {"duration_ms": ms}})
+}
+
+fn ms(t: &Value, field: &str) -> i64 {
+    // RFC 3339 with milliseconds, UTC: compare as numbers of ms within one day is not enough,
+    // so parse fully.
+    let s = t[field].as_str().unwrap_or_else(|| panic!("{field} missing in {t}"));
+    parse_rfc3339_ms(s)
+}
+
+fn parse_rfc3339_ms(s: &str) -> i64 {
+    let (date, time) = s.trim_end_matches('Z').split_once('T').expect("RFC 3339");
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    // days from civil (Howard Hinnant)
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + frac.parse::<i64>().unwrap()
+}
+
+/// Largest number of `[start, end)` intervals that overlap at one instant.
+fn max_overlap(intervals: &[(i64, i64)]) -> usize {
+    let mut events: Vec<(i64, i32)> = Vec::new();
+    for &(s, e) in intervals {
+        events.push((s, 1));
+        events.push((e, -1));
+    }
+    // Ends sort before starts at the same instant: half-open intervals.
+    events.sort();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+fn all_tasks(node: &Node) -> Vec<Value> {
+    let (status, body) = node.get("/api/tasks?limit=1000");
+    assert_eq!(status, 200);
+    body["items"].as_array().unwrap().clone()
+}
+
+fn wait_all_finished(node: &Node, ids: &[String], timeout: Duration) -> Vec<Value> {
+    ids.iter().map(|id| node.wait_finished(id, timeout)).collect()
+}
+
+fn caps_are_respected_and_every_task_runs_once(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let n2 = cluster.start(NodeOptions::named("n2", 2));
+    let n3 = cluster.start(NodeOptions::named("n3", 0));
+    let ids: Vec<String> = (0..20).map(|i| [&n1, &n2, &n3][i % 3].enqueue(sleep(150))).collect();
+    let tasks = wait_all_finished(&n3, &ids, MIN);
+    let mut per_node: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    for t in &tasks {
+        assert_eq!(t["state"], "Success", "{t}");
+        let node = t["node"].as_str().unwrap().to_owned();
+        per_node.entry(node).or_default().push((ms(t, "started_at"), ms(t, "completed_at")));
+    }
+    assert!(!per_node.contains_key("n3"), "the cap-0 node ran tasks");
+    for (node, iv) in &per_node {
+        assert!(max_overlap(iv) <= 2, "{node} ran {} tasks at once", max_overlap(iv));
+    }
+    assert_eq!(per_node.values().map(Vec::len).sum::<usize>(), 20);
+    // Exactly once: every log holds one start, and it names the node the database recorded.
+    for t in &tasks {
+        let id = t["id"].as_str().unwrap();
+        let log = n3.task_log(id);
+        assert_eq!(log.matches(" started on node ").count(), 1, "{id}: {log}");
+        assert!(log.contains(&format!("started on node {}", t["node"].as_str().unwrap())));
+    }
+    // Both workers took part.
+    assert_eq!(per_node.len(), 2, "{per_node:?}");
+}
+
+fn concurrency_tags_never_overlap(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 4));
+    let n2 = cluster.start(NodeOptions::named("n2", 4));
+    let mut tagged = Vec::new();
+    let mut untagged = Vec::new();
+    for i in 0..8 {
+        let node = if i % 2 == 0 { &n1 } else { &n2 };
+        let mut t = sleep(100);
+        t["concurrency_tag"] = json!("web/production");
+        tagged.push(node.enqueue(t));
+        untagged.push(node.enqueue(sleep(100)));
+    }
+    let tagged = wait_all_finished(&n1, &tagged, MIN);
+    let untagged = wait_all_finished(&n1, &untagged, MIN);
+    let iv: Vec<(i64, i64)> = tagged
+        .iter()
+        .map(|t| {
+            assert_eq!(t["state"], "Success", "{t}");
+            (ms(t, "started_at"), ms(t, "completed_at"))
+        })
+        .collect();
+    assert_eq!(max_overlap(&iv), 1, "tagged tasks overlapped: {iv:?}");
+    // FIFO within the tag: each starts after the previous one was queued and finished.
+    for w in tagged.windows(2) {
+        assert!(ms(&w[1], "started_at") >= ms(&w[0], "completed_at"));
+    }
+    // Untagged tasks were not held back by the tag: some ran alongside tagged ones.
+    let all: Vec<(i64, i64)> = iv
+        .iter()
+        .copied()
+        .chain(untagged.iter().map(|t| (ms(t, "started_at"), ms(t, "completed_at"))))
+        .collect();
+    assert!(max_overlap(&all) > 1);
+}
+
+fn killed_node_fails_its_tasks_while_others_drain_the_queue(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 2));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let long: Vec<String> = (0..2).map(|_| n2.enqueue(sleep(600_000))).collect();
+    for id in &long {
+        n2.wait_task(id, "executing on n1", MIN, |t| t["state"] == "Executing" && t["node"] == "n1");
+    }
+    n1.kill9();
+    let (status, _) = n2.patch("/api/nodes/n2", &json!({"task_cap": 3}));
+    assert_eq!(status, 200);
+    let short: Vec<String> = (0..6).map(|_| n2.enqueue(sleep(50))).collect();
+    for t in wait_all_finished(&n2, &short, MIN) {
+        assert_eq!(t["state"], "Success");
+        assert_eq!(t["node"], "n2");
+    }
+    for id in &long {
+        let t = n2.wait_finished(id, MIN);
+        assert_eq!(t["state"], "Failed", "{t}");
+        let err = t["error"].as_str().unwrap();
+        assert!(err.contains("node n1 was lost"), "{err}");
+    }
+    let (_, node) = n2.get("/api/nodes/n1");
+    assert_eq!(node["online"], false);
+}
+
+fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let marker = cluster.dir().join("ran-to-the-end");
+    let script = format!("echo begun; sleep 8; touch {}", marker.display());
+    let id = n2.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    wait_until("script to start", MIN, || n2.task_log(&id).contains("OUT   begun").then_some(()));
+    // n1 stops heartbeating without dying; n2's scheduler declares it lost.
+    n1.freeze();
+    let t = n2.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed");
+    assert!(t["error"].as_str().unwrap().contains("node n1 was lost"), "{t}");
+    // Cancel works without the owner.
+    let queued = n2.enqueue(sleep(1000));
+    let (status, body) = n2.patch("/api/nodes/n2", &json!({"draining": true}));
+    assert_eq!(status, 200, "{body}");
+    let (status, t2) = n2.post(&format!("/api/tasks/{queued}/cancel"), &json!({}));
+    assert_eq!((status, t2["state"].as_str()), (202, Some("Canceled")));
+    // n1 comes back: it must find its claim gone and stop the script before it finishes.
+    n1.thaw();
+    wait_until("n1 to notice it lost the task", MIN, || {
+        n1.stderr_text().contains("no longer owned by this node").then_some(())
+    });
+    let log = wait_until("the fencing line in the task log", MIN, || {
+        let log = n2.task_log(&id);
+        log.contains("lost its claim").then_some(log)
+    });
+    assert!(log.contains("node n1 lost its claim"), "{log}");
+    // The script would have touched the marker 8 s after starting; it was killed first.
+    std::thread::sleep(Duration::from_secs(9)); // the script's own sleep: the only way to show it never finished
+    assert!(!marker.exists(), "a fenced task ran to its end");
+    let t = n2.task(&id);
+    assert_eq!(t["state"], "Failed", "the late outcome must be refused: {t}");
+}
+
+fn three_nodes_on_an_empty_database_migrate_once(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| cluster.spawn(NodeOptions::named(&format!("m{i}"), 1))).collect();
+    for n in &mut nodes {
+        wait_until(&format!("{} to answer its ping", n.name), MIN, || (n.ping() == 200).then_some(()));
+    }
+    let migrated = nodes.iter().filter(|n| n.stderr_text().contains("applied migration")).count();
+    assert_eq!(migrated, 1, "exactly one node creates the schema");
+    let (_, list) = nodes[0].get("/api/nodes");
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+fn enqueue_wakes_an_idle_worker_on_another_node(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    // A 20 s poll: only a wake-up can start the task quickly.
+    let slow_poll = |name: &str, cap| NodeOptions { poll_ms: 20_000, ..NodeOptions::named(name, cap) };
+    let api = cluster.start(NodeOptions { roles: "api,scheduler".into(), ..slow_poll("api", 0) });
+    let _worker = cluster.start(NodeOptions { roles: "worker".into(), ..slow_poll("w", 1) });
+    // Let the worker's first poll pass, so it is idle and waiting.
+    wait_until("worker registered", MIN, || {
+        let (_, n) = api.get("/api/nodes/w");
+        (n["online"] == true).then_some(())
+    });
+    for _ in 0..3 {
+        let id = api.enqueue(sleep(0));
+        let t = api.wait_finished(&id, MIN);
+        let latency = ms(&t, "started_at") - ms(&t, "queued_at");
+        assert!(latency < 5_000, "task waited {latency} ms: the wake-up did not arrive");
+    }
+}
+
+#[test]
+fn drain_returns_418_and_lets_running_tasks_finish() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let first = n1.enqueue(sleep(1500));
+    n1.wait_task(&first, "executing", MIN, |t| t["state"] == "Executing");
+    let (status, node) = n2.patch("/api/nodes/n1", &json!({"draining": true}));
+    assert_eq!((status, node["draining"].as_bool()), (200, Some(true)));
+    assert_eq!(n1.ping(), 418);
+    assert_eq!(n2.ping(), 200);
+    let second = n2.enqueue(sleep(10));
+    let t = n1.wait_finished(&first, MIN);
+    assert_eq!(t["state"], "Success", "the running task finished while draining");
+    // The draining node claims nothing: give it several polls to prove it.
+    std::thread::sleep(Duration::from_millis(1000)); // 5 poll intervals; nothing to await for an absence
+    assert_eq!(n1.task(&second)["state"], "Queued");
+    // A cap raised over the API applies without a restart.
+    let (status, _) = n1.patch("/api/nodes/n2", &json!({"task_cap": 1}));
+    assert_eq!(status, 200);
+    let t = n1.wait_finished(&second, MIN);
+    assert_eq!((t["state"].as_str(), t["node"].as_str()), (Some("Success"), Some("n2")));
+    let (status, _) = n2.patch("/api/nodes/n1", &json!({"draining": false}));
+    assert_eq!(status, 200);
+    assert_eq!(n1.ping(), 200);
+}
+
+#[test]
+fn deleted_node_registers_again() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let (status, _) = n1.request("DELETE", "/api/nodes/n1", None);
+    assert_eq!(status, 204);
+    let (status, _) = n1.get("/api/nodes/n1");
+    assert_eq!(status, 404);
+    let node = wait_until("n1 to re-register", MIN, || {
+        let (status, node) = n1.get("/api/nodes/n1");
+        (status == 200).then_some(node)
+    });
+    assert_eq!(node["online"], true);
+    assert_eq!(n1.request("DELETE", "/api/nodes/ghost", None).0, 404);
+}
+
+#[test]
+fn sigterm_drains_then_exits_zero() {
+    let cluster = Cluster::sqlite();
+    let mut n1 = cluster.start(NodeOptions { shutdown_grace_secs: 30, ..NodeOptions::named("n1", 2) });
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let short = n1.enqueue(sleep(1500));
+    n1.wait_task(&short, "executing", MIN, |t| t["state"] == "Executing");
+    n1.terminate();
+    wait_until("ping 418 while draining", MIN, || (n1.ping() == 418).then_some(()));
+    let st = n1.wait_exit(MIN).unwrap();
+    assert!(st.success(), "exit status {st}");
+    assert_eq!(n2.task(&short)["state"], "Success");
+
+    // With a short grace period, what is still running is cancelled and marked so.
+    let mut n3 = cluster.start(NodeOptions { shutdown_grace_secs: 1, ..NodeOptions::named("n3", 1) });
+    let long = n3.enqueue(sleep(600_000));
+    n3.wait_task(&long, "executing", MIN, |t| t["state"] == "Executing");
+    n3.terminate();
+    assert!(n3.wait_exit(MIN).unwrap().success());
+    let t = n2.task(&long);
+    assert_eq!(t["state"], "Canceled", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("shut down"), "{t}");
+}
+
+#[test]
+fn cancel_kills_a_running_script_and_its_children() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let pidfile = cluster.dir().join("child.pid");
+    let script = format!("sleep 600 & echo $! > {}; echo started; wait", pidfile.display());
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    wait_until("script to start", MIN, || n1.task_log(&id).contains("OUT   started").then_some(()));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let (status, t) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
+    assert_eq!(status, 202);
+    assert!(matches!(t["state"].as_str(), Some("Cancelling" | "Canceled")), "{t}");
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Canceled");
+    wait_until("the script's child to die", MIN, || {
+        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true);
+        gone.then_some(())
+    });
+    let (status, body) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn scripts_fail_on_nonzero_exit_and_time_out() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let bad = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo about to fail >&2; exit 7"}}));
+    let slow = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "sleep 60", "timeout_secs": 1}}));
+    let t = n1.wait_finished(&bad, MIN);
+    assert_eq!((t["state"].as_str(), t["error"].as_str()), (Some("Failed"), Some("script exited with code 7")));
+    assert!(n1.task_log(&bad).contains("ERR   about to fail"));
+    let t = n1.wait_finished(&slow, MIN);
+    assert_eq!(t["state"], "TimedOut", "{t}");
+}
+
+#[test]
+fn bad_input_gets_a_4xx_json_error_and_the_node_stays_up() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let huge = format!("{{\"kind\":\"Sleep\",\"arguments\":{{\"duration_ms\":1}},\"description\":\"{}\"}}", "x".repeat(2 << 20));
+    let cases: Vec<(&str, String, Option<String>, u16)> = vec![
+        ("POST", "/api/tasks".into(), Some("{not json".into()), 400),
+        ("POST", "/api/tasks".into(), Some("[]".into()), 400),
+        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Nope"}"#.into()), 400),
+        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Sleep","arguments":{"duration_ms":-5}}"#.into()), 400),
+        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Sleep","arguments":{"duration_ms":1e99}}"#.into()), 400),
+        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Sleep","arguments":{"duration_ms":99999999999999}}"#.into()), 400),
+        ("POST", "/api/tasks".into(), Some(huge), 413),
+        ("GET", "/api/tasks?limit=-1".into(), None, 400),
+        ("GET", "/api/tasks?limit=abc".into(), None, 400),
+        ("GET", "/api/tasks?state=Sleeping".into(), None, 400),
+        ("GET", "/api/tasks/ServerTasks-999999".into(), None, 404),
+        ("GET", "/api/tasks/not-an-id".into(), None, 404),
+        ("GET", "/api/tasks/ServerTasks-99999/log".into(), None, 404),
+        ("POST", "/api/tasks/ServerTasks-99999/cancel".into(), None, 404),
+        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"task_cap":-1}"#.into()), 400),
+        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"task_cap":99999999999}"#.into()), 400),
+        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"task_cap":5000}"#.into()), 400),
+        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"draining":"yes"}"#.into()), 400),
+        ("PATCH", "/api/nodes/n1".into(), Some("{}".into()), 400),
+        ("PATCH", "/api/nodes/ghost".into(), Some(r#"{"task_cap":1}"#.into()), 404),
+        ("GET", "/api/nodes/ghost".into(), None, 404),
+        ("GET", "/api/nope".into(), None, 404),
+        ("PUT", "/api/tasks".into(), Some("{}".into()), 405),
+    ];
+    for (method, path, body, want) in cases {
+        let (status, json) = n1.request(method, &path, body.as_deref());
+        assert_eq!(status, want, "{method} {path}: {json}");
+        if status != 405 {
+            assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {json}");
+            assert!(json["error"]["code"].is_string(), "{method} {path}: {json}");
+        }
+    }
+    // No key, wrong key.
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let r = agent.get(&n1.url("/api/tasks")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = agent.get(&n1.url("/api/tasks")).header("X-Api-Key", "API-WRONG").call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Nothing was half-written, and the node still serves.
+    assert!(all_tasks(&n1).is_empty());
+    assert_eq!(n1.ping(), 200);
+}
+
+#[test]
+fn wrong_master_key_exits_with_its_reason() {
+    let mut cluster = Cluster::sqlite();
+    drop(cluster.start(NodeOptions::named("n1", 0)));
+    cluster.master_key = "AAAAAAAAAAAAAAAAAAAAAA==".into();
+    let cmd = cluster.command(&NodeOptions::named("n1", 0), cuttle_e2e::free_port(), cuttle_e2e::free_port());
+    let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("master key does not match"), "{err}");
+    assert!(!err.contains("AAAAAAAAAAAAAAAAAAAAAA"), "the key must never be printed");
+}
+
+#[test]
+fn unreachable_database_exits_naming_the_host() {
+    let cluster = Cluster::sqlite();
+    let port = cuttle_e2e::free_port();
+    let opts = NodeOptions {
+        env: vec![
+            ("CUTTLE_DATABASE_URL".into(), format!("postgres://cuttle:hunter2@127.0.0.1:{port}/cuttle")),
+            ("CUTTLE_DB_WAIT_SECS".into(), "2".into()),
+        ],
+        ..NodeOptions::named("n1", 0)
+    };
+    let cmd = cluster.command(&opts, cuttle_e2e::free_port(), cuttle_e2e::free_port());
+    let started = std::time::Instant::now();
+    let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+    assert!(!status.success());
+    assert!(started.elapsed() >= Duration::from_secs(2), "gave up before CUTTLE_DB_WAIT_SECS");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(!err.contains("hunter2"), "the password must never be printed: {err}");
+}
+
+#[test]
+fn task_ids_are_unique_across_nodes() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let ids: HashSet<String> = (0..20).map(|i| if i % 2 == 0 { &n1 } else { &n2 }.enqueue(sleep(1))).collect();
+    assert_eq!(ids.len(), 20);
+    let queued: Vec<Value> = all_tasks(&n1);
+    assert_eq!(queued.len(), 20);
+    assert!(queued.iter().all(|t| t["state"] == "Queued"));
+}
