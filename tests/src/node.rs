@@ -18,15 +18,27 @@ pub fn server_binary() -> PathBuf {
         if let Ok(p) = std::env::var("CUTTLE_SERVER_BIN") {
             return PathBuf::from(p);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "cuttle-server", "--bin", "cuttle-server"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "cuttle-server",
+                "--bin",
+                "cuttle-server",
+            ])
             .current_dir(&root)
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build -p cuttle-server failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
         target.join("debug").join("cuttle-server")
     })
     .clone()
@@ -80,17 +92,27 @@ impl Default for NodeOptions {
 
 impl NodeOptions {
     pub fn named(name: &str, task_cap: u32) -> Self {
-        NodeOptions { name: name.into(), task_cap, ..Default::default() }
+        NodeOptions {
+            name: name.into(),
+            task_cap,
+            ..Default::default()
+        }
     }
 }
 
 fn random_b64(n: usize) -> String {
     let mut bytes = vec![0u8; n];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("read /dev/urandom");
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -108,7 +130,10 @@ impl Cluster {
         let dir = temp_dir("cluster");
         std::fs::create_dir_all(dir.path().join("shared"))?;
         let (db_url, pg) = match db {
-            Database::Sqlite => (format!("sqlite://{}", dir.path().join("cuttle.db").display()), None),
+            Database::Sqlite => (
+                format!("sqlite://{}", dir.path().join("cuttle.db").display()),
+                None,
+            ),
             Database::Postgres => {
                 let pg = TestPostgres::start()?;
                 (pg.url().to_owned(), Some(pg))
@@ -161,11 +186,20 @@ impl Cluster {
             .env("CUTTLE_TASK_CAP", opts.task_cap.to_string())
             .env("CUTTLE_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("CUTTLE_GRPC_LISTEN", format!("127.0.0.1:{grpc_port}"))
-            .env("CUTTLE_GATEWAY_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "CUTTLE_GATEWAY_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("CUTTLE_HEARTBEAT_SECS", opts.heartbeat_secs.to_string())
-            .env("CUTTLE_OFFLINE_AFTER_SECS", opts.offline_after_secs.to_string())
+            .env(
+                "CUTTLE_OFFLINE_AFTER_SECS",
+                opts.offline_after_secs.to_string(),
+            )
             .env("CUTTLE_POLL_MS", opts.poll_ms.to_string())
-            .env("CUTTLE_SHUTDOWN_GRACE_SECS", opts.shutdown_grace_secs.to_string())
+            .env(
+                "CUTTLE_SHUTDOWN_GRACE_SECS",
+                opts.shutdown_grace_secs.to_string(),
+            )
             .env("CUTTLE_DB_WAIT_SECS", "10")
             .env("CUTTLE_LOG", "info,cuttle=debug")
             .stdin(Stdio::null());
@@ -209,8 +243,18 @@ impl Cluster {
     /// Restarts a stopped node on the same ports.
     pub fn restart(&self, node: &mut Node) {
         let mut cmd = self.command(&node.opts, node.http_port, node.grpc_port);
-        cmd.stdout(File::options().append(true).open(&node.stdout).expect("stdout"));
-        cmd.stderr(File::options().append(true).open(&node.stderr).expect("stderr"));
+        cmd.stdout(
+            File::options()
+                .append(true)
+                .open(&node.stdout)
+                .expect("stdout"),
+        );
+        cmd.stderr(
+            File::options()
+                .append(true)
+                .open(&node.stderr)
+                .expect("stderr"),
+        );
         node.child = Some(cmd.spawn().expect("spawn cuttle-server"));
         node.wait_ready();
     }
@@ -250,7 +294,11 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.try_exit() {
-                panic!("node {} exited during start-up ({status}):\n{}", self.name, self.stderr_text());
+                panic!(
+                    "node {} exited during start-up ({status}):\n{}",
+                    self.name,
+                    self.stderr_text()
+                );
             }
             let has_api = self.opts.roles.split(',').any(|r| r.trim() == "api");
             if !has_api && self.stderr_text().contains("node registered") {
@@ -262,7 +310,11 @@ impl Node {
                 }
             }
             if Instant::now() > deadline {
-                panic!("node {} did not become ready:\n{}", self.name, self.stderr_text());
+                panic!(
+                    "node {} did not become ready:\n{}",
+                    self.name,
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -273,8 +325,16 @@ impl Node {
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let url = self.url(path);
         let resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("X-Api-Key", &self.api_key).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("X-Api-Key", &self.api_key).call(),
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("X-Api-Key", &self.api_key)
+                .call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("X-Api-Key", &self.api_key)
+                .call(),
             (m, b) => {
                 let req = match m {
                     "POST" => self.agent.post(&url),
@@ -308,7 +368,11 @@ impl Node {
 
     /// The ping's status code, with no API key.
     pub fn ping(&self) -> u16 {
-        self.agent.get(&self.url("/api/nodes/ping")).call().map(|r| r.status().as_u16()).unwrap_or(0)
+        self.agent
+            .get(&self.url("/api/nodes/ping"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
     }
 
     /// Enqueues a task; panics unless 201. Returns its id.
@@ -325,7 +389,13 @@ impl Node {
     }
 
     /// Polls a task until `pred` holds on it.
-    pub fn wait_task(&self, id: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_task(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_until(&format!("task {id} {what}"), timeout, || {
             let t = self.task(id);
             pred(&t).then_some(t)
@@ -335,14 +405,19 @@ impl Node {
     /// Polls a task until it reaches a terminal state.
     pub fn wait_finished(&self, id: &str, timeout: Duration) -> Value {
         self.wait_task(id, "to finish", timeout, |t| {
-            matches!(t["state"].as_str(), Some("Success" | "Failed" | "Canceled" | "TimedOut"))
+            matches!(
+                t["state"].as_str(),
+                Some("Success" | "Failed" | "Canceled" | "TimedOut")
+            )
         })
     }
 
     pub fn task_log(&self, id: &str) -> String {
         let (status, body) = self.get(&format!("/api/tasks/{id}/log"));
         assert_eq!(status, 200, "log of {id}: {body}");
-        body.as_str().map(str::to_owned).unwrap_or_else(|| body.to_string())
+        body.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.to_string())
     }
 
     pub fn stderr_text(&self) -> String {
@@ -354,7 +429,9 @@ impl Node {
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn signal(&self, sig: i32) {
@@ -425,7 +502,11 @@ impl Drop for Node {
 
 /// Runs a node command to completion (e.g. one expected to fail at start-up).
 pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Result<(ExitStatus, String, String)> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("spawn")?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn")?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(st) = child.try_wait()? {

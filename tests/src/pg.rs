@@ -25,7 +25,11 @@ struct Server {
 impl TestPostgres {
     pub fn start() -> Result<TestPostgres> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let db = format!("cuttle_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let db = format!(
+            "cuttle_t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         if let Ok(base) = std::env::var("CUTTLE_TEST_PG_URL") {
             psql(&base, &format!("CREATE DATABASE {db}"))?;
             let url = replace_db(&base, &db);
@@ -34,7 +38,10 @@ impl TestPostgres {
         let server = Server::start()?;
         let base = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
         psql(&base, &format!("CREATE DATABASE {db}"))?;
-        Ok(TestPostgres { url: replace_db(&base, &db), server: Some(server) })
+        Ok(TestPostgres {
+            url: replace_db(&base, &db),
+            server: Some(server),
+        })
     }
 
     /// `postgres://…` for the test's own database.
@@ -44,13 +51,19 @@ impl TestPostgres {
 
     /// Stops the server (only for a server this harness started): for outage tests.
     pub fn stop_server(&self) -> Result<()> {
-        let s = self.server.as_ref().context("no harness-owned server to stop")?;
+        let s = self
+            .server
+            .as_ref()
+            .context("no harness-owned server to stop")?;
         s.pg_ctl(&["stop", "-m", "immediate", "-w"])
     }
 
     /// Starts the server again after [`TestPostgres::stop_server`].
     pub fn start_server(&self) -> Result<()> {
-        let s = self.server.as_ref().context("no harness-owned server to start")?;
+        let s = self
+            .server
+            .as_ref()
+            .context("no harness-owned server to start")?;
         s.start_cmd()
     }
 }
@@ -71,7 +84,17 @@ fn replace_db(url: &str, db: &str) -> String {
 /// Runs one statement with `psql`.
 pub(crate) fn psql(url: &str, sql: &str) -> Result<String> {
     let out = Command::new("psql")
-        .args([url, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .context("run psql (install the postgresql client)")?;
     if !out.status.success() {
@@ -82,7 +105,11 @@ pub(crate) fn psql(url: &str, sql: &str) -> Result<String> {
 
 fn pg_bin_dir() -> Result<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     if let Some(d) = dirs.into_iter().rev().find(|d| d.join("initdb").exists()) {
@@ -103,7 +130,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL binary, as the `postgres` user when we are root (the server refuses root).
-fn pg_command(bin: &PathBuf, tool: &str) -> Command {
+fn pg_command(bin: &std::path::Path, tool: &str) -> Command {
     let path = bin.join(tool);
     if is_root() {
         let mut c = Command::new("runuser");
@@ -120,7 +147,10 @@ impl Server {
         let dir = temp_dir("pg");
         let data = dir.path().join("data");
         if is_root() {
-            let st = Command::new("chown").args(["postgres:postgres"]).arg(dir.path()).status()?;
+            let st = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
             if !st.success() {
                 bail!("chown {} to postgres failed", dir.path().display());
             }
@@ -135,7 +165,12 @@ impl Server {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port();
-        let server = Server { bin, data, port, _dir: dir };
+        let server = Server {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
         server.start_cmd()?;
         Ok(server)
     }
@@ -147,11 +182,22 @@ impl Server {
             self.data.parent().expect("data dir has a parent").display()
         );
         let log = self.data.parent().expect("parent").join("postgres.log");
-        self.pg_ctl(&["start", "-w", "-t", "60", "-o", &opts, "-l", &log.to_string_lossy()])?;
+        self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &opts,
+            "-l",
+            &log.to_string_lossy(),
+        ])?;
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        wait_until("postgres to accept connections", Duration::from_secs(30), || {
-            psql(&url, "SELECT 1").ok()
-        });
+        wait_until(
+            "postgres to accept connections",
+            Duration::from_secs(30),
+            || psql(&url, "SELECT 1").ok(),
+        );
         Ok(())
     }
 

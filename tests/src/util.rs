@@ -17,7 +17,10 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::env::var_os("CUTTLE_TEST_KEEP").is_some() {
-            eprintln!("keeping {}", self.path.display());
+            #[allow(clippy::print_stderr)] // the test runner shows it next to the failure
+            {
+                eprintln!("keeping {}", self.path.display());
+            }
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }

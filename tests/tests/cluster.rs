@@ -35,7 +35,9 @@ fn sleep(ms: u64) -> Value {
 fn ms(t: &Value, field: &str) -> i64 {
     // RFC 3339 with milliseconds, UTC: compare as numbers of ms within one day is not enough,
     // so parse fully.
-    let s = t[field].as_str().unwrap_or_else(|| panic!("{field} missing in {t}"));
+    let s = t[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} missing in {t}"));
     parse_rfc3339_ms(s)
 }
 
@@ -78,7 +80,9 @@ fn all_tasks(node: &Node) -> Vec<Value> {
 }
 
 fn wait_all_finished(node: &Node, ids: &[String], timeout: Duration) -> Vec<Value> {
-    ids.iter().map(|id| node.wait_finished(id, timeout)).collect()
+    ids.iter()
+        .map(|id| node.wait_finished(id, timeout))
+        .collect()
 }
 
 fn caps_are_respected_and_every_task_runs_once(db: Database) {
@@ -86,17 +90,26 @@ fn caps_are_respected_and_every_task_runs_once(db: Database) {
     let n1 = cluster.start(NodeOptions::named("n1", 2));
     let n2 = cluster.start(NodeOptions::named("n2", 2));
     let n3 = cluster.start(NodeOptions::named("n3", 0));
-    let ids: Vec<String> = (0..20).map(|i| [&n1, &n2, &n3][i % 3].enqueue(sleep(150))).collect();
+    let ids: Vec<String> = (0..20)
+        .map(|i| [&n1, &n2, &n3][i % 3].enqueue(sleep(150)))
+        .collect();
     let tasks = wait_all_finished(&n3, &ids, MIN);
     let mut per_node: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
     for t in &tasks {
         assert_eq!(t["state"], "Success", "{t}");
         let node = t["node"].as_str().unwrap().to_owned();
-        per_node.entry(node).or_default().push((ms(t, "started_at"), ms(t, "completed_at")));
+        per_node
+            .entry(node)
+            .or_default()
+            .push((ms(t, "started_at"), ms(t, "completed_at")));
     }
     assert!(!per_node.contains_key("n3"), "the cap-0 node ran tasks");
     for (node, iv) in &per_node {
-        assert!(max_overlap(iv) <= 2, "{node} ran {} tasks at once", max_overlap(iv));
+        assert!(
+            max_overlap(iv) <= 2,
+            "{node} ran {} tasks at once",
+            max_overlap(iv)
+        );
     }
     assert_eq!(per_node.values().map(Vec::len).sum::<usize>(), 20);
     // Exactly once: every log holds one start, and it names the node the database recorded.
@@ -141,7 +154,11 @@ fn concurrency_tags_never_overlap(db: Database) {
     let all: Vec<(i64, i64)> = iv
         .iter()
         .copied()
-        .chain(untagged.iter().map(|t| (ms(t, "started_at"), ms(t, "completed_at"))))
+        .chain(
+            untagged
+                .iter()
+                .map(|t| (ms(t, "started_at"), ms(t, "completed_at"))),
+        )
         .collect();
     assert!(max_overlap(&all) > 1);
 }
@@ -152,7 +169,9 @@ fn killed_node_fails_its_tasks_while_others_drain_the_queue(db: Database) {
     let n2 = cluster.start(NodeOptions::named("n2", 0));
     let long: Vec<String> = (0..2).map(|_| n2.enqueue(sleep(600_000))).collect();
     for id in &long {
-        n2.wait_task(id, "executing on n1", MIN, |t| t["state"] == "Executing" && t["node"] == "n1");
+        n2.wait_task(id, "executing on n1", MIN, |t| {
+            t["state"] == "Executing" && t["node"] == "n1"
+        });
     }
     n1.kill9();
     let (status, _) = n2.patch("/api/nodes/n2", &json!({"task_cap": 3}));
@@ -179,12 +198,17 @@ fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
     let marker = cluster.dir().join("ran-to-the-end");
     let script = format!("echo begun; sleep 8; touch {}", marker.display());
     let id = n2.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
-    wait_until("script to start", MIN, || n2.task_log(&id).contains("OUT   begun").then_some(()));
+    wait_until("script to start", MIN, || {
+        n2.task_log(&id).contains("OUT   begun").then_some(())
+    });
     // n1 stops heartbeating without dying; n2's scheduler declares it lost.
     n1.freeze();
     let t = n2.wait_finished(&id, MIN);
     assert_eq!(t["state"], "Failed");
-    assert!(t["error"].as_str().unwrap().contains("node n1 was lost"), "{t}");
+    assert!(
+        t["error"].as_str().unwrap().contains("node n1 was lost"),
+        "{t}"
+    );
     // Cancel works without the owner.
     let queued = n2.enqueue(sleep(1000));
     let (status, body) = n2.patch("/api/nodes/n2", &json!({"draining": true}));
@@ -194,7 +218,9 @@ fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
     // n1 comes back: it must find its claim gone and stop the script before it finishes.
     n1.thaw();
     wait_until("n1 to notice it lost the task", MIN, || {
-        n1.stderr_text().contains("no longer owned by this node").then_some(())
+        n1.stderr_text()
+            .contains("no longer owned by this node")
+            .then_some(())
     });
     let log = wait_until("the fencing line in the task log", MIN, || {
         let log = n2.task_log(&id);
@@ -205,16 +231,26 @@ fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
     std::thread::sleep(Duration::from_secs(9)); // the script's own sleep: the only way to show it never finished
     assert!(!marker.exists(), "a fenced task ran to its end");
     let t = n2.task(&id);
-    assert_eq!(t["state"], "Failed", "the late outcome must be refused: {t}");
+    assert_eq!(
+        t["state"], "Failed",
+        "the late outcome must be refused: {t}"
+    );
 }
 
 fn three_nodes_on_an_empty_database_migrate_once(db: Database) {
     let cluster = Cluster::new(db).unwrap();
-    let mut nodes: Vec<Node> = (1..=3).map(|i| cluster.spawn(NodeOptions::named(&format!("m{i}"), 1))).collect();
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| cluster.spawn(NodeOptions::named(&format!("m{i}"), 1)))
+        .collect();
     for n in &mut nodes {
-        wait_until(&format!("{} to answer its ping", n.name), MIN, || (n.ping() == 200).then_some(()));
+        wait_until(&format!("{} to answer its ping", n.name), MIN, || {
+            (n.ping() == 200).then_some(())
+        });
     }
-    let migrated = nodes.iter().filter(|n| n.stderr_text().contains("applied migration")).count();
+    let migrated = nodes
+        .iter()
+        .filter(|n| n.stderr_text().contains("applied migration"))
+        .count();
     assert_eq!(migrated, 1, "exactly one node creates the schema");
     let (_, list) = nodes[0].get("/api/nodes");
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
@@ -223,9 +259,18 @@ fn three_nodes_on_an_empty_database_migrate_once(db: Database) {
 fn enqueue_wakes_an_idle_worker_on_another_node(db: Database) {
     let cluster = Cluster::new(db).unwrap();
     // A 20 s poll: only a wake-up can start the task quickly.
-    let slow_poll = |name: &str, cap| NodeOptions { poll_ms: 20_000, ..NodeOptions::named(name, cap) };
-    let api = cluster.start(NodeOptions { roles: "api,scheduler".into(), ..slow_poll("api", 0) });
-    let _worker = cluster.start(NodeOptions { roles: "worker".into(), ..slow_poll("w", 1) });
+    let slow_poll = |name: &str, cap| NodeOptions {
+        poll_ms: 20_000,
+        ..NodeOptions::named(name, cap)
+    };
+    let api = cluster.start(NodeOptions {
+        roles: "api,scheduler".into(),
+        ..slow_poll("api", 0)
+    });
+    let _worker = cluster.start(NodeOptions {
+        roles: "worker".into(),
+        ..slow_poll("w", 1)
+    });
     // Let the worker's first poll pass, so it is idle and waiting.
     wait_until("worker registered", MIN, || {
         let (_, n) = api.get("/api/nodes/w");
@@ -235,7 +280,10 @@ fn enqueue_wakes_an_idle_worker_on_another_node(db: Database) {
         let id = api.enqueue(sleep(0));
         let t = api.wait_finished(&id, MIN);
         let latency = ms(&t, "started_at") - ms(&t, "queued_at");
-        assert!(latency < 5_000, "task waited {latency} ms: the wake-up did not arrive");
+        assert!(
+            latency < 5_000,
+            "task waited {latency} ms: the wake-up did not arrive"
+        );
     }
 }
 
@@ -252,7 +300,10 @@ fn drain_returns_418_and_lets_running_tasks_finish() {
     assert_eq!(n2.ping(), 200);
     let second = n2.enqueue(sleep(10));
     let t = n1.wait_finished(&first, MIN);
-    assert_eq!(t["state"], "Success", "the running task finished while draining");
+    assert_eq!(
+        t["state"], "Success",
+        "the running task finished while draining"
+    );
     // The draining node claims nothing: give it several polls to prove it.
     std::thread::sleep(Duration::from_millis(1000)); // 5 poll intervals; nothing to await for an absence
     assert_eq!(n1.task(&second)["state"], "Queued");
@@ -260,7 +311,10 @@ fn drain_returns_418_and_lets_running_tasks_finish() {
     let (status, _) = n1.patch("/api/nodes/n2", &json!({"task_cap": 1}));
     assert_eq!(status, 200);
     let t = n1.wait_finished(&second, MIN);
-    assert_eq!((t["state"].as_str(), t["node"].as_str()), (Some("Success"), Some("n2")));
+    assert_eq!(
+        (t["state"].as_str(), t["node"].as_str()),
+        (Some("Success"), Some("n2"))
+    );
     let (status, _) = n2.patch("/api/nodes/n1", &json!({"draining": false}));
     assert_eq!(status, 200);
     assert_eq!(n1.ping(), 200);
@@ -285,18 +339,26 @@ fn deleted_node_registers_again() {
 #[test]
 fn sigterm_drains_then_exits_zero() {
     let cluster = Cluster::sqlite();
-    let mut n1 = cluster.start(NodeOptions { shutdown_grace_secs: 30, ..NodeOptions::named("n1", 2) });
+    let mut n1 = cluster.start(NodeOptions {
+        shutdown_grace_secs: 30,
+        ..NodeOptions::named("n1", 2)
+    });
     let n2 = cluster.start(NodeOptions::named("n2", 0));
     let short = n1.enqueue(sleep(1500));
     n1.wait_task(&short, "executing", MIN, |t| t["state"] == "Executing");
     n1.terminate();
-    wait_until("ping 418 while draining", MIN, || (n1.ping() == 418).then_some(()));
+    wait_until("ping 418 while draining", MIN, || {
+        (n1.ping() == 418).then_some(())
+    });
     let st = n1.wait_exit(MIN).unwrap();
     assert!(st.success(), "exit status {st}");
     assert_eq!(n2.task(&short)["state"], "Success");
 
     // With a short grace period, what is still running is cancelled and marked so.
-    let mut n3 = cluster.start(NodeOptions { shutdown_grace_secs: 1, ..NodeOptions::named("n3", 1) });
+    let mut n3 = cluster.start(NodeOptions {
+        shutdown_grace_secs: 1,
+        ..NodeOptions::named("n3", 1)
+    });
     let long = n3.enqueue(sleep(600_000));
     n3.wait_task(&long, "executing", MIN, |t| t["state"] == "Executing");
     n3.terminate();
@@ -311,13 +373,25 @@ fn cancel_kills_a_running_script_and_its_children() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
     let pidfile = cluster.dir().join("child.pid");
-    let script = format!("sleep 600 & echo $! > {}; echo started; wait", pidfile.display());
+    let script = format!(
+        "sleep 600 & echo $! > {}; echo started; wait",
+        pidfile.display()
+    );
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
-    wait_until("script to start", MIN, || n1.task_log(&id).contains("OUT   started").then_some(()));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    wait_until("script to start", MIN, || {
+        n1.task_log(&id).contains("OUT   started").then_some(())
+    });
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let (status, t) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 202);
-    assert!(matches!(t["state"].as_str(), Some("Cancelling" | "Canceled")), "{t}");
+    assert!(
+        matches!(t["state"].as_str(), Some("Cancelling" | "Canceled")),
+        "{t}"
+    );
     let t = n1.wait_finished(&id, MIN);
     assert_eq!(t["state"], "Canceled");
     wait_until("the script's child to die", MIN, || {
@@ -334,10 +408,17 @@ fn cancel_kills_a_running_script_and_its_children() {
 fn scripts_fail_on_nonzero_exit_and_time_out() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 2));
-    let bad = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo about to fail >&2; exit 7"}}));
-    let slow = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "sleep 60", "timeout_secs": 1}}));
+    let bad = n1.enqueue(
+        json!({"kind": "AdHocScript", "arguments": {"script": "echo about to fail >&2; exit 7"}}),
+    );
+    let slow = n1.enqueue(
+        json!({"kind": "AdHocScript", "arguments": {"script": "sleep 60", "timeout_secs": 1}}),
+    );
     let t = n1.wait_finished(&bad, MIN);
-    assert_eq!((t["state"].as_str(), t["error"].as_str()), (Some("Failed"), Some("script exited with code 7")));
+    assert_eq!(
+        (t["state"].as_str(), t["error"].as_str()),
+        (Some("Failed"), Some("script exited with code 7"))
+    );
     assert!(n1.task_log(&bad).contains("ERR   about to fail"));
     let t = n1.wait_finished(&slow, MIN);
     assert_eq!(t["state"], "TimedOut", "{t}");
@@ -347,14 +428,37 @@ fn scripts_fail_on_nonzero_exit_and_time_out() {
 fn bad_input_gets_a_4xx_json_error_and_the_node_stays_up() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 0));
-    let huge = format!("{{\"kind\":\"Sleep\",\"arguments\":{{\"duration_ms\":1}},\"description\":\"{}\"}}", "x".repeat(2 << 20));
+    let huge = format!(
+        "{{\"kind\":\"Sleep\",\"arguments\":{{\"duration_ms\":1}},\"description\":\"{}\"}}",
+        "x".repeat(2 << 20)
+    );
     let cases: Vec<(&str, String, Option<String>, u16)> = vec![
         ("POST", "/api/tasks".into(), Some("{not json".into()), 400),
         ("POST", "/api/tasks".into(), Some("[]".into()), 400),
-        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Nope"}"#.into()), 400),
-        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Sleep","arguments":{"duration_ms":-5}}"#.into()), 400),
-        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Sleep","arguments":{"duration_ms":1e99}}"#.into()), 400),
-        ("POST", "/api/tasks".into(), Some(r#"{"kind":"Sleep","arguments":{"duration_ms":99999999999999}}"#.into()), 400),
+        (
+            "POST",
+            "/api/tasks".into(),
+            Some(r#"{"kind":"Nope"}"#.into()),
+            400,
+        ),
+        (
+            "POST",
+            "/api/tasks".into(),
+            Some(r#"{"kind":"Sleep","arguments":{"duration_ms":-5}}"#.into()),
+            400,
+        ),
+        (
+            "POST",
+            "/api/tasks".into(),
+            Some(r#"{"kind":"Sleep","arguments":{"duration_ms":1e99}}"#.into()),
+            400,
+        ),
+        (
+            "POST",
+            "/api/tasks".into(),
+            Some(r#"{"kind":"Sleep","arguments":{"duration_ms":99999999999999}}"#.into()),
+            400,
+        ),
         ("POST", "/api/tasks".into(), Some(huge), 413),
         ("GET", "/api/tasks?limit=-1".into(), None, 400),
         ("GET", "/api/tasks?limit=abc".into(), None, 400),
@@ -362,13 +466,43 @@ fn bad_input_gets_a_4xx_json_error_and_the_node_stays_up() {
         ("GET", "/api/tasks/ServerTasks-999999".into(), None, 404),
         ("GET", "/api/tasks/not-an-id".into(), None, 404),
         ("GET", "/api/tasks/ServerTasks-99999/log".into(), None, 404),
-        ("POST", "/api/tasks/ServerTasks-99999/cancel".into(), None, 404),
-        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"task_cap":-1}"#.into()), 400),
-        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"task_cap":99999999999}"#.into()), 400),
-        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"task_cap":5000}"#.into()), 400),
-        ("PATCH", "/api/nodes/n1".into(), Some(r#"{"draining":"yes"}"#.into()), 400),
+        (
+            "POST",
+            "/api/tasks/ServerTasks-99999/cancel".into(),
+            None,
+            404,
+        ),
+        (
+            "PATCH",
+            "/api/nodes/n1".into(),
+            Some(r#"{"task_cap":-1}"#.into()),
+            400,
+        ),
+        (
+            "PATCH",
+            "/api/nodes/n1".into(),
+            Some(r#"{"task_cap":99999999999}"#.into()),
+            400,
+        ),
+        (
+            "PATCH",
+            "/api/nodes/n1".into(),
+            Some(r#"{"task_cap":5000}"#.into()),
+            400,
+        ),
+        (
+            "PATCH",
+            "/api/nodes/n1".into(),
+            Some(r#"{"draining":"yes"}"#.into()),
+            400,
+        ),
         ("PATCH", "/api/nodes/n1".into(), Some("{}".into()), 400),
-        ("PATCH", "/api/nodes/ghost".into(), Some(r#"{"task_cap":1}"#.into()), 404),
+        (
+            "PATCH",
+            "/api/nodes/ghost".into(),
+            Some(r#"{"task_cap":1}"#.into()),
+            404,
+        ),
         ("GET", "/api/nodes/ghost".into(), None, 404),
         ("GET", "/api/nope".into(), None, 404),
         ("PUT", "/api/tasks".into(), Some("{}".into()), 405),
@@ -377,15 +511,27 @@ fn bad_input_gets_a_4xx_json_error_and_the_node_stays_up() {
         let (status, json) = n1.request(method, &path, body.as_deref());
         assert_eq!(status, want, "{method} {path}: {json}");
         if status != 405 {
-            assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {json}");
+            assert!(
+                json["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{method} {path}: {json}"
+            );
             assert!(json["error"]["code"].is_string(), "{method} {path}: {json}");
         }
     }
     // No key, wrong key.
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
     let r = agent.get(&n1.url("/api/tasks")).call().unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = agent.get(&n1.url("/api/tasks")).header("X-Api-Key", "API-WRONG").call().unwrap();
+    let r = agent
+        .get(&n1.url("/api/tasks"))
+        .header("X-Api-Key", "API-WRONG")
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     // Nothing was half-written, and the node still serves.
     assert!(all_tasks(&n1).is_empty());
@@ -397,11 +543,18 @@ fn wrong_master_key_exits_with_its_reason() {
     let mut cluster = Cluster::sqlite();
     drop(cluster.start(NodeOptions::named("n1", 0)));
     cluster.master_key = "AAAAAAAAAAAAAAAAAAAAAA==".into();
-    let cmd = cluster.command(&NodeOptions::named("n1", 0), cuttle_e2e::free_port(), cuttle_e2e::free_port());
+    let cmd = cluster.command(
+        &NodeOptions::named("n1", 0),
+        cuttle_e2e::free_port(),
+        cuttle_e2e::free_port(),
+    );
     let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
     assert!(!status.success());
     assert!(err.contains("master key does not match"), "{err}");
-    assert!(!err.contains("AAAAAAAAAAAAAAAAAAAAAA"), "the key must never be printed");
+    assert!(
+        !err.contains("AAAAAAAAAAAAAAAAAAAAAA"),
+        "the key must never be printed"
+    );
 }
 
 #[test]
@@ -410,7 +563,10 @@ fn unreachable_database_exits_naming_the_host() {
     let port = cuttle_e2e::free_port();
     let opts = NodeOptions {
         env: vec![
-            ("CUTTLE_DATABASE_URL".into(), format!("postgres://cuttle:hunter2@127.0.0.1:{port}/cuttle")),
+            (
+                "CUTTLE_DATABASE_URL".into(),
+                format!("postgres://cuttle:hunter2@127.0.0.1:{port}/cuttle"),
+            ),
             ("CUTTLE_DB_WAIT_SECS".into(), "2".into()),
         ],
         ..NodeOptions::named("n1", 0)
@@ -419,10 +575,16 @@ fn unreachable_database_exits_naming_the_host() {
     let started = std::time::Instant::now();
     let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
     assert!(!status.success());
-    assert!(started.elapsed() >= Duration::from_secs(2), "gave up before CUTTLE_DB_WAIT_SECS");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up before CUTTLE_DB_WAIT_SECS"
+    );
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("unreachable"), "{err}");
-    assert!(!err.contains("hunter2"), "the password must never be printed: {err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password must never be printed: {err}"
+    );
 }
 
 #[test]
@@ -430,7 +592,9 @@ fn task_ids_are_unique_across_nodes() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 0));
     let n2 = cluster.start(NodeOptions::named("n2", 0));
-    let ids: HashSet<String> = (0..20).map(|i| if i % 2 == 0 { &n1 } else { &n2 }.enqueue(sleep(1))).collect();
+    let ids: HashSet<String> = (0..20)
+        .map(|i| if i % 2 == 0 { &n1 } else { &n2 }.enqueue(sleep(1)))
+        .collect();
     assert_eq!(ids.len(), 20);
     let queued: Vec<Value> = all_tasks(&n1);
     assert_eq!(queued.len(), 20);

@@ -40,7 +40,10 @@ pub fn hash_api_key(key: &str) -> String {
 pub fn generate_api_key() -> std::io::Result<String> {
     let mut bytes = [0u8; 24];
     getrandom::getrandom(&mut bytes).map_err(std::io::Error::other)?;
-    Ok(format!("API-{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(format!(
+        "API-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -66,7 +69,10 @@ pub(crate) async fn require_api_key(
     let hash = hash_api_key(key);
     let cached = {
         let known = state.keys.known.lock().expect("key cache lock");
-        known.get(&hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(n, _)| n.clone())
+        known
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(n, _)| n.clone())
     };
     let name = match cached {
         Some(n) => n,

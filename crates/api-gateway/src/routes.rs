@@ -8,9 +8,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use cuttle_core::{
-    validate_node_name, ErrorCode, NewTask, NodePatch, TaskId, TaskState,
-};
+use cuttle_core::{validate_node_name, ErrorCode, NewTask, NodePatch, TaskId, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -24,7 +22,10 @@ const MAX_LIST_LIMIT: u32 = 1000;
 pub(crate) fn router(state: AppState) -> Router {
     let private = Router::new()
         .route("/api/nodes", get(list_nodes))
-        .route("/api/nodes/{name}", get(get_node).patch(patch_node).delete(delete_node))
+        .route(
+            "/api/nodes/{name}",
+            get(get_node).patch(patch_node).delete(delete_node),
+        )
         .route("/api/tasks", post(create_task).get(list_tasks))
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/tasks/{id}/log", get(task_log))
@@ -54,13 +55,17 @@ async fn method_not_allowed() -> Response {
 /// Reads a JSON body with our own errors: 413 when too large, 400 with the parser's reason.
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large (limit 1 MiB)")
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "request body too large (limit 1 MiB)",
+            )
         } else {
             ApiError::bad_request(r.body_text())
         }
@@ -68,13 +73,15 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    p.map(|Path(s)| s).map_err(|r| ApiError::bad_request(r.body_text()))
+    p.map(|Path(s)| s)
+        .map_err(|r| ApiError::bad_request(r.body_text()))
 }
 
 fn task_id(p: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
     let raw = path_param(p)?;
     // A malformed id names no task: 404, like an unknown one.
-    raw.parse::<TaskId>().map_err(|_| ApiError::not_found(format!("no task {raw}")))
+    raw.parse::<TaskId>()
+        .map_err(|_| ApiError::not_found(format!("no task {raw}")))
 }
 
 // ---- nodes ------------------------------------------------------------------------------
@@ -82,7 +89,8 @@ fn task_id(p: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
 async fn ping(State(s): State<AppState>) -> Response {
     let node = tokio::time::timeout(
         std::time::Duration::from_secs(3),
-        s.store.get_node(&s.config.node_name, s.config.offline_after),
+        s.store
+            .get_node(&s.config.node_name, s.config.offline_after),
     )
     .await;
     let node = match node {
@@ -92,12 +100,18 @@ async fn ping(State(s): State<AppState>) -> Response {
                 .into_response()
         }
         Ok(Err(e)) => {
-            return ApiError::new(ErrorCode::Unavailable, format!("cannot reach the database: {e}"))
-                .into_response()
+            return ApiError::new(
+                ErrorCode::Unavailable,
+                format!("cannot reach the database: {e}"),
+            )
+            .into_response()
         }
         Err(_) => {
-            return ApiError::new(ErrorCode::Unavailable, "cannot reach the database: timed out")
-                .into_response()
+            return ApiError::new(
+                ErrorCode::Unavailable,
+                "cannot reach the database: timed out",
+            )
+            .into_response()
         }
     };
     if node.draining || s.is_shutting_down() {
@@ -106,7 +120,8 @@ async fn ping(State(s): State<AppState>) -> Response {
         return (StatusCode::IM_A_TEAPOT, Json(body)).into_response();
     }
     if !node.online {
-        return ApiError::new(ErrorCode::Unavailable, "this node's heartbeat is overdue").into_response();
+        return ApiError::new(ErrorCode::Unavailable, "this node's heartbeat is overdue")
+            .into_response();
     }
     Json(node).into_response()
 }
@@ -131,7 +146,8 @@ async fn patch_node(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let name = path_param(p)?;
-    validate_node_name(&name).map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
+    validate_node_name(&name)
+        .map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
     let patch: NodePatch = json_body(body)?;
     patch.validate()?;
     if !s.store.patch_node(&name, &patch).await? {
@@ -180,7 +196,9 @@ async fn list_tasks(
 ) -> ApiResult {
     let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
     if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "state" | "limit")) {
-        return Err(ApiError::bad_request(format!("unknown query parameter {unknown:?}: use state and limit")));
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}: use state and limit"
+        )));
     }
     let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
     let limit = match q.get("limit") {
@@ -219,7 +237,10 @@ async fn task_log(State(s): State<AppState>, p: Result<Path<String>, PathRejecti
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(task = %id, error = %e, "open task log");
-            return Err(ApiError::new(ErrorCode::Unavailable, format!("the shared store cannot be read: {e}")));
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the shared store cannot be read: {e}"),
+            ));
         }
     };
     let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
@@ -271,12 +292,19 @@ async fn metrics(State(s): State<AppState>) -> ApiResult {
     out.push_str("# HELP cuttle_node_running_tasks Tasks executing on each node.\n");
     out.push_str("# TYPE cuttle_node_running_tasks gauge\n");
     for n in &nodes {
-        out.push_str(&format!("cuttle_node_running_tasks{{node=\"{}\"}} {}\n", n.name, n.running_tasks));
+        out.push_str(&format!(
+            "cuttle_node_running_tasks{{node=\"{}\"}} {}\n",
+            n.name, n.running_tasks
+        ));
     }
     out.push_str("# HELP cuttle_node_online Whether each node's heartbeat is current.\n");
     out.push_str("# TYPE cuttle_node_online gauge\n");
     for n in &nodes {
-        out.push_str(&format!("cuttle_node_online{{node=\"{}\"}} {}\n", n.name, u8::from(n.online)));
+        out.push_str(&format!(
+            "cuttle_node_online{{node=\"{}\"}} {}\n",
+            n.name,
+            u8::from(n.online)
+        ));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

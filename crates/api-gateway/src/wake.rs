@@ -53,7 +53,10 @@ pub(crate) fn start(
 ) -> Waker {
     let enqueued = Arc::new(Notify::new());
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let waker = Waker { enqueued: enqueued.clone(), cancelled: tx };
+    let waker = Waker {
+        enqueued: enqueued.clone(),
+        cancelled: tx,
+    };
     tokio::spawn(async move {
         let mut fan = Fanout {
             store,
@@ -135,14 +138,20 @@ impl Fanout {
     }
 
     fn call(&mut self, node: String, addr: &str, reason: Reason) {
-        if !self.in_flight.lock().expect("in-flight lock").insert(node.clone()) {
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(node.clone())
+        {
             return;
         }
         let client = match self.clients.get(addr) {
             Some(c) => c.clone(),
             None => match Endpoint::from_shared(format!("http://{addr}")) {
                 Ok(ep) => {
-                    let c = WorkerControlClient::new(ep.connect_timeout(CALL_TIMEOUT).connect_lazy());
+                    let c =
+                        WorkerControlClient::new(ep.connect_timeout(CALL_TIMEOUT).connect_lazy());
                     self.clients.insert(addr.to_owned(), c.clone());
                     c
                 }
@@ -156,7 +165,9 @@ impl Fanout {
         let in_flight = self.in_flight.clone();
         tokio::spawn(async move {
             let mut client = client;
-            let req = WakeRequest { reason: reason as i32 };
+            let req = WakeRequest {
+                reason: reason as i32,
+            };
             let res = tokio::time::timeout(CALL_TIMEOUT, client.wake(req)).await;
             in_flight.lock().expect("in-flight lock").remove(&node);
             match res {

@@ -75,10 +75,18 @@ mod tests {
 
     #[test]
     fn patch_validation() {
-        assert!(NodePatch { task_cap: Some(2), draining: None }.validate().is_ok());
-        assert!(NodePatch { task_cap: Some(MAX_TASK_CAP + 1), draining: None }
-            .validate()
-            .is_err());
+        assert!(NodePatch {
+            task_cap: Some(2),
+            draining: None
+        }
+        .validate()
+        .is_ok());
+        assert!(NodePatch {
+            task_cap: Some(MAX_TASK_CAP + 1),
+            draining: None
+        }
+        .validate()
+        .is_err());
         assert!(NodePatch::default().validate().is_err());
         let err = serde_json::from_str::<NodePatch>(r#"{"task_cap": -1}"#);
         assert!(err.is_err());

@@ -128,7 +128,9 @@ impl TaskKind {
     pub fn parse(kind: &str, arguments: &Value) -> Result<Self, ValidationError> {
         let bad = |e: serde_json::Error| ValidationError::new(format!("{kind} arguments: {e}"));
         if !arguments.is_object() && Self::NAMES.contains(&kind) {
-            return Err(ValidationError::new(format!("{kind} arguments must be a JSON object")));
+            return Err(ValidationError::new(format!(
+                "{kind} arguments must be a JSON object"
+            )));
         }
         match kind {
             "Sleep" => {
@@ -139,7 +141,9 @@ impl TaskKind {
                         a.duration_ms
                     )));
                 }
-                Ok(TaskKind::Sleep { duration_ms: a.duration_ms })
+                Ok(TaskKind::Sleep {
+                    duration_ms: a.duration_ms,
+                })
             }
             "AdHocScript" => {
                 let a: ScriptArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
@@ -152,7 +156,9 @@ impl TaskKind {
                     )));
                 }
                 if a.script.contains('\0') {
-                    return Err(ValidationError::new("AdHocScript script contains a NUL byte"));
+                    return Err(ValidationError::new(
+                        "AdHocScript script contains a NUL byte",
+                    ));
                 }
                 if let Some(t) = a.timeout_secs {
                     if t == 0 || t > MAX_SCRIPT_TIMEOUT_SECS {
@@ -161,7 +167,10 @@ impl TaskKind {
                         )));
                     }
                 }
-                Ok(TaskKind::AdHocScript { script: a.script, timeout_secs: a.timeout_secs })
+                Ok(TaskKind::AdHocScript {
+                    script: a.script,
+                    timeout_secs: a.timeout_secs,
+                })
             }
             other => Err(ValidationError::new(format!(
                 "unknown task kind {other:?}: expected one of {}",
@@ -180,7 +189,10 @@ impl TaskKind {
     pub fn arguments(&self) -> Value {
         match self {
             TaskKind::Sleep { duration_ms } => serde_json::json!({ "duration_ms": duration_ms }),
-            TaskKind::AdHocScript { script, timeout_secs } => {
+            TaskKind::AdHocScript {
+                script,
+                timeout_secs,
+            } => {
                 let mut v = serde_json::json!({ "script": script });
                 if let Some(t) = timeout_secs {
                     v["timeout_secs"] = (*t).into();
@@ -222,7 +234,9 @@ impl NewTask {
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
         let raw: RawNewTask = serde_json::from_slice(body)
             .map_err(|e| ValidationError::new(format!("invalid task body: {e}")))?;
-        let args = raw.arguments.unwrap_or_else(|| Value::Object(Default::default()));
+        let args = raw
+            .arguments
+            .unwrap_or_else(|| Value::Object(Default::default()));
         let kind = TaskKind::parse(&raw.kind, &args)?;
         let description = raw.description.unwrap_or_else(|| kind.name().to_owned());
         if description.len() > MAX_DESCRIPTION_LEN {
@@ -241,7 +255,11 @@ impl NewTask {
             }
             other => other,
         };
-        Ok(NewTask { kind, description, concurrency_tag })
+        Ok(NewTask {
+            kind,
+            description,
+            concurrency_tag,
+        })
     }
 }
 
@@ -286,7 +304,13 @@ mod tests {
         let id: TaskId = "ServerTasks-42".parse().unwrap();
         assert_eq!(id, TaskId(42));
         assert_eq!(id.to_string(), "ServerTasks-42");
-        for bad in ["42", "ServerTasks-", "ServerTasks--1", "ServerTasks-0", "ServerTasks-x"] {
+        for bad in [
+            "42",
+            "ServerTasks-",
+            "ServerTasks--1",
+            "ServerTasks-0",
+            "ServerTasks-x",
+        ] {
             assert!(bad.parse::<TaskId>().is_err(), "{bad}");
         }
     }
@@ -302,11 +326,17 @@ mod tests {
         .unwrap();
         assert_eq!(
             t.kind,
-            TaskKind::AdHocScript { script: "echo hi".into(), timeout_secs: Some(3) }
+            TaskKind::AdHocScript {
+                script: "echo hi".into(),
+                timeout_secs: Some(3)
+            }
         );
         assert_eq!(t.concurrency_tag.as_deref(), Some("p/e"));
         assert!(TaskKind::parse("Sleep", &t.kind.arguments()).is_err());
-        assert_eq!(TaskKind::parse("AdHocScript", &t.kind.arguments()).unwrap(), t.kind);
+        assert_eq!(
+            TaskKind::parse("AdHocScript", &t.kind.arguments()).unwrap(),
+            t.kind
+        );
     }
 
     #[test]
@@ -314,18 +344,43 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"{", "invalid task body"),
             (br#"{"kind":"Nope"}"#, "unknown task kind"),
-            (br#"{"kind":"Sleep","arguments":{"duration_ms":-1}}"#, "Sleep arguments"),
-            (br#"{"kind":"Sleep","arguments":{"duration_ms":1e30}}"#, "Sleep arguments"),
-            (br#"{"kind":"Sleep","arguments":{"duration_ms":999999999999}}"#, "too large"),
+            (
+                br#"{"kind":"Sleep","arguments":{"duration_ms":-1}}"#,
+                "Sleep arguments",
+            ),
+            (
+                br#"{"kind":"Sleep","arguments":{"duration_ms":1e30}}"#,
+                "Sleep arguments",
+            ),
+            (
+                br#"{"kind":"Sleep","arguments":{"duration_ms":999999999999}}"#,
+                "too large",
+            ),
             (br#"{"kind":"Sleep","arguments":{}}"#, "missing field"),
-            (br#"{"kind":"AdHocScript","arguments":{"script":"  "}}"#, "empty"),
-            (br#"{"kind":"AdHocScript","arguments":{"script":"x","timeout_secs":0}}"#, "timeout"),
-            (br#"{"kind":"Sleep","arguments":{"duration_ms":1},"extra":1}"#, "unknown field"),
-            (br#"{"kind":"Sleep","arguments":{"duration_ms":1},"concurrency_tag":""}"#, "empty"),
+            (
+                br#"{"kind":"AdHocScript","arguments":{"script":"  "}}"#,
+                "empty",
+            ),
+            (
+                br#"{"kind":"AdHocScript","arguments":{"script":"x","timeout_secs":0}}"#,
+                "timeout",
+            ),
+            (
+                br#"{"kind":"Sleep","arguments":{"duration_ms":1},"extra":1}"#,
+                "unknown field",
+            ),
+            (
+                br#"{"kind":"Sleep","arguments":{"duration_ms":1},"concurrency_tag":""}"#,
+                "empty",
+            ),
         ];
         for (body, want) in cases {
             let err = NewTask::from_json(body).unwrap_err();
-            assert!(err.0.contains(want), "{}: {err}", String::from_utf8_lossy(body));
+            assert!(
+                err.0.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
         }
         assert!(TaskKind::parse("Sleep", &json!([1])).is_err());
     }

@@ -83,10 +83,30 @@ macro_rules! overlay {
 impl RawConfig {
     /// `top`'s settings win over `self`'s.
     pub(crate) fn overlay(mut self, top: RawConfig) -> RawConfig {
-        overlay!(self, top, data_dir, database_url, master_key, shared_path, node_name, roles,
-            task_cap, http_listen, grpc_listen, gateway_listen, heartbeat_secs,
-            offline_after_secs, poll_ms, admin_api_key, trusted_proxies, log, log_format,
-            db_wait_secs, db_pool_size, shutdown_grace_secs);
+        overlay!(
+            self,
+            top,
+            data_dir,
+            database_url,
+            master_key,
+            shared_path,
+            node_name,
+            roles,
+            task_cap,
+            http_listen,
+            grpc_listen,
+            gateway_listen,
+            heartbeat_secs,
+            offline_after_secs,
+            poll_ms,
+            admin_api_key,
+            trusted_proxies,
+            log,
+            log_format,
+            db_wait_secs,
+            db_pool_size,
+            shutdown_grace_secs
+        );
         self
     }
 
@@ -99,16 +119,22 @@ impl RawConfig {
     /// Reads the `CUTTLE_*` variables from `env` (passed in, so tests never touch the real
     /// process environment).
     pub(crate) fn from_env(env: &HashMap<String, String>) -> Result<RawConfig> {
-        fn num<T: std::str::FromStr>(env: &HashMap<String, String>, var: &str) -> Result<Option<T>> {
+        fn num<T: std::str::FromStr>(
+            env: &HashMap<String, String>,
+            var: &str,
+        ) -> Result<Option<T>> {
             match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
                 None => Ok(None),
-                Some(v) => v
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| anyhow::anyhow!("{var}={v:?} is not a valid non-negative whole number")),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    anyhow::anyhow!("{var}={v:?} is not a valid non-negative whole number")
+                }),
             }
         }
-        let s = |var: &str| env.get(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let s = |var: &str| {
+            env.get(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         Ok(RawConfig {
             data_dir: s("CUTTLE_DATA_DIR").map(PathBuf::from),
             database_url: s("CUTTLE_DATABASE_URL"),
@@ -162,7 +188,8 @@ pub(crate) struct Config {
 
 fn addr(name: &str, v: Option<String>, default: &str) -> Result<SocketAddr> {
     let v = v.unwrap_or_else(|| default.to_owned());
-    v.parse().with_context(|| format!("{name} {v:?} is not an address like 127.0.0.1:8080"))
+    v.parse()
+        .with_context(|| format!("{name} {v:?} is not an address like 127.0.0.1:8080"))
 }
 
 fn absolute(p: PathBuf) -> PathBuf {
@@ -259,14 +286,20 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_match_the_documented_ones() {
         let c = Config::validate(RawConfig::default()).unwrap();
         assert!(c.data_dir.ends_with("cuttle-data"));
-        assert!(c.database_url.starts_with("sqlite://") && c.database_url.ends_with("cuttle-data/cuttle.db"));
+        assert!(
+            c.database_url.starts_with("sqlite://")
+                && c.database_url.ends_with("cuttle-data/cuttle.db")
+        );
         assert!(c.shared_path.ends_with("cuttle-data/shared") && c.shared_path_is_default);
         assert_eq!(c.roles, RoleSet::all());
         assert_eq!(c.task_cap, 5);
@@ -282,10 +315,24 @@ mod tests {
 
     #[test]
     fn flags_beat_env_beat_file() {
-        let file: RawConfig = toml::from_str("task_cap = 1\nnode_name = \"from-file\"\npoll_ms = 50").unwrap();
-        let env = RawConfig::from_env(&env(&[("CUTTLE_TASK_CAP", "2"), ("CUTTLE_NODE_NAME", "from-env")])).unwrap();
-        let flags = RawConfig { task_cap: Some(3), ..Default::default() };
-        let c = Config::validate(RawConfig::default().overlay(file).overlay(env).overlay(flags)).unwrap();
+        let file: RawConfig =
+            toml::from_str("task_cap = 1\nnode_name = \"from-file\"\npoll_ms = 50").unwrap();
+        let env = RawConfig::from_env(&env(&[
+            ("CUTTLE_TASK_CAP", "2"),
+            ("CUTTLE_NODE_NAME", "from-env"),
+        ]))
+        .unwrap();
+        let flags = RawConfig {
+            task_cap: Some(3),
+            ..Default::default()
+        };
+        let c = Config::validate(
+            RawConfig::default()
+                .overlay(file)
+                .overlay(env)
+                .overlay(flags),
+        )
+        .unwrap();
         assert_eq!(c.task_cap, 3);
         assert_eq!(c.node_name, "from-env");
         assert_eq!(c.poll, Duration::from_millis(50));
@@ -296,7 +343,13 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("CUTTLE_TASK_CAP", "-1")], "CUTTLE_TASK_CAP"),
             (&[("CUTTLE_TASK_CAP", "100000")], "CUTTLE_TASK_CAP"),
-            (&[("CUTTLE_HEARTBEAT_SECS", "30"), ("CUTTLE_OFFLINE_AFTER_SECS", "20")], "CUTTLE_OFFLINE_AFTER_SECS"),
+            (
+                &[
+                    ("CUTTLE_HEARTBEAT_SECS", "30"),
+                    ("CUTTLE_OFFLINE_AFTER_SECS", "20"),
+                ],
+                "CUTTLE_OFFLINE_AFTER_SECS",
+            ),
             (&[("CUTTLE_POLL_MS", "1")], "CUTTLE_POLL_MS"),
             (&[("CUTTLE_ROLES", "api,chef")], "CUTTLE_ROLES"),
             (&[("CUTTLE_NODE_NAME", "a b")], "CUTTLE_NODE_NAME"),

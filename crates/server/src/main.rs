@@ -62,12 +62,16 @@ enum ApiKeyAction {
 }
 
 fn load(cli: &Cli) -> Result<Config> {
-    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CUTTLE_")).collect();
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CUTTLE_"))
+        .collect();
     let mut raw = RawConfig::default();
     if let Some(path) = &cli.config {
         raw = raw.overlay(RawConfig::from_file(path)?);
     }
-    raw = raw.overlay(RawConfig::from_env(&env)?).overlay(cli.settings.clone());
+    raw = raw
+        .overlay(RawConfig::from_env(&env)?)
+        .overlay(cli.settings.clone());
     if cli.dump_config {
         let mut shown = raw.clone();
         if shown.master_key.is_some() {
@@ -104,10 +108,15 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             let store = startup::connect(&cfg).await?;
             startup::prepare_schema(&store).await?;
             let shared = startup::set_shared_path(&store, &cluster_shared).await?;
-            println!("shared store for the cluster is now {}", shared.root().display());
+            println!(
+                "shared store for the cluster is now {}",
+                shared.root().display()
+            );
             Ok(())
         }
-        Command::ApiKey { action: ApiKeyAction::Create { name } } => {
+        Command::ApiKey {
+            action: ApiKeyAction::Create { name },
+        } => {
             let store = startup::connect(&cfg).await?;
             startup::prepare_schema(&store).await?;
             let key = startup::create_api_key(&store, &name).await?;
@@ -119,7 +128,10 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             let store = startup::connect(&cfg).await?;
             let report = store.migrate().await?;
             if report.applied_any() {
-                println!("database schema upgraded from version {} to {}", report.from, report.to);
+                println!(
+                    "database schema upgraded from version {} to {}",
+                    report.from, report.to
+                );
             } else {
                 println!("database schema is current (version {})", report.to);
             }
@@ -149,7 +161,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cuttle-server: start async runtime: {e}");

@@ -24,7 +24,9 @@ use crate::startup;
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {what} listener {addr}"))
 }
 
 #[allow(clippy::print_stdout)] // the URL and a generated key are the command's output
@@ -35,15 +37,26 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let shared = startup::shared_store(&cfg, &store).await?;
     let generated_key = startup::bootstrap_api_key(&cfg, &store).await?;
 
-    let http = if cfg.roles.contains(Role::Api) { Some(bind("http", cfg.http_listen).await?) } else { None };
-    let grpc = if cfg.roles.contains(Role::Worker) { Some(bind("grpc", cfg.grpc_listen).await?) } else { None };
+    let http = if cfg.roles.contains(Role::Api) {
+        Some(bind("http", cfg.http_listen).await?)
+    } else {
+        None
+    };
+    let grpc = if cfg.roles.contains(Role::Worker) {
+        Some(bind("grpc", cfg.grpc_listen).await?)
+    } else {
+        None
+    };
     let gateway = if cfg.roles.contains(Role::Gateway) {
         Some(bind("gateway", cfg.gateway_listen).await?)
     } else {
         None
     };
     let local = |l: &Option<TcpListener>, fallback: SocketAddr| {
-        l.as_ref().and_then(|l| l.local_addr().ok()).unwrap_or(fallback).to_string()
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(fallback)
+            .to_string()
     };
     let reg = NodeRegistration {
         name: cfg.node_name.clone(),
@@ -51,7 +64,9 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         http_address: local(&http, cfg.http_listen),
         grpc_address: local(&grpc, cfg.grpc_listen),
-        gateway_address: gateway.as_ref().map(|_| local(&gateway, cfg.gateway_listen)),
+        gateway_address: gateway
+            .as_ref()
+            .map(|_| local(&gateway, cfg.gateway_listen)),
         initial_task_cap: cfg.task_cap,
     };
     let state = store.register_node(&reg).await.context("register node")?;
@@ -65,11 +80,22 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let rest_stop = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let mut rest = JoinSet::new();
-    rest.spawn(heartbeat(store.clone(), reg.clone(), cfg.heartbeat, state_tx, rest_stop.clone()));
+    rest.spawn(heartbeat(
+        store.clone(),
+        reg.clone(),
+        cfg.heartbeat,
+        state_tx,
+        rest_stop.clone(),
+    ));
 
     if cfg.roles.contains(Role::Scheduler) {
         let sched = SchedulerConfig::new(cfg.offline_after);
-        rest.spawn(cuttle_task_scheduler::serve(sched, store.clone(), || {}, rest_stop.clone()));
+        rest.spawn(cuttle_task_scheduler::serve(
+            sched,
+            store.clone(),
+            || {},
+            rest_stop.clone(),
+        ));
     }
     if let Some(listener) = gateway {
         let stop = rest_stop.clone();
@@ -115,11 +141,19 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             logs: TaskLogWriter::start(shared.clone()),
             node_state: state_rx.clone(),
         };
-        worker = Some(tokio::spawn(cuttle_task_worker::serve(wcfg, deps, handle, worker_stop.clone())));
+        worker = Some(tokio::spawn(cuttle_task_worker::serve(
+            wcfg,
+            deps,
+            handle,
+            worker_stop.clone(),
+        )));
     }
 
     if let Some(listener) = http {
-        let api_cfg = ApiConfig { node_name: cfg.node_name.clone(), offline_after: cfg.offline_after };
+        let api_cfg = ApiConfig {
+            node_name: cfg.node_name.clone(),
+            offline_after: cfg.offline_after,
+        };
         let deps = ApiDeps {
             store: store.clone(),
             shared: shared.clone(),
@@ -132,7 +166,10 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
                 tracing::error!(error = %e, "api stopped");
             }
         });
-        println!("Cuttle node {} is up: http://{}/", cfg.node_name, reg.http_address);
+        println!(
+            "Cuttle node {} is up: http://{}/",
+            cfg.node_name, reg.http_address
+        );
     } else {
         println!("Cuttle node {} is up (roles: {})", cfg.node_name, reg.roles);
     }
@@ -152,7 +189,10 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         }
     }
     rest_stop.cancel();
-    let all_stopped = tokio::time::timeout(STOP_TIMEOUT, async { while rest.join_next().await.is_some() {} }).await;
+    let all_stopped = tokio::time::timeout(STOP_TIMEOUT, async {
+        while rest.join_next().await.is_some() {}
+    })
+    .await;
     if all_stopped.is_err() {
         tracing::warn!("some roles did not stop within {STOP_TIMEOUT:?}; exiting anyway");
     }
@@ -187,7 +227,11 @@ async fn heartbeat(
                 state.send_if_modified(|cur| {
                     let changed = *cur != s;
                     if changed {
-                        tracing::info!(task_cap = s.task_cap, draining = s.draining, "node settings changed");
+                        tracing::info!(
+                            task_cap = s.task_cap,
+                            draining = s.draining,
+                            "node settings changed"
+                        );
                     }
                     *cur = s;
                     changed

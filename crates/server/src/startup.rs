@@ -21,7 +21,10 @@ pub(crate) async fn connect(cfg: &Config) -> Result<Store> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("create data directory {}", cfg.data_dir.display()))?;
     }
-    let opts = StoreOptions { pool_size: cfg.db_pool_size, ..StoreOptions::default() };
+    let opts = StoreOptions {
+        pool_size: cfg.db_pool_size,
+        ..StoreOptions::default()
+    };
     let deadline = Instant::now() + cfg.db_wait;
     let mut pause = Duration::from_millis(250);
     loop {
@@ -29,7 +32,8 @@ pub(crate) async fn connect(cfg: &Config) -> Result<Store> {
             Ok(store) => return Ok(store),
             Err(e) if e.is_unavailable() && Instant::now() < deadline => {
                 tracing::warn!(error = %e, "database unreachable; retrying");
-                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(e) if e.is_unavailable() => {
@@ -49,7 +53,11 @@ pub(crate) async fn prepare_schema(store: &Store) -> Result<()> {
     if store.schema_version().await? == 0 {
         let report = store.migrate().await?;
         if report.applied_any() {
-            tracing::info!(from = report.from, to = report.to, "created database schema");
+            tracing::info!(
+                from = report.from,
+                to = report.to,
+                "created database schema"
+            );
         }
     }
     store.check_schema().await?;
@@ -70,7 +78,9 @@ pub(crate) async fn master_key(cfg: &Config, store: &Store) -> Result<MasterKey>
              key (base64 of 16 or 32 random bytes, e.g. `openssl rand 16 | base64`)"
         ),
     };
-    let check = store.init_setting(SETTING_KEY_CHECK, &key.key_check_value()?).await?;
+    let check = store
+        .init_setting(SETTING_KEY_CHECK, &key.key_check_value()?)
+        .await?;
     key.verify(&check)?;
     Ok(key)
 }
@@ -78,7 +88,9 @@ pub(crate) async fn master_key(cfg: &Config, store: &Store) -> Result<MasterKey>
 /// Reads `master.key`, or generates it (mode 0600) when `may_create` and it is missing.
 fn key_from_file(path: &Path, may_create: bool) -> Result<MasterKey> {
     match std::fs::read_to_string(path) {
-        Ok(text) => MasterKey::parse(&text).with_context(|| format!("master key in {}", path.display())),
+        Ok(text) => {
+            MasterKey::parse(&text).with_context(|| format!("master key in {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => {
             let (key, b64) = MasterKey::generate()?;
             use std::os::unix::fs::OpenOptionsExt;
@@ -96,7 +108,9 @@ fn key_from_file(path: &Path, may_create: bool) -> Result<MasterKey> {
                     Ok(key)
                 }
                 // Another process on this host created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => key_from_file(path, false),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    key_from_file(path, false)
+                }
                 Err(e) => Err(e).with_context(|| format!("create master key {}", path.display())),
             }
         }
@@ -125,10 +139,16 @@ pub(crate) async fn shared_store(cfg: &Config, store: &Store) -> Result<SharedSt
 
 /// Stores a new shared-store root after checking it is usable.
 pub(crate) async fn set_shared_path(store: &Store, dir: &Path) -> Result<SharedStore> {
-    let dir = if dir.is_absolute() { dir.to_owned() } else { std::env::current_dir()?.join(dir) };
+    let dir = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        std::env::current_dir()?.join(dir)
+    };
     let probe = dir.clone();
     let shared = tokio::task::spawn_blocking(move || SharedStore::open(&probe)).await??;
-    store.set_setting(SETTING_SHARED_PATH, &dir.to_string_lossy()).await?;
+    store
+        .set_setting(SETTING_SHARED_PATH, &dir.to_string_lossy())
+        .await?;
     Ok(shared)
 }
 
@@ -162,7 +182,9 @@ pub(crate) async fn create_api_key(store: &Store, name: &str) -> Result<String> 
         bail!("--name must be 1-100 characters");
     }
     let key = generate_api_key()?;
-    store.insert_api_key(name.trim(), &hash_api_key(&key)).await?;
+    store
+        .insert_api_key(name.trim(), &hash_api_key(&key))
+        .await?;
     Ok(key)
 }
 

@@ -23,7 +23,9 @@ impl Fixture {
     }
 
     async fn open(&self) -> Store {
-        Store::connect(&self.url(), &StoreOptions::default()).await.expect("connect")
+        Store::connect(&self.url(), &StoreOptions::default())
+            .await
+            .expect("connect")
     }
 
     async fn migrated(&self) -> Store {
@@ -97,7 +99,12 @@ async fn enqueue_n(s: &Store, n: usize) -> Vec<TaskId> {
 }
 
 fn done(id: TaskId, epoch: i64) -> Completion {
-    Completion { id, epoch, state: TaskState::Success, error: None }
+    Completion {
+        id,
+        epoch,
+        state: TaskState::Success,
+        error: None,
+    }
 }
 
 const LONG: Duration = Duration::from_secs(3600);
@@ -156,12 +163,18 @@ async fn draining_zero_cap_or_unknown_nodes_claim_nothing(fx: &Fixture) {
     s.register_node(&reg("drainer", 5)).await.unwrap();
     s.register_node(&reg("zero", 0)).await.unwrap();
     enqueue_n(&s, 3).await;
-    let drain = NodePatch { task_cap: None, draining: Some(true) };
+    let drain = NodePatch {
+        task_cap: None,
+        draining: Some(true),
+    };
     assert!(s.patch_node("drainer", &drain).await.unwrap());
     assert!(s.claim("drainer", 5).await.unwrap().is_empty());
     assert!(s.claim("zero", 5).await.unwrap().is_empty());
     assert!(s.claim("nobody", 5).await.unwrap().is_empty());
-    let undrain = NodePatch { task_cap: None, draining: Some(false) };
+    let undrain = NodePatch {
+        task_cap: None,
+        draining: Some(false),
+    };
     s.patch_node("drainer", &undrain).await.unwrap();
     assert_eq!(s.claim("drainer", 5).await.unwrap().len(), 3);
 }
@@ -174,12 +187,31 @@ async fn concurrency_tags_never_overlap(fx: &Fixture) {
     let b = s.enqueue(&sleep_task(Some("p/e"))).await.unwrap().id;
     let c = s.enqueue(&sleep_task(None)).await.unwrap().id;
     let d = s.enqueue(&sleep_task(Some("other"))).await.unwrap().id;
-    let got: Vec<TaskId> = s.claim("n1", 10).await.unwrap().iter().map(|t| t.id).collect();
-    assert_eq!(got, vec![a, c, d], "b waits for a; untagged and other tags are not blocked");
-    assert!(s.claim("n2", 10).await.unwrap().is_empty(), "tag p/e is executing on n1");
+    let got: Vec<TaskId> = s
+        .claim("n1", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![a, c, d],
+        "b waits for a; untagged and other tags are not blocked"
+    );
+    assert!(
+        s.claim("n2", 10).await.unwrap().is_empty(),
+        "tag p/e is executing on n1"
+    );
     let a_epoch = s.get_task(a).await.unwrap().unwrap().claim_epoch;
     s.complete("n1", &[done(a, a_epoch)]).await.unwrap();
-    let got: Vec<TaskId> = s.claim("n2", 10).await.unwrap().iter().map(|t| t.id).collect();
+    let got: Vec<TaskId> = s
+        .claim("n2", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
     assert_eq!(got, vec![b]);
 }
 
@@ -188,8 +220,16 @@ async fn completions_are_fenced_by_epoch(fx: &Fixture) {
     s.register_node(&reg("n1", 5)).await.unwrap();
     let id = enqueue_n(&s, 1).await[0];
     let c = s.claim("n1", 1).await.unwrap().remove(0);
-    assert!(s.complete("n1", &[done(id, c.epoch + 1)]).await.unwrap().is_empty());
-    assert!(s.complete("n2", &[done(id, c.epoch)]).await.unwrap().is_empty());
+    assert!(s
+        .complete("n1", &[done(id, c.epoch + 1)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .complete("n2", &[done(id, c.epoch)])
+        .await
+        .unwrap()
+        .is_empty());
     let fail = Completion {
         id,
         epoch: c.epoch,
@@ -202,8 +242,15 @@ async fn completions_are_fenced_by_epoch(fx: &Fixture) {
     assert_eq!(t.error.as_deref(), Some("boom"));
     assert!(t.completed_at.is_some());
     // A second report of the same outcome is refused: the task is no longer executing.
-    assert!(s.complete("n1", &[done(id, c.epoch)]).await.unwrap().is_empty());
-    assert_eq!(s.get_task(id).await.unwrap().unwrap().state, TaskState::Failed);
+    assert!(s
+        .complete("n1", &[done(id, c.epoch)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.get_task(id).await.unwrap().unwrap().state,
+        TaskState::Failed
+    );
 }
 
 async fn lost_nodes_fail_their_tasks_exactly_once(fx: &Fixture) {
@@ -229,7 +276,11 @@ async fn lost_nodes_fail_their_tasks_exactly_once(fx: &Fixture) {
     for id in &ids {
         let t = s.get_task(*id).await.unwrap().unwrap();
         assert_eq!(t.state, TaskState::Failed);
-        assert!(t.error.as_deref().unwrap().contains("node lost was lost"), "{:?}", t.error);
+        assert!(
+            t.error.as_deref().unwrap().contains("node lost was lost"),
+            "{:?}",
+            t.error
+        );
     }
     // The lost node comes back: its late completions are refused.
     s.heartbeat(&reg("lost", 5)).await.unwrap();
@@ -244,10 +295,17 @@ async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixtur
     let s = fx.migrated().await;
     let st = s.register_node(&reg("n1", 3)).await.unwrap();
     assert_eq!((st.task_cap, st.draining), (3, false));
-    let patch = NodePatch { task_cap: Some(7), draining: Some(true) };
+    let patch = NodePatch {
+        task_cap: Some(7),
+        draining: Some(true),
+    };
     assert!(s.patch_node("n1", &patch).await.unwrap());
     let st = s.heartbeat(&reg("n1", 3)).await.unwrap();
-    assert_eq!((st.task_cap, st.draining), (7, true), "heartbeat reports operator changes");
+    assert_eq!(
+        (st.task_cap, st.draining),
+        (7, true),
+        "heartbeat reports operator changes"
+    );
     // Restart: registration keeps the operator's settings.
     let st = s.register_node(&reg("n1", 3)).await.unwrap();
     assert_eq!((st.task_cap, st.draining), (7, true));
@@ -277,7 +335,9 @@ async fn cancel_queued_executing_and_orphaned(fx: &Fixture) {
     let t = s.cancel(ids[0], LONG).await.unwrap().unwrap();
     assert_eq!(t.state, TaskState::Cancelling);
     let owned = s.owned_tasks("n1").await.unwrap();
-    assert!(owned.iter().any(|o| o.id == ids[0] && o.state == TaskState::Cancelling));
+    assert!(owned
+        .iter()
+        .any(|o| o.id == ids[0] && o.state == TaskState::Cancelling));
     // The node stops it and reports Canceled.
     let c = Completion {
         id: ids[0],
@@ -299,16 +359,25 @@ async fn settings_and_api_keys(fx: &Fixture) {
     let s = fx.migrated().await;
     let other = fx.open().await;
     assert_eq!(s.get_setting("k").await.unwrap(), None);
-    let (a, b) = tokio::join!(s.init_setting("k", "from-a"), other.init_setting("k", "from-b"));
+    let (a, b) = tokio::join!(
+        s.init_setting("k", "from-a"),
+        other.init_setting("k", "from-b")
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b, "racing initialisers agree");
     s.set_setting("k", "changed").await.unwrap();
-    assert_eq!(other.get_setting("k").await.unwrap().as_deref(), Some("changed"));
+    assert_eq!(
+        other.get_setting("k").await.unwrap().as_deref(),
+        Some("changed")
+    );
     assert_eq!(s.api_key_count().await.unwrap(), 0);
     s.insert_api_key("admin", "hash1").await.unwrap();
     s.insert_api_key("admin-again", "hash1").await.unwrap();
     assert_eq!(s.api_key_count().await.unwrap(), 1);
-    assert_eq!(s.api_key_name("hash1").await.unwrap().as_deref(), Some("admin"));
+    assert_eq!(
+        s.api_key_name("hash1").await.unwrap().as_deref(),
+        Some("admin")
+    );
     assert_eq!(s.api_key_name("nope").await.unwrap(), None);
 }
 
@@ -317,14 +386,26 @@ async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {
     s.register_node(&reg("n1", 1)).await.unwrap();
     let ids = enqueue_n(&s, 4).await;
     s.claim("n1", 1).await.unwrap();
-    let all: Vec<TaskId> = s.list_tasks(None, 10).await.unwrap().iter().map(|t| t.id).collect();
+    let all: Vec<TaskId> = s
+        .list_tasks(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
     assert_eq!(all, ids.iter().rev().copied().collect::<Vec<_>>());
     let queued = s.list_tasks(Some(TaskState::Queued), 2).await.unwrap();
-    assert_eq!(queued.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3], ids[2]]);
+    assert_eq!(
+        queued.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[3], ids[2]]
+    );
     let executing = s.list_tasks(Some(TaskState::Executing), 10).await.unwrap();
     assert_eq!(executing.len(), 1);
     assert_eq!(executing[0].kind, "Sleep");
-    assert_eq!(executing[0].arguments, serde_json::json!({"duration_ms": 0}));
+    assert_eq!(
+        executing[0].arguments,
+        serde_json::json!({"duration_ms": 0})
+    );
 }
 
 async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {

@@ -20,7 +20,10 @@ impl SchedulerConfig {
     pub fn new(offline_after: Duration) -> Self {
         let check_interval =
             (offline_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
-        SchedulerConfig { offline_after, check_interval }
+        SchedulerConfig {
+            offline_after,
+            check_interval,
+        }
     }
 }
 
@@ -65,9 +68,21 @@ mod tests {
 
     #[test]
     fn check_interval_follows_the_timeout() {
-        assert_eq!(SchedulerConfig::new(Duration::from_secs(60)).check_interval, Duration::from_secs(15));
-        assert_eq!(SchedulerConfig::new(Duration::from_secs(4)).check_interval, Duration::from_secs(1));
-        assert_eq!(SchedulerConfig::new(Duration::from_millis(100)).check_interval, Duration::from_millis(250));
-        assert_eq!(SchedulerConfig::new(Duration::from_secs(3600)).check_interval, Duration::from_secs(15));
+        assert_eq!(
+            SchedulerConfig::new(Duration::from_secs(60)).check_interval,
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            SchedulerConfig::new(Duration::from_secs(4)).check_interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            SchedulerConfig::new(Duration::from_millis(100)).check_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            SchedulerConfig::new(Duration::from_secs(3600)).check_interval,
+            Duration::from_secs(15)
+        );
     }
 }

@@ -46,11 +46,17 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn success() -> Self {
-        Outcome { state: TaskState::Success, error: None }
+        Outcome {
+            state: TaskState::Success,
+            error: None,
+        }
     }
 
     pub(crate) fn failed(msg: impl Into<String>) -> Self {
-        Outcome { state: TaskState::Failed, error: Some(msg.into()) }
+        Outcome {
+            state: TaskState::Failed,
+            error: Some(msg.into()),
+        }
     }
 
     fn stopped(reason: Option<&StopReason>) -> Self {
@@ -62,9 +68,10 @@ impl Outcome {
             Some(StopReason::Fenced) => {
                 Outcome::failed("the task was taken from this node (it was considered lost)")
             }
-            Some(StopReason::Shutdown(msg)) => {
-                Outcome { state: TaskState::Canceled, error: Some(msg.clone()) }
-            }
+            Some(StopReason::Shutdown(msg)) => Outcome {
+                state: TaskState::Canceled,
+                error: Some(msg.clone()),
+            },
         }
     }
 }
@@ -76,13 +83,17 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
         Err(e) => Outcome::failed(format!("cannot run task: {e}")),
         Ok(kind) => {
             ctx.logs
-                .line(id, format!("INFO  {} {id} started on node {}", kind.name(), ctx.node))
+                .line(
+                    id,
+                    format!("INFO  {} {id} started on node {}", kind.name(), ctx.node),
+                )
                 .await;
             match kind {
                 TaskKind::Sleep { duration_ms } => sleep(id, duration_ms, ctx).await,
-                TaskKind::AdHocScript { script, timeout_secs } => {
-                    run_script(id, &script, timeout_secs, ctx).await
-                }
+                TaskKind::AdHocScript {
+                    script,
+                    timeout_secs,
+                } => run_script(id, &script, timeout_secs, ctx).await,
             }
         }
     };
@@ -108,7 +119,9 @@ fn level(state: TaskState) -> &'static str {
 }
 
 async fn sleep(id: TaskId, duration_ms: u64, ctx: &TaskCtx) -> Outcome {
-    ctx.logs.line(id, format!("INFO  sleeping for {duration_ms} ms")).await;
+    ctx.logs
+        .line(id, format!("INFO  sleeping for {duration_ms} ms"))
+        .await;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(duration_ms)) => {
             ctx.logs.line(id, format!("INFO  slept {duration_ms} ms")).await;
@@ -146,8 +159,14 @@ async fn run_script(id: TaskId, script: &str, timeout_secs: Option<u64>, ctx: &T
         Err(e) => return Outcome::failed(format!("start /bin/sh: {e}")),
     };
     let pgid = child.id();
-    let out = child.stdout.take().map(|o| tokio::spawn(pump(o, ctx.logs.clone(), id, "OUT   ")));
-    let err = child.stderr.take().map(|e| tokio::spawn(pump(e, ctx.logs.clone(), id, "ERR   ")));
+    let out = child
+        .stdout
+        .take()
+        .map(|o| tokio::spawn(pump(o, ctx.logs.clone(), id, "OUT   ")));
+    let err = child
+        .stderr
+        .take()
+        .map(|e| tokio::spawn(pump(e, ctx.logs.clone(), id, "ERR   ")));
     let timeout = async {
         match timeout_secs {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -166,7 +185,12 @@ async fn run_script(id: TaskId, script: &str, timeout_secs: Option<u64>, ctx: &T
     let _ = child.wait().await;
     for pump in [out, err].into_iter().flatten() {
         if tokio::time::timeout(PIPE_DRAIN, pump).await.is_err() {
-            ctx.logs.line(id, "WARN  output still open after the script ended; not waiting").await;
+            ctx.logs
+                .line(
+                    id,
+                    "WARN  output still open after the script ended; not waiting",
+                )
+                .await;
         }
     }
     let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -186,7 +210,9 @@ async fn run_script(id: TaskId, script: &str, timeout_secs: Option<u64>, ctx: &T
 }
 
 fn kill_group(pgid: u32) {
-    let Ok(pgid) = i32::try_from(pgid) else { return };
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
     // SAFETY: kill has no memory-safety preconditions; a negative pid names the process group
     // the script leads (created with process_group(0)).
     unsafe {
@@ -198,11 +224,7 @@ fn kill_group(pgid: u32) {
 async fn pump<R: AsyncRead + Unpin>(r: R, logs: TaskLogWriter, id: TaskId, prefix: &'static str) {
     let mut reader = BufReader::with_capacity(MAX_LINE, r);
     let mut line: Vec<u8> = Vec::new();
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok(b) => b,
-            Err(_) => break,
-        };
+    while let Ok(buf) = reader.fill_buf().await {
         if buf.is_empty() {
             break;
         }
@@ -253,7 +275,11 @@ mod tests {
             reason: Arc::new(OnceLock::new()),
             work_root: dir.join("work"),
         };
-        Fixture { store, ctx, _dir: dir }
+        Fixture {
+            store,
+            ctx,
+            _dir: dir,
+        }
     }
 
     fn script(id: i64, s: &str, timeout: Option<u64>) -> ClaimedTask {
@@ -261,13 +287,22 @@ mod tests {
         if let Some(t) = timeout {
             args["timeout_secs"] = t.into();
         }
-        ClaimedTask { id: TaskId(id), epoch: 1, kind: "AdHocScript".into(), arguments: args }
+        ClaimedTask {
+            id: TaskId(id),
+            epoch: 1,
+            kind: "AdHocScript".into(),
+            arguments: args,
+        }
     }
 
     #[tokio::test]
     async fn script_output_goes_to_the_log_and_exit_code_decides() {
         let fx = fixture("ok");
-        let out = run(&script(1, "echo hello; echo oops >&2; printf 'no newline'", None), &fx.ctx).await;
+        let out = run(
+            &script(1, "echo hello; echo oops >&2; printf 'no newline'", None),
+            &fx.ctx,
+        )
+        .await;
         assert_eq!(out, Outcome::success());
         let log = std::fs::read_to_string(fx.store.task_log_path(TaskId(1))).unwrap();
         assert!(log.contains("OUT   hello"), "{log}");
@@ -295,10 +330,17 @@ mod tests {
         let s = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let out = run(&script(4, &s, Some(1)), &fx.ctx).await;
         assert_eq!(out.state, TaskState::TimedOut);
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
-        assert!(!alive || is_zombie(pid), "background child {pid} survived the timeout");
+        assert!(
+            !alive || is_zombie(pid),
+            "background child {pid} survived the timeout"
+        );
 
         // Cancel once the script is provably running (it wrote its pid), then check it died.
         let pidfile2 = pidfile.with_extension("2");
@@ -317,10 +359,17 @@ mod tests {
         let out = run(&script(5, &s, None), &fx.ctx).await;
         canceller.await.unwrap();
         assert_eq!(out.state, TaskState::Canceled);
-        let pid: i32 = std::fs::read_to_string(&pidfile2).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile2)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
-        assert!(!alive || is_zombie(pid), "background child {pid} survived the cancel");
+        assert!(
+            !alive || is_zombie(pid),
+            "background child {pid} survived the cancel"
+        );
     }
 
     fn is_zombie(pid: i32) -> bool {
@@ -340,8 +389,14 @@ mod tests {
         };
         assert_eq!(run(&t, &fx.ctx).await, Outcome::success());
         let log = std::fs::read_to_string(fx.store.task_log_path(TaskId(6))).unwrap();
-        assert!(log.contains("slept 1 ms") && log.contains("Success"), "{log}");
-        let bad = ClaimedTask { kind: "Bogus".into(), ..t };
+        assert!(
+            log.contains("slept 1 ms") && log.contains("Success"),
+            "{log}"
+        );
+        let bad = ClaimedTask {
+            kind: "Bogus".into(),
+            ..t
+        };
         assert_eq!(run(&bad, &fx.ctx).await.state, TaskState::Failed);
     }
 }

@@ -16,7 +16,10 @@ use crate::exec::{self, Outcome, StopReason, TaskCtx};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("could not record {count} task outcomes before shutting down: {source}")]
-    UnrecordedOutcomes { count: usize, source: cuttle_storage::Error },
+    UnrecordedOutcomes {
+        count: usize,
+        source: cuttle_storage::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -166,7 +169,10 @@ impl Worker {
         if let Some(r) = self.running.remove(&d.id) {
             debug_assert_eq!(r.epoch, d.epoch);
         }
-        self.handle.shared.running.store(self.running.len() as u32, Ordering::Relaxed);
+        self.handle
+            .shared
+            .running
+            .store(self.running.len() as u32, Ordering::Relaxed);
         self.pending.push(Completion {
             id: d.id,
             epoch: d.epoch,
@@ -210,8 +216,10 @@ impl Worker {
                 return;
             }
         };
-        let owned: HashMap<TaskId, (i64, TaskState)> =
-            owned.into_iter().map(|o| (o.id, (o.epoch, o.state))).collect();
+        let owned: HashMap<TaskId, (i64, TaskState)> = owned
+            .into_iter()
+            .map(|o| (o.id, (o.epoch, o.state)))
+            .collect();
         for (id, r) in &self.running {
             if r.stop.is_cancelled() {
                 continue;
@@ -219,7 +227,9 @@ impl Worker {
             match owned.get(id) {
                 Some((epoch, TaskState::Cancelling)) if *epoch == r.epoch => {
                     tracing::info!(task = %id, "cancel requested; stopping task");
-                    self.logs.line(*id, "WARN  cancel requested; stopping").await;
+                    self.logs
+                        .line(*id, "WARN  cancel requested; stopping")
+                        .await;
                     r.stop(StopReason::Canceled);
                 }
                 Some((epoch, _)) if *epoch == r.epoch => {}
@@ -253,11 +263,16 @@ impl Worker {
         for task in claimed {
             self.start(task);
         }
-        self.handle.shared.running.store(self.running.len() as u32, Ordering::Relaxed);
+        self.handle
+            .shared
+            .running
+            .store(self.running.len() as u32, Ordering::Relaxed);
     }
 
     fn start(&mut self, task: ClaimedTask) {
-        let Some(done_tx) = self.done_tx.clone() else { return };
+        let Some(done_tx) = self.done_tx.clone() else {
+            return;
+        };
         let running = Running {
             epoch: task.epoch,
             stop: CancellationToken::new(),
@@ -289,7 +304,11 @@ impl Worker {
         self.done_tx = None;
         let grace = self.config.shutdown_grace;
         if !self.running.is_empty() {
-            tracing::info!(running = self.running.len(), grace_secs = grace.as_secs(), "draining: waiting for running tasks");
+            tracing::info!(
+                running = self.running.len(),
+                grace_secs = grace.as_secs(),
+                "draining: waiting for running tasks"
+            );
         }
         let deadline = Instant::now() + grace;
         let mut stopped = false;
@@ -318,7 +337,10 @@ impl Worker {
                     return Ok(());
                 }
                 Err(source) if Instant::now() >= give_up => {
-                    return Err(Error::UnrecordedOutcomes { count: self.pending.len(), source });
+                    return Err(Error::UnrecordedOutcomes {
+                        count: self.pending.len(),
+                        source,
+                    });
                 }
                 Err(_) => {}
             }

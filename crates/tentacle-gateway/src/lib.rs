@@ -19,7 +19,10 @@ pub enum Error {
 /// Serves the gateway on a bound listener until `shutdown`.
 pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "gateway listening (tentacle protocol not enabled yet)");
+    tracing::info!(
+        ?addr,
+        "gateway listening (tentacle protocol not enabled yet)"
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -59,7 +62,11 @@ mod tests {
         let server = tokio::spawn(serve(listener, stop.clone()));
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 8];
-        assert_eq!(conn.read(&mut buf).await.unwrap(), 0, "closed straight away");
+        assert_eq!(
+            conn.read(&mut buf).await.unwrap(),
+            0,
+            "closed straight away"
+        );
         stop.cancel();
         server.await.unwrap().unwrap();
     }

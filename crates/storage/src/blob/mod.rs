@@ -12,8 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{Error, Result};
 
 /// The folders every node expects under the shared-store root.
-pub const SHARED_FOLDERS: [&str; 6] =
-    ["TaskLogs", "Artifacts", "Packages", "Imports", "EventExports", "Telemetry"];
+pub const SHARED_FOLDERS: [&str; 6] = [
+    "TaskLogs",
+    "Artifacts",
+    "Packages",
+    "Imports",
+    "EventExports",
+    "Telemetry",
+];
 
 /// The shared file store every node of the cluster mounts at the same path.
 #[derive(Debug, Clone)]
@@ -38,7 +44,9 @@ impl SharedStore {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
             probe(&dir)?;
         }
-        Ok(SharedStore { root: root.to_owned() })
+        Ok(SharedStore {
+            root: root.to_owned(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -145,7 +153,8 @@ impl TaskLogWriter {
         if self.tx.send(LogMsg::Close(id, tx)).await.is_err() {
             return Err("task-log writer stopped".into());
         }
-        rx.await.unwrap_or_else(|_| Err("task-log writer stopped".into()))
+        rx.await
+            .unwrap_or_else(|_| Err("task-log writer stopped".into()))
     }
 }
 
@@ -159,7 +168,10 @@ fn handle(store: &SharedStore, open: &mut HashMap<TaskId, OpenLog>, msg: LogMsg)
             let log = open.entry(id).or_insert_with(|| {
                 let path = store.task_log_path(id);
                 match OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(f) => OpenLog { out: Some(BufWriter::new(f)), error: None },
+                    Ok(f) => OpenLog {
+                        out: Some(BufWriter::new(f)),
+                        error: None,
+                    },
                     Err(e) => OpenLog {
                         out: None,
                         error: Some(format!("open task log {}: {e}", path.display())),
@@ -205,8 +217,13 @@ mod tests {
             assert!(dir.join(f).is_dir(), "{f}");
         }
         assert_eq!(store.root(), dir);
-        let err = SharedStore::open(&dir.join("missing")).unwrap_err().to_string();
-        assert!(err.contains("missing") && err.contains("No such file"), "{err}");
+        let err = SharedStore::open(&dir.join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing") && err.contains("No such file"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -222,7 +239,13 @@ mod tests {
         let text = std::fs::read_to_string(store.task_log_path(id)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].ends_with(" first") && lines[1].ends_with(" second"), "{text}");
-        assert!(lines[0].starts_with("20") && lines[0].contains('T'), "{text}");
+        assert!(
+            lines[0].ends_with(" first") && lines[1].ends_with(" second"),
+            "{text}"
+        );
+        assert!(
+            lines[0].starts_with("20") && lines[0].contains('T'),
+            "{text}"
+        );
     }
 }

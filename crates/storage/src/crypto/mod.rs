@@ -41,15 +41,22 @@ impl MasterKey {
 
     fn from_bytes(bytes: &[u8]) -> Result<MasterKey> {
         let cipher = match bytes.len() {
-            16 => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(bytes).expect("16-byte key"))),
-            32 => Cipher::Aes256(Box::new(Aes256Gcm::new_from_slice(bytes).expect("32-byte key"))),
+            16 => Cipher::Aes128(Box::new(
+                Aes128Gcm::new_from_slice(bytes).expect("16-byte key"),
+            )),
+            32 => Cipher::Aes256(Box::new(
+                Aes256Gcm::new_from_slice(bytes).expect("32-byte key"),
+            )),
             n => {
                 return Err(Error::MasterKey(format!(
                     "master key must be 16 or 32 bytes, got {n}"
                 )))
             }
         };
-        Ok(MasterKey { cipher, bits: bytes.len() * 8 })
+        Ok(MasterKey {
+            cipher,
+            bits: bytes.len() * 8,
+        })
     }
 
     /// A new random 32-byte key and its base64 form (the only time it is shown).
@@ -136,6 +143,9 @@ mod tests {
         assert_eq!(k16.decrypt(&k16.encrypt(b"a").unwrap()).unwrap(), b"a");
         assert!(MasterKey::parse(&B64.encode([7u8; 24])).is_err());
         assert!(MasterKey::parse("not base64!").is_err());
-        assert!(!format!("{k16:?}").contains("Bw"), "debug must not show key bytes");
+        assert!(
+            !format!("{k16:?}").contains("Bw"),
+            "debug must not show key bytes"
+        );
     }
 }

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cuttle_core::{
-    NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
-};
+use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +28,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { pool_size: 16, connect_timeout: Duration::from_secs(5) }
+        StoreOptions {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -101,6 +102,7 @@ impl MigrationReport {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per process, behind an Arc
 enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
@@ -140,7 +142,8 @@ impl Store {
             (Backend::Postgres(b), target)
         } else if url.starts_with("mssql://") || url.to_ascii_lowercase().starts_with("server=") {
             return Err(Error::InvalidUrl(
-                "SQL Server is not supported by this build yet; use sqlite:// or postgres://".into(),
+                "SQL Server is not supported by this build yet; use sqlite:// or postgres://"
+                    .into(),
             ));
         } else {
             return Err(Error::InvalidUrl(format!(
@@ -148,7 +151,11 @@ impl Store {
                 redact_url(url)
             )));
         };
-        Ok(Store { backend: Arc::new(backend), commits, target: target.into() })
+        Ok(Store {
+            backend: Arc::new(backend),
+            commits,
+            target: target.into(),
+        })
     }
 
     /// A description of the database safe to show: host or file, never a password.
@@ -182,12 +189,14 @@ impl Store {
         let found = self.schema_version().await?;
         match found.cmp(&SCHEMA_VERSION) {
             std::cmp::Ordering::Equal => Ok(()),
-            std::cmp::Ordering::Greater => {
-                Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION })
-            }
-            std::cmp::Ordering::Less => {
-                Err(Error::SchemaTooOld { found, supported: SCHEMA_VERSION })
-            }
+            std::cmp::Ordering::Greater => Err(Error::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            std::cmp::Ordering::Less => Err(Error::SchemaTooOld {
+                found,
+                supported: SCHEMA_VERSION,
+            }),
         }
     }
 
@@ -241,7 +250,11 @@ impl Store {
         dispatch!(self, b => b.list_nodes(None, ms(offline_after)).await)
     }
 
-    pub async fn get_node(&self, name: &str, offline_after: Duration) -> Result<Option<NodeRecord>> {
+    pub async fn get_node(
+        &self,
+        name: &str,
+        offline_after: Duration,
+    ) -> Result<Option<NodeRecord>> {
         let mut nodes = dispatch!(self, b => b.list_nodes(Some(name), ms(offline_after)).await)?;
         Ok(nodes.pop())
     }
@@ -272,7 +285,11 @@ impl Store {
     }
 
     /// Newest first.
-    pub async fn list_tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<TaskRecord>> {
+    pub async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>> {
         dispatch!(self, b => b.list_tasks(state, limit).await)
     }
 

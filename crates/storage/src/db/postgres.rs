@@ -15,13 +15,12 @@ use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport,
-    NodeRegistration, NodeState, OwnedTask, StoreOptions, SCHEMA_VERSION,
+    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,
+    NodeState, OwnedTask, StoreOptions, SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
-const MIGRATIONS: &[(u32, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
 
 /// The database clock in Unix milliseconds.
 const NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -85,7 +84,12 @@ impl Postgres {
             .connection_timeout(opts.connect_timeout)
             .retry_connection(false)
             .build_unchecked(manager);
-        let pg = Postgres { pool, config, target: target.clone(), commits };
+        let pg = Postgres {
+            pool,
+            config,
+            target: target.clone(),
+            commits,
+        };
         pg.ping().await?;
         Ok((pg, target))
     }
@@ -94,7 +98,10 @@ impl Postgres {
         if let Some(db) = e.as_db_error() {
             return Error::Database(format!("{}: {}", db.code().code(), db.message()));
         }
-        Error::Unavailable { target: self.target.clone(), reason: e.to_string() }
+        Error::Unavailable {
+            target: self.target.clone(),
+            reason: e.to_string(),
+        }
     }
 
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
@@ -113,7 +120,9 @@ impl Postgres {
 
     pub(super) async fn ping(&self) -> Result<()> {
         let c = self.conn().await?;
-        c.simple_query("SELECT 1").await.map_err(|e| self.map_err(e))?;
+        c.simple_query("SELECT 1")
+            .await
+            .map_err(|e| self.map_err(e))?;
         Ok(())
     }
 
@@ -131,19 +140,27 @@ impl Postgres {
         .await
         .map_err(|e| self.map_err(e))?;
         let row = tx
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
             .await
             .map_err(|e| self.map_err(e))?;
         let from = row.get::<_, i32>(0) as u32;
         if from > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew { found: from, supported: SCHEMA_VERSION });
+            return Err(Error::SchemaTooNew {
+                found: from,
+                supported: SCHEMA_VERSION,
+            });
         }
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
             tx.batch_execute(sql)
                 .await
                 .map_err(|e| Error::Database(format!("migration {version:04} failed: {e}")))?;
             tx.execute(
-                &format!("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, {NOW})"),
+                &format!(
+                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, {NOW})"
+                ),
                 &[&(*version as i32)],
             )
             .await
@@ -152,7 +169,10 @@ impl Postgres {
         }
         tx.commit().await.map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(MigrationReport { from, to: SCHEMA_VERSION.max(from) })
+        Ok(MigrationReport {
+            from,
+            to: SCHEMA_VERSION.max(from),
+        })
     }
 
     pub(super) async fn schema_version(&self) -> Result<u32> {
@@ -165,7 +185,10 @@ impl Postgres {
             return Ok(0);
         }
         let row = c
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(row.get::<_, i32>(0) as u32)
@@ -236,7 +259,10 @@ impl Postgres {
     pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
         let c = self.conn().await?;
         let row = c
-            .query_opt("SELECT name FROM api_keys WHERE key_hash = $1", &[&key_hash])
+            .query_opt(
+                "SELECT name FROM api_keys WHERE key_hash = $1",
+                &[&key_hash],
+            )
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(row.map(|r| r.get(0)))
@@ -272,7 +298,10 @@ impl Postgres {
             .await
             .map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(NodeState { task_cap: row.get::<_, i32>(0) as u32, draining: row.get(1) })
+        Ok(NodeState {
+            task_cap: row.get::<_, i32>(0) as u32,
+            draining: row.get(1),
+        })
     }
 
     pub(super) async fn heartbeat(&self, name: &str) -> Result<Option<NodeState>> {
@@ -288,9 +317,10 @@ impl Postgres {
             .await
             .map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(row
-            .first()
-            .map(|r| NodeState { task_cap: r.get::<_, i32>(0) as u32, draining: r.get(1) }))
+        Ok(row.first().map(|r| NodeState {
+            task_cap: r.get::<_, i32>(0) as u32,
+            draining: r.get(1),
+        }))
     }
 
     pub(super) async fn list_nodes(
@@ -317,7 +347,11 @@ impl Postgres {
             .iter()
             .map(|r| NodeRecord {
                 name: r.get(0),
-                roles: r.get::<_, String>(1).split(',').map(str::to_owned).collect(),
+                roles: r
+                    .get::<_, String>(1)
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
                 version: r.get(2),
                 task_cap: r.get::<_, i32>(3) as u32,
                 draining: r.get(4),
@@ -357,7 +391,10 @@ impl Postgres {
         Ok(n > 0)
     }
 
-    pub(super) async fn handle_lost_nodes(&self, offline_after_ms: UnixMs) -> Result<Vec<LostNode>> {
+    pub(super) async fn handle_lost_nodes(
+        &self,
+        offline_after_ms: UnixMs,
+    ) -> Result<Vec<LostNode>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
         // The row lock taken by this UPDATE makes a second scheduler wait, then re-check
@@ -406,7 +443,11 @@ impl Postgres {
                 .iter()
                 .map(|r| TaskId(r.get(0)))
                 .collect();
-            lost.push(LostNode { name, failed, requeued });
+            lost.push(LostNode {
+                name,
+                failed,
+                requeued,
+            });
         }
         tx.commit().await.map_err(|e| self.map_err(e))?;
         self.committed();
@@ -447,13 +488,20 @@ impl Postgres {
     pub(super) async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         let c = self.conn().await?;
         let row = c
-            .query_opt(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"), &[&id.0])
+            .query_opt(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"),
+                &[&id.0],
+            )
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(row.as_ref().map(task_from_row))
     }
 
-    pub(super) async fn list_tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<TaskRecord>> {
+    pub(super) async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>> {
         let c = self.conn().await?;
         let state = state.map(|s| s.as_str());
         let rows = c
@@ -572,12 +620,19 @@ impl Postgres {
             .map(|r| OwnedTask {
                 id: TaskId(r.get(0)),
                 epoch: r.get(1),
-                state: r.get::<_, String>(2).parse().unwrap_or(TaskState::Executing),
+                state: r
+                    .get::<_, String>(2)
+                    .parse()
+                    .unwrap_or(TaskState::Executing),
             })
             .collect())
     }
 
-    pub(super) async fn cancel(&self, id: TaskId, offline_after_ms: UnixMs) -> Result<Option<TaskRecord>> {
+    pub(super) async fn cancel(
+        &self,
+        id: TaskId,
+        offline_after_ms: UnixMs,
+    ) -> Result<Option<TaskRecord>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
         // Queued, or owned by a node that stopped heartbeating: nobody else will finish the
@@ -602,7 +657,10 @@ impl Postgres {
         .await
         .map_err(|e| self.map_err(e))?;
         let row = tx
-            .query_opt(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"), &[&id.0])
+            .query_opt(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"),
+                &[&id.0],
+            )
             .await
             .map_err(|e| self.map_err(e))?;
         tx.commit().await.map_err(|e| self.map_err(e))?;
@@ -660,7 +718,9 @@ async fn listen(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await?;
     let out = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),

@@ -10,8 +10,8 @@ use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState,
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport,
-    NodeRegistration, NodeState, OwnedTask, SCHEMA_VERSION,
+    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,
+    NodeState, OwnedTask, SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -81,7 +81,11 @@ impl Sqlite {
         })
         .await
         .map_err(|e| Error::Database(e.to_string()))??;
-        Ok(Sqlite { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), commits })
+        Ok(Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+            commits,
+        })
     }
 
     /// Runs `f` on the connection, on the blocking pool.
@@ -124,7 +128,10 @@ impl Sqlite {
         let path = self.path.clone();
         self.with(move |c| {
             c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(|e| Error::Unavailable { target: format!("sqlite file {path}"), reason: e.to_string() })
+                .map_err(|e| Error::Unavailable {
+                    target: format!("sqlite file {path}"),
+                    reason: e.to_string(),
+                })
         })
         .await
     }
@@ -142,17 +149,25 @@ impl Sqlite {
             )
             .map_err(db_err)?;
             let from: u32 = tx
-                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(db_err)?;
             if from > SCHEMA_VERSION {
-                return Err(Error::SchemaTooNew { found: from, supported: SCHEMA_VERSION });
+                return Err(Error::SchemaTooNew {
+                    found: from,
+                    supported: SCHEMA_VERSION,
+                });
             }
             for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
-                tx.execute_batch(sql).map_err(|e| {
-                    Error::Database(format!("migration {version:04} failed: {e}"))
-                })?;
+                tx.execute_batch(sql)
+                    .map_err(|e| Error::Database(format!("migration {version:04} failed: {e}")))?;
                 tx.execute(
-                    &format!("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, {NOW})"),
+                    &format!(
+                        "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, {NOW})"
+                    ),
                     params![version],
                 )
                 .map_err(db_err)?;
@@ -160,7 +175,10 @@ impl Sqlite {
             }
             tx.commit().map_err(db_err)?;
             commits.fetch_add(1, Ordering::Relaxed);
-            Ok(MigrationReport { from, to: SCHEMA_VERSION.max(from) })
+            Ok(MigrationReport {
+                from,
+                to: SCHEMA_VERSION.max(from),
+            })
         })
         .await
     }
@@ -186,9 +204,11 @@ impl Sqlite {
     pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_owned();
         self.with(move |c| {
-            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(db_err)
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err)
         })
         .await
     }
@@ -215,15 +235,20 @@ impl Sqlite {
                 params![key, value],
             )
             .map_err(db_err)?;
-            tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-                .map_err(db_err)
+            tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .map_err(db_err)
         })
         .await
     }
 
     pub(super) async fn api_key_count(&self) -> Result<u64> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0)).map_err(db_err))
-            .await
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))
+                .map_err(db_err)
+        })
+        .await
     }
 
     pub(super) async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
@@ -245,9 +270,13 @@ impl Sqlite {
     pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
         let hash = key_hash.to_owned();
         self.with(move |c| {
-            c.query_row("SELECT name FROM api_keys WHERE key_hash = ?1", [hash], |r| r.get(0))
-                .optional()
-                .map_err(db_err)
+            c.query_row(
+                "SELECT name FROM api_keys WHERE key_hash = ?1",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
         })
         .await
     }
@@ -277,7 +306,12 @@ impl Sqlite {
                     reg.gateway_address,
                     reg.initial_task_cap
                 ],
-                |r| Ok(NodeState { task_cap: r.get(0)?, draining: r.get(1)? }),
+                |r| {
+                    Ok(NodeState {
+                        task_cap: r.get(0)?,
+                        draining: r.get(1)?,
+                    })
+                },
             )
             .map_err(db_err)
         })
@@ -293,7 +327,12 @@ impl Sqlite {
                      RETURNING task_cap, draining"
                 ),
                 [name],
-                |r| Ok(NodeState { task_cap: r.get(0)?, draining: r.get(1)? }),
+                |r| {
+                    Ok(NodeState {
+                        task_cap: r.get(0)?,
+                        draining: r.get(1)?,
+                    })
+                },
             )
             .optional()
             .map_err(db_err)
@@ -359,12 +398,18 @@ impl Sqlite {
     pub(super) async fn delete_node(&self, name: &str) -> Result<bool> {
         let name = name.to_owned();
         self.write(move |tx| {
-            Ok(tx.execute("DELETE FROM nodes WHERE name = ?1", [name]).map_err(db_err)? > 0)
+            Ok(tx
+                .execute("DELETE FROM nodes WHERE name = ?1", [name])
+                .map_err(db_err)?
+                > 0)
         })
         .await
     }
 
-    pub(super) async fn handle_lost_nodes(&self, offline_after_ms: UnixMs) -> Result<Vec<LostNode>> {
+    pub(super) async fn handle_lost_nodes(
+        &self,
+        offline_after_ms: UnixMs,
+    ) -> Result<Vec<LostNode>> {
         self.write(move |tx| {
             let names: Vec<String> = {
                 let mut stmt = tx
@@ -373,7 +418,9 @@ impl Sqlite {
                          WHERE lost_at_ms IS NULL AND last_seen_ms <= {NOW} - ?1 RETURNING name"
                     ))
                     .map_err(db_err)?;
-                let rows = stmt.query_map([offline_after_ms], |r| r.get(0)).map_err(db_err)?;
+                let rows = stmt
+                    .query_map([offline_after_ms], |r| r.get(0))
+                    .map_err(db_err)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
             };
             let mut lost = Vec::with_capacity(names.len());
@@ -386,7 +433,9 @@ impl Sqlite {
                     ))
                     .map_err(db_err)?;
                 let requeued = requeue
-                    .query_map(params![name, requeue_note(&name)], |r| Ok(TaskId(r.get(0)?)))
+                    .query_map(params![name, requeue_note(&name)], |r| {
+                        Ok(TaskId(r.get(0)?))
+                    })
                     .map_err(db_err)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(db_err)?;
@@ -405,7 +454,11 @@ impl Sqlite {
                     .map_err(db_err)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(db_err)?;
-                lost.push(LostNode { name, failed, requeued });
+                lost.push(LostNode {
+                    name,
+                    failed,
+                    requeued,
+                });
             }
             Ok(lost)
         })
@@ -448,7 +501,11 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn list_tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<TaskRecord>> {
+    pub(super) async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>> {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
@@ -555,7 +612,11 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn cancel(&self, id: TaskId, offline_after_ms: UnixMs) -> Result<Option<TaskRecord>> {
+    pub(super) async fn cancel(
+        &self,
+        id: TaskId,
+        offline_after_ms: UnixMs,
+    ) -> Result<Option<TaskRecord>> {
         self.write(move |tx| {
             // Queued, or owned by a node that stopped heartbeating: nobody else will finish the
             // cancel, so it is final now.
