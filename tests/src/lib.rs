@@ -9,6 +9,8 @@ mod node;
 mod pg;
 mod util;
 
-pub use node::{run_to_exit, server_binary, Cluster, Database, Node, NodeOptions};
+pub use node::{
+    run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
+};
 pub use pg::TestPostgres;
 pub use util::{free_port, temp_dir, wait_until, TempDir};

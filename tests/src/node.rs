@@ -10,10 +10,17 @@ use serde_json::Value;
 
 use crate::{free_port, temp_dir, wait_until, TempDir, TestPostgres};
 
+static BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every node this process starts run `path` (e.g. a release build for benchmarks).
+/// Has no effect once a node was started.
+pub fn use_server_binary(path: PathBuf) {
+    let _ = BIN.set(path);
+}
+
 /// The `cuttle-server` binary to test: `CUTTLE_SERVER_BIN`, or the workspace's debug build,
 /// brought up to date with `cargo build` once per test process.
 pub fn server_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(p) = std::env::var("CUTTLE_SERVER_BIN") {
             return PathBuf::from(p);

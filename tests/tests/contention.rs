@@ -23,7 +23,9 @@ fn postgres_each_task_executed_exactly_once() {
 
 fn run(db: Database) {
     let cluster = Cluster::new(db).unwrap();
-    let nodes: Vec<Node> = (0..NODES).map(|i| cluster.start(NodeOptions::named(&format!("c{i}"), CAP))).collect();
+    let nodes: Vec<Node> = (0..NODES)
+        .map(|i| cluster.start(NodeOptions::named(&format!("c{i}"), CAP)))
+        .collect();
     std::thread::scope(|s| {
         for (i, node) in nodes.iter().enumerate() {
             s.spawn(move || {
@@ -66,7 +68,10 @@ fn run(db: Database) {
     // No failures either.
     for state in ["Failed", "Canceled", "TimedOut", "Queued", "Executing"] {
         let (_, body) = nodes[0].get(&format!("/api/tasks?state={state}&limit=10"));
-        assert!(body["items"].as_array().unwrap().is_empty(), "{state}: {body}");
+        assert!(
+            body["items"].as_array().unwrap().is_empty(),
+            "{state}: {body}"
+        );
     }
     assert_eq!(per_node.values().sum::<usize>(), TASKS, "{per_node:?}");
     assert!(per_node.len() > 1, "the work was shared: {per_node:?}");

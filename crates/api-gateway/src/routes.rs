@@ -195,11 +195,15 @@ async fn list_tasks(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "state" | "limit")) {
+    if let Some(unknown) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "state" | "limit" | "before"))
+    {
         return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}: use state and limit"
+            "unknown query parameter {unknown:?}: use state, limit and before"
         )));
     }
+    let before = q.get("before").map(|b| b.parse::<TaskId>()).transpose()?;
     let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
     let limit = match q.get("limit") {
         None => DEFAULT_LIST_LIMIT,
@@ -212,7 +216,7 @@ async fn list_tasks(
             }
         },
     };
-    let tasks = s.store.list_tasks(state, limit).await?;
+    let tasks = s.store.list_tasks(state, before, limit).await?;
     Ok(Json(json!({ "items": tasks })).into_response())
 }
 

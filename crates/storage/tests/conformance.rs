@@ -387,19 +387,25 @@ async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {
     let ids = enqueue_n(&s, 4).await;
     s.claim("n1", 1).await.unwrap();
     let all: Vec<TaskId> = s
-        .list_tasks(None, 10)
+        .list_tasks(None, None, 10)
         .await
         .unwrap()
         .iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(all, ids.iter().rev().copied().collect::<Vec<_>>());
-    let queued = s.list_tasks(Some(TaskState::Queued), 2).await.unwrap();
+    let queued = s
+        .list_tasks(Some(TaskState::Queued), None, 2)
+        .await
+        .unwrap();
     assert_eq!(
         queued.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![ids[3], ids[2]]
     );
-    let executing = s.list_tasks(Some(TaskState::Executing), 10).await.unwrap();
+    let executing = s
+        .list_tasks(Some(TaskState::Executing), None, 10)
+        .await
+        .unwrap();
     assert_eq!(executing.len(), 1);
     assert_eq!(executing[0].kind, "Sleep");
     assert_eq!(
@@ -442,6 +448,9 @@ async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {
     let unique: HashSet<TaskId> = seen.iter().copied().collect();
     assert_eq!(seen.len(), TASKS, "every task claimed exactly once");
     assert_eq!(unique, ids);
-    let left = s.list_tasks(Some(TaskState::Success), 1000).await.unwrap();
+    let left = s
+        .list_tasks(Some(TaskState::Success), None, 1000)
+        .await
+        .unwrap();
     assert_eq!(left.len(), TASKS);
 }

@@ -284,13 +284,14 @@ impl Store {
         dispatch!(self, b => b.get_task(id).await)
     }
 
-    /// Newest first.
+    /// Newest first; with `before`, only tasks older than that one (for paging).
     pub async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        before: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>> {
-        dispatch!(self, b => b.list_tasks(state, limit).await)
+        dispatch!(self, b => b.list_tasks(state, before, limit).await)
     }
 
     /// Claims up to `max` queued tasks for `node` in FIFO order, in one atomic statement. Claims

@@ -500,6 +500,7 @@ impl Postgres {
     pub(super) async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        before: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>> {
         let c = self.conn().await?;
@@ -507,10 +508,10 @@ impl Postgres {
         let rows = c
             .query(
                 &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE ($1::text IS NULL OR state = $1)
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE ($1::text IS NULL OR state = $1) AND ($3::bigint IS NULL OR seq < $3)
                      ORDER BY seq DESC LIMIT $2"
                 ),
-                &[&state, &(limit as i64)],
+                &[&state, &(limit as i64), &before.map(|b| b.0)],
             )
             .await
             .map_err(|e| self.map_err(e))?;
