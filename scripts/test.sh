@@ -24,6 +24,7 @@ fi
 echo "==> building"
 cargo build --workspace --all-targets --locked
 export CUTTLE_SERVER_BIN="$PWD/target/debug/cuttle-server"
+export CUTTLE_CLI_BIN="$PWD/target/debug/cuttle"
 
 echo "==> testing"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -10,7 +10,7 @@ mod pg;
 mod util;
 
 pub use node::{
-    run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
+    cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };
 pub use pg::TestPostgres;
 pub use util::{free_port, temp_dir, wait_until, TempDir};

@@ -12,6 +12,35 @@ use crate::{free_port, temp_dir, wait_until, TempDir, TestPostgres};
 
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
+/// Builds (once per process) and returns a workspace binary, unless `env_var` names one.
+fn workspace_binary(env_var: &str, package: &str, bin: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_var) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    target.join("debug").join(bin)
+}
+
+/// The `cuttle` CLI binary: `CUTTLE_CLI_BIN`, or the workspace's debug build.
+pub fn cli_binary() -> PathBuf {
+    static CLI: OnceLock<PathBuf> = OnceLock::new();
+    CLI.get_or_init(|| workspace_binary("CUTTLE_CLI_BIN", "cuttle-cli", "cuttle"))
+        .clone()
+}
+
 /// Makes every node this process starts run `path` (e.g. a release build for benchmarks).
 /// Has no effect once a node was started.
 pub fn use_server_binary(path: PathBuf) {
@@ -21,34 +50,8 @@ pub fn use_server_binary(path: PathBuf) {
 /// The `cuttle-server` binary to test: `CUTTLE_SERVER_BIN`, or the workspace's debug build,
 /// brought up to date with `cargo build` once per test process.
 pub fn server_binary() -> PathBuf {
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("CUTTLE_SERVER_BIN") {
-            return PathBuf::from(p);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "cuttle-server",
-                "--bin",
-                "cuttle-server",
-            ])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p cuttle-server failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"));
-        target.join("debug").join("cuttle-server")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_binary("CUTTLE_SERVER_BIN", "cuttle-server", "cuttle-server"))
+        .clone()
 }
 
 /// Which database a cluster shares.

@@ -1,1 +1,397 @@
-fn main() {}
+//! `cuttle`: the operator CLI over the REST API.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "cuttle",
+    version,
+    about = "Operate a Cuttle cluster over its REST API"
+)]
+struct Cli {
+    /// Base URL of any node (or the load balancer)
+    #[arg(
+        long,
+        env = "CUTTLE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// API key
+    #[arg(long, env = "CUTTLE_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Nodes of the cluster
+    Node {
+        #[command(subcommand)]
+        action: NodeCmd,
+    },
+    /// Tasks in the queue
+    Task {
+        #[command(subcommand)]
+        action: TaskCmd,
+    },
+    /// Plan task caps for a deployment window (the HA guide's formula)
+    Capacity {
+        /// Projects to deploy in the window
+        #[arg(long)]
+        projects: u32,
+        /// Average deployment duration in minutes
+        #[arg(long)]
+        minutes: u32,
+        /// Deployment window in minutes
+        #[arg(long)]
+        window: u32,
+        /// Nodes to spread the cap over
+        #[arg(long, default_value_t = 2)]
+        nodes: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    List,
+    /// Stop a node taking new tasks (its running tasks finish)
+    Drain {
+        name: String,
+        /// Return only once the node runs no tasks
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 1)
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    Undrain {
+        name: String,
+    },
+    SetTaskCap {
+        name: String,
+        cap: u32,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Show {
+        id: String,
+    },
+    /// Print a task's log
+    Log {
+        id: String,
+        /// Keep printing new lines until the task finishes
+        #[arg(long)]
+        follow: bool,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+struct Api {
+    base: String,
+    key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(base: &str, key: Option<String>) -> Api {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Api {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.base);
+        let key = self.key.as_deref().unwrap_or_default();
+        let resp = match method {
+            "GET" => self.agent.get(&url).header("X-Api-Key", key).call(),
+            "DELETE" => self.agent.delete(&url).header("X-Api-Key", key).call(),
+            "POST" => self
+                .agent
+                .post(&url)
+                .header("X-Api-Key", key)
+                .send_json(body.unwrap_or(json!({}))),
+            "PATCH" => self
+                .agent
+                .patch(&url)
+                .header("X-Api-Key", key)
+                .send_json(body.unwrap_or(json!({}))),
+            other => bail!("unsupported method {other}"),
+        };
+        let mut resp = resp.with_context(|| format!("{method} {url}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().context("read response")?;
+        Ok((status, text))
+    }
+
+    /// Calls and returns the JSON body; a 4xx/5xx becomes an error with the server's message.
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let (status, text) = self.call(method, path, body)?;
+        if status >= 400 {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{status}: {msg}");
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).context("parse response")
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn table(rows: &[Value], cols: &[&str]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| s(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |vals: Vec<String>| {
+        let parts: Vec<String> = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(cols.iter().map(|c| c.to_uppercase()).collect());
+    for r in cells {
+        line(r);
+    }
+}
+
+fn show(output: Output, v: &Value, cols: &[&str]) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Table => match v.get("items").and_then(Value::as_array) {
+            Some(items) => table(items, cols),
+            None => table(std::slice::from_ref(v), cols),
+        },
+    }
+}
+
+const NODE_COLS: &[&str] = &[
+    "name",
+    "online",
+    "draining",
+    "task_cap",
+    "running_tasks",
+    "roles",
+    "last_seen",
+];
+const TASK_COLS: &[&str] = &[
+    "id",
+    "kind",
+    "state",
+    "node",
+    "queued_at",
+    "completed_at",
+    "error",
+];
+
+fn run(cli: Cli) -> Result<()> {
+    let api = Api::new(&cli.server, cli.api_key);
+    let out = cli.output;
+    match cli.command {
+        Command::Node { action } => match action {
+            NodeCmd::List => show(out, &api.json("GET", "/api/nodes", None)?, NODE_COLS),
+            NodeCmd::Drain {
+                name,
+                wait,
+                timeout,
+            } => {
+                let node = api.json(
+                    "PATCH",
+                    &format!("/api/nodes/{name}"),
+                    Some(json!({"draining": true})),
+                )?;
+                if wait {
+                    let deadline = Instant::now() + Duration::from_secs(timeout);
+                    loop {
+                        let n = api.json("GET", &format!("/api/nodes/{name}"), None)?;
+                        let running = n["running_tasks"].as_u64().unwrap_or(0);
+                        if running == 0 {
+                            show(out, &n, NODE_COLS);
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            bail!("node {name} still runs {running} tasks after {timeout} s");
+                        }
+                        eprint!("\rwaiting for {name}: {running} tasks running   ");
+                        let _ = std::io::stderr().flush();
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                } else {
+                    show(out, &node, NODE_COLS);
+                }
+            }
+            NodeCmd::Undrain { name } => show(
+                out,
+                &api.json(
+                    "PATCH",
+                    &format!("/api/nodes/{name}"),
+                    Some(json!({"draining": false})),
+                )?,
+                NODE_COLS,
+            ),
+            NodeCmd::SetTaskCap { name, cap } => show(
+                out,
+                &api.json(
+                    "PATCH",
+                    &format!("/api/nodes/{name}"),
+                    Some(json!({"task_cap": cap})),
+                )?,
+                NODE_COLS,
+            ),
+            NodeCmd::Delete { name } => {
+                api.json("DELETE", &format!("/api/nodes/{name}"), None)?;
+                println!(
+                    "deleted node {name} (a live node adds itself again at its next heartbeat)"
+                );
+            }
+        },
+        Command::Task { action } => match action {
+            TaskCmd::List { state, limit } => {
+                let mut path = format!("/api/tasks?limit={limit}");
+                if let Some(st) = state {
+                    path.push_str(&format!("&state={st}"));
+                }
+                show(out, &api.json("GET", &path, None)?, TASK_COLS)
+            }
+            TaskCmd::Show { id } => show(
+                out,
+                &api.json("GET", &format!("/api/tasks/{id}"), None)?,
+                TASK_COLS,
+            ),
+            TaskCmd::Log { id, follow } => follow_log(&api, &id, follow)?,
+            TaskCmd::Cancel { id } => show(
+                out,
+                &api.json("POST", &format!("/api/tasks/{id}/cancel"), None)?,
+                TASK_COLS,
+            ),
+        },
+        Command::Capacity {
+            projects,
+            minutes,
+            window,
+            nodes,
+        } => {
+            let Some(p) = cuttle_core::plan_capacity(projects, minutes, window, nodes) else {
+                bail!("--projects, --minutes, --window and --nodes must all be positive");
+            };
+            let v = json!({
+                "minimum_total_cap": p.minimum_total_cap,
+                "recommended_total_cap": p.recommended_total_cap,
+                "nodes": nodes,
+                "per_node_cap": p.per_node_cap,
+            });
+            show(
+                out,
+                &v,
+                &[
+                    "minimum_total_cap",
+                    "recommended_total_cap",
+                    "nodes",
+                    "per_node_cap",
+                ],
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Prints the log; with `follow`, keeps printing what is appended until the task finishes.
+fn follow_log(api: &Api, id: &str, follow: bool) -> Result<()> {
+    let mut printed = 0usize;
+    loop {
+        let finished = if follow {
+            let t = api.json("GET", &format!("/api/tasks/{id}"), None)?;
+            matches!(
+                t["state"].as_str(),
+                Some("Success" | "Failed" | "Canceled" | "TimedOut")
+            )
+        } else {
+            true
+        };
+        let (status, text) = api.call("GET", &format!("/api/tasks/{id}/log"), None)?;
+        if status >= 400 {
+            bail!("{status}: {text}");
+        }
+        if text.len() > printed {
+            print!("{}", &text[printed..]);
+            let _ = std::io::stdout().flush();
+            printed = text.len();
+        }
+        if finished {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cuttle: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,12 +1,14 @@
 //! Cuttle's domain model. No I/O lives here: everything is plain data and pure functions that
 //! every other crate (server roles, CLI, agent) can share.
 
+mod capacity;
 mod error;
 mod node;
 mod role;
 mod task;
 mod time;
 
+pub use capacity::{plan_capacity, CapacityPlan};
 pub use error::{ErrorCode, ValidationError};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
 pub use role::{Role, RoleSet};

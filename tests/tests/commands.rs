@@ -1,0 +1,209 @@
+//! The `cuttle-server` commands besides `run`, and the `cuttle` CLI, as an operator uses them.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cuttle_e2e::{
+    cli_binary, run_to_exit, server_binary, wait_until, Cluster, Database, NodeOptions,
+};
+use serde_json::{json, Value};
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A `cuttle-server` command against the cluster's database.
+fn server_cmd(cluster: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(server_binary());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CUTTLE_DATA_DIR", cluster.dir().join("cmd"))
+        .env("CUTTLE_DATABASE_URL", &cluster.db_url)
+        .env("CUTTLE_MASTER_KEY", &cluster.master_key)
+        .env("CUTTLE_SHARED_PATH", cluster.shared_dir())
+        .env("CUTTLE_DB_WAIT_SECS", "2");
+    cmd
+}
+
+fn run_ok(cmd: Command) -> String {
+    let (st, out, err) = run_to_exit(cmd, MIN).unwrap();
+    assert!(st.success(), "exit {st}\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
+#[test]
+fn database_commands_and_api_keys_on_postgres() {
+    let mut cluster = Cluster::new(Database::Postgres).unwrap();
+    // Fresh database: upgrade-database creates the schema; a second run has nothing to do.
+    let out = run_ok(server_cmd(&cluster, &["upgrade-database"]));
+    assert!(out.contains("upgraded from version 0 to 1"), "{out}");
+    let out = run_ok(server_cmd(&cluster, &["upgrade-database"]));
+    assert!(out.contains("is current"), "{out}");
+    // The shared store is stored in the database; a missing directory is refused with its path.
+    let missing = cluster.dir().join("no-such-dir");
+    let (st, _, err) = run_to_exit(
+        server_cmd(
+            &cluster,
+            &["path", "--cluster-shared", missing.to_str().unwrap()],
+        ),
+        MIN,
+    )
+    .unwrap();
+    assert!(!st.success());
+    assert!(
+        err.contains("no-such-dir") && err.contains("No such file"),
+        "{err}"
+    );
+    let shared2 = cluster.dir().join("shared2");
+    std::fs::create_dir_all(&shared2).unwrap();
+    run_ok(server_cmd(
+        &cluster,
+        &["path", "--cluster-shared", shared2.to_str().unwrap()],
+    ));
+    // An API key made by the command works against a node.
+    let out = run_ok(server_cmd(&cluster, &["api-key", "create", "--name", "ci"]));
+    let key = out.lines().last().unwrap().trim().to_owned();
+    assert!(key.starts_with("API-"), "{out}");
+    // CUTTLE_ADMIN_API_KEY only bootstraps an empty key table: from now on only `key` works.
+    let bootstrap = std::mem::replace(&mut cluster.api_key, key.clone());
+    let node = cluster.start(NodeOptions::named("n1", 1));
+    let id = node.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo via-key"}}));
+    node.wait_finished(&id, MIN);
+    assert!(
+        shared2.join("TaskLogs").join(format!("{id}.log")).exists(),
+        "logs go to the shared store named in the database"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .get(&node.url("/api/nodes"))
+        .header("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = agent
+        .get(&node.url("/api/nodes"))
+        .header("X-Api-Key", &bootstrap)
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "the bootstrap key was not registered"
+    );
+    // check passes on a healthy cluster and names each check.
+    let out = run_ok(server_cmd(&cluster, &["check"]));
+    for want in ["database", "schema version 1", "master key", "shared store"] {
+        assert!(out.contains(want), "{out}");
+    }
+    // A wrong key fails the check with a one-line reason.
+    let mut bad = server_cmd(&cluster, &["check"]);
+    bad.env("CUTTLE_MASTER_KEY", "AAAAAAAAAAAAAAAAAAAAAA==");
+    let (st, _, err) = run_to_exit(bad, MIN).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("master key does not match"), "{err}");
+    // A database from a newer release is refused, saying what to do.
+    let pg_url = &cluster.db_url;
+    let psql = Command::new("psql")
+        .args([
+            pg_url.as_str(),
+            "-c",
+            "INSERT INTO schema_migrations VALUES (99, 0)",
+        ])
+        .output()
+        .unwrap();
+    assert!(psql.status.success());
+    let (st, _, err) = run_to_exit(server_cmd(&cluster, &["check"]), MIN).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("newer than this binary supports"), "{err}");
+}
+
+#[test]
+fn ping_turns_503_when_the_database_is_down() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let node = cluster.start(NodeOptions::named("n1", 1));
+    assert_eq!(node.ping(), 200);
+    let pg = cluster.postgres_server().expect("harness-owned server");
+    pg.stop_server().unwrap();
+    wait_until("ping 503 while the database is down", MIN, || {
+        (node.ping() == 503).then_some(())
+    });
+    pg.start_server().unwrap();
+    wait_until("ping 200 once the database is back", MIN, || {
+        (node.ping() == 200).then_some(())
+    });
+}
+
+fn cli(cluster: &Cluster, node: &cuttle_e2e::Node, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(cli_binary());
+    cmd.args(args)
+        .env("CUTTLE_SERVER", node.url(""))
+        .env("CUTTLE_API_KEY", &cluster.api_key);
+    let (st, out, err) = run_to_exit(cmd, MIN).unwrap();
+    (st.success(), out, err)
+}
+
+#[test]
+fn cli_drains_a_node_and_waits_for_its_tasks() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let id = n1.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 1500}}));
+    n1.wait_task(&id, "executing", MIN, |t| t["state"] == "Executing");
+    let (ok, out, err) = cli(
+        &cluster,
+        &n1,
+        &[
+            "--output",
+            "json",
+            "node",
+            "drain",
+            "n1",
+            "--wait",
+            "--timeout",
+            "30",
+        ],
+    );
+    assert!(ok, "{err}");
+    let node: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (node["draining"].as_bool(), node["running_tasks"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert_eq!(
+        n1.task(&id)["state"],
+        "Success",
+        "drain --wait returned before the task finished"
+    );
+    assert_eq!(n1.ping(), 418);
+    let (ok, out, _) = cli(&cluster, &n1, &["node", "list"]);
+    assert!(
+        ok && out.contains("n1") && out.contains("DRAINING"),
+        "{out}"
+    );
+    let (ok, _, _) = cli(&cluster, &n1, &["node", "undrain", "n1"]);
+    assert!(ok);
+    assert_eq!(n1.ping(), 200);
+    let (ok, out, _) = cli(&cluster, &n1, &["task", "log", &id]);
+    assert!(ok && out.contains("slept 1500 ms"), "{out}");
+    let (ok, _, err) = cli(&cluster, &n1, &["node", "drain", "ghost"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, out, _) = cli(
+        &cluster,
+        &n1,
+        &[
+            "--output",
+            "json",
+            "capacity",
+            "--projects",
+            "50",
+            "--minutes",
+            "30",
+            "--window",
+            "120",
+        ],
+    );
+    assert!(ok);
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["minimum_total_cap"], 13);
+}
