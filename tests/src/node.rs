@@ -211,7 +211,10 @@ impl Cluster {
                 opts.shutdown_grace_secs.to_string(),
             )
             .env("CUTTLE_DB_WAIT_SECS", "10")
-            .env("CUTTLE_LOG", "info,cuttle=debug")
+            .env(
+                "CUTTLE_LOG",
+                "info,cuttle_api_gateway=debug,cuttle_task_worker=debug,cuttle_storage=debug",
+            )
             .stdin(Stdio::null());
         for (k, v) in &opts.env {
             cmd.env(k, v);

@@ -1,7 +1,7 @@
 //! Wake-ups: after an enqueue or a cancel, tell the workers concerned to look now instead of at
 //! their next poll. Best effort by design: the database is the truth and workers poll anyway.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,8 @@ impl Waker {
 
 /// How long the list of worker nodes is reused before it is read again.
 const NODE_LIST_TTL: Duration = Duration::from_secs(2);
-const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const WAKE_ATTEMPTS: u32 = 3;
 
 pub(crate) fn start(
     store: Store,
@@ -66,7 +67,7 @@ pub(crate) fn start(
             clients: HashMap::new(),
             workers: Vec::new(),
             read_at: None,
-            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
         };
         loop {
             tokio::select! {
@@ -88,8 +89,9 @@ struct Fanout {
     /// (name, gRPC address) of online worker nodes.
     workers: Vec<(String, String)>,
     read_at: Option<Instant>,
-    /// Nodes with a wake call outstanding: a further wake would add nothing.
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Nodes with a wake call outstanding, and whether another wake arrived meanwhile (then
+    /// the call is repeated once it returns, so no enqueue is left unannounced).
+    in_flight: Arc<Mutex<HashMap<(String, i32), bool>>>,
 }
 
 impl Fanout {
@@ -138,13 +140,14 @@ impl Fanout {
     }
 
     fn call(&mut self, node: String, addr: &str, reason: Reason) {
-        if !self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(node.clone())
+        let key = (node.clone(), reason as i32);
         {
-            return;
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            if let Some(again) = in_flight.get_mut(&key) {
+                *again = true;
+                return;
+            }
+            in_flight.insert(key.clone(), false);
         }
         let client = match self.clients.get(addr) {
             Some(c) => c.clone(),
@@ -157,7 +160,7 @@ impl Fanout {
                 }
                 Err(e) => {
                     tracing::warn!(%node, %addr, error = %e, "bad gRPC address for node");
-                    self.in_flight.lock().expect("in-flight lock").remove(&node);
+                    self.in_flight.lock().expect("in-flight lock").remove(&key);
                     return;
                 }
             },
@@ -165,15 +168,33 @@ impl Fanout {
         let in_flight = self.in_flight.clone();
         tokio::spawn(async move {
             let mut client = client;
-            let req = WakeRequest {
-                reason: reason as i32,
-            };
-            let res = tokio::time::timeout(CALL_TIMEOUT, client.wake(req)).await;
-            in_flight.lock().expect("in-flight lock").remove(&node);
-            match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::debug!(%node, error = %e, "wake worker"),
-                Err(_) => tracing::debug!(%node, "wake worker: timed out"),
+            loop {
+                // A few quick retries: a worker that just started, or a loaded machine, may
+                // miss the first attempt; after that the worker's poll picks the work up.
+                for attempt in 1..=WAKE_ATTEMPTS {
+                    let req = WakeRequest {
+                        reason: reason as i32,
+                    };
+                    let err = match tokio::time::timeout(CALL_TIMEOUT, client.wake(req)).await {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "timed out".to_owned(),
+                    };
+                    if attempt == WAKE_ATTEMPTS {
+                        tracing::info!(%node, error = %err, "could not wake worker; it will find the work at its next poll");
+                    } else {
+                        tracing::debug!(%node, attempt, error = %err, "wake worker; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    }
+                }
+                let mut in_flight = in_flight.lock().expect("in-flight lock");
+                match in_flight.get_mut(&key) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        in_flight.remove(&key);
+                        return;
+                    }
+                }
             }
         });
     }
