@@ -298,6 +298,19 @@ fn drain_returns_418_and_lets_running_tasks_finish() {
     assert_eq!((status, node["draining"].as_bool()), (200, Some(true)));
     assert_eq!(n1.ping(), 418);
     assert_eq!(n2.ping(), 200);
+    let alias = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let r = alias
+        .get(&n1.url("/api/octopusservernodes/ping"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        418,
+        "the guide's ping path answers the same"
+    );
     let second = n2.enqueue(sleep(10));
     let t = n1.wait_finished(&first, MIN);
     assert_eq!(

@@ -120,6 +120,16 @@ fn database_commands_and_api_keys_on_postgres() {
 }
 
 #[test]
+fn postgres_requires_a_master_key() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let mut cmd = server_cmd(&cluster, &["run"]);
+    cmd.env_remove("CUTTLE_MASTER_KEY");
+    let (st, _, err) = run_to_exit(cmd, MIN).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("CUTTLE_MASTER_KEY is required"), "{err}");
+}
+
+#[test]
 fn ping_turns_503_when_the_database_is_down() {
     let cluster = Cluster::new(Database::Postgres).unwrap();
     let node = cluster.start(NodeOptions::named("n1", 1));
