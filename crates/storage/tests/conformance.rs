@@ -68,6 +68,7 @@ conformance!(
     settings_and_api_keys,
     lists_tasks_newest_first_with_filter,
     concurrent_claimers_take_each_task_once,
+    complete_and_claim_in_one_call,
 );
 
 fn reg(name: &str, cap: u32) -> NodeRegistration {
@@ -453,4 +454,44 @@ async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {
         .await
         .unwrap();
     assert_eq!(left.len(), TASKS);
+}
+
+async fn complete_and_claim_in_one_call(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 2)).await.unwrap();
+    let a = s.enqueue(&sleep_task(Some("tag"))).await.unwrap().id;
+    let b = s.enqueue(&sleep_task(Some("tag"))).await.unwrap().id;
+    let ids = enqueue_n(&s, 3).await;
+    let first = s.claim("n1", 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![a, ids[0]]
+    );
+    let done: Vec<Completion> = first.iter().map(|c| done(c.id, c.epoch)).collect();
+    let (accepted, claimed) = s.complete_and_claim("n1", &done, 2).await.unwrap();
+    assert_eq!(accepted.len(), 2);
+    let mut got: Vec<TaskId> = claimed.iter().map(|c| c.id).collect();
+    // `b` waited for `a`; once `a` is done it is claimable now or on the next call.
+    if !got.contains(&b) {
+        assert_eq!(got, vec![ids[1], ids[2]]);
+        let more = s.complete_and_claim("n1", &[], 1).await.unwrap().1;
+        got.extend(more.iter().map(|c| c.id));
+        assert!(got.contains(&b), "{got:?}");
+    }
+    assert!(got.contains(&b));
+    for id in [a, ids[0]] {
+        assert_eq!(
+            s.get_task(id).await.unwrap().unwrap().state,
+            TaskState::Success
+        );
+    }
+    // Fenced completions are refused while the claim still happens.
+    let stale = Completion {
+        id: ids[0],
+        epoch: 99,
+        state: TaskState::Failed,
+        error: None,
+    };
+    let (accepted, _) = s.complete_and_claim("n1", &[stale], 5).await.unwrap();
+    assert!(accepted.is_empty());
 }

@@ -142,12 +142,11 @@ pub async fn serve(
         while let Ok(d) = done_rx.try_recv() {
             w.absorb(d);
         }
-        let _ = w.flush().await;
         if reconcile {
             w.reconcile().await;
         }
         let state = *node_state.borrow();
-        w.claim(state).await;
+        w.sync(state).await;
     }
     w.drain(&mut done_rx).await
 }
@@ -189,10 +188,7 @@ impl Worker {
         }
         match self.store.complete(&self.node, &self.pending).await {
             Ok(accepted) => {
-                for c in self.pending.iter().filter(|c| !accepted.contains(&c.id)) {
-                    tracing::warn!(task = %c.id, state = c.state.as_str(),
-                        "outcome refused: the task is no longer this node's (fenced)");
-                }
+                self.refused(&accepted);
                 self.pending.clear();
                 Ok(())
             }
@@ -244,29 +240,45 @@ impl Worker {
         }
     }
 
-    /// Claims as many tasks as the free cap allows, in one statement, and starts them.
-    async fn claim(&mut self, state: NodeState) {
-        if state.draining || self.done_tx.is_none() {
-            return;
-        }
-        let free = (state.task_cap as usize).saturating_sub(self.running.len());
-        if free == 0 {
-            return;
-        }
-        let claimed = match self.store.claim(&self.node, free as u32).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "claim tasks");
-                return;
-            }
+    /// Records every pending outcome and claims as many tasks as the free cap allows, in one
+    /// round trip, then starts what was claimed. On a database error the outcomes stay
+    /// pending and are retried on the next turn.
+    async fn sync(&mut self, state: NodeState) {
+        let free = if state.draining || self.done_tx.is_none() {
+            0
+        } else {
+            (state.task_cap as usize).saturating_sub(self.running.len())
         };
-        for task in claimed {
-            self.start(task);
+        if self.pending.is_empty() && free == 0 {
+            return;
         }
-        self.handle
-            .shared
-            .running
-            .store(self.running.len() as u32, Ordering::Relaxed);
+        match self
+            .store
+            .complete_and_claim(&self.node, &self.pending, free as u32)
+            .await
+        {
+            Ok((accepted, claimed)) => {
+                self.refused(&accepted);
+                self.pending.clear();
+                for task in claimed {
+                    self.start(task);
+                }
+                self.handle
+                    .shared
+                    .running
+                    .store(self.running.len() as u32, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = self.pending.len(), "record outcomes and claim tasks; will retry");
+            }
+        }
+    }
+
+    fn refused(&self, accepted: &[TaskId]) {
+        for c in self.pending.iter().filter(|c| !accepted.contains(&c.id)) {
+            tracing::warn!(task = %c.id, state = c.state.as_str(),
+                "outcome refused: the task is no longer this node's (fenced)");
+        }
     }
 
     fn start(&mut self, task: ClaimedTask) {

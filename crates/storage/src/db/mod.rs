@@ -298,22 +298,32 @@ impl Store {
     /// nothing when the node is draining, has a cap of 0, or is not registered. Never returns a
     /// task whose concurrency tag is already executing, nor two tasks with one tag.
     pub async fn claim(&self, node: &str, max: u32) -> Result<Vec<ClaimedTask>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let mut claimed = dispatch!(self, b => b.claim(node, max).await)?;
-        claimed.sort_by_key(|c| c.id);
-        Ok(claimed)
+        Ok(self.complete_and_claim(node, &[], max).await?.1)
     }
 
     /// Records how tasks ended, in one transaction. A completion is accepted only while the
     /// task is still executing under the same node and claim epoch (fencing); returns the ids
     /// that were accepted.
     pub async fn complete(&self, node: &str, done: &[Completion]) -> Result<Vec<TaskId>> {
-        if done.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.complete_and_claim(node, done, 0).await?.0)
+    }
+
+    /// [`Store::complete`] and [`Store::claim`] in one round trip and one commit: the worker's
+    /// hot path. The claim may see the database as it was before the completions (PostgreSQL
+    /// does), so a concurrency tag freed here may only become claimable on the next call.
+    pub async fn complete_and_claim(
+        &self,
+        node: &str,
+        done: &[Completion],
+        max: u32,
+    ) -> Result<(Vec<TaskId>, Vec<ClaimedTask>)> {
+        if done.is_empty() && max == 0 {
+            return Ok((Vec::new(), Vec::new()));
         }
-        dispatch!(self, b => b.complete(node, done).await)
+        let (accepted, mut claimed) =
+            dispatch!(self, b => b.complete_and_claim(node, done, max).await)?;
+        claimed.sort_by_key(|c| c.id);
+        Ok((accepted, claimed))
     }
 
     /// The tasks the database says `node` is executing or should cancel.

@@ -518,92 +518,97 @@ impl Postgres {
         Ok(rows.iter().map(task_from_row).collect())
     }
 
-    pub(super) async fn claim(&self, node: &str, max: u32) -> Result<Vec<ClaimedTask>> {
+    /// Records outcomes and claims new tasks in one statement: one round trip and one commit
+    /// per turn of a worker's loop, however many tasks finished or start.
+    pub(super) async fn complete_and_claim(
+        &self,
+        node: &str,
+        done: &[Completion],
+        max: u32,
+    ) -> Result<(Vec<TaskId>, Vec<ClaimedTask>)> {
         let c = self.conn().await?;
+        // Both CTEs see the snapshot from before the statement: a tag freed by `done` is
+        // claimable on the next turn, not in this one, so the unique index is never hit here
+        // by our own rows.
         let sql = format!(
-            "UPDATE tasks t SET state = 'Executing', node = $1,
-                 claim_epoch = t.claim_epoch + 1, started_at_ms = {NOW}, error = NULL
-             FROM (
-                 SELECT q.seq FROM tasks q
-                 WHERE q.state = 'Queued'
-                   AND EXISTS (SELECT 1 FROM nodes n
-                               WHERE n.name = $1 AND NOT n.draining AND n.task_cap > 0)
-                   AND (q.concurrency_tag IS NULL OR (
-                       NOT EXISTS (SELECT 1 FROM tasks e
-                                   WHERE e.concurrency_tag = q.concurrency_tag
-                                     AND e.state IN ('Executing', 'Cancelling'))
-                       AND NOT EXISTS (SELECT 1 FROM tasks o
-                                   WHERE o.concurrency_tag = q.concurrency_tag
-                                     AND o.state = 'Queued'
-                                     AND (o.queued_at_ms, o.seq) < (q.queued_at_ms, q.seq))))
-                 ORDER BY q.queued_at_ms, q.seq
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED) c
-             WHERE t.seq = c.seq
-             RETURNING t.seq, t.claim_epoch, t.kind, t.arguments"
+            "WITH done AS (
+                 UPDATE tasks t SET state = v.state, error = v.error, completed_at_ms = {NOW}
+                 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[])
+                      AS v(seq, epoch, state, error)
+                 WHERE t.seq = v.seq AND t.claim_epoch = v.epoch AND t.node = $1
+                   AND t.state IN ('Executing', 'Cancelling')
+                 RETURNING t.seq),
+             claimed AS (
+                 UPDATE tasks t SET state = 'Executing', node = $1,
+                     claim_epoch = t.claim_epoch + 1, started_at_ms = {NOW}, error = NULL
+                 FROM (
+                     SELECT q.seq FROM tasks q
+                     WHERE q.state = 'Queued'
+                       AND EXISTS (SELECT 1 FROM nodes n
+                                   WHERE n.name = $1 AND NOT n.draining AND n.task_cap > 0)
+                       AND (q.concurrency_tag IS NULL OR (
+                           NOT EXISTS (SELECT 1 FROM tasks e
+                                       WHERE e.concurrency_tag = q.concurrency_tag
+                                         AND e.state IN ('Executing', 'Cancelling'))
+                           AND NOT EXISTS (SELECT 1 FROM tasks o
+                                       WHERE o.concurrency_tag = q.concurrency_tag
+                                         AND o.state = 'Queued'
+                                         AND (o.queued_at_ms, o.seq) < (q.queued_at_ms, q.seq))))
+                     ORDER BY q.queued_at_ms, q.seq
+                     LIMIT $6
+                     FOR UPDATE SKIP LOCKED) c
+                 WHERE t.seq = c.seq
+                 RETURNING t.seq, t.claim_epoch, t.kind, t.arguments)
+             SELECT TRUE, seq, 0::bigint, NULL::text, NULL::text FROM done
+             UNION ALL
+             SELECT FALSE, seq, claim_epoch, kind, arguments FROM claimed"
         );
-        let max = max as i64;
-        // Two claimers can pick tasks with one tag at the same moment; the unique index makes
-        // the later one fail, and a retry sees the tag as executing and skips it.
+        let ids: Vec<i64> = done.iter().map(|d| d.id.0).collect();
+        let epochs: Vec<i64> = done.iter().map(|d| d.epoch).collect();
+        let states: Vec<&str> = done.iter().map(|d| d.state.as_str()).collect();
+        let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
+        let max = i64::from(max);
+        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+            (&node, Type::TEXT),
+            (&ids, Type::INT8_ARRAY),
+            (&epochs, Type::INT8_ARRAY),
+            (&states, Type::TEXT_ARRAY),
+            (&errors, Type::TEXT_ARRAY),
+            (&max, Type::INT8),
+        ];
+        // Two nodes can claim tasks with one tag at the same moment; the unique index makes the
+        // later statement fail whole (outcomes included), and a retry sees the tag executing.
         let mut attempt = 0;
-        loop {
+        let rows = loop {
             attempt += 1;
-            match c
-                .query_typed(&sql, &[(&node, Type::TEXT), (&max, Type::INT8)])
-                .await
-            {
-                Ok(rows) => {
-                    self.committed();
-                    return Ok(rows
-                        .iter()
-                        .map(|r| {
-                            let args: String = r.get(3);
-                            ClaimedTask {
-                                id: TaskId(r.get(0)),
-                                epoch: r.get(1),
-                                kind: r.get(2),
-                                arguments: serde_json::from_str(&args)
-                                    .unwrap_or(serde_json::Value::Null),
-                            }
-                        })
-                        .collect());
-                }
+            match c.query_typed(&sql, &params).await {
+                Ok(rows) => break rows,
                 Err(e) if is_unique_violation(&e) && attempt < 5 => {
                     tracing::debug!(attempt, "claim raced on a concurrency tag; retrying");
                 }
                 Err(e) => return Err(self.map_err(e)),
             }
-        }
-    }
-
-    pub(super) async fn complete(&self, node: &str, done: &[Completion]) -> Result<Vec<TaskId>> {
-        let c = self.conn().await?;
-        let ids: Vec<i64> = done.iter().map(|d| d.id.0).collect();
-        let epochs: Vec<i64> = done.iter().map(|d| d.epoch).collect();
-        let states: Vec<&str> = done.iter().map(|d| d.state.as_str()).collect();
-        let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
-        let rows = c
-            .query_typed(
-                &format!(
-                    "UPDATE tasks t SET state = v.state, error = v.error, completed_at_ms = {NOW}
-                     FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[])
-                          AS v(seq, epoch, state, error)
-                     WHERE t.seq = v.seq AND t.claim_epoch = v.epoch AND t.node = $1
-                       AND t.state IN ('Executing', 'Cancelling')
-                     RETURNING t.seq"
-                ),
-                &[
-                    (&node as &(dyn ToSql + Sync), Type::TEXT),
-                    (&ids, Type::INT8_ARRAY),
-                    (&epochs, Type::INT8_ARRAY),
-                    (&states, Type::TEXT_ARRAY),
-                    (&errors, Type::TEXT_ARRAY),
-                ],
-            )
-            .await
-            .map_err(|e| self.map_err(e))?;
+        };
         self.committed();
-        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
+        let mut accepted = Vec::new();
+        let mut claimed = Vec::new();
+        for r in &rows {
+            let id = TaskId(r.get(1));
+            if r.get::<_, bool>(0) {
+                accepted.push(id);
+            } else {
+                let args: Option<String> = r.get(4);
+                claimed.push(ClaimedTask {
+                    id,
+                    epoch: r.get(2),
+                    kind: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                    arguments: args
+                        .and_then(|a| serde_json::from_str(&a).ok())
+                        .unwrap_or(serde_json::Value::Null),
+                });
+            }
+        }
+        Ok((accepted, claimed))
     }
 
     pub(super) async fn owned_tasks(&self, node: &str) -> Result<Vec<OwnedTask>> {

@@ -522,11 +522,39 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn claim(&self, node: &str, max: u32) -> Result<Vec<ClaimedTask>> {
-        let node = node.to_owned();
+    /// Records outcomes and claims new tasks in one `BEGIN IMMEDIATE` transaction: one commit
+    /// per turn of a worker's loop.
+    pub(super) async fn complete_and_claim(
+        &self,
+        node: &str,
+        done: &[Completion],
+        max: u32,
+    ) -> Result<(Vec<TaskId>, Vec<ClaimedTask>)> {
+        let (node, done) = (node.to_owned(), done.to_vec());
         self.write(move |tx| {
-            // The IMMEDIATE transaction holds the database's write lock, so this one statement
-            // sees and claims a consistent set: no other process claims in between.
+            let mut accepted = Vec::with_capacity(done.len());
+            if !done.is_empty() {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET state = ?4, error = ?5, completed_at_ms = {NOW}
+                         WHERE seq = ?1 AND claim_epoch = ?2 AND node = ?3
+                           AND state IN ('Executing', 'Cancelling')"
+                    ))
+                    .map_err(db_err)?;
+                for d in &done {
+                    let n = stmt
+                        .execute(params![d.id.0, d.epoch, node, d.state.as_str(), d.error])
+                        .map_err(db_err)?;
+                    if n > 0 {
+                        accepted.push(d.id);
+                    }
+                }
+            }
+            if max == 0 {
+                return Ok((accepted, Vec::new()));
+            }
+            // The transaction holds the database's write lock, so this statement sees and
+            // claims a consistent set: no other process claims in between.
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "UPDATE tasks SET state = 'Executing', node = ?1,
@@ -560,31 +588,8 @@ impl Sqlite {
                     })
                 })
                 .map_err(db_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
-        })
-        .await
-    }
-
-    pub(super) async fn complete(&self, node: &str, done: &[Completion]) -> Result<Vec<TaskId>> {
-        let (node, done) = (node.to_owned(), done.to_vec());
-        self.write(move |tx| {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "UPDATE tasks SET state = ?4, error = ?5, completed_at_ms = {NOW}
-                     WHERE seq = ?1 AND claim_epoch = ?2 AND node = ?3
-                       AND state IN ('Executing', 'Cancelling')"
-                ))
-                .map_err(db_err)?;
-            let mut accepted = Vec::with_capacity(done.len());
-            for d in &done {
-                let n = stmt
-                    .execute(params![d.id.0, d.epoch, node, d.state.as_str(), d.error])
-                    .map_err(db_err)?;
-                if n > 0 {
-                    accepted.push(d.id);
-                }
-            }
-            Ok(accepted)
+            let claimed = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+            Ok((accepted, claimed))
         })
         .await
     }
