@@ -532,6 +532,21 @@ fn bad_input_gets_a_4xx_json_error_and_the_node_stays_up() {
             assert!(json["error"]["code"].is_string(), "{method} {path}: {json}");
         }
     }
+    // Oversized body, on its own connection: the server closes a connection whose body it
+    // refused, and a pooled connection must not be reused after that.
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut r = agent
+        .post(&n1.url("/api/tasks"))
+        .header("X-Api-Key", &cluster.api_key)
+        .header("Content-Type", "application/json")
+        .send(huge.as_str())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     // No key, wrong key.
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
