@@ -1,17 +1,20 @@
 //! PostgreSQL: tokio-postgres over a bb8 pool. Claims use `FOR UPDATE SKIP LOCKED`, so many
 //! workers claim in parallel without waiting on each other; enqueue NOTIFYs listeners. Hot-path
-//! statements go through `query_typed`, which binds and runs in one round trip.
+//! statements are prepared once per pooled connection, so each call is one round trip with no
+//! parsing or planning.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use bb8::{Pool, PooledConnection, RunError};
-use bb8_postgres::PostgresConnectionManager;
 use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs};
 use tokio::sync::Notify;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -33,7 +36,71 @@ const NOTIFY_CHANNEL: &str = "cuttle_tasks";
 const TASK_COLUMNS: &str = "seq, kind, arguments, state, description, concurrency_tag, node, \
      claim_epoch, queued_at_ms, started_at_ms, completed_at_ms, error";
 
-type Manager = PostgresConnectionManager<NoTls>;
+/// Opens pooled connections, each with its own cache of prepared statements.
+struct Manager {
+    config: Config,
+}
+
+/// A pooled connection. Hot-path statements are prepared once per connection, so each call is
+/// one bind-and-execute round trip with no parsing or planning.
+pub(super) struct PgConn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl PgConn {
+    async fn prepared(
+        &mut self,
+        sql: &'static str,
+        types: &[Type],
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare_typed(sql, types).await?;
+        self.prepared.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> std::result::Result<PgConn, Self::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection closed");
+            }
+        });
+        Ok(PgConn {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), Self::Error> {
+        conn.client.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
 
 pub(super) struct Postgres {
     pool: Pool<Manager>,
@@ -78,7 +145,9 @@ impl Postgres {
         config.connect_timeout(opts.connect_timeout);
         config.application_name("cuttle-server");
         let target = describe(&config);
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = Manager {
+            config: config.clone(),
+        };
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .connection_timeout(opts.connect_timeout)
@@ -305,17 +374,18 @@ impl Postgres {
     }
 
     pub(super) async fn heartbeat(&self, name: &str) -> Result<Option<NodeState>> {
-        let c = self.conn().await?;
-        let row = c
-            .query_typed(
-                &format!(
-                    "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL WHERE name = $1
-                     RETURNING task_cap, draining"
-                ),
-                &[(&name, Type::TEXT)],
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL WHERE name = $1
+                 RETURNING task_cap, draining"
             )
+        });
+        let mut c = self.conn().await?;
+        let st = c
+            .prepared(&SQL, &[Type::TEXT])
             .await
             .map_err(|e| self.map_err(e))?;
+        let row = c.query(&st, &[&name]).await.map_err(|e| self.map_err(e))?;
         self.committed();
         Ok(row.first().map(|r| NodeState {
             task_cap: r.get::<_, i32>(0) as u32,
@@ -455,26 +525,34 @@ impl Postgres {
     }
 
     pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
-        let c = self.conn().await?;
+        let mut c = self.conn().await?;
         let args = task.kind.arguments().to_string();
         let kind = task.kind.name();
         let retry = task.kind.retry_safe();
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH t AS (
+                     INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
+                         retry_safe, queued_at_ms)
+                     VALUES ($1, $2, $3, $4, 'Queued', $5, {NOW}) RETURNING {TASK_COLUMNS})
+                 SELECT t.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM t"
+            )
+        });
+        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL];
+        let st = c
+            .prepared(&SQL, &types)
+            .await
+            .map_err(|e| self.map_err(e))?;
         // NOTIFY is delivered at commit, so a woken worker always finds the row.
         let rows = c
-            .query_typed(
-                &format!(
-                    "WITH t AS (
-                         INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
-                             retry_safe, queued_at_ms)
-                         VALUES ($1, $2, $3, $4, 'Queued', $5, {NOW}) RETURNING {TASK_COLUMNS})
-                     SELECT t.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM t"
-                ),
+            .query(
+                &st,
                 &[
-                    (&kind as &(dyn ToSql + Sync), Type::TEXT),
-                    (&args, Type::TEXT),
-                    (&task.description, Type::TEXT),
-                    (&task.concurrency_tag, Type::TEXT),
-                    (&retry, Type::BOOL),
+                    &kind,
+                    &args,
+                    &task.description,
+                    &task.concurrency_tag,
+                    &retry,
                 ],
             )
             .await
@@ -526,12 +604,12 @@ impl Postgres {
         done: &[Completion],
         max: u32,
     ) -> Result<(Vec<TaskId>, Vec<ClaimedTask>)> {
-        let c = self.conn().await?;
         // Both CTEs see the snapshot from before the statement: a tag freed by `done` is
         // claimable on the next turn, not in this one, so the unique index is never hit here
         // by our own rows.
-        let sql = format!(
-            "WITH done AS (
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH done AS (
                  UPDATE tasks t SET state = v.state, error = v.error, completed_at_ms = {NOW}
                  FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[])
                       AS v(seq, epoch, state, error)
@@ -562,26 +640,33 @@ impl Postgres {
              SELECT TRUE, seq, 0::bigint, NULL::text, NULL::text FROM done
              UNION ALL
              SELECT FALSE, seq, claim_epoch, kind, arguments FROM claimed"
-        );
+            )
+        });
+        let mut c = self.conn().await?;
+        let types = [
+            Type::TEXT,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::INT8,
+        ];
+        let st = c
+            .prepared(&SQL, &types)
+            .await
+            .map_err(|e| self.map_err(e))?;
         let ids: Vec<i64> = done.iter().map(|d| d.id.0).collect();
         let epochs: Vec<i64> = done.iter().map(|d| d.epoch).collect();
         let states: Vec<&str> = done.iter().map(|d| d.state.as_str()).collect();
         let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
         let max = i64::from(max);
-        let params: [(&(dyn ToSql + Sync), Type); 6] = [
-            (&node, Type::TEXT),
-            (&ids, Type::INT8_ARRAY),
-            (&epochs, Type::INT8_ARRAY),
-            (&states, Type::TEXT_ARRAY),
-            (&errors, Type::TEXT_ARRAY),
-            (&max, Type::INT8),
-        ];
+        let params: [&(dyn ToSql + Sync); 6] = [&node, &ids, &epochs, &states, &errors, &max];
         // Two nodes can claim tasks with one tag at the same moment; the unique index makes the
         // later statement fail whole (outcomes included), and a retry sees the tag executing.
         let mut attempt = 0;
         let rows = loop {
             attempt += 1;
-            match c.query_typed(&sql, &params).await {
+            match c.query(&st, &params).await {
                 Ok(rows) => break rows,
                 Err(e) if is_unique_violation(&e) && attempt < 5 => {
                     tracing::debug!(attempt, "claim raced on a concurrency tag; retrying");
@@ -612,15 +697,14 @@ impl Postgres {
     }
 
     pub(super) async fn owned_tasks(&self, node: &str) -> Result<Vec<OwnedTask>> {
-        let c = self.conn().await?;
-        let rows = c
-            .query_typed(
-                "SELECT seq, claim_epoch, state FROM tasks
-                 WHERE node = $1 AND state IN ('Executing', 'Cancelling')",
-                &[(&node, Type::TEXT)],
-            )
+        const SQL: &str = "SELECT seq, claim_epoch, state FROM tasks
+                           WHERE node = $1 AND state IN ('Executing', 'Cancelling')";
+        let mut c = self.conn().await?;
+        let st = c
+            .prepared(SQL, &[Type::TEXT])
             .await
             .map_err(|e| self.map_err(e))?;
+        let rows = c.query(&st, &[&node]).await.map_err(|e| self.map_err(e))?;
         Ok(rows
             .iter()
             .map(|r| OwnedTask {
