@@ -63,3 +63,45 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Op
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+
+/// Parses the API's RFC 3339 UTC times (`2026-11-26T07:35:00.123Z`) to Unix milliseconds, so
+/// tests and benchmarks can compare the database-clock times the API reports.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + frac.parse::<i64>().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_what_the_api_prints() {
+        assert_eq!(super::parse_rfc3339_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            super::parse_rfc3339_ms("2000-02-29T12:34:56.789Z"),
+            Some(951_827_696_789)
+        );
+        assert_eq!(
+            super::parse_rfc3339_ms("2026-11-26T07:35:00.001Z"),
+            Some(1_795_678_500_001)
+        );
+        assert_eq!(super::parse_rfc3339_ms("yesterday"), None);
+    }
+}

@@ -32,28 +32,12 @@ fn sleep(ms: u64) -> Value {
     json!({"kind": "Sleep", "arguments": {"duration_ms": ms}})
 }
 
+/// A task's time field in Unix milliseconds (database clock).
 fn ms(t: &Value, field: &str) -> i64 {
-    // RFC 3339 with milliseconds, UTC: compare as numbers of ms within one day is not enough,
-    // so parse fully.
-    let s = t[field]
+    t[field]
         .as_str()
-        .unwrap_or_else(|| panic!("{field} missing in {t}"));
-    parse_rfc3339_ms(s)
-}
-
-fn parse_rfc3339_ms(s: &str) -> i64 {
-    let (date, time) = s.trim_end_matches('Z').split_once('T').expect("RFC 3339");
-    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
-    // days from civil (Howard Hinnant)
-    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + frac.parse::<i64>().unwrap()
+        .and_then(cuttle_e2e::parse_rfc3339_ms)
+        .unwrap_or_else(|| panic!("{field} missing or malformed in {t}"))
 }
 
 /// Largest number of `[start, end)` intervals that overlap at one instant.

@@ -134,26 +134,9 @@ fn sleep0() -> Value {
 }
 
 fn ms_of(t: &Value, f: &str) -> i64 {
-    let s = t[f].as_str().unwrap_or_default();
-    parse_rfc3339_ms(s)
-}
-
-fn parse_rfc3339_ms(s: &str) -> i64 {
-    let Some((date, time)) = s.trim_end_matches('Z').split_once('T') else {
-        return 0;
-    };
-    let d: Vec<i64> = date.split('-').filter_map(|p| p.parse().ok()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').filter_map(|p| p.parse().ok()).collect();
-    if d.len() != 3 || t.len() != 3 {
-        return 0;
-    }
-    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    (days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + frac.parse::<i64>().unwrap_or(0)
+    t[f].as_str()
+        .and_then(cuttle_e2e::parse_rfc3339_ms)
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {

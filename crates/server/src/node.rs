@@ -88,12 +88,21 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         rest_stop.clone(),
     ));
 
+    // Created up front so the scheduler can wake this node's worker for re-queued tasks.
+    let worker_handle = grpc.as_ref().map(|_| WorkerHandle::new());
     if cfg.roles.contains(Role::Scheduler) {
         let sched = SchedulerConfig::new(cfg.offline_after);
+        let local = worker_handle.clone();
+        // Other nodes' workers find re-queued tasks at their next poll.
+        let on_requeue = move || {
+            if let Some(h) = &local {
+                h.wake_claim();
+            }
+        };
         rest.spawn(cuttle_task_scheduler::serve(
             sched,
             store.clone(),
-            || {},
+            on_requeue,
             rest_stop.clone(),
         ));
     }
@@ -108,8 +117,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
 
     let mut worker = None;
     let mut local_wake: Option<LocalWake> = None;
-    if let Some(listener) = grpc {
-        let handle = WorkerHandle::new();
+    if let (Some(listener), Some(handle)) = (grpc, worker_handle) {
         if store.subscribe_enqueued(handle.claim_notify(), rest_stop.clone()) {
             tracing::info!("listening for enqueued tasks (LISTEN/NOTIFY)");
         }

@@ -330,17 +330,7 @@ mod tests {
         let s = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let out = run(&script(4, &s, Some(1)), &fx.ctx).await;
         assert_eq!(out.state, TaskState::TimedOut);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // SAFETY: signal 0 only checks for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        assert!(
-            !alive || is_zombie(pid),
-            "background child {pid} survived the timeout"
-        );
+        assert_gone(&pidfile, "the timeout");
 
         // Cancel once the script is provably running (it wrote its pid), then check it died.
         let pidfile2 = pidfile.with_extension("2");
@@ -359,7 +349,12 @@ mod tests {
         let out = run(&script(5, &s, None), &fx.ctx).await;
         canceller.await.unwrap();
         assert_eq!(out.state, TaskState::Canceled);
-        let pid: i32 = std::fs::read_to_string(&pidfile2)
+        assert_gone(&pidfile2, "the cancel");
+    }
+
+    /// The process whose pid the script wrote to `pidfile` no longer runs.
+    fn assert_gone(pidfile: &std::path::Path, after: &str) {
+        let pid: i32 = std::fs::read_to_string(pidfile)
             .unwrap()
             .trim()
             .parse()
@@ -368,7 +363,7 @@ mod tests {
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         assert!(
             !alive || is_zombie(pid),
-            "background child {pid} survived the cancel"
+            "background child {pid} survived {after}"
         );
     }
 
