@@ -83,6 +83,9 @@ pub struct NodeOptions {
     pub shutdown_grace_secs: u64,
     /// Extra environment, applied last (may override anything above).
     pub env: Vec<(String, String)>,
+    /// ERROR lines this node may log (substrings); any other ERROR line fails the test when
+    /// the node is dropped.
+    pub expected_errors: Vec<String>,
 }
 
 impl Default for NodeOptions {
@@ -96,6 +99,7 @@ impl Default for NodeOptions {
             poll_ms: 200,
             shutdown_grace_secs: 5,
             env: Vec::new(),
+            expected_errors: Vec::new(),
         }
     }
 }
@@ -497,18 +501,45 @@ impl Node {
     }
 }
 
+impl Node {
+    /// ERROR lines in the node's log that the test did not declare in `expected_errors`.
+    pub fn unexpected_errors(&self) -> Vec<String> {
+        self.stderr_text()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .filter(|l| {
+                !self
+                    .opts
+                    .expected_errors
+                    .iter()
+                    .any(|e| l.contains(e.as_str()))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
-        if self.child.is_none() {
-            return;
-        }
-        self.thaw();
-        self.terminate();
-        if self.wait_exit(Duration::from_secs(10)).is_err() {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
+        if self.child.is_some() {
+            self.thaw();
+            self.terminate();
+            if self.wait_exit(Duration::from_secs(10)).is_err() {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
             }
+        }
+        // A node that logged an error nobody expected is a failed test, even if every
+        // assertion held (a panic already in flight is reported as it is).
+        let errors = self.unexpected_errors();
+        if !errors.is_empty() && !std::thread::panicking() {
+            panic!(
+                "node {} logged unexpected errors:\n{}",
+                self.name,
+                errors.join("\n")
+            );
         }
     }
 }
