@@ -80,6 +80,10 @@ impl WorkerHandle {
     }
 }
 
+/// How long a turn waits for more tasks to finish once one has. Bounds the delay added to
+/// recording an outcome; new work arriving by wake-up is never delayed by it.
+const GATHER: Duration = Duration::from_millis(2);
+
 struct Running {
     epoch: i64,
     stop: CancellationToken,
@@ -129,7 +133,19 @@ pub async fn serve(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(d) = done_rx.recv() => w.absorb(d),
+            Some(d) = done_rx.recv() => {
+                w.absorb(d);
+                // Tasks claimed together tend to finish together: gather the ones finishing
+                // within a moment into this turn, so each round trip records (and refills) a
+                // full batch instead of one task at a time.
+                let gather_until = Instant::now() + GATHER;
+                while !w.running.is_empty() {
+                    tokio::select! {
+                        Some(d) = done_rx.recv() => w.absorb(d),
+                        _ = tokio::time::sleep_until(gather_until) => break,
+                    }
+                }
+            }
             _ = shared.claim.notified() => {}
             _ = shared.reconcile.notified() => reconcile = true,
             _ = poll.tick() => reconcile = true,
