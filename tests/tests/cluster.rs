@@ -321,6 +321,14 @@ fn drain_returns_418_and_lets_running_tasks_finish() {
 fn deleted_node_registers_again() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
+    // A node that still owns tasks cannot be deleted: its tasks would be orphaned.
+    let busy = n1.enqueue(sleep(60_000));
+    n1.wait_task(&busy, "executing", MIN, |t| t["state"] == "Executing");
+    let (status, body) = n1.request("DELETE", "/api/nodes/n1", None);
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = n1.post(&format!("/api/tasks/{busy}/cancel"), &json!({}));
+    assert_eq!(status, 202);
+    n1.wait_finished(&busy, MIN);
     let (status, _) = n1.request("DELETE", "/api/nodes/n1", None);
     assert_eq!(status, 204);
     let (status, _) = n1.get("/api/nodes/n1");

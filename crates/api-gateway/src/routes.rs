@@ -168,6 +168,21 @@ async fn delete_node(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let name = path_param(p)?;
+    let Some(node) = s.store.get_node(&name, s.config.offline_after).await? else {
+        return Err(ApiError::not_found(format!("no node named {name:?}")));
+    };
+    // The lost-node loop works from node rows: deleting the row of a node that still owns tasks
+    // could leave them Executing forever. Such a node must drain, or be marked lost, first.
+    if node.running_tasks > 0 {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "node {name} still owns {} executing task(s): drain it and wait, or wait until \
+                 it is marked offline and its tasks are failed",
+                node.running_tasks
+            ),
+        ));
+    }
     if !s.store.delete_node(&name).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
