@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL from
-# the distribution's packages), builds once, then runs every test with cargo-nextest (or
+# Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
+# haproxy and nginx from the distribution's packages), builds once, then runs every test with cargo-nextest (or
 # cargo test when nextest is not installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,21 @@ if ! have_pg_server || ! command -v psql >/dev/null 2>&1 || ! id postgres >/dev/
     apt-get update -qq
     # The package's own cluster is not used; tests start throwaway servers.
     apt-get install -y -qq postgresql postgresql-client >/dev/null
+fi
+
+need=()
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "==> installing ${need[*]} (the load-balancer tests run the real ones)"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing ${need[*]} and this is not root: install them" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 echo "==> building"

@@ -5,10 +5,12 @@
 //! test for debugging. Set `CUTTLE_TEST_PG_URL` to use one running PostgreSQL server (each test
 //! gets a fresh database on it) instead of starting one per test.
 
+mod lb;
 mod node;
 mod pg;
 mod util;
 
+pub use lb::{deploy_dir, Haproxy};
 pub use node::{
     cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };

@@ -38,10 +38,23 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(private)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            name_node,
+        ))
         .with_state(state)
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// Every response names the node that served it: behind a load balancer, that is the first
+/// thing an operator needs when a request misbehaves.
+async fn name_node(State(s): State<AppState>, mut resp: Response) -> Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&s.config.node_name) {
+        resp.headers_mut().insert("x-cuttle-node", v);
+    }
+    resp
+}
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such path")

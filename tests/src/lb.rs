@@ -1,0 +1,98 @@
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{free_port, temp_dir, wait_until, Node, TempDir};
+
+/// A real haproxy (Debian's package) running `deploy/haproxy/haproxy.cfg`, with the example
+/// node addresses and ports rewritten to this test's loopback ports. Killed on drop.
+pub struct Haproxy {
+    child: Child,
+    pub http_port: u16,
+    _dir: TempDir,
+}
+
+/// The repository's `deploy/` folder.
+pub fn deploy_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+impl Haproxy {
+    /// Fronts exactly three nodes, as the shipped config does.
+    pub fn start(nodes: [&Node; 3]) -> Result<Haproxy> {
+        let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg"))
+            .context("read deploy/haproxy/haproxy.cfg")?;
+        let http_port = free_port();
+        let mut cfg = shipped.replace("bind :80", &format!("bind 127.0.0.1:{http_port}"));
+        for (i, node) in nodes.iter().enumerate() {
+            let example = format!("10.0.0.1{}", i + 1);
+            cfg = cfg.replace(
+                &format!("{example}:8080"),
+                &format!("127.0.0.1:{}", node.http_port),
+            );
+            cfg = cfg.replace(
+                &format!("{example}:10943"),
+                &format!("127.0.0.1:{}", free_port()),
+            );
+            cfg = cfg.replace(
+                &format!("bind :{}", 10943 + i),
+                &format!("bind 127.0.0.1:{}", free_port()),
+            );
+        }
+        let live = cfg.lines().filter(|l| !l.trim_start().starts_with('#'));
+        if live.clone().any(|l| l.contains("10.0.0.")) || live.clone().any(|l| l.contains("bind :"))
+        {
+            bail!("the shipped haproxy.cfg no longer matches the test's rewriting");
+        }
+        // Faster checks than production, so the test does not wait on 2 s intervals.
+        cfg = cfg.replace("inter 2s", "inter 200ms");
+        let dir = temp_dir("haproxy");
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg)?;
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("haproxy.log"))?)
+            .spawn()
+            .context("start haproxy (install Debian's haproxy package)")?;
+        let lb = Haproxy {
+            child,
+            http_port,
+            _dir: dir,
+        };
+        let agent = agent();
+        wait_until(
+            "haproxy to route to a healthy node",
+            Duration::from_secs(30),
+            || {
+                let r = agent.get(&lb.url("/api/nodes/ping")).call().ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            },
+        );
+        Ok(lb)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}

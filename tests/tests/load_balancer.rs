@@ -1,0 +1,97 @@
+//! The shipped load-balancer configurations, checked by the real tools and, for haproxy, run
+//! in front of three real nodes.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use cuttle_e2e::{deploy_dir, temp_dir, wait_until, Cluster, Haproxy, NodeOptions};
+use serde_json::json;
+
+#[test]
+fn shipped_configs_pass_haproxy_and_nginx_checks() {
+    let out = Command::new("haproxy")
+        .args(["-c", "-f"])
+        .arg(deploy_dir().join("haproxy/haproxy.cfg"))
+        .output()
+        .expect("run haproxy (install Debian's haproxy package)");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("WARNING"),
+        "haproxy warns about the shipped config:\n{text}"
+    );
+
+    // nginx: the http part and the stream part, included where they belong.
+    let dir = temp_dir("nginx");
+    let main = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid {pid};\nerror_log stderr;\n\
+         events {{}}\nhttp {{ include {http}; }}\nstream {{ include {stream}; }}\n",
+        pid = dir.path().join("nginx.pid").display(),
+        http = deploy_dir().join("nginx/cuttle.conf").display(),
+        stream = deploy_dir().join("nginx/cuttle-stream.conf").display(),
+    );
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, main).unwrap();
+    let out = Command::new("nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run nginx (install Debian's nginx and libnginx-mod-stream packages)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn haproxy_spreads_requests_and_takes_a_draining_node_out_of_rotation() {
+    let cluster = Cluster::sqlite();
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 1)))
+        .collect();
+    let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // Every request through the balancer must succeed, whatever the nodes are doing; the
+    // X-Cuttle-Node header says which node served it.
+    let served_by = || -> String {
+        let r = agent
+            .get(&lb.url("/api/tasks?limit=1"))
+            .header("X-Api-Key", &cluster.api_key)
+            .call()
+            .expect("request through haproxy");
+        assert_eq!(r.status().as_u16(), 200, "a request through haproxy failed");
+        r.headers()["x-cuttle-node"].to_str().unwrap().to_owned()
+    };
+    let seen: HashSet<String> = (0..12).map(|_| served_by()).collect();
+    assert_eq!(seen.len(), 3, "round robin reaches every node: {seen:?}");
+
+    // Drain n2: its ping answers 418, so haproxy stops sending it traffic.
+    let (status, _) = nodes[0].patch("/api/nodes/n2", &json!({"draining": true}));
+    assert_eq!(status, 200);
+    wait_until(
+        "haproxy to take n2 out of rotation",
+        Duration::from_secs(30),
+        || (0..9).all(|_| served_by() != "n2").then_some(()),
+    );
+    // The API still works through the balancer, with a key.
+    let r = agent
+        .get(&lb.url("/api/nodes"))
+        .header("X-Api-Key", &cluster.api_key)
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Undrain: n2 comes back.
+    let (status, _) = nodes[0].patch("/api/nodes/n2", &json!({"draining": false}));
+    assert_eq!(status, 200);
+    wait_until("haproxy to put n2 back", Duration::from_secs(30), || {
+        (0..9).any(|_| served_by() == "n2").then_some(())
+    });
+}
