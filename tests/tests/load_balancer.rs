@@ -95,3 +95,148 @@ fn haproxy_spreads_requests_and_takes_a_draining_node_out_of_rotation() {
         (0..9).any(|_| served_by() == "n2").then_some(())
     });
 }
+
+/// Drain, restart and undrain each node in turn while a client keeps calling the API and
+/// enqueuing tasks through haproxy: no request fails, and every task runs exactly once.
+#[test]
+fn rolling_restart_behind_haproxy_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    let cluster = Cluster::new(cuttle_e2e::Database::Postgres).unwrap();
+    let mut nodes: Vec<_> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 2)))
+        .collect();
+    let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let served_by = |agent: &ureq::Agent| -> Option<String> {
+        let r = agent
+            .get(&lb.url("/api/tasks?limit=1"))
+            .header("X-Api-Key", &cluster.api_key)
+            .call()
+            .ok()?;
+        (r.status().as_u16() == 200)
+            .then(|| r.headers()["x-cuttle-node"].to_str().unwrap().to_owned())
+    };
+
+    let stop = AtomicBool::new(false);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let ids: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let client: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into();
+            while !stop.load(Ordering::Relaxed) {
+                let task = json!({"kind": "Sleep", "arguments": {"duration_ms": 100}});
+                match client
+                    .post(&lb.url("/api/tasks"))
+                    .header("X-Api-Key", &cluster.api_key)
+                    .send_json(&task)
+                {
+                    Ok(mut r) if r.status().as_u16() == 201 => {
+                        let body: serde_json::Value =
+                            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                        ids.lock()
+                            .unwrap()
+                            .push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("POST: {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("POST: {e}")),
+                }
+                match client
+                    .get(&lb.url("/api/nodes"))
+                    .header("X-Api-Key", &cluster.api_key)
+                    .call()
+                {
+                    Ok(r) if r.status().as_u16() == 200 => {}
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("GET: {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("GET: {e}")),
+                }
+                std::thread::sleep(Duration::from_millis(20)); // a steady client, not a flood
+            }
+        });
+        for i in 0..3 {
+            let name = format!("n{}", i + 1);
+            // The operator's path: everything through the balancer.
+            let node_via_lb = |body: Option<serde_json::Value>| -> serde_json::Value {
+                let url = lb.url(&format!("/api/nodes/{name}"));
+                let mut r = match body {
+                    Some(b) => agent
+                        .patch(&url)
+                        .header("X-Api-Key", &cluster.api_key)
+                        .send_json(&b),
+                    None => agent.get(&url).header("X-Api-Key", &cluster.api_key).call(),
+                }
+                .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+            };
+            node_via_lb(Some(json!({"draining": true})));
+            wait_until(
+                &format!("{name} to run nothing"),
+                Duration::from_secs(60),
+                || (node_via_lb(None)["running_tasks"] == 0).then_some(()),
+            );
+            wait_until(
+                &format!("haproxy to stop routing to {name}"),
+                Duration::from_secs(30),
+                || {
+                    (0..6)
+                        .all(|_| served_by(&agent).is_some_and(|n| n != name))
+                        .then_some(())
+                },
+            );
+            nodes[i].terminate();
+            assert!(nodes[i]
+                .wait_exit(Duration::from_secs(60))
+                .unwrap()
+                .success());
+            cluster.restart(&mut nodes[i]);
+            node_via_lb(Some(json!({"draining": false})));
+            wait_until(
+                &format!("haproxy to route to {name} again"),
+                Duration::from_secs(30),
+                || {
+                    (0..6)
+                        .any(|_| served_by(&agent).as_deref() == Some(name.as_str()))
+                        .then_some(())
+                },
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "client requests failed during the rolling restart: {failures:?}"
+    );
+    let ids = ids.into_inner().unwrap();
+    assert!(
+        ids.len() > 20,
+        "the client kept working: {} tasks",
+        ids.len()
+    );
+    for id in &ids {
+        let t = nodes[0].wait_finished(id, Duration::from_secs(60));
+        assert_eq!(t["state"], "Success", "{t}");
+        let log = nodes[0].task_log(id);
+        assert_eq!(
+            log.matches(" started on node ").count(),
+            1,
+            "{id} ran more than once: {log}"
+        );
+    }
+}
