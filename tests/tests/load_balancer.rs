@@ -168,8 +168,8 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
                 std::thread::sleep(Duration::from_millis(20)); // a steady client, not a flood
             }
         });
-        for i in 0..3 {
-            let name = format!("n{}", i + 1);
+        for node in nodes.iter_mut() {
+            let name = node.name.clone();
             // The operator's path: everything through the balancer.
             let node_via_lb = |body: Option<serde_json::Value>| -> serde_json::Value {
                 let url = lb.url(&format!("/api/nodes/{name}"));
