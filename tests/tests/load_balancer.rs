@@ -199,12 +199,9 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
                         .then_some(())
                 },
             );
-            nodes[i].terminate();
-            assert!(nodes[i]
-                .wait_exit(Duration::from_secs(60))
-                .unwrap()
-                .success());
-            cluster.restart(&mut nodes[i]);
+            node.terminate();
+            assert!(node.wait_exit(Duration::from_secs(60)).unwrap().success());
+            cluster.restart(node);
             node_via_lb(Some(json!({"draining": false})));
             wait_until(
                 &format!("haproxy to route to {name} again"),
