@@ -22,6 +22,12 @@ pub fn deploy_dir() -> std::path::PathBuf {
 impl Haproxy {
     /// Fronts exactly three nodes, as the shipped config does.
     pub fn start(nodes: [&Node; 3]) -> Result<Haproxy> {
+        Self::start_from(nodes, None)
+    }
+
+    /// Like [`Haproxy::start`], with haproxy connecting to the nodes from `source` (another
+    /// loopback address), so nodes can tell it apart from clients on 127.0.0.1.
+    pub fn start_from(nodes: [&Node; 3], source: Option<&str>) -> Result<Haproxy> {
         let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg"))
             .context("read deploy/haproxy/haproxy.cfg")?;
         let http_port = free_port();
@@ -48,6 +54,12 @@ impl Haproxy {
         }
         // Faster checks than production, so the test does not wait on 2 s intervals.
         cfg = cfg.replace("inter 2s", "inter 200ms");
+        if let Some(src) = source {
+            cfg = cfg.replace(
+                "default-server inter 200ms",
+                &format!("default-server inter 200ms source {src}"),
+            );
+        }
         let dir = temp_dir("haproxy");
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, cfg)?;

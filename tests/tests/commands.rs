@@ -35,7 +35,7 @@ fn database_commands_and_api_keys_on_postgres() {
     let mut cluster = Cluster::new(Database::Postgres).unwrap();
     // Fresh database: upgrade-database creates the schema; a second run has nothing to do.
     let out = run_ok(server_cmd(&cluster, &["upgrade-database"]));
-    assert!(out.contains("upgraded from version 0 to 1"), "{out}");
+    assert!(out.contains("upgraded from version 0 to 2"), "{out}");
     let out = run_ok(server_cmd(&cluster, &["upgrade-database"]));
     assert!(out.contains("is current"), "{out}");
     // The shared store is stored in the database; a missing directory is refused with its path.
@@ -94,7 +94,7 @@ fn database_commands_and_api_keys_on_postgres() {
     );
     // check passes on a healthy cluster and names each check.
     let out = run_ok(server_cmd(&cluster, &["check"]));
-    for want in ["database", "schema version 1", "master key", "shared store"] {
+    for want in ["database", "schema version 2", "master key", "shared store"] {
         assert!(out.contains(want), "{out}");
     }
     // A wrong key fails the check with a one-line reason.

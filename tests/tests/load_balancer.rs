@@ -237,3 +237,67 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
         );
     }
 }
+
+/// Mutating calls leave audit events naming the key and the client. `X-Forwarded-For` is
+/// believed only from a trusted proxy: haproxy (connecting from 127.0.0.2) is trusted, a client
+/// sending the header directly is not.
+#[test]
+fn audit_events_believe_forwarded_for_only_from_trusted_proxies() {
+    let cluster = Cluster::sqlite();
+    let opts = |name: &str| NodeOptions {
+        env: vec![("CUTTLE_TRUSTED_PROXIES".into(), "127.0.0.2".into())],
+        ..NodeOptions::named(name, 0)
+    };
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| cluster.start(opts(&format!("n{i}"))))
+        .collect();
+    let lb = Haproxy::start_from([&nodes[0], &nodes[1], &nodes[2]], Some("127.0.0.2")).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let task = json!({"kind": "Sleep", "arguments": {"duration_ms": 1}});
+    let create = |url: String| -> String {
+        let mut r = agent
+            .post(&url)
+            .header("X-Api-Key", &cluster.api_key)
+            .header("X-Forwarded-For", "203.0.113.9")
+            .send_json(&task)
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let body: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    };
+    // Through haproxy: it appends the real client (127.0.0.1) after the forged entry; the node
+    // sees peer 127.0.0.2 (trusted) and takes the right-most untrusted hop.
+    let via_lb = create(lb.url("/api/tasks"));
+    // Directly: the peer 127.0.0.1 is not trusted, so the forged header is ignored.
+    let direct = create(nodes[0].url("/api/tasks"));
+    let (status, _) = nodes[1].patch("/api/nodes/n3", &json!({"task_cap": 1}));
+    assert_eq!(status, 200);
+
+    let (status, body) = nodes[2].get("/api/events?limit=10");
+    assert_eq!(status, 200);
+    let events = body["items"].as_array().unwrap();
+    let find = |action: &str, target: &str| -> serde_json::Value {
+        events
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == target)
+            .unwrap_or_else(|| panic!("no {action} event for {target}: {body}"))
+            .clone()
+    };
+    for id in [&via_lb, &direct] {
+        let e = find("task.create", id);
+        assert_eq!(e["actor"], "admin");
+        assert_eq!(e["client_address"], "127.0.0.1", "{e}");
+        assert_eq!(e["details"]["kind"], "Sleep");
+    }
+    let e = find("node.update", "n3");
+    assert_eq!(e["details"]["task_cap"], 1);
+    assert!(e["occurred_at"].as_str().unwrap().ends_with('Z'));
+    // Reads are not audited.
+    assert!(events.iter().all(|e| e["action"] != "task.get"));
+    let (status, _) = nodes[0].get("/api/events?limit=0");
+    assert_eq!(status, 400);
+}

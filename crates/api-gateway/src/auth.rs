@@ -26,9 +26,13 @@ pub(crate) struct KeyCache {
     known: Mutex<HashMap<String, (String, Instant)>>,
 }
 
-/// The name of the key that made a request.
+/// Who made a request: the API key's name, and the client address believed under
+/// `CUTTLE_TRUSTED_PROXIES`.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(pub(crate) String);
+pub(crate) struct Caller {
+    pub(crate) name: String,
+    pub(crate) address: String,
+}
 
 /// SHA-256 of an API key, hex: the only form ever stored.
 pub fn hash_api_key(key: &str) -> String {
@@ -88,7 +92,28 @@ pub(crate) async fn require_api_key(
             None => return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key")),
         },
     };
-    req.extensions_mut().insert(Caller(name));
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    // Proxies may add their own header line instead of extending the client's; several lines
+    // mean the same as one comma-joined line, in order.
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    let address = match peer {
+        Some(peer) => state
+            .config
+            .trusted_proxies
+            .client_address(peer, forwarded.as_deref())
+            .to_string(),
+        None => "unknown".to_owned(),
+    };
+    req.extensions_mut().insert(Caller { name, address });
     Ok(next.run(req).await)
 }
 

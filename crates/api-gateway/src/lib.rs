@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use cuttle_core::TrustedProxies;
 use cuttle_storage::{SharedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,8 @@ pub struct ApiConfig {
     pub node_name: String,
     /// A node silent for longer than this is shown offline.
     pub offline_after: Duration,
+    /// Peers whose `X-Forwarded-For` is believed for audit events.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What the API needs from the rest of the node.
@@ -80,6 +83,8 @@ pub async fn serve(
         waker,
     };
     let app = routes::router(state).layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+    // Connect info gives handlers the socket peer: the client address for audit events.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

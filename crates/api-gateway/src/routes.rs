@@ -8,7 +8,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use cuttle_core::{validate_node_name, ErrorCode, NewTask, NodePatch, TaskId, TaskState};
+use cuttle_core::{validate_node_name, ErrorCode, NewEvent, NewTask, NodePatch, TaskId, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -30,6 +30,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/tasks/{id}/log", get(task_log))
         .route("/api/tasks/{id}/cancel", post(cancel_task))
+        .route("/api/events", get(list_events))
         .route("/metrics", get(metrics))
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     Router::new()
@@ -46,6 +47,40 @@ pub(crate) fn router(state: AppState) -> Router {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// `?limit=N` for list endpoints: 1 to 1000, 100 when absent.
+fn parse_limit(raw: Option<&String>) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_LIST_LIMIT),
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {l:?}"
+            ))),
+        },
+    }
+}
+
+/// Records an audit event for a change that was made. The change stands even if the event
+/// cannot be written; that failure is logged for the operator.
+async fn audit(
+    s: &AppState,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) {
+    let event = NewEvent {
+        actor: caller.name.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        client_address: caller.address.clone(),
+        details,
+    };
+    if let Err(e) = s.store.record_event(&event).await {
+        tracing::error!(error = %e, action, target, "record audit event");
+    }
+}
 
 /// Every response names the node that served it: behind a load balancer, that is the first
 /// thing an operator needs when a request misbehaves.
@@ -166,7 +201,9 @@ async fn patch_node(
     if !s.store.patch_node(&name, &patch).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
-    tracing::info!(node = %name, by = %caller.0, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
+    tracing::info!(node = %name, by = %caller.name, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
+    let details = json!({"task_cap": patch.task_cap, "draining": patch.draining});
+    audit(&s, &caller, "node.update", &name, details).await;
     let node = s
         .store
         .get_node(&name, s.config.offline_after)
@@ -199,7 +236,8 @@ async fn delete_node(
     if !s.store.delete_node(&name).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
-    tracing::info!(node = %name, by = %caller.0, "node deleted");
+    tracing::info!(node = %name, by = %caller.name, "node deleted");
+    audit(&s, &caller, "node.delete", &name, json!({})).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -213,7 +251,9 @@ async fn create_task(
     let bytes = body_bytes(body)?;
     let task = NewTask::from_json(&bytes)?;
     let record = s.store.enqueue(&task).await?;
-    tracing::debug!(task = %record.id, kind = %record.kind, by = %caller.0, "task queued");
+    tracing::debug!(task = %record.id, kind = %record.kind, by = %caller.name, "task queued");
+    let details = json!({"kind": record.kind, "concurrency_tag": record.concurrency_tag});
+    audit(&s, &caller, "task.create", &record.id.to_string(), details).await;
     s.waker.enqueued();
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
@@ -233,17 +273,7 @@ async fn list_tasks(
     }
     let before = q.get("before").map(|b| b.parse::<TaskId>()).transpose()?;
     let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIST_LIMIT,
-        Some(l) => match l.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {l:?}"
-                )))
-            }
-        },
-    };
+    let limit = parse_limit(q.get("limit"))?;
     let tasks = s.store.list_tasks(state, before, limit).await?;
     Ok(Json(json!({ "items": tasks })).into_response())
 }
@@ -304,13 +334,32 @@ async fn cancel_task(
         .cancel(id, s.config.offline_after)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
-    tracing::info!(task = %id, by = %caller.0, state = task.state.as_str(), "task cancel requested");
+    tracing::info!(task = %id, by = %caller.name, state = task.state.as_str(), "task cancel requested");
+    let details = json!({"state": task.state.as_str()});
+    audit(&s, &caller, "task.cancel", &id.to_string(), details).await;
     if task.state == TaskState::Cancelling {
         if let Some(node) = &task.node {
             s.waker.cancelled(node.clone());
         }
     }
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
+
+// ---- events -----------------------------------------------------------------------------
+
+async fn list_events(
+    State(s): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "limit") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}: use limit"
+        )));
+    }
+    let limit = parse_limit(q.get("limit"))?;
+    let events = s.store.list_events(limit).await?;
+    Ok(Json(json!({ "items": events })).into_response())
 }
 
 // ---- metrics ----------------------------------------------------------------------------

@@ -3,14 +3,18 @@
 
 mod capacity;
 mod error;
+mod event;
 mod node;
+mod proxies;
 mod role;
 mod task;
 mod time;
 
 pub use capacity::{plan_capacity, CapacityPlan};
 pub use error::{ErrorCode, ValidationError};
+pub use event::{EventRecord, NewEvent};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
+pub use proxies::TrustedProxies;
 pub use role::{Role, RoleSet};
 pub use task::{
     NewTask, TaskId, TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cuttle_core::{validate_node_name, RoleSet, MAX_TASK_CAP};
+use cuttle_core::{validate_node_name, RoleSet, TrustedProxies, MAX_TASK_CAP};
 use serde::{Deserialize, Serialize};
 
 /// One layer of settings; `None` means "not set here".
@@ -179,6 +179,7 @@ pub(crate) struct Config {
     pub(crate) offline_after: Duration,
     pub(crate) poll: Duration,
     pub(crate) admin_api_key: Option<String>,
+    pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) log: String,
     pub(crate) log_json: bool,
     pub(crate) db_wait: Duration,
@@ -267,6 +268,8 @@ impl Config {
             offline_after: Duration::from_secs(offline_after_secs),
             poll: Duration::from_millis(poll_ms),
             admin_api_key: raw.admin_api_key,
+            trusted_proxies: TrustedProxies::parse(raw.trusted_proxies.as_deref().unwrap_or(""))
+                .context("CUTTLE_TRUSTED_PROXIES")?,
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
             log_json,
             db_wait: Duration::from_secs(raw.db_wait_secs.unwrap_or(30)),
@@ -355,6 +358,10 @@ mod tests {
             (&[("CUTTLE_NODE_NAME", "a b")], "CUTTLE_NODE_NAME"),
             (&[("CUTTLE_HTTP_LISTEN", "localhost")], "CUTTLE_HTTP_LISTEN"),
             (&[("CUTTLE_LOG_FORMAT", "xml")], "CUTTLE_LOG_FORMAT"),
+            (
+                &[("CUTTLE_TRUSTED_PROXIES", "10.0.0.0/99")],
+                "CUTTLE_TRUSTED_PROXIES",
+            ),
         ];
         for (vars, want) in cases {
             let err = RawConfig::from_env(&env(vars)).and_then(Config::validate);

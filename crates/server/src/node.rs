@@ -161,6 +161,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         let api_cfg = ApiConfig {
             node_name: cfg.node_name.clone(),
             offline_after: cfg.offline_after,
+            trusted_proxies: cfg.trusted_proxies.clone(),
         };
         let deps = ApiDeps {
             store: store.clone(),

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use cuttle_core::{NewTask, NodePatch, TaskId, TaskKind, TaskState};
+use cuttle_core::{NewEvent, NewTask, NodePatch, TaskId, TaskKind, TaskState};
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres};
 use cuttle_storage::{Completion, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION};
 
@@ -69,6 +69,7 @@ conformance!(
     lists_tasks_newest_first_with_filter,
     concurrent_claimers_take_each_task_once,
     complete_and_claim_in_one_call,
+    audit_events_newest_first,
 );
 
 fn reg(name: &str, cap: u32) -> NodeRegistration {
@@ -494,4 +495,30 @@ async fn complete_and_claim_in_one_call(fx: &Fixture) {
     };
     let (accepted, _) = s.complete_and_claim("n1", &[stale], 5).await.unwrap();
     assert!(accepted.is_empty());
+}
+
+async fn audit_events_newest_first(fx: &Fixture) {
+    let s = fx.migrated().await;
+    assert!(s.list_events(10).await.unwrap().is_empty());
+    for (i, action) in ["task.create", "node.update", "task.cancel"]
+        .iter()
+        .enumerate()
+    {
+        s.record_event(&NewEvent {
+            actor: "admin".into(),
+            action: (*action).into(),
+            target: format!("ServerTasks-{i}"),
+            client_address: "203.0.113.7".into(),
+            details: serde_json::json!({"n": i}),
+        })
+        .await
+        .unwrap();
+    }
+    let events = s.list_events(2).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].action, "task.cancel");
+    assert_eq!(events[1].action, "node.update");
+    assert_eq!(events[0].details, serde_json::json!({"n": 2}));
+    assert_eq!(events[0].client_address, "203.0.113.7");
+    assert!(events[0].occurred_at >= events[1].occurred_at);
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs};
+use cuttle_core::{
+    EventRecord, NewEvent, NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +17,7 @@ use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]
@@ -336,6 +338,16 @@ impl Store {
     /// a finished task is returned unchanged.
     pub async fn cancel(&self, id: TaskId, offline_after: Duration) -> Result<Option<TaskRecord>> {
         dispatch!(self, b => b.cancel(id, ms(offline_after)).await)
+    }
+
+    /// Appends an audit event, timestamped by the database clock.
+    pub async fn record_event(&self, event: &NewEvent) -> Result<()> {
+        dispatch!(self, b => b.record_event(event).await)
+    }
+
+    /// The newest audit events first.
+    pub async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {
+        dispatch!(self, b => b.list_events(limit).await)
     }
 
     /// Calls `wake.notify_one()` whenever any node enqueues a task, where the database can push

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use bb8::{Pool, PooledConnection, RunError};
-use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs};
+use cuttle_core::{
+    EventRecord, NewEvent, NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
+};
 use tokio::sync::Notify;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
@@ -23,7 +25,10 @@ use super::{
 };
 use crate::{Error, Result};
 
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_events.sql")),
+];
 
 /// The database clock in Unix milliseconds.
 const NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -718,6 +723,47 @@ impl Postgres {
             .collect())
     }
 
+    pub(super) async fn record_event(&self, e: &NewEvent) -> Result<()> {
+        let c = self.conn().await?;
+        let details = e.details.to_string();
+        c.execute(
+            &format!(
+                "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
+                 VALUES ({NOW}, $1, $2, $3, $4, $5)"
+            ),
+            &[&e.actor, &e.action, &e.target, &e.client_address, &details],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(super) async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT seq, occurred_at_ms, actor, action, target, client_address, details
+                 FROM events ORDER BY seq DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRecord {
+                id: format!("Events-{}", r.get::<_, i64>(0)),
+                occurred_at: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                client_address: r.get(5),
+                details: serde_json::from_str(&r.get::<_, String>(6))
+                    .unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+
     pub(super) async fn cancel(
         &self,
         id: TaskId,
@@ -840,4 +886,13 @@ fn describe(config: &Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().unwrap_or("");
     format!("postgres {host}:{port}/{db}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_run_from_one_to_the_schema_version() {
+        let versions: Vec<u32> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (1..=super::SCHEMA_VERSION).collect::<Vec<_>>());
+    }
 }

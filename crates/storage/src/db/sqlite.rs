@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cuttle_core::{NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs};
+use cuttle_core::{
+    EventRecord, NewEvent, NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
+};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
@@ -15,7 +17,10 @@ use super::{
 };
 use crate::{Error, Result};
 
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_events.sql")),
+];
 
 /// The database clock in Unix milliseconds.
 const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
@@ -618,6 +623,49 @@ impl Sqlite {
         .await
     }
 
+    pub(super) async fn record_event(&self, e: &NewEvent) -> Result<()> {
+        let e = e.clone();
+        self.write(move |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
+                     VALUES ({NOW}, ?1, ?2, ?3, ?4, ?5)"
+                ),
+                params![e.actor, e.action, e.target, e.client_address, e.details.to_string()],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, occurred_at_ms, actor, action, target, client_address, details
+                     FROM events ORDER BY seq DESC LIMIT ?1",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    let details: String = r.get(6)?;
+                    Ok(EventRecord {
+                        id: format!("Events-{}", r.get::<_, i64>(0)?),
+                        occurred_at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        client_address: r.get(5)?,
+                        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
+
     pub(super) async fn cancel(
         &self,
         id: TaskId,
@@ -653,5 +701,14 @@ impl Sqlite {
             .map_err(db_err)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_run_from_one_to_the_schema_version() {
+        let versions: Vec<u32> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (1..=super::SCHEMA_VERSION).collect::<Vec<_>>());
     }
 }

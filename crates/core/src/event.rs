@@ -1,0 +1,35 @@
+use serde::{Serialize, Serializer};
+
+use crate::{format_rfc3339_ms, UnixMs};
+
+/// An audit event to record: who did what to which object, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The API key's name.
+    pub actor: String,
+    /// What was done, e.g. `task.create`, `task.cancel`, `node.update`, `node.delete`.
+    pub action: String,
+    /// The object: a task id or node name.
+    pub target: String,
+    /// The client, as believed under `CUTTLE_TRUSTED_PROXIES`.
+    pub client_address: String,
+    /// Further facts as JSON (e.g. the fields a PATCH changed).
+    pub details: serde_json::Value,
+}
+
+/// An audit event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    pub id: String,
+    #[serde(serialize_with = "ser_time")]
+    pub occurred_at: UnixMs,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub client_address: String,
+    pub details: serde_json::Value,
+}
+
+fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339_ms(*ms))
+}
