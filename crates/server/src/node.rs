@@ -11,7 +11,7 @@ use cuttle_api_gateway::{ApiConfig, ApiDeps, LocalWake, WakeReason};
 use cuttle_core::Role;
 use cuttle_storage::{NodeRegistration, NodeState, Store, TaskLogWriter};
 use cuttle_task_scheduler::SchedulerConfig;
-use cuttle_task_worker::{WorkerConfig, WorkerControlService, WorkerDeps, WorkerHandle};
+use cuttle_task_worker::{DbContact, WorkerConfig, WorkerControlService, WorkerDeps, WorkerHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -80,11 +80,14 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let rest_stop = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let mut rest = JoinSet::new();
+    let db_contact = DbContact::default();
+    db_contact.touch(); // registration just succeeded
     rest.spawn(heartbeat(
         store.clone(),
         reg.clone(),
         cfg.heartbeat,
         state_tx,
+        db_contact.clone(),
         rest_stop.clone(),
     ));
 
@@ -143,11 +146,13 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             poll_interval: cfg.poll,
             shutdown_grace: cfg.shutdown_grace,
             work_root: cfg.data_dir.join("work"),
+            offline_after: cfg.offline_after,
         };
         let deps = WorkerDeps {
             store: store.clone(),
             logs: TaskLogWriter::start(shared.clone()),
             node_state: state_rx.clone(),
+            db_contact: db_contact.clone(),
         };
         worker = Some(tokio::spawn(cuttle_task_worker::serve(
             wcfg,
@@ -216,6 +221,7 @@ async fn heartbeat(
     reg: NodeRegistration,
     every: Duration,
     state: watch::Sender<NodeState>,
+    contact: DbContact,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -229,6 +235,7 @@ async fn heartbeat(
         }
         match store.heartbeat(&reg).await {
             Ok(s) => {
+                contact.touch();
                 if failing {
                     tracing::info!("heartbeat restored");
                     failing = false;

@@ -6,4 +6,4 @@ mod grpc;
 mod worker;
 
 pub use grpc::WorkerControlService;
-pub use worker::{serve, Error, WorkerConfig, WorkerDeps, WorkerHandle};
+pub use worker::{serve, DbContact, Error, WorkerConfig, WorkerDeps, WorkerHandle};

@@ -31,6 +31,9 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Scripts run in `work_root/<task id>/`, removed afterwards.
     pub work_root: PathBuf,
+    /// Out of touch with the database for this long, the node stops its running tasks: the
+    /// rest of the cluster has declared it lost and failed them.
+    pub offline_after: Duration,
 }
 
 pub struct WorkerDeps {
@@ -38,6 +41,40 @@ pub struct WorkerDeps {
     pub logs: TaskLogWriter,
     /// The operator-controlled cap and draining flag, refreshed by the node's heartbeat.
     pub node_state: watch::Receiver<NodeState>,
+    /// When the node last reached the database (its heartbeat touches it).
+    pub db_contact: DbContact,
+}
+
+/// When the node last wrote its heartbeat. Cheap to clone; shared by the heartbeat (which
+/// touches it) and the worker (which fences itself when it grows older than the offline
+/// timeout: by then other nodes consider this node lost and have failed its tasks).
+#[derive(Clone)]
+pub struct DbContact {
+    base: Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for DbContact {
+    fn default() -> Self {
+        DbContact {
+            base: Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+}
+
+impl DbContact {
+    /// Records a successful round trip to the database now.
+    pub fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last successful round trip.
+    pub fn since(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last)
+    }
 }
 
 /// Wakes a worker from anywhere in the process (gRPC, LISTEN/NOTIFY, the API) and reads how
@@ -124,6 +161,7 @@ pub async fn serve(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     w.done_tx = Some(done_tx);
     let mut node_state = deps.node_state;
+    let db_contact = deps.db_contact;
     let mut poll = tokio::time::interval(w.config.poll_interval);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shared = w.handle.shared.clone();
@@ -159,6 +197,7 @@ pub async fn serve(
             w.absorb(d);
         }
         if reconcile {
+            w.fence_if_cut_off(&db_contact).await;
             w.reconcile().await;
         }
         let state = *node_state.borrow();
@@ -212,6 +251,28 @@ impl Worker {
                 tracing::warn!(error = %e, pending = self.pending.len(), "record task outcomes; will retry");
                 Err(e)
             }
+        }
+    }
+
+    /// Stops every running task once the node has been out of touch with the database for
+    /// longer than the offline timeout: other nodes have declared it lost by now, and its
+    /// tasks' outcomes will be refused.
+    async fn fence_if_cut_off(&mut self, contact: &DbContact) {
+        let silent = contact.since();
+        if silent <= self.config.offline_after {
+            return;
+        }
+        for (id, r) in &self.running {
+            if r.stop.is_cancelled() {
+                continue;
+            }
+            tracing::warn!(task = %id, silent_secs = silent.as_secs(), "no database contact for longer than the offline timeout; stopping task (fenced)");
+            self.logs
+                .line(*id, format!(
+                    "ERROR node {} lost contact with the database for over {} s; the cluster considers it lost, so the task is stopped",
+                    self.node, self.config.offline_after.as_secs()))
+                .await;
+            r.stop(StopReason::Fenced);
         }
     }
 
