@@ -56,3 +56,65 @@ fn node_cut_off_from_the_database_stops_its_tasks_and_recovers() {
     let next = n1.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 1}}));
     assert_eq!(n1.wait_finished(&next, MIN)["state"], "Success");
 }
+
+#[test]
+fn shared_store_loss_is_reported_and_fails_only_the_tasks_that_need_it() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions {
+        expected_errors: vec!["shared store unusable".into()],
+        ..NodeOptions::named("n1", 1)
+    });
+    let storage_ok = |want: bool| {
+        wait_until(&format!("storage_ok to become {want}"), MIN, || {
+            let (_, n) = n1.get("/api/nodes/n1");
+            (n["storage_ok"] == want).then_some(())
+        })
+    };
+    storage_ok(true);
+    // The store disappears (an unmounted share): the next heartbeat reports it.
+    let shared = cluster.shared_dir();
+    let away = cluster.dir().join("shared-away");
+    std::fs::rename(&shared, &away).unwrap();
+    storage_ok(false);
+    assert_eq!(n1.ping(), 200, "the node keeps serving the API");
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo hi"}}));
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed", "{t}");
+    let err = t["error"].as_str().unwrap();
+    assert!(
+        err.contains("task log could not be written") && err.contains("TaskLogs"),
+        "{err}"
+    );
+    // It comes back: so does the node's health, and tasks run again.
+    std::fs::rename(&away, &shared).unwrap();
+    storage_ok(true);
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo back"}}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+}
+
+#[test]
+fn missing_shared_store_at_start_up_exits_with_the_path() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let missing = cluster.dir().join("not-mounted");
+    let opts = NodeOptions {
+        env: vec![("CUTTLE_SHARED_PATH".into(), missing.display().to_string())],
+        ..NodeOptions::named("n1", 1)
+    };
+    let cmd = cluster.command(&opts, cuttle_e2e::free_port(), cuttle_e2e::free_port());
+    let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("not-mounted") && err.contains("No such file or directory"),
+        "{err}"
+    );
+    // The bad path was not adopted by the cluster: with the right one the node starts and
+    // writes there.
+    let node = cluster.start(NodeOptions::named("n1", 1));
+    let id = node.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 1}}));
+    node.wait_finished(&id, MIN);
+    assert!(cluster
+        .shared_dir()
+        .join("TaskLogs")
+        .join(format!("{id}.log"))
+        .exists());
+}

@@ -24,6 +24,8 @@ pub struct NodeRecord {
     pub http_address: String,
     pub grpc_address: String,
     pub gateway_address: Option<String>,
+    /// Whether the node could write the shared store at its last heartbeat.
+    pub storage_ok: bool,
 }
 
 fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {

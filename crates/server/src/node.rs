@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cuttle_api_gateway::{ApiConfig, ApiDeps, LocalWake, WakeReason};
 use cuttle_core::Role;
-use cuttle_storage::{NodeRegistration, NodeState, Store, TaskLogWriter};
+use cuttle_storage::{NodeRegistration, NodeState, SharedStore, Store, TaskLogWriter};
 use cuttle_task_scheduler::SchedulerConfig;
 use cuttle_task_worker::{DbContact, WorkerConfig, WorkerControlService, WorkerDeps, WorkerHandle};
 use tokio::net::TcpListener;
@@ -84,6 +84,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     db_contact.touch(); // registration just succeeded
     rest.spawn(heartbeat(
         store.clone(),
+        shared.clone(),
         reg.clone(),
         cfg.heartbeat,
         state_tx,
@@ -218,6 +219,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
 /// publishes the operator-controlled cap and draining flag it reads back.
 async fn heartbeat(
     store: Store,
+    shared: SharedStore,
     reg: NodeRegistration,
     every: Duration,
     state: watch::Sender<NodeState>,
@@ -228,12 +230,14 @@ async fn heartbeat(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // registration just wrote last seen
     let mut failing = false;
+    let mut storage_was_ok = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store.heartbeat(&reg).await {
+        let storage_ok = probe_shared_store(&shared, &mut storage_was_ok).await;
+        match store.heartbeat(&reg, storage_ok).await {
             Ok(s) => {
                 contact.touch();
                 if failing {
@@ -259,6 +263,35 @@ async fn heartbeat(
             }
         }
     }
+}
+
+/// How long a shared-store probe may take before the store counts as unusable (a hung NFS
+/// mount must not stall the heartbeat).
+const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Probes the shared store; logs when its health changes.
+async fn probe_shared_store(shared: &SharedStore, was_ok: &mut bool) -> bool {
+    let s = shared.clone();
+    let probe = tokio::time::timeout(
+        STORAGE_PROBE_TIMEOUT,
+        tokio::task::spawn_blocking(move || s.check()),
+    )
+    .await;
+    let result = match probe {
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("probe crashed: {e}")),
+        Err(_) => Err(format!("no answer within {STORAGE_PROBE_TIMEOUT:?}")),
+    };
+    let ok = result.is_ok();
+    match (result, *was_ok) {
+        (Err(e), true) => {
+            tracing::error!(error = %e, "shared store unusable; tasks that need it will fail")
+        }
+        (Ok(()), false) => tracing::info!("shared store usable again"),
+        _ => {}
+    }
+    *was_ok = ok;
+    ok
 }
 
 async fn wait_for_signal() -> Result<()> {

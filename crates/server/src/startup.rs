@@ -126,15 +126,26 @@ fn key_from_file(path: &Path, may_create: bool) -> Result<MasterKey> {
 /// Opens the shared store whose root the database names (recording ours if it names none),
 /// creating its folders and probing each for write access.
 pub(crate) async fn shared_store(cfg: &Config, store: &Store) -> Result<SharedStore> {
-    let ours = cfg.shared_path.to_string_lossy().into_owned();
-    let root = store.init_setting(SETTING_SHARED_PATH, &ours).await?;
-    let root = std::path::PathBuf::from(root);
-    if root == cfg.shared_path && cfg.shared_path_is_default {
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("create shared store {}", root.display()))?;
-    }
-    let shared = tokio::task::spawn_blocking(move || SharedStore::open(&root)).await??;
-    Ok(shared)
+    let root = match store.get_setting(SETTING_SHARED_PATH).await? {
+        Some(root) => std::path::PathBuf::from(root),
+        None => {
+            // First node: check our path works before the cluster adopts it, so a typo is a
+            // start-up error rather than a setting every node then inherits.
+            if cfg.shared_path_is_default {
+                std::fs::create_dir_all(&cfg.shared_path).with_context(|| {
+                    format!("create shared store {}", cfg.shared_path.display())
+                })?;
+            }
+            open_shared(cfg.shared_path.clone()).await?;
+            let ours = cfg.shared_path.to_string_lossy().into_owned();
+            std::path::PathBuf::from(store.init_setting(SETTING_SHARED_PATH, &ours).await?)
+        }
+    };
+    open_shared(root).await
+}
+
+async fn open_shared(root: std::path::PathBuf) -> Result<SharedStore> {
+    Ok(tokio::task::spawn_blocking(move || SharedStore::open(&root)).await??)
 }
 
 /// Stores a new shared-store root after checking it is usable.

@@ -285,7 +285,7 @@ async fn lost_nodes_fail_their_tasks_exactly_once(fx: &Fixture) {
         );
     }
     // The lost node comes back: its late completions are refused.
-    s.heartbeat(&reg("lost", 5)).await.unwrap();
+    s.heartbeat(&reg("lost", 5), true).await.unwrap();
     let late: Vec<Completion> = claimed.iter().map(|c| done(c.id, c.epoch)).collect();
     assert!(s.complete("lost", &late).await.unwrap().is_empty());
     assert!(s.owned_tasks("lost").await.unwrap().is_empty());
@@ -302,11 +302,16 @@ async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixtur
         draining: Some(true),
     };
     assert!(s.patch_node("n1", &patch).await.unwrap());
-    let st = s.heartbeat(&reg("n1", 3)).await.unwrap();
+    let st = s.heartbeat(&reg("n1", 3), false).await.unwrap();
     assert_eq!(
         (st.task_cap, st.draining),
         (7, true),
         "heartbeat reports operator changes"
+    );
+    let node = s.get_node("n1", LONG).await.unwrap().unwrap();
+    assert!(
+        !node.storage_ok,
+        "the heartbeat records shared-store health"
     );
     // Restart: registration keeps the operator's settings.
     let st = s.register_node(&reg("n1", 3)).await.unwrap();
@@ -314,7 +319,7 @@ async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixtur
     assert!(s.delete_node("n1").await.unwrap());
     assert!(s.get_node("n1", LONG).await.unwrap().is_none());
     assert!(!s.delete_node("n1").await.unwrap());
-    let st = s.heartbeat(&reg("n1", 3)).await.unwrap();
+    let st = s.heartbeat(&reg("n1", 3), true).await.unwrap();
     assert_eq!((st.task_cap, st.draining), (3, false));
     let node = s.get_node("n1", LONG).await.unwrap().unwrap();
     assert!(node.online);

@@ -49,6 +49,12 @@ impl SharedStore {
         })
     }
 
+    /// Probes the folders tasks write to (write, read back, delete a file): is the store
+    /// usable right now? Errors name the path and the OS error.
+    pub fn check(&self) -> Result<()> {
+        probe(&self.root.join("TaskLogs"))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

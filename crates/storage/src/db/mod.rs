@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]
@@ -236,10 +236,10 @@ impl Store {
         dispatch!(self, b => b.register_node(reg).await)
     }
 
-    /// Refreshes *last seen* and clears a lost mark; re-registers the node if its row was
-    /// deleted. Returns the operator-controlled state to apply.
-    pub async fn heartbeat(&self, reg: &NodeRegistration) -> Result<NodeState> {
-        match dispatch!(self, b => b.heartbeat(&reg.name).await)? {
+    /// Refreshes *last seen* and the node's shared-store health, and clears a lost mark;
+    /// re-registers the node if its row was deleted. Returns the operator-controlled state.
+    pub async fn heartbeat(&self, reg: &NodeRegistration, storage_ok: bool) -> Result<NodeState> {
+        match dispatch!(self, b => b.heartbeat(&reg.name, storage_ok).await)? {
             Some(state) => Ok(state),
             None => {
                 tracing::info!(node = %reg.name, "node row missing; registering again");

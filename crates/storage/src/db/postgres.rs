@@ -28,6 +28,10 @@ use crate::{Error, Result};
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_events.sql")),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_storage_ok.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.
@@ -356,7 +360,8 @@ impl Postgres {
                          grpc_address = excluded.grpc_address,
                          gateway_address = excluded.gateway_address,
                          started_at_ms = excluded.started_at_ms,
-                         last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL
+                         last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL,
+                         storage_ok = TRUE
                      RETURNING task_cap, draining"
                 ),
                 &[
@@ -378,19 +383,26 @@ impl Postgres {
         })
     }
 
-    pub(super) async fn heartbeat(&self, name: &str) -> Result<Option<NodeState>> {
+    pub(super) async fn heartbeat(
+        &self,
+        name: &str,
+        storage_ok: bool,
+    ) -> Result<Option<NodeState>> {
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL WHERE name = $1
-                 RETURNING task_cap, draining"
+                "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL, storage_ok = $2
+                 WHERE name = $1 RETURNING task_cap, draining"
             )
         });
         let mut c = self.conn().await?;
         let st = c
-            .prepared(&SQL, &[Type::TEXT])
+            .prepared(&SQL, &[Type::TEXT, Type::BOOL])
             .await
             .map_err(|e| self.map_err(e))?;
-        let row = c.query(&st, &[&name]).await.map_err(|e| self.map_err(e))?;
+        let row = c
+            .query(&st, &[&name, &storage_ok])
+            .await
+            .map_err(|e| self.map_err(e))?;
         self.committed();
         Ok(row.first().map(|r| NodeState {
             task_cap: r.get::<_, i32>(0) as u32,
@@ -411,7 +423,7 @@ impl Postgres {
                          n.last_seen_ms > {NOW} - $1, n.last_seen_ms, n.started_at_ms,
                          (SELECT COUNT(*) FROM tasks t WHERE t.node = n.name
                             AND t.state IN ('Executing', 'Cancelling')),
-                         n.http_address, n.grpc_address, n.gateway_address
+                         n.http_address, n.grpc_address, n.gateway_address, n.storage_ok
                      FROM nodes n WHERE ($2::text IS NULL OR n.name = $2) ORDER BY n.name"
                 ),
                 &[&offline_after_ms, &name],
@@ -437,6 +449,7 @@ impl Postgres {
                 http_address: r.get(9),
                 grpc_address: r.get(10),
                 gateway_address: r.get(11),
+                storage_ok: r.get(12),
             })
             .collect())
     }

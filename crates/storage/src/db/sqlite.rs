@@ -20,6 +20,10 @@ use crate::{Error, Result};
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_events.sql")),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_storage_ok.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.
@@ -299,7 +303,8 @@ impl Sqlite {
                          grpc_address = excluded.grpc_address,
                          gateway_address = excluded.gateway_address,
                          started_at_ms = excluded.started_at_ms,
-                         last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL
+                         last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL,
+                         storage_ok = 1
                      RETURNING task_cap, draining"
                 ),
                 params![
@@ -323,15 +328,19 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn heartbeat(&self, name: &str) -> Result<Option<NodeState>> {
+    pub(super) async fn heartbeat(
+        &self,
+        name: &str,
+        storage_ok: bool,
+    ) -> Result<Option<NodeState>> {
         let name = name.to_owned();
         self.write(move |tx| {
             tx.query_row(
                 &format!(
-                    "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL WHERE name = ?1
-                     RETURNING task_cap, draining"
+                    "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL, storage_ok = ?2
+                     WHERE name = ?1 RETURNING task_cap, draining"
                 ),
-                [name],
+                params![name, storage_ok],
                 |r| {
                     Ok(NodeState {
                         task_cap: r.get(0)?,
@@ -357,7 +366,7 @@ impl Sqlite {
                      n.last_seen_ms > {NOW} - ?1, n.last_seen_ms, n.started_at_ms,
                      (SELECT COUNT(*) FROM tasks t WHERE t.node = n.name
                         AND t.state IN ('Executing', 'Cancelling')),
-                     n.http_address, n.grpc_address, n.gateway_address
+                     n.http_address, n.grpc_address, n.gateway_address, n.storage_ok
                  FROM nodes n WHERE (?2 IS NULL OR n.name = ?2) ORDER BY n.name"
             );
             let mut stmt = c.prepare_cached(&sql).map_err(db_err)?;
@@ -377,6 +386,7 @@ impl Sqlite {
                         http_address: r.get(9)?,
                         grpc_address: r.get(10)?,
                         gateway_address: r.get(11)?,
+                        storage_ok: r.get(12)?,
                     })
                 })
                 .map_err(db_err)?;
