@@ -1,34 +1,26 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
-# haproxy and nginx from the distribution's packages), builds once, then runs every test with cargo-nextest (or
-# cargo test when nextest is not installed).
+# haproxy and nginx, from the distribution's packages), builds once, then runs every test with
+# cargo-nextest (or cargo test when nextest is not installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have_pg_server() {
-    command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
-}
-
-if ! have_pg_server || ! command -v psql >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
-    echo "==> installing PostgreSQL (server binaries are needed by the tests)"
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "PostgreSQL is missing and this is not root: install the 'postgresql' package" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # The package's own cluster is not used; tests start throwaway servers.
-    apt-get install -y -qq postgresql postgresql-client >/dev/null
-fi
-
 need=()
+# PostgreSQL server binaries and the postgres user (the tests start throwaway servers as it).
+if ! { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+    || ! id postgres >/dev/null 2>&1; then
+    need+=(postgresql)
+fi
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# The load-balancer tests run the real haproxy and check the nginx config with nginx itself.
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+
 if [ "${#need[@]}" -gt 0 ]; then
-    echo "==> installing ${need[*]} (the load-balancer tests run the real ones)"
+    echo "==> installing ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "missing ${need[*]} and this is not root: install them" >&2
+        echo "missing ${need[*]} and this is not root: install these packages" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive

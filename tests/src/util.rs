@@ -64,6 +64,13 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Op
     }
 }
 
+/// True once process `pid` has exited (a zombie awaiting its parent counts as exited).
+pub fn process_gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+        .unwrap_or(true)
+}
+
 /// Parses the API's RFC 3339 UTC times (`2026-11-26T07:35:00.123Z`) to Unix milliseconds, so
 /// tests and benchmarks can compare the database-clock times the API reports.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {

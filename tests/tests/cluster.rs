@@ -401,10 +401,7 @@ fn cancel_kills_a_running_script_and_its_children() {
     let t = n1.wait_finished(&id, MIN);
     assert_eq!(t["state"], "Canceled");
     wait_until("the script's child to die", MIN, || {
-        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
-            .unwrap_or(true);
-        gone.then_some(())
+        cuttle_e2e::process_gone(pid).then_some(())
     });
     let (status, body) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 409, "{body}");

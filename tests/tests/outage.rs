@@ -35,10 +35,7 @@ fn node_cut_off_from_the_database_stops_its_tasks_and_recovers() {
     // Past the offline timeout (4 s here) the node fences itself: the script dies with no
     // database to tell it so.
     wait_until("the node to stop its script", MIN, || {
-        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
-            .unwrap_or(true);
-        gone.then_some(())
+        cuttle_e2e::process_gone(pid).then_some(())
     });
     assert!(n1
         .stderr_text()
