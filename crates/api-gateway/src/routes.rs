@@ -48,6 +48,22 @@ pub(crate) fn router(state: AppState) -> Router {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The query string as a map, refusing parameters the endpoint does not know (a typo would
+/// otherwise be silently ignored).
+fn query_params(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    if let Some(unknown) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}: use {}",
+            known.join(", ")
+        )));
+    }
+    Ok(q)
+}
+
 /// `?limit=N` for list endpoints: 1 to 1000, 100 when absent.
 fn parse_limit(raw: Option<&String>) -> Result<u32, ApiError> {
     match raw {
@@ -262,15 +278,7 @@ async fn list_tasks(
     State(s): State<AppState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !matches!(k.as_str(), "state" | "limit" | "before"))
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}: use state, limit and before"
-        )));
-    }
+    let q = query_params(q, &["state", "limit", "before"])?;
     let before = q.get("before").map(|b| b.parse::<TaskId>()).transpose()?;
     let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
     let limit = parse_limit(q.get("limit"))?;
@@ -351,12 +359,7 @@ async fn list_events(
     State(s): State<AppState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    if let Some(unknown) = q.keys().find(|k| k.as_str() != "limit") {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}: use limit"
-        )));
-    }
+    let q = query_params(q, &["limit"])?;
     let limit = parse_limit(q.get("limit"))?;
     let events = s.store.list_events(limit).await?;
     Ok(Json(json!({ "items": events })).into_response())

@@ -235,25 +235,6 @@ impl Worker {
         });
     }
 
-    /// Records every pending outcome in one transaction. On a database error they stay
-    /// pending and are retried on the next turn.
-    async fn flush(&mut self) -> Result<(), cuttle_storage::Error> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        match self.store.complete(&self.node, &self.pending).await {
-            Ok(accepted) => {
-                self.refused(&accepted);
-                self.pending.clear();
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = self.pending.len(), "record task outcomes; will retry");
-                Err(e)
-            }
-        }
-    }
-
     /// Stops every running task once the node has been out of touch with the database for
     /// longer than the offline timeout: other nodes have declared it lost by now, and its
     /// tasks' outcomes will be refused.
@@ -326,8 +307,14 @@ impl Worker {
         } else {
             (state.task_cap as usize).saturating_sub(self.running.len())
         };
+        // A failure is logged inside and retried on the next turn.
+        let _ = self.turn(free).await;
+    }
+
+    /// One round trip: records the pending outcomes and claims up to `free` tasks.
+    async fn turn(&mut self, free: usize) -> Result<(), cuttle_storage::Error> {
         if self.pending.is_empty() && free == 0 {
-            return;
+            return Ok(());
         }
         match self
             .store
@@ -344,9 +331,11 @@ impl Worker {
                     .shared
                     .running
                     .store(self.running.len() as u32, Ordering::Relaxed);
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(error = %e, pending = self.pending.len(), "record outcomes and claim tasks; will retry");
+                Err(e)
             }
         }
     }
@@ -415,12 +404,12 @@ impl Worker {
                     }
                 }
             }
-            let _ = self.flush().await;
+            let _ = self.turn(0).await;
         }
         // Record what is left, retrying a little while the database is away.
         let give_up = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.flush().await {
+            match self.turn(0).await {
                 Ok(()) => {
                     tracing::info!("worker stopped");
                     return Ok(());
