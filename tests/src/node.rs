@@ -430,11 +430,25 @@ impl Node {
     }
 
     pub fn task_log(&self, id: &str) -> String {
-        let (status, body) = self.get(&format!("/api/tasks/{id}/log"));
-        assert_eq!(status, 200, "log of {id}: {body}");
-        body.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| body.to_string())
+        self.task_log_and_completeness(id).0
+    }
+
+    /// A task's log and whether the node says it is complete (`X-Cuttle-Log-Complete`).
+    pub fn task_log_and_completeness(&self, id: &str) -> (String, bool) {
+        let mut resp = self
+            .agent
+            .get(&self.url(&format!("/api/tasks/{id}/log")))
+            .header("X-Api-Key", &self.api_key)
+            .call()
+            .unwrap_or_else(|e| panic!("log of {id} on {}: {e}", self.name));
+        let status = resp.status().as_u16();
+        let complete = resp
+            .headers()
+            .get("x-cuttle-log-complete")
+            .is_some_and(|v| v == "true");
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(status, 200, "log of {id}: {text}");
+        (text, complete)
     }
 
     pub fn stderr_text(&self) -> String {

@@ -52,6 +52,9 @@ fn run(db: Database) {
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for entry in std::fs::read_dir(&logs).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue; // the folder of logs in progress
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         let id = path.file_stem().unwrap().to_string_lossy().into_owned();
         for line in text.lines().filter(|l| l.contains(" started on node ")) {

@@ -3,12 +3,13 @@ use std::collections::HashMap;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use cuttle_core::{validate_node_name, ErrorCode, NewEvent, NewTask, NodePatch, TaskId, TaskState};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -296,15 +297,15 @@ async fn get_task(State(s): State<AppState>, p: Result<Path<String>, PathRejecti
 
 async fn task_log(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = task_id(p)?;
-    if s.store.get_task(id).await?.is_none() {
+    let Some(task) = s.store.get_task(id).await? else {
         return Err(ApiError::not_found(format!("no task {id}")));
-    }
+    };
     let shared = s.shared.clone();
-    let file = tokio::task::spawn_blocking(move || shared.open_task_log(id))
+    let log = tokio::task::spawn_blocking(move || shared.open_task_log(&task))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("open task log: {e}")))?;
-    let file = match file {
-        Ok(f) => f,
+    let log = match log {
+        Ok(l) => l,
         Err(e) => {
             tracing::warn!(task = %id, error = %e, "open task log");
             return Err(ApiError::new(
@@ -313,12 +314,18 @@ async fn task_log(State(s): State<AppState>, p: Result<Path<String>, PathRejecti
             ));
         }
     };
-    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    let Some(file) = file else {
-        return Ok((headers, "").into_response());
-    };
-    // Streamed: a log of any size is served in constant memory.
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        // Whether this is the whole log: false while the task runs, or when a node died before
+        // its part could be put in place.
+        (
+            HeaderName::from_static("x-cuttle-log-complete"),
+            if log.complete { "true" } else { "false" },
+        ),
+    ];
+    // Streamed, part after part: a log of any size is served in constant memory.
+    let stream = futures_util::stream::iter(log.parts)
+        .flat_map(|f| tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f)));
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 

@@ -72,6 +72,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let state = store.register_node(&reg).await.context("register node")?;
     tracing::info!(node = %reg.name, roles = %reg.roles, http = %reg.http_address,
         task_cap = state.task_cap, draining = state.draining, "node registered");
+    recover_previous_run(&store, &shared, &reg.name).await?;
     let (state_tx, state_rx) = watch::channel(state);
 
     // Shutdown order: the worker drains first while everything else (the API answering 418,
@@ -106,6 +107,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         rest.spawn(cuttle_task_scheduler::serve(
             sched,
             store.clone(),
+            shared.clone(),
             on_requeue,
             rest_stop.clone(),
         ));
@@ -151,7 +153,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         };
         let deps = WorkerDeps {
             store: store.clone(),
-            logs: TaskLogWriter::start(shared.clone()),
+            logs: TaskLogWriter::start(shared.clone(), &cfg.node_name),
             node_state: state_rx.clone(),
             db_contact: db_contact.clone(),
         };
@@ -212,6 +214,35 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         tracing::warn!("some roles did not stop within {STOP_TIMEOUT:?}; exiting anyway");
     }
     tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Cleans up after this node's previous process, before the worker claims anything: tasks
+/// the database still gives this node are failed (or re-queued when retry-safe), and the task
+/// logs that process left in progress are salvaged into place.
+async fn recover_previous_run(store: &Store, shared: &SharedStore, node: &str) -> Result<()> {
+    let released = store
+        .release_own_tasks(node)
+        .await
+        .context("release the previous run's tasks")?;
+    if !released.failed.is_empty() || !released.requeued.is_empty() {
+        tracing::warn!(
+            failed = released.failed.len(),
+            requeued = released.requeued.len(),
+            "tasks of this node's previous run were still executing; they were stopped with it"
+        );
+    }
+    let (s, name) = (shared.clone(), node.to_owned());
+    let note = format!("ERROR node {node} restarted; this task's log ends here");
+    let salvaged = tokio::task::spawn_blocking(move || s.salvage_task_logs(&name, None, &note))
+        .await?
+        .context("clean up task logs left in progress")?;
+    if salvaged > 0 {
+        tracing::info!(
+            salvaged,
+            "task logs left in progress by the previous run were put in place"
+        );
+    }
     Ok(())
 }
 

@@ -63,6 +63,7 @@ conformance!(
     concurrency_tags_never_overlap,
     completions_are_fenced_by_epoch,
     lost_nodes_fail_their_tasks_exactly_once,
+    restarted_node_releases_its_previous_tasks,
     heartbeat_reregisters_deleted_node_and_keeps_operator_state,
     cancel_queued_executing_and_orphaned,
     settings_and_api_keys,
@@ -291,6 +292,37 @@ async fn lost_nodes_fail_their_tasks_exactly_once(fx: &Fixture) {
     assert!(s.owned_tasks("lost").await.unwrap().is_empty());
     // Handled once: a second pass finds nothing new until the node goes silent again.
     assert!(s.handle_lost_nodes(LONG).await.unwrap().is_empty());
+}
+
+async fn restarted_node_releases_its_previous_tasks(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("r", 5)).await.unwrap();
+    s.register_node(&reg("other", 5)).await.unwrap();
+    let ids = enqueue_n(&s, 3).await;
+    let mine = s.claim("r", 2).await.unwrap();
+    let theirs = s.claim("other", 5).await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (2, 1));
+    s.cancel(mine[1].id, LONG).await.unwrap();
+    // The process of node r ends and starts again, well within the offline timeout.
+    s.register_node(&reg("r", 5)).await.unwrap();
+    let released = s.release_own_tasks("r").await.unwrap();
+    let mut failed = released.failed.clone();
+    failed.sort_by_key(|id| id.0);
+    assert_eq!(failed, vec![ids[0], ids[1]], "{released:?}");
+    let first = s.get_task(mine[0].id).await.unwrap().unwrap();
+    assert_eq!(first.state, TaskState::Failed);
+    let error = first.error.unwrap();
+    assert!(error.contains("node r restarted"), "{error}");
+    let cancelled = s.get_task(mine[1].id).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, TaskState::Canceled);
+    // Another node's task is untouched, and the old process's outcomes are refused.
+    let t = s.get_task(theirs[0].id).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Executing);
+    let late: Vec<Completion> = mine.iter().map(|c| done(c.id, c.epoch)).collect();
+    assert!(s.complete("r", &late).await.unwrap().is_empty());
+    // Nothing left to release on a second start.
+    let again = s.release_own_tasks("r").await.unwrap();
+    assert!(again.failed.is_empty() && again.requeued.is_empty());
 }
 
 async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixture) {

@@ -1,9 +1,10 @@
 //! The scheduler role: cluster loops that no single worker can run for itself. Today: finding
-//! lost nodes and failing (or re-queuing) the tasks they held.
+//! lost nodes, failing (or re-queuing) the tasks they held, and putting those tasks' logs in
+//! place.
 
 use std::time::Duration;
 
-use cuttle_storage::Store;
+use cuttle_storage::{SharedStore, Store};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,7 @@ impl SchedulerConfig {
 pub async fn serve(
     config: SchedulerConfig,
     store: Store,
+    shared: SharedStore,
     on_requeue: impl Fn() + Send + 'static,
     shutdown: CancellationToken,
 ) {
@@ -55,10 +57,32 @@ pub async fn serve(
                     if !node.requeued.is_empty() {
                         on_requeue();
                     }
+                    salvage_logs(&shared, node).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "look for lost nodes"),
         }
+    }
+}
+
+/// Puts the logs of a lost node's stopped tasks in place, ending with why they stop there. A
+/// failure is logged and left to the node's own clean-up when it starts again.
+async fn salvage_logs(shared: &SharedStore, node: cuttle_storage::LostNode) {
+    let mut tasks = node.failed;
+    tasks.extend(node.requeued);
+    if tasks.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    let name = node.name;
+    let note = format!("ERROR node {name} was lost; this task's log ends here");
+    let res =
+        tokio::task::spawn_blocking(move || shared.salvage_task_logs(&name, Some(&tasks), &note))
+            .await;
+    match res {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "put a lost node's task logs in place"),
+        Err(e) => tracing::warn!(error = %e, "put a lost node's task logs in place"),
     }
 }
 

@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cuttle_core::{TaskId, TaskKind, TaskState};
-use cuttle_storage::{ClaimedTask, TaskLogWriter};
+use cuttle_core::{TaskKind, TaskState};
+use cuttle_storage::{ClaimedTask, LogKey, TaskLogWriter};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -78,22 +78,29 @@ impl Outcome {
 
 /// Runs a claimed task to its end, writing its log, and returns the outcome to report.
 pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
-    let id = task.id;
+    let (id, key) = (
+        task.id,
+        LogKey {
+            task: task.id,
+            epoch: task.epoch,
+        },
+    );
+    ctx.logs.open(key).await;
     let outcome = match TaskKind::parse(&task.kind, &task.arguments) {
         Err(e) => Outcome::failed(format!("cannot run task: {e}")),
         Ok(kind) => {
             ctx.logs
                 .line(
-                    id,
+                    key,
                     format!("INFO  {} {id} started on node {}", kind.name(), ctx.node),
                 )
                 .await;
             match kind {
-                TaskKind::Sleep { duration_ms } => sleep(id, duration_ms, ctx).await,
+                TaskKind::Sleep { duration_ms } => sleep(key, duration_ms, ctx).await,
                 TaskKind::AdHocScript {
                     script,
                     timeout_secs,
-                } => run_script(id, &script, timeout_secs, ctx).await,
+                } => run_script(key, &script, timeout_secs, ctx).await,
             }
         }
     };
@@ -101,8 +108,8 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
         Some(e) => format!("{} {}: {e}", level(outcome.state), outcome.state.as_str()),
         None => format!("INFO  {}", outcome.state.as_str()),
     };
-    ctx.logs.line(id, summary).await;
-    match ctx.logs.close(id).await {
+    ctx.logs.line(key, summary).await;
+    match ctx.logs.close(key).await {
         Err(e) if outcome.state == TaskState::Success => {
             Outcome::failed(format!("the task log could not be written: {e}"))
         }
@@ -118,13 +125,13 @@ fn level(state: TaskState) -> &'static str {
     }
 }
 
-async fn sleep(id: TaskId, duration_ms: u64, ctx: &TaskCtx) -> Outcome {
+async fn sleep(key: LogKey, duration_ms: u64, ctx: &TaskCtx) -> Outcome {
     ctx.logs
-        .line(id, format!("INFO  sleeping for {duration_ms} ms"))
+        .line(key, format!("INFO  sleeping for {duration_ms} ms"))
         .await;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(duration_ms)) => {
-            ctx.logs.line(id, format!("INFO  slept {duration_ms} ms")).await;
+            ctx.logs.line(key, format!("INFO  slept {duration_ms} ms")).await;
             Outcome::success()
         }
         _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
@@ -137,7 +144,13 @@ enum Ended {
     TimedOut(u64),
 }
 
-async fn run_script(id: TaskId, script: &str, timeout_secs: Option<u64>, ctx: &TaskCtx) -> Outcome {
+async fn run_script(
+    key: LogKey,
+    script: &str,
+    timeout_secs: Option<u64>,
+    ctx: &TaskCtx,
+) -> Outcome {
+    let id = key.task;
     let dir = ctx.work_root.join(id.to_string());
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         return Outcome::failed(format!("create work directory {}: {e}", dir.display()));
@@ -162,11 +175,11 @@ async fn run_script(id: TaskId, script: &str, timeout_secs: Option<u64>, ctx: &T
     let out = child
         .stdout
         .take()
-        .map(|o| tokio::spawn(pump(o, ctx.logs.clone(), id, "OUT   ")));
+        .map(|o| tokio::spawn(pump(o, ctx.logs.clone(), key, "OUT   ")));
     let err = child
         .stderr
         .take()
-        .map(|e| tokio::spawn(pump(e, ctx.logs.clone(), id, "ERR   ")));
+        .map(|e| tokio::spawn(pump(e, ctx.logs.clone(), key, "ERR   ")));
     let timeout = async {
         match timeout_secs {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -187,7 +200,7 @@ async fn run_script(id: TaskId, script: &str, timeout_secs: Option<u64>, ctx: &T
         if tokio::time::timeout(PIPE_DRAIN, pump).await.is_err() {
             ctx.logs
                 .line(
-                    id,
+                    key,
                     "WARN  output still open after the script ended; not waiting",
                 )
                 .await;
@@ -221,7 +234,7 @@ fn kill_group(pgid: u32) {
 }
 
 /// Copies a script's output into the task log line by line as it is produced.
-async fn pump<R: AsyncRead + Unpin>(r: R, logs: TaskLogWriter, id: TaskId, prefix: &'static str) {
+async fn pump<R: AsyncRead + Unpin>(r: R, logs: TaskLogWriter, key: LogKey, prefix: &'static str) {
     let mut reader = BufReader::with_capacity(MAX_LINE, r);
     let mut line: Vec<u8> = Vec::new();
     while let Ok(buf) = reader.fill_buf().await {
@@ -235,26 +248,27 @@ async fn pump<R: AsyncRead + Unpin>(r: R, logs: TaskLogWriter, id: TaskId, prefi
         line.extend_from_slice(&buf[..take]);
         reader.consume(take);
         if complete || line.len() >= MAX_LINE {
-            emit(&logs, id, prefix, &mut line).await;
+            emit(&logs, key, prefix, &mut line).await;
         }
     }
     if !line.is_empty() {
-        emit(&logs, id, prefix, &mut line).await;
+        emit(&logs, key, prefix, &mut line).await;
     }
 }
 
-async fn emit(logs: &TaskLogWriter, id: TaskId, prefix: &str, line: &mut Vec<u8>) {
+async fn emit(logs: &TaskLogWriter, key: LogKey, prefix: &str, line: &mut Vec<u8>) {
     while matches!(line.last(), Some(b'\n' | b'\r')) {
         line.pop();
     }
     let text = format!("{prefix}{}", String::from_utf8_lossy(line));
     line.clear();
-    logs.line(id, text).await;
+    logs.line(key, text).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cuttle_core::TaskId;
     use cuttle_storage::SharedStore;
 
     struct Fixture {
@@ -270,7 +284,7 @@ mod tests {
         let store = SharedStore::open(&dir).unwrap();
         let ctx = TaskCtx {
             node: "n1".into(),
-            logs: TaskLogWriter::start(store.clone()),
+            logs: TaskLogWriter::start(store.clone(), "test-node"),
             stop: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
             work_root: dir.join("work"),
@@ -304,7 +318,11 @@ mod tests {
         )
         .await;
         assert_eq!(out, Outcome::success());
-        let log = std::fs::read_to_string(fx.store.task_log_path(TaskId(1))).unwrap();
+        let log = std::fs::read_to_string(fx.store.task_log_path(LogKey {
+            task: TaskId(1),
+            epoch: 1,
+        }))
+        .unwrap();
         assert!(log.contains("OUT   hello"), "{log}");
         assert!(log.contains("ERR   oops"), "{log}");
         assert!(log.contains("OUT   no newline"), "{log}");
@@ -317,7 +335,11 @@ mod tests {
         let fx = fixture("long");
         let s = format!("head -c {} /dev/zero | tr '\\0' x", MAX_LINE * 3);
         assert_eq!(run(&script(3, &s, None), &fx.ctx).await, Outcome::success());
-        let log = std::fs::read_to_string(fx.store.task_log_path(TaskId(3))).unwrap();
+        let log = std::fs::read_to_string(fx.store.task_log_path(LogKey {
+            task: TaskId(3),
+            epoch: 1,
+        }))
+        .unwrap();
         let out_lines: Vec<&str> = log.lines().filter(|l| l.contains("OUT   ")).collect();
         assert_eq!(out_lines.len(), 3, "split into MAX_LINE chunks");
     }
@@ -383,7 +405,11 @@ mod tests {
             arguments: serde_json::json!({"duration_ms": 1}),
         };
         assert_eq!(run(&t, &fx.ctx).await, Outcome::success());
-        let log = std::fs::read_to_string(fx.store.task_log_path(TaskId(6))).unwrap();
+        let log = std::fs::read_to_string(fx.store.task_log_path(LogKey {
+            task: TaskId(6),
+            epoch: 1,
+        }))
+        .unwrap();
         assert!(
             log.contains("slept 1 ms") && log.contains("Success"),
             "{log}"

@@ -1,13 +1,10 @@
-//! The shared file store: its layout, the start-up probe, and the task-log writer.
+//! The shared file store: its layout, the start-up probe, and the task logs.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+mod task_log;
+
+pub use task_log::{LogKey, TaskLog, TaskLogWriter};
+
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use cuttle_core::{format_rfc3339_ms, TaskId};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::{Error, Result};
 
@@ -58,21 +55,6 @@ impl SharedStore {
     pub fn root(&self) -> &Path {
         &self.root
     }
-
-    /// Where a task's log lives.
-    pub fn task_log_path(&self, id: TaskId) -> PathBuf {
-        self.root.join("TaskLogs").join(format!("{id}.log"))
-    }
-
-    /// Opens a task's log for reading; `None` when the task has written nothing yet.
-    pub fn open_task_log(&self, id: TaskId) -> Result<Option<File>> {
-        let path = self.task_log_path(id);
-        match File::open(&path) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("open task log", &path, e)),
-        }
-    }
 }
 
 fn probe(dir: &Path) -> Result<()> {
@@ -91,124 +73,11 @@ fn probe(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-enum LogMsg {
-    Line(TaskId, String),
-    Close(TaskId, oneshot::Sender<std::result::Result<(), String>>),
-}
-
-/// Writes task logs to `TaskLogs/` as lines are produced. One dedicated thread owns the files,
-/// so tasks never block the async runtime on file I/O, and lines that arrive together are
-/// written and flushed together. Cheap to clone.
-#[derive(Clone)]
-pub struct TaskLogWriter {
-    tx: mpsc::Sender<LogMsg>,
-}
-
-/// How many lines may wait for the writer thread before producers are slowed down.
-const LOG_QUEUE: usize = 8192;
-
-/// An open task log; `out` is `None` when the file could not be opened (the error is
-/// reported once, at close, and later lines are dropped).
-struct OpenLog {
-    out: Option<BufWriter<File>>,
-    error: Option<String>,
-}
-
-impl TaskLogWriter {
-    pub fn start(store: SharedStore) -> TaskLogWriter {
-        let (tx, mut rx) = mpsc::channel::<LogMsg>(LOG_QUEUE);
-        std::thread::Builder::new()
-            .name("task-log-writer".into())
-            .spawn(move || {
-                let mut open: HashMap<TaskId, OpenLog> = HashMap::new();
-                while let Some(first) = rx.blocking_recv() {
-                    let mut msg = Some(first);
-                    // Take everything already queued before flushing: one flush per burst.
-                    while let Some(m) = msg.take() {
-                        handle(&store, &mut open, m);
-                        msg = rx.try_recv().ok();
-                    }
-                    for log in open.values_mut() {
-                        if let Err(e) = flush(&mut log.out) {
-                            log.error.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                }
-            })
-            .expect("spawn task-log writer thread");
-        TaskLogWriter { tx }
-    }
-
-    /// Appends one line, stamped with the current time, to a task's log.
-    pub async fn line(&self, id: TaskId, text: impl Into<String>) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let mut line = format_rfc3339_ms(now);
-        line.push(' ');
-        line.push_str(&text.into());
-        line.push('\n');
-        // The writer thread only stops when every sender is gone, so this cannot fail.
-        let _ = self.tx.send(LogMsg::Line(id, line)).await;
-    }
-
-    /// Flushes and closes a task's log; returns the first write error it met, if any.
-    pub async fn close(&self, id: TaskId) -> std::result::Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(LogMsg::Close(id, tx)).await.is_err() {
-            return Err("task-log writer stopped".into());
-        }
-        rx.await
-            .unwrap_or_else(|_| Err("task-log writer stopped".into()))
-    }
-}
-
-fn flush(out: &mut Option<BufWriter<File>>) -> std::io::Result<()> {
-    out.as_mut().map_or(Ok(()), |o| o.flush())
-}
-
-fn handle(store: &SharedStore, open: &mut HashMap<TaskId, OpenLog>, msg: LogMsg) {
-    match msg {
-        LogMsg::Line(id, line) => {
-            let log = open.entry(id).or_insert_with(|| {
-                let path = store.task_log_path(id);
-                match OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(f) => OpenLog {
-                        out: Some(BufWriter::new(f)),
-                        error: None,
-                    },
-                    Err(e) => OpenLog {
-                        out: None,
-                        error: Some(format!("open task log {}: {e}", path.display())),
-                    },
-                }
-            });
-            if let (Some(out), None) = (log.out.as_mut(), &log.error) {
-                if let Err(e) = out.write_all(line.as_bytes()) {
-                    log.error = Some(format!("write task log: {e}"));
-                }
-            }
-        }
-        LogMsg::Close(id, ack) => {
-            let result = match open.remove(&id) {
-                Some(mut log) => match (log.error.take(), flush(&mut log.out)) {
-                    (Some(e), _) => Err(e),
-                    (None, Err(e)) => Err(format!("flush task log: {e}")),
-                    (None, Ok(())) => Ok(()),
-                },
-                None => Ok(()),
-            };
-            let _ = ack.send(result);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
+    pub(super) fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("cuttle-blob-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -229,29 +98,6 @@ mod tests {
         assert!(
             err.contains("missing") && err.contains("No such file"),
             "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn writes_lines_as_produced_and_appends() {
-        let dir = temp_dir("logs");
-        let store = SharedStore::open(&dir).unwrap();
-        let w = TaskLogWriter::start(store.clone());
-        let id = TaskId(7);
-        w.line(id, "first").await;
-        w.close(id).await.unwrap();
-        w.line(id, "second").await;
-        w.close(id).await.unwrap();
-        let text = std::fs::read_to_string(store.task_log_path(id)).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(
-            lines[0].ends_with(" first") && lines[1].ends_with(" second"),
-            "{text}"
-        );
-        assert!(
-            lines[0].starts_with("20") && lines[0].contains('T'),
-            "{text}"
         );
     }
 }

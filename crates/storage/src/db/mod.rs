@@ -277,6 +277,13 @@ impl Store {
         dispatch!(self, b => b.handle_lost_nodes(ms(offline_after)).await)
     }
 
+    /// Called once when a node's process starts, before its worker claims anything: tasks the
+    /// database still gives this node belong to its previous process, which is gone. Re-queues
+    /// the retry-safe ones and fails the rest, naming the restart.
+    pub async fn release_own_tasks(&self, name: &str) -> Result<LostNode> {
+        dispatch!(self, b => b.release_own_tasks(name).await)
+    }
+
     /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL).
     pub async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
         dispatch!(self, b => b.enqueue(task).await)
@@ -385,6 +392,14 @@ pub(crate) fn lost_error(node: &str, offline_after_ms: UnixMs) -> String {
 
 pub(crate) fn requeue_note(node: &str) -> String {
     format!("node {node} was lost; re-queued (retry-safe kind)")
+}
+
+pub(crate) fn restart_error(node: &str) -> String {
+    format!("node {node} restarted while the task was running; the task was stopped with it")
+}
+
+pub(crate) fn restart_requeue_note(node: &str) -> String {
+    format!("node {node} restarted while the task was running; re-queued (retry-safe kind)")
 }
 
 #[cfg(test)]

@@ -20,8 +20,9 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,
-    NodeState, OwnedTask, StoreOptions, SCHEMA_VERSION,
+    lost_error, requeue_note, restart_error, restart_requeue_note, ClaimedTask, Completion,
+    LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
+    SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -502,44 +503,70 @@ impl Postgres {
             .collect();
         let mut lost = Vec::with_capacity(names.len());
         for name in names {
-            let requeued = tx
-                .query(
-                    &format!(
-                        "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
-                             error = $2, queued_at_ms = {NOW}
-                         WHERE node = $1 AND state = 'Executing' AND retry_safe RETURNING seq"
-                    ),
-                    &[&name, &requeue_note(&name)],
-                )
-                .await
-                .map_err(|e| self.map_err(e))?
-                .iter()
-                .map(|r| TaskId(r.get(0)))
-                .collect();
-            let failed = tx
-                .query(
-                    &format!(
-                        "UPDATE tasks SET
-                             state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
-                             completed_at_ms = {NOW}, error = $2
-                         WHERE node = $1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
-                    ),
-                    &[&name, &lost_error(&name, offline_after_ms)],
-                )
-                .await
-                .map_err(|e| self.map_err(e))?
-                .iter()
-                .map(|r| TaskId(r.get(0)))
-                .collect();
-            lost.push(LostNode {
-                name,
-                failed,
-                requeued,
-            });
+            let error = lost_error(&name, offline_after_ms);
+            let note = requeue_note(&name);
+            lost.push(self.release_tasks(&tx, name, &note, &error).await?);
         }
         tx.commit().await.map_err(|e| self.map_err(e))?;
         self.committed();
         Ok(lost)
+    }
+
+    pub(super) async fn release_own_tasks(&self, name: &str) -> Result<LostNode> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
+        let error = restart_error(name);
+        let released = self
+            .release_tasks(&tx, name.to_owned(), &restart_requeue_note(name), &error)
+            .await?;
+        tx.commit().await.map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(released)
+    }
+
+    /// Re-queues a node's executing retry-safe tasks and fails (or, when cancelling, cancels)
+    /// the rest, inside the caller's transaction.
+    async fn release_tasks(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        name: String,
+        requeue_note: &str,
+        error: &str,
+    ) -> Result<LostNode> {
+        let requeued = tx
+            .query(
+                &format!(
+                    "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
+                         error = $2, queued_at_ms = {NOW}
+                     WHERE node = $1 AND state = 'Executing' AND retry_safe RETURNING seq"
+                ),
+                &[&name, &requeue_note],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?
+            .iter()
+            .map(|r| TaskId(r.get(0)))
+            .collect();
+        let failed = tx
+            .query(
+                &format!(
+                    "UPDATE tasks SET
+                         state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
+                         completed_at_ms = {NOW}, error = $2
+                     WHERE node = $1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
+                ),
+                &[&name, &error],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?
+            .iter()
+            .map(|r| TaskId(r.get(0)))
+            .collect();
+        Ok(LostNode {
+            name,
+            failed,
+            requeued,
+        })
     }
 
     pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {

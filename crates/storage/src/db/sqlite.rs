@@ -12,8 +12,8 @@ use cuttle_core::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    lost_error, requeue_note, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,
-    NodeState, OwnedTask, SCHEMA_VERSION,
+    lost_error, requeue_note, restart_error, restart_requeue_note, ClaimedTask, Completion,
+    LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -440,42 +440,21 @@ impl Sqlite {
             };
             let mut lost = Vec::with_capacity(names.len());
             for name in names {
-                let mut requeue = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
-                             error = ?2, queued_at_ms = {NOW}
-                         WHERE node = ?1 AND state = 'Executing' AND retry_safe = 1 RETURNING seq"
-                    ))
-                    .map_err(db_err)?;
-                let requeued = requeue
-                    .query_map(params![name, requeue_note(&name)], |r| {
-                        Ok(TaskId(r.get(0)?))
-                    })
-                    .map_err(db_err)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(db_err)?;
-                let mut fail = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET
-                             state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
-                             completed_at_ms = {NOW}, error = ?2
-                         WHERE node = ?1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
-                    ))
-                    .map_err(db_err)?;
-                let failed = fail
-                    .query_map(params![name, lost_error(&name, offline_after_ms)], |r| {
-                        Ok(TaskId(r.get(0)?))
-                    })
-                    .map_err(db_err)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(db_err)?;
-                lost.push(LostNode {
-                    name,
-                    failed,
-                    requeued,
-                });
+                let error = lost_error(&name, offline_after_ms);
+                let note = requeue_note(&name);
+                lost.push(release_tasks(tx, name, &note, &error)?);
             }
             Ok(lost)
+        })
+        .await
+    }
+
+    pub(super) async fn release_own_tasks(&self, name: &str) -> Result<LostNode> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let error = restart_error(&name);
+            let note = restart_requeue_note(&name);
+            release_tasks(tx, name, &note, &error)
         })
         .await
     }
@@ -721,4 +700,44 @@ mod tests {
         let versions: Vec<u32> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();
         assert_eq!(versions, (1..=super::SCHEMA_VERSION).collect::<Vec<_>>());
     }
+}
+
+/// Re-queues a node's executing retry-safe tasks and fails (or, when cancelling, cancels) the
+/// rest, inside the caller's transaction.
+fn release_tasks(
+    tx: &rusqlite::Transaction<'_>,
+    name: String,
+    requeue_note: &str,
+    error: &str,
+) -> Result<LostNode> {
+    let mut requeue = tx
+        .prepare_cached(&format!(
+            "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
+                 error = ?2, queued_at_ms = {NOW}
+             WHERE node = ?1 AND state = 'Executing' AND retry_safe = 1 RETURNING seq"
+        ))
+        .map_err(db_err)?;
+    let requeued = requeue
+        .query_map(params![name, requeue_note], |r| Ok(TaskId(r.get(0)?)))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    let mut fail = tx
+        .prepare_cached(&format!(
+            "UPDATE tasks SET
+                 state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
+                 completed_at_ms = {NOW}, error = ?2
+             WHERE node = ?1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
+        ))
+        .map_err(db_err)?;
+    let failed = fail
+        .query_map(params![name, error], |r| Ok(TaskId(r.get(0)?)))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    Ok(LostNode {
+        name,
+        failed,
+        requeued,
+    })
 }

@@ -1,0 +1,621 @@
+//! Task logs in the shared store. A log is written under a temporary name while its task runs
+//! and is made durable (fsync) and renamed into place when the task ends, so a file in its final
+//! place is always complete. Logs a node left behind when it died are salvaged: their complete
+//! lines are kept, a line saying why the log ends is added, and they are renamed into place.
+//!
+//! Layout under `TaskLogs/`:
+//! - `{task}.log`: the complete log of a task's first execution; `{task}.{epoch}.log` for a
+//!   later one (a retry-safe task re-queued after its node was lost).
+//! - `InProgress/{node}/{task}.{epoch}.log`: being written by that node.
+//! - `InProgress/{node}/*.tmp`: a salvage under way; a node removes its own at start-up.
+//!
+//! Each node writes only under its own `InProgress/{node}/`, so a node can clean up its leftovers
+//! without knowing what the others are doing.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cuttle_core::{format_rfc3339_ms, TaskId, TaskRecord};
+use tokio::sync::{mpsc, oneshot};
+
+use super::SharedStore;
+use crate::{Error, Result};
+
+const IN_PROGRESS: &str = "InProgress";
+
+/// One execution's log: a task and the claim epoch it ran under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogKey {
+    pub task: TaskId,
+    pub epoch: i64,
+}
+
+/// A task's log opened for reading: one file per execution, oldest first.
+#[derive(Debug)]
+pub struct TaskLog {
+    pub parts: Vec<File>,
+    /// The task has ended and every execution's log is complete and in its final place.
+    pub complete: bool,
+}
+
+impl SharedStore {
+    fn task_logs_dir(&self) -> PathBuf {
+        self.root.join("TaskLogs")
+    }
+
+    /// Where an execution's complete log lives.
+    pub fn task_log_path(&self, key: LogKey) -> PathBuf {
+        let name = if key.epoch <= 1 {
+            format!("{}.log", key.task)
+        } else {
+            format!("{}.{}.log", key.task, key.epoch)
+        };
+        self.task_logs_dir().join(name)
+    }
+
+    fn in_progress_dir(&self, node: &str) -> PathBuf {
+        self.task_logs_dir().join(IN_PROGRESS).join(node)
+    }
+
+    /// Where `node` writes an execution's log while the task runs.
+    pub fn in_progress_path(&self, node: &str, key: LogKey) -> PathBuf {
+        self.in_progress_dir(node)
+            .join(format!("{}.{}.log", key.task, key.epoch))
+    }
+
+    /// Opens every part of a task's log. A running execution's part is read from where its node
+    /// is writing it; so is the part of one whose node died before salvage (not complete).
+    pub fn open_task_log(&self, task: &TaskRecord) -> Result<TaskLog> {
+        let mut log = TaskLog {
+            parts: Vec::new(),
+            complete: task.state.is_terminal(),
+        };
+        for epoch in 1..=task.claim_epoch {
+            let key = LogKey {
+                task: task.id,
+                epoch,
+            };
+            let done = self.task_log_path(key);
+            if let Some(f) = open_existing(&done)? {
+                log.parts.push(f);
+                continue;
+            }
+            let writer = task.node.as_deref().filter(|_| epoch == task.claim_epoch);
+            let partial = writer.map(|node| self.in_progress_path(node, key));
+            match partial.as_deref().map(open_existing).transpose()?.flatten() {
+                Some(f) => {
+                    log.parts.push(f);
+                    log.complete = false;
+                }
+                // Renamed into place between the two looks, or never written.
+                None => match open_existing(&done)? {
+                    Some(f) => log.parts.push(f),
+                    None => log.complete = false,
+                },
+            }
+        }
+        Ok(log)
+    }
+
+    /// Finishes the logs `node` left in progress: keeps their complete lines, adds `note`, makes
+    /// them durable and renames them into place. With `only`, touches just those tasks' logs
+    /// (the node may be alive and writing others); without, also removes the temporary files of
+    /// an interrupted salvage (only the node itself, at start-up, may do that). Returns how
+    /// many logs were salvaged.
+    pub fn salvage_task_logs(
+        &self,
+        node: &str,
+        only: Option<&[TaskId]>,
+        note: &str,
+    ) -> Result<usize> {
+        let dir = self.in_progress_dir(node);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("list task logs in progress", &dir, e)),
+        };
+        let mut salvaged = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list task logs in progress", &dir, e))?;
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.ends_with(".tmp") {
+                if only.is_none() {
+                    remove_if_exists(&path)?;
+                }
+                continue;
+            }
+            let Some(key) = parse_in_progress_name(name) else {
+                continue;
+            };
+            if only.is_some_and(|ids| !ids.contains(&key.task)) {
+                continue;
+            }
+            if self.salvage_one(&path, key, note)? {
+                salvaged += 1;
+            }
+        }
+        Ok(salvaged)
+    }
+
+    /// False when the log was finished by its writer meanwhile.
+    fn salvage_one(&self, partial: &Path, key: LogKey, note: &str) -> Result<bool> {
+        let mut src = match File::open(partial) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("open task log in progress", partial, e)),
+        };
+        let tmp = partial.with_extension(format!("{}.tmp", unique_suffix()));
+        let written = File::create(&tmp).and_then(|mut out| {
+            copy_complete_lines(&mut src, &mut out)?;
+            out.write_all(stamp(note).as_bytes())?;
+            out.sync_all()
+        });
+        written.map_err(|e| Error::io("write salvaged task log", &tmp, e))?;
+        let done = self.task_log_path(key);
+        // Never over a log its writer put in place meanwhile (a node thought lost that was only
+        // frozen): the writer's version is complete and longer.
+        let placed = match std::fs::hard_link(&tmp, &done) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            // A file system without hard links: rename, which replaces.
+            Err(_) => std::fs::rename(&tmp, &done)
+                .map(|()| true)
+                .map_err(|e| Error::io("rename task log into place", &done, e))?,
+        };
+        remove_if_exists(&tmp)?;
+        remove_if_exists(partial)?;
+        Ok(placed)
+    }
+}
+
+/// `{task}.{epoch}.log` → the key.
+fn parse_in_progress_name(name: &str) -> Option<LogKey> {
+    let (task, epoch) = name.strip_suffix(".log")?.rsplit_once('.')?;
+    Some(LogKey {
+        task: task.parse().ok()?,
+        epoch: epoch.parse().ok()?,
+    })
+}
+
+/// Copies `src` to `out`, dropping a last line that has no newline (a write cut short).
+fn copy_complete_lines(src: &mut File, out: &mut File) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut written, mut complete) = (0u64, 0u64);
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            complete = written + i as u64 + 1;
+        }
+        written += n as u64;
+    }
+    if complete < written {
+        out.set_len(complete)?;
+        out.seek(SeekFrom::Start(complete))?;
+    }
+    Ok(())
+}
+
+fn open_existing(path: &Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("open task log", path, e)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Unique among the processes of a cluster that might salvage the same log at once.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}-{nanos}", std::process::id())
+}
+
+/// A log line: the current time, a space, the text, a newline.
+fn stamp(text: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut line = format_rfc3339_ms(now);
+    line.push(' ');
+    line.push_str(text);
+    line.push('\n');
+    line
+}
+
+enum LogMsg {
+    Open(LogKey),
+    Line(LogKey, String),
+    Close(LogKey, oneshot::Sender<std::result::Result<(), String>>),
+}
+
+/// Writes one node's task logs as lines are produced. One dedicated thread owns the open files,
+/// so tasks never block the async runtime on file I/O, and lines that arrive together are
+/// written and flushed together; the fsync and rename that end a log run on the blocking pool,
+/// so many logs finish in parallel. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskLogWriter {
+    tx: mpsc::Sender<LogMsg>,
+}
+
+/// How many lines may wait for the writer thread before producers are slowed down.
+const LOG_QUEUE: usize = 8192;
+
+/// An open task log; `out` is `None` when the file could not be created. The first error is
+/// reported at close and later lines are dropped.
+struct OpenLog {
+    out: Option<BufWriter<File>>,
+    error: Option<String>,
+}
+
+impl TaskLogWriter {
+    /// Starts the writer for `node`. Must be called within a Tokio runtime.
+    pub fn start(store: SharedStore, node: &str) -> TaskLogWriter {
+        let (tx, mut rx) = mpsc::channel::<LogMsg>(LOG_QUEUE);
+        let runtime = tokio::runtime::Handle::current();
+        let node = node.to_owned();
+        std::thread::Builder::new()
+            .name("task-log-writer".into())
+            .spawn(move || {
+                let mut open: HashMap<LogKey, OpenLog> = HashMap::new();
+                while let Some(first) = rx.blocking_recv() {
+                    let mut msg = Some(first);
+                    // Take everything already queued before flushing: one flush per burst.
+                    while let Some(m) = msg.take() {
+                        match m {
+                            LogMsg::Open(key) => {
+                                let path = store.in_progress_path(&node, key);
+                                open.insert(key, create(&path));
+                            }
+                            LogMsg::Line(key, line) => {
+                                // Lines for a log not open (already closed) are dropped.
+                                if let Some(log) = open.get_mut(&key) {
+                                    log.write(&line);
+                                }
+                            }
+                            LogMsg::Close(key, ack) => {
+                                let Some(log) = open.remove(&key) else {
+                                    let _ = ack.send(Ok(()));
+                                    continue;
+                                };
+                                let partial = store.in_progress_path(&node, key);
+                                let done = store.task_log_path(key);
+                                runtime.spawn_blocking(move || {
+                                    let _ = ack.send(log.finish(&partial, &done));
+                                });
+                            }
+                        }
+                        msg = rx.try_recv().ok();
+                    }
+                    for log in open.values_mut() {
+                        if let Some(Err(e)) = log.out.as_mut().map(|o| o.flush()) {
+                            log.error
+                                .get_or_insert_with(|| format!("write task log: {e}"));
+                        }
+                    }
+                }
+            })
+            .expect("spawn task-log writer thread");
+        TaskLogWriter { tx }
+    }
+
+    /// Starts an execution's log. Lines sent before this, or after `close`, are dropped.
+    pub async fn open(&self, key: LogKey) {
+        // The writer thread only stops when every sender is gone, so this cannot fail.
+        let _ = self.tx.send(LogMsg::Open(key)).await;
+    }
+
+    /// Appends one line, stamped with the current time.
+    pub async fn line(&self, key: LogKey, text: impl AsRef<str>) {
+        let _ = self.tx.send(LogMsg::Line(key, stamp(text.as_ref()))).await;
+    }
+
+    /// Ends an execution's log: flushes it, makes it durable and renames it into place. Returns
+    /// the first error met while writing it, if any.
+    pub async fn close(&self, key: LogKey) -> std::result::Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(LogMsg::Close(key, tx)).await.is_err() {
+            return Err("task-log writer stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("task-log writer stopped".into()))
+    }
+}
+
+fn create(path: &Path) -> OpenLog {
+    let open = || {
+        OpenOptions::new()
+            .read(true) // to add its end to a salvaged copy, see `append_after_salvage`
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    };
+    let file = open().or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => make_node_dir(path).and_then(|()| open()),
+        _ => Err(e),
+    });
+    match file {
+        Ok(f) => OpenLog {
+            out: Some(BufWriter::new(f)),
+            error: None,
+        },
+        Err(e) => OpenLog {
+            out: None,
+            error: Some(format!("create task log {}: {e}", path.display())),
+        },
+    }
+}
+
+/// Makes `InProgress/{node}/` on first use. Only those two levels: were `TaskLogs/` itself
+/// missing, the store is not mounted, and recreating it would write to the local disk.
+fn make_node_dir(log: &Path) -> std::io::Result<()> {
+    let node_dir = log.parent().ok_or(std::io::ErrorKind::NotFound)?;
+    let in_progress = node_dir.parent().ok_or(std::io::ErrorKind::NotFound)?;
+    for dir in [in_progress, node_dir] {
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl OpenLog {
+    fn write(&mut self, line: &str) {
+        if let (Some(out), None) = (self.out.as_mut(), &self.error) {
+            if let Err(e) = out.write_all(line.as_bytes()) {
+                self.error = Some(format!("write task log: {e}"));
+            }
+        }
+    }
+
+    /// Flush, fsync, rename into place. Done even after a write error, so that what was
+    /// written can be read; the first error is returned.
+    fn finish(self, partial: &Path, done: &Path) -> std::result::Result<(), String> {
+        let Some(out) = self.out else {
+            return Err(self.error.unwrap_or_default());
+        };
+        let file = out.into_inner().map_err(|e| e.into_error());
+        let synced = file
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("write task log: {e}"));
+        let renamed = match (std::fs::rename(partial, done), file) {
+            // Another node salvaged this log while this one was frozen: add what came after.
+            (Err(e), Ok(mut f)) if e.kind() == std::io::ErrorKind::NotFound => {
+                append_after_salvage(&mut f, partial, done)
+            }
+            (r, _) => r,
+        }
+        .map_err(|e| format!("put task log in place {}: {e}", done.display()));
+        match (self.error, synced, renamed) {
+            (Some(e), _, _) | (None, Err(e), _) | (None, Ok(()), Err(e)) => Err(e),
+            (None, Ok(()), Ok(())) => Ok(()),
+        }
+    }
+}
+
+/// `done` is a salvage of this writer's log: its complete lines up to some point, then one line
+/// saying why it ends. Rewrites it as that, followed by everything this writer wrote after the
+/// point, so no line of either is lost.
+fn append_after_salvage(mine: &mut File, partial: &Path, done: &Path) -> std::io::Result<()> {
+    let mut salvaged = File::open(done)?;
+    let len = salvaged.metadata()?.len();
+    // The salvage's own last line starts after the previous newline.
+    let tail_start = len.saturating_sub(4096);
+    let mut tail = Vec::new();
+    salvaged.seek(SeekFrom::Start(tail_start))?;
+    salvaged.read_to_end(&mut tail)?;
+    let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+    let kept = tail_start
+        + body
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i as u64 + 1);
+    let tmp = partial.with_extension(format!("{}.tmp", unique_suffix()));
+    let mut out = File::create(&tmp)?;
+    salvaged.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut salvaged, &mut out)?;
+    mine.seek(SeekFrom::Start(kept))?;
+    std::io::copy(mine, &mut out)?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::tests::temp_dir;
+    use cuttle_core::TaskState;
+
+    fn key(task: i64, epoch: i64) -> LogKey {
+        LogKey {
+            task: TaskId(task),
+            epoch,
+        }
+    }
+
+    fn record(id: i64, epoch: i64, state: TaskState, node: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            id: TaskId(id),
+            kind: "Sleep".into(),
+            arguments: serde_json::json!({}),
+            state,
+            description: String::new(),
+            concurrency_tag: None,
+            node: node.map(str::to_owned),
+            claim_epoch: epoch,
+            queued_at: 0,
+            started_at: None,
+            completed_at: None,
+            error: None,
+        }
+    }
+
+    fn read_all(log: TaskLog) -> String {
+        let mut text = String::new();
+        for mut f in log.parts {
+            f.read_to_string(&mut text).unwrap();
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn a_log_is_in_progress_until_closed_then_in_place() {
+        let store = SharedStore::open(&temp_dir("logs")).unwrap();
+        let w = TaskLogWriter::start(store.clone(), "n1");
+        let k = key(7, 1);
+        w.line(k, "before open").await;
+        w.open(k).await;
+        w.line(k, "first").await;
+        // Readable while running, from where the node writes it, and marked incomplete.
+        let running = record(7, 1, TaskState::Executing, Some("n1"));
+        let text = loop {
+            let log = store.open_task_log(&running).unwrap();
+            assert!(!log.complete);
+            let text = read_all(log);
+            if !text.is_empty() {
+                break text;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(!store.task_log_path(k).exists());
+        assert!(text.ends_with(" first\n"), "{text:?}");
+        w.line(k, "second").await;
+        w.close(k).await.unwrap();
+        w.line(k, "after close").await;
+        assert!(!store.in_progress_path("n1", k).exists());
+        let log = store
+            .open_task_log(&record(7, 1, TaskState::Success, Some("n1")))
+            .unwrap();
+        assert!(log.complete);
+        let text = read_all(log);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with(" first") && lines[1].ends_with(" second"));
+        assert!(lines[0].starts_with("20") && lines[0].contains('T'));
+    }
+
+    #[test]
+    fn salvage_keeps_complete_lines_adds_the_reason_and_cleans_up() {
+        let store = SharedStore::open(&temp_dir("salvage")).unwrap();
+        let dir = store.in_progress_dir("gone");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A log cut mid-line by a crash, another task's log, and a salvage's leftover.
+        std::fs::write(store.in_progress_path("gone", key(1, 2)), "a\nb\nhalf").unwrap();
+        std::fs::write(store.in_progress_path("gone", key(2, 1)), "c\n").unwrap();
+        std::fs::write(dir.join("ServerTasks-1.2.999.tmp"), "junk").unwrap();
+
+        // A scheduler salvages only the tasks it failed, and leaves temporary files alone.
+        let only = [TaskId(1)];
+        let n = store
+            .salvage_task_logs("gone", Some(&only), "node gone was lost")
+            .unwrap();
+        assert_eq!(n, 1);
+        let text = std::fs::read_to_string(store.task_log_path(key(1, 2))).unwrap();
+        assert!(text.starts_with("a\nb\n20"), "{text:?}");
+        assert!(text.ends_with(" node gone was lost\n"), "{text:?}");
+        assert!(!store.in_progress_path("gone", key(1, 2)).exists());
+        assert!(dir.join("ServerTasks-1.2.999.tmp").exists());
+
+        // The node itself, restarting, salvages the rest and removes the leftovers.
+        let n = store
+            .salvage_task_logs("gone", None, "node gone restarted")
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let text = std::fs::read_to_string(store.task_log_path(key(2, 1))).unwrap();
+        assert!(text.starts_with("c\n") && text.ends_with(" node gone restarted\n"));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_was_salvaged_meanwhile_adds_its_end() {
+        let store = SharedStore::open(&temp_dir("frozen")).unwrap();
+        let w = TaskLogWriter::start(store.clone(), "frozen");
+        let k = key(9, 1);
+        w.open(k).await;
+        w.line(k, "before").await;
+        let partial = store.in_progress_path("frozen", k);
+        let flushed = || std::fs::read_to_string(&partial).unwrap_or_default();
+        while !flushed().ends_with(" before\n") {
+            tokio::task::yield_now().await;
+        }
+        // Another node declares this one lost and salvages the log.
+        let n = store
+            .salvage_task_logs("frozen", Some(&[k.task]), "node frozen was lost")
+            .unwrap();
+        assert_eq!(n, 1);
+        // This node wakes up, notices, and finishes.
+        w.line(k, "after").await;
+        w.close(k).await.unwrap();
+        let text = std::fs::read_to_string(store.task_log_path(k)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].ends_with(" before"), "{text}");
+        assert!(lines[1].ends_with(" node frozen was lost"), "{text}");
+        assert!(lines[2].ends_with(" after"), "{text}");
+        assert_eq!(
+            std::fs::read_dir(partial.parent().unwrap())
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn every_execution_is_read_in_order_and_gaps_are_incomplete() {
+        let store = SharedStore::open(&temp_dir("parts")).unwrap();
+        std::fs::write(store.task_log_path(key(3, 1)), "one\n").unwrap();
+        std::fs::write(store.task_log_path(key(3, 3)), "three\n").unwrap();
+        let log = store
+            .open_task_log(&record(3, 3, TaskState::Success, Some("n")))
+            .unwrap();
+        assert!(!log.complete, "the second execution's log is missing");
+        assert_eq!(read_all(log), "one\nthree\n");
+        std::fs::write(store.task_log_path(key(3, 2)), "two\n").unwrap();
+        let log = store
+            .open_task_log(&record(3, 3, TaskState::Success, Some("n")))
+            .unwrap();
+        assert!(log.complete);
+        assert_eq!(read_all(log), "one\ntwo\nthree\n");
+        // Never claimed: nothing to read, and complete only once it has ended.
+        let queued = store
+            .open_task_log(&record(4, 0, TaskState::Queued, None))
+            .unwrap();
+        assert!(queued.parts.is_empty() && !queued.complete);
+    }
+
+    #[test]
+    fn in_progress_names_round_trip() {
+        let store = SharedStore::open(&temp_dir("names")).unwrap();
+        let p = store.in_progress_path("n", key(12, 4));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_in_progress_name(name), Some(key(12, 4)));
+        assert_eq!(parse_in_progress_name("x.tmp"), None);
+        assert_eq!(parse_in_progress_name("ServerTasks-1.log"), None);
+    }
+}
