@@ -96,6 +96,12 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + frac.parse::<i64>().ok()?)
 }
 
+/// Prints a line the test runner shows with the test's output: seeds, counts, figures.
+#[allow(clippy::print_stderr)]
+pub fn report(line: impl std::fmt::Display) {
+    eprintln!("{line}");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

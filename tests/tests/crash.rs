@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cuttle_e2e::{wait_until, Cluster, Database, NodeOptions};
+use cuttle_e2e::{report, wait_until, Cluster, Database, NodeOptions};
 use serde_json::json;
 
 const MIN: Duration = Duration::from_secs(60);
@@ -47,7 +47,7 @@ fn killed_mid_write_logs_are_salvaged_and_never_served_half_written() {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("seed {seed} (CUTTLE_TEST_SEED to replay)");
+    report(format!("seed {seed} (CUTTLE_TEST_SEED to replay)"));
     let mut rng = Rng(seed);
     let cluster = Cluster::new(Database::Sqlite).unwrap();
     let mut n1 = cluster.start(NodeOptions::named("n1", 3));
@@ -73,7 +73,7 @@ fn killed_mid_write_logs_are_salvaged_and_never_served_half_written() {
         let delay = rng.below(1500);
         std::thread::sleep(Duration::from_millis(delay)); // the random point of the kill
         n1.kill9();
-        eprintln!("round {round}: killed after {delay} ms");
+        report(format!("round {round}: killed after {delay} ms"));
         // Until the node is back, what is on disk is in progress, never in place.
         for id in &ids {
             let done = cluster.shared_dir().join(format!("TaskLogs/{id}.log"));

@@ -693,15 +693,6 @@ impl Sqlite {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn migrations_run_from_one_to_the_schema_version() {
-        let versions: Vec<u32> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();
-        assert_eq!(versions, (1..=super::SCHEMA_VERSION).collect::<Vec<_>>());
-    }
-}
-
 /// Re-queues a node's executing retry-safe tasks and fails (or, when cancelling, cancels) the
 /// rest, inside the caller's transaction.
 fn release_tasks(
@@ -740,4 +731,13 @@ fn release_tasks(
         failed,
         requeued,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_run_from_one_to_the_schema_version() {
+        let versions: Vec<u32> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (1..=super::SCHEMA_VERSION).collect::<Vec<_>>());
+    }
 }
