@@ -38,6 +38,21 @@ const MIGRATIONS: &[(u32, &str)] = &[
 /// The database clock in Unix milliseconds.
 const NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
+/// An error and its causes ("error connecting to server: Connection refused (os error 111)").
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// How long a call waits for a connection while the database is known to refuse them.
+const FAIL_FAST: Duration = Duration::from_millis(250);
+
 /// Advisory-lock key that serialises schema migrations across nodes ("cuttle" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6375_7474_6c65;
 
@@ -49,6 +64,8 @@ const TASK_COLUMNS: &str = "seq, kind, arguments, state, description, concurrenc
 /// Opens pooled connections, each with its own cache of prepared statements.
 struct Manager {
     config: Config,
+    /// Why the last connection attempt failed; `None` once one succeeds.
+    last_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A pooled connection. Hot-path statements are prepared once per connection, so each call is
@@ -91,7 +108,10 @@ impl bb8::ManageConnection for Manager {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> std::result::Result<PgConn, Self::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
+        let connected = self.config.connect(NoTls).await;
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            connected.as_ref().err().map(with_causes);
+        let (client, connection) = connected?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "database connection closed");
@@ -114,6 +134,8 @@ impl bb8::ManageConnection for Manager {
 
 pub(super) struct Postgres {
     pool: Pool<Manager>,
+    /// Shared with the pool's manager: set while the database refuses connections.
+    last_failure: Arc<std::sync::Mutex<Option<String>>>,
     config: Config,
     target: String,
     commits: Arc<AtomicU64>,
@@ -155,8 +177,10 @@ impl Postgres {
         config.connect_timeout(opts.connect_timeout);
         config.application_name("cuttle-server");
         let target = describe(&config);
+        let last_failure = Arc::default();
         let manager = Manager {
             config: config.clone(),
+            last_failure: Arc::clone(&last_failure),
         };
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
@@ -165,6 +189,7 @@ impl Postgres {
             .build_unchecked(manager);
         let pg = Postgres {
             pool,
+            last_failure,
             config,
             target: target.clone(),
             commits,
@@ -179,18 +204,39 @@ impl Postgres {
         }
         Error::Unavailable {
             target: self.target.clone(),
-            reason: e.to_string(),
+            reason: with_causes(&e),
         }
     }
 
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
-        self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => self.map_err(e),
-            RunError::TimedOut => Error::Unavailable {
+        // While the database refuses connections, answer quickly with why: the pool would
+        // otherwise hold every caller (an API request, a load balancer's health check) for the
+        // whole connect timeout. A new connection is still attempted in the background each
+        // time, so recovery is noticed at once.
+        let down = self.connect_failure();
+        let wait = if down.is_some() {
+            FAIL_FAST
+        } else {
+            Duration::MAX
+        };
+        match tokio::time::timeout(wait, self.pool.get()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(RunError::User(e))) => Err(self.map_err(e)),
+            Ok(Err(RunError::TimedOut)) | Err(_) => Err(Error::Unavailable {
                 target: self.target.clone(),
-                reason: "timed out waiting for a connection".into(),
-            },
-        })
+                reason: self
+                    .connect_failure()
+                    .or(down)
+                    .unwrap_or_else(|| "timed out waiting for a connection".into()),
+            }),
+        }
+    }
+
+    fn connect_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn committed(&self) {
