@@ -138,7 +138,7 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing() {
     let executions = cluster.dir().join("executions");
     // Every fifth task runs long enough to be running through the whole outage.
     let script = |i: usize| {
-        let secs = if i % 5 == 0 { "3" } else { "0.2" };
+        let secs = if i.is_multiple_of(5) { "3" } else { "0.2" };
         format!(
             "echo $CUTTLE_TASK_ID >> {}; sleep {secs}",
             executions.display()
