@@ -15,4 +15,6 @@ pub use node::{
     cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };
 pub use pg::TestPostgres;
-pub use util::{free_port, parse_rfc3339_ms, process_gone, report, temp_dir, wait_until, TempDir};
+pub use util::{
+    free_port, parse_rfc3339_ms, process_gone, report, temp_dir, wait_until, Rng, TempDir,
+};

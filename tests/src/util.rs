@@ -102,6 +102,37 @@ pub fn report(line: impl std::fmt::Display) {
     eprintln!("{line}");
 }
 
+/// A small seeded generator (xorshift64) for tests that act at random points. The seed comes
+/// from `CUTTLE_TEST_SEED` or the clock and is reported, so a failing run can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("CUTTLE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            })
+            | 1;
+        report(format!(
+            "seed {seed} (set CUTTLE_TEST_SEED={seed} to replay)"
+        ));
+        Rng(seed)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

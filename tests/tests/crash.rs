@@ -2,25 +2,13 @@
 //! never leaves a half-written log that is served as complete, and on restart it fails the
 //! tasks its previous process held and puts their logs in place, leaving nothing behind.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use cuttle_e2e::{report, wait_until, Cluster, Database, NodeOptions};
+use cuttle_e2e::{report, wait_until, Cluster, Database, NodeOptions, Rng};
 use serde_json::json;
 
 const MIN: Duration = Duration::from_secs(60);
 const PAYLOAD: &str = "the quick brown fox jumps over the lazy dog 0123456789";
-
-/// xorshift64: the test prints its seed so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// The lines a script printed, checked to be whole and in order: `line N: PAYLOAD` from 0.
 fn script_lines(log: &str) -> usize {
@@ -37,18 +25,7 @@ fn script_lines(log: &str) -> usize {
 
 #[test]
 fn killed_mid_write_logs_are_salvaged_and_never_served_half_written() {
-    let seed = std::env::var("CUTTLE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    report(format!("seed {seed} (CUTTLE_TEST_SEED to replay)"));
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env();
     let cluster = Cluster::new(Database::Sqlite).unwrap();
     let mut n1 = cluster.start(NodeOptions::named("n1", 3));
     // Bursts of output with pauses, for about ten seconds: the kill lands mid-write.

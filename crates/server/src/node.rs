@@ -234,9 +234,12 @@ async fn recover_previous_run(store: &Store, shared: &SharedStore, node: &str) -
     }
     let (s, name) = (shared.clone(), node.to_owned());
     let note = format!("ERROR node {node} restarted; this task's log ends here");
-    let salvaged = tokio::task::spawn_blocking(move || s.salvage_task_logs(&name, None, &note))
-        .await?
-        .context("clean up task logs left in progress")?;
+    let mut stopped = released.failed;
+    stopped.extend(released.requeued);
+    let salvaged =
+        tokio::task::spawn_blocking(move || s.salvage_task_logs(&name, &stopped, true, &note))
+            .await?
+            .context("clean up task logs left in progress")?;
     if salvaged > 0 {
         tracing::info!(
             salvaged,

@@ -9,7 +9,7 @@ mod crypto;
 mod db;
 mod error;
 
-pub use blob::{LogKey, SharedStore, TaskLog, TaskLogWriter, SHARED_FOLDERS};
+pub use blob::{Execution, SharedStore, TaskLog, TaskLogWriter, SHARED_FOLDERS};
 pub use crypto::MasterKey;
 pub use db::{
     ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,

@@ -306,8 +306,9 @@ async fn restarted_node_releases_its_previous_tasks(fx: &Fixture) {
     // The process of node r ends and starts again, well within the offline timeout.
     s.register_node(&reg("r", 5)).await.unwrap();
     let released = s.release_own_tasks("r").await.unwrap();
-    let mut failed = released.failed.clone();
+    let mut failed: Vec<TaskId> = released.failed.iter().map(|e| e.task).collect();
     failed.sort_by_key(|id| id.0);
+    assert!(released.failed.iter().all(|e| e.epoch == 1), "{released:?}");
     assert_eq!(failed, vec![ids[0], ids[1]], "{released:?}");
     let first = s.get_task(mine[0].id).await.unwrap().unwrap();
     assert_eq!(first.state, TaskState::Failed);

@@ -77,7 +77,7 @@ async fn salvage_logs(shared: &SharedStore, node: cuttle_storage::LostNode) {
     let name = node.name;
     let note = format!("ERROR node {name} was lost; this task's log ends here");
     let res =
-        tokio::task::spawn_blocking(move || shared.salvage_task_logs(&name, Some(&tasks), &note))
+        tokio::task::spawn_blocking(move || shared.salvage_task_logs(&name, &tasks, false, &note))
             .await;
     match res {
         Ok(Ok(_)) => {}

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cuttle_core::{TaskKind, TaskState};
-use cuttle_storage::{ClaimedTask, LogKey, TaskLogWriter};
+use cuttle_storage::{ClaimedTask, Execution, TaskLogWriter};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -80,7 +80,7 @@ impl Outcome {
 pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
     let (id, key) = (
         task.id,
-        LogKey {
+        Execution {
             task: task.id,
             epoch: task.epoch,
         },
@@ -125,7 +125,7 @@ fn level(state: TaskState) -> &'static str {
     }
 }
 
-async fn sleep(key: LogKey, duration_ms: u64, ctx: &TaskCtx) -> Outcome {
+async fn sleep(key: Execution, duration_ms: u64, ctx: &TaskCtx) -> Outcome {
     ctx.logs
         .line(key, format!("INFO  sleeping for {duration_ms} ms"))
         .await;
@@ -145,7 +145,7 @@ enum Ended {
 }
 
 async fn run_script(
-    key: LogKey,
+    key: Execution,
     script: &str,
     timeout_secs: Option<u64>,
     ctx: &TaskCtx,
@@ -234,7 +234,12 @@ fn kill_group(pgid: u32) {
 }
 
 /// Copies a script's output into the task log line by line as it is produced.
-async fn pump<R: AsyncRead + Unpin>(r: R, logs: TaskLogWriter, key: LogKey, prefix: &'static str) {
+async fn pump<R: AsyncRead + Unpin>(
+    r: R,
+    logs: TaskLogWriter,
+    key: Execution,
+    prefix: &'static str,
+) {
     let mut reader = BufReader::with_capacity(MAX_LINE, r);
     let mut line: Vec<u8> = Vec::new();
     while let Ok(buf) = reader.fill_buf().await {
@@ -256,7 +261,7 @@ async fn pump<R: AsyncRead + Unpin>(r: R, logs: TaskLogWriter, key: LogKey, pref
     }
 }
 
-async fn emit(logs: &TaskLogWriter, key: LogKey, prefix: &str, line: &mut Vec<u8>) {
+async fn emit(logs: &TaskLogWriter, key: Execution, prefix: &str, line: &mut Vec<u8>) {
     while matches!(line.last(), Some(b'\n' | b'\r')) {
         line.pop();
     }
@@ -318,7 +323,7 @@ mod tests {
         )
         .await;
         assert_eq!(out, Outcome::success());
-        let log = std::fs::read_to_string(fx.store.task_log_path(LogKey {
+        let log = std::fs::read_to_string(fx.store.task_log_path(Execution {
             task: TaskId(1),
             epoch: 1,
         }))
@@ -335,7 +340,7 @@ mod tests {
         let fx = fixture("long");
         let s = format!("head -c {} /dev/zero | tr '\\0' x", MAX_LINE * 3);
         assert_eq!(run(&script(3, &s, None), &fx.ctx).await, Outcome::success());
-        let log = std::fs::read_to_string(fx.store.task_log_path(LogKey {
+        let log = std::fs::read_to_string(fx.store.task_log_path(Execution {
             task: TaskId(3),
             epoch: 1,
         }))
@@ -405,7 +410,7 @@ mod tests {
             arguments: serde_json::json!({"duration_ms": 1}),
         };
         assert_eq!(run(&t, &fx.ctx).await, Outcome::success());
-        let log = std::fs::read_to_string(fx.store.task_log_path(LogKey {
+        let log = std::fs::read_to_string(fx.store.task_log_path(Execution {
             task: TaskId(6),
             epoch: 1,
         }))

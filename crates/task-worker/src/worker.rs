@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cuttle_core::{TaskId, TaskState};
-use cuttle_storage::{ClaimedTask, Completion, LogKey, NodeState, Store, TaskLogWriter};
+use cuttle_storage::{ClaimedTask, Completion, Execution, NodeState, Store, TaskLogWriter};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -249,7 +249,7 @@ impl Worker {
             }
             tracing::warn!(task = %id, silent_secs = silent.as_secs(), "no database contact for longer than the offline timeout; stopping task (fenced)");
             self.logs
-                .line(LogKey { task: *id, epoch: r.epoch }, format!(
+                .line(Execution { task: *id, epoch: r.epoch }, format!(
                     "ERROR node {} lost contact with the database for over {} s; the cluster considers it lost, so the task is stopped",
                     self.node, self.config.offline_after.as_secs()))
                 .await;
@@ -283,7 +283,7 @@ impl Worker {
                     tracing::info!(task = %id, "cancel requested; stopping task");
                     self.logs
                         .line(
-                            LogKey {
+                            Execution {
                                 task: *id,
                                 epoch: r.epoch,
                             },
@@ -296,7 +296,7 @@ impl Worker {
                 _ => {
                     tracing::warn!(task = %id, "task is no longer owned by this node (fenced); stopping it");
                     self.logs
-                        .line(LogKey { task: *id, epoch: r.epoch }, format!("ERROR node {} lost its claim on this task (it was considered offline); stopping", self.node))
+                        .line(Execution { task: *id, epoch: r.epoch }, format!("ERROR node {} lost its claim on this task (it was considered offline); stopping", self.node))
                         .await;
                     r.stop(StopReason::Fenced);
                 }

@@ -2,7 +2,7 @@
 
 mod task_log;
 
-pub use task_log::{LogKey, TaskLog, TaskLogWriter};
+pub use task_log::{Execution, TaskLog, TaskLogWriter};
 
 use std::path::{Path, PathBuf};
 

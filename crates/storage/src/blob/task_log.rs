@@ -29,7 +29,7 @@ const IN_PROGRESS: &str = "InProgress";
 
 /// One execution's log: a task and the claim epoch it ran under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LogKey {
+pub struct Execution {
     pub task: TaskId,
     pub epoch: i64,
 }
@@ -48,7 +48,7 @@ impl SharedStore {
     }
 
     /// Where an execution's complete log lives.
-    pub fn task_log_path(&self, key: LogKey) -> PathBuf {
+    pub fn task_log_path(&self, key: Execution) -> PathBuf {
         let name = if key.epoch <= 1 {
             format!("{}.log", key.task)
         } else {
@@ -62,7 +62,7 @@ impl SharedStore {
     }
 
     /// Where `node` writes an execution's log while the task runs.
-    pub fn in_progress_path(&self, node: &str, key: LogKey) -> PathBuf {
+    pub fn in_progress_path(&self, node: &str, key: Execution) -> PathBuf {
         self.in_progress_dir(node)
             .join(format!("{}.{}.log", key.task, key.epoch))
     }
@@ -75,7 +75,7 @@ impl SharedStore {
             complete: task.state.is_terminal(),
         };
         for epoch in 1..=task.claim_epoch {
-            let key = LogKey {
+            let key = Execution {
                 task: task.id,
                 epoch,
             };
@@ -101,24 +101,36 @@ impl SharedStore {
         Ok(log)
     }
 
-    /// Finishes the logs `node` left in progress: keeps their complete lines, adds `note`, makes
-    /// them durable and renames them into place. With `only`, touches just those tasks' logs
-    /// (the node may be alive and writing others); without, also removes the temporary files of
-    /// an interrupted salvage (only the node itself, at start-up, may do that). Returns how
-    /// many logs were salvaged.
+    /// Finishes the logs `node` left behind when its tasks were stopped without it: keeps their
+    /// complete lines, adds `note` (why the log ends), makes them durable and puts them in
+    /// place. An execution in `stopped` that wrote nothing gets a log of just the note. With
+    /// `sweep` (only the node itself, at start-up, when none of its tasks runs), every log it
+    /// left in progress is finished and the temporary files of an interrupted salvage are
+    /// removed; without, only `stopped` is touched (the node may be alive and writing others).
+    /// Returns how many logs were put in place.
     pub fn salvage_task_logs(
         &self,
         node: &str,
-        only: Option<&[TaskId]>,
+        stopped: &[Execution],
+        sweep: bool,
         note: &str,
     ) -> Result<usize> {
         let dir = self.in_progress_dir(node);
+        let mut placed = 0;
+        for &execution in stopped {
+            let partial = self.in_progress_path(node, execution);
+            if self.salvage_one(&partial, execution, note)? {
+                placed += 1;
+            }
+        }
+        if !sweep {
+            return Ok(placed);
+        }
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(placed),
             Err(e) => return Err(Error::io("list task logs in progress", &dir, e)),
         };
-        let mut salvaged = 0;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list task logs in progress", &dir, e))?;
             let path = entry.path();
@@ -126,39 +138,38 @@ impl SharedStore {
                 continue;
             };
             if name.ends_with(".tmp") {
-                if only.is_none() {
-                    remove_if_exists(&path)?;
+                remove_if_exists(&path)?;
+            } else if let Some(execution) = parse_in_progress_name(name) {
+                if self.salvage_one(&path, execution, note)? {
+                    placed += 1;
                 }
-                continue;
-            }
-            let Some(key) = parse_in_progress_name(name) else {
-                continue;
-            };
-            if only.is_some_and(|ids| !ids.contains(&key.task)) {
-                continue;
-            }
-            if self.salvage_one(&path, key, note)? {
-                salvaged += 1;
             }
         }
-        Ok(salvaged)
+        Ok(placed)
     }
 
-    /// False when the log was finished by its writer meanwhile.
-    fn salvage_one(&self, partial: &Path, key: LogKey, note: &str) -> Result<bool> {
+    /// False when the log was already in place (finished by its writer, or salvaged before).
+    fn salvage_one(&self, partial: &Path, key: Execution, note: &str) -> Result<bool> {
+        let done = self.task_log_path(key);
         let mut src = match File::open(partial) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io("open task log in progress", partial, e)),
+            Ok(f) => Some(f),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("open task log in progress", partial, e))
+            }
+            Err(_) if done.exists() => return Ok(false),
+            // Stopped before it wrote anything: the log is the note alone.
+            Err(_) => None,
         };
+        make_node_dir(partial).map_err(|e| Error::io("create folder for", partial, e))?;
         let tmp = partial.with_extension(format!("{}.tmp", unique_suffix()));
         let written = File::create(&tmp).and_then(|mut out| {
-            copy_complete_lines(&mut src, &mut out)?;
+            if let Some(src) = src.as_mut() {
+                copy_complete_lines(src, &mut out)?;
+            }
             out.write_all(stamp(note).as_bytes())?;
             out.sync_all()
         });
         written.map_err(|e| Error::io("write salvaged task log", &tmp, e))?;
-        let done = self.task_log_path(key);
         // Never over a log its writer put in place meanwhile (a node thought lost that was only
         // frozen): the writer's version is complete and longer.
         let placed = match std::fs::hard_link(&tmp, &done) {
@@ -176,9 +187,9 @@ impl SharedStore {
 }
 
 /// `{task}.{epoch}.log` → the key.
-fn parse_in_progress_name(name: &str) -> Option<LogKey> {
+fn parse_in_progress_name(name: &str) -> Option<Execution> {
     let (task, epoch) = name.strip_suffix(".log")?.rsplit_once('.')?;
-    Some(LogKey {
+    Some(Execution {
         task: task.parse().ok()?,
         epoch: epoch.parse().ok()?,
     })
@@ -246,9 +257,9 @@ fn stamp(text: &str) -> String {
 }
 
 enum LogMsg {
-    Open(LogKey),
-    Line(LogKey, String),
-    Close(LogKey, oneshot::Sender<std::result::Result<(), String>>),
+    Open(Execution),
+    Line(Execution, String),
+    Close(Execution, oneshot::Sender<std::result::Result<(), String>>),
 }
 
 /// Writes one node's task logs as lines are produced. One dedicated thread owns the open files,
@@ -279,7 +290,7 @@ impl TaskLogWriter {
         std::thread::Builder::new()
             .name("task-log-writer".into())
             .spawn(move || {
-                let mut open: HashMap<LogKey, OpenLog> = HashMap::new();
+                let mut open: HashMap<Execution, OpenLog> = HashMap::new();
                 while let Some(first) = rx.blocking_recv() {
                     let mut msg = Some(first);
                     // Take everything already queued before flushing: one flush per burst.
@@ -322,19 +333,19 @@ impl TaskLogWriter {
     }
 
     /// Starts an execution's log. Lines sent before this, or after `close`, are dropped.
-    pub async fn open(&self, key: LogKey) {
+    pub async fn open(&self, key: Execution) {
         // The writer thread only stops when every sender is gone, so this cannot fail.
         let _ = self.tx.send(LogMsg::Open(key)).await;
     }
 
     /// Appends one line, stamped with the current time.
-    pub async fn line(&self, key: LogKey, text: impl AsRef<str>) {
+    pub async fn line(&self, key: Execution, text: impl AsRef<str>) {
         let _ = self.tx.send(LogMsg::Line(key, stamp(text.as_ref()))).await;
     }
 
     /// Ends an execution's log: flushes it, makes it durable and renames it into place. Returns
     /// the first error met while writing it, if any.
-    pub async fn close(&self, key: LogKey) -> std::result::Result<(), String> {
+    pub async fn close(&self, key: Execution) -> std::result::Result<(), String> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(LogMsg::Close(key, tx)).await.is_err() {
             return Err("task-log writer stopped".into());
@@ -452,8 +463,8 @@ mod tests {
     use crate::blob::tests::temp_dir;
     use cuttle_core::TaskState;
 
-    fn key(task: i64, epoch: i64) -> LogKey {
-        LogKey {
+    fn key(task: i64, epoch: i64) -> Execution {
+        Execution {
             task: TaskId(task),
             epoch,
         }
@@ -530,12 +541,16 @@ mod tests {
         std::fs::write(store.in_progress_path("gone", key(2, 1)), "c\n").unwrap();
         std::fs::write(dir.join("ServerTasks-1.2.999.tmp"), "junk").unwrap();
 
-        // A scheduler salvages only the tasks it failed, and leaves temporary files alone.
-        let only = [TaskId(1)];
+        // A scheduler salvages only the tasks it stopped, and leaves temporary files alone; a
+        // task stopped before it wrote anything gets a log saying why.
+        let stopped = [key(1, 2), key(5, 1)];
         let n = store
-            .salvage_task_logs("gone", Some(&only), "node gone was lost")
+            .salvage_task_logs("gone", &stopped, false, "node gone was lost")
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 2);
+        let text = std::fs::read_to_string(store.task_log_path(key(5, 1))).unwrap();
+        assert!(text.starts_with("20") && text.ends_with(" node gone was lost\n"));
+        assert_eq!(text.lines().count(), 1);
         let text = std::fs::read_to_string(store.task_log_path(key(1, 2))).unwrap();
         assert!(text.starts_with("a\nb\n20"), "{text:?}");
         assert!(text.ends_with(" node gone was lost\n"), "{text:?}");
@@ -544,9 +559,9 @@ mod tests {
 
         // The node itself, restarting, salvages the rest and removes the leftovers.
         let n = store
-            .salvage_task_logs("gone", None, "node gone restarted")
+            .salvage_task_logs("gone", &stopped, true, "node gone restarted")
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 1, "only task 2 was still in progress");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         let text = std::fs::read_to_string(store.task_log_path(key(2, 1))).unwrap();
         assert!(text.starts_with("c\n") && text.ends_with(" node gone restarted\n"));
@@ -566,7 +581,7 @@ mod tests {
         }
         // Another node declares this one lost and salvages the log.
         let n = store
-            .salvage_task_logs("frozen", Some(&[k.task]), "node frozen was lost")
+            .salvage_task_logs("frozen", &[k], false, "node frozen was lost")
             .unwrap();
         assert_eq!(n, 1);
         // This node wakes up, notices, and finishes.

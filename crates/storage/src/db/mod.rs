@@ -87,8 +87,9 @@ pub struct OwnedTask {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LostNode {
     pub name: String,
-    pub failed: Vec<TaskId>,
-    pub requeued: Vec<TaskId>,
+    /// The executions stopped with the node: failed (or cancelled) ones, and re-queued ones.
+    pub failed: Vec<crate::Execution>,
+    pub requeued: Vec<crate::Execution>,
 }
 
 /// What `migrate` did.

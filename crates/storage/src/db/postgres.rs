@@ -24,7 +24,7 @@ use super::{
     LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
     SCHEMA_VERSION,
 };
-use crate::{Error, Result};
+use crate::{Error, Execution, Result};
 
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -584,14 +584,17 @@ impl Postgres {
                 &format!(
                     "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
                          error = $2, queued_at_ms = {NOW}
-                     WHERE node = $1 AND state = 'Executing' AND retry_safe RETURNING seq"
+                     WHERE node = $1 AND state = 'Executing' AND retry_safe RETURNING seq, claim_epoch"
                 ),
                 &[&name, &requeue_note],
             )
             .await
             .map_err(|e| self.map_err(e))?
             .iter()
-            .map(|r| TaskId(r.get(0)))
+            .map(|r| Execution {
+                task: TaskId(r.get(0)),
+                epoch: r.get(1),
+            })
             .collect();
         let failed = tx
             .query(
@@ -599,14 +602,17 @@ impl Postgres {
                     "UPDATE tasks SET
                          state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
                          completed_at_ms = {NOW}, error = $2
-                     WHERE node = $1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
+                     WHERE node = $1 AND state IN ('Executing', 'Cancelling') RETURNING seq, claim_epoch"
                 ),
                 &[&name, &error],
             )
             .await
             .map_err(|e| self.map_err(e))?
             .iter()
-            .map(|r| TaskId(r.get(0)))
+            .map(|r| Execution {
+                task: TaskId(r.get(0)),
+                epoch: r.get(1),
+            })
             .collect();
         Ok(LostNode {
             name,

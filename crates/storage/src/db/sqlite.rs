@@ -15,7 +15,7 @@ use super::{
     lost_error, requeue_note, restart_error, restart_requeue_note, ClaimedTask, Completion,
     LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, SCHEMA_VERSION,
 };
-use crate::{Error, Result};
+use crate::{Error, Execution, Result};
 
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -705,11 +705,16 @@ fn release_tasks(
         .prepare_cached(&format!(
             "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
                  error = ?2, queued_at_ms = {NOW}
-             WHERE node = ?1 AND state = 'Executing' AND retry_safe = 1 RETURNING seq"
+             WHERE node = ?1 AND state = 'Executing' AND retry_safe = 1 RETURNING seq, claim_epoch"
         ))
         .map_err(db_err)?;
     let requeued = requeue
-        .query_map(params![name, requeue_note], |r| Ok(TaskId(r.get(0)?)))
+        .query_map(params![name, requeue_note], |r| {
+            Ok(Execution {
+                task: TaskId(r.get(0)?),
+                epoch: r.get(1)?,
+            })
+        })
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
@@ -718,11 +723,16 @@ fn release_tasks(
             "UPDATE tasks SET
                  state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
                  completed_at_ms = {NOW}, error = ?2
-             WHERE node = ?1 AND state IN ('Executing', 'Cancelling') RETURNING seq"
+             WHERE node = ?1 AND state IN ('Executing', 'Cancelling') RETURNING seq, claim_epoch"
         ))
         .map_err(db_err)?;
     let failed = fail
-        .query_map(params![name, error], |r| Ok(TaskId(r.get(0)?)))
+        .query_map(params![name, error], |r| {
+            Ok(Execution {
+                task: TaskId(r.get(0)?),
+                epoch: r.get(1)?,
+            })
+        })
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
