@@ -91,6 +91,77 @@ fn shared_store_loss_is_reported_and_fails_only_the_tasks_that_need_it() {
     assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
 }
 
+/// A read-only bind mount over a folder, undone on drop (also when the test fails).
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn over(dir: &std::path::Path) -> ReadOnlyMount {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "mount {args:?} (this test needs root, as CI has): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["--bind"]);
+        let mount = ReadOnlyMount(dir.to_owned());
+        run(&["-o", "remount,ro,bind"]);
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn shared_store_turning_read_only_is_reported_and_fails_only_the_tasks_that_need_it() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions {
+        expected_errors: vec!["shared store unusable".into()],
+        ..NodeOptions::named("n1", 1)
+    });
+    let storage_ok = |want: bool| {
+        wait_until(&format!("storage_ok to become {want}"), MIN, || {
+            let (_, n) = n1.get("/api/nodes/n1");
+            (n["storage_ok"] == want).then_some(())
+        })
+    };
+    storage_ok(true);
+    let before = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo before"}}));
+    assert_eq!(n1.wait_finished(&before, MIN)["state"], "Success");
+    // The share is remounted read-only (a full or failing file server does this).
+    let mount = ReadOnlyMount::over(&cluster.shared_dir());
+    storage_ok(false);
+    assert_eq!(n1.ping(), 200, "the node keeps serving the API");
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo hi"}}));
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed", "{t}");
+    let err = t["error"].as_str().unwrap();
+    assert!(
+        err.contains("Read-only file system") && err.contains("TaskLogs"),
+        "{err}"
+    );
+    // Logs written before are still served, complete.
+    let (log, complete) = n1.task_log_and_completeness(&before);
+    assert!(complete && log.contains("OUT   before"), "{log}");
+    drop(mount);
+    storage_ok(true);
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo back"}}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+}
+
 #[test]
 fn missing_shared_store_at_start_up_exits_with_the_path() {
     let cluster = Cluster::new(Database::Sqlite).unwrap();
