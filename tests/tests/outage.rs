@@ -126,12 +126,24 @@ impl Drop for ReadOnlyMount {
 }
 
 #[test]
-fn shared_store_turning_read_only_is_reported_and_fails_only_the_tasks_that_need_it() {
+fn read_only_shared_store_is_refused_at_start_up_and_reported_at_run_time() {
     let cluster = Cluster::new(Database::Sqlite).unwrap();
-    let n1 = cluster.start(NodeOptions {
+    // At start-up, a read-only store is refused with the path and the OS error.
+    let opts = NodeOptions {
         expected_errors: vec!["shared store unusable".into()],
         ..NodeOptions::named("n1", 1)
-    });
+    };
+    let mount = ReadOnlyMount::over(&cluster.shared_dir());
+    let cmd = cluster.command(&opts, cuttle_e2e::free_port(), cuttle_e2e::free_port());
+    let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+    assert!(!status.success());
+    let shared = cluster.shared_dir().display().to_string();
+    assert!(
+        err.contains(&shared) && err.contains("Read-only file system"),
+        "{err}"
+    );
+    drop(mount);
+    let n1 = cluster.start(opts);
     let storage_ok = |want: bool| {
         wait_until(&format!("storage_ok to become {want}"), MIN, || {
             let (_, n) = n1.get("/api/nodes/n1");
