@@ -7,6 +7,7 @@ mod event;
 mod node;
 mod proxies;
 mod role;
+mod target;
 mod task;
 mod time;
 
@@ -16,6 +17,10 @@ pub use event::{EventRecord, NewEvent};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
 pub use proxies::TrustedProxies;
 pub use role::{Role, RoleSet};
+pub use target::{
+    normalize_thumbprint, validate_target_name, Comms, NewTarget, TargetHealth, TargetId,
+    TargetPatch, TargetRecord,
+};
 pub use task::{
     NewTask, TaskId, TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN,
     MAX_SCRIPT_TIMEOUT_SECS, MAX_SLEEP_MS, MAX_TAG_LEN,
