@@ -38,6 +38,8 @@ impl From<cuttle_storage::Error> for ApiError {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "request failed: database unavailable");
             ApiError::new(ErrorCode::Unavailable, e.to_string())
+        } else if let cuttle_storage::Error::Conflict(msg) = e {
+            ApiError::new(ErrorCode::Conflict, msg)
         } else {
             tracing::error!(error = %e, "request failed");
             ApiError::new(ErrorCode::Internal, "internal error; see the node's log")

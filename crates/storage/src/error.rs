@@ -11,6 +11,9 @@ pub enum Error {
     /// The database answered with an error.
     #[error("database error: {0}")]
     Database(String),
+    /// The write would break a uniqueness rule (a name or thumbprint already in use).
+    #[error("{0}")]
+    Conflict(String),
     /// The database holds a schema this binary does not know.
     #[error("database schema version {found} is newer than this binary supports ({supported}); upgrade cuttle-server")]
     SchemaTooNew { found: u32, supported: u32 },

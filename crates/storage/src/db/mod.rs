@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cuttle_core::{
-    EventRecord, NewEvent, NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
+    Comms, EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetHealth,
+    TargetId, TargetRecord, TaskId, TaskRecord, TaskState, UnixMs,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]
@@ -285,6 +286,49 @@ impl Store {
         dispatch!(self, b => b.release_own_tasks(name).await)
     }
 
+    /// Registers a target; a name or thumbprint already in use is a [`Error::Conflict`].
+    pub async fn create_target(&self, t: &NewTarget) -> Result<TargetId> {
+        dispatch!(self, b => b.write_target(None, t).await)?
+            .ok_or_else(|| Error::Database("insert returned no row".into()))
+    }
+
+    /// Replaces a target's registration; false when no such target.
+    pub async fn update_target(&self, id: TargetId, t: &NewTarget) -> Result<bool> {
+        Ok(dispatch!(self, b => b.write_target(Some(id), t).await)?.is_some())
+    }
+
+    pub async fn delete_target(&self, id: TargetId) -> Result<bool> {
+        dispatch!(self, b => b.delete_target(id).await)
+    }
+
+    /// Every target (or one), with the online nodes holding a session with it.
+    pub async fn list_targets(
+        &self,
+        id: Option<TargetId>,
+        offline_after: Duration,
+    ) -> Result<Vec<TargetRecord>> {
+        let (rows, sessions) = dispatch!(self, b => b.list_targets(id, ms(offline_after)).await)?;
+        Ok(assemble_targets(rows, sessions))
+    }
+
+    pub async fn get_target(
+        &self,
+        id: TargetId,
+        offline_after: Duration,
+    ) -> Result<Option<TargetRecord>> {
+        Ok(self.list_targets(Some(id), offline_after).await?.pop())
+    }
+
+    /// Records that `node`'s gateway holds a live session with the target.
+    pub async fn open_session(&self, id: TargetId, node: &str) -> Result<()> {
+        dispatch!(self, b => b.open_session(id, node).await)
+    }
+
+    /// Removes one session, or with `id` None every session of `node` (at its start-up).
+    pub async fn close_sessions(&self, id: Option<TargetId>, node: &str) -> Result<()> {
+        dispatch!(self, b => b.close_sessions(id, node).await)
+    }
+
     /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL).
     pub async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
         dispatch!(self, b => b.enqueue(task).await)
@@ -382,6 +426,54 @@ pub(crate) fn redact_url(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_owned(),
     }
+}
+
+/// A `targets` row as stored; lists are JSON text.
+pub(crate) struct TargetRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) environments: String,
+    pub(crate) roles: String,
+    pub(crate) comms: String,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) thumbprint: String,
+    pub(crate) health: String,
+    pub(crate) health_reason: Option<String>,
+    pub(crate) last_health_check_ms: Option<UnixMs>,
+}
+
+pub(crate) const TARGET_COLUMNS: &str = "seq, name, environments, roles, comms, endpoint, \
+     thumbprint, health, health_reason, last_health_check_ms";
+
+fn assemble_targets(rows: Vec<TargetRow>, sessions: Vec<(i64, String)>) -> Vec<TargetRecord> {
+    let list = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
+    rows.into_iter()
+        .map(|r| TargetRecord {
+            id: TargetId(r.id),
+            environments: list(&r.environments),
+            roles: list(&r.roles),
+            comms: r.comms.parse().unwrap_or(Comms::Polling),
+            health: r.health.parse().unwrap_or(TargetHealth::Unknown),
+            connected_nodes: sessions
+                .iter()
+                .filter(|(id, _)| *id == r.id)
+                .map(|(_, node)| node.clone())
+                .collect(),
+            name: r.name,
+            endpoint: r.endpoint,
+            thumbprint: r.thumbprint,
+            health_reason: r.health_reason,
+            last_health_check: r.last_health_check_ms,
+        })
+        .collect()
+}
+
+/// The message for a unique-constraint violation on `targets`.
+pub(crate) fn target_conflict(t: &NewTarget) -> Error {
+    Error::Conflict(format!(
+        "a target named {:?} or with thumbprint {} is already registered",
+        t.name, t.thumbprint
+    ))
 }
 
 pub(crate) fn lost_error(node: &str, offline_after_ms: UnixMs) -> String {

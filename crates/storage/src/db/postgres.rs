@@ -12,17 +12,19 @@ use std::sync::LazyLock;
 
 use bb8::{Pool, PooledConnection, RunError};
 use cuttle_core::{
-    EventRecord, NewEvent, NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
+    EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
+    TaskState, UnixMs,
 };
 use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, ClaimedTask, Completion,
-    LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
-    SCHEMA_VERSION,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
+    Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
+    TargetRow, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -32,6 +34,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_storage_ok.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_targets.sql"),
     ),
 ];
 
@@ -619,6 +625,145 @@ impl Postgres {
             failed,
             requeued,
         })
+    }
+
+    pub(super) async fn write_target(
+        &self,
+        id: Option<TargetId>,
+        t: &NewTarget,
+    ) -> Result<Option<TargetId>> {
+        let c = self.conn().await?;
+        let envs = serde_json::to_string(&t.environments).unwrap_or_default();
+        let roles = serde_json::to_string(&t.roles).unwrap_or_default();
+        let comms = t.comms.as_str();
+        let row = match id {
+            None => {
+                c.query_opt(
+                    &format!(
+                        "INSERT INTO targets (name, environments, roles, comms, endpoint,
+                             thumbprint, created_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, {NOW}) RETURNING seq"
+                    ),
+                    &[&t.name, &envs, &roles, &comms, &t.endpoint, &t.thumbprint],
+                )
+                .await
+            }
+            Some(id) => {
+                c.query_opt(
+                    "UPDATE targets SET name = $1, environments = $2, roles = $3, comms = $4,
+                         endpoint = $5, thumbprint = $6
+                     WHERE seq = $7 RETURNING seq",
+                    &[
+                        &t.name,
+                        &envs,
+                        &roles,
+                        &comms,
+                        &t.endpoint,
+                        &t.thumbprint,
+                        &id.0,
+                    ],
+                )
+                .await
+            }
+        };
+        match row {
+            Ok(row) => {
+                self.committed();
+                Ok(row.map(|r| TargetId(r.get(0))))
+            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(target_conflict(t)),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    pub(super) async fn delete_target(&self, id: TargetId) -> Result<bool> {
+        let c = self.conn().await?;
+        let n = c
+            .execute("DELETE FROM targets WHERE seq = $1", &[&id.0])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(n > 0)
+    }
+
+    pub(super) async fn list_targets(
+        &self,
+        id: Option<TargetId>,
+        offline_after_ms: UnixMs,
+    ) -> Result<(Vec<TargetRow>, Vec<(i64, String)>)> {
+        let c = self.conn().await?;
+        let id = id.map(|i| i.0);
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {TARGET_COLUMNS} FROM targets
+                     WHERE ($1::BIGINT IS NULL OR seq = $1) ORDER BY seq"
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?
+            .iter()
+            .map(|r| TargetRow {
+                id: r.get(0),
+                name: r.get(1),
+                environments: r.get(2),
+                roles: r.get(3),
+                comms: r.get(4),
+                endpoint: r.get(5),
+                thumbprint: r.get(6),
+                health: r.get(7),
+                health_reason: r.get(8),
+                last_health_check_ms: r.get(9),
+            })
+            .collect();
+        let sessions = c
+            .query(
+                &format!(
+                    "SELECT s.target_seq, s.node FROM target_sessions s
+                     JOIN nodes n ON n.name = s.node
+                     WHERE n.last_seen_ms > {NOW} - $1
+                         AND ($2::BIGINT IS NULL OR s.target_seq = $2)
+                     ORDER BY s.node"
+                ),
+                &[&offline_after_ms, &id],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok((rows, sessions))
+    }
+
+    pub(super) async fn open_session(&self, id: TargetId, node: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            &format!(
+                "INSERT INTO target_sessions (target_seq, node, connected_at_ms)
+                 VALUES ($1, $2, {NOW})
+                 ON CONFLICT (target_seq, node) DO UPDATE
+                     SET connected_at_ms = excluded.connected_at_ms"
+            ),
+            &[&id.0, &node],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(super) async fn close_sessions(&self, id: Option<TargetId>, node: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "DELETE FROM target_sessions
+             WHERE node = $1 AND ($2::BIGINT IS NULL OR target_seq = $2)",
+            &[&node, &id.map(|i| i.0)],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
     }
 
     pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
