@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod routes;
+mod targets;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,8 @@ pub struct ApiConfig {
     pub offline_after: Duration,
     /// Peers whose `X-Forwarded-For` is believed for audit events.
     pub trusted_proxies: TrustedProxies,
+    /// The cluster certificate's thumbprint: what tentacles trust.
+    pub cluster_thumbprint: String,
 }
 
 /// What the API needs from the rest of the node.

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::auth::{require_api_key, Caller};
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{targets, AppState};
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -32,6 +32,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tasks/{id}/log", get(task_log))
         .route("/api/tasks/{id}/cancel", post(cancel_task))
         .route("/api/events", get(list_events))
+        .route("/api/targets", post(targets::create).get(targets::list))
+        .route(
+            "/api/targets/{id}",
+            get(targets::get)
+                .patch(targets::patch)
+                .delete(targets::delete),
+        )
+        .route("/api/cluster/identity", get(targets::cluster_identity))
         .route("/metrics", get(metrics))
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     Router::new()
@@ -47,11 +55,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The query string as a map, refusing parameters the endpoint does not know (a typo would
 /// otherwise be silently ignored).
-fn query_params(
+pub(crate) fn query_params(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
     known: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
@@ -80,7 +88,7 @@ fn parse_limit(raw: Option<&String>) -> Result<u32, ApiError> {
 
 /// Records an audit event for a change that was made. The change stands even if the event
 /// cannot be written; that failure is logged for the operator.
-async fn audit(
+pub(crate) async fn audit(
     s: &AppState,
     caller: &Caller,
     action: &str,
@@ -118,7 +126,9 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Reads a JSON body with our own errors: 413 when too large, 400 with the parser's reason.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -137,7 +147,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(crate) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(s)| s)
         .map_err(|r| ApiError::bad_request(r.body_text()))
 }

@@ -33,7 +33,9 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener> {
 pub(crate) async fn run(cfg: Config) -> Result<()> {
     let store = startup::connect(&cfg).await?;
     startup::prepare_schema(&store).await?;
-    let _master_key = startup::master_key(&cfg, &store).await?;
+    let master_key = startup::master_key(&cfg, &store).await?;
+    let cluster = startup::cluster_identity(&store, &master_key).await?;
+    tracing::info!(thumbprint = %cluster.thumbprint(), "cluster certificate");
     let shared = startup::shared_store(&cfg, &store).await?;
     let generated_key = startup::bootstrap_api_key(&cfg, &store).await?;
 
@@ -170,6 +172,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             node_name: cfg.node_name.clone(),
             offline_after: cfg.offline_after,
             trusted_proxies: cfg.trusted_proxies.clone(),
+            cluster_thumbprint: cluster.thumbprint().to_string(),
         };
         let deps = ApiDeps {
             store: store.clone(),

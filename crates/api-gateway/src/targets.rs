@@ -1,0 +1,104 @@
+//! `/api/targets` (deployment targets and their tentacles) and `/api/cluster/identity` (what a
+//! tentacle needs to trust and reach the cluster).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use cuttle_core::{NewTarget, Role, TargetId, TargetPatch};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::{audit, json_body, path_param, ApiResult};
+use crate::AppState;
+
+fn target_id(p: Result<Path<String>, PathRejection>) -> Result<TargetId, ApiError> {
+    let raw = path_param(p)?;
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("no target {raw}")))
+}
+
+async fn fetch(s: &AppState, id: TargetId) -> Result<cuttle_core::TargetRecord, ApiError> {
+    s.store
+        .get_target(id, s.config.offline_after)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no target {id}")))
+}
+
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let target = json_body::<NewTarget>(body)?.validate()?;
+    let id = s.store.create_target(&target).await?;
+    tracing::info!(target = %id, name = %target.name, comms = target.comms.as_str(), by = %caller.name, "target registered");
+    let details =
+        json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
+    audit(&s, &caller, "target.create", &id.to_string(), details).await;
+    Ok((StatusCode::CREATED, Json(fetch(&s, id).await?)).into_response())
+}
+
+pub(crate) async fn list(State(s): State<AppState>) -> ApiResult {
+    let targets = s.store.list_targets(None, s.config.offline_after).await?;
+    Ok(Json(json!({ "items": targets })).into_response())
+}
+
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = target_id(p)?;
+    Ok(Json(fetch(&s, id).await?).into_response())
+}
+
+pub(crate) async fn patch(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let id = target_id(p)?;
+    let patch: TargetPatch = json_body(body)?;
+    let current = fetch(&s, id).await?;
+    let target = patch.apply(&current)?;
+    if !s.store.update_target(id, &target).await? {
+        return Err(ApiError::not_found(format!("no target {id}")));
+    }
+    let details =
+        json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
+    audit(&s, &caller, "target.update", &id.to_string(), details).await;
+    Ok(Json(fetch(&s, id).await?).into_response())
+}
+
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = target_id(p)?;
+    if !s.store.delete_target(id).await? {
+        return Err(ApiError::not_found(format!("no target {id}")));
+    }
+    tracing::info!(target = %id, by = %caller.name, "target deleted");
+    audit(&s, &caller, "target.delete", &id.to_string(), json!({})).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The cluster certificate's thumbprint and the gateway address of every online gateway node.
+pub(crate) async fn cluster_identity(State(s): State<AppState>) -> ApiResult {
+    let nodes = s.store.list_nodes(s.config.offline_after).await?;
+    let gateways: Vec<String> = nodes
+        .into_iter()
+        .filter(|n| n.online && n.roles.iter().any(|r| r == Role::Gateway.as_str()))
+        .filter_map(|n| n.gateway_address)
+        .collect();
+    Ok(Json(json!({
+        "thumbprint": s.config.cluster_thumbprint,
+        "gateways": gateways,
+    }))
+    .into_response())
+}

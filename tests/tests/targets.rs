@@ -1,0 +1,87 @@
+//! Deployment targets over REST, and the cluster identity tentacles trust.
+
+use cuttle_e2e::{Cluster, Database, NodeOptions};
+use serde_json::json;
+
+const THUMB: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn every_node_presents_one_cluster_identity_that_survives_restarts() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 1));
+    let (status, id1) = n1.get("/api/cluster/identity");
+    assert_eq!(status, 200, "{id1}");
+    let thumb = id1["thumbprint"].as_str().unwrap().to_owned();
+    assert_eq!(thumb.len(), 64);
+    assert!(thumb.chars().all(|c| c.is_ascii_hexdigit()));
+    let gateways = id1["gateways"].as_array().unwrap();
+    assert_eq!(gateways.len(), 2, "{id1}");
+    assert_eq!(n2.get("/api/cluster/identity").1["thumbprint"], thumb);
+    n1.kill9();
+    cluster.restart(&mut n1);
+    assert_eq!(n1.get("/api/cluster/identity").1["thumbprint"], thumb);
+    // The private key is never in the database in the clear.
+    let db = std::fs::read(cluster.dir().join("cuttle.db")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&db);
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "the cluster key is stored encrypted"
+    );
+}
+
+#[test]
+fn targets_are_registered_changed_and_removed_over_rest() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n = cluster.start(NodeOptions::named("n1", 1));
+    let body = json!({"name": "web-1", "environments": ["Production"], "roles": ["web"],
+                      "comms": "polling", "thumbprint": THUMB});
+    let (status, t) = n.post("/api/targets", &body);
+    assert_eq!(status, 201, "{t}");
+    let id = t["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("Machines-"), "{t}");
+    assert_eq!(t["thumbprint"], THUMB.to_uppercase());
+    assert_eq!(t["health"], "Unknown");
+    assert_eq!(t["connected_nodes"], json!([]));
+    assert!(t["last_health_check"].is_null() && t["endpoint"].is_null());
+
+    let (status, err) = n.post("/api/targets", &body);
+    assert_eq!(status, 409, "same name and thumbprint: {err}");
+    for bad in [
+        json!({"name": "x", "comms": "polling"}),
+        json!({"name": "x", "comms": "listening", "thumbprint": THUMB}),
+        json!({"name": "x", "comms": "polling", "thumbprint": "beef"}),
+        json!([1, 2]),
+    ] {
+        let (status, err) = n.post("/api/targets", &bad);
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert!(err["error"]["message"].is_string(), "{err}");
+    }
+
+    let (status, t) = n.patch(
+        &format!("/api/targets/{id}"),
+        &json!({"comms": "listening", "endpoint": "web-1.example:10933", "roles": ["web", "api"]}),
+    );
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["endpoint"], "web-1.example:10933");
+    assert_eq!(t["roles"], json!(["web", "api"]));
+    let (_, list) = n.get("/api/targets");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(n.get("/api/targets/Machines-999").0, 404);
+    assert_eq!(n.get("/api/targets/nonsense").0, 404);
+    assert_eq!(
+        n.request("DELETE", &format!("/api/targets/{id}"), None).0,
+        204
+    );
+    assert_eq!(n.get(&format!("/api/targets/{id}")).0, 404);
+    let (_, events) = n.get("/api/events?limit=10");
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in ["target.create", "target.update", "target.delete"] {
+        assert!(actions.contains(&a), "{actions:?}");
+    }
+}
