@@ -203,30 +203,6 @@ pub(crate) async fn create_api_key(store: &Store, name: &str) -> Result<String> 
     Ok(key)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_file_is_generated_once_with_private_mode() {
-        let dir = std::env::temp_dir().join(format!("cuttle-keyfile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("master.key");
-        let err = key_from_file(&path, false).unwrap_err().to_string();
-        assert!(err.contains("missing"), "{err}");
-        let k1 = key_from_file(&path, true).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let k2 = key_from_file(&path, true).unwrap();
-        k2.verify(&k1.key_check_value().unwrap()).unwrap();
-        std::fs::write(&path, "garbage").unwrap();
-        assert!(key_from_file(&path, true).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 /// The cluster certificate every node presents to tentacles: created by the first node (its
 /// private key encrypted with the master key), read by the others. Certificate and key are one
 /// setting, so two nodes starting at once can never pair one's certificate with the other's key.
@@ -253,4 +229,28 @@ pub(crate) async fn cluster_identity(store: &Store, key: &MasterKey) -> Result<I
     let private_key =
         String::from_utf8(key.decrypt(sealed)?).context("cluster certificate key is not text")?;
     Identity::from_pem(cert, &private_key).context("cluster certificate")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_generated_once_with_private_mode() {
+        let dir = std::env::temp_dir().join(format!("cuttle-keyfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        let err = key_from_file(&path, false).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        let k1 = key_from_file(&path, true).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let k2 = key_from_file(&path, true).unwrap();
+        k2.verify(&k1.key_check_value().unwrap()).unwrap();
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(key_from_file(&path, true).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
