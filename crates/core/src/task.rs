@@ -4,7 +4,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::{format_rfc3339_ms, UnixMs, ValidationError};
+use crate::{format_rfc3339_ms, TargetId, TargetRecord, UnixMs, ValidationError};
 
 /// Longest `Sleep` accepted: a day. Longer is a mistake, and would pin a task slot.
 pub const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
@@ -101,11 +101,36 @@ impl FromStr for TaskState {
 pub enum TaskKind {
     /// Waits, logging start and end. For smoke tests and benchmarks.
     Sleep { duration_ms: u64 },
-    /// Runs a script with `/bin/sh` on the node itself.
+    /// Runs a script with `/bin/sh` on the node itself, or on the targets `on` selects.
     AdHocScript {
         script: String,
         timeout_secs: Option<u64>,
+        on: TargetSelection,
     },
+}
+
+/// Which deployment targets a script runs on: those listed, and those with any of the roles
+/// (within the environments, when given). Empty: the node itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetSelection {
+    pub targets: Vec<TargetId>,
+    pub roles: Vec<String>,
+    pub environments: Vec<String>,
+}
+
+impl TargetSelection {
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.roles.is_empty() && self.environments.is_empty()
+    }
+
+    /// Whether the target is selected.
+    pub fn matches(&self, t: &TargetRecord) -> bool {
+        let any = |wanted: &[String], have: &[String]| wanted.iter().any(|w| have.contains(w));
+        let by_tags = (!self.roles.is_empty() || !self.environments.is_empty())
+            && (self.roles.is_empty() || any(&self.roles, &t.roles))
+            && (self.environments.is_empty() || any(&self.environments, &t.environments));
+        self.targets.contains(&t.id) || by_tags
+    }
 }
 
 #[derive(Deserialize)]
@@ -119,6 +144,12 @@ struct SleepArgs {
 struct ScriptArgs {
     script: String,
     timeout_secs: Option<u64>,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
 }
 
 impl TaskKind {
@@ -167,9 +198,25 @@ impl TaskKind {
                         )));
                     }
                 }
+                let targets = a
+                    .targets
+                    .iter()
+                    .map(|t| t.parse::<TargetId>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ValidationError::new(format!("AdHocScript targets: {}", e.0)))?;
+                if targets.len() + a.roles.len() + a.environments.len() > 1000 {
+                    return Err(ValidationError::new(
+                        "AdHocScript selects too many targets, roles and environments (1000 at most)",
+                    ));
+                }
                 Ok(TaskKind::AdHocScript {
                     script: a.script,
                     timeout_secs: a.timeout_secs,
+                    on: TargetSelection {
+                        targets,
+                        roles: a.roles,
+                        environments: a.environments,
+                    },
                 })
             }
             other => Err(ValidationError::new(format!(
@@ -192,10 +239,21 @@ impl TaskKind {
             TaskKind::AdHocScript {
                 script,
                 timeout_secs,
+                on,
             } => {
                 let mut v = serde_json::json!({ "script": script });
                 if let Some(t) = timeout_secs {
                     v["timeout_secs"] = (*t).into();
+                }
+                if !on.targets.is_empty() {
+                    let ids: Vec<String> = on.targets.iter().map(ToString::to_string).collect();
+                    v["targets"] = ids.into();
+                }
+                if !on.roles.is_empty() {
+                    v["roles"] = on.roles.clone().into();
+                }
+                if !on.environments.is_empty() {
+                    v["environments"] = on.environments.clone().into();
                 }
                 v
             }
@@ -328,7 +386,8 @@ mod tests {
             t.kind,
             TaskKind::AdHocScript {
                 script: "echo hi".into(),
-                timeout_secs: Some(3)
+                timeout_secs: Some(3),
+                on: TargetSelection::default(),
             }
         );
         assert_eq!(t.concurrency_tag.as_deref(), Some("p/e"));
@@ -337,6 +396,21 @@ mod tests {
             TaskKind::parse("AdHocScript", &t.kind.arguments()).unwrap(),
             t.kind
         );
+        // On targets: the selection survives the round trip through the database's JSON.
+        let args = serde_json::json!({"script": "uptime", "targets": ["Machines-2"],
+                                      "roles": ["web"], "environments": ["Production"]});
+        let kind = TaskKind::parse("AdHocScript", &args).unwrap();
+        let TaskKind::AdHocScript { on, .. } = &kind else {
+            panic!("{kind:?}")
+        };
+        assert_eq!(on.targets, vec![TargetId(2)]);
+        assert_eq!(
+            TaskKind::parse("AdHocScript", &kind.arguments()).unwrap(),
+            kind
+        );
+        let bad = serde_json::json!({"script": "x", "targets": ["web-1"]});
+        let err = TaskKind::parse("AdHocScript", &bad).unwrap_err();
+        assert!(err.0.contains("not a target id"), "{}", err.0);
     }
 
     #[test]

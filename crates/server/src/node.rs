@@ -12,6 +12,7 @@ use cuttle_core::Role;
 use cuttle_storage::{NodeRegistration, NodeState, SharedStore, Store, TaskLogWriter};
 use cuttle_task_scheduler::SchedulerConfig;
 use cuttle_task_worker::{DbContact, WorkerConfig, WorkerControlService, WorkerDeps, WorkerHandle};
+use cuttle_tentacle_gateway::{GatewayDeps, TentacleRelayService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -44,7 +45,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let grpc = if cfg.roles.contains(Role::Worker) {
+    let grpc = if cfg.roles.contains(Role::Worker) || cfg.roles.contains(Role::Gateway) {
         Some(bind("grpc", cfg.grpc_listen).await?)
     } else {
         None
@@ -96,7 +97,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     ));
 
     // Created up front so the scheduler can wake this node's worker for re-queued tasks.
-    let worker_handle = grpc.as_ref().map(|_| WorkerHandle::new());
+    let worker_handle = cfg.roles.contains(Role::Worker).then(WorkerHandle::new);
     if cfg.roles.contains(Role::Scheduler) {
         let sched = SchedulerConfig::new(cfg.offline_after);
         let local = worker_handle.clone();
@@ -114,18 +115,46 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             rest_stop.clone(),
         ));
     }
+    let sessions = cuttle_tentacle_gateway::Sessions::default();
     if let Some(listener) = gateway {
         let stop = rest_stop.clone();
+        let deps = GatewayDeps {
+            node_name: cfg.node_name.clone(),
+            store: store.clone(),
+            identity: cluster.clone(),
+            sessions: sessions.clone(),
+        };
         rest.spawn(async move {
-            if let Err(e) = cuttle_tentacle_gateway::serve(listener, stop).await {
+            if let Err(e) = cuttle_tentacle_gateway::serve(listener, deps, stop).await {
                 tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+    }
+
+    if let Some(listener) = grpc {
+        // Internal gRPC: wake-ups for a worker, the tentacle relay for a gateway.
+        let control = worker_handle.clone().map(WorkerControlService::new);
+        let relay = cfg
+            .roles
+            .contains(Role::Gateway)
+            .then(|| TentacleRelayService::new(sessions.clone(), cfg.node_name.clone()));
+        let stop = rest_stop.clone();
+        rest.spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let res = tonic::transport::Server::builder()
+                .add_optional_service(control)
+                .add_optional_service(relay)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server stopped");
             }
         });
     }
 
     let mut worker = None;
     let mut local_wake: Option<LocalWake> = None;
-    if let (Some(listener), Some(handle)) = (grpc, worker_handle) {
+    if let Some(handle) = worker_handle {
         if store.subscribe_enqueued(handle.claim_notify(), rest_stop.clone()) {
             tracing::info!("listening for enqueued tasks (LISTEN/NOTIFY)");
         }
@@ -134,18 +163,6 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             WakeReason::Enqueued => h.wake_claim(),
             WakeReason::Cancelled => h.wake_reconcile(),
         }));
-        let svc = WorkerControlService::new(handle.clone());
-        let stop = rest_stop.clone();
-        rest.spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let res = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "gRPC server stopped");
-            }
-        });
         let wcfg = WorkerConfig {
             node_name: cfg.node_name.clone(),
             poll_interval: cfg.poll,
@@ -158,6 +175,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             logs: TaskLogWriter::start(shared.clone(), &cfg.node_name),
             node_state: state_rx.clone(),
             db_contact: db_contact.clone(),
+            cluster: cluster.clone(),
         };
         worker = Some(tokio::spawn(cuttle_task_worker::serve(
             wcfg,
@@ -235,6 +253,11 @@ async fn recover_previous_run(store: &Store, shared: &SharedStore, node: &str) -
             "tasks of this node's previous run were still executing; they were stopped with it"
         );
     }
+    // Sessions recorded by the previous process ended with it.
+    store
+        .close_sessions(None, node)
+        .await
+        .context("clear the previous run's tentacle sessions")?;
     let (s, name) = (shared.clone(), node.to_owned());
     let note = format!("ERROR node {node} restarted; this task's log ends here");
     let mut stopped = released.failed;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use cuttle_core::{TaskKind, TaskState};
 use cuttle_storage::{ClaimedTask, Execution, TaskLogWriter};
+
+use crate::remote::{self, Targets};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +37,7 @@ pub(crate) struct TaskCtx {
     pub(crate) stop: CancellationToken,
     pub(crate) reason: Arc<OnceLock<StopReason>>,
     pub(crate) work_root: PathBuf,
+    pub(crate) targets: Arc<Targets>,
 }
 
 /// How a task ended, as the worker will report it.
@@ -45,7 +48,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn success() -> Self {
+    pub(crate) fn success() -> Self {
         Outcome {
             state: TaskState::Success,
             error: None,
@@ -100,6 +103,31 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
                 TaskKind::AdHocScript {
                     script,
                     timeout_secs,
+                    on,
+                } if !on.is_empty() => {
+                    let timeout = async {
+                        match timeout_secs {
+                            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    // Ending the remote calls (stop, timeout) kills the scripts on the targets.
+                    tokio::select! {
+                        o = remote::run(key, &script, &on, ctx) => o,
+                        _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
+                        _ = timeout => Outcome {
+                            state: TaskState::TimedOut,
+                            error: Some(format!(
+                                "script timed out after {} s",
+                                timeout_secs.unwrap_or_default()
+                            )),
+                        },
+                    }
+                }
+                TaskKind::AdHocScript {
+                    script,
+                    timeout_secs,
+                    ..
                 } => run_script(key, &script, timeout_secs, ctx).await,
             }
         }
@@ -282,7 +310,7 @@ mod tests {
         _dir: PathBuf,
     }
 
-    fn fixture(name: &str) -> Fixture {
+    async fn fixture(name: &str) -> Fixture {
         let dir = std::env::temp_dir().join(format!("cuttle-exec-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -293,6 +321,16 @@ mod tests {
             stop: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
             work_root: dir.join("work"),
+            targets: Arc::new(Targets {
+                store: cuttle_storage::Store::connect(
+                    &format!("sqlite://{}", dir.join("db.sqlite").display()),
+                    &cuttle_storage::StoreOptions::default(),
+                )
+                .await
+                .unwrap(),
+                cluster: cuttle_tls::Identity::generate("test", 1).unwrap(),
+                offline_after: Duration::from_secs(60),
+            }),
         };
         Fixture {
             store,
@@ -316,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn script_output_goes_to_the_log_and_exit_code_decides() {
-        let fx = fixture("ok");
+        let fx = fixture("ok").await;
         let out = run(
             &script(1, "echo hello; echo oops >&2; printf 'no newline'", None),
             &fx.ctx,
@@ -337,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn long_lines_are_split_not_buffered_whole() {
-        let fx = fixture("long");
+        let fx = fixture("long").await;
         let s = format!("head -c {} /dev/zero | tr '\\0' x", MAX_LINE * 3);
         assert_eq!(run(&script(3, &s, None), &fx.ctx).await, Outcome::success());
         let log = std::fs::read_to_string(fx.store.task_log_path(Execution {
@@ -351,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_and_cancel_kill_the_whole_process_group() {
-        let fx = fixture("kill");
+        let fx = fixture("kill").await;
         let pidfile = fx.ctx.work_root.parent().unwrap().join("child.pid");
         // A child in the background that would outlive a naive kill of the shell.
         let s = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
@@ -402,7 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn sleep_logs_and_unparseable_tasks_fail() {
-        let fx = fixture("sleep");
+        let fx = fixture("sleep").await;
         let t = ClaimedTask {
             id: TaskId(6),
             epoch: 1,

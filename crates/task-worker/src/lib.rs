@@ -3,6 +3,7 @@
 
 mod exec;
 mod grpc;
+mod remote;
 mod worker;
 
 pub use grpc::WorkerControlService;

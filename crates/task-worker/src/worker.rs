@@ -43,6 +43,8 @@ pub struct WorkerDeps {
     pub node_state: watch::Receiver<NodeState>,
     /// When the node last reached the database (its heartbeat touches it).
     pub db_contact: DbContact,
+    /// The cluster certificate, presented to listening tentacles.
+    pub cluster: cuttle_tls::Identity,
 }
 
 /// When the node last wrote its heartbeat. Cheap to clone; shared by the heartbeat (which
@@ -148,9 +150,15 @@ pub async fn serve(
     handle: WorkerHandle,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let targets = Arc::new(crate::remote::Targets {
+        store: deps.store.clone(),
+        cluster: deps.cluster,
+        offline_after: config.offline_after,
+    });
     let mut w = Worker {
         node: config.node_name.clone(),
         config,
+        targets,
         store: deps.store,
         logs: deps.logs,
         handle,
@@ -211,6 +219,7 @@ struct Worker {
     config: WorkerConfig,
     store: Store,
     logs: TaskLogWriter,
+    targets: Arc<crate::remote::Targets>,
     handle: WorkerHandle,
     running: HashMap<TaskId, Running>,
     /// Outcomes not yet recorded in the database (kept across database outages).
@@ -368,6 +377,7 @@ impl Worker {
             stop: running.stop.clone(),
             reason: running.reason.clone(),
             work_root: self.config.work_root.clone(),
+            targets: self.targets.clone(),
         };
         let (id, epoch) = (task.id, task.epoch);
         tracing::debug!(task = %id, kind = %task.kind, "task claimed");

@@ -1,42 +1,231 @@
-//! The gateway role: the endpoint polling tentacles connect to (port 10943).
+//! The gateway role: the endpoint polling tentacles connect to (port 10943), and the relay that
+//! lets a worker on any node reach them.
 //!
-//! For now it only holds its port, so the node registers a real gateway address and load
-//! balancers can pass the port through. Until the tentacle protocol lands, it closes every
-//! connection at once, before reading anything: no command can arrive through it.
+//! A tentacle connects out and proves its identity with its certificate; a connection whose
+//! certificate is not a registered polling target's is refused during the TLS handshake, before
+//! anything is read. Over an accepted connection the roles reverse: the tentacle serves the
+//! `Tentacle` gRPC service and the gateway calls it. One session per tentacle and gateway is
+//! kept in memory and recorded in the database (`target_sessions`), which is how a worker
+//! anywhere in the cluster finds a gateway that can reach a target.
 
+mod relay;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use cuttle_core::{Comms, TargetId};
+use cuttle_proto::wire::Channel;
+use cuttle_storage::Store;
+use cuttle_tls::{Identity, Thumbprint, TrustStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use relay::TentacleRelayService;
+
+/// How often the set of trusted tentacle certificates is re-read from the database: a newly
+/// registered tentacle is accepted within this long (it retries with backoff meanwhile).
+const TRUST_REFRESH: Duration = Duration::from_secs(2);
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the gateway stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("accept tentacle connection: {0}")]
     Accept(std::io::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] cuttle_tls::Error),
+}
+
+/// The live sessions this gateway holds, by target. Shared with the relay service.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<TargetId, (u64, Channel)>>>,
+}
+
+impl Sessions {
+    pub(crate) fn get(&self, id: TargetId) -> Option<Channel> {
+        self.lock().get(&id).map(|(_, c)| c.clone())
+    }
+
+    fn insert(&self, id: TargetId, serial: u64, channel: Channel) {
+        self.lock().insert(id, (serial, channel));
+    }
+
+    /// Removes the session unless a newer one replaced it; true when removed.
+    fn remove(&self, id: TargetId, serial: u64) -> bool {
+        let mut map = self.lock();
+        if map.get(&id).is_some_and(|(s, _)| *s == serial) {
+            map.remove(&id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TargetId, (u64, Channel)>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The registered polling tentacles: thumbprint → target. Read by the TLS handshake.
+#[derive(Debug, Default)]
+struct PollingTargets(Mutex<HashMap<Thumbprint, TargetId>>);
+
+impl PollingTargets {
+    fn target(&self, t: &Thumbprint) -> Option<TargetId> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(t)
+            .copied()
+    }
+
+    async fn refresh(&self, store: &Store) {
+        match store.list_targets(None, Duration::ZERO).await {
+            Ok(targets) => {
+                let map = targets
+                    .into_iter()
+                    .filter(|t| t.comms == Comms::Polling)
+                    .filter_map(|t| Some((t.thumbprint.parse().ok()?, t.id)))
+                    .collect();
+                *self.0.lock().unwrap_or_else(|p| p.into_inner()) = map;
+            }
+            Err(e) => tracing::debug!(error = %e, "refresh trusted tentacles"),
+        }
+    }
+}
+
+impl TrustStore for PollingTargets {
+    fn trusts(&self, thumbprint: &Thumbprint) -> bool {
+        self.target(thumbprint).is_some()
+    }
+}
+
+/// What the gateway needs from the node.
+pub struct GatewayDeps {
+    pub node_name: String,
+    pub store: Store,
+    /// The cluster certificate, presented to every tentacle.
+    pub identity: Identity,
+    pub sessions: Sessions,
 }
 
 /// Serves the gateway on a bound listener until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn serve(
+    listener: TcpListener,
+    deps: GatewayDeps,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(
-        ?addr,
-        "gateway listening (tentacle protocol not enabled yet)"
-    );
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "closing tentacle connection: protocol not enabled yet");
-                    drop(stream);
+    let targets = Arc::new(PollingTargets::default());
+    targets.refresh(&deps.store).await;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cuttle_tls::server_config(
+        &deps.identity,
+        targets.clone(),
+    )?);
+    tracing::info!(?addr, "gateway listening for polling tentacles");
+    let refresher = {
+        let (targets, store, stop) = (targets.clone(), deps.store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(TRUST_REFRESH) => targets.refresh(&store).await,
                 }
+            }
+        })
+    };
+    let deps = Arc::new(deps);
+    let mut serial = 0u64;
+    let result = loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
                 Err(e) if is_transient(&e) => {
                     tracing::warn!(error = %e, "accept tentacle connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                Err(e) => return Err(Error::Accept(e)),
+                Err(e) => break Err(Error::Accept(e)),
             },
+        };
+        serial += 1;
+        let (acceptor, targets, deps, stop) = (
+            acceptor.clone(),
+            targets.clone(),
+            deps.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "refused a tentacle connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "refused a tentacle connection: handshake timed out");
+                    return;
+                }
+            };
+            let thumbprint = cuttle_tls::peer_thumbprint(tls.get_ref().1);
+            let Some(target) = thumbprint.and_then(|t| targets.target(&t)) else {
+                return; // unreachable in practice: the handshake checked the same map
+            };
+            session(tls, target, serial, peer, &deps, stop).await;
+        });
+    };
+    refresher.abort();
+    result
+}
+
+/// Holds one tentacle's session until it ends, recording it in the database meanwhile.
+async fn session<IO>(
+    tls: IO,
+    target: TargetId,
+    serial: u64,
+    peer: SocketAddr,
+    deps: &GatewayDeps,
+    stop: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (channel, closed) = match cuttle_proto::wire::connect(tls).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, %target, error = %e, "tentacle session could not start");
+            return;
+        }
+    };
+    deps.sessions.insert(target, serial, channel);
+    tracing::info!(%peer, %target, "tentacle connected");
+    if let Err(e) = deps.store.open_session(target, &deps.node_name).await {
+        tracing::warn!(%target, error = %e, "record tentacle session");
+    }
+    tokio::select! {
+        _ = closed => tracing::info!(%peer, %target, "tentacle disconnected"),
+        _ = stop.cancelled() => {}
+    }
+    if deps.sessions.remove(target, serial) {
+        if let Err(e) = deps
+            .store
+            .close_sessions(Some(target), &deps.node_name)
+            .await
+        {
+            tracing::warn!(%target, error = %e, "clear tentacle session");
         }
     }
 }
@@ -47,27 +236,4 @@ fn is_transient(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
         || e.raw_os_error() == Some(24) // EMFILE: too many open files
         || e.raw_os_error() == Some(23) // ENFILE
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-
-    #[tokio::test]
-    async fn closes_connections_without_reading() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, stop.clone()));
-        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0u8; 8];
-        assert_eq!(
-            conn.read(&mut buf).await.unwrap(),
-            0,
-            "closed straight away"
-        );
-        stop.cancel();
-        server.await.unwrap().unwrap();
-    }
 }

@@ -1,0 +1,227 @@
+//! The `Tentacle` service: what the cluster can ask of this machine.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
+use cuttle_proto::v1::{
+    script_event, CapabilitiesReply, CapabilitiesRequest, OutputLine, RunScriptRequest, ScriptEvent,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Longest output line sent whole; longer output is split, so memory stays bounded whatever a
+/// script prints.
+const MAX_LINE: usize = 64 * 1024;
+/// How long to wait for output pipes to close after the script is gone.
+const PIPE_DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Agent {
+    /// Where scripts without a working directory get a fresh one.
+    pub(crate) work_root: PathBuf,
+}
+
+impl Agent {
+    pub(crate) fn server(self) -> TentacleServer<Agent> {
+        TentacleServer::new(self)
+    }
+}
+
+type Events = ReceiverStream<Result<ScriptEvent, Status>>;
+
+#[tonic::async_trait]
+impl Tentacle for Agent {
+    async fn capabilities(
+        &self,
+        _: Request<CapabilitiesRequest>,
+    ) -> Result<Response<CapabilitiesReply>, Status> {
+        let shells = ["sh", "bash"]
+            .into_iter()
+            .filter(|s| shell_path(s).is_some())
+            .map(str::to_owned)
+            .collect();
+        Ok(Response::new(CapabilitiesReply {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            free_disk_bytes: free_disk(&self.work_root),
+            shells,
+        }))
+    }
+
+    type RunScriptStream = Events;
+
+    async fn run_script(
+        &self,
+        request: Request<RunScriptRequest>,
+    ) -> Result<Response<Events>, Status> {
+        let req = request.into_inner();
+        let shell = match req.shell.as_str() {
+            "" => "sh",
+            s => s,
+        };
+        let shell = shell_path(shell)
+            .ok_or_else(|| Status::invalid_argument(format!("no shell {shell:?} here")))?;
+        let (dir, temporary) = if req.working_dir.is_empty() {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = self
+                .work_root
+                .join(format!("script-{}-{n}", std::process::id()));
+            (dir, true)
+        } else {
+            (PathBuf::from(&req.working_dir), false)
+        };
+        if temporary {
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+                Status::internal(format!("create working directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut child = tokio::process::Command::new(shell)
+            .arg("-c")
+            .arg(&req.script)
+            .envs(&req.env)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a cancel reaches every process the script started.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Status::internal(format!("start {shell}: {e}")))?;
+        tracing::info!(pid = ?child.id(), "script started");
+        let (tx, rx) = mpsc::channel(256);
+        let out = child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(pump(o, false, tx.clone())));
+        let err = child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(pump(e, true, tx.clone())));
+        tokio::spawn(async move {
+            let pgid = child.id();
+            let status = tokio::select! {
+                status = child.wait() => Some(status),
+                // The caller ended the call: cancel.
+                _ = tx.closed() => None,
+            };
+            if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill has no memory-safety preconditions; -pgid names the group the
+                // script leads.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+            let _ = child.wait().await;
+            for pump in [out, err].into_iter().flatten() {
+                let _ = tokio::time::timeout(PIPE_DRAIN, pump).await;
+            }
+            if temporary {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+            match status {
+                Some(Ok(s)) => {
+                    let code = s.code().unwrap_or(-1);
+                    tracing::info!(code, "script ended");
+                    let event = script_event::Event::ExitCode(code);
+                    let _ = tx.send(Ok(ScriptEvent { event: Some(event) })).await;
+                }
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("wait for script: {e}"))))
+                        .await;
+                }
+                None => tracing::info!("script cancelled by the cluster; process group killed"),
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn shell_path(name: &str) -> Option<&'static str> {
+    let path = match name {
+        "sh" => "/bin/sh",
+        "bash" => ["/bin/bash", "/usr/bin/bash"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?,
+        _ => return None,
+    };
+    std::path::Path::new(path).exists().then_some(path)
+}
+
+fn free_disk(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
+            st.f_bavail as u64 * st.f_frsize as u64
+        } else {
+            0
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Sends a script's output line by line as it is produced.
+async fn pump<R: AsyncRead + Unpin>(
+    r: R,
+    stderr: bool,
+    tx: mpsc::Sender<Result<ScriptEvent, Status>>,
+) {
+    let mut reader = BufReader::with_capacity(MAX_LINE, r);
+    let mut line: Vec<u8> = Vec::new();
+    while let Ok(buf) = reader.fill_buf().await {
+        if buf.is_empty() {
+            break;
+        }
+        let (take, complete) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len().min(MAX_LINE - line.len()), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if (complete || line.len() >= MAX_LINE) && !send_line(&tx, stderr, &mut line).await {
+            return;
+        }
+    }
+    if !line.is_empty() {
+        send_line(&tx, stderr, &mut line).await;
+    }
+}
+
+/// False once the caller is gone.
+async fn send_line(
+    tx: &mpsc::Sender<Result<ScriptEvent, Status>>,
+    stderr: bool,
+    line: &mut Vec<u8>,
+) -> bool {
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    let event = script_event::Event::Line(OutputLine {
+        at_ms: now_ms(),
+        stderr,
+        text,
+    });
+    tx.send(Ok(ScriptEvent { event: Some(event) }))
+        .await
+        .is_ok()
+}

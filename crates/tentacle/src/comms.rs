@@ -1,0 +1,108 @@
+//! How the tentacle meets the cluster: it polls every gateway it knows (one session each,
+//! reconnecting with backoff), or it listens for workers. Both are mutual TLS: the peer must
+//! present the cluster certificate, and this tentacle presents its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cuttle_tls::{Identity, Thumbprint, Trusted};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::agent::Agent;
+
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keeps a session with one gateway for ever: connect, serve until it ends, back off, again.
+pub(crate) async fn poll(gateway: String, identity: Identity, cluster: Thumbprint, agent: Agent) {
+    let config = match cuttle_tls::client_config(&identity, Trusted::new([cluster])) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "TLS configuration");
+            return;
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let mut backoff = BACKOFF_START;
+    loop {
+        let session = async {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&gateway))
+                .await
+                .context("connect timed out")?
+                .context("connect")?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector
+                .connect(cuttle_tls::server_name(), tcp)
+                .await
+                .context("TLS handshake (is this the cluster's gateway?)")?;
+            tracing::info!(%gateway, "connected to gateway; waiting for work");
+            Ok::<_, anyhow::Error>(tls)
+        };
+        match session.await {
+            Ok(tls) => {
+                backoff = BACKOFF_START;
+                match cuttle_proto::wire::serve(tls, agent.clone().server()).await {
+                    Ok(()) => tracing::warn!(%gateway, "gateway closed the session"),
+                    Err(e) => tracing::warn!(%gateway, error = %e, "session with gateway lost"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%gateway, error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach gateway")
+            }
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Up to a quarter more, so tentacles that lost the same node do not return in lock-step.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d + d / 4 * (nanos % 1000) / 1000
+}
+
+/// Accepts workers' connections on `addr` until the process ends.
+pub(crate) async fn listen(
+    addr: SocketAddr,
+    identity: Identity,
+    cluster: Thumbprint,
+    agent: Agent,
+) -> Result<()> {
+    let config = cuttle_tls::server_config(&identity, Trusted::new([cluster]))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening for the cluster");
+    let agent = Arc::new(agent);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            // Refused here, before any request is read, unless the peer holds the cluster
+            // certificate.
+            match acceptor.accept(tcp).await {
+                Ok(tls) => {
+                    if let Err(e) = cuttle_proto::wire::serve(tls, (*agent).clone().server()).await
+                    {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "refused a connection"),
+            }
+        });
+    }
+}

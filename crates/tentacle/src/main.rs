@@ -1,0 +1,318 @@
+//! `cuttle-tentacle`: the agent on a deployment target. It trusts exactly one certificate, the
+//! cluster's, and the cluster trusts exactly its own.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
+
+mod agent;
+mod comms;
+mod home;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use cuttle_tls::Thumbprint;
+use serde_json::{json, Value};
+
+use crate::agent::Agent;
+use crate::home::{Config, Home};
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:10933";
+
+#[derive(Parser)]
+#[command(
+    name = "cuttle-tentacle",
+    version,
+    about = "The Cuttle agent on a deployment target"
+)]
+struct Cli {
+    /// The tentacle's home: certificate, key, configuration (default ~/.cuttle-tentacle)
+    #[arg(long, env = "CUTTLE_TENTACLE_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CommsArg {
+    Polling,
+    Listening,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this tentacle's self-signed certificate and print its thumbprint
+    NewCertificate {
+        /// Replace an existing certificate (the cluster must then trust the new thumbprint)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print this tentacle's certificate thumbprint
+    ShowThumbprint,
+    /// Register this machine as a deployment target and remember how to reach the cluster
+    Register {
+        /// Base URL of any node (or the load balancer)
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "CUTTLE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "environment")]
+        environments: Vec<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long, value_enum)]
+        comms: CommsArg,
+        /// The name workers use to reach a listening tentacle (default: this host's name)
+        #[arg(long)]
+        public_hostname: Option<String>,
+        /// Where a listening tentacle listens
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+    /// Add one more gateway (HOST:PORT) for a polling tentacle to keep a session with
+    PollServer {
+        #[arg(long)]
+        server: String,
+    },
+    /// Run the agent in the foreground
+    Run,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTTLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cuttle-tentacle: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = match cli.home {
+        Some(d) => d,
+        None => PathBuf::from(std::env::var("HOME").context("HOME is not set; give --home")?)
+            .join(".cuttle-tentacle"),
+    };
+    let home = Home::new(dir);
+    match cli.command {
+        Command::NewCertificate { force } => {
+            let id = home.new_certificate(force)?;
+            println!("{}", id.thumbprint());
+            Ok(())
+        }
+        Command::ShowThumbprint => {
+            println!("{}", home.identity()?.thumbprint());
+            Ok(())
+        }
+        Command::Register {
+            server,
+            api_key,
+            name,
+            environments,
+            roles,
+            comms,
+            public_hostname,
+            listen,
+        } => register(
+            &home,
+            Registration {
+                server,
+                api_key,
+                name,
+                environments,
+                roles,
+                comms,
+                public_hostname,
+                listen,
+            },
+        ),
+        Command::PollServer { server } => {
+            let mut config = home.load()?;
+            if config.comms != "polling" {
+                bail!(
+                    "this tentacle is registered as {}; poll-server is for polling tentacles",
+                    config.comms
+                );
+            }
+            if !config.gateways.contains(&server) {
+                config.gateways.push(server);
+            }
+            home.save(&config)?;
+            println!("polling {}", config.gateways.join(", "));
+            Ok(())
+        }
+        Command::Run => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("start the runtime")?;
+            runtime.block_on(run_agent(&home))
+        }
+    }
+}
+
+struct Registration {
+    server: String,
+    api_key: String,
+    name: String,
+    environments: Vec<String>,
+    roles: Vec<String>,
+    comms: CommsArg,
+    public_hostname: Option<String>,
+    listen: SocketAddr,
+}
+
+fn register(home: &Home, r: Registration) -> Result<()> {
+    let identity = home.identity()?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let base = r.server.trim_end_matches('/');
+    let call = |req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| -> Result<Value> {
+        let mut resp = req
+            .header("X-Api-Key", &r.api_key)
+            .call()
+            .context("reach the server")?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        if status != 200 {
+            bail!(
+                "server answered {status}: {}",
+                body["error"]["message"].as_str().unwrap_or("")
+            );
+        }
+        Ok(body)
+    };
+    let cluster = call(agent.get(format!("{base}/api/cluster/identity")))?;
+    let thumbprint: Thumbprint = cluster["thumbprint"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .context("the server's cluster thumbprint")?;
+    let (comms, endpoint) = match r.comms {
+        CommsArg::Polling => ("polling", None),
+        CommsArg::Listening => {
+            let host = match r.public_hostname {
+                Some(h) => h,
+                None => hostname()?,
+            };
+            ("listening", Some(format!("{host}:{}", r.listen.port())))
+        }
+    };
+    let body = json!({
+        "name": r.name, "environments": r.environments, "roles": r.roles, "comms": comms,
+        "thumbprint": identity.thumbprint().to_string(), "endpoint": endpoint,
+    });
+    let mut resp = agent
+        .post(format!("{base}/api/targets"))
+        .header("X-Api-Key", &r.api_key)
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .context("reach the server")?;
+    let status = resp.status().as_u16();
+    let target: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    if status != 201 {
+        bail!(
+            "registration refused ({status}): {}",
+            target["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    let gateways = cluster["gateways"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let config = Config {
+        name: r.name,
+        comms: comms.to_owned(),
+        server: base.to_owned(),
+        target_id: target["id"].as_str().unwrap_or_default().to_owned(),
+        cluster_thumbprint: thumbprint.to_string(),
+        gateways: if comms == "polling" {
+            gateways
+        } else {
+            Vec::new()
+        },
+        listen: (comms == "listening").then(|| r.listen.to_string()),
+    };
+    home.save(&config)?;
+    println!(
+        "registered as {} ({comms}); cluster thumbprint {thumbprint}",
+        config.target_id
+    );
+    Ok(())
+}
+
+fn hostname() -> Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        bail!("cannot read this host's name; give --public-hostname");
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+async fn run_agent(home: &Home) -> Result<()> {
+    let config = home.load()?;
+    let identity = home.identity()?;
+    let cluster: Thumbprint = config.cluster_thumbprint.parse()?;
+    let work_root = home.dir().join("work");
+    tokio::fs::create_dir_all(&work_root)
+        .await
+        .with_context(|| format!("create {}", work_root.display()))?;
+    let agent = Agent { work_root };
+    tracing::info!(target = %config.target_id, thumbprint = %identity.thumbprint(), comms = %config.comms, "tentacle starting");
+    match config.comms.as_str() {
+        "polling" => {
+            if config.gateways.is_empty() {
+                bail!("no gateway to poll: register again, or add one with `cuttle-tentacle poll-server`");
+            }
+            let mut sessions = tokio::task::JoinSet::new();
+            for gateway in config.gateways {
+                sessions.spawn(comms::poll(
+                    gateway,
+                    identity.clone(),
+                    cluster,
+                    agent.clone(),
+                ));
+            }
+            tokio::select! {
+                _ = sessions.join_next() => bail!("a gateway session ended unexpectedly"),
+                r = tokio::signal::ctrl_c() => r.context("wait for a signal"),
+            }
+        }
+        "listening" => {
+            let addr: SocketAddr = config
+                .listen
+                .as_deref()
+                .unwrap_or(DEFAULT_LISTEN)
+                .parse()
+                .context("listen address in the configuration")?;
+            tokio::select! {
+                r = comms::listen(addr, identity, cluster, agent) => r,
+                r = tokio::signal::ctrl_c() => r.context("wait for a signal"),
+            }
+        }
+        other => bail!("unknown comms {other:?} in the configuration"),
+    }
+}
