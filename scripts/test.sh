@@ -32,6 +32,7 @@ echo "==> building"
 cargo build --workspace --all-targets --locked
 export CUTTLE_SERVER_BIN="$PWD/target/debug/cuttle-server"
 export CUTTLE_CLI_BIN="$PWD/target/debug/cuttle"
+export CUTTLE_TENTACLE_BIN="$PWD/target/debug/cuttle-tentacle"
 
 echo "==> testing"
 if cargo nextest --version >/dev/null 2>&1; then

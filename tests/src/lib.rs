@@ -8,6 +8,7 @@
 mod lb;
 mod node;
 mod pg;
+mod tentacle;
 mod util;
 
 pub use lb::{deploy_dir, Haproxy};
@@ -15,6 +16,7 @@ pub use node::{
     cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };
 pub use pg::TestPostgres;
+pub use tentacle::{tentacle_binary, Tentacle};
 pub use util::{
     free_port, parse_rfc3339_ms, process_gone, report, temp_dir, wait_until, Rng, TempDir,
 };

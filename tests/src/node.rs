@@ -13,7 +13,7 @@ use crate::{free_port, temp_dir, wait_until, TempDir, TestPostgres};
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
 /// Builds (once per process) and returns a workspace binary, unless `env_var` names one.
-fn workspace_binary(env_var: &str, package: &str, bin: &str) -> PathBuf {
+pub(crate) fn workspace_binary(env_var: &str, package: &str, bin: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env_var) {
         return PathBuf::from(p);
     }

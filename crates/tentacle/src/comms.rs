@@ -38,15 +38,19 @@ pub(crate) async fn poll(gateway: String, identity: Identity, cluster: Thumbprin
                 .connect(cuttle_tls::server_name(), tcp)
                 .await
                 .context("TLS handshake (is this the cluster's gateway?)")?;
-            tracing::info!(%gateway, "connected to gateway; waiting for work");
+            tracing::info!(%gateway, "connected to gateway");
             Ok::<_, anyhow::Error>(tls)
         };
         match session.await {
             Ok(tls) => {
                 backoff = BACKOFF_START;
+                // With TLS 1.3 a gateway that refuses this tentacle's certificate says so only
+                // now, as the session's first message: the error then names the alert.
                 match cuttle_proto::wire::serve(tls, agent.clone().server()).await {
                     Ok(()) => tracing::warn!(%gateway, "gateway closed the session"),
-                    Err(e) => tracing::warn!(%gateway, error = %e, "session with gateway lost"),
+                    Err(e) => {
+                        tracing::warn!(%gateway, error = %chain(e.as_ref()), "session with gateway lost")
+                    }
                 }
             }
             Err(e) => {
@@ -56,6 +60,18 @@ pub(crate) async fn poll(gateway: String, identity: Identity, cluster: Thumbprin
         tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// An error with its causes, outermost first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Up to a quarter more, so tentacles that lost the same node do not return in lock-step.

@@ -1,0 +1,102 @@
+//! Real `cuttle-tentacle` processes, each with its own home directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::node::workspace_binary;
+
+/// The `cuttle-tentacle` binary: `CUTTLE_TENTACLE_BIN`, or the workspace's debug build.
+pub fn tentacle_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_binary("CUTTLE_TENTACLE_BIN", "cuttle-tentacle", "cuttle-tentacle")
+    })
+    .clone()
+}
+
+/// One tentacle: its home (certificate, key, configuration) and, once started, its process.
+/// Killed on drop.
+pub struct Tentacle {
+    pub name: String,
+    pub home: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Tentacle {
+    /// Creates the home under `dir` and a certificate in it.
+    pub fn new(dir: &Path, name: &str) -> Tentacle {
+        let home = dir.join(format!("tentacle-{name}"));
+        let t = Tentacle {
+            name: name.to_owned(),
+            log: home.join("tentacle.log"),
+            home,
+            child: None,
+        };
+        t.command(&["new-certificate"]);
+        t
+    }
+
+    /// Runs a command to completion; panics with its output unless it succeeds. Returns stdout.
+    pub fn command(&self, args: &[&str]) -> String {
+        let out = Command::new(tentacle_binary())
+            .args(args)
+            .env("CUTTLE_TENTACLE_HOME", &self.home)
+            .env_remove("CUTTLE_API_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cuttle-tentacle");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "cuttle-tentacle {args:?} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    pub fn thumbprint(&self) -> String {
+        self.command(&["show-thumbprint"]).trim().to_owned()
+    }
+
+    /// Starts `cuttle-tentacle run`; its log goes to `tentacle.log` in its home.
+    pub fn start(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("tentacle log");
+        let child = Command::new(tentacle_binary())
+            .arg("run")
+            .env("CUTTLE_TENTACLE_HOME", &self.home)
+            .env("CUTTLE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cuttle-tentacle");
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.home.join("tentacle.toml")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tentacle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

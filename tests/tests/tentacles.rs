@@ -1,0 +1,234 @@
+//! Tentacles end to end: two nodes, two polling tentacles (each with a session to both
+//! gateways) and one listening tentacle, all real processes over mutual TLS.
+
+use std::time::Duration;
+
+use cuttle_e2e::{
+    process_gone, temp_dir, wait_until, Cluster, Database, Node, NodeOptions, Tentacle,
+};
+use serde_json::{json, Value};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn register(t: &Tentacle, node: &Node, api_key: &str, comms: &str, extra: &[&str]) -> String {
+    let server = node.url("");
+    let mut args = vec![
+        "register",
+        "--server",
+        &server,
+        "--api-key",
+        api_key,
+        "--name",
+        &t.name,
+        "--environment",
+        "Test",
+        "--role",
+        "web",
+        "--comms",
+        comms,
+    ];
+    args.extend_from_slice(extra);
+    let out = t.command(&args);
+    out.split_whitespace()
+        .find(|w| w.starts_with("Machines-"))
+        .unwrap_or_else(|| panic!("no target id in {out:?}"))
+        .to_owned()
+}
+
+fn target(node: &Node, id: &str) -> Value {
+    let (status, t) = node.get(&format!("/api/targets/{id}"));
+    assert_eq!(status, 200, "{t}");
+    t
+}
+
+fn script_on(node: &Node, script: &str, on: Value) -> String {
+    let mut args = json!({ "script": script });
+    for (k, v) in on.as_object().unwrap() {
+        args[k] = v.clone();
+    }
+    node.enqueue(json!({"kind": "AdHocScript", "arguments": args}))
+}
+
+#[test]
+fn scripts_reach_polling_and_listening_tentacles_through_any_node() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 2));
+    let n2 = cluster.start(NodeOptions::named("n2", 2));
+    let dir = temp_dir("tentacles");
+    let key = cluster.api_key.clone();
+
+    let mut p1 = Tentacle::new(dir.path(), "p1");
+    let mut p2 = Tentacle::new(dir.path(), "p2");
+    let mut l1 = Tentacle::new(dir.path(), "l1");
+    let p1_id = register(&p1, &n1, &key, "polling", &[]);
+    let p2_id = register(&p2, &n2, &key, "polling", &[]);
+    let port = cuttle_e2e::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let l1_id = register(
+        &l1,
+        &n1,
+        &key,
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    assert_eq!(target(&n2, &l1_id)["endpoint"], listen);
+    assert_eq!(target(&n2, &p1_id)["thumbprint"], p1.thumbprint());
+    for t in [&mut p1, &mut p2, &mut l1] {
+        t.start();
+    }
+    // Each polling tentacle holds a session with both gateways.
+    for id in [&p1_id, &p2_id] {
+        wait_until(&format!("{id} connected to both nodes"), MIN, || {
+            (target(&n1, id)["connected_nodes"] == json!(["n1", "n2"])).then_some(())
+        });
+    }
+
+    // One script, every target: output of each lands in the log, prefixed by its name.
+    let id = script_on(
+        &n1,
+        "echo \"hello from $CUTTLE_TARGET_NAME\"; echo oops >&2",
+        json!({"roles": ["web"]}),
+    );
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}\n{}", n1.task_log(&id));
+    let log = n1.task_log(&id);
+    for name in ["p1", "p2", "l1"] {
+        assert!(
+            log.contains(&format!("OUT   [{name}] hello from {name}")),
+            "{log}"
+        );
+        assert!(log.contains(&format!("ERR   [{name}] oops")), "{log}");
+    }
+
+    // A failing script on one target fails the task and says where.
+    let id = script_on(&n2, "exit 3", json!({"targets": [p2_id]}));
+    let t = n2.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("p2 exited with code 3"),
+        "{t}"
+    );
+
+    // n1 dies: the polling tentacles are still reached, through n2's gateway.
+    n1.kill9();
+    let id = script_on(
+        &n2,
+        "echo still here",
+        json!({"targets": [p1_id, p2_id, l1_id]}),
+    );
+    let t = n2.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}\n{}", n2.task_log(&id));
+    let log = n2.task_log(&id);
+    for name in ["p1", "p2", "l1"] {
+        assert!(log.contains(&format!("OUT   [{name}] still here")), "{log}");
+    }
+
+    // Cancel kills the remote process tree.
+    let pidfile = dir.path().join("remote.pid");
+    let script = format!(
+        "sleep 600 & echo $! > {}; echo started; wait",
+        pidfile.display()
+    );
+    let id = script_on(&n2, &script, json!({"targets": [p1_id]}));
+    wait_until("the remote script to start", MIN, || {
+        n2.task_log(&id)
+            .contains("OUT   [p1] started")
+            .then_some(())
+    });
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (status, _) = n2.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
+    assert_eq!(status, 202);
+    assert_eq!(n2.wait_finished(&id, MIN)["state"], "Canceled");
+    wait_until("the remote sleep to be killed", MIN, || {
+        process_gone(pid).then_some(())
+    });
+}
+
+#[test]
+fn unknown_tentacles_and_forged_servers_are_refused() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let dir = temp_dir("refused");
+    let key = cluster.api_key.clone();
+    let good = Tentacle::new(dir.path(), "good");
+    let good_id = register(&good, &n1, &key, "polling", &[]);
+    let config = std::fs::read_to_string(good.config_path()).unwrap();
+
+    // A tentacle the cluster never registered, configured to poll the same gateway.
+    let mut stranger = Tentacle::new(dir.path(), "stranger");
+    std::fs::write(stranger.config_path(), &config).unwrap();
+    stranger.start();
+    wait_until("the stranger to be refused", MIN, || {
+        n1.stderr_text()
+            .contains("refused a tentacle connection")
+            .then_some(())
+    });
+    wait_until("the stranger to learn it was refused", MIN, || {
+        let log = stranger.log_text();
+        (log.contains("session with gateway lost") && log.contains("AccessDenied")).then_some(())
+    });
+    let marker = dir.path().join("ran");
+    // Registered, the real tentacle connects; the stranger never held a session.
+    let mut good = good;
+    good.start();
+    wait_until("the registered tentacle to connect", MIN, || {
+        (target(&n1, &good_id)["connected_nodes"] == json!(["n1"])).then_some(())
+    });
+    let sessions = n1.stderr_text().matches("tentacle connected").count();
+    assert_eq!(
+        sessions, 1,
+        "only the registered tentacle ever held a session"
+    );
+    let (_, targets) = n1.get("/api/targets");
+    assert_eq!(targets["items"].as_array().unwrap().len(), 1, "{targets}");
+
+    // A tentacle expecting another cluster certificate refuses the real gateway: to it, the
+    // node is a forgery. Nothing runs on it.
+    let mut wary = Tentacle::new(dir.path(), "wary");
+    let forged = config.replace(
+        &config
+            .lines()
+            .find(|l| l.starts_with("cluster_thumbprint"))
+            .unwrap()
+            .to_owned(),
+        &format!("cluster_thumbprint = \"{}\"", "AB".repeat(32)),
+    );
+    std::fs::write(wary.config_path(), forged).unwrap();
+    // Same thumbprint registered as a target, so only the tentacle's own check can refuse.
+    let (status, body) = n1.post(
+        "/api/targets",
+        &json!({"name": "wary", "comms": "polling", "thumbprint": wary.thumbprint()}),
+    );
+    assert_eq!(status, 201, "{body}");
+    wary.start();
+    wait_until("the wary tentacle to refuse the gateway", MIN, || {
+        wary.log_text()
+            .contains("invalid peer certificate")
+            .then_some(())
+    });
+    let id = script_on(
+        &n1,
+        &format!("touch {}", marker.display()),
+        json!({"targets": [body["id"]]}),
+    );
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed", "{t}");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("no gateway holds a session"),
+        "{t}"
+    );
+    assert!(
+        !marker.exists(),
+        "nothing ran on a tentacle that refused the cluster"
+    );
+}
