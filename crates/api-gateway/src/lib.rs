@@ -45,6 +45,8 @@ pub struct ApiDeps {
     pub shutting_down: Arc<AtomicBool>,
     /// Wakes the worker in this process, if it hosts one.
     pub local_wake: Option<LocalWake>,
+    /// The cluster certificate: other nodes' internal gRPC accepts only it.
+    pub cluster: cuttle_tls::Identity,
 }
 
 #[derive(Clone)]
@@ -75,6 +77,7 @@ pub async fn serve(
         config.node_name.clone(),
         config.offline_after,
         deps.local_wake,
+        deps.cluster,
         shutdown.clone(),
     );
     let state = AppState {

@@ -11,7 +11,7 @@ use cuttle_proto::v1::WakeRequest;
 use cuttle_storage::Store;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Why a worker is being woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,7 @@ pub(crate) fn start(
     self_name: String,
     offline_after: Duration,
     local: Option<LocalWake>,
+    cluster: cuttle_tls::Identity,
     shutdown: CancellationToken,
 ) -> Waker {
     let enqueued = Arc::new(Notify::new());
@@ -64,6 +65,7 @@ pub(crate) fn start(
             self_name,
             offline_after,
             local,
+            cluster,
             clients: HashMap::new(),
             workers: Vec::new(),
             read_at: None,
@@ -85,6 +87,7 @@ struct Fanout {
     self_name: String,
     offline_after: Duration,
     local: Option<LocalWake>,
+    cluster: cuttle_tls::Identity,
     clients: HashMap<String, WorkerControlClient<Channel>>,
     /// (name, gRPC address) of online worker nodes.
     workers: Vec<(String, String)>,
@@ -151,10 +154,9 @@ impl Fanout {
         }
         let client = match self.clients.get(addr) {
             Some(c) => c.clone(),
-            None => match Endpoint::from_shared(format!("http://{addr}")) {
-                Ok(ep) => {
-                    let c =
-                        WorkerControlClient::new(ep.connect_timeout(CALL_TIMEOUT).connect_lazy());
+            None => match cuttle_proto::wire::cluster_channel(addr, &self.cluster, CALL_TIMEOUT) {
+                Ok(channel) => {
+                    let c = WorkerControlClient::new(channel);
                     self.clients.insert(addr.to_owned(), c.clone());
                     c
                 }

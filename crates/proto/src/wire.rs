@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 
 /// How often an idle session is pinged, and how long a ping may go unanswered: a peer that
 /// vanished without closing its connection (a cut cable, a frozen VM) is noticed in seconds.
@@ -97,4 +98,85 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
         }
         Box::pin(self.send.send_request(req))
     }
+}
+
+/// How long a TLS handshake on the internal port may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `service` on every connection `listener` accepts, over mutual TLS: only peers the
+/// acceptor's configuration trusts get past the handshake, before any request is read. Stops
+/// accepting when `shutdown` completes.
+pub async fn serve_tls<S>(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on the internal gRPC port");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, service) = (acceptor.clone(), service.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    if let Err(e) = serve(tls, service).await {
+                        tracing::debug!(%peer, error = %e, "internal gRPC connection ended");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "refused an internal gRPC connection")
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "refused an internal gRPC connection: handshake timed out")
+                }
+            }
+        });
+    }
+}
+
+/// A lazily connecting, reconnecting gRPC channel to another node's internal port, over mutual
+/// TLS with the cluster certificate (each side must present it).
+pub fn cluster_channel(
+    addr: &str,
+    cluster: &cuttle_tls::Identity,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, BoxError> {
+    let trust = cuttle_tls::Trusted::new([cluster.thumbprint()]);
+    let connector = tokio_rustls::TlsConnector::from(cuttle_tls::client_config(cluster, trust)?);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout);
+    let dial = tower::service_fn(move |uri: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let authority = uri
+                .authority()
+                .map(ToString::to_string)
+                .ok_or_else(|| std::io::Error::other("no address"))?;
+            let tcp = TcpStream::connect(authority).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector.connect(cuttle_tls::server_name(), tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(dial))
 }

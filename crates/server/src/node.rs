@@ -132,24 +132,29 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     }
 
     if let Some(listener) = grpc {
-        // Internal gRPC: wake-ups for a worker, the tentacle relay for a gateway.
-        let control = worker_handle.clone().map(WorkerControlService::new);
-        let relay = cfg
-            .roles
-            .contains(Role::Gateway)
-            .then(|| TentacleRelayService::new(sessions.clone(), cfg.node_name.clone()));
+        // Internal gRPC: wake-ups for a worker, the tentacle relay for a gateway. Mutual TLS
+        // with the cluster certificate: only other nodes of this cluster get past the handshake.
+        let mut routes = tonic::service::RoutesBuilder::default();
+        if let Some(handle) = &worker_handle {
+            routes.add_service(WorkerControlService::new(handle.clone()));
+        }
+        if cfg.roles.contains(Role::Gateway) {
+            routes.add_service(TentacleRelayService::new(
+                sessions.clone(),
+                cfg.node_name.clone(),
+            ));
+        }
+        let trust = cuttle_tls::Trusted::new([cluster.thumbprint()]);
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            cuttle_tls::server_config(&cluster, trust).context("internal gRPC TLS")?,
+        );
         let stop = rest_stop.clone();
-        rest.spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let res = tonic::transport::Server::builder()
-                .add_optional_service(control)
-                .add_optional_service(relay)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "gRPC server stopped");
-            }
-        });
+        rest.spawn(cuttle_proto::wire::serve_tls(
+            listener,
+            acceptor,
+            routes.routes().prepare(),
+            stop.cancelled_owned(),
+        ));
     }
 
     let mut worker = None;
@@ -197,6 +202,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             shared: shared.clone(),
             shutting_down: shutting_down.clone(),
             local_wake,
+            cluster: cluster.clone(),
         };
         let stop = rest_stop.clone();
         rest.spawn(async move {

@@ -105,8 +105,7 @@ async fn through_gateway(
     request: RunScriptRequest,
     ctx: &TaskCtx,
 ) -> Result<Streaming<ScriptEvent>, String> {
-    let mut last =
-        "no gateway holds a session with this target (is its tentacle running?)".to_owned();
+    let mut errors = Vec::new();
     for node in &t.connected_nodes {
         let addr = match ctx
             .targets
@@ -119,11 +118,10 @@ async fn through_gateway(
             Err(e) => return Err(format!("find node {node}: {e}")),
         };
         let call = async {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(CONNECT_TIMEOUT);
-            let mut client =
-                TentacleRelayClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
+            let channel =
+                cuttle_proto::wire::cluster_channel(&addr, &ctx.targets.cluster, CONNECT_TIMEOUT)
+                    .map_err(|e| e.to_string())?;
+            let mut client = TentacleRelayClient::new(channel);
             let relay = RelayRunScript {
                 target_id: t.id.0,
                 request: Some(request.clone()),
@@ -136,10 +134,14 @@ async fn through_gateway(
         };
         match call.await {
             Ok(stream) => return Ok(stream),
-            Err(e) => last = format!("through node {node}: {e}"),
+            Err(e) => errors.push(format!("through node {node}: {e}")),
         }
     }
-    Err(last)
+    if errors.is_empty() {
+        Err("no gateway holds a session with this target (is its tentacle running?)".into())
+    } else {
+        Err(errors.join(", "))
+    }
 }
 
 /// Connects to a listening tentacle, which must present the registered certificate.
