@@ -232,3 +232,82 @@ fn unknown_tentacles_and_forged_servers_are_refused() {
         "nothing ran on a tentacle that refused the cluster"
     );
 }
+
+#[test]
+fn health_checks_run_once_per_period_and_record_each_target() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let opts = |name: &str| NodeOptions {
+        env: vec![("CUTTLE_HEALTH_CHECK_SECS".into(), "2".into())],
+        ..NodeOptions::named(name, 2)
+    };
+    let n1 = cluster.start(opts("n1"));
+    let _n2 = cluster.start(opts("n2"));
+    let dir = temp_dir("health");
+    let key = cluster.api_key.clone();
+    let mut up = Tentacle::new(dir.path(), "up");
+    let up_id = register(&up, &n1, &key, "polling", &[]);
+    let down = Tentacle::new(dir.path(), "down");
+    let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
+    let down_id = register(
+        &down,
+        &n1,
+        &key,
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    up.start(); // `down` is never started
+    let health = |id: &str| target(&n1, id)["health"].as_str().unwrap().to_owned();
+    wait_until("the running tentacle to be Healthy", MIN, || {
+        (health(&up_id) == "Healthy").then_some(())
+    });
+    wait_until("the stopped one to be Unavailable", MIN, || {
+        (health(&down_id) == "Unavailable").then_some(())
+    });
+    let t = target(&n1, &down_id);
+    assert!(
+        t["health_reason"]
+            .as_str()
+            .unwrap()
+            .contains("connect to 127.0.0.1"),
+        "{t}"
+    );
+    assert!(t["last_health_check"].is_string(), "{t}");
+    let t = target(&n1, &up_id);
+    assert!(
+        t["health_reason"].as_str().unwrap().contains("GiB free"),
+        "{t}"
+    );
+
+    // Two schedulers, several periods: one check per period.
+    let periodic = || -> Vec<String> {
+        let (_, list) = n1.get("/api/tasks?limit=200");
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["kind"] == "HealthCheck")
+            .map(|t| t["description"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let checks = wait_until("three periodic checks", MIN, || {
+        let c = periodic();
+        (c.len() >= 3).then_some(c)
+    });
+    let mut unique = checks.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        checks.len(),
+        "a period was checked twice: {checks:?}"
+    );
+    assert!(checks
+        .iter()
+        .all(|d| d.starts_with("Periodic health check (period ")));
+
+    // On demand, for one target.
+    let id = n1.enqueue(json!({"kind": "HealthCheck", "arguments": {"targets": [up_id]}}));
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}");
+    assert!(n1.task_log(&id).contains("[up] Healthy"));
+}

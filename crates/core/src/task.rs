@@ -107,6 +107,9 @@ pub enum TaskKind {
         timeout_secs: Option<u64>,
         on: TargetSelection,
     },
+    /// Checks that targets' tentacles answer and records each one's health. Every target when
+    /// `on` is empty.
+    HealthCheck { on: TargetSelection },
 }
 
 /// Which deployment targets a script runs on: those listed, and those with any of the roles
@@ -121,6 +124,20 @@ pub struct TargetSelection {
 impl TargetSelection {
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty() && self.roles.is_empty() && self.environments.is_empty()
+    }
+
+    /// Adds the non-empty parts to a task's arguments.
+    fn add_to(&self, v: &mut Value) {
+        if !self.targets.is_empty() {
+            let ids: Vec<String> = self.targets.iter().map(ToString::to_string).collect();
+            v["targets"] = ids.into();
+        }
+        if !self.roles.is_empty() {
+            v["roles"] = self.roles.clone().into();
+        }
+        if !self.environments.is_empty() {
+            v["environments"] = self.environments.clone().into();
+        }
     }
 
     /// Whether the target is selected.
@@ -141,6 +158,27 @@ struct SleepArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HealthCheckArgs {
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+}
+
+fn parse_target_ids(kind: &str, ids: &[String]) -> Result<Vec<TargetId>, ValidationError> {
+    if ids.len() > 1000 {
+        return Err(ValidationError::new(format!(
+            "{kind} selects too many targets (1000 at most)"
+        )));
+    }
+    ids.iter()
+        .map(|t| t.parse::<TargetId>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ValidationError::new(format!("{kind} targets: {}", e.0)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ScriptArgs {
     script: String,
     timeout_secs: Option<u64>,
@@ -153,7 +191,7 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 2] = ["Sleep", "AdHocScript"];
+    pub const NAMES: [&'static str; 3] = ["Sleep", "AdHocScript", "HealthCheck"];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
     pub fn parse(kind: &str, arguments: &Value) -> Result<Self, ValidationError> {
@@ -198,12 +236,7 @@ impl TaskKind {
                         )));
                     }
                 }
-                let targets = a
-                    .targets
-                    .iter()
-                    .map(|t| t.parse::<TargetId>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ValidationError::new(format!("AdHocScript targets: {}", e.0)))?;
+                let targets = parse_target_ids(kind, &a.targets)?;
                 if targets.len() + a.roles.len() + a.environments.len() > 1000 {
                     return Err(ValidationError::new(
                         "AdHocScript selects too many targets, roles and environments (1000 at most)",
@@ -219,6 +252,16 @@ impl TaskKind {
                     },
                 })
             }
+            "HealthCheck" => {
+                let a: HealthCheckArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                Ok(TaskKind::HealthCheck {
+                    on: TargetSelection {
+                        targets: parse_target_ids(kind, &a.targets)?,
+                        roles: Vec::new(),
+                        environments: a.environments,
+                    },
+                })
+            }
             other => Err(ValidationError::new(format!(
                 "unknown task kind {other:?}: expected one of {}",
                 Self::NAMES.join(", ")
@@ -230,6 +273,7 @@ impl TaskKind {
         match self {
             TaskKind::Sleep { .. } => "Sleep",
             TaskKind::AdHocScript { .. } => "AdHocScript",
+            TaskKind::HealthCheck { .. } => "HealthCheck",
         }
     }
 
@@ -245,16 +289,12 @@ impl TaskKind {
                 if let Some(t) = timeout_secs {
                     v["timeout_secs"] = (*t).into();
                 }
-                if !on.targets.is_empty() {
-                    let ids: Vec<String> = on.targets.iter().map(ToString::to_string).collect();
-                    v["targets"] = ids.into();
-                }
-                if !on.roles.is_empty() {
-                    v["roles"] = on.roles.clone().into();
-                }
-                if !on.environments.is_empty() {
-                    v["environments"] = on.environments.clone().into();
-                }
+                on.add_to(&mut v);
+                v
+            }
+            TaskKind::HealthCheck { on } => {
+                let mut v = serde_json::json!({});
+                on.add_to(&mut v);
                 v
             }
         }
@@ -265,6 +305,8 @@ impl TaskKind {
     pub fn retry_safe(&self) -> bool {
         match self {
             TaskKind::Sleep { .. } | TaskKind::AdHocScript { .. } => false,
+            // Only reads the targets and records what it saw: running it again is harmless.
+            TaskKind::HealthCheck { .. } => true,
         }
     }
 }

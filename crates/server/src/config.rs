@@ -50,6 +50,9 @@ pub(crate) struct RawConfig {
     /// A node not seen for this long is offline and its tasks fail [env: CUTTLE_OFFLINE_AFTER_SECS]
     #[arg(long, global = true)]
     pub(crate) offline_after_secs: Option<u64>,
+    /// Seconds between periodic health checks of all targets; 0 turns them off [env: CUTTLE_HEALTH_CHECK_SECS]
+    #[arg(long, global = true)]
+    pub(crate) health_check_secs: Option<u64>,
     /// Worker fallback poll interval in ms [env: CUTTLE_POLL_MS]
     #[arg(long, global = true)]
     pub(crate) poll_ms: Option<u64>,
@@ -98,6 +101,7 @@ impl RawConfig {
             gateway_listen,
             heartbeat_secs,
             offline_after_secs,
+            health_check_secs,
             poll_ms,
             admin_api_key,
             trusted_proxies,
@@ -148,6 +152,7 @@ impl RawConfig {
             gateway_listen: s("CUTTLE_GATEWAY_LISTEN"),
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
+            health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
             poll_ms: num(env, "CUTTLE_POLL_MS")?,
             admin_api_key: s("CUTTLE_ADMIN_API_KEY"),
             trusted_proxies: s("CUTTLE_TRUSTED_PROXIES"),
@@ -177,6 +182,8 @@ pub(crate) struct Config {
     pub(crate) gateway_listen: SocketAddr,
     pub(crate) heartbeat: Duration,
     pub(crate) offline_after: Duration,
+    /// `None`: no periodic health checks.
+    pub(crate) health_check: Option<Duration>,
     pub(crate) poll: Duration,
     pub(crate) admin_api_key: Option<String>,
     pub(crate) trusted_proxies: TrustedProxies,
@@ -266,6 +273,13 @@ impl Config {
             gateway_listen: addr("CUTTLE_GATEWAY_LISTEN", raw.gateway_listen, "0.0.0.0:10943")?,
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
+            health_check: match raw.health_check_secs.unwrap_or(3600) {
+                0 => None,
+                s if s > 7 * 86_400 => {
+                    bail!("CUTTLE_HEALTH_CHECK_SECS ({s}) must be at most a week (604800), or 0 for none")
+                }
+                s => Some(Duration::from_secs(s)),
+            },
             poll: Duration::from_millis(poll_ms),
             admin_api_key: raw.admin_api_key,
             trusted_proxies: TrustedProxies::parse(raw.trusted_proxies.as_deref().unwrap_or(""))

@@ -99,7 +99,10 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     // Created up front so the scheduler can wake this node's worker for re-queued tasks.
     let worker_handle = cfg.roles.contains(Role::Worker).then(WorkerHandle::new);
     if cfg.roles.contains(Role::Scheduler) {
-        let sched = SchedulerConfig::new(cfg.offline_after);
+        let sched = SchedulerConfig {
+            health_check_every: cfg.health_check,
+            ..SchedulerConfig::new(cfg.offline_after)
+        };
         let local = worker_handle.clone();
         // Other nodes' workers find re-queued tasks at their next poll.
         let on_requeue = move || {

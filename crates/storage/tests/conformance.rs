@@ -72,6 +72,7 @@ conformance!(
     complete_and_claim_in_one_call,
     audit_events_newest_first,
     targets_and_their_gateway_sessions,
+    periodic_jobs_run_once_per_period_and_health_is_recorded,
 );
 
 fn reg(name: &str, cap: u32) -> NodeRegistration {
@@ -634,4 +635,33 @@ async fn targets_and_their_gateway_sessions(fx: &Fixture) {
     assert!(!s.delete_target(b).await.unwrap());
     assert!(s.get_target(b, LONG).await.unwrap().is_none());
     assert_eq!(s.list_targets(None, LONG).await.unwrap().len(), 1);
+}
+
+async fn periodic_jobs_run_once_per_period_and_health_is_recorded(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let other = fx.open().await;
+    let (a, b) = tokio::join!(s.claim_period("job", 5), other.claim_period("job", 5));
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "exactly one scheduler wins period 5"
+    );
+    assert!(!s.claim_period("job", 5).await.unwrap());
+    assert!(
+        !s.claim_period("job", 4).await.unwrap(),
+        "never an earlier period"
+    );
+    assert!(other.claim_period("job", 6).await.unwrap());
+    assert!(
+        s.claim_period("another-job", 6).await.unwrap(),
+        "jobs are independent"
+    );
+
+    let id = s.create_target(&target("db-1", 'D')).await.unwrap();
+    s.set_target_health(id, cuttle_core::TargetHealth::Unavailable, "no session")
+        .await
+        .unwrap();
+    let t = s.get_target(id, LONG).await.unwrap().unwrap();
+    assert_eq!(t.health, cuttle_core::TargetHealth::Unavailable);
+    assert_eq!(t.health_reason.as_deref(), Some("no session"));
+    assert!(t.last_health_check.is_some());
 }

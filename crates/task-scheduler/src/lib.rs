@@ -1,9 +1,10 @@
-//! The scheduler role: cluster loops that no single worker can run for itself. Today: finding
-//! lost nodes, failing (or re-queuing) the tasks they held, and putting those tasks' logs in
-//! place.
+//! The scheduler role: cluster loops that no single worker can run for itself. Finding lost
+//! nodes, failing (or re-queuing) the tasks they held and putting those tasks' logs in place;
+//! and the periodic health check of every target.
 
 use std::time::Duration;
 
+use cuttle_core::{NewTask, TargetSelection, TaskKind};
 use cuttle_storage::{SharedStore, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +14,8 @@ pub struct SchedulerConfig {
     pub offline_after: Duration,
     /// How often to look for lost nodes.
     pub check_interval: Duration,
+    /// How often every target's health is checked; `None`: never.
+    pub health_check_every: Option<Duration>,
 }
 
 impl SchedulerConfig {
@@ -24,6 +27,7 @@ impl SchedulerConfig {
         SchedulerConfig {
             offline_after,
             check_interval,
+            health_check_every: None,
         }
     }
 }
@@ -34,9 +38,14 @@ pub async fn serve(
     config: SchedulerConfig,
     store: Store,
     shared: SharedStore,
-    on_requeue: impl Fn() + Send + 'static,
+    wake_local: impl Fn() + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) {
+    let wake_local = std::sync::Arc::new(wake_local);
+    if let Some(every) = config.health_check_every {
+        let (store, wake, stop) = (store.clone(), wake_local.clone(), shutdown.clone());
+        tokio::spawn(periodic_health_checks(every, store, move || wake(), stop));
+    }
     let mut tick = tokio::time::interval(config.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -55,12 +64,65 @@ pub async fn serve(
                         "node lost: no heartbeat within the offline timeout; its tasks were stopped"
                     );
                     if !node.requeued.is_empty() {
-                        on_requeue();
+                        wake_local();
                     }
                     salvage_logs(&shared, node).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "look for lost nodes"),
+        }
+    }
+}
+
+const HEALTH_CHECK_JOB: &str = "health_check_period";
+
+/// Enqueues a `HealthCheck` of every target once per period, counted from the Unix epoch:
+/// every scheduler tries at each period's start and the store lets exactly one succeed. A
+/// node that dies between winning a period and enqueuing skips that period's check.
+async fn periodic_health_checks(
+    every: Duration,
+    store: Store,
+    wake_local: impl Fn(),
+    shutdown: CancellationToken,
+) {
+    let period_ms = every.as_millis().max(1) as i64;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let period = now / period_ms;
+        let wait = match store.claim_period(HEALTH_CHECK_JOB, period).await {
+            Ok(won) => {
+                if won {
+                    let task = NewTask {
+                        kind: TaskKind::HealthCheck {
+                            on: TargetSelection::default(),
+                        },
+                        description: format!("Periodic health check (period {period})"),
+                        // One at a time: a slow check never overlaps the next.
+                        concurrency_tag: Some("system/health-check".into()),
+                    };
+                    match store.enqueue(&task).await {
+                        Ok(t) => {
+                            tracing::info!(task = %t.id, period, "periodic health check queued");
+                            wake_local();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, period, "queue the periodic health check")
+                        }
+                    }
+                }
+                Duration::from_millis(((period + 1) * period_ms - now).max(1) as u64)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "periodic health check: will try again");
+                Duration::from_secs(5).min(every)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -129,6 +129,10 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
                     timeout_secs,
                     ..
                 } => run_script(key, &script, timeout_secs, ctx).await,
+                TaskKind::HealthCheck { on } => tokio::select! {
+                    o = remote::health_check(key, &on, ctx) => o,
+                    _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
+                },
             }
         }
     };

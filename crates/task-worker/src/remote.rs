@@ -6,10 +6,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cuttle_core::{Comms, TargetRecord, TargetSelection};
+use cuttle_core::{Comms, TargetHealth, TargetRecord, TargetSelection};
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_client::TentacleRelayClient;
-use cuttle_proto::v1::{script_event, RelayRunScript, RunScriptRequest, ScriptEvent};
+use cuttle_proto::v1::{
+    script_event, CapabilitiesRequest, RelayCapabilities, RelayRunScript, RunScriptRequest,
+    ScriptEvent,
+};
 use cuttle_storage::{Execution, Store};
 use cuttle_tls::{Identity, Thumbprint, Trusted};
 use futures_util::future::join_all;
@@ -105,6 +108,23 @@ async fn through_gateway(
     request: RunScriptRequest,
     ctx: &TaskCtx,
 ) -> Result<Streaming<ScriptEvent>, String> {
+    relayed(t, ctx, |mut client| {
+        let relay = RelayRunScript {
+            target_id: t.id.0,
+            request: Some(request.clone()),
+        };
+        async move { client.run_script(relay).await }
+    })
+    .await
+}
+
+/// Makes `call` through each online gateway holding a session with the target until one
+/// answers; the errors of all tried otherwise.
+async fn relayed<T, F, Fut>(t: &TargetRecord, ctx: &TaskCtx, call: F) -> Result<T, String>
+where
+    F: Fn(TentacleRelayClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
     let mut errors = Vec::new();
     for node in &t.connected_nodes {
         let addr = match ctx
@@ -117,24 +137,18 @@ async fn through_gateway(
             Ok(_) => continue,
             Err(e) => return Err(format!("find node {node}: {e}")),
         };
-        let call = async {
-            let channel =
-                cuttle_proto::wire::cluster_channel(&addr, &ctx.targets.cluster, CONNECT_TIMEOUT)
-                    .map_err(|e| e.to_string())?;
-            let mut client = TentacleRelayClient::new(channel);
-            let relay = RelayRunScript {
-                target_id: t.id.0,
-                request: Some(request.clone()),
+        let channel =
+            match cuttle_proto::wire::cluster_channel(&addr, &ctx.targets.cluster, CONNECT_TIMEOUT)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("through node {node}: {e}"));
+                    continue;
+                }
             };
-            client
-                .run_script(relay)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| s.message().to_owned())
-        };
-        match call.await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => errors.push(format!("through node {node}: {e}")),
+        match call(TentacleRelayClient::new(channel)).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) => errors.push(format!("through node {node}: {}", s.message())),
         }
     }
     if errors.is_empty() {
@@ -145,11 +159,10 @@ async fn through_gateway(
 }
 
 /// Connects to a listening tentacle, which must present the registered certificate.
-async fn direct(
+async fn listening(
     t: &TargetRecord,
-    request: RunScriptRequest,
     ctx: &TaskCtx,
-) -> Result<Streaming<ScriptEvent>, String> {
+) -> Result<TentacleClient<cuttle_proto::wire::Channel>, String> {
     let endpoint = t
         .endpoint
         .as_deref()
@@ -170,11 +183,132 @@ async fn direct(
         .await
         .map_err(|e| format!("session with {endpoint}: {e}"))?;
     tokio::spawn(connection);
-    TentacleClient::new(channel)
+    Ok(TentacleClient::new(channel))
+}
+
+async fn direct(
+    t: &TargetRecord,
+    request: RunScriptRequest,
+    ctx: &TaskCtx,
+) -> Result<Streaming<ScriptEvent>, String> {
+    listening(t, ctx)
+        .await?
         .run_script(request)
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| s.message().to_owned())
+}
+
+/// Below this much free disk a target is Unhealthy: deployments there are about to fail.
+const MIN_FREE_DISK: u64 = 1 << 30;
+/// How long a target may take to answer a health check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks every selected target (all, when none are selected) for its capabilities and records
+/// its health: Healthy, Unhealthy (answers but low on disk) or Unavailable (does not answer).
+/// Succeeds when every target is healthy.
+pub(crate) async fn health_check(key: Execution, on: &TargetSelection, ctx: &TaskCtx) -> Outcome {
+    let all = match ctx
+        .targets
+        .store
+        .list_targets(None, ctx.targets.offline_after)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return Outcome::failed(format!("list targets: {e}")),
+    };
+    let chosen: Vec<&TargetRecord> = all
+        .iter()
+        .filter(|t| on.is_empty() || on.matches(t))
+        .collect();
+    ctx.logs
+        .line(key, format!("INFO  checking {} target(s)", chosen.len()))
+        .await;
+    let checks = chosen.iter().map(|t| async move {
+        let health = match tokio::time::timeout(CHECK_TIMEOUT, check(t, ctx)).await {
+            Ok(h) => h,
+            Err(_) => (
+                TargetHealth::Unavailable,
+                "no answer within 30 s".to_owned(),
+            ),
+        };
+        (*t, health)
+    });
+    let mut sick = Vec::new();
+    for (t, (health, reason)) in join_all(checks).await {
+        if let Err(e) = ctx
+            .targets
+            .store
+            .set_target_health(t.id, health, &reason)
+            .await
+        {
+            return Outcome::failed(format!("record the health of {}: {e}", t.name));
+        }
+        let level = if health == TargetHealth::Healthy {
+            "INFO "
+        } else {
+            "WARN "
+        };
+        ctx.logs
+            .line(
+                key,
+                format!("{level} [{}] {}: {reason}", t.name, health.as_str()),
+            )
+            .await;
+        if health != TargetHealth::Healthy {
+            sick.push(format!("{} ({}: {reason})", t.name, health.as_str()));
+        }
+    }
+    if sick.is_empty() {
+        Outcome::success()
+    } else {
+        Outcome::failed(format!(
+            "{} of {} target(s) not healthy: {}",
+            sick.len(),
+            chosen.len(),
+            sick.join("; ")
+        ))
+    }
+}
+
+async fn check(t: &TargetRecord, ctx: &TaskCtx) -> (TargetHealth, String) {
+    let answer = match t.comms {
+        Comms::Polling => {
+            relayed(t, ctx, |mut client| {
+                let req = RelayCapabilities { target_id: t.id.0 };
+                async move { client.capabilities(req).await }
+            })
+            .await
+        }
+        Comms::Listening => match listening(t, ctx).await {
+            Ok(mut client) => client
+                .capabilities(CapabilitiesRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.message().to_owned()),
+            Err(e) => Err(e),
+        },
+    };
+    match answer {
+        Err(e) => (TargetHealth::Unavailable, e),
+        Ok(c) if c.free_disk_bytes < MIN_FREE_DISK => (
+            TargetHealth::Unhealthy,
+            format!(
+                "only {} MiB of free disk (at least {} MiB needed)",
+                c.free_disk_bytes >> 20,
+                MIN_FREE_DISK >> 20
+            ),
+        ),
+        Ok(c) => (
+            TargetHealth::Healthy,
+            format!(
+                "tentacle {} on {}, {} GiB free",
+                c.version,
+                c.os,
+                c.free_disk_bytes >> 30
+            ),
+        ),
+    }
 }
 
 /// Copies the script's output into the task log until its exit code arrives.

@@ -329,6 +329,23 @@ impl Store {
         dispatch!(self, b => b.close_sessions(id, node).await)
     }
 
+    /// Records the outcome of a health check, timed by the database clock.
+    pub async fn set_target_health(
+        &self,
+        id: TargetId,
+        health: TargetHealth,
+        reason: &str,
+    ) -> Result<()> {
+        dispatch!(self, b => b.set_target_health(id, health.as_str(), reason).await)
+    }
+
+    /// Claims period `n` of a periodic job named `key`: true for exactly one caller per period
+    /// however many ask at once, false for every other and for any earlier period.
+    pub async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        self.init_setting(key, "0").await?;
+        dispatch!(self, b => b.claim_period(key, n).await)
+    }
+
     /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL).
     pub async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
         dispatch!(self, b => b.enqueue(task).await)

@@ -766,6 +766,41 @@ impl Postgres {
         Ok(())
     }
 
+    pub(super) async fn set_target_health(
+        &self,
+        id: TargetId,
+        health: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            &format!(
+                "UPDATE targets SET health = $2, health_reason = $3, last_health_check_ms = {NOW}
+                 WHERE seq = $1"
+            ),
+            &[&id.0, &health, &reason],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(super) async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        let c = self.conn().await?;
+        // The row lock makes a racing caller wait, then re-check the condition and miss.
+        let claimed = c
+            .execute(
+                "UPDATE settings SET value = $2::BIGINT::TEXT
+                 WHERE key = $1 AND value::BIGINT < $2::BIGINT",
+                &[&key, &n],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(claimed == 1)
+    }
+
     pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
         let mut c = self.conn().await?;
         let args = task.kind.arguments().to_string();

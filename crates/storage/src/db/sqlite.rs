@@ -616,6 +616,43 @@ impl Sqlite {
         .await
     }
 
+    pub(super) async fn set_target_health(
+        &self,
+        id: TargetId,
+        health: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let (health, reason) = (health.to_owned(), reason.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE targets SET health = ?2, health_reason = ?3,
+                         last_health_check_ms = {NOW}
+                     WHERE seq = ?1"
+                ),
+                params![id.0, health, reason],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |tx| {
+            let claimed = tx
+                .execute(
+                    "UPDATE settings SET value = CAST(?2 AS TEXT)
+                     WHERE key = ?1 AND CAST(value AS INTEGER) < ?2",
+                    params![key, n],
+                )
+                .map_err(db_err)?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
+
     pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
         let task = task.clone();
         self.write(move |tx| {
