@@ -311,3 +311,115 @@ fn health_checks_run_once_per_period_and_record_each_target() {
     assert_eq!(t["state"], "Success", "{t}");
     assert!(n1.task_log(&id).contains("[up] Healthy"));
 }
+
+/// Peak resident memory of a process, from `/proc/PID/status` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_large_file_reaches_polling_and_listening_tentacles_intact_in_constant_memory() {
+    const SIZE_MIB: usize = 200;
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let dir = temp_dir("push");
+    let key = cluster.api_key.clone();
+    let mut polling = Tentacle::new(dir.path(), "polling");
+    let polling_id = register(&polling, &n1, &key, "polling", &[]);
+    let mut listening = Tentacle::new(dir.path(), "listening");
+    let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
+    let listening_id = register(
+        &listening,
+        &n1,
+        &key,
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    polling.start();
+    listening.start();
+    wait_until("the polling tentacle to connect", MIN, || {
+        (target(&n1, &polling_id)["connected_nodes"] == json!(["n1"])).then_some(())
+    });
+
+    // A 200 MiB package in the shared store (varied bytes, so a mix-up cannot hash the same).
+    let packages = cluster.shared_dir().join("Packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let source = packages.join("app-1.0.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&source).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        for i in 0..SIZE_MIB {
+            for (j, b) in block.iter_mut().enumerate() {
+                *b = (i * 31 + j * 7 + j / 251) as u8;
+            }
+            f.write_all(&block).unwrap();
+        }
+    }
+    let expected = sha256sum(&source);
+    let before: Vec<u64> = [&polling, &listening]
+        .iter()
+        .map(|t| peak_rss_kib(t.pid().unwrap()))
+        .collect();
+
+    let id = n1.enqueue(json!({"kind": "PushFile", "arguments": {
+        "source": "Packages/app-1.0.bin", "destination": "apps/app-1.0.bin",
+        "targets": [polling_id, listening_id]}}));
+    let t = n1.wait_finished(&id, Duration::from_secs(300));
+    assert_eq!(t["state"], "Success", "{t}\n{}", n1.task_log(&id));
+    let log = n1.task_log(&id);
+    for (tentacle, rss_before) in [&polling, &listening].into_iter().zip(before) {
+        let file = tentacle.home.join("files/apps/app-1.0.bin");
+        assert_eq!(sha256sum(&file), expected, "{}", tentacle.name);
+        assert!(
+            log.contains(&format!(
+                "[{}] received {} bytes",
+                tentacle.name,
+                SIZE_MIB << 20
+            )),
+            "{log}"
+        );
+        let peak = peak_rss_kib(tentacle.pid().unwrap());
+        // Streamed: the tentacle never holds more than a few chunks of the file.
+        assert!(
+            peak < rss_before + 48 * 1024,
+            "{}: peak memory grew from {rss_before} KiB to {peak} KiB for a {SIZE_MIB} MiB file",
+            tentacle.name
+        );
+        cuttle_e2e::report(format!(
+            "{}: peak RSS {rss_before} KiB before, {peak} KiB after receiving {SIZE_MIB} MiB",
+            tentacle.name
+        ));
+    }
+    // Nothing half-written is left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(polling.home.join("files/apps"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
+    // A path that would leave the files directory is refused before anything is queued.
+    let (status, err) = n1.post(
+        "/api/tasks",
+        &json!({"kind": "PushFile", "arguments": {
+        "source": "Packages/app-1.0.bin", "destination": "../escape", "targets": [polling_id]}}),
+    );
+    assert_eq!(status, 400, "{err}");
+}

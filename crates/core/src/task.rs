@@ -110,6 +110,30 @@ pub enum TaskKind {
     /// Checks that targets' tentacles answer and records each one's health. Every target when
     /// `on` is empty.
     HealthCheck { on: TargetSelection },
+    /// Sends a file from the shared store to the selected targets' files directories.
+    PushFile {
+        source: String,
+        destination: String,
+        on: TargetSelection,
+    },
+}
+
+/// A path that must stay inside the folder it is relative to: not empty, not absolute, only
+/// plain components (no `..`, no `.`), no NUL.
+pub fn validate_relative_path(what: &str, path: &str) -> Result<(), ValidationError> {
+    let plain = !path.is_empty()
+        && !path.contains('\0')
+        && path.len() <= 1000
+        && std::path::Path::new(path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(ValidationError::new(format!(
+            "{what} {path:?} must be a relative path without \"..\" (at most 1000 bytes)"
+        )))
+    }
 }
 
 /// Which deployment targets a script runs on: those listed, and those with any of the roles
@@ -158,6 +182,19 @@ struct SleepArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PushFileArgs {
+    source: String,
+    destination: String,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HealthCheckArgs {
     #[serde(default)]
     targets: Vec<String>,
@@ -191,7 +228,7 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 3] = ["Sleep", "AdHocScript", "HealthCheck"];
+    pub const NAMES: [&'static str; 4] = ["Sleep", "AdHocScript", "HealthCheck", "PushFile"];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
     pub fn parse(kind: &str, arguments: &Value) -> Result<Self, ValidationError> {
@@ -252,6 +289,26 @@ impl TaskKind {
                     },
                 })
             }
+            "PushFile" => {
+                let a: PushFileArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                validate_relative_path("PushFile source", &a.source)?;
+                validate_relative_path("PushFile destination", &a.destination)?;
+                let on = TargetSelection {
+                    targets: parse_target_ids(kind, &a.targets)?,
+                    roles: a.roles,
+                    environments: a.environments,
+                };
+                if on.is_empty() {
+                    return Err(ValidationError::new(
+                        "PushFile needs targets, roles or environments to send the file to",
+                    ));
+                }
+                Ok(TaskKind::PushFile {
+                    source: a.source,
+                    destination: a.destination,
+                    on,
+                })
+            }
             "HealthCheck" => {
                 let a: HealthCheckArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 Ok(TaskKind::HealthCheck {
@@ -274,6 +331,7 @@ impl TaskKind {
             TaskKind::Sleep { .. } => "Sleep",
             TaskKind::AdHocScript { .. } => "AdHocScript",
             TaskKind::HealthCheck { .. } => "HealthCheck",
+            TaskKind::PushFile { .. } => "PushFile",
         }
     }
 
@@ -297,6 +355,15 @@ impl TaskKind {
                 on.add_to(&mut v);
                 v
             }
+            TaskKind::PushFile {
+                source,
+                destination,
+                on,
+            } => {
+                let mut v = serde_json::json!({ "source": source, "destination": destination });
+                on.add_to(&mut v);
+                v
+            }
         }
     }
 
@@ -307,6 +374,8 @@ impl TaskKind {
             TaskKind::Sleep { .. } | TaskKind::AdHocScript { .. } => false,
             // Only reads the targets and records what it saw: running it again is harmless.
             TaskKind::HealthCheck { .. } => true,
+            // A file is put in place whole or not at all; sending it again gives the same file.
+            TaskKind::PushFile { .. } => true,
         }
     }
 }

@@ -7,3 +7,7 @@ pub mod v1 {
 }
 
 pub mod wire;
+
+/// Metadata naming the target of a relayed file push (its numeric id): a client-streaming call
+/// has no first message to carry it in before the data.
+pub const TARGET_METADATA: &str = "x-cuttle-target";

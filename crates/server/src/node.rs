@@ -184,6 +184,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             node_state: state_rx.clone(),
             db_contact: db_contact.clone(),
             cluster: cluster.clone(),
+            shared: shared.clone(),
         };
         worker = Some(tokio::spawn(cuttle_task_worker::serve(
             wcfg,

@@ -129,6 +129,14 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
                     timeout_secs,
                     ..
                 } => run_script(key, &script, timeout_secs, ctx).await,
+                TaskKind::PushFile {
+                    source,
+                    destination,
+                    on,
+                } => tokio::select! {
+                    o = remote::push_file(key, &source, &destination, &on, ctx) => o,
+                    _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
+                },
                 TaskKind::HealthCheck { on } => tokio::select! {
                     o = remote::health_check(key, &on, ctx) => o,
                     _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
@@ -332,6 +340,7 @@ mod tests {
                 )
                 .await
                 .unwrap(),
+                shared: store.clone(),
                 cluster: cuttle_tls::Identity::generate("test", 1).unwrap(),
                 offline_after: Duration::from_secs(60),
             }),

@@ -10,12 +10,13 @@ use cuttle_core::{Comms, TargetHealth, TargetRecord, TargetSelection};
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_client::TentacleRelayClient;
 use cuttle_proto::v1::{
-    script_event, CapabilitiesRequest, RelayCapabilities, RelayRunScript, RunScriptRequest,
-    ScriptEvent,
+    file_chunk, script_event, CapabilitiesRequest, FileChunk, FileHeader, PushFileReply,
+    RelayCapabilities, RelayRunScript, RunScriptRequest, ScriptEvent,
 };
-use cuttle_storage::{Execution, Store};
+use cuttle_storage::{Execution, SharedStore, Store};
 use cuttle_tls::{Identity, Thumbprint, Trusted};
 use futures_util::future::join_all;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Streaming;
 
 use crate::exec::{Outcome, TaskCtx};
@@ -25,6 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a worker needs to reach targets.
 pub(crate) struct Targets {
     pub(crate) store: Store,
+    /// Where files pushed to targets come from.
+    pub(crate) shared: SharedStore,
     /// Presented to listening tentacles.
     pub(crate) cluster: Identity,
     pub(crate) offline_after: Duration,
@@ -46,19 +49,10 @@ pub(crate) async fn run(
         Ok(t) => t,
         Err(e) => return Outcome::failed(format!("list targets: {e}")),
     };
-    let unknown: Vec<String> = on
-        .targets
-        .iter()
-        .filter(|id| !all.iter().any(|t| t.id == **id))
-        .map(ToString::to_string)
-        .collect();
-    if !unknown.is_empty() {
-        return Outcome::failed(format!("no such target: {}", unknown.join(", ")));
-    }
-    let chosen: Vec<&TargetRecord> = all.iter().filter(|t| on.matches(t)).collect();
-    if chosen.is_empty() {
-        return Outcome::failed("no target matches the task's targets, roles and environments");
-    }
+    let chosen = match select(&all, on) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
     let names: Vec<&str> = chosen.iter().map(|t| t.name.as_str()).collect();
     ctx.logs
         .line(
@@ -77,6 +71,194 @@ pub(crate) async fn run(
     } else {
         Outcome::failed(failures.join("; "))
     }
+}
+
+/// The targets `on` selects; a failed outcome when it names an unknown target or selects none.
+fn select<'a>(
+    all: &'a [TargetRecord],
+    on: &TargetSelection,
+) -> Result<Vec<&'a TargetRecord>, Outcome> {
+    let unknown: Vec<String> = on
+        .targets
+        .iter()
+        .filter(|id| !all.iter().any(|t| t.id == **id))
+        .map(ToString::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Outcome::failed(format!(
+            "no such target: {}",
+            unknown.join(", ")
+        )));
+    }
+    let chosen: Vec<&TargetRecord> = all.iter().filter(|t| on.matches(t)).collect();
+    if chosen.is_empty() {
+        return Err(Outcome::failed(
+            "no target matches the task's targets, roles and environments",
+        ));
+    }
+    Ok(chosen)
+}
+
+/// Sends a file from the shared store to every selected target at once. Read twice from the
+/// store (to hash it, then to send it), never held in memory.
+pub(crate) async fn push_file(
+    key: Execution,
+    source: &str,
+    destination: &str,
+    on: &TargetSelection,
+    ctx: &TaskCtx,
+) -> Outcome {
+    let path = ctx.targets.shared.root().join(source);
+    let hashed = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || hash_file(&path)).await
+    };
+    let (size, sha256) = match hashed {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Outcome::failed(format!("read {}: {e}", path.display())),
+        Err(e) => return Outcome::failed(format!("hash {}: {e}", path.display())),
+    };
+    let all = match ctx
+        .targets
+        .store
+        .list_targets(None, ctx.targets.offline_after)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return Outcome::failed(format!("list targets: {e}")),
+    };
+    let chosen = match select(&all, on) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    ctx.logs
+        .line(
+            key,
+            format!(
+                "INFO  sending {source} ({size} bytes, SHA-256 {sha256}) to {} target(s) as {destination}",
+                chosen.len()
+            ),
+        )
+        .await;
+    let header = FileHeader {
+        path: destination.to_owned(),
+        size,
+        sha256,
+    };
+    let sends = chosen.iter().map(|t| push_one(key, t, &path, &header, ctx));
+    let failures: Vec<String> = join_all(sends)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        Outcome::success()
+    } else {
+        Outcome::failed(failures.join("; "))
+    }
+}
+
+async fn push_one(
+    key: Execution,
+    t: &TargetRecord,
+    path: &std::path::Path,
+    header: &FileHeader,
+    ctx: &TaskCtx,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let reply: Result<PushFileReply, String> = match t.comms {
+        Comms::Polling => {
+            relayed(t, ctx, |mut client| async move {
+                let chunks = file_chunks(path, header.clone()).await.map_err(|e| {
+                    tonic::Status::internal(format!("read {}: {e}", path.display()))
+                })?;
+                let mut request = tonic::Request::new(chunks);
+                if let Ok(v) = t.id.0.to_string().parse() {
+                    request
+                        .metadata_mut()
+                        .insert(cuttle_proto::TARGET_METADATA, v);
+                }
+                client.push_file(request).await
+            })
+            .await
+        }
+        Comms::Listening => match listening(t, ctx).await {
+            Ok(mut client) => match file_chunks(path, header.clone()).await {
+                Ok(chunks) => client
+                    .push_file(chunks)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| s.message().to_owned()),
+                Err(e) => Err(format!("read {}: {e}", path.display())),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    let reply = reply.map_err(|e| format!("{}: {e}", t.name))?;
+    if reply.size != header.size || reply.sha256 != header.sha256 {
+        return Err(format!(
+            "{}: received {} bytes with SHA-256 {}",
+            t.name, reply.size, reply.sha256
+        ));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    ctx.logs
+        .line(
+            key,
+            format!(
+                "INFO  [{}] received {} bytes in {secs:.1} s ({:.0} MiB/s) at {}",
+                t.name,
+                reply.size,
+                reply.size as f64 / 1048576.0 / secs.max(0.001),
+                reply.path
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+/// Size and lower-case hex SHA-256 of a file, read in blocks.
+fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((
+        size,
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    ))
+}
+
+/// The push's messages: the header, then the file in 64 KiB chunks as the transport asks for
+/// them. A read error ends the stream early; the tentacle then refuses the short file.
+async fn file_chunks(
+    path: &std::path::Path,
+    header: FileHeader,
+) -> std::io::Result<impl Stream<Item = FileChunk> + Send + 'static> {
+    let file = tokio::fs::File::open(path).await?;
+    let first = FileChunk {
+        part: Some(file_chunk::Part::Header(header)),
+    };
+    let data = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)
+        .map_while(Result::ok)
+        .map(|b| FileChunk {
+            part: Some(file_chunk::Part::Data(b.to_vec())),
+        });
+    Ok(tokio_stream::once(first).chain(data))
 }
 
 async fn run_on(

@@ -45,6 +45,8 @@ pub struct WorkerDeps {
     pub db_contact: DbContact,
     /// The cluster certificate, presented to listening tentacles.
     pub cluster: cuttle_tls::Identity,
+    /// The shared store: where files pushed to targets come from.
+    pub shared: cuttle_storage::SharedStore,
 }
 
 /// When the node last wrote its heartbeat. Cheap to clone; shared by the heartbeat (which
@@ -152,6 +154,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let targets = Arc::new(crate::remote::Targets {
         store: deps.store.clone(),
+        shared: deps.shared,
         cluster: deps.cluster,
         offline_after: config.offline_after,
     });

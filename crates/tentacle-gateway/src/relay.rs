@@ -5,8 +5,11 @@ use cuttle_core::TargetId;
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_server::{TentacleRelay, TentacleRelayServer};
 use cuttle_proto::v1::{
-    CapabilitiesReply, CapabilitiesRequest, RelayCapabilities, RelayRunScript, ScriptEvent,
+    CapabilitiesReply, CapabilitiesRequest, FileChunk, PushFileReply, RelayCapabilities,
+    RelayRunScript, ScriptEvent,
 };
+use cuttle_proto::TARGET_METADATA;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Sessions;
@@ -44,6 +47,24 @@ impl TentacleRelay for TentacleRelayService {
     ) -> Result<Response<CapabilitiesReply>, Status> {
         let mut client = self.client(request.into_inner().target_id)?;
         client.capabilities(CapabilitiesRequest {}).await
+    }
+
+    async fn push_file(
+        &self,
+        request: Request<Streaming<FileChunk>>,
+    ) -> Result<Response<PushFileReply>, Status> {
+        let target = request
+            .metadata()
+            .get(TARGET_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("no {TARGET_METADATA} metadata")))?;
+        let mut client = self.client(target)?;
+        // Chunks pass through as they arrive: flow control reaches back to the sender, so the
+        // gateway holds a few chunks at most. An error upstream ends the stream early, and the
+        // tentacle refuses the short file.
+        let chunks = request.into_inner().map_while(Result::ok);
+        client.push_file(chunks).await
     }
 
     type RunScriptStream = Streaming<ScriptEvent>;

@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
 use cuttle_proto::v1::{
-    script_event, CapabilitiesReply, CapabilitiesRequest, OutputLine, RunScriptRequest, ScriptEvent,
+    file_chunk, script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, OutputLine,
+    PushFileReply, RunScriptRequest, ScriptEvent,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 /// Longest output line sent whole; longer output is split, so memory stays bounded whatever a
 /// script prints.
@@ -24,6 +26,8 @@ const PIPE_DRAIN: Duration = Duration::from_secs(5);
 pub(crate) struct Agent {
     /// Where scripts without a working directory get a fresh one.
     pub(crate) work_root: PathBuf,
+    /// Where pushed files go (their paths are relative to it).
+    pub(crate) files_root: PathBuf,
 }
 
 impl Agent {
@@ -50,6 +54,55 @@ impl Tentacle for Agent {
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             free_disk_bytes: free_disk(&self.work_root),
             shells,
+        }))
+    }
+
+    async fn push_file(
+        &self,
+        request: Request<Streaming<FileChunk>>,
+    ) -> Result<Response<PushFileReply>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(FileChunk {
+                part: Some(file_chunk::Part::Header(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("a push starts with its header")),
+        };
+        let dest = self.files_root.join(safe_relative(&header.path)?);
+        let dir = dest.parent().unwrap_or(&self.files_root).to_owned();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".cuttle-push-{}-{n}.partial", std::process::id()));
+        let received = self.receive(&header, &mut stream, &tmp).await;
+        let checked = received.and_then(|(size, digest)| {
+            if size != header.size || digest != header.sha256.to_ascii_lowercase() {
+                Err(Status::data_loss(format!(
+                    "received {size} bytes with SHA-256 {digest}; expected {} bytes with {}",
+                    header.size, header.sha256
+                )))
+            } else {
+                Ok((size, digest))
+            }
+        });
+        let (size, sha256) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing half-received is left behind; the sender simply pushes again.
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(|e| Status::internal(format!("put {} in place: {e}", dest.display())))?;
+        tracing::info!(path = %dest.display(), size, "file received");
+        Ok(Response::new(PushFileReply {
+            path: dest.display().to_string(),
+            size,
+            sha256,
         }))
     }
 
@@ -141,6 +194,55 @@ impl Tentacle for Agent {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A pushed file's path: relative, plain components only, so it stays under the files root.
+fn safe_relative(path: &str) -> Result<PathBuf, Status> {
+    cuttle_core::validate_relative_path("file path", path)
+        .map(|()| PathBuf::from(path))
+        .map_err(|e| Status::invalid_argument(e.0))
+}
+
+impl Agent {
+    /// Receives a pushed file into a temporary name beside its destination; returns the
+    /// temporary path with the size and SHA-256 of what arrived.
+    async fn receive(
+        &self,
+        header: &cuttle_proto::v1::FileHeader,
+        stream: &mut Streaming<FileChunk>,
+        tmp: &std::path::Path,
+    ) -> Result<(u64, String), Status> {
+        let io = |what: &str, e: std::io::Error| {
+            Status::internal(format!("{what} {}: {e}", tmp.display()))
+        };
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| io("create", e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            let Some(file_chunk::Part::Data(bytes)) = chunk.part else {
+                return Err(Status::invalid_argument("a second header in one push"));
+            };
+            size += bytes.len() as u64;
+            if size > header.size {
+                return Err(Status::invalid_argument(format!(
+                    "more data than the announced {} bytes",
+                    header.size
+                )));
+            }
+            hasher.update(&bytes);
+            file.write_all(&bytes).await.map_err(|e| io("write", e))?;
+        }
+        file.flush().await.map_err(|e| io("write", e))?;
+        file.sync_all().await.map_err(|e| io("sync", e))?;
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok((size, digest))
     }
 }
 

@@ -280,7 +280,14 @@ async fn run_agent(home: &Home) -> Result<()> {
     tokio::fs::create_dir_all(&work_root)
         .await
         .with_context(|| format!("create {}", work_root.display()))?;
-    let agent = Agent { work_root };
+    let files_root = home.dir().join("files");
+    tokio::fs::create_dir_all(&files_root)
+        .await
+        .with_context(|| format!("create {}", files_root.display()))?;
+    let agent = Agent {
+        work_root,
+        files_root,
+    };
     tracing::info!(target = %config.target_id, thumbprint = %identity.thumbprint(), comms = %config.comms, "tentacle starting");
     match config.comms.as_str() {
         "polling" => {
