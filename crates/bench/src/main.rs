@@ -8,12 +8,15 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod tentacles;
+
 use anyhow::{bail, Context, Result};
 use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cuttle-bench queue [--tasks N] [--workers K] [--cap C] \
-[--clients E] [--db sqlite|postgres|both] [--idle-samples S]";
+[--clients E] [--db sqlite|postgres|both] [--idle-samples S]
+       cuttle-bench tentacles [--count N[,N…]] [--samples S]";
 
 struct Opts {
     tasks: usize,
@@ -71,6 +74,34 @@ fn main() -> Result<()> {
             print_machine();
             for db in &opts.dbs {
                 queue(db, &opts)?;
+            }
+            Ok(())
+        }
+        Some("tentacles") => {
+            let (mut counts, mut samples) = (vec![1_000, 10_000], 200);
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                let v = it
+                    .next()
+                    .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
+                match a.as_str() {
+                    "--count" => {
+                        counts = v
+                            .split(',')
+                            .map(str::parse)
+                            .collect::<std::result::Result<_, _>>()?
+                    }
+                    "--samples" => samples = v.parse()?,
+                    other => bail!("unknown argument {other}\n{USAGE}"),
+                }
+            }
+            if counts.contains(&0) || samples == 0 {
+                bail!("--count and --samples must be positive");
+            }
+            cuttle_e2e::use_server_binary(release_server()?);
+            print_machine();
+            for n in counts {
+                tentacles::run(n, samples)?;
             }
             Ok(())
         }

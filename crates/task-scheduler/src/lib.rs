@@ -94,7 +94,13 @@ async fn periodic_health_checks(
         let period = now / period_ms;
         let wait = match store.claim_period(HEALTH_CHECK_JOB, period).await {
             Ok(won) => {
-                if won {
+                // A cluster without targets has nothing to check: no task, no noise.
+                let any_target = won
+                    && match store.list_targets(None, Duration::ZERO).await {
+                        Ok(t) => !t.is_empty(),
+                        Err(_) => true, // let the task report the problem
+                    };
+                if any_target {
                     let task = NewTask {
                         kind: TaskKind::HealthCheck {
                             on: TargetSelection::default(),

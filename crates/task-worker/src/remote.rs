@@ -40,14 +40,9 @@ pub(crate) async fn run(
     on: &TargetSelection,
     ctx: &TaskCtx,
 ) -> Outcome {
-    let all = match ctx
-        .targets
-        .store
-        .list_targets(None, ctx.targets.offline_after)
-        .await
-    {
+    let all = match candidates(on, ctx).await {
         Ok(t) => t,
-        Err(e) => return Outcome::failed(format!("list targets: {e}")),
+        Err(o) => return o,
     };
     let chosen = match select(&all, on) {
         Ok(c) => c,
@@ -71,6 +66,23 @@ pub(crate) async fn run(
     } else {
         Outcome::failed(failures.join("; "))
     }
+}
+
+/// The targets `on` might select: just those listed when it names targets only (no need to
+/// read thousands of rows to check one), otherwise all of them.
+async fn candidates(on: &TargetSelection, ctx: &TaskCtx) -> Result<Vec<TargetRecord>, Outcome> {
+    let (store, offline) = (&ctx.targets.store, ctx.targets.offline_after);
+    let failed = |e: cuttle_storage::Error| Outcome::failed(format!("read targets: {e}"));
+    if on.targets.is_empty() || !on.roles.is_empty() || !on.environments.is_empty() {
+        return store.list_targets(None, offline).await.map_err(failed);
+    }
+    let mut found = Vec::with_capacity(on.targets.len());
+    for id in &on.targets {
+        if let Some(t) = store.get_target(*id, offline).await.map_err(failed)? {
+            found.push(t);
+        }
+    }
+    Ok(found)
 }
 
 /// The targets `on` selects; a failed outcome when it names an unknown target or selects none.
@@ -118,14 +130,9 @@ pub(crate) async fn push_file(
         Ok(Err(e)) => return Outcome::failed(format!("read {}: {e}", path.display())),
         Err(e) => return Outcome::failed(format!("hash {}: {e}", path.display())),
     };
-    let all = match ctx
-        .targets
-        .store
-        .list_targets(None, ctx.targets.offline_after)
-        .await
-    {
+    let all = match candidates(on, ctx).await {
         Ok(t) => t,
-        Err(e) => return Outcome::failed(format!("list targets: {e}")),
+        Err(o) => return o,
     };
     let chosen = match select(&all, on) {
         Ok(c) => c,
@@ -390,14 +397,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// its health: Healthy, Unhealthy (answers but low on disk) or Unavailable (does not answer).
 /// Succeeds when every target is healthy.
 pub(crate) async fn health_check(key: Execution, on: &TargetSelection, ctx: &TaskCtx) -> Outcome {
-    let all = match ctx
-        .targets
-        .store
-        .list_targets(None, ctx.targets.offline_after)
-        .await
-    {
+    let all = match candidates(on, ctx).await {
         Ok(t) => t,
-        Err(e) => return Outcome::failed(format!("list targets: {e}")),
+        Err(o) => return o,
     };
     let chosen: Vec<&TargetRecord> = all
         .iter()
