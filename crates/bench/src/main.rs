@@ -71,7 +71,7 @@ fn main() -> Result<()> {
         Some("queue") => {
             let opts = parse(&args[1..])?;
             cuttle_e2e::use_server_binary(release_server()?);
-            print_machine();
+            print_machine("queue");
             for db in &opts.dbs {
                 queue(db, &opts)?;
             }
@@ -99,7 +99,7 @@ fn main() -> Result<()> {
                 bail!("--count and --samples must be positive");
             }
             cuttle_e2e::use_server_binary(release_server()?);
-            print_machine();
+            print_machine("tentacles");
             for n in counts {
                 tentacles::run(n, samples)?;
             }
@@ -139,8 +139,8 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-fn print_machine() {
-    println!("# cuttle-bench queue");
+fn print_machine(benchmark: &str) {
+    println!("# cuttle-bench {benchmark}");
     println!(
         "machine: {} cores, {}, {}",
         sh("nproc"),
