@@ -335,7 +335,7 @@ fn sha256sum(path: &std::path::Path) -> String {
 }
 
 #[test]
-fn a_large_file_reaches_polling_and_listening_tentacles_intact_in_constant_memory() {
+fn a_large_file_goes_to_tentacles_and_back_intact_in_constant_memory() {
     const SIZE_MIB: usize = 200;
     let cluster = Cluster::new(Database::Sqlite).unwrap();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
@@ -414,6 +414,26 @@ fn a_large_file_reaches_polling_and_listening_tentacles_intact_in_constant_memor
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
+    // And back: each target's copy collected as an artifact of a PullFile task.
+    let id = n1.enqueue(json!({"kind": "PullFile", "arguments": {
+        "source": "apps/app-1.0.bin", "targets": [polling_id, listening_id]}}));
+    let t = n1.wait_finished(&id, Duration::from_secs(300));
+    assert_eq!(t["state"], "Success", "{t}\n{}", n1.task_log(&id));
+    for name in ["polling", "listening"] {
+        let artifact = cluster
+            .shared_dir()
+            .join(format!("Artifacts/{id}/{name}/app-1.0.bin"));
+        assert_eq!(sha256sum(&artifact), expected, "{name}");
+    }
+    let in_progress = cluster.shared_dir().join("Artifacts/InProgress/n1");
+    assert_eq!(std::fs::read_dir(in_progress).unwrap().count(), 0);
+    // A file that is not there fails the task and says so.
+    let id = n1.enqueue(json!({"kind": "PullFile", "arguments": {
+        "source": "apps/missing.bin", "targets": [listening_id]}}));
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed");
+    assert!(t["error"].as_str().unwrap().contains("no file"), "{t}");
 
     // A path that would leave the files directory is refused before anything is queued.
     let (status, err) = n1.post(

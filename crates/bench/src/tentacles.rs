@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
 use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
 use cuttle_proto::v1::{
-    script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, PushFileReply,
-    RunScriptRequest, ScriptEvent,
+    script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, PullFileRequest,
+    PushFileReply, RunScriptRequest, ScriptEvent,
 };
 use cuttle_tls::{Identity, Thumbprint, Trusted};
 use serde_json::json;
@@ -51,6 +51,15 @@ impl Tentacle for Sim {
         &self,
         _: Request<Streaming<FileChunk>>,
     ) -> Result<Response<PushFileReply>, Status> {
+        Err(Status::unimplemented("not simulated"))
+    }
+
+    type PullFileStream = tokio_stream::Empty<Result<FileChunk, Status>>;
+
+    async fn pull_file(
+        &self,
+        _: Request<PullFileRequest>,
+    ) -> Result<Response<Self::PullFileStream>, Status> {
         Err(Status::unimplemented("not simulated"))
     }
 }

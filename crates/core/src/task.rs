@@ -116,6 +116,9 @@ pub enum TaskKind {
         destination: String,
         on: TargetSelection,
     },
+    /// Collects a file from each selected target's files directory into the shared store, as
+    /// an artifact of the task (`Artifacts/{task}/{target}/{file name}`).
+    PullFile { source: String, on: TargetSelection },
 }
 
 /// A path that must stay inside the folder it is relative to: not empty, not absolute, only
@@ -195,6 +198,18 @@ struct PushFileArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PullFileArgs {
+    source: String,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HealthCheckArgs {
     #[serde(default)]
     targets: Vec<String>,
@@ -228,7 +243,13 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 4] = ["Sleep", "AdHocScript", "HealthCheck", "PushFile"];
+    pub const NAMES: [&'static str; 5] = [
+        "Sleep",
+        "AdHocScript",
+        "HealthCheck",
+        "PushFile",
+        "PullFile",
+    ];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
     pub fn parse(kind: &str, arguments: &Value) -> Result<Self, ValidationError> {
@@ -309,6 +330,24 @@ impl TaskKind {
                     on,
                 })
             }
+            "PullFile" => {
+                let a: PullFileArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                validate_relative_path("PullFile source", &a.source)?;
+                let on = TargetSelection {
+                    targets: parse_target_ids(kind, &a.targets)?,
+                    roles: a.roles,
+                    environments: a.environments,
+                };
+                if on.is_empty() {
+                    return Err(ValidationError::new(
+                        "PullFile needs targets, roles or environments to collect the file from",
+                    ));
+                }
+                Ok(TaskKind::PullFile {
+                    source: a.source,
+                    on,
+                })
+            }
             "HealthCheck" => {
                 let a: HealthCheckArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 Ok(TaskKind::HealthCheck {
@@ -332,6 +371,7 @@ impl TaskKind {
             TaskKind::AdHocScript { .. } => "AdHocScript",
             TaskKind::HealthCheck { .. } => "HealthCheck",
             TaskKind::PushFile { .. } => "PushFile",
+            TaskKind::PullFile { .. } => "PullFile",
         }
     }
 
@@ -364,6 +404,11 @@ impl TaskKind {
                 on.add_to(&mut v);
                 v
             }
+            TaskKind::PullFile { source, on } => {
+                let mut v = serde_json::json!({ "source": source });
+                on.add_to(&mut v);
+                v
+            }
         }
     }
 
@@ -375,7 +420,7 @@ impl TaskKind {
             // Only reads the targets and records what it saw: running it again is harmless.
             TaskKind::HealthCheck { .. } => true,
             // A file is put in place whole or not at all; sending it again gives the same file.
-            TaskKind::PushFile { .. } => true,
+            TaskKind::PushFile { .. } | TaskKind::PullFile { .. } => true,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("cuttle.v1");
 }
 
+pub mod files;
 pub mod wire;
 
 /// Metadata naming the target of a relayed file push (its numeric id): a client-streaming call

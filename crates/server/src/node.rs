@@ -282,6 +282,17 @@ async fn recover_previous_run(store: &Store, shared: &SharedStore, node: &str) -
             "task logs left in progress by the previous run were put in place"
         );
     }
+    let s = shared.clone();
+    let name = node.to_owned();
+    let cleared = tokio::task::spawn_blocking(move || s.clear_artifacts_in_progress(&name))
+        .await?
+        .context("clean up artifacts left in progress")?;
+    if cleared > 0 {
+        tracing::info!(
+            cleared,
+            "half-received artifacts of the previous run were removed"
+        );
+    }
     Ok(())
 }
 

@@ -137,6 +137,10 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
                     o = remote::push_file(key, &source, &destination, &on, ctx) => o,
                     _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
                 },
+                TaskKind::PullFile { source, on } => tokio::select! {
+                    o = remote::pull_file(key, &source, &on, ctx) => o,
+                    _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
+                },
                 TaskKind::HealthCheck { on } => tokio::select! {
                     o = remote::health_check(key, &on, ctx) => o,
                     _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),

@@ -10,13 +10,12 @@ use cuttle_core::{Comms, TargetHealth, TargetRecord, TargetSelection};
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_client::TentacleRelayClient;
 use cuttle_proto::v1::{
-    file_chunk, script_event, CapabilitiesRequest, FileChunk, FileHeader, PushFileReply,
-    RelayCapabilities, RelayRunScript, RunScriptRequest, ScriptEvent,
+    file_chunk, script_event, CapabilitiesRequest, FileChunk, FileHeader, PullFileRequest,
+    PushFileReply, RelayCapabilities, RelayPullFile, RelayRunScript, RunScriptRequest, ScriptEvent,
 };
 use cuttle_storage::{Execution, SharedStore, Store};
 use cuttle_tls::{Identity, Thumbprint, Trusted};
 use futures_util::future::join_all;
-use tokio_stream::{Stream, StreamExt};
 use tonic::Streaming;
 
 use crate::exec::{Outcome, TaskCtx};
@@ -123,7 +122,7 @@ pub(crate) async fn push_file(
     let path = ctx.targets.shared.root().join(source);
     let hashed = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || hash_file(&path)).await
+        tokio::task::spawn_blocking(move || cuttle_proto::files::sha256_file(&path)).await
     };
     let (size, sha256) = match hashed {
         Ok(Ok(h)) => h,
@@ -176,9 +175,11 @@ async fn push_one(
     let reply: Result<PushFileReply, String> = match t.comms {
         Comms::Polling => {
             relayed(t, ctx, |mut client| async move {
-                let chunks = file_chunks(path, header.clone()).await.map_err(|e| {
-                    tonic::Status::internal(format!("read {}: {e}", path.display()))
-                })?;
+                let chunks = cuttle_proto::files::chunks(path, header.clone())
+                    .await
+                    .map_err(|e| {
+                        tonic::Status::internal(format!("read {}: {e}", path.display()))
+                    })?;
                 let mut request = tonic::Request::new(chunks);
                 if let Ok(v) = t.id.0.to_string().parse() {
                     request
@@ -190,7 +191,7 @@ async fn push_one(
             .await
         }
         Comms::Listening => match listening(t, ctx).await {
-            Ok(mut client) => match file_chunks(path, header.clone()).await {
+            Ok(mut client) => match cuttle_proto::files::chunks(path, header.clone()).await {
                 Ok(chunks) => client
                     .push_file(chunks)
                     .await
@@ -222,50 +223,6 @@ async fn push_one(
         )
         .await;
     Ok(())
-}
-
-/// Size and lower-case hex SHA-256 of a file, read in blocks.
-fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, String)> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((
-        size,
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    ))
-}
-
-/// The push's messages: the header, then the file in 64 KiB chunks as the transport asks for
-/// them. A read error ends the stream early; the tentacle then refuses the short file.
-async fn file_chunks(
-    path: &std::path::Path,
-    header: FileHeader,
-) -> std::io::Result<impl Stream<Item = FileChunk> + Send + 'static> {
-    let file = tokio::fs::File::open(path).await?;
-    let first = FileChunk {
-        part: Some(file_chunk::Part::Header(header)),
-    };
-    let data = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)
-        .map_while(Result::ok)
-        .map(|b| FileChunk {
-            part: Some(file_chunk::Part::Data(b.to_vec())),
-        });
-    Ok(tokio_stream::once(first).chain(data))
 }
 
 async fn run_on(
@@ -386,6 +343,147 @@ async fn direct(
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| s.message().to_owned())
+}
+
+/// Collects a file from every selected target into the shared store as the task's artifacts.
+pub(crate) async fn pull_file(
+    key: Execution,
+    source: &str,
+    on: &TargetSelection,
+    ctx: &TaskCtx,
+) -> Outcome {
+    let all = match candidates(on, ctx).await {
+        Ok(t) => t,
+        Err(o) => return o,
+    };
+    let chosen = match select(&all, on) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let pulls = chosen.iter().map(|t| pull_one(key, t, source, ctx));
+    let failures: Vec<String> = join_all(pulls)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        Outcome::success()
+    } else {
+        Outcome::failed(failures.join("; "))
+    }
+}
+
+async fn pull_one(
+    key: Execution,
+    t: &TargetRecord,
+    source: &str,
+    ctx: &TaskCtx,
+) -> Result<(), String> {
+    let request = PullFileRequest {
+        path: source.to_owned(),
+    };
+    let stream = match t.comms {
+        Comms::Polling => {
+            relayed(t, ctx, |mut client| {
+                let relay = RelayPullFile {
+                    target_id: t.id.0,
+                    request: Some(request.clone()),
+                };
+                async move { client.pull_file(relay).await }
+            })
+            .await
+        }
+        Comms::Listening => match listening(t, ctx).await {
+            Ok(mut client) => client
+                .pull_file(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.message().to_owned()),
+            Err(e) => Err(e),
+        },
+    }
+    .map_err(|e| format!("{}: {e}", t.name))?;
+    let file_name = std::path::Path::new(source)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let dest = ctx
+        .targets
+        .shared
+        .artifact_path(key.task, &t.name, &file_name);
+    let temp = ctx
+        .targets
+        .shared
+        .artifact_temp(&ctx.node)
+        .map_err(|e| format!("{}: {e}", t.name))?;
+    let received = receive(stream, &temp).await;
+    let placed = received.and_then(|(size, sha256)| {
+        ctx.targets
+            .shared
+            .place_artifact(&temp, &dest)
+            .map(|()| (size, sha256))
+            .map_err(|e| e.to_string())
+    });
+    match placed {
+        Ok((size, sha256)) => {
+            ctx.logs
+                .line(
+                    key,
+                    format!(
+                        "INFO  [{}] collected {source} ({size} bytes, SHA-256 {sha256}) as {}",
+                        t.name,
+                        dest.display()
+                    ),
+                )
+                .await;
+            Ok(())
+        }
+        Err(e) => {
+            // Half-received: nothing is put in place.
+            let _ = tokio::fs::remove_file(&temp).await;
+            Err(format!("{}: {e}", t.name))
+        }
+    }
+}
+
+/// Writes a pulled file to `temp`, checking it against its header; fsynced when it returns Ok.
+async fn receive(
+    mut stream: Streaming<FileChunk>,
+    temp: &std::path::Path,
+) -> Result<(u64, String), String> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+    let header = match stream.message().await.map_err(|s| s.message().to_owned())? {
+        Some(FileChunk {
+            part: Some(file_chunk::Part::Header(h)),
+        }) => h,
+        _ => return Err("the file did not start with its header".into()),
+    };
+    let io = |e: std::io::Error| format!("write {}: {e}", temp.display());
+    let mut file = tokio::fs::File::create(temp).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        let Some(file_chunk::Part::Data(bytes)) = chunk.part else {
+            return Err("a second header in one file".into());
+        };
+        size += bytes.len() as u64;
+        if size > header.size {
+            return Err(format!("more than the announced {} bytes", header.size));
+        }
+        hasher.update(&bytes);
+        file.write_all(&bytes).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    file.sync_all().await.map_err(io)?;
+    let sha256 = cuttle_proto::files::hex(&hasher.finalize());
+    if size != header.size || sha256 != header.sha256 {
+        return Err(format!(
+            "received {size} bytes with SHA-256 {sha256}; the tentacle announced {} bytes with {}",
+            header.size, header.sha256
+        ));
+    }
+    Ok((size, sha256))
 }
 
 /// Below this much free disk a target is Unhealthy: deployments there are about to fail.

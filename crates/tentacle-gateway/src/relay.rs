@@ -6,7 +6,7 @@ use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_server::{TentacleRelay, TentacleRelayServer};
 use cuttle_proto::v1::{
     CapabilitiesReply, CapabilitiesRequest, FileChunk, PushFileReply, RelayCapabilities,
-    RelayRunScript, ScriptEvent,
+    RelayPullFile, RelayRunScript, ScriptEvent,
 };
 use cuttle_proto::TARGET_METADATA;
 use tokio_stream::StreamExt;
@@ -65,6 +65,20 @@ impl TentacleRelay for TentacleRelayService {
         // tentacle refuses the short file.
         let chunks = request.into_inner().map_while(Result::ok);
         client.push_file(chunks).await
+    }
+
+    type PullFileStream = Streaming<FileChunk>;
+
+    async fn pull_file(
+        &self,
+        request: Request<RelayPullFile>,
+    ) -> Result<Response<Streaming<FileChunk>>, Status> {
+        let req = request.into_inner();
+        let mut client = self.client(req.target_id)?;
+        let pull = req
+            .request
+            .ok_or_else(|| Status::invalid_argument("no pull request"))?;
+        client.pull_file(pull).await
     }
 
     type RunScriptStream = Streaming<ScriptEvent>;

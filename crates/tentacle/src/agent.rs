@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
 use cuttle_proto::v1::{
     file_chunk, script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, OutputLine,
-    PushFileReply, RunScriptRequest, ScriptEvent,
+    PullFileRequest, PushFileReply, RunScriptRequest, ScriptEvent,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Longest output line sent whole; longer output is split, so memory stays bounded whatever a
@@ -104,6 +105,40 @@ impl Tentacle for Agent {
             size,
             sha256,
         }))
+    }
+
+    type PullFileStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<FileChunk, Status>> + Send>>;
+
+    async fn pull_file(
+        &self,
+        request: Request<PullFileRequest>,
+    ) -> Result<Response<Self::PullFileStream>, Status> {
+        let rel = request.into_inner().path;
+        let path = self.files_root.join(safe_relative(&rel)?);
+        // Hashed first (one read), then sent (a second read): the header carries the checksum
+        // and the file is never held in memory.
+        let hashed = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || cuttle_proto::files::sha256_file(&path)).await
+        };
+        let (size, sha256) = match hashed {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Status::not_found(format!("no file {}", path.display())))
+            }
+            Ok(Err(e)) => return Err(Status::internal(format!("read {}: {e}", path.display()))),
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        let header = cuttle_proto::v1::FileHeader {
+            path: rel,
+            size,
+            sha256,
+        };
+        let chunks = cuttle_proto::files::chunks(&path, header)
+            .await
+            .map_err(|e| Status::internal(format!("open {}: {e}", path.display())))?;
+        Ok(Response::new(Box::pin(chunks.map(Ok))))
     }
 
     type RunScriptStream = Events;

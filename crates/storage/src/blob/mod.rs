@@ -57,6 +57,80 @@ impl SharedStore {
     }
 }
 
+/// A name safe as one path component: separators and a leading dot are replaced.
+fn component(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if s.starts_with('.') || s.is_empty() {
+        s.insert(0, '_');
+    }
+    s
+}
+
+impl SharedStore {
+    /// Where an artifact collected by a task from a target is kept.
+    pub fn artifact_path(&self, task: cuttle_core::TaskId, target: &str, file: &str) -> PathBuf {
+        self.root
+            .join("Artifacts")
+            .join(task.to_string())
+            .join(component(target))
+            .join(component(file))
+    }
+
+    /// A fresh temporary path for an artifact being received by `node`: under
+    /// `Artifacts/InProgress/{node}/`, which only that node writes and which it empties at
+    /// start-up.
+    pub fn artifact_temp(&self, node: &str) -> Result<PathBuf> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.root.join("Artifacts").join("InProgress").join(node);
+        for d in [dir.parent().unwrap_or(&dir), dir.as_path()] {
+            match std::fs::create_dir(d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io("create folder", d, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(dir.join(format!("{}-{n}.partial", std::process::id())))
+    }
+
+    /// Moves a complete, synced artifact from its temporary path into place.
+    pub fn place_artifact(&self, temp: &Path, dest: &Path) -> Result<()> {
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+        }
+        std::fs::rename(temp, dest).map_err(|e| Error::io("put artifact in place", dest, e))
+    }
+
+    /// Removes the artifacts `node` was receiving when its previous process ended.
+    pub fn clear_artifacts_in_progress(&self, node: &str) -> Result<usize> {
+        let dir = self.root.join("Artifacts").join("InProgress").join(node);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("list artifacts in progress", &dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| Error::io("list artifacts in progress", &dir, e))?
+                .path();
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
 fn probe(dir: &Path) -> Result<()> {
     let path = dir.join(format!(".cuttle-probe-{}", std::process::id()));
     let payload = b"cuttle write probe";
