@@ -11,6 +11,8 @@ use crate::{free_port, temp_dir, wait_until, Node, TempDir};
 pub struct Haproxy {
     child: Child,
     pub http_port: u16,
+    /// The one address for every polling tentacle (`listen tentacle_any`).
+    pub tentacle_port: u16,
     _dir: TempDir,
 }
 
@@ -30,8 +32,9 @@ impl Haproxy {
     pub fn start_from(nodes: [&Node; 3], source: Option<&str>) -> Result<Haproxy> {
         let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg"))
             .context("read deploy/haproxy/haproxy.cfg")?;
-        let http_port = free_port();
+        let (http_port, tentacle_port) = (free_port(), free_port());
         let mut cfg = shipped.replace("bind :80", &format!("bind 127.0.0.1:{http_port}"));
+        cfg = cfg.replace("bind :10950", &format!("bind 127.0.0.1:{tentacle_port}"));
         for (i, node) in nodes.iter().enumerate() {
             let example = format!("10.0.0.1{}", i + 1);
             cfg = cfg.replace(
@@ -40,7 +43,11 @@ impl Haproxy {
             );
             cfg = cfg.replace(
                 &format!("{example}:10943"),
-                &format!("127.0.0.1:{}", free_port()),
+                &format!("127.0.0.1:{}", node.gateway_port),
+            );
+            cfg = cfg.replace(
+                &format!("addr {example} port 8080"),
+                &format!("addr 127.0.0.1 port {}", node.http_port),
             );
             cfg = cfg.replace(
                 &format!("bind :{}", 10943 + i),
@@ -75,6 +82,7 @@ impl Haproxy {
         let lb = Haproxy {
             child,
             http_port,
+            tentacle_port,
             _dir: dir,
         };
         let agent = agent();

@@ -227,8 +227,16 @@ impl Cluster {
     }
 
     /// Spawns a node without waiting for it to be ready.
-    pub fn spawn(&self, opts: NodeOptions) -> Node {
-        let (http_port, grpc_port) = (free_port(), free_port());
+    pub fn spawn(&self, mut opts: NodeOptions) -> Node {
+        let (http_port, grpc_port, gateway_port) = (free_port(), free_port(), free_port());
+        // Kept in the options, so a restart listens on the same gateway port.
+        opts.env.insert(
+            0,
+            (
+                "CUTTLE_GATEWAY_LISTEN".into(),
+                format!("127.0.0.1:{gateway_port}"),
+            ),
+        );
         let mut cmd = self.command(&opts, http_port, grpc_port);
         let node_dir = self.dir.path().join(&opts.name);
         let n = std::fs::read_dir(&node_dir).map(|d| d.count()).unwrap_or(0);
@@ -243,6 +251,7 @@ impl Cluster {
             child: Some(child),
             http_port,
             grpc_port,
+            gateway_port,
             api_key: self.api_key.clone(),
             stdout,
             stderr,
@@ -292,6 +301,7 @@ pub struct Node {
     child: Option<Child>,
     pub http_port: u16,
     pub grpc_port: u16,
+    pub gateway_port: u16,
     api_key: String,
     stdout: PathBuf,
     stderr: PathBuf,

@@ -443,3 +443,45 @@ fn a_large_file_goes_to_tentacles_and_back_intact_in_constant_memory() {
     );
     assert_eq!(status, 400, "{err}");
 }
+
+#[test]
+fn one_load_balanced_address_is_enough_for_every_node() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 1)))
+        .collect();
+    let lb = cuttle_e2e::Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let dir = temp_dir("balanced");
+    let mut solo = Tentacle::new(dir.path(), "solo");
+    let id = register(&solo, &nodes[0], &cluster.api_key, "polling", &[]);
+    // Only the balancer's address: the tentacle holds one session, with whichever node.
+    let config = std::fs::read_to_string(solo.config_path()).unwrap();
+    let gateways = config.lines().find(|l| l.starts_with("gateways")).unwrap();
+    let balanced = format!("gateways = [\"127.0.0.1:{}\"]", lb.tentacle_port);
+    std::fs::write(solo.config_path(), config.replace(gateways, &balanced)).unwrap();
+    solo.start();
+    let holder = wait_until("one session through the balancer", MIN, || {
+        let connected = target(&nodes[0], &id)["connected_nodes"].clone();
+        (connected.as_array()?.len() == 1).then_some(connected[0].as_str()?.to_owned())
+    });
+    // Every node's worker reaches it: scripts spread over the three (cap 1 each).
+    let tasks: Vec<String> = (0..6)
+        .map(|i| {
+            script_on(
+                &nodes[i % 3],
+                "sleep 1; echo done",
+                json!({"targets": [id]}),
+            )
+        })
+        .collect();
+    let mut ran_on = std::collections::HashSet::new();
+    for task in &tasks {
+        let t = nodes[0].wait_finished(task, MIN);
+        assert_eq!(t["state"], "Success", "{t}");
+        ran_on.insert(t["node"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        ran_on.iter().any(|n| *n != holder),
+        "a node without the session ran a script through {holder}'s gateway: {ran_on:?}"
+    );
+}
