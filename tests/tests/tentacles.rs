@@ -100,6 +100,22 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node() {
         assert!(log.contains(&format!("ERR   [{name}] oops")), "{log}");
     }
 
+    // Another shell, chosen per task.
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
+        "script": "echo \"shell=${BASH_VERSION:+bash}\"", "shell": "bash", "targets": [l1_id]}}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+    assert!(
+        n1.task_log(&id).contains("OUT   [l1] shell=bash"),
+        "{}",
+        n1.task_log(&id)
+    );
+    let (status, _) = n1.post(
+        "/api/tasks",
+        &json!({"kind": "AdHocScript", "arguments": {
+        "script": "x", "shell": "cmd.exe", "targets": [l1_id]}}),
+    );
+    assert_eq!(status, 400);
+
     // A failing script on one target fails the task and says where.
     let id = script_on(&n2, "exit 3", json!({"targets": [p2_id]}));
     let t = n2.wait_finished(&id, MIN);

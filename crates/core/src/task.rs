@@ -106,6 +106,8 @@ pub enum TaskKind {
         script: String,
         timeout_secs: Option<u64>,
         on: TargetSelection,
+        /// On targets: `sh` (default), `bash` or `pwsh` (PowerShell, where installed).
+        shell: Option<String>,
     },
     /// Checks that targets' tentacles answer and records each one's health. Every target when
     /// `on` is empty.
@@ -235,6 +237,8 @@ struct ScriptArgs {
     script: String,
     timeout_secs: Option<u64>,
     #[serde(default)]
+    shell: Option<String>,
+    #[serde(default)]
     targets: Vec<String>,
     #[serde(default)]
     roles: Vec<String>,
@@ -300,9 +304,22 @@ impl TaskKind {
                         "AdHocScript selects too many targets, roles and environments (1000 at most)",
                     ));
                 }
+                if let Some(shell) = &a.shell {
+                    if !matches!(shell.as_str(), "sh" | "bash" | "pwsh") {
+                        return Err(ValidationError::new(format!(
+                            "AdHocScript shell {shell:?} is not one of sh, bash, pwsh"
+                        )));
+                    }
+                    if targets.is_empty() && a.roles.is_empty() && a.environments.is_empty() {
+                        return Err(ValidationError::new(
+                            "AdHocScript shell applies to targets; on the node scripts run with /bin/sh",
+                        ));
+                    }
+                }
                 Ok(TaskKind::AdHocScript {
                     script: a.script,
                     timeout_secs: a.timeout_secs,
+                    shell: a.shell,
                     on: TargetSelection {
                         targets,
                         roles: a.roles,
@@ -382,10 +399,14 @@ impl TaskKind {
                 script,
                 timeout_secs,
                 on,
+                shell,
             } => {
                 let mut v = serde_json::json!({ "script": script });
                 if let Some(t) = timeout_secs {
                     v["timeout_secs"] = (*t).into();
+                }
+                if let Some(s) = shell {
+                    v["shell"] = s.clone().into();
                 }
                 on.add_to(&mut v);
                 v
@@ -544,6 +565,7 @@ mod tests {
                 script: "echo hi".into(),
                 timeout_secs: Some(3),
                 on: TargetSelection::default(),
+                shell: None,
             }
         );
         assert_eq!(t.concurrency_tag.as_deref(), Some("p/e"));

@@ -104,6 +104,7 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
                     script,
                     timeout_secs,
                     on,
+                    shell,
                 } if !on.is_empty() => {
                     let timeout = async {
                         match timeout_secs {
@@ -113,7 +114,7 @@ pub(crate) async fn run(task: &ClaimedTask, ctx: &TaskCtx) -> Outcome {
                     };
                     // Ending the remote calls (stop, timeout) kills the scripts on the targets.
                     tokio::select! {
-                        o = remote::run(key, &script, &on, ctx) => o,
+                        o = remote::run(key, &script, shell.as_deref(), &on, ctx) => o,
                         _ = ctx.stop.cancelled() => Outcome::stopped(ctx.reason.get()),
                         _ = timeout => Outcome {
                             state: TaskState::TimedOut,

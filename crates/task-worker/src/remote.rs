@@ -36,6 +36,7 @@ pub(crate) struct Targets {
 pub(crate) async fn run(
     key: Execution,
     script: &str,
+    shell: Option<&str>,
     on: &TargetSelection,
     ctx: &TaskCtx,
 ) -> Outcome {
@@ -58,7 +59,7 @@ pub(crate) async fn run(
             ),
         )
         .await;
-    let results = join_all(chosen.iter().map(|t| run_on(key, script, t, ctx))).await;
+    let results = join_all(chosen.iter().map(|t| run_on(key, script, shell, t, ctx))).await;
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     if failures.is_empty() {
         Outcome::success()
@@ -228,12 +229,13 @@ async fn push_one(
 async fn run_on(
     key: Execution,
     script: &str,
+    shell: Option<&str>,
     t: &TargetRecord,
     ctx: &TaskCtx,
 ) -> Result<(), String> {
     let request = RunScriptRequest {
         script: script.to_owned(),
-        shell: String::new(),
+        shell: shell.unwrap_or_default().to_owned(),
         env: HashMap::from([
             ("CUTTLE_TASK_ID".to_owned(), key.task.to_string()),
             ("CUTTLE_TARGET_NAME".to_owned(), t.name.clone()),

@@ -45,7 +45,7 @@ impl Tentacle for Agent {
         &self,
         _: Request<CapabilitiesRequest>,
     ) -> Result<Response<CapabilitiesReply>, Status> {
-        let shells = ["sh", "bash"]
+        let shells = ["sh", "bash", "pwsh"]
             .into_iter()
             .filter(|s| shell_path(s).is_some())
             .map(str::to_owned)
@@ -170,7 +170,7 @@ impl Tentacle for Agent {
             })?;
         }
         let mut child = tokio::process::Command::new(shell)
-            .arg("-c")
+            .args(script_args(shell))
             .arg(&req.script)
             .envs(&req.env)
             .current_dir(&dir)
@@ -282,14 +282,30 @@ impl Agent {
 }
 
 fn shell_path(name: &str) -> Option<&'static str> {
-    let path = match name {
-        "sh" => "/bin/sh",
-        "bash" => ["/bin/bash", "/usr/bin/bash"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?,
+    let candidates: &[&'static str] = match name {
+        "sh" => &["/bin/sh"],
+        "bash" => &["/bin/bash", "/usr/bin/bash"],
+        // PowerShell, where it is installed.
+        "pwsh" => &[
+            "/usr/bin/pwsh",
+            "/usr/local/bin/pwsh",
+            "/opt/microsoft/powershell/7/pwsh",
+        ],
         _ => return None,
     };
-    std::path::Path::new(path).exists().then_some(path)
+    candidates
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// How each shell is told to run a script given on its command line.
+fn script_args(shell: &str) -> &'static [&'static str] {
+    if shell.ends_with("pwsh") {
+        &["-NoProfile", "-NonInteractive", "-Command"]
+    } else {
+        &["-c"]
+    }
 }
 
 fn free_disk(dir: &std::path::Path) -> u64 {
