@@ -42,10 +42,31 @@ pub fn temp_dir(prefix: &str) -> TempDir {
     TempDir { path }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago. Chosen below the kernel's ephemeral range
+/// (32768–60999 by default): a port the kernel hands out for `bind(0)` is also handed to
+/// outgoing connections, which can take it before the server that was meant to get it binds.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    const LOW: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 20);
+    loop {
+        // Spread over the range per process (pid and time), stepping on within it.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut x = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        let port = (LOW + x % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `cond` until it returns `Some`, or panics after `timeout` naming `what`.
