@@ -575,6 +575,35 @@ fn wrong_master_key_exits_with_its_reason() {
 }
 
 #[test]
+fn sql_server_connection_strings_are_checked_and_passwords_never_shown() {
+    let cluster = Cluster::sqlite();
+    for (url, want) in [
+        (
+            "Server=tcp:db.example.com,1433;Database=cuttle;User Id=cuttle;Password=hunter2;Encrypt=true",
+            "sqlserver db.example.com:1433/cuttle is SQL Server",
+        ),
+        (
+            "Server=tcp:db.example.com,1433;Database=cuttle;User Id=cuttle;Password=hunter2;Colour=red",
+            "unknown setting \"colour\"",
+        ),
+        (
+            "mssql://cuttle:hunter2@db.example.com/cuttle?encrypt=maybe",
+            "encrypt must be",
+        ),
+    ] {
+        let opts = NodeOptions {
+            env: vec![("CUTTLE_DATABASE_URL".into(), url.into())],
+            ..NodeOptions::named("n1", 0)
+        };
+        let cmd = cluster.command(&opts, cuttle_e2e::free_port(), cuttle_e2e::free_port());
+        let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+        assert!(!status.success(), "{url}");
+        assert!(err.contains(want), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "the password must never be printed: {err}");
+    }
+}
+
+#[test]
 fn unreachable_database_exits_naming_the_host() {
     let cluster = Cluster::sqlite();
     let port = cuttle_e2e::free_port();

@@ -1,5 +1,6 @@
 //! The `Store`: one domain API over every SQL dialect.
 
+mod mssql_config;
 mod postgres;
 mod sqlite;
 
@@ -144,11 +145,15 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (b, target) = postgres::Postgres::connect(url, opts, commits.clone()).await?;
             (Backend::Postgres(b), target)
-        } else if url.starts_with("mssql://") || url.to_ascii_lowercase().starts_with("server=") {
-            return Err(Error::InvalidUrl(
-                "SQL Server is not supported by this build yet; use sqlite:// or postgres://"
-                    .into(),
-            ));
+        } else if url.starts_with("mssql://") || is_ado_net(url) {
+            // Checked now, so a mistake in the string is named even before SQL Server support
+            // lands.
+            let config = mssql_config::MssqlConfig::parse(url)?;
+            return Err(Error::InvalidUrl(format!(
+                "{} is SQL Server, which this build cannot connect to yet; use sqlite:// or \
+                 postgres://",
+                config.describe()
+            )));
         } else {
             return Err(Error::InvalidUrl(format!(
                 "unsupported scheme in {:?}: expected sqlite://PATH or postgres://…",
@@ -491,6 +496,23 @@ pub(crate) fn target_conflict(t: &NewTarget) -> Error {
         "a target named {:?} or with thumbprint {} is already registered",
         t.name, t.thumbprint
     ))
+}
+
+/// An ADO.NET connection string names its server with one of these keys.
+fn is_ado_net(text: &str) -> bool {
+    let lower = text.trim_start().to_ascii_lowercase();
+    [
+        "server=",
+        "server =",
+        "data source=",
+        "data source =",
+        "address=",
+        "addr=",
+    ]
+    .iter()
+    .any(|k| lower.starts_with(k))
+        || lower.contains(";server=")
+        || lower.contains(";data source=")
 }
 
 pub(crate) fn lost_error(node: &str, offline_after_ms: UnixMs) -> String {
