@@ -85,3 +85,60 @@ fn targets_are_registered_changed_and_removed_over_rest() {
         assert!(actions.contains(&a), "{actions:?}");
     }
 }
+
+/// The internal gRPC port (worker wake-ups, the tentacle relay) answers only holders of the
+/// cluster certificate: not plain HTTP/2, not TLS with another certificate.
+#[test]
+fn internal_grpc_refuses_anyone_without_the_cluster_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n = cluster.start(NodeOptions::named("n1", 1));
+    let addr = format!("127.0.0.1:{}", n.grpc_port);
+    let (_, identity) = n.get("/api/cluster/identity");
+    let cluster_thumb: cuttle_tls::Thumbprint =
+        identity["thumbprint"].as_str().unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Plain HTTP/2: the server expects a TLS ClientHello and never speaks HTTP/2 back.
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tcp.read_to_end(&mut reply),
+        )
+        .await;
+        // An HTTP/2 server's first frame is SETTINGS (type 4 at byte 3); a TLS alert is 0x15.
+        assert!(
+            reply.len() < 4 || reply[3] != 4,
+            "plain HTTP/2 got an HTTP/2 answer: {reply:?}"
+        );
+
+        // TLS with a certificate the cluster does not know: refused in the handshake.
+        let stranger = cuttle_tls::Identity::generate("stranger", 1).unwrap();
+        let config =
+            cuttle_tls::client_config(&stranger, cuttle_tls::Trusted::new([cluster_thumb]))
+                .unwrap();
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let outcome = async {
+            let mut tls = tokio_rustls::TlsConnector::from(config)
+                .connect(cuttle_tls::server_name(), tcp)
+                .await?;
+            tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await?;
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        let err = outcome.expect_err("a stranger's certificate must be refused");
+        assert!(err.to_string().contains("alert"), "{err}");
+    });
+    assert!(n
+        .stderr_text()
+        .contains("refused an internal gRPC connection"));
+}
