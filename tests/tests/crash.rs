@@ -80,3 +80,35 @@ fn killed_mid_write_logs_are_salvaged_and_never_served_half_written() {
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo ok"}}));
     assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
 }
+
+#[test]
+fn scripts_left_running_by_a_killed_node_are_stopped_when_it_restarts() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 1));
+    let pidfile = cluster.dir().join("orphan.pid");
+    // The script's child never writes, so nothing (no SIGPIPE) ends it when the node dies.
+    let script = format!(
+        "sleep 600 & echo $! > {}; echo started; wait",
+        pidfile.display()
+    );
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    wait_until("the script to start", MIN, || {
+        n1.task_log(&id).contains("OUT   started").then_some(())
+    });
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    n1.kill9();
+    assert!(
+        !cuttle_e2e::process_gone(pid),
+        "the orphan outlives the node's process"
+    );
+    cluster.restart(&mut n1);
+    wait_until("the restarted node to stop the orphan", MIN, || {
+        cuttle_e2e::process_gone(pid).then_some(())
+    });
+    let t = n1.task(&id);
+    assert_eq!(t["state"], "Failed", "{t}");
+}

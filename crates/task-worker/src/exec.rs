@@ -217,6 +217,8 @@ async fn run_script(
         Err(e) => return Outcome::failed(format!("start /bin/sh: {e}")),
     };
     let pgid = child.id();
+    // Kept until the group is killed below: if this node dies first, its next start kills it.
+    let _record = pgid.and_then(|p| crate::groups::GroupRecord::create(&ctx.work_root, id, p));
     let out = child
         .stdout
         .take()

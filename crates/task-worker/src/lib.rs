@@ -2,6 +2,7 @@
 //! logs, and reports outcomes — in batches, so the database sees few round trips per task.
 
 mod exec;
+mod groups;
 mod grpc;
 mod remote;
 mod worker;

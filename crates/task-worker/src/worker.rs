@@ -152,6 +152,13 @@ pub async fn serve(
     handle: WorkerHandle,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let killed = crate::groups::kill_leftovers(&config.work_root);
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed scripts left running by this node's previous process"
+        );
+    }
     let targets = Arc::new(crate::remote::Targets {
         store: deps.store.clone(),
         shared: deps.shared,
