@@ -501,3 +501,37 @@ fn one_load_balanced_address_is_enough_for_every_node() {
         "a node without the session ran a script through {holder}'s gateway: {ran_on:?}"
     );
 }
+
+#[test]
+fn a_tentacle_with_an_expired_certificate_is_refused_even_when_registered() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let dir = temp_dir("expired");
+    let mut old = Tentacle::new(dir.path(), "old");
+    let id = register(&old, &n1, &cluster.api_key, "polling", &[]);
+    // Its certificate is replaced by one that expired yesterday, and registered as such.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = cuttle_tls::Identity::generate_valid_between(
+        "old",
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    let (cert, key) = expired.to_pem();
+    std::fs::write(old.home.join("tentacle.crt"), cert).unwrap();
+    std::fs::write(old.home.join("tentacle.key"), key).unwrap();
+    let (status, t) = n1.patch(
+        &format!("/api/targets/{id}"),
+        &json!({"thumbprint": expired.thumbprint().to_string()}),
+    );
+    assert_eq!(status, 200, "{t}");
+    old.start();
+    wait_until("the gateway to refuse the expired certificate", MIN, || {
+        n1.stderr_text()
+            .lines()
+            .any(|l| l.contains("refused a tentacle connection") && l.contains("Expired"))
+            .then_some(())
+    });
+    assert!(!n1.stderr_text().contains("tentacle connected"));
+    assert_eq!(target(&n1, &id)["connected_nodes"], json!([]));
+}
