@@ -219,16 +219,42 @@ struct HealthCheckArgs {
     environments: Vec<String>,
 }
 
-fn parse_target_ids(kind: &str, ids: &[String]) -> Result<Vec<TargetId>, ValidationError> {
-    if ids.len() > 1000 {
+/// A task's `targets`, `roles` and `environments` arguments, checked.
+fn selection(
+    kind: &str,
+    targets: &[String],
+    roles: Vec<String>,
+    environments: Vec<String>,
+) -> Result<TargetSelection, ValidationError> {
+    if targets.len() + roles.len() + environments.len() > 1000 {
         return Err(ValidationError::new(format!(
-            "{kind} selects too many targets (1000 at most)"
+            "{kind} selects too many targets, roles and environments (1000 at most)"
         )));
     }
-    ids.iter()
+    let targets = targets
+        .iter()
         .map(|t| t.parse::<TargetId>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ValidationError::new(format!("{kind} targets: {}", e.0)))
+        .map_err(|e| ValidationError::new(format!("{kind} targets: {}", e.0)))?;
+    Ok(TargetSelection {
+        targets,
+        roles,
+        environments,
+    })
+}
+
+/// For kinds that only make sense on targets: `on` must select something.
+fn on_targets(
+    kind: &str,
+    on: TargetSelection,
+    why: &str,
+) -> Result<TargetSelection, ValidationError> {
+    if on.is_empty() {
+        return Err(ValidationError::new(format!(
+            "{kind} needs targets, roles or environments {why}"
+        )));
+    }
+    Ok(on)
 }
 
 #[derive(Deserialize)]
@@ -298,19 +324,14 @@ impl TaskKind {
                         )));
                     }
                 }
-                let targets = parse_target_ids(kind, &a.targets)?;
-                if targets.len() + a.roles.len() + a.environments.len() > 1000 {
-                    return Err(ValidationError::new(
-                        "AdHocScript selects too many targets, roles and environments (1000 at most)",
-                    ));
-                }
+                let on = selection(kind, &a.targets, a.roles, a.environments)?;
                 if let Some(shell) = &a.shell {
                     if !matches!(shell.as_str(), "sh" | "bash" | "pwsh") {
                         return Err(ValidationError::new(format!(
                             "AdHocScript shell {shell:?} is not one of sh, bash, pwsh"
                         )));
                     }
-                    if targets.is_empty() && a.roles.is_empty() && a.environments.is_empty() {
+                    if on.is_empty() {
                         return Err(ValidationError::new(
                             "AdHocScript shell applies to targets; on the node scripts run with /bin/sh",
                         ));
@@ -320,27 +341,15 @@ impl TaskKind {
                     script: a.script,
                     timeout_secs: a.timeout_secs,
                     shell: a.shell,
-                    on: TargetSelection {
-                        targets,
-                        roles: a.roles,
-                        environments: a.environments,
-                    },
+                    on,
                 })
             }
             "PushFile" => {
                 let a: PushFileArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 validate_relative_path("PushFile source", &a.source)?;
                 validate_relative_path("PushFile destination", &a.destination)?;
-                let on = TargetSelection {
-                    targets: parse_target_ids(kind, &a.targets)?,
-                    roles: a.roles,
-                    environments: a.environments,
-                };
-                if on.is_empty() {
-                    return Err(ValidationError::new(
-                        "PushFile needs targets, roles or environments to send the file to",
-                    ));
-                }
+                let on = selection(kind, &a.targets, a.roles, a.environments)?;
+                let on = on_targets(kind, on, "to send the file to")?;
                 Ok(TaskKind::PushFile {
                     source: a.source,
                     destination: a.destination,
@@ -350,16 +359,8 @@ impl TaskKind {
             "PullFile" => {
                 let a: PullFileArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 validate_relative_path("PullFile source", &a.source)?;
-                let on = TargetSelection {
-                    targets: parse_target_ids(kind, &a.targets)?,
-                    roles: a.roles,
-                    environments: a.environments,
-                };
-                if on.is_empty() {
-                    return Err(ValidationError::new(
-                        "PullFile needs targets, roles or environments to collect the file from",
-                    ));
-                }
+                let on = selection(kind, &a.targets, a.roles, a.environments)?;
+                let on = on_targets(kind, on, "to collect the file from")?;
                 Ok(TaskKind::PullFile {
                     source: a.source,
                     on,
@@ -368,11 +369,7 @@ impl TaskKind {
             "HealthCheck" => {
                 let a: HealthCheckArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 Ok(TaskKind::HealthCheck {
-                    on: TargetSelection {
-                        targets: parse_target_ids(kind, &a.targets)?,
-                        roles: Vec::new(),
-                        environments: a.environments,
-                    },
+                    on: selection(kind, &a.targets, Vec::new(), a.environments)?,
                 })
             }
             other => Err(ValidationError::new(format!(

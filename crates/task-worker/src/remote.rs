@@ -40,11 +40,7 @@ pub(crate) async fn run(
     on: &TargetSelection,
     ctx: &TaskCtx,
 ) -> Outcome {
-    let all = match candidates(on, ctx).await {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
-    let chosen = match select(&all, on) {
+    let chosen = match selected(on, ctx).await {
         Ok(c) => c,
         Err(o) => return o,
     };
@@ -59,13 +55,7 @@ pub(crate) async fn run(
             ),
         )
         .await;
-    let results = join_all(chosen.iter().map(|t| run_on(key, script, shell, t, ctx))).await;
-    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if failures.is_empty() {
-        Outcome::success()
-    } else {
-        Outcome::failed(failures.join("; "))
-    }
+    combined(join_all(chosen.iter().map(|t| run_on(key, script, shell, t, ctx))).await)
 }
 
 /// The targets `on` might select: just those listed when it names targets only (no need to
@@ -86,10 +76,8 @@ async fn candidates(on: &TargetSelection, ctx: &TaskCtx) -> Result<Vec<TargetRec
 }
 
 /// The targets `on` selects; a failed outcome when it names an unknown target or selects none.
-fn select<'a>(
-    all: &'a [TargetRecord],
-    on: &TargetSelection,
-) -> Result<Vec<&'a TargetRecord>, Outcome> {
+async fn selected(on: &TargetSelection, ctx: &TaskCtx) -> Result<Vec<TargetRecord>, Outcome> {
+    let all = candidates(on, ctx).await?;
     let unknown: Vec<String> = on
         .targets
         .iter()
@@ -102,13 +90,23 @@ fn select<'a>(
             unknown.join(", ")
         )));
     }
-    let chosen: Vec<&TargetRecord> = all.iter().filter(|t| on.matches(t)).collect();
+    let chosen: Vec<TargetRecord> = all.into_iter().filter(|t| on.matches(t)).collect();
     if chosen.is_empty() {
         return Err(Outcome::failed(
             "no target matches the task's targets, roles and environments",
         ));
     }
     Ok(chosen)
+}
+
+/// Success when every target succeeded; otherwise failed, naming each target's failure.
+fn combined(results: Vec<Result<(), String>>) -> Outcome {
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if failures.is_empty() {
+        Outcome::success()
+    } else {
+        Outcome::failed(failures.join("; "))
+    }
 }
 
 /// Sends a file from the shared store to every selected target at once. Read twice from the
@@ -130,11 +128,7 @@ pub(crate) async fn push_file(
         Ok(Err(e)) => return Outcome::failed(format!("read {}: {e}", path.display())),
         Err(e) => return Outcome::failed(format!("hash {}: {e}", path.display())),
     };
-    let all = match candidates(on, ctx).await {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
-    let chosen = match select(&all, on) {
+    let chosen = match selected(on, ctx).await {
         Ok(c) => c,
         Err(o) => return o,
     };
@@ -152,17 +146,7 @@ pub(crate) async fn push_file(
         size,
         sha256,
     };
-    let sends = chosen.iter().map(|t| push_one(key, t, &path, &header, ctx));
-    let failures: Vec<String> = join_all(sends)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect();
-    if failures.is_empty() {
-        Outcome::success()
-    } else {
-        Outcome::failed(failures.join("; "))
-    }
+    combined(join_all(chosen.iter().map(|t| push_one(key, t, &path, &header, ctx))).await)
 }
 
 async fn push_one(
@@ -354,25 +338,11 @@ pub(crate) async fn pull_file(
     on: &TargetSelection,
     ctx: &TaskCtx,
 ) -> Outcome {
-    let all = match candidates(on, ctx).await {
-        Ok(t) => t,
-        Err(o) => return o,
-    };
-    let chosen = match select(&all, on) {
+    let chosen = match selected(on, ctx).await {
         Ok(c) => c,
         Err(o) => return o,
     };
-    let pulls = chosen.iter().map(|t| pull_one(key, t, source, ctx));
-    let failures: Vec<String> = join_all(pulls)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect();
-    if failures.is_empty() {
-        Outcome::success()
-    } else {
-        Outcome::failed(failures.join("; "))
-    }
+    combined(join_all(chosen.iter().map(|t| pull_one(key, t, source, ctx))).await)
 }
 
 async fn pull_one(

@@ -902,13 +902,14 @@ fn release_tasks(
              WHERE node = ?1 AND state = 'Executing' AND retry_safe = 1 RETURNING seq, claim_epoch"
         ))
         .map_err(db_err)?;
-    let requeued = requeue
-        .query_map(params![name, requeue_note], |r| {
-            Ok(Execution {
-                task: TaskId(r.get(0)?),
-                epoch: r.get(1)?,
-            })
+    let execution = |r: &Row<'_>| {
+        Ok(Execution {
+            task: TaskId(r.get(0)?),
+            epoch: r.get(1)?,
         })
+    };
+    let requeued = requeue
+        .query_map(params![name, requeue_note], execution)
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
@@ -921,12 +922,7 @@ fn release_tasks(
         ))
         .map_err(db_err)?;
     let failed = fail
-        .query_map(params![name, error], |r| {
-            Ok(Execution {
-                task: TaskId(r.get(0)?),
-                epoch: r.get(1)?,
-            })
-        })
+        .query_map(params![name, error], execution)
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
