@@ -577,11 +577,13 @@ fn wrong_master_key_exits_with_its_reason() {
 #[test]
 fn sql_server_connection_strings_are_checked_and_passwords_never_shown() {
     let cluster = Cluster::sqlite();
+    let port = cuttle_e2e::free_port();
+    let refused = format!(
+        "Server=tcp:127.0.0.1,{port};Database=cuttle;User Id=cuttle;Password=hunter2;Encrypt=true"
+    );
+    let unreachable = format!("database sqlserver 127.0.0.1:{port}/cuttle is unreachable");
     for (url, want) in [
-        (
-            "Server=tcp:db.example.com,1433;Database=cuttle;User Id=cuttle;Password=hunter2;Encrypt=true",
-            "sqlserver db.example.com:1433/cuttle is SQL Server",
-        ),
+        (refused.as_str(), unreachable.as_str()),
         (
             "Server=tcp:db.example.com,1433;Database=cuttle;User Id=cuttle;Password=hunter2;Colour=red",
             "unknown setting \"colour\"",
@@ -592,7 +594,10 @@ fn sql_server_connection_strings_are_checked_and_passwords_never_shown() {
         ),
     ] {
         let opts = NodeOptions {
-            env: vec![("CUTTLE_DATABASE_URL".into(), url.into())],
+            env: vec![
+                ("CUTTLE_DATABASE_URL".into(), url.into()),
+                ("CUTTLE_DB_WAIT_SECS".into(), "1".into()),
+            ],
             ..NodeOptions::named("n1", 0)
         };
         let cmd = cluster.command(&opts, cuttle_e2e::free_port(), cuttle_e2e::free_port());

@@ -1,5 +1,7 @@
 //! The `Store`: one domain API over every SQL dialect.
 
+mod gate;
+mod mssql;
 mod mssql_config;
 mod postgres;
 mod sqlite;
@@ -28,6 +30,9 @@ pub struct StoreOptions {
     pub pool_size: u32,
     /// How long to wait for a connection before the call fails as unavailable.
     pub connect_timeout: Duration,
+    /// How long one statement may wait for the server's answer (SQL Server) before its
+    /// connection is dropped and the call fails as unavailable.
+    pub command_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -35,6 +40,7 @@ impl Default for StoreOptions {
         StoreOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -111,6 +117,7 @@ impl MigrationReport {
 enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
+    Mssql(mssql::Mssql),
 }
 
 /// The database, whichever dialect it speaks. Cheap to clone.
@@ -127,6 +134,7 @@ macro_rules! dispatch {
         match &*$self.backend {
             Backend::Sqlite($b) => $call,
             Backend::Postgres($b) => $call,
+            Backend::Mssql($b) => $call,
         }
     };
 }
@@ -146,17 +154,13 @@ impl Store {
             let (b, target) = postgres::Postgres::connect(url, opts, commits.clone()).await?;
             (Backend::Postgres(b), target)
         } else if url.starts_with("mssql://") || is_ado_net(url) {
-            // Checked now, so a mistake in the string is named even before SQL Server support
-            // lands.
             let config = mssql_config::MssqlConfig::parse(url)?;
-            return Err(Error::InvalidUrl(format!(
-                "{} is SQL Server, which this build cannot connect to yet; use sqlite:// or \
-                 postgres://",
-                config.describe()
-            )));
+            let (b, target) = mssql::Mssql::connect(&config, opts, commits.clone()).await?;
+            (Backend::Mssql(b), target)
         } else {
             return Err(Error::InvalidUrl(format!(
-                "unsupported scheme in {:?}: expected sqlite://PATH or postgres://…",
+                "unsupported scheme in {:?}: expected sqlite://PATH, postgres://…, mssql://… or \
+                 an ADO.NET string (Server=…;Database=…;…)",
                 redact_url(url)
             )));
         };
@@ -429,7 +433,7 @@ impl Store {
     /// gRPC wake-ups and polling.
     pub fn subscribe_enqueued(&self, wake: Arc<Notify>, shutdown: CancellationToken) -> bool {
         match &*self.backend {
-            Backend::Sqlite(_) => false,
+            Backend::Sqlite(_) | Backend::Mssql(_) => false,
             Backend::Postgres(b) => {
                 b.subscribe_enqueued(wake, shutdown);
                 true

@@ -15,6 +15,8 @@ pub(crate) enum Encrypt {
     Off,
     /// The whole connection is TLS.
     On,
+    /// TDS 8.0: TLS before anything else, as SQL Server 2022 and Azure SQL offer.
+    Strict,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -109,7 +111,8 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
 
 fn encrypt(key: &str, value: &str) -> Result<Encrypt> {
     match value.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "mandatory" | "strict" => Ok(Encrypt::On),
+        "true" | "yes" | "mandatory" => Ok(Encrypt::On),
+        "strict" => Ok(Encrypt::Strict),
         "false" | "no" | "optional" => Ok(Encrypt::Off),
         _ => Err(invalid(format!(
             "SQL Server connection string: {key} must be true, false, mandatory, optional or \

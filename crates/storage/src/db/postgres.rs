@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use bb8::{Pool, PooledConnection, RunError};
+use bb8::{Pool, PooledConnection};
 use cuttle_core::{
     EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
     TaskState, UnixMs,
@@ -21,6 +21,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
+use super::gate::{self, ConnectFailure};
 use super::{
     lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
     Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
@@ -56,9 +57,6 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
     text
 }
 
-/// How long a call waits for a connection while the database is known to refuse them.
-const FAIL_FAST: Duration = Duration::from_millis(250);
-
 /// Advisory-lock key that serialises schema migrations across nodes ("cuttle" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6375_7474_6c65;
 
@@ -70,8 +68,7 @@ const TASK_COLUMNS: &str = "seq, kind, arguments, state, description, concurrenc
 /// Opens pooled connections, each with its own cache of prepared statements.
 struct Manager {
     config: Config,
-    /// Why the last connection attempt failed; `None` once one succeeds.
-    last_failure: Arc<std::sync::Mutex<Option<String>>>,
+    last_failure: ConnectFailure,
 }
 
 /// A pooled connection. Hot-path statements are prepared once per connection, so each call is
@@ -115,8 +112,8 @@ impl bb8::ManageConnection for Manager {
 
     async fn connect(&self) -> std::result::Result<PgConn, Self::Error> {
         let connected = self.config.connect(NoTls).await;
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
-            connected.as_ref().err().map(with_causes);
+        self.last_failure
+            .record(connected.as_ref().err().map(with_causes));
         let (client, connection) = connected?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -141,7 +138,7 @@ impl bb8::ManageConnection for Manager {
 pub(super) struct Postgres {
     pool: Pool<Manager>,
     /// Shared with the pool's manager: set while the database refuses connections.
-    last_failure: Arc<std::sync::Mutex<Option<String>>>,
+    last_failure: ConnectFailure,
     config: Config,
     target: String,
     commits: Arc<AtomicU64>,
@@ -183,10 +180,10 @@ impl Postgres {
         config.connect_timeout(opts.connect_timeout);
         config.application_name("cuttle-server");
         let target = describe(&config);
-        let last_failure = Arc::default();
+        let last_failure = ConnectFailure::default();
         let manager = Manager {
             config: config.clone(),
-            last_failure: Arc::clone(&last_failure),
+            last_failure: last_failure.clone(),
         };
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
@@ -215,34 +212,10 @@ impl Postgres {
     }
 
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
-        // While the database refuses connections, answer quickly with why: the pool would
-        // otherwise hold every caller (an API request, a load balancer's health check) for the
-        // whole connect timeout. A new connection is still attempted in the background each
-        // time, so recovery is noticed at once.
-        let down = self.connect_failure();
-        let wait = if down.is_some() {
-            FAIL_FAST
-        } else {
-            Duration::MAX
-        };
-        match tokio::time::timeout(wait, self.pool.get()).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(RunError::User(e))) => Err(self.map_err(e)),
-            Ok(Err(RunError::TimedOut)) | Err(_) => Err(Error::Unavailable {
-                target: self.target.clone(),
-                reason: self
-                    .connect_failure()
-                    .or(down)
-                    .unwrap_or_else(|| "timed out waiting for a connection".into()),
-            }),
-        }
-    }
-
-    fn connect_failure(&self) -> Option<String> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        gate::checkout(&self.pool, &self.last_failure, &self.target, |e| {
+            self.map_err(e)
+        })
+        .await
     }
 
     fn committed(&self) {
