@@ -74,6 +74,12 @@ pub(crate) struct RawConfig {
     /// Most database connections this node opens [env: CUTTLE_DB_POOL_SIZE]
     #[arg(long, global = true)]
     pub(crate) db_pool_size: Option<u32>,
+    /// Seconds to wait for a new database connection (TCP, TLS and login) [env: CUTTLE_DB_CONNECT_TIMEOUT_SECS]
+    #[arg(long, global = true)]
+    pub(crate) db_connect_timeout_secs: Option<u64>,
+    /// Seconds one SQL Server statement may wait for the server's answer [env: CUTTLE_DB_COMMAND_TIMEOUT_SECS]
+    #[arg(long, global = true)]
+    pub(crate) db_command_timeout_secs: Option<u64>,
     /// On SIGTERM, seconds running tasks may take before they are cancelled [env: CUTTLE_SHUTDOWN_GRACE_SECS]
     #[arg(long, global = true)]
     pub(crate) shutdown_grace_secs: Option<u64>,
@@ -109,6 +115,8 @@ impl RawConfig {
             log_format,
             db_wait_secs,
             db_pool_size,
+            db_connect_timeout_secs,
+            db_command_timeout_secs,
             shutdown_grace_secs
         );
         self
@@ -160,6 +168,8 @@ impl RawConfig {
             log_format: s("CUTTLE_LOG_FORMAT"),
             db_wait_secs: num(env, "CUTTLE_DB_WAIT_SECS")?,
             db_pool_size: num(env, "CUTTLE_DB_POOL_SIZE")?,
+            db_connect_timeout_secs: num(env, "CUTTLE_DB_CONNECT_TIMEOUT_SECS")?,
+            db_command_timeout_secs: num(env, "CUTTLE_DB_COMMAND_TIMEOUT_SECS")?,
             shutdown_grace_secs: num(env, "CUTTLE_SHUTDOWN_GRACE_SECS")?,
         })
     }
@@ -191,6 +201,8 @@ pub(crate) struct Config {
     pub(crate) log_json: bool,
     pub(crate) db_wait: Duration,
     pub(crate) db_pool_size: u32,
+    pub(crate) db_connect_timeout: Duration,
+    pub(crate) db_command_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
 }
 
@@ -259,6 +271,14 @@ impl Config {
         if !(1..=1000).contains(&db_pool_size) {
             bail!("CUTTLE_DB_POOL_SIZE must be 1..=1000, got {db_pool_size}");
         }
+        let db_connect_timeout = raw.db_connect_timeout_secs.unwrap_or(5);
+        if !(1..=300).contains(&db_connect_timeout) {
+            bail!("CUTTLE_DB_CONNECT_TIMEOUT_SECS must be 1..=300, got {db_connect_timeout}");
+        }
+        let db_command_timeout = raw.db_command_timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&db_command_timeout) {
+            bail!("CUTTLE_DB_COMMAND_TIMEOUT_SECS must be 1..=3600, got {db_command_timeout}");
+        }
         Ok(Config {
             data_dir,
             database_url,
@@ -288,6 +308,8 @@ impl Config {
             log_json,
             db_wait: Duration::from_secs(raw.db_wait_secs.unwrap_or(30)),
             db_pool_size,
+            db_connect_timeout: Duration::from_secs(db_connect_timeout),
+            db_command_timeout: Duration::from_secs(db_command_timeout),
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(300)),
         })
     }
@@ -327,6 +349,8 @@ mod tests {
         assert_eq!(c.offline_after, Duration::from_secs(60));
         assert_eq!(c.poll, Duration::from_millis(1000));
         assert_eq!(c.db_wait, Duration::from_secs(30));
+        assert_eq!(c.db_connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.db_command_timeout, Duration::from_secs(30));
         assert!(c.database_is_embedded());
     }
 
@@ -372,6 +396,14 @@ mod tests {
             (&[("CUTTLE_NODE_NAME", "a b")], "CUTTLE_NODE_NAME"),
             (&[("CUTTLE_HTTP_LISTEN", "localhost")], "CUTTLE_HTTP_LISTEN"),
             (&[("CUTTLE_LOG_FORMAT", "xml")], "CUTTLE_LOG_FORMAT"),
+            (
+                &[("CUTTLE_DB_CONNECT_TIMEOUT_SECS", "0")],
+                "CUTTLE_DB_CONNECT_TIMEOUT_SECS",
+            ),
+            (
+                &[("CUTTLE_DB_COMMAND_TIMEOUT_SECS", "99999")],
+                "CUTTLE_DB_COMMAND_TIMEOUT_SECS",
+            ),
             (
                 &[("CUTTLE_TRUSTED_PROXIES", "10.0.0.0/99")],
                 "CUTTLE_TRUSTED_PROXIES",

@@ -27,7 +27,8 @@ pub(crate) async fn connect(cfg: &Config) -> Result<Store> {
     }
     let opts = StoreOptions {
         pool_size: cfg.db_pool_size,
-        ..StoreOptions::default()
+        connect_timeout: cfg.db_connect_timeout,
+        command_timeout: cfg.db_command_timeout,
     };
     let deadline = Instant::now() + cfg.db_wait;
     let mut pause = Duration::from_millis(250);
