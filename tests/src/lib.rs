@@ -3,15 +3,19 @@
 //!
 //! Set `CUTTLE_TEST_KEEP=1` to keep the temporary directories (node logs, databases) after a
 //! test for debugging. Set `CUTTLE_TEST_PG_URL` to use one running PostgreSQL server (each test
-//! gets a fresh database on it) instead of starting one per test.
+//! gets a fresh database on it) instead of starting one per test. Set `CUTTLE_TEST_MSSQL_URL`
+//! to run the SQL Server variants of the conformance and cluster tests (ignored otherwise:
+//! SQL Server cannot be started here).
 
 mod lb;
+mod mssql;
 mod node;
 mod pg;
 mod tentacle;
 mod util;
 
 pub use lb::{deploy_dir, Haproxy};
+pub use mssql::{TestSqlServer, MSSQL_URL_VAR};
 pub use node::{
     cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };

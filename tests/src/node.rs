@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{free_port, temp_dir, wait_until, TempDir, TestPostgres};
+use crate::{free_port, temp_dir, wait_until, TempDir, TestPostgres, TestSqlServer};
 
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
@@ -60,6 +60,8 @@ pub enum Database {
     Sqlite,
     /// A real PostgreSQL database.
     Postgres,
+    /// A real SQL Server database, on the server `CUTTLE_TEST_MSSQL_URL` names.
+    SqlServer,
 }
 
 /// The shared parts of a test cluster: database, master key, admin API key, shared store.
@@ -69,6 +71,7 @@ pub struct Cluster {
     pub master_key: String,
     pub api_key: String,
     pg: Option<TestPostgres>,
+    _mssql: Option<TestSqlServer>,
 }
 
 /// Per-node settings; `Default` gives a fast-heartbeat node with every role.
@@ -143,14 +146,19 @@ impl Cluster {
     pub fn new(db: Database) -> Result<Cluster> {
         let dir = temp_dir("cluster");
         std::fs::create_dir_all(dir.path().join("shared"))?;
-        let (db_url, pg) = match db {
+        let (db_url, pg, mssql) = match db {
             Database::Sqlite => (
                 format!("sqlite://{}", dir.path().join("cuttle.db").display()),
+                None,
                 None,
             ),
             Database::Postgres => {
                 let pg = TestPostgres::start()?;
-                (pg.url().to_owned(), Some(pg))
+                (pg.url().to_owned(), Some(pg), None)
+            }
+            Database::SqlServer => {
+                let ms = TestSqlServer::start()?;
+                (ms.url().to_owned(), None, Some(ms))
             }
         };
         Ok(Cluster {
@@ -159,6 +167,7 @@ impl Cluster {
             master_key: random_b64(32),
             api_key: format!("API-TEST{}", random_b64(24).replace(['+', '/', '='], "x")),
             pg,
+            _mssql: mssql,
         })
     }
 

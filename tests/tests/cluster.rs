@@ -16,6 +16,11 @@ macro_rules! on_both {
         mod postgres {
             $(#[test] fn $name() { super::$name(super::Database::Postgres) })*
         }
+        mod sqlserver {
+            $(#[test]
+            #[ignore = "needs a SQL Server: set CUTTLE_TEST_MSSQL_URL, run with --run-ignored"]
+            fn $name() { super::$name(super::Database::SqlServer) })*
+        }
     };
 }
 

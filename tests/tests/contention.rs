@@ -21,6 +21,12 @@ fn postgres_each_task_executed_exactly_once() {
     run(Database::Postgres);
 }
 
+#[test]
+#[ignore = "needs a SQL Server: set CUTTLE_TEST_MSSQL_URL, run with --run-ignored"]
+fn sqlserver_each_task_executed_exactly_once() {
+    run(Database::SqlServer);
+}
+
 fn run(db: Database) {
     let cluster = Cluster::new(db).unwrap();
     let nodes: Vec<Node> = (0..NODES)

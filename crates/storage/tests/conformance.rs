@@ -1,17 +1,20 @@
 //! The storage conformance suite: the same behaviour checks against every backend. PostgreSQL
-//! is a real server (see `cuttle_e2e::TestPostgres`); SQLite is a real file.
+//! is a real server (see `cuttle_e2e::TestPostgres`); SQLite is a real file; SQL Server is the
+//! server `CUTTLE_TEST_MSSQL_URL` names (those variants are ignored without one: run them with
+//! `cargo nextest run --run-ignored only`).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use cuttle_core::{Comms, NewEvent, NewTarget, NewTask, NodePatch, TaskId, TaskKind, TaskState};
-use cuttle_e2e::{temp_dir, TempDir, TestPostgres};
+use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{Completion, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION};
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
 enum Fixture {
     Sqlite(TempDir),
     Postgres(TestPostgres),
+    SqlServer(TestSqlServer),
 }
 
 impl Fixture {
@@ -19,6 +22,7 @@ impl Fixture {
         match self {
             Fixture::Sqlite(d) => format!("sqlite://{}", d.path().join("cuttle.db").display()),
             Fixture::Postgres(pg) => pg.url().to_owned(),
+            Fixture::SqlServer(ms) => ms.url().to_owned(),
         }
     }
 
@@ -49,6 +53,15 @@ macro_rules! conformance {
             async fn $name() {
                 let pg = super::TestPostgres::start().expect("start postgres");
                 let fx = super::Fixture::Postgres(pg);
+                super::$name(&fx).await;
+            })*
+        }
+        mod sqlserver {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a SQL Server: set CUTTLE_TEST_MSSQL_URL, run with --run-ignored"]
+            async fn $name() {
+                let ms = super::TestSqlServer::start().expect("SQL Server test database");
+                let fx = super::Fixture::SqlServer(ms);
                 super::$name(&fx).await;
             })*
         }

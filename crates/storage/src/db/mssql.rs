@@ -448,15 +448,15 @@ impl Mssql {
     /// look at running tags would queue behind other nodes' claims. Warn with the fix.
     async fn warn_without_read_committed_snapshot(&self) {
         let checked = run!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "SELECT CAST(SERVERPROPERTY('BabelfishVersion') AS NVARCHAR(100)),
+            rows(
+                c,
+                "SELECT CAST(SERVERPROPERTY('BabelfishVersion') AS NVARCHAR(100)),
                          (SELECT CAST(is_read_committed_snapshot_on AS INT) FROM sys.databases
                           WHERE name = DB_NAME())",
-                    &[],
-                )
-                .await
-            });
+                &[],
+            )
+            .await
+        });
         match checked {
             Ok(rows) => {
                 let Some(r) = rows.first() else { return };
@@ -482,11 +482,11 @@ impl Mssql {
 
     pub(super) async fn migrate(&self) -> Result<MigrationReport> {
         let from = run!(self, Retry::Idempotent, |c| {
-                // The application lock is held until commit: a second node waits here while the
-                // first creates the schema, then finds it done.
-                let found = rows(
-                    c,
-                    "BEGIN TRANSACTION;
+            // The application lock is held until commit: a second node waits here while the
+            // first creates the schema, then finds it done.
+            let found = rows(
+                c,
+                "BEGIN TRANSACTION;
                      DECLARE @locked INT;
                      EXEC @locked = sp_getapplock @Resource = @P1, @LockMode = N'Exclusive',
                          @LockOwner = N'Transaction', @LockTimeout = 120000;
@@ -496,50 +496,50 @@ impl Mssql {
                          CREATE TABLE schema_migrations (
                              version    INT NOT NULL CONSTRAINT schema_migrations_pk PRIMARY KEY,
                              applied_at DATETIME2(3) NOT NULL);",
-                    &[&MIGRATION_LOCK],
-                )
-                .await;
-                let found = match found {
-                    Ok(_) => {
-                        rows(
-                            c,
-                            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                            &[],
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let from = match found {
-                    Ok(r) => r.first().and_then(|r| r.get::<i32, _>(0)).unwrap_or(0) as u32,
-                    Err(e) => return Err(e),
-                };
-                if from > SCHEMA_VERSION {
-                    batch(c, ROLLBACK_OPEN).await?;
-                    return Ok(Err(Error::SchemaTooNew {
-                        found: from,
-                        supported: SCHEMA_VERSION,
-                    }));
-                }
-                for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
-                    if let Err(e) = batch(c, sql).await {
-                        batch(c, ROLLBACK_OPEN).await?;
-                        return Ok(Err(Error::Database(format!(
-                            "migration {version:04} failed: {e}"
-                        ))));
-                    }
-                    execute(
+                &[&MIGRATION_LOCK],
+            )
+            .await;
+            let found = match found {
+                Ok(_) => {
+                    rows(
                         c,
-                        "INSERT INTO schema_migrations (version, applied_at)
-                         VALUES (@P1, SYSUTCDATETIME())",
-                        &[&(*version as i32)],
+                        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                        &[],
                     )
-                    .await?;
-                    tracing::info!(version, "applied migration");
+                    .await
                 }
-                batch(c, "COMMIT TRANSACTION").await?;
-                Ok(Ok(from))
-            })??;
+                Err(e) => Err(e),
+            };
+            let from = match found {
+                Ok(r) => r.first().and_then(|r| r.get::<i32, _>(0)).unwrap_or(0) as u32,
+                Err(e) => return Err(e),
+            };
+            if from > SCHEMA_VERSION {
+                batch(c, ROLLBACK_OPEN).await?;
+                return Ok(Err(Error::SchemaTooNew {
+                    found: from,
+                    supported: SCHEMA_VERSION,
+                }));
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+                if let Err(e) = batch(c, sql).await {
+                    batch(c, ROLLBACK_OPEN).await?;
+                    return Ok(Err(Error::Database(format!(
+                        "migration {version:04} failed: {e}"
+                    ))));
+                }
+                execute(
+                    c,
+                    "INSERT INTO schema_migrations (version, applied_at)
+                         VALUES (@P1, SYSUTCDATETIME())",
+                    &[&(*version as i32)],
+                )
+                .await?;
+                tracing::info!(version, "applied migration");
+            }
+            batch(c, "COMMIT TRANSACTION").await?;
+            Ok(Ok(from))
+        })??;
         self.committed();
         Ok(MigrationReport {
             from,
@@ -549,21 +549,21 @@ impl Mssql {
 
     pub(super) async fn schema_version(&self) -> Result<u32> {
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "IF OBJECT_ID(N'schema_migrations', N'U') IS NULL SELECT CAST(0 AS INT)
+            rows(
+                c,
+                "IF OBJECT_ID(N'schema_migrations', N'U') IS NULL SELECT CAST(0 AS INT)
                      ELSE SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                    &[],
-                )
-                .await
-            })?;
+                &[],
+            )
+            .await
+        })?;
         Ok(rows.first().and_then(|r| r.get::<i32, _>(0)).unwrap_or(0) as u32)
     }
 
     pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(c, "SELECT value FROM settings WHERE [key] = @P1", &[&key]).await
-            })?;
+            rows(c, "SELECT value FROM settings WHERE [key] = @P1", &[&key]).await
+        })?;
         Ok(rows.first().map(|r| text(r, 0)))
     }
 
@@ -583,15 +583,15 @@ impl Mssql {
 
     pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let rows = run_upsert!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "IF NOT EXISTS (SELECT 1 FROM settings WHERE [key] = @P1)
+            rows(
+                c,
+                "IF NOT EXISTS (SELECT 1 FROM settings WHERE [key] = @P1)
                          INSERT INTO settings ([key], value) VALUES (@P1, @P2);
                      SELECT value FROM settings WHERE [key] = @P1;",
-                    &[&key, &value],
-                )
-                .await
-            })?;
+                &[&key, &value],
+            )
+            .await
+        })?;
         self.committed();
         rows.first()
             .map(|r| text(r, 0))
@@ -600,8 +600,8 @@ impl Mssql {
 
     pub(super) async fn api_key_count(&self) -> Result<u64> {
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(c, "SELECT COUNT_BIG(*) FROM api_keys", &[]).await
-            })?;
+            rows(c, "SELECT COUNT_BIG(*) FROM api_keys", &[]).await
+        })?;
         Ok(rows.first().map(|r| int64(r, 0)).unwrap_or(0) as u64)
     }
 
@@ -609,15 +609,15 @@ impl Mssql {
         // A racing insert of the same hash loses on the unique key: the hash is stored either
         // way, which is all this promises.
         let inserted = run!(self, Retry::Idempotent, |c| {
-                execute(
-                    c,
-                    "IF NOT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = @P2)
+            execute(
+                c,
+                "IF NOT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = @P2)
                          INSERT INTO api_keys (name, key_hash, created_at)
                          VALUES (@P1, @P2, SYSUTCDATETIME());",
-                    &[&name, &key_hash],
-                )
-                .await
-            });
+                &[&name, &key_hash],
+            )
+            .await
+        });
         match inserted {
             Ok(_) => {}
             Err(Error::Conflict(_)) => {}
@@ -629,13 +629,13 @@ impl Mssql {
 
     pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "SELECT name FROM api_keys WHERE key_hash = @P1",
-                    &[&key_hash],
-                )
-                .await
-            })?;
+            rows(
+                c,
+                "SELECT name FROM api_keys WHERE key_hash = @P1",
+                &[&key_hash],
+            )
+            .await
+        })?;
         Ok(rows.first().map(|r| text(r, 0)))
     }
 
@@ -643,9 +643,9 @@ impl Mssql {
         let cap = reg.initial_task_cap as i32;
         let gateway = reg.gateway_address.as_deref();
         let rows = run_upsert!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "UPDATE nodes SET roles = @P2, version = @P3, http_address = @P4,
+            rows(
+                c,
+                "UPDATE nodes SET roles = @P2, version = @P3, http_address = @P4,
                          grpc_address = @P5, gateway_address = @P6,
                          started_at = SYSUTCDATETIME(), last_seen = SYSUTCDATETIME(),
                          lost_at = NULL, storage_ok = 1
@@ -657,18 +657,18 @@ impl Mssql {
                          OUTPUT inserted.task_cap, inserted.draining
                          VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, 0, SYSUTCDATETIME(),
                              SYSUTCDATETIME());",
-                    &[
-                        &reg.name.as_str(),
-                        &reg.roles.as_str(),
-                        &reg.version.as_str(),
-                        &reg.http_address.as_str(),
-                        &reg.grpc_address.as_str(),
-                        &gateway,
-                        &cap,
-                    ],
-                )
-                .await
-            })?;
+                &[
+                    &reg.name.as_str(),
+                    &reg.roles.as_str(),
+                    &reg.version.as_str(),
+                    &reg.http_address.as_str(),
+                    &reg.grpc_address.as_str(),
+                    &gateway,
+                    &cap,
+                ],
+            )
+            .await
+        })?;
         self.committed();
         rows.first()
             .map(node_state)
@@ -681,16 +681,16 @@ impl Mssql {
         storage_ok: bool,
     ) -> Result<Option<NodeState>> {
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "UPDATE nodes SET last_seen = SYSUTCDATETIME(), lost_at = NULL,
+            rows(
+                c,
+                "UPDATE nodes SET last_seen = SYSUTCDATETIME(), lost_at = NULL,
                          storage_ok = @P2
                      OUTPUT inserted.task_cap, inserted.draining
                      WHERE name = @P1",
-                    &[&name, &storage_ok],
-                )
-                .await
-            })?;
+                &[&name, &storage_ok],
+            )
+            .await
+        })?;
         self.committed();
         Ok(rows.first().map(node_state))
     }
@@ -714,8 +714,8 @@ impl Mssql {
             )
         });
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(c, &SQL, &[&offline_after_ms, &name]).await
-            })?;
+            rows(c, &SQL, &[&offline_after_ms, &name]).await
+        })?;
         Ok(rows
             .iter()
             .map(|r| NodeRecord {
@@ -739,22 +739,22 @@ impl Mssql {
     pub(super) async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
         let cap = patch.task_cap.map(|c| c as i32);
         let n = run!(self, Retry::Idempotent, |c| {
-                execute(
-                    c,
-                    "UPDATE nodes SET task_cap = COALESCE(@P2, task_cap),
+            execute(
+                c,
+                "UPDATE nodes SET task_cap = COALESCE(@P2, task_cap),
                          draining = COALESCE(@P3, draining) WHERE name = @P1",
-                    &[&name, &cap, &patch.draining],
-                )
-                .await
-            })?;
+                &[&name, &cap, &patch.draining],
+            )
+            .await
+        })?;
         self.committed();
         Ok(n > 0)
     }
 
     pub(super) async fn delete_node(&self, name: &str) -> Result<bool> {
         let n = run!(self, Retry::Idempotent, |c| {
-                execute(c, "DELETE FROM nodes WHERE name = @P1", &[&name]).await
-            })?;
+            execute(c, "DELETE FROM nodes WHERE name = @P1", &[&name]).await
+        })?;
         self.committed();
         Ok(n > 0)
     }
@@ -775,19 +775,19 @@ impl Mssql {
         // `lost_at IS NULL` and skip the node: exactly one scheduler handles each loss. Not
         // retried after a lost connection: a committed first attempt would be invisible.
         let lost = run!(self, Retry::RolledBackOnly, |c| {
-                let names: Vec<String> = rows(c, &MARK, &[&offline_after_ms])
-                    .await?
-                    .iter()
-                    .map(|r| text(r, 0))
-                    .collect();
-                let mut lost = Vec::with_capacity(names.len());
-                for name in names {
-                    let error = lost_error(&name, offline_after_ms);
-                    lost.push(release_tasks(c, name.clone(), &requeue_note(&name), &error).await?);
-                }
-                batch(c, "COMMIT TRANSACTION").await?;
-                Ok(lost)
-            })?;
+            let names: Vec<String> = rows(c, &MARK, &[&offline_after_ms])
+                .await?
+                .iter()
+                .map(|r| text(r, 0))
+                .collect();
+            let mut lost = Vec::with_capacity(names.len());
+            for name in names {
+                let error = lost_error(&name, offline_after_ms);
+                lost.push(release_tasks(c, name.clone(), &requeue_note(&name), &error).await?);
+            }
+            batch(c, "COMMIT TRANSACTION").await?;
+            Ok(lost)
+        })?;
         self.committed();
         Ok(lost)
     }
@@ -796,11 +796,11 @@ impl Mssql {
         let error = restart_error(name);
         let note = restart_requeue_note(name);
         let released = run!(self, Retry::RolledBackOnly, |c| {
-                batch(c, "BEGIN TRANSACTION").await?;
-                let released = release_tasks(c, name.to_owned(), &note, &error).await?;
-                batch(c, "COMMIT TRANSACTION").await?;
-                Ok(released)
-            })?;
+            batch(c, "BEGIN TRANSACTION").await?;
+            let released = release_tasks(c, name.to_owned(), &note, &error).await?;
+            batch(c, "COMMIT TRANSACTION").await?;
+            Ok(released)
+        })?;
         self.committed();
         Ok(released)
     }
@@ -869,8 +869,8 @@ impl Mssql {
 
     pub(super) async fn delete_target(&self, id: TargetId) -> Result<bool> {
         let n = run!(self, Retry::Idempotent, |c| {
-                execute(c, "DELETE FROM targets WHERE seq = @P1", &[&id.0]).await
-            })?;
+            execute(c, "DELETE FROM targets WHERE seq = @P1", &[&id.0]).await
+        })?;
         self.committed();
         Ok(n > 0)
     }
@@ -895,9 +895,9 @@ impl Mssql {
         });
         let id = id.map(|i| i.0);
         let mut sets = run!(self, Retry::Idempotent, |c| {
-                query(c, &SQL, &[&id, &offline_after_ms]).await
-            })?
-            .into_iter();
+            query(c, &SQL, &[&id, &offline_after_ms]).await
+        })?
+        .into_iter();
         let targets = sets
             .next()
             .unwrap_or_default()
@@ -979,14 +979,14 @@ impl Mssql {
         // The row lock makes a racing caller wait, then re-check the condition and miss. Not
         // retried after a lost connection: a committed first attempt would read as a miss.
         let claimed = run!(self, Retry::RolledBackOnly, |c| {
-                execute(
-                    c,
-                    "UPDATE settings SET value = CAST(@P2 AS NVARCHAR(20))
+            execute(
+                c,
+                "UPDATE settings SET value = CAST(@P2 AS NVARCHAR(20))
                      WHERE [key] = @P1 AND CAST(value AS BIGINT) < @P2",
-                    &[&key, &n],
-                )
-                .await
-            })?;
+                &[&key, &n],
+            )
+            .await
+        })?;
         self.committed();
         Ok(claimed == 1)
     }
@@ -1005,19 +1005,19 @@ impl Mssql {
         let tag = task.concurrency_tag.as_deref();
         // A lost connection may have inserted the task: never retried then.
         let rows = run!(self, Retry::RolledBackOnly, |c| {
-                rows(
-                    c,
-                    SQL,
-                    &[
-                        &kind,
-                        &args.as_str(),
-                        &task.description.as_str(),
-                        &tag,
-                        &retry_safe,
-                    ],
-                )
-                .await
-            })?;
+            rows(
+                c,
+                SQL,
+                &[
+                    &kind,
+                    &args.as_str(),
+                    &task.description.as_str(),
+                    &tag,
+                    &retry_safe,
+                ],
+            )
+            .await
+        })?;
         self.committed();
         rows.first()
             .map(task_from_row)
@@ -1050,8 +1050,8 @@ impl Mssql {
         let before = before.map(|b| b.0);
         let limit = i64::from(limit);
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(c, SQL, &[&state, &limit, &before]).await
-            })?;
+            rows(c, SQL, &[&state, &limit, &before]).await
+        })?;
         Ok(rows.iter().map(task_from_row).collect())
     }
 
@@ -1100,9 +1100,8 @@ impl Mssql {
         let mut raced = 0;
         let sets = loop {
             match run!(self, Retry::RolledBackOnly, |c| {
-                    query(c, &sql, &params).await
-                })
-            {
+                query(c, &sql, &params).await
+            }) {
                 Err(Error::Conflict(_)) if raced < 5 => {
                     raced += 1;
                     tracing::debug!(
@@ -1140,14 +1139,14 @@ impl Mssql {
 
     pub(super) async fn owned_tasks(&self, node: &str) -> Result<Vec<OwnedTask>> {
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(
-                    c,
-                    "SELECT seq, claim_epoch, state FROM tasks
+            rows(
+                c,
+                "SELECT seq, claim_epoch, state FROM tasks
                      WHERE node = @P1 AND state IN (N'Executing', N'Cancelling')",
-                    &[&node],
-                )
-                .await
-            })?;
+                &[&node],
+            )
+            .await
+        })?;
         Ok(rows
             .iter()
             .map(|r| OwnedTask {
@@ -1225,8 +1224,8 @@ impl Mssql {
             )
         });
         let rows = run!(self, Retry::Idempotent, |c| {
-                rows(c, &SQL, &[&id.0, &offline_after_ms]).await
-            })?;
+            rows(c, &SQL, &[&id.0, &offline_after_ms]).await
+        })?;
         self.committed();
         Ok(rows.first().map(task_from_row))
     }

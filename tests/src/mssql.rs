@@ -1,0 +1,144 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context, Result};
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
+use tokio_util::compat::TokioAsyncWriteCompatExt;
+
+/// The variable naming the SQL Server the SQL Server tests run against.
+pub const MSSQL_URL_VAR: &str = "CUTTLE_TEST_MSSQL_URL";
+
+/// A fresh database for one test on the SQL Server named by `CUTTLE_TEST_MSSQL_URL`
+/// (`mssql://USER:PASSWORD@HOST:PORT/DB?encrypt=…&trust_server_certificate=…`, a login allowed
+/// to create databases). The database is created with READ_COMMITTED_SNAPSHOT on, as
+/// `docs/sql-server.md` asks, and dropped on drop unless `CUTTLE_TEST_KEEP` is set.
+pub struct TestSqlServer {
+    base: String,
+    url: String,
+    db: String,
+}
+
+impl TestSqlServer {
+    pub fn start() -> Result<TestSqlServer> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = std::env::var(MSSQL_URL_VAR).with_context(|| {
+            format!(
+                "set {MSSQL_URL_VAR}=mssql://sa:PASSWORD@127.0.0.1:1433/master?\
+                 trust_server_certificate=true to run the SQL Server tests"
+            )
+        })?;
+        let db = format!(
+            "cuttle_t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        run_sql(
+            &base,
+            &format!(
+                "CREATE DATABASE [{db}]; ALTER DATABASE [{db}] SET READ_COMMITTED_SNAPSHOT ON;"
+            ),
+        )?;
+        let url = replace_db(&base, &db);
+        Ok(TestSqlServer { base, url, db })
+    }
+
+    /// `mssql://…` for the test's own database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestSqlServer {
+    fn drop(&mut self) {
+        if std::env::var_os("CUTTLE_TEST_KEEP").is_some() {
+            return;
+        }
+        let db = &self.db;
+        let _ = run_sql(
+            &self.base,
+            &format!("ALTER DATABASE [{db}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [{db}];"),
+        );
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (main, query) = url.split_once('?').unwrap_or((url, ""));
+    let after_scheme = main.len() - main.trim_start_matches("mssql://").len();
+    let head = match main[after_scheme..].find('/') {
+        Some(i) => &main[..after_scheme + i],
+        None => main,
+    };
+    if query.is_empty() {
+        format!("{head}/{db}")
+    } else {
+        format!("{head}/{db}?{query}")
+    }
+}
+
+/// The harness's own reading of the URL: just enough to create and drop databases.
+fn config(url: &str) -> Result<Config> {
+    let Some(rest) = url.strip_prefix("mssql://") else {
+        bail!("{MSSQL_URL_VAR} must be an mssql:// URL");
+    };
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, db) = main.split_once('/').unwrap_or((main, "master"));
+    let (creds, hostport) = authority
+        .rsplit_once('@')
+        .context("mssql:// URL without USER:PASSWORD@")?;
+    let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "1433"));
+    let mut c = Config::new();
+    c.host(host);
+    c.port(port.parse().context("port")?);
+    c.database(if db.is_empty() { "master" } else { db });
+    c.authentication(AuthMethod::sql_server(user, password));
+    c.encryption(EncryptionLevel::Required);
+    for pair in query.split('&') {
+        match pair.to_ascii_lowercase().as_str() {
+            "trust_server_certificate=true" | "trustservercertificate=true" => c.trust_cert(),
+            "encrypt=false" => c.encryption(EncryptionLevel::Off),
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Runs one batch on the server, on a thread of its own (callers may be inside a runtime).
+fn run_sql(url: &str, sql: &str) -> Result<()> {
+    let config = config(url)?;
+    let batch = sql.to_owned();
+    std::thread::spawn(move || -> Result<()> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(config.get_addr()).await?;
+            tcp.set_nodelay(true)?;
+            let mut client = Client::connect(config, tcp.compat_write()).await?;
+            client
+                .simple_query(batch.as_str())
+                .await?
+                .into_results()
+                .await?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("SQL Server helper thread panicked"))?
+    .with_context(|| format!("run {sql:?} on the SQL Server named by {MSSQL_URL_VAR}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_database_and_keeps_the_query() {
+        assert_eq!(
+            super::replace_db("mssql://sa:pw@h:1433/master?encrypt=true", "t1"),
+            "mssql://sa:pw@h:1433/t1?encrypt=true"
+        );
+        assert_eq!(
+            super::replace_db("mssql://sa:pw@h:1433", "t1"),
+            "mssql://sa:pw@h:1433/t1"
+        );
+    }
+}
