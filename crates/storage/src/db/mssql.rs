@@ -48,8 +48,18 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("../../migrations/mssql/0004_targets.sql")),
 ];
 
-/// Name of the application lock that serialises schema migrations across nodes.
-const MIGRATION_LOCK: &str = "cuttle-schema-migration";
+/// Opens the migration's transaction and takes the application lock that serialises schema
+/// migrations across nodes, then makes sure the version table exists.
+const MIGRATION_BEGIN: &str = "BEGIN TRANSACTION;
+     DECLARE @locked INT;
+     EXEC @locked = sp_getapplock @Resource = N'cuttle-schema-migration', @LockMode = N'Exclusive',
+         @LockOwner = N'Transaction', @LockTimeout = 120000;
+     IF @locked < 0
+         THROW 50000, N'timed out waiting for another node''s schema migration', 1;
+     IF OBJECT_ID(N'schema_migrations', N'U') IS NULL
+         CREATE TABLE schema_migrations (
+             version    INT NOT NULL CONSTRAINT schema_migrations_pk PRIMARY KEY,
+             applied_at DATETIME2(3) NOT NULL);";
 
 /// Set on every new connection. `XACT_ABORT` makes any error roll back the whole transaction;
 /// the ANSI options are the ones filtered indexes require of every statement that writes to
@@ -483,37 +493,18 @@ impl Mssql {
     pub(super) async fn migrate(&self) -> Result<MigrationReport> {
         let from = run!(self, Retry::Idempotent, |c| {
             // The application lock is held until commit: a second node waits here while the
-            // first creates the schema, then finds it done.
-            let found = rows(
+            // first creates the schema, then finds it done. Plain batches, not parameterised
+            // ones: a transaction opened inside sp_executesql must also end there (error 266).
+            batch(c, MIGRATION_BEGIN).await?;
+            let from = rows(
                 c,
-                "BEGIN TRANSACTION;
-                     DECLARE @locked INT;
-                     EXEC @locked = sp_getapplock @Resource = @P1, @LockMode = N'Exclusive',
-                         @LockOwner = N'Transaction', @LockTimeout = 120000;
-                     IF @locked < 0
-                         THROW 50000, N'timed out waiting for another node''s schema migration', 1;
-                     IF OBJECT_ID(N'schema_migrations', N'U') IS NULL
-                         CREATE TABLE schema_migrations (
-                             version    INT NOT NULL CONSTRAINT schema_migrations_pk PRIMARY KEY,
-                             applied_at DATETIME2(3) NOT NULL);",
-                &[&MIGRATION_LOCK],
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
             )
-            .await;
-            let found = match found {
-                Ok(_) => {
-                    rows(
-                        c,
-                        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                        &[],
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            let from = match found {
-                Ok(r) => r.first().and_then(|r| r.get::<i32, _>(0)).unwrap_or(0) as u32,
-                Err(e) => return Err(e),
-            };
+            .await?
+            .first()
+            .and_then(|r| r.get::<i32, _>(0))
+            .unwrap_or(0) as u32;
             if from > SCHEMA_VERSION {
                 batch(c, ROLLBACK_OPEN).await?;
                 return Ok(Err(Error::SchemaTooNew {
@@ -765,8 +756,7 @@ impl Mssql {
     ) -> Result<Vec<LostNode>> {
         static MARK: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "BEGIN TRANSACTION;
-                 UPDATE nodes SET lost_at = SYSUTCDATETIME() OUTPUT inserted.name
+                "UPDATE nodes SET lost_at = SYSUTCDATETIME() OUTPUT inserted.name
                  WHERE lost_at IS NULL AND {} >= @P1;",
                 age_ms!("last_seen")
             )
@@ -775,6 +765,8 @@ impl Mssql {
         // `lost_at IS NULL` and skip the node: exactly one scheduler handles each loss. Not
         // retried after a lost connection: a committed first attempt would be invisible.
         let lost = run!(self, Retry::RolledBackOnly, |c| {
+            // Opened in a plain batch: it spans several parameterised statements.
+            batch(c, "BEGIN TRANSACTION").await?;
             let names: Vec<String> = rows(c, &MARK, &[&offline_after_ms])
                 .await?
                 .iter()
