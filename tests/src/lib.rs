@@ -15,7 +15,7 @@ mod tentacle;
 mod util;
 
 pub use lb::{deploy_dir, Haproxy};
-pub use mssql::{TestSqlServer, MSSQL_URL_VAR};
+pub use mssql::TestSqlServer;
 pub use node::{
     cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };

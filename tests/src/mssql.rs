@@ -5,7 +5,11 @@ use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
 use tokio_util::compat::TokioAsyncWriteCompatExt;
 
 /// The variable naming the SQL Server the SQL Server tests run against.
-pub const MSSQL_URL_VAR: &str = "CUTTLE_TEST_MSSQL_URL";
+pub(crate) const MSSQL_URL_VAR: &str = "CUTTLE_TEST_MSSQL_URL";
+/// Shell commands that stop and start that server, for the outage tests (`docker stop ID`, a
+/// forced availability-group failover, …).
+pub(crate) const MSSQL_STOP_VAR: &str = "CUTTLE_TEST_MSSQL_STOP";
+pub(crate) const MSSQL_START_VAR: &str = "CUTTLE_TEST_MSSQL_START";
 
 /// A fresh database for one test on the SQL Server named by `CUTTLE_TEST_MSSQL_URL`
 /// (`mssql://USER:PASSWORD@HOST:PORT/DB?encrypt=…&trust_server_certificate=…`, a login allowed
@@ -45,6 +49,31 @@ impl TestSqlServer {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Stops the server with `CUTTLE_TEST_MSSQL_STOP`: for outage tests.
+    pub fn stop_server(&self) -> Result<()> {
+        shell(MSSQL_STOP_VAR)
+    }
+
+    /// Starts it again with `CUTTLE_TEST_MSSQL_START` (returns once the command does; the
+    /// server may take a while longer to accept connections).
+    pub fn start_server(&self) -> Result<()> {
+        shell(MSSQL_START_VAR)
+    }
+}
+
+fn shell(var: &str) -> Result<()> {
+    let cmd = std::env::var(var).with_context(|| {
+        format!("set {var} to the shell command for the SQL Server outage tests")
+    })?;
+    let status = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .status()
+        .with_context(|| format!("run {var}"))?;
+    if !status.success() {
+        bail!("{var} ({cmd:?}) failed: {status}");
+    }
+    Ok(())
 }
 
 impl Drop for TestSqlServer {

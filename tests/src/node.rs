@@ -71,7 +71,7 @@ pub struct Cluster {
     pub master_key: String,
     pub api_key: String,
     pg: Option<TestPostgres>,
-    _mssql: Option<TestSqlServer>,
+    mssql: Option<TestSqlServer>,
 }
 
 /// Per-node settings; `Default` gives a fast-heartbeat node with every role.
@@ -167,7 +167,7 @@ impl Cluster {
             master_key: random_b64(32),
             api_key: format!("API-TEST{}", random_b64(24).replace(['+', '/', '='], "x")),
             pg,
-            _mssql: mssql,
+            mssql,
         })
     }
 
@@ -181,6 +181,25 @@ impl Cluster {
 
     pub fn postgres_server(&self) -> Option<&TestPostgres> {
         self.pg.as_ref()
+    }
+
+    /// Stops the cluster's database server (PostgreSQL started by the harness, or SQL Server
+    /// through `CUTTLE_TEST_MSSQL_STOP`): for outage tests.
+    pub fn stop_database(&self) -> Result<()> {
+        match (&self.pg, &self.mssql) {
+            (Some(pg), _) => pg.stop_server(),
+            (_, Some(ms)) => ms.stop_server(),
+            _ => bail!("this cluster's database has no server to stop"),
+        }
+    }
+
+    /// Starts it again after [`Cluster::stop_database`].
+    pub fn start_database(&self) -> Result<()> {
+        match (&self.pg, &self.mssql) {
+            (Some(pg), _) => pg.start_server(),
+            (_, Some(ms)) => ms.start_server(),
+            _ => bail!("this cluster's database has no server to start"),
+        }
     }
 
     pub fn dir(&self) -> &Path {
