@@ -49,6 +49,12 @@ impl TestPostgres {
         &self.url
     }
 
+    /// Runs one statement on the test's database with `psql` and returns its output (rows
+    /// unaligned, `|`-separated): for tests that set up states no API call makes.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        psql(&self.url, sql)
+    }
+
     /// Stops the server (only for a server this harness started): for outage tests.
     pub fn stop_server(&self) -> Result<()> {
         let s = self

@@ -613,6 +613,45 @@ fn sql_server_connection_strings_are_checked_and_passwords_never_shown() {
     }
 }
 
+/// A claim that commits while its answer is lost (the connection drops after the commit, as in
+/// a failover) leaves the task held by a node that never started it. The node gives it back
+/// to the queue, in its old place, and it runs once.
+#[test]
+fn a_claim_whose_answer_was_lost_goes_back_to_the_queue_and_runs_once() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let runs = cluster.dir().join("runs");
+    let script = format!("echo $CUTTLE_TASK_ID >> {}", runs.display());
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    let seq: i64 = id.trim_start_matches("ServerTasks-").parse().unwrap();
+    // What n1's claim would have written, had its answer been lost on the way back.
+    let pg = cluster.postgres_server().expect("harness-owned server");
+    pg.psql(&format!(
+        "UPDATE tasks SET state = 'Executing', node = 'n1', claim_epoch = claim_epoch + 1,
+             started_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+         WHERE seq = {seq}"
+    ))
+    .unwrap();
+    let (status, _) = n1.patch("/api/nodes/n1", &json!({"task_cap": 1}));
+    assert_eq!(status, 200);
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}");
+    let epoch = pg
+        .psql(&format!("SELECT claim_epoch FROM tasks WHERE seq = {seq}"))
+        .unwrap();
+    assert_eq!(epoch, "2", "claimed again after it was given back");
+    let ran = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(
+        ran.lines().collect::<Vec<_>>(),
+        vec![id.as_str()],
+        "ran exactly once"
+    );
+    assert!(
+        n1.stderr_text().contains("claim never received"),
+        "the node says what it did"
+    );
+}
+
 #[test]
 fn unreachable_database_exits_naming_the_host() {
     let cluster = Cluster::sqlite();

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use cuttle_core::{Comms, NewEvent, NewTarget, NewTask, NodePatch, TaskId, TaskKind, TaskState};
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
-use cuttle_storage::{Completion, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION};
+use cuttle_storage::{
+    Completion, Execution, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION,
+};
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
 enum Fixture {
@@ -86,6 +88,7 @@ conformance!(
     audit_events_newest_first,
     targets_and_their_gateway_sessions,
     periodic_jobs_run_once_per_period_and_health_is_recorded,
+    unstarted_claims_go_back_to_the_queue_in_their_place,
 );
 
 fn reg(name: &str, cap: u32) -> NodeRegistration {
@@ -339,6 +342,58 @@ async fn restarted_node_releases_its_previous_tasks(fx: &Fixture) {
     // Nothing left to release on a second start.
     let again = s.release_own_tasks("r").await.unwrap();
     assert!(again.failed.is_empty() && again.requeued.is_empty());
+}
+
+async fn unstarted_claims_go_back_to_the_queue_in_their_place(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("u", 5)).await.unwrap();
+    s.register_node(&reg("other", 5)).await.unwrap();
+    let ids = enqueue_n(&s, 4).await;
+    // Node u's claim commits but its answer is lost; then a cancel arrives for one of them.
+    let lost = s.claim("u", 2).await.unwrap();
+    let theirs = s.claim("other", 1).await.unwrap();
+    assert_eq!((lost.len(), theirs.len()), (2, 1));
+    s.cancel(lost[1].id, LONG).await.unwrap();
+    let held = |c: &cuttle_storage::ClaimedTask| Execution {
+        task: c.id,
+        epoch: c.epoch,
+    };
+    let mut executions: Vec<Execution> = lost.iter().map(held).collect();
+    // Another node's claim, and a stale epoch, are not this node's to give back.
+    executions.push(held(&theirs[0]));
+    executions.push(Execution {
+        task: lost[0].id,
+        epoch: lost[0].epoch + 7,
+    });
+    let mut back = s.requeue_unstarted("u", &executions).await.unwrap();
+    back.sort_by_key(|id| id.0);
+    assert_eq!(back, vec![lost[0].id, lost[1].id]);
+    let requeued = s.get_task(lost[0].id).await.unwrap().unwrap();
+    assert_eq!(requeued.state, TaskState::Queued);
+    assert_eq!(requeued.node, None);
+    assert_eq!(requeued.started_at, None);
+    assert!(requeued.error.unwrap().contains("never received its claim"));
+    let cancelled = s.get_task(lost[1].id).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, TaskState::Canceled);
+    assert!(cancelled.completed_at.is_some());
+    let t = s.get_task(theirs[0].id).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Executing);
+    // Still first in line: the next claim takes it again (ahead of the younger ids[3]), under a
+    // new epoch that fences anything the lost claim might still say.
+    let again = s.claim("other", 1).await.unwrap();
+    assert_eq!(again[0].id, ids[0]);
+    assert_eq!(again[0].epoch, lost[0].epoch + 1);
+    assert!(s
+        .complete("u", &[done(lost[0].id, lost[0].epoch)])
+        .await
+        .unwrap()
+        .is_empty());
+    // Nothing more to give back.
+    assert!(s
+        .requeue_unstarted("u", &executions)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixture) {

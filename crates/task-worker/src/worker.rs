@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cuttle_core::{TaskId, TaskState};
-use cuttle_storage::{ClaimedTask, Completion, Execution, NodeState, Store, TaskLogWriter};
+use cuttle_storage::{
+    ClaimedTask, Completion, Execution, NodeState, OwnedTask, Store, TaskLogWriter,
+};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -125,6 +127,10 @@ impl WorkerHandle {
 /// recording an outcome; new work arriving by wake-up is never delayed by it.
 const GATHER: Duration = Duration::from_millis(2);
 
+/// Every this many polls a worker also looks for claims it never received, even when no claim
+/// failed visibly. 30 s at the default poll.
+const SWEEP_EVERY_POLLS: u32 = 30;
+
 struct Running {
     epoch: i64,
     stop: CancellationToken,
@@ -174,6 +180,8 @@ pub async fn serve(
         handle,
         running: HashMap::new(),
         pending: Vec::new(),
+        claims_in_doubt: false,
+        polls_since_sweep: 0,
         done_tx: None,
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
@@ -234,6 +242,10 @@ struct Worker {
     running: HashMap<TaskId, Running>,
     /// Outcomes not yet recorded in the database (kept across database outages).
     pending: Vec<Completion>,
+    /// A claim failed with the connection: it may have committed without its answer arriving.
+    claims_in_doubt: bool,
+    /// Reconciles since the last look for claims this worker never received.
+    polls_since_sweep: u32,
     done_tx: Option<mpsc::UnboundedSender<Done>>,
 }
 
@@ -277,9 +289,12 @@ impl Worker {
     }
 
     /// Compares what runs here with what the database says this node owns: stops tasks that
-    /// were cancelled, and tasks taken away from this node (fencing after a loss).
+    /// were cancelled, and tasks taken away from this node (fencing after a loss); gives back
+    /// claims that never reached this worker.
     async fn reconcile(&mut self) {
-        if self.running.is_empty() {
+        self.polls_since_sweep = self.polls_since_sweep.saturating_add(1);
+        let sweep = self.claims_in_doubt || self.polls_since_sweep >= SWEEP_EVERY_POLLS;
+        if self.running.is_empty() && !sweep {
             return;
         }
         let owned = match self.store.owned_tasks(&self.node).await {
@@ -289,6 +304,9 @@ impl Worker {
                 return;
             }
         };
+        if sweep {
+            self.requeue_unstarted(&owned).await;
+        }
         let owned: HashMap<TaskId, (i64, TaskState)> = owned
             .into_iter()
             .map(|o| (o.id, (o.epoch, o.state)))
@@ -320,6 +338,32 @@ impl Worker {
                     r.stop(StopReason::Fenced);
                 }
             }
+        }
+    }
+
+    /// Gives back tasks the database says this node holds but that this worker neither runs nor
+    /// has finished: claims whose answer was lost with a dropped connection after the commit.
+    /// Sound because claims and this check both happen on this loop: a task claimed here is in
+    /// `running` from the moment the claim's answer arrives until its outcome is in `pending`.
+    async fn requeue_unstarted(&mut self, owned: &[OwnedTask]) {
+        let unstarted: Vec<Execution> = owned
+            .iter()
+            .filter(|o| !self.running.contains_key(&o.id))
+            .filter(|o| !self.pending.iter().any(|p| p.id == o.id))
+            .map(|o| Execution {
+                task: o.id,
+                epoch: o.epoch,
+            })
+            .collect();
+        match self.store.requeue_unstarted(&self.node, &unstarted).await {
+            Ok(back) => {
+                for id in back {
+                    tracing::warn!(task = %id, "claim never received (the database connection dropped after it committed); the task is back in the queue");
+                }
+                self.claims_in_doubt = false;
+                self.polls_since_sweep = 0;
+            }
+            Err(e) => tracing::debug!(error = %e, "give back unstarted claims"),
         }
     }
 
@@ -360,6 +404,9 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(error = %e, pending = self.pending.len(), "record outcomes and claim tasks; will retry");
+                if free > 0 && e.is_unavailable() {
+                    self.claims_in_doubt = true;
+                }
                 Err(e)
             }
         }

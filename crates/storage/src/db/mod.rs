@@ -295,6 +295,22 @@ impl Store {
         dispatch!(self, b => b.release_own_tasks(name).await)
     }
 
+    /// Gives back claims `node` holds but never started: the database recorded the claim while
+    /// its answer never reached the worker (a connection dropped after the commit). Each
+    /// execution still held goes back to the queue in its old place (or, when a cancel came
+    /// meanwhile, becomes Canceled). Returns the tasks given back.
+    pub async fn requeue_unstarted(
+        &self,
+        node: &str,
+        executions: &[crate::Execution],
+    ) -> Result<Vec<TaskId>> {
+        if executions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let note = unstarted_note(node);
+        dispatch!(self, b => b.requeue_unstarted(node, executions, &note).await)
+    }
+
     /// Registers a target; a name or thumbprint already in use is a [`Error::Conflict`].
     pub async fn create_target(&self, t: &NewTarget) -> Result<TargetId> {
         dispatch!(self, b => b.write_target(None, t).await)?
@@ -533,6 +549,13 @@ pub(crate) fn requeue_note(node: &str) -> String {
 pub(crate) fn restart_error(node: &str) -> String {
     format!("node {node} restarted while the task was running; the task was stopped with it")
 }
+
+pub(crate) fn unstarted_note(node: &str) -> String {
+    format!("node {node} never received its claim (the database connection dropped); re-queued")
+}
+
+/// The message of a task cancelled before its lost claim was given back.
+pub(crate) const CANCELED_UNSTARTED: &str = "canceled before it started";
 
 pub(crate) fn restart_requeue_note(node: &str) -> String {
     format!("node {node} restarted while the task was running; re-queued (retry-safe kind)")

@@ -31,7 +31,7 @@ use super::mssql_config::{Encrypt, MssqlConfig};
 use super::{
     lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
     Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
-    TargetRow, SCHEMA_VERSION,
+    TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
 };
 use crate::{Error, Execution, Result};
 use retry::{Retry, Transient};
@@ -797,6 +797,28 @@ impl Mssql {
         Ok(released)
     }
 
+    pub(super) async fn requeue_unstarted(
+        &self,
+        node: &str,
+        executions: &[Execution],
+        note: &str,
+    ) -> Result<Vec<TaskId>> {
+        let mut given_back = Vec::new();
+        // Conditional on the epoch and state: running it twice changes nothing more.
+        for chunk in executions.chunks(MAX_COMPLETIONS_PER_BATCH) {
+            let sql = requeue_unstarted_sql(chunk.len());
+            let mut params: Vec<&dyn ToSql> = vec![&node, &CANCELED_UNSTARTED, &note];
+            for e in chunk {
+                params.push(&e.task.0);
+                params.push(&e.epoch);
+            }
+            let rows = run!(self, Retry::Idempotent, |c| rows(c, &sql, &params).await)?;
+            self.committed();
+            given_back.extend(rows.iter().map(|r| TaskId(int64(r, 0))));
+        }
+        Ok(given_back)
+    }
+
     pub(super) async fn write_target(
         &self,
         id: Option<TargetId>,
@@ -1262,10 +1284,33 @@ async fn release_tasks(
     })
 }
 
+/// Gives back node `@P1`'s unstarted claims: execution `i` is `@P{4+2i}` (task), `@P{5+2i}`
+/// (epoch); `@P2` is the error of a cancelled one, `@P3` the note on a re-queued one. Every SET
+/// expression sees the row as it was, so `state` is the old state throughout.
+fn requeue_unstarted_sql(executions: usize) -> String {
+    let values: Vec<String> = (0..executions)
+        .map(|i| format!("(@P{}, @P{})", 4 + 2 * i, 5 + 2 * i))
+        .collect();
+    format!(
+        "UPDATE t SET
+             state = CASE t.state WHEN N'Cancelling' THEN N'Canceled' ELSE N'Queued' END,
+             node = CASE t.state WHEN N'Cancelling' THEN t.node END,
+             started_at = CASE t.state WHEN N'Cancelling' THEN t.started_at END,
+             completed_at = CASE t.state WHEN N'Cancelling' THEN SYSUTCDATETIME() END,
+             error = CASE t.state WHEN N'Cancelling' THEN @P2 ELSE @P3 END
+         OUTPUT inserted.seq
+         FROM tasks t JOIN (VALUES {}) AS v (seq, epoch) ON t.seq = v.seq
+         WHERE t.claim_epoch = v.epoch AND t.node = @P1
+           AND t.state IN (N'Executing', N'Cancelling')",
+        values.join(", ")
+    )
+}
+
 /// Outcomes per batch: 4 parameters each, 2 more for the node and the claim size, under the
 /// 2,100 a request may carry.
 const MAX_COMPLETIONS_PER_BATCH: usize = 500;
 const _: () = assert!(2 + 4 * MAX_COMPLETIONS_PER_BATCH <= 2100);
+const _: () = assert!(3 + 2 * MAX_COMPLETIONS_PER_BATCH <= 2100);
 
 /// The worker's hot path for `done` outcomes and (when `claim`) a claim of up to `@P2` tasks
 /// for node `@P1`. Outcome `i` is `@P{3+4i}` (task) .. `@P{6+4i}` (error). Returns one result
@@ -1369,6 +1414,13 @@ mod tests {
         assert!(!claim.contains("@P3"));
         // The re-check that keeps a row from being claimed twice when hints are ignored.
         assert!(claim.contains("WHERE state = N'Queued' AND seq IN ("));
+    }
+
+    #[test]
+    fn requeue_unstarted_numbers_its_parameters() {
+        let sql = requeue_unstarted_sql(2);
+        assert!(sql.contains("(VALUES (@P4, @P5), (@P6, @P7))"));
+        assert!(!sql.contains("@P8"));
     }
 
     #[test]

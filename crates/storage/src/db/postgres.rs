@@ -25,7 +25,7 @@ use super::gate::{self, ConnectFailure};
 use super::{
     lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
     Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
-    TargetRow, SCHEMA_VERSION, TARGET_COLUMNS,
+    TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -598,6 +598,38 @@ impl Postgres {
             failed,
             requeued,
         })
+    }
+
+    pub(super) async fn requeue_unstarted(
+        &self,
+        node: &str,
+        executions: &[Execution],
+        note: &str,
+    ) -> Result<Vec<TaskId>> {
+        let c = self.conn().await?;
+        let ids: Vec<i64> = executions.iter().map(|e| e.task.0).collect();
+        let epochs: Vec<i64> = executions.iter().map(|e| e.epoch).collect();
+        // Every SET expression sees the row as it was, so `state` below is the old state.
+        let rows = c
+            .query(
+                &format!(
+                    "UPDATE tasks t SET
+                         state = CASE t.state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Queued' END,
+                         node = CASE t.state WHEN 'Cancelling' THEN t.node END,
+                         started_at_ms = CASE t.state WHEN 'Cancelling' THEN t.started_at_ms END,
+                         completed_at_ms = CASE t.state WHEN 'Cancelling' THEN {NOW} END,
+                         error = CASE t.state WHEN 'Cancelling' THEN $4 ELSE $5 END
+                     FROM unnest($2::bigint[], $3::bigint[]) AS v(seq, epoch)
+                     WHERE t.seq = v.seq AND t.claim_epoch = v.epoch AND t.node = $1
+                       AND t.state IN ('Executing', 'Cancelling')
+                     RETURNING t.seq"
+                ),
+                &[&node, &ids, &epochs, &CANCELED_UNSTARTED, &note],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(rows.iter().map(|r| TaskId(r.get(0))).collect())
     }
 
     pub(super) async fn write_target(

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use super::{
     lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
     Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, TargetRow,
-    SCHEMA_VERSION, TARGET_COLUMNS,
+    CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -458,6 +458,41 @@ impl Sqlite {
             let error = restart_error(&name);
             let note = restart_requeue_note(&name);
             release_tasks(tx, name, &note, &error)
+        })
+        .await
+    }
+
+    pub(super) async fn requeue_unstarted(
+        &self,
+        node: &str,
+        executions: &[Execution],
+        note: &str,
+    ) -> Result<Vec<TaskId>> {
+        let (node, note, executions) = (node.to_owned(), note.to_owned(), executions.to_vec());
+        self.write(move |tx| {
+            // Every SET expression sees the row as it was, so `state` is the old state.
+            let mut st = tx
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET
+                         state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Queued' END,
+                         node = CASE state WHEN 'Cancelling' THEN node END,
+                         started_at_ms = CASE state WHEN 'Cancelling' THEN started_at_ms END,
+                         completed_at_ms = CASE state WHEN 'Cancelling' THEN {NOW} END,
+                         error = CASE state WHEN 'Cancelling' THEN ?4 ELSE ?5 END
+                     WHERE seq = ?2 AND claim_epoch = ?3 AND node = ?1
+                       AND state IN ('Executing', 'Cancelling')"
+                ))
+                .map_err(db_err)?;
+            let mut given_back = Vec::new();
+            for e in executions {
+                let n = st
+                    .execute(params![node, e.task.0, e.epoch, CANCELED_UNSTARTED, note])
+                    .map_err(db_err)?;
+                if n == 1 {
+                    given_back.push(e.task);
+                }
+            }
+            Ok(given_back)
         })
         .await
     }
