@@ -15,7 +15,8 @@ use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cuttle-bench queue [--tasks N] [--workers K] [--cap C] \
-[--clients E] [--db sqlite|postgres|both] [--idle-samples S]
+[--clients E] [--db sqlite|postgres|sqlserver|both] [--idle-samples S]
+       (sqlserver: a database on the server CUTTLE_TEST_MSSQL_URL names)
        cuttle-bench tentacles [--count N[,N…]] [--samples S]";
 
 struct Opts {
@@ -52,6 +53,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 o.dbs = match val()?.as_str() {
                     "sqlite" => vec!["sqlite"],
                     "postgres" => vec!["postgres"],
+                    "sqlserver" => vec!["sqlserver"],
                     "both" => vec!["sqlite", "postgres"],
                     other => bail!("unknown --db {other}\n{USAGE}"),
                 }
@@ -269,10 +271,10 @@ fn queue(db: &str, o: &Opts) -> Result<()> {
         "## {db}: {} worker nodes x cap {}, {} tasks Sleep{{0}}, {} HTTP clients",
         o.workers, o.cap, o.tasks, o.clients
     );
-    let cluster = Cluster::new(if db == "sqlite" {
-        Database::Sqlite
-    } else {
-        Database::Postgres
+    let cluster = Cluster::new(match db {
+        "sqlite" => Database::Sqlite,
+        "sqlserver" => Database::SqlServer,
+        _ => Database::Postgres,
     })?;
     let worker_opts = |i: usize| NodeOptions {
         heartbeat_secs: 5,
