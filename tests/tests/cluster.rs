@@ -650,6 +650,10 @@ fn a_claim_whose_answer_was_lost_goes_back_to_the_queue_and_runs_once() {
         n1.stderr_text().contains("claim never received"),
         "the node says what it did"
     );
+    // Both executions have their log: the one that never ran says why.
+    let (log, complete) = n1.task_log_and_completeness(&id);
+    assert!(complete, "{log}");
+    assert!(log.contains("never received this claim"), "{log}");
 }
 
 #[test]

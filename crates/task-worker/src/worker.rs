@@ -355,6 +355,17 @@ impl Worker {
                 epoch: o.epoch,
             })
             .collect();
+        // Each execution gets its log, in place before the database moves on (as for every
+        // execution): one line saying why it never ran.
+        for &e in &unstarted {
+            self.logs.open(e).await;
+            self.logs
+                .line(e, format!("WARN  node {} never received this claim (the database connection dropped after it committed); the task goes back to the queue", self.node))
+                .await;
+            if let Err(err) = self.logs.close(e).await {
+                tracing::warn!(task = %e.task, error = %err, "write the log of an unstarted claim");
+            }
+        }
         match self.store.requeue_unstarted(&self.node, &unstarted).await {
             Ok(back) => {
                 for id in back {
