@@ -424,7 +424,10 @@ mod tests {
         let reason = fx.ctx.reason.clone();
         let watch = pidfile2.clone();
         let canceller = tokio::spawn(async move {
-            while !watch.exists() {
+            // The shell creates the file before `echo` writes to it: wait for the whole line.
+            let written =
+                |p: &std::path::Path| std::fs::read_to_string(p).is_ok_and(|s| s.ends_with('\n'));
+            while !written(&watch) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let _ = reason.set(StopReason::Canceled);
