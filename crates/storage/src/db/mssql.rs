@@ -34,9 +34,7 @@ use super::{
     TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
 };
 use crate::{Error, Execution, Result};
-use retry::{Retry, Transient};
-
-pub(crate) use retry::classify;
+use retry::{classify, Retry, Transient};
 
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/mssql/0001_init.sql")),

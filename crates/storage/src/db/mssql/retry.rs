@@ -6,7 +6,7 @@ use tiberius::error::Error as TdsError;
 
 /// What a failure says about the work that was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transient {
+pub(super) enum Transient {
     /// The server refused or rolled back the request: nothing of it happened, so any statement
     /// may run again. Deadlock victim (1205), lock timeout (1222, rolled back whole under
     /// `XACT_ABORT`), and Azure SQL's transient set: database unavailable or moving (40613,
@@ -21,7 +21,7 @@ pub(crate) enum Transient {
 }
 
 /// Sorts a tiberius error into [`Transient`].
-pub(crate) fn classify(e: &TdsError) -> Transient {
+pub(super) fn classify(e: &TdsError) -> Transient {
     match e {
         TdsError::Server(t) => classify_code(t.code()),
         TdsError::Io { .. } | TdsError::Routing { .. } => Transient::ConnectionLost,
@@ -32,7 +32,7 @@ pub(crate) fn classify(e: &TdsError) -> Transient {
 }
 
 /// Sorts a server error number into [`Transient`].
-pub(crate) fn classify_code(code: u32) -> Transient {
+fn classify_code(code: u32) -> Transient {
     match code {
         1205 | 1222 | 40613 | 40197 | 40501 | 49918 | 49919 | 49920 | 4060 | 4221 | 10928
         | 10929 => Transient::RolledBack,
