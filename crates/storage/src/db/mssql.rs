@@ -1334,6 +1334,8 @@ fn complete_and_claim_sql(done: usize, claim: bool) -> String {
     if claim {
         // The outer `state = N'Queued'` decides who wins a row when two claimers pick it (on
         // Babelfish, which ignores the hints, they can): the loser re-checks it and skips.
+        // With READ_COMMITTED_SNAPSHOT on, READPAST is accepted because UPDLOCK makes this a
+        // locking read (the widely used queue form; a plain READPAST read would be refused).
         sql.push_str(
             "UPDATE tasks SET state = N'Executing', node = @P1, claim_epoch = claim_epoch + 1,
                  started_at = SYSUTCDATETIME(), error = NULL
