@@ -991,10 +991,13 @@ impl Mssql {
         // The row lock makes a racing caller wait, then re-check the condition and miss. Not
         // retried after a lost connection: a committed first attempt would read as a miss.
         let claimed = run!(self, Retry::RolledBackOnly, |c| {
+            // The CASE keeps the cast to this key's row: SQL Server does not promise to test
+            // `[key]` first, and other settings hold text.
             execute(
                 c,
                 "UPDATE settings SET value = CAST(@P2 AS NVARCHAR(20))
-                     WHERE [key] = @P1 AND CAST(value AS BIGINT) < @P2",
+                 WHERE [key] = @P1
+                   AND CASE WHEN [key] = @P1 THEN CAST(value AS BIGINT) END < @P2",
                 &[&key, &n],
             )
             .await
