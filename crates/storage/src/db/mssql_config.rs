@@ -370,6 +370,8 @@ mod tests {
         let c =
             MssqlConfig::parse("Server=.;Database=d;User=u;Password=p;Encrypt=optional").unwrap();
         assert_eq!((c.host.as_str(), c.encrypt), ("localhost", Encrypt::Off));
+        let c = MssqlConfig::parse("Server=h;Database=d;User=u;Password=p;Encrypt=Strict").unwrap();
+        assert_eq!(c.encrypt, Encrypt::Strict, "TDS 8.0");
     }
 
     #[test]
