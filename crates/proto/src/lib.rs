@@ -7,6 +7,7 @@ pub mod v1 {
 }
 
 pub mod files;
+pub mod lines;
 pub mod wire;
 
 /// Metadata naming the target of a relayed file push (its numeric id): a client-streaming call

@@ -9,12 +9,9 @@ use cuttle_core::{TaskKind, TaskState};
 use cuttle_storage::{ClaimedTask, Execution, TaskLogWriter};
 
 use crate::remote::{self, Targets};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use cuttle_proto::lines::OutputLines;
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
-
-/// Longest line kept whole in a task log; longer output is split. Bounds memory whatever a
-/// script prints.
-const MAX_LINE: usize = 64 * 1024;
 
 /// How long to wait for a script's output pipes to close after the script is gone.
 const PIPE_DRAIN: Duration = Duration::from_secs(5);
@@ -287,40 +284,17 @@ async fn pump<R: AsyncRead + Unpin>(
     key: Execution,
     prefix: &'static str,
 ) {
-    let mut reader = BufReader::with_capacity(MAX_LINE, r);
-    let mut line: Vec<u8> = Vec::new();
-    while let Ok(buf) = reader.fill_buf().await {
-        if buf.is_empty() {
-            break;
-        }
-        let (take, complete) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len().min(MAX_LINE - line.len()), false),
-        };
-        line.extend_from_slice(&buf[..take]);
-        reader.consume(take);
-        if complete || line.len() >= MAX_LINE {
-            emit(&logs, key, prefix, &mut line).await;
-        }
+    let mut lines = OutputLines::new(r);
+    while let Some(text) = lines.next_line().await {
+        logs.line(key, format!("{prefix}{text}")).await;
     }
-    if !line.is_empty() {
-        emit(&logs, key, prefix, &mut line).await;
-    }
-}
-
-async fn emit(logs: &TaskLogWriter, key: Execution, prefix: &str, line: &mut Vec<u8>) {
-    while matches!(line.last(), Some(b'\n' | b'\r')) {
-        line.pop();
-    }
-    let text = format!("{prefix}{}", String::from_utf8_lossy(line));
-    line.clear();
-    logs.line(key, text).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cuttle_core::TaskId;
+    use cuttle_proto::lines::MAX_LINE;
     use cuttle_storage::SharedStore;
 
     struct Fixture {

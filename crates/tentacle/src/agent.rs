@@ -5,21 +5,19 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cuttle_proto::lines::OutputLines;
 use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
 use cuttle_proto::v1::{
     file_chunk, script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, OutputLine,
     PullFileRequest, PushFileReply, RunScriptRequest, ScriptEvent,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Longest output line sent whole; longer output is split, so memory stays bounded whatever a
-/// script prints.
-const MAX_LINE: usize = 64 * 1024;
 /// How long to wait for output pipes to close after the script is gone.
 const PIPE_DRAIN: Duration = Duration::from_secs(5);
 
@@ -337,44 +335,19 @@ async fn pump<R: AsyncRead + Unpin>(
     stderr: bool,
     tx: mpsc::Sender<Result<ScriptEvent, Status>>,
 ) {
-    let mut reader = BufReader::with_capacity(MAX_LINE, r);
-    let mut line: Vec<u8> = Vec::new();
-    while let Ok(buf) = reader.fill_buf().await {
-        if buf.is_empty() {
-            break;
+    let mut lines = OutputLines::new(r);
+    while let Some(text) = lines.next_line().await {
+        let event = script_event::Event::Line(OutputLine {
+            at_ms: now_ms(),
+            stderr,
+            text,
+        });
+        if tx
+            .send(Ok(ScriptEvent { event: Some(event) }))
+            .await
+            .is_err()
+        {
+            return; // the caller is gone
         }
-        let (take, complete) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len().min(MAX_LINE - line.len()), false),
-        };
-        line.extend_from_slice(&buf[..take]);
-        reader.consume(take);
-        if (complete || line.len() >= MAX_LINE) && !send_line(&tx, stderr, &mut line).await {
-            return;
-        }
     }
-    if !line.is_empty() {
-        send_line(&tx, stderr, &mut line).await;
-    }
-}
-
-/// False once the caller is gone.
-async fn send_line(
-    tx: &mpsc::Sender<Result<ScriptEvent, Status>>,
-    stderr: bool,
-    line: &mut Vec<u8>,
-) -> bool {
-    while matches!(line.last(), Some(b'\n' | b'\r')) {
-        line.pop();
-    }
-    let text = String::from_utf8_lossy(line).into_owned();
-    line.clear();
-    let event = script_event::Event::Line(OutputLine {
-        at_ms: now_ms(),
-        stderr,
-        text,
-    });
-    tx.send(Ok(ScriptEvent { event: Some(event) }))
-        .await
-        .is_ok()
 }
