@@ -97,16 +97,20 @@ macro_rules! run {
     }};
 }
 
-/// [`run!`] for an update-then-insert upsert: a duplicate key (a racing writer inserted first)
-/// runs it again, and the second run updates.
-macro_rules! run_upsert {
+/// [`run!`], and a duplicate key (a racing writer got there first; the statement was rolled
+/// back whole) runs it again, up to 4 more times: an update-then-insert upsert's second run
+/// updates, and a claim that raced on a concurrency tag's unique index sees the tag running.
+macro_rules! run_racing {
     ($self:ident, $retry:expr, |$c:ident| $body:expr) => {{
         let mut raced = 0;
         loop {
             match run!($self, $retry, |$c| $body) {
-                Err(Error::Conflict(_)) if raced < 3 => {
+                Err(Error::Conflict(_)) if raced < 4 => {
                     raced += 1;
-                    tracing::debug!("upsert raced with another writer; running it again");
+                    tracing::debug!(
+                        attempt = raced,
+                        "raced with another writer; running it again"
+                    );
                 }
                 other => break other,
             }
@@ -557,7 +561,7 @@ impl Mssql {
     }
 
     pub(super) async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        run_upsert!(self, Retry::Idempotent, |c| {
+        run_racing!(self, Retry::Idempotent, |c| {
             execute(
                 c,
                 "UPDATE settings SET value = @P2 WHERE [key] = @P1;
@@ -571,7 +575,7 @@ impl Mssql {
     }
 
     pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let rows = run_upsert!(self, Retry::Idempotent, |c| {
+        let rows = run_racing!(self, Retry::Idempotent, |c| {
             rows(
                 c,
                 "IF NOT EXISTS (SELECT 1 FROM settings WHERE [key] = @P1)
@@ -631,7 +635,7 @@ impl Mssql {
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
         let cap = reg.initial_task_cap as i32;
         let gateway = reg.gateway_address.as_deref();
-        let rows = run_upsert!(self, Retry::Idempotent, |c| {
+        let rows = run_racing!(self, Retry::Idempotent, |c| {
             rows(
                 c,
                 "UPDATE nodes SET roles = @P2, version = @P3, http_address = @P4,
@@ -937,7 +941,7 @@ impl Mssql {
     }
 
     pub(super) async fn open_session(&self, id: TargetId, node: &str) -> Result<()> {
-        run_upsert!(self, Retry::Idempotent, |c| {
+        run_racing!(self, Retry::Idempotent, |c| {
             execute(
                 c,
                 "UPDATE target_sessions SET connected_at = SYSUTCDATETIME()
@@ -1111,22 +1115,10 @@ impl Mssql {
         }
         // Every failure rolls the whole batch back (XACT_ABORT), outcomes included, so a
         // deadlock or a race on a tag's unique index is simply run again. A lost connection is
-        // not: a committed claim would leave tasks no worker knows about.
-        let mut raced = 0;
-        let sets = loop {
-            match run!(self, Retry::RolledBackOnly, |c| {
-                query(c, &sql, &params).await
-            }) {
-                Err(Error::Conflict(_)) if raced < 5 => {
-                    raced += 1;
-                    tracing::debug!(
-                        attempt = raced,
-                        "claim raced on a concurrency tag; retrying"
-                    );
-                }
-                other => break other?,
-            }
-        };
+        // not: the claim may have committed (the worker gives such claims back).
+        let sets = run_racing!(self, Retry::RolledBackOnly, |c| {
+            query(c, &sql, &params).await
+        })?;
         self.committed();
         let mut sets = sets.into_iter();
         let accepted = if done.is_empty() {
