@@ -163,6 +163,16 @@ fn task_from_row(row: &Row) -> TaskRecord {
     }
 }
 
+/// `seq, claim_epoch` rows as executions.
+fn executions(rows: &[Row]) -> Vec<Execution> {
+    rows.iter()
+        .map(|r| Execution {
+            task: TaskId(r.get(0)),
+            epoch: r.get(1),
+        })
+        .collect()
+}
+
 /// A unique-index violation: two claimers raced for one concurrency tag.
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
@@ -558,8 +568,8 @@ impl Postgres {
         requeue_note: &str,
         error: &str,
     ) -> Result<LostNode> {
-        let requeued = tx
-            .query(
+        let requeued = executions(
+            &tx.query(
                 &format!(
                     "UPDATE tasks SET state = 'Queued', node = NULL, started_at_ms = NULL,
                          error = $2, queued_at_ms = {NOW}
@@ -568,15 +578,10 @@ impl Postgres {
                 &[&name, &requeue_note],
             )
             .await
-            .map_err(|e| self.map_err(e))?
-            .iter()
-            .map(|r| Execution {
-                task: TaskId(r.get(0)),
-                epoch: r.get(1),
-            })
-            .collect();
-        let failed = tx
-            .query(
+            .map_err(|e| self.map_err(e))?,
+        );
+        let failed = executions(
+            &tx.query(
                 &format!(
                     "UPDATE tasks SET
                          state = CASE state WHEN 'Cancelling' THEN 'Canceled' ELSE 'Failed' END,
@@ -586,13 +591,8 @@ impl Postgres {
                 &[&name, &error],
             )
             .await
-            .map_err(|e| self.map_err(e))?
-            .iter()
-            .map(|r| Execution {
-                task: TaskId(r.get(0)),
-                epoch: r.get(1),
-            })
-            .collect();
+            .map_err(|e| self.map_err(e))?,
+        );
         Ok(LostNode {
             name,
             failed,
