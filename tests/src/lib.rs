@@ -22,5 +22,5 @@ pub use node::{
 pub use pg::TestPostgres;
 pub use tentacle::{tentacle_binary, Tentacle};
 pub use util::{
-    free_port, parse_rfc3339_ms, process_gone, report, temp_dir, wait_until, Rng, TempDir,
+    free_port, parse_rfc3339_ms, process_gone, read_pid, report, temp_dir, wait_until, Rng, TempDir,
 };

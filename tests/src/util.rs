@@ -85,6 +85,16 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Op
     }
 }
 
+/// The process id a test script wrote to `path` (`echo $! > path`), once the script has shown
+/// it started.
+pub fn read_pid(path: &std::path::Path) -> i32 {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read pid file {}: {e}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("pid file {} holds {text:?}", path.display()))
+}
+
 /// True once process `pid` has exited (a zombie awaiting its parent counts as exited).
 pub fn process_gone(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -392,11 +392,7 @@ fn cancel_kills_a_running_script_and_its_children() {
     wait_until("script to start", MIN, || {
         n1.task_log(&id).contains("OUT   started").then_some(())
     });
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = cuttle_e2e::read_pid(&pidfile);
     let (status, t) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 202);
     assert!(

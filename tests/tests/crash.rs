@@ -95,11 +95,7 @@ fn scripts_left_running_by_a_killed_node_are_stopped_when_it_restarts() {
     wait_until("the script to start", MIN, || {
         n1.task_log(&id).contains("OUT   started").then_some(())
     });
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = cuttle_e2e::read_pid(&pidfile);
     n1.kill9();
     assert!(
         !cuttle_e2e::process_gone(pid),

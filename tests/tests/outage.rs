@@ -33,11 +33,7 @@ fn node_cut_off_from_the_database_stops_its_tasks_and_recovers(db: Database) {
     wait_until("the script to start", MIN, || {
         n1.task_log(&id).contains("OUT   begun").then_some(())
     });
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = cuttle_e2e::read_pid(&pidfile);
 
     cluster.stop_database().unwrap();
     wait_until("ping 503 while the database is down", MIN, || {

@@ -154,11 +154,7 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node() {
             .contains("OUT   [p1] started")
             .then_some(())
     });
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = cuttle_e2e::read_pid(&pidfile);
     let (status, _) = n2.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 202);
     assert_eq!(n2.wait_finished(&id, MIN)["state"], "Canceled");
