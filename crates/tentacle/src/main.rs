@@ -53,27 +53,7 @@ enum Command {
     /// Print this tentacle's certificate thumbprint
     ShowThumbprint,
     /// Register this machine as a deployment target and remember how to reach the cluster
-    Register {
-        /// Base URL of any node (or the load balancer)
-        #[arg(long)]
-        server: String,
-        #[arg(long, env = "CUTTLE_API_KEY", hide_env_values = true)]
-        api_key: String,
-        #[arg(long)]
-        name: String,
-        #[arg(long = "environment")]
-        environments: Vec<String>,
-        #[arg(long = "role")]
-        roles: Vec<String>,
-        #[arg(long, value_enum)]
-        comms: CommsArg,
-        /// The name workers use to reach a listening tentacle (default: this host's name)
-        #[arg(long)]
-        public_hostname: Option<String>,
-        /// Where a listening tentacle listens
-        #[arg(long, default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
-    },
+    Register(Registration),
     /// Add one more gateway (HOST:PORT) for a polling tentacle to keep a session with
     PollServer {
         #[arg(long)]
@@ -117,28 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", home.identity()?.thumbprint());
             Ok(())
         }
-        Command::Register {
-            server,
-            api_key,
-            name,
-            environments,
-            roles,
-            comms,
-            public_hostname,
-            listen,
-        } => register(
-            &home,
-            Registration {
-                server,
-                api_key,
-                name,
-                environments,
-                roles,
-                comms,
-                public_hostname,
-                listen,
-            },
-        ),
+        Command::Register(r) => register(&home, r),
         Command::PollServer { server } => {
             let mut config = home.load()?;
             if config.comms != "polling" {
@@ -164,14 +123,26 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+#[derive(clap::Args)]
 struct Registration {
+    /// Base URL of any node (or the load balancer)
+    #[arg(long)]
     server: String,
+    #[arg(long, env = "CUTTLE_API_KEY", hide_env_values = true)]
     api_key: String,
+    #[arg(long)]
     name: String,
+    #[arg(long = "environment")]
     environments: Vec<String>,
+    #[arg(long = "role")]
     roles: Vec<String>,
+    #[arg(long, value_enum)]
     comms: CommsArg,
+    /// The name workers use to reach a listening tentacle (default: this host's name)
+    #[arg(long)]
     public_hostname: Option<String>,
+    /// Where a listening tentacle listens
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
 }
 
