@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
-use cuttle_core::ErrorCode;
+use cuttle_core::{ErrorCode, NewEvent};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -32,6 +32,25 @@ pub(crate) struct KeyCache {
 pub(crate) struct Caller {
     pub(crate) name: String,
     pub(crate) address: String,
+}
+
+impl Caller {
+    /// The audit event of a change this caller made; the store writes it in the change's own
+    /// transaction.
+    pub(crate) fn event(
+        &self,
+        action: &str,
+        target: impl ToString,
+        details: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            actor: self.name.clone(),
+            action: action.to_owned(),
+            target: target.to_string(),
+            client_address: self.address.clone(),
+            details,
+        }
+    }
 }
 
 /// SHA-256 of an API key, hex: the only form ever stored.

@@ -8,7 +8,10 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use cuttle_core::{validate_node_name, ErrorCode, NewEvent, NewTask, NodePatch, TaskId, TaskState};
+use cuttle_core::{
+    validate_node_name, ErrorCode, NewTask, NodePatch, TaskId, TaskRecord, TaskState,
+};
+use cuttle_storage::{audit_as, Audit};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -83,27 +86,6 @@ fn parse_limit(raw: Option<&String>) -> Result<u32, ApiError> {
                 "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {l:?}"
             ))),
         },
-    }
-}
-
-/// Records an audit event for a change that was made. The change stands even if the event
-/// cannot be written; that failure is logged for the operator.
-pub(crate) async fn audit(
-    s: &AppState,
-    caller: &Caller,
-    action: &str,
-    target: &str,
-    details: serde_json::Value,
-) {
-    let event = NewEvent {
-        actor: caller.name.clone(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        client_address: caller.address.clone(),
-        details,
-    };
-    if let Err(e) = s.store.record_event(&event).await {
-        tracing::error!(error = %e, action, target, "record audit event");
     }
 }
 
@@ -225,12 +207,12 @@ async fn patch_node(
         .map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
     let patch: NodePatch = json_body(body)?;
     patch.validate()?;
-    if !s.store.patch_node(&name, &patch).await? {
+    let details = json!({"task_cap": patch.task_cap, "draining": patch.draining});
+    let audit = audit_as(caller.event("node.update", &name, details));
+    if !s.store.patch_node(&name, &patch, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
     tracing::info!(node = %name, by = %caller.name, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
-    let details = json!({"task_cap": patch.task_cap, "draining": patch.draining});
-    audit(&s, &caller, "node.update", &name, details).await;
     let node = s
         .store
         .get_node(&name, s.config.offline_after)
@@ -260,11 +242,11 @@ async fn delete_node(
             ),
         ));
     }
-    if !s.store.delete_node(&name).await? {
+    let audit = audit_as(caller.event("node.delete", &name, json!({})));
+    if !s.store.delete_node(&name, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
     tracing::info!(node = %name, by = %caller.name, "node deleted");
-    audit(&s, &caller, "node.delete", &name, json!({})).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -277,10 +259,13 @@ async fn create_task(
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
     let task = NewTask::from_json(&bytes)?;
-    let record = s.store.enqueue(&task).await?;
+    let by = caller.clone();
+    let audit: Audit<TaskRecord> = Box::new(move |t| {
+        let details = json!({"kind": t.kind, "concurrency_tag": t.concurrency_tag});
+        by.event("task.create", t.id, details)
+    });
+    let record = s.store.enqueue(&task, Some(audit)).await?;
     tracing::debug!(task = %record.id, kind = %record.kind, by = %caller.name, "task queued");
-    let details = json!({"kind": record.kind, "concurrency_tag": record.concurrency_tag});
-    audit(&s, &caller, "task.create", &record.id.to_string(), details).await;
     s.waker.enqueued();
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
@@ -354,14 +339,15 @@ async fn cancel_task(
             format!("task {id} already finished ({})", before.state.as_str()),
         ));
     }
+    let by = caller.clone();
+    let audit: Audit<TaskRecord> =
+        Box::new(move |t| by.event("task.cancel", t.id, json!({"state": t.state.as_str()})));
     let task = s
         .store
-        .cancel(id, s.config.offline_after)
+        .cancel(id, s.config.offline_after, Some(audit))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
     tracing::info!(task = %id, by = %caller.name, state = task.state.as_str(), "task cancel requested");
-    let details = json!({"state": task.state.as_str()});
-    audit(&s, &caller, "task.cancel", &id.to_string(), details).await;
     if task.state == TaskState::Cancelling {
         if let Some(node) = &task.node {
             s.waker.cancelled(node.clone());

@@ -8,11 +8,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use cuttle_core::{NewTarget, Role, TargetId, TargetPatch};
+use cuttle_storage::{audit_as, Audit};
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::{audit, json_body, path_param, ApiResult};
+use crate::routes::{json_body, path_param, ApiResult};
 use crate::AppState;
 
 fn target_id(p: Result<Path<String>, PathRejection>) -> Result<TargetId, ApiError> {
@@ -34,11 +35,12 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let target = json_body::<NewTarget>(body)?.validate()?;
-    let id = s.store.create_target(&target).await?;
-    tracing::info!(target = %id, name = %target.name, comms = target.comms.as_str(), by = %caller.name, "target registered");
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
-    audit(&s, &caller, "target.create", &id.to_string(), details).await;
+    let by = caller.clone();
+    let audit: Audit<TargetId> = Box::new(move |id| by.event("target.create", id, details.clone()));
+    let id = s.store.create_target(&target, Some(audit)).await?;
+    tracing::info!(target = %id, name = %target.name, comms = target.comms.as_str(), by = %caller.name, "target registered");
     Ok((StatusCode::CREATED, Json(fetch(&s, id).await?)).into_response())
 }
 
@@ -65,12 +67,12 @@ pub(crate) async fn patch(
     let patch: TargetPatch = json_body(body)?;
     let current = fetch(&s, id).await?;
     let target = patch.apply(&current)?;
-    if !s.store.update_target(id, &target).await? {
-        return Err(ApiError::not_found(format!("no target {id}")));
-    }
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
-    audit(&s, &caller, "target.update", &id.to_string(), details).await;
+    let audit = audit_as(caller.event("target.update", id, details));
+    if !s.store.update_target(id, &target, Some(audit)).await? {
+        return Err(ApiError::not_found(format!("no target {id}")));
+    }
     Ok(Json(fetch(&s, id).await?).into_response())
 }
 
@@ -80,11 +82,11 @@ pub(crate) async fn delete(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let id = target_id(p)?;
-    if !s.store.delete_target(id).await? {
+    let audit = audit_as(caller.event("target.delete", id, json!({})));
+    if !s.store.delete_target(id, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no target {id}")));
     }
     tracing::info!(target = %id, by = %caller.name, "target deleted");
-    audit(&s, &caller, "target.delete", &id.to_string(), json!({})).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -12,8 +12,8 @@ mod error;
 pub use blob::{Execution, SharedStore, TaskLog, TaskLogWriter, SHARED_FOLDERS};
 pub use crypto::MasterKey;
 pub use db::{
-    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
-    Store, StoreOptions, SCHEMA_VERSION,
+    audit_as, Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,
+    NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
 };
 pub use error::Error;
 

@@ -6,10 +6,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use cuttle_core::{Comms, NewEvent, NewTarget, NewTask, NodePatch, TaskId, TaskKind, TaskState};
+use cuttle_core::{
+    Comms, NewEvent, NewTarget, NewTask, NodePatch, TargetId, TaskId, TaskKind, TaskRecord,
+    TaskState,
+};
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    Completion, Execution, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION,
+    audit_as, Audit, Completion, Execution, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -85,7 +88,7 @@ conformance!(
     lists_tasks_newest_first_with_filter,
     concurrent_claimers_take_each_task_once,
     complete_and_claim_in_one_call,
-    audit_events_newest_first,
+    changes_are_written_with_their_audit_events,
     targets_and_their_gateway_sessions,
     periodic_jobs_run_once_per_period_and_health_is_recorded,
     unstarted_claims_go_back_to_the_queue_in_their_place,
@@ -114,7 +117,7 @@ fn sleep_task(tag: Option<&str>) -> NewTask {
 async fn enqueue_n(s: &Store, n: usize) -> Vec<TaskId> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        ids.push(s.enqueue(&sleep_task(None)).await.unwrap().id);
+        ids.push(s.enqueue(&sleep_task(None), None).await.unwrap().id);
     }
     ids
 }
@@ -188,7 +191,7 @@ async fn draining_zero_cap_or_unknown_nodes_claim_nothing(fx: &Fixture) {
         task_cap: None,
         draining: Some(true),
     };
-    assert!(s.patch_node("drainer", &drain).await.unwrap());
+    assert!(s.patch_node("drainer", &drain, None).await.unwrap());
     assert!(s.claim("drainer", 5).await.unwrap().is_empty());
     assert!(s.claim("zero", 5).await.unwrap().is_empty());
     assert!(s.claim("nobody", 5).await.unwrap().is_empty());
@@ -196,7 +199,7 @@ async fn draining_zero_cap_or_unknown_nodes_claim_nothing(fx: &Fixture) {
         task_cap: None,
         draining: Some(false),
     };
-    s.patch_node("drainer", &undrain).await.unwrap();
+    s.patch_node("drainer", &undrain, None).await.unwrap();
     assert_eq!(s.claim("drainer", 5).await.unwrap().len(), 3);
 }
 
@@ -204,10 +207,14 @@ async fn concurrency_tags_never_overlap(fx: &Fixture) {
     let s = fx.migrated().await;
     s.register_node(&reg("n1", 10)).await.unwrap();
     s.register_node(&reg("n2", 10)).await.unwrap();
-    let a = s.enqueue(&sleep_task(Some("p/e"))).await.unwrap().id;
-    let b = s.enqueue(&sleep_task(Some("p/e"))).await.unwrap().id;
-    let c = s.enqueue(&sleep_task(None)).await.unwrap().id;
-    let d = s.enqueue(&sleep_task(Some("other"))).await.unwrap().id;
+    let a = s.enqueue(&sleep_task(Some("p/e")), None).await.unwrap().id;
+    let b = s.enqueue(&sleep_task(Some("p/e")), None).await.unwrap().id;
+    let c = s.enqueue(&sleep_task(None), None).await.unwrap().id;
+    let d = s
+        .enqueue(&sleep_task(Some("other")), None)
+        .await
+        .unwrap()
+        .id;
     let got: Vec<TaskId> = s
         .claim("n1", 10)
         .await
@@ -320,7 +327,7 @@ async fn restarted_node_releases_its_previous_tasks(fx: &Fixture) {
     let mine = s.claim("r", 2).await.unwrap();
     let theirs = s.claim("other", 5).await.unwrap();
     assert_eq!((mine.len(), theirs.len()), (2, 1));
-    s.cancel(mine[1].id, LONG).await.unwrap();
+    s.cancel(mine[1].id, LONG, None).await.unwrap();
     // The process of node r ends and starts again, well within the offline timeout.
     s.register_node(&reg("r", 5)).await.unwrap();
     let released = s.release_own_tasks("r").await.unwrap();
@@ -353,7 +360,7 @@ async fn unstarted_claims_go_back_to_the_queue_in_their_place(fx: &Fixture) {
     let lost = s.claim("u", 2).await.unwrap();
     let theirs = s.claim("other", 1).await.unwrap();
     assert_eq!((lost.len(), theirs.len()), (2, 1));
-    s.cancel(lost[1].id, LONG).await.unwrap();
+    s.cancel(lost[1].id, LONG, None).await.unwrap();
     let held = |c: &cuttle_storage::ClaimedTask| Execution {
         task: c.id,
         epoch: c.epoch,
@@ -404,7 +411,7 @@ async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixtur
         task_cap: Some(7),
         draining: Some(true),
     };
-    assert!(s.patch_node("n1", &patch).await.unwrap());
+    assert!(s.patch_node("n1", &patch, None).await.unwrap());
     let st = s.heartbeat(&reg("n1", 3), false).await.unwrap();
     assert_eq!(
         (st.task_cap, st.draining),
@@ -419,15 +426,15 @@ async fn heartbeat_reregisters_deleted_node_and_keeps_operator_state(fx: &Fixtur
     // Restart: registration keeps the operator's settings.
     let st = s.register_node(&reg("n1", 3)).await.unwrap();
     assert_eq!((st.task_cap, st.draining), (7, true));
-    assert!(s.delete_node("n1").await.unwrap());
+    assert!(s.delete_node("n1", None).await.unwrap());
     assert!(s.get_node("n1", LONG).await.unwrap().is_none());
-    assert!(!s.delete_node("n1").await.unwrap());
+    assert!(!s.delete_node("n1", None).await.unwrap());
     let st = s.heartbeat(&reg("n1", 3), true).await.unwrap();
     assert_eq!((st.task_cap, st.draining), (3, false));
     let node = s.get_node("n1", LONG).await.unwrap().unwrap();
     assert!(node.online);
     assert_eq!(node.roles, vec!["api", "worker"]);
-    assert!(!s.patch_node("ghost", &patch).await.unwrap());
+    assert!(!s.patch_node("ghost", &patch, None).await.unwrap());
     let listed = s.list_nodes(LONG).await.unwrap();
     assert_eq!(listed.len(), 1);
 }
@@ -436,13 +443,17 @@ async fn cancel_queued_executing_and_orphaned(fx: &Fixture) {
     let s = fx.migrated().await;
     s.register_node(&reg("n1", 5)).await.unwrap();
     let ids = enqueue_n(&s, 3).await;
-    assert!(s.cancel(TaskId(999_999), LONG).await.unwrap().is_none());
+    assert!(s
+        .cancel(TaskId(999_999), LONG, None)
+        .await
+        .unwrap()
+        .is_none());
     // Claim the first two; the third stays queued.
     let claimed = s.claim("n1", 2).await.unwrap();
-    let t = s.cancel(ids[2], LONG).await.unwrap().unwrap();
+    let t = s.cancel(ids[2], LONG, None).await.unwrap().unwrap();
     assert_eq!(t.state, TaskState::Canceled);
     assert!(t.completed_at.is_some());
-    let t = s.cancel(ids[0], LONG).await.unwrap().unwrap();
+    let t = s.cancel(ids[0], LONG, None).await.unwrap().unwrap();
     assert_eq!(t.state, TaskState::Cancelling);
     let owned = s.owned_tasks("n1").await.unwrap();
     assert!(owned
@@ -457,11 +468,15 @@ async fn cancel_queued_executing_and_orphaned(fx: &Fixture) {
     };
     assert_eq!(s.complete("n1", &[c]).await.unwrap(), vec![ids[0]]);
     // With the node considered offline, a cancel is final at once.
-    let t = s.cancel(ids[1], Duration::ZERO).await.unwrap().unwrap();
+    let t = s
+        .cancel(ids[1], Duration::ZERO, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t.state, TaskState::Canceled);
     assert!(t.error.unwrap().contains("offline"));
     // Cancelling a finished task changes nothing.
-    let t = s.cancel(ids[1], LONG).await.unwrap().unwrap();
+    let t = s.cancel(ids[1], LONG, None).await.unwrap().unwrap();
     assert_eq!(t.state, TaskState::Canceled);
 }
 
@@ -568,8 +583,8 @@ async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {
 async fn complete_and_claim_in_one_call(fx: &Fixture) {
     let s = fx.migrated().await;
     s.register_node(&reg("n1", 2)).await.unwrap();
-    let a = s.enqueue(&sleep_task(Some("tag"))).await.unwrap().id;
-    let b = s.enqueue(&sleep_task(Some("tag"))).await.unwrap().id;
+    let a = s.enqueue(&sleep_task(Some("tag")), None).await.unwrap().id;
+    let b = s.enqueue(&sleep_task(Some("tag")), None).await.unwrap().id;
     let ids = enqueue_n(&s, 3).await;
     let first = s.claim("n1", 2).await.unwrap();
     assert_eq!(
@@ -605,30 +620,88 @@ async fn complete_and_claim_in_one_call(fx: &Fixture) {
     assert!(accepted.is_empty());
 }
 
-async fn audit_events_newest_first(fx: &Fixture) {
+fn event(action: &str, target: impl ToString, details: serde_json::Value) -> NewEvent {
+    NewEvent {
+        actor: "admin".into(),
+        action: action.into(),
+        target: target.to_string(),
+        client_address: "203.0.113.7".into(),
+        details,
+    }
+}
+
+/// An operator's change and its audit event are written together: every change that happened
+/// has its event, built from what the change produced; one that did not happen (no such row, a
+/// conflict) has none. Listed newest first.
+async fn changes_are_written_with_their_audit_events(fx: &Fixture) {
     let s = fx.migrated().await;
     assert!(s.list_events(10).await.unwrap().is_empty());
-    for (i, action) in ["task.create", "node.update", "task.cancel"]
-        .iter()
-        .enumerate()
-    {
-        s.record_event(&NewEvent {
-            actor: "admin".into(),
-            action: (*action).into(),
-            target: format!("ServerTasks-{i}"),
-            client_address: "203.0.113.7".into(),
-            details: serde_json::json!({"n": i}),
-        })
+    let created: Audit<TaskRecord> =
+        Box::new(|t| event("task.create", t.id, serde_json::json!({"kind": t.kind})));
+    let task = s.enqueue(&sleep_task(None), Some(created)).await.unwrap();
+    s.register_node(&reg("n1", 1)).await.unwrap();
+    let patch = NodePatch {
+        task_cap: Some(3),
+        draining: None,
+    };
+    let details = serde_json::json!({"task_cap": 3});
+    let update = |node: &str| audit_as(event("node.update", node, details.clone()));
+    assert!(s
+        .patch_node("n1", &patch, Some(update("n1")))
+        .await
+        .unwrap());
+    assert!(!s
+        .patch_node("ghost", &patch, Some(update("ghost")))
+        .await
+        .unwrap());
+    let cancelled: Audit<TaskRecord> = Box::new(|t| {
+        event(
+            "task.cancel",
+            t.id,
+            serde_json::json!({"state": t.state.as_str()}),
+        )
+    });
+    s.cancel(task.id, LONG, Some(cancelled))
+        .await
+        .unwrap()
+        .unwrap();
+    let registered =
+        || -> Audit<TargetId> { Box::new(|id| event("target.create", id, serde_json::json!({}))) };
+    let web = s
+        .create_target(&target("web-1", 'A'), Some(registered()))
         .await
         .unwrap();
-    }
-    let events = s.list_events(2).await.unwrap();
-    assert_eq!(events.len(), 2);
-    assert_eq!(events[0].action, "task.cancel");
-    assert_eq!(events[1].action, "node.update");
-    assert_eq!(events[0].details, serde_json::json!({"n": 2}));
+    assert!(matches!(
+        s.create_target(&target("web-1", 'B'), Some(registered()))
+            .await,
+        Err(cuttle_storage::Error::Conflict(_))
+    ));
+    let ghost = TargetId(web.0 + 1000);
+    let deleted = audit_as(event("target.delete", ghost, serde_json::json!({})));
+    assert!(!s.delete_target(ghost, Some(deleted)).await.unwrap());
+
+    let events = s.list_events(10).await.unwrap();
+    let written: Vec<_> = events
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    let (task_id, web_id) = (task.id.to_string(), web.to_string());
+    assert_eq!(
+        written,
+        [
+            ("target.create", web_id.as_str()),
+            ("task.cancel", task_id.as_str()),
+            ("node.update", "n1"),
+            ("task.create", task_id.as_str()),
+        ]
+    );
+    assert_eq!(events[1].details, serde_json::json!({"state": "Canceled"}));
+    assert_eq!(events[3].details, serde_json::json!({"kind": "Sleep"}));
     assert_eq!(events[0].client_address, "203.0.113.7");
-    assert!(events[0].occurred_at >= events[1].occurred_at);
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].occurred_at >= w[1].occurred_at));
+    assert_eq!(s.list_events(2).await.unwrap(), events[..2]);
 }
 
 fn target(name: &str, thumb_digit: char) -> NewTarget {
@@ -644,21 +717,21 @@ fn target(name: &str, thumb_digit: char) -> NewTarget {
 
 async fn targets_and_their_gateway_sessions(fx: &Fixture) {
     let s = fx.migrated().await;
-    let a = s.create_target(&target("web-1", 'A')).await.unwrap();
-    let b = s.create_target(&target("web-2", 'B')).await.unwrap();
+    let a = s.create_target(&target("web-1", 'A'), None).await.unwrap();
+    let b = s.create_target(&target("web-2", 'B'), None).await.unwrap();
     assert_ne!(a, b);
     // Names and thumbprints are unique.
     for dup in [target("web-1", 'C'), target("web-3", 'A')] {
-        match s.create_target(&dup).await {
+        match s.create_target(&dup, None).await {
             Err(cuttle_storage::Error::Conflict(msg)) => assert!(msg.contains("already"), "{msg}"),
             other => panic!("expected a conflict, got {other:?}"),
         }
     }
     let mut changed = target("web-1", 'A');
     changed.roles = vec!["api".into()];
-    assert!(s.update_target(a, &changed).await.unwrap());
+    assert!(s.update_target(a, &changed, None).await.unwrap());
     assert!(matches!(
-        s.update_target(a, &target("web-2", 'A')).await,
+        s.update_target(a, &target("web-2", 'A'), None).await,
         Err(cuttle_storage::Error::Conflict(_))
     ));
     let t = s.get_target(a, LONG).await.unwrap().unwrap();
@@ -699,8 +772,8 @@ async fn targets_and_their_gateway_sessions(fx: &Fixture) {
     assert!(all.iter().all(|t| t.connected_nodes.is_empty()), "{all:?}");
 
     s.open_session(b, "g2").await.unwrap();
-    assert!(s.delete_target(b).await.unwrap());
-    assert!(!s.delete_target(b).await.unwrap());
+    assert!(s.delete_target(b, None).await.unwrap());
+    assert!(!s.delete_target(b, None).await.unwrap());
     assert!(s.get_target(b, LONG).await.unwrap().is_none());
     assert_eq!(s.list_targets(None, LONG).await.unwrap().len(), 1);
 }
@@ -724,7 +797,7 @@ async fn periodic_jobs_run_once_per_period_and_health_is_recorded(fx: &Fixture) 
         "jobs are independent"
     );
 
-    let id = s.create_target(&target("db-1", 'D')).await.unwrap();
+    let id = s.create_target(&target("db-1", 'D'), None).await.unwrap();
     s.set_target_health(id, cuttle_core::TargetHealth::Unavailable, "no session")
         .await
         .unwrap();

@@ -109,7 +109,7 @@ async fn periodic_health_checks(
                         // One at a time: a slow check never overlaps the next.
                         concurrency_tag: Some("system/health-check".into()),
                     };
-                    match store.enqueue(&task).await {
+                    match store.enqueue(&task, None).await {
                         Ok(t) => {
                             tracing::info!(task = %t.id, period, "periodic health check queued");
                             wake_local();

@@ -45,6 +45,17 @@ impl Default for StoreOptions {
     }
 }
 
+/// Builds the audit event of an operator's change from what the change produced (the new task,
+/// the new target's id, …). The store writes the event in the change's own transaction, so a
+/// change is never recorded without its event, nor an event without its change. `Fn`, not
+/// `FnOnce`: a transaction rolled back by a transient error is run again.
+pub type Audit<R> = Box<dyn Fn(&R) -> NewEvent + Send + Sync>;
+
+/// An [`Audit`] whose event does not depend on the change's result.
+pub fn audit_as<R>(event: NewEvent) -> Audit<R> {
+    Box::new(move |_| event.clone())
+}
+
 /// What a node writes about itself when it registers and at every heartbeat.
 #[derive(Debug, Clone)]
 pub struct NodeRegistration {
@@ -272,13 +283,19 @@ impl Store {
         Ok(nodes.pop())
     }
 
-    /// Applies an operator change; false when no such node.
-    pub async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
-        dispatch!(self, b => b.patch_node(name, patch).await)
+    /// Applies an operator change; false when no such node (and then no event is written).
+    pub async fn patch_node(
+        &self,
+        name: &str,
+        patch: &NodePatch,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        dispatch!(self, b => b.patch_node(name, patch, audit).await)
     }
 
-    pub async fn delete_node(&self, name: &str) -> Result<bool> {
-        dispatch!(self, b => b.delete_node(name).await)
+    /// Deletes a node's row; false when no such node (and then no event is written).
+    pub async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
+        dispatch!(self, b => b.delete_node(name, audit).await)
     }
 
     /// Marks every node silent for longer than `offline_after` as lost and fails (or, for
@@ -312,18 +329,30 @@ impl Store {
     }
 
     /// Registers a target; a name or thumbprint already in use is a [`Error::Conflict`].
-    pub async fn create_target(&self, t: &NewTarget) -> Result<TargetId> {
-        dispatch!(self, b => b.write_target(None, t).await)?
+    pub async fn create_target(
+        &self,
+        t: &NewTarget,
+        audit: Option<Audit<TargetId>>,
+    ) -> Result<TargetId> {
+        dispatch!(self, b => b.write_target(None, t, audit).await)?
             .ok_or_else(|| Error::Database("insert returned no row".into()))
     }
 
-    /// Replaces a target's registration; false when no such target.
-    pub async fn update_target(&self, id: TargetId, t: &NewTarget) -> Result<bool> {
-        Ok(dispatch!(self, b => b.write_target(Some(id), t).await)?.is_some())
+    /// Replaces a target's registration; false when no such target (and then no event is
+    /// written).
+    pub async fn update_target(
+        &self,
+        id: TargetId,
+        t: &NewTarget,
+        audit: Option<Audit<TargetId>>,
+    ) -> Result<bool> {
+        Ok(dispatch!(self, b => b.write_target(Some(id), t, audit).await)?.is_some())
     }
 
-    pub async fn delete_target(&self, id: TargetId) -> Result<bool> {
-        dispatch!(self, b => b.delete_target(id).await)
+    /// Deletes a target and its sessions; false when no such target (and then no event is
+    /// written).
+    pub async fn delete_target(&self, id: TargetId, audit: Option<Audit<()>>) -> Result<bool> {
+        dispatch!(self, b => b.delete_target(id, audit).await)
     }
 
     /// Every target (or one), with the online nodes holding a session with it.
@@ -372,8 +401,12 @@ impl Store {
     }
 
     /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL).
-    pub async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
-        dispatch!(self, b => b.enqueue(task).await)
+    pub async fn enqueue(
+        &self,
+        task: &NewTask,
+        audit: Option<Audit<TaskRecord>>,
+    ) -> Result<TaskRecord> {
+        dispatch!(self, b => b.enqueue(task, audit).await)
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
@@ -429,14 +462,15 @@ impl Store {
 
     /// Cancels a task: a queued one, or one whose node is offline, becomes Canceled at once; an
     /// executing one becomes Cancelling for its node to stop. `None` when there is no such task;
-    /// a finished task is returned unchanged.
-    pub async fn cancel(&self, id: TaskId, offline_after: Duration) -> Result<Option<TaskRecord>> {
-        dispatch!(self, b => b.cancel(id, ms(offline_after)).await)
-    }
-
-    /// Appends an audit event, timestamped by the database clock.
-    pub async fn record_event(&self, event: &NewEvent) -> Result<()> {
-        dispatch!(self, b => b.record_event(event).await)
+    /// a finished task is returned unchanged. The event is built from the task as the cancel
+    /// left it.
+    pub async fn cancel(
+        &self,
+        id: TaskId,
+        offline_after: Duration,
+        audit: Option<Audit<TaskRecord>>,
+    ) -> Result<Option<TaskRecord>> {
+        dispatch!(self, b => b.cancel(id, ms(offline_after), audit).await)
     }
 
     /// The newest audit events first.

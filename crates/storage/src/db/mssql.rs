@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bb8::{Pool, PooledConnection};
 use cuttle_core::{
-    EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
+    EventRecord, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
     TaskState, UnixMs,
 };
 use tiberius::error::Error as TdsError;
@@ -29,9 +29,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::gate::{self, ConnectFailure};
 use super::mssql_config::{Encrypt, MssqlConfig};
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
-    Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
-    TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
+    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
+    StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
 };
 use crate::{Error, Execution, Result};
 use retry::{classify, Retry, Transient};
@@ -116,6 +116,20 @@ macro_rules! run_racing {
             }
         }
     }};
+}
+
+/// [`run!`] with `$body` inside one transaction, not retried after a lost connection (a
+/// committed first attempt would be invisible). Opened in a plain batch: a transaction begun
+/// inside `sp_executesql` must end there (error 266), and `$body` spans several statements.
+macro_rules! run_in_transaction {
+    ($self:ident, |$c:ident| $body:expr) => {
+        run!($self, Retry::RolledBackOnly, |$c| {
+            batch($c, "BEGIN TRANSACTION").await?;
+            let out = $body;
+            batch($c, "COMMIT TRANSACTION").await?;
+            Ok(out)
+        })
+    };
 }
 
 /// Milliseconds since the Unix epoch of a DATETIME2 column or expression.
@@ -729,27 +743,40 @@ impl Mssql {
             .collect())
     }
 
-    pub(super) async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
+    pub(super) async fn patch_node(
+        &self,
+        name: &str,
+        patch: &NodePatch,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
         let cap = patch.task_cap.map(|c| c as i32);
-        let n = run!(self, Retry::Idempotent, |c| {
-            execute(
+        let found = run_in_transaction!(self, |c| {
+            let n = execute(
                 c,
                 "UPDATE nodes SET task_cap = COALESCE(@P2, task_cap),
                          draining = COALESCE(@P3, draining) WHERE name = @P1",
                 &[&name, &cap, &patch.draining],
             )
-            .await
+            .await?;
+            if n > 0 {
+                insert_event(c, audit.as_ref(), &()).await?;
+            }
+            n > 0
         })?;
         self.committed();
-        Ok(n > 0)
+        Ok(found)
     }
 
-    pub(super) async fn delete_node(&self, name: &str) -> Result<bool> {
-        let n = run!(self, Retry::Idempotent, |c| {
-            execute(c, "DELETE FROM nodes WHERE name = @P1", &[&name]).await
+    pub(super) async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
+        let found = run_in_transaction!(self, |c| {
+            let n = execute(c, "DELETE FROM nodes WHERE name = @P1", &[&name]).await?;
+            if n > 0 {
+                insert_event(c, audit.as_ref(), &()).await?;
+            }
+            n > 0
         })?;
         self.committed();
-        Ok(n > 0)
+        Ok(found)
     }
 
     pub(super) async fn handle_lost_nodes(
@@ -766,9 +793,7 @@ impl Mssql {
         // The row lock taken by the UPDATE makes a second scheduler wait, then re-check
         // `lost_at IS NULL` and skip the node: exactly one scheduler handles each loss. Not
         // retried after a lost connection: a committed first attempt would be invisible.
-        let lost = run!(self, Retry::RolledBackOnly, |c| {
-            // Opened in a plain batch: it spans several parameterised statements.
-            batch(c, "BEGIN TRANSACTION").await?;
+        let lost = run_in_transaction!(self, |c| {
             let names: Vec<String> = rows(c, &MARK, &[&offline_after_ms])
                 .await?
                 .iter()
@@ -779,8 +804,7 @@ impl Mssql {
                 let error = lost_error(&name, offline_after_ms);
                 lost.push(release_tasks(c, name.clone(), &requeue_note(&name), &error).await?);
             }
-            batch(c, "COMMIT TRANSACTION").await?;
-            Ok(lost)
+            lost
         })?;
         self.committed();
         Ok(lost)
@@ -789,11 +813,9 @@ impl Mssql {
     pub(super) async fn release_own_tasks(&self, name: &str) -> Result<LostNode> {
         let error = restart_error(name);
         let note = restart_requeue_note(name);
-        let released = run!(self, Retry::RolledBackOnly, |c| {
-            batch(c, "BEGIN TRANSACTION").await?;
+        let released = run_in_transaction!(self, |c| {
             let released = release_tasks(c, name.to_owned(), &note, &error).await?;
-            batch(c, "COMMIT TRANSACTION").await?;
-            Ok(released)
+            released
         })?;
         self.committed();
         Ok(released)
@@ -825,70 +847,66 @@ impl Mssql {
         &self,
         id: Option<TargetId>,
         t: &NewTarget,
+        audit: Option<Audit<TargetId>>,
     ) -> Result<Option<TargetId>> {
         let envs = serde_json::to_string(&t.environments).unwrap_or_default();
         let roles = serde_json::to_string(&t.roles).unwrap_or_default();
         let comms = t.comms.as_str();
         let endpoint = t.endpoint.as_deref();
-        let written = match id {
+        let sql = match id {
             None => {
-                run!(self, Retry::RolledBackOnly, |c| {
-                    rows(
-                        c,
-                        "INSERT INTO targets (name, environments, roles, comms, endpoint,
-                             thumbprint, created_at)
-                         OUTPUT inserted.seq
-                         VALUES (@P1, @P2, @P3, @P4, @P5, @P6, SYSUTCDATETIME())",
-                        &[
-                            &t.name.as_str(),
-                            &envs.as_str(),
-                            &roles.as_str(),
-                            &comms,
-                            &endpoint,
-                            &t.thumbprint.as_str(),
-                        ],
-                    )
-                    .await
-                })
+                "INSERT INTO targets (name, environments, roles, comms, endpoint, thumbprint,
+                     created_at)
+                 OUTPUT inserted.seq
+                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, SYSUTCDATETIME())"
             }
-            Some(id) => {
-                run!(self, Retry::Idempotent, |c| {
-                    rows(
-                        c,
-                        "UPDATE targets SET name = @P1, environments = @P2, roles = @P3,
-                             comms = @P4, endpoint = @P5, thumbprint = @P6
-                         OUTPUT inserted.seq
-                         WHERE seq = @P7",
-                        &[
-                            &t.name.as_str(),
-                            &envs.as_str(),
-                            &roles.as_str(),
-                            &comms,
-                            &endpoint,
-                            &t.thumbprint.as_str(),
-                            &id.0,
-                        ],
-                    )
-                    .await
-                })
+            Some(_) => {
+                "UPDATE targets SET name = @P1, environments = @P2, roles = @P3, comms = @P4,
+                     endpoint = @P5, thumbprint = @P6
+                 OUTPUT inserted.seq
+                 WHERE seq = @P7"
             }
         };
+        let seq = id.map(|id| id.0);
+        let mut params: Vec<&dyn ToSql> =
+            vec![&t.name, &envs, &roles, &comms, &endpoint, &t.thumbprint];
+        if let Some(seq) = &seq {
+            params.push(seq);
+        }
+        let written = run_in_transaction!(self, |c| {
+            let written = rows(c, sql, &params)
+                .await?
+                .first()
+                .map(|r| TargetId(int64(r, 0)));
+            if let Some(id) = &written {
+                insert_event(c, audit.as_ref(), id).await?;
+            }
+            written
+        });
         match written {
-            Ok(rows) => {
+            Ok(written) => {
                 self.committed();
-                Ok(rows.first().map(|r| TargetId(int64(r, 0))))
+                Ok(written)
             }
             Err(Error::Conflict(_)) => Err(target_conflict(t)),
             Err(e) => Err(e),
         }
     }
 
-    pub(super) async fn delete_target(&self, id: TargetId) -> Result<bool> {
-        let n = run!(self, Retry::Idempotent, |c| {
-            execute(c, "DELETE FROM targets WHERE seq = @P1", &[&id.0]).await
+    pub(super) async fn delete_target(
+        &self,
+        id: TargetId,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let found = run_in_transaction!(self, |c| {
+            let n = execute(c, "DELETE FROM targets WHERE seq = @P1", &[&id.0]).await?;
+            if n > 0 {
+                insert_event(c, audit.as_ref(), &()).await?;
+            }
+            n > 0
         })?;
         self.committed();
-        Ok(n > 0)
+        Ok(found)
     }
 
     pub(super) async fn list_targets(
@@ -1010,7 +1028,11 @@ impl Mssql {
         Ok(claimed == 1)
     }
 
-    pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
+    pub(super) async fn enqueue(
+        &self,
+        task: &NewTask,
+        audit: Option<Audit<TaskRecord>>,
+    ) -> Result<TaskRecord> {
         const SQL: &str = concat!(
             "INSERT INTO tasks (kind, arguments, description, concurrency_tag, state, retry_safe,
                  queued_at)
@@ -1023,8 +1045,8 @@ impl Mssql {
         let retry_safe = task.kind.retry_safe();
         let tag = task.concurrency_tag.as_deref();
         // A lost connection may have inserted the task: never retried then.
-        let rows = run!(self, Retry::RolledBackOnly, |c| {
-            rows(
+        let record = run_in_transaction!(self, |c| {
+            let inserted = rows(
                 c,
                 SQL,
                 &[
@@ -1035,12 +1057,15 @@ impl Mssql {
                     &retry_safe,
                 ],
             )
-            .await
+            .await?;
+            let record = inserted.first().map(task_from_row);
+            if let Some(t) = &record {
+                insert_event(c, audit.as_ref(), t).await?;
+            }
+            record
         })?;
         self.committed();
-        rows.first()
-            .map(task_from_row)
-            .ok_or_else(|| Error::Database("insert returned no row".into()))
+        record.ok_or_else(|| Error::Database("insert returned no row".into()))
     }
 
     pub(super) async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
@@ -1164,27 +1189,6 @@ impl Mssql {
             .collect())
     }
 
-    pub(super) async fn record_event(&self, e: &NewEvent) -> Result<()> {
-        let details = e.details.to_string();
-        run!(self, Retry::RolledBackOnly, |c| {
-            execute(
-                c,
-                "INSERT INTO events (occurred_at, actor, [action], target, client_address, details)
-                 VALUES (SYSUTCDATETIME(), @P1, @P2, @P3, @P4, @P5)",
-                &[
-                    &e.actor.as_str(),
-                    &e.action.as_str(),
-                    &e.target.as_str(),
-                    &e.client_address.as_str(),
-                    &details.as_str(),
-                ],
-            )
-            .await
-        })?;
-        self.committed();
-        Ok(())
-    }
-
     pub(super) async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {
         const SQL: &str = concat!(
             "SELECT TOP (@P1) seq, ",
@@ -1211,30 +1215,36 @@ impl Mssql {
         &self,
         id: TaskId,
         offline_after_ms: UnixMs,
+        audit: Option<Audit<TaskRecord>>,
     ) -> Result<Option<TaskRecord>> {
         // Queued, or owned by a node that stopped heartbeating: nobody else will finish the
-        // cancel, so it is final now. Running it twice changes nothing more: retry-safe.
+        // cancel, so it is final now.
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "BEGIN TRANSACTION;
-                 UPDATE tasks SET state = N'Canceled', completed_at = SYSUTCDATETIME(),
+                "UPDATE tasks SET state = N'Canceled', completed_at = SYSUTCDATETIME(),
                      error = CASE state WHEN N'Queued' THEN N'canceled before it started'
                              ELSE N'canceled; node ' + COALESCE(node, N'?') + N' is offline' END
                  WHERE seq = @P1 AND (state = N'Queued' OR (state IN (N'Executing', N'Cancelling')
                    AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = tasks.node
                                    AND {} < @P2)));
                  UPDATE tasks SET state = N'Cancelling' WHERE seq = @P1 AND state = N'Executing';
-                 SELECT {} FROM tasks t WHERE t.seq = @P1;
-                 COMMIT TRANSACTION;",
+                 SELECT {} FROM tasks t WHERE t.seq = @P1;",
                 age_ms!("n.last_seen"),
                 task_columns!("t"),
             )
         });
-        let rows = run!(self, Retry::Idempotent, |c| {
-            rows(c, &SQL, &[&id.0, &offline_after_ms]).await
+        let task = run_in_transaction!(self, |c| {
+            let task = rows(c, &SQL, &[&id.0, &offline_after_ms])
+                .await?
+                .first()
+                .map(task_from_row);
+            if let Some(t) = &task {
+                insert_event(c, audit.as_ref(), t).await?;
+            }
+            task
         })?;
         self.committed();
-        Ok(rows.first().map(task_from_row))
+        Ok(task)
     }
 }
 
@@ -1243,6 +1253,31 @@ fn node_state(r: &Row) -> NodeState {
         task_cap: r.get::<i32, _>(0).unwrap_or(0) as u32,
         draining: flag(r, 1),
     }
+}
+
+/// Writes the audit event of a change, built from its result, inside the change's transaction.
+async fn insert_event<R>(
+    c: &mut MsConn,
+    audit: Option<&Audit<R>>,
+    result: &R,
+) -> std::result::Result<(), TdsError> {
+    let Some(audit) = audit else { return Ok(()) };
+    let e = audit(result);
+    let details = e.details.to_string();
+    execute(
+        c,
+        "INSERT INTO events (occurred_at, actor, [action], target, client_address, details)
+         VALUES (SYSUTCDATETIME(), @P1, @P2, @P3, @P4, @P5)",
+        &[
+            &e.actor.as_str(),
+            &e.action.as_str(),
+            &e.target.as_str(),
+            &e.client_address.as_str(),
+            &details.as_str(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Re-queues a node's executing retry-safe tasks and fails (or, when cancelling, cancels) the

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use bb8::{Pool, PooledConnection};
 use cuttle_core::{
-    EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
+    EventRecord, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
     TaskState, UnixMs,
 };
 use tokio::sync::Notify;
@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::{self, ConnectFailure};
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
-    Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, StoreOptions,
-    TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
+    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
+    StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -104,6 +104,22 @@ impl PgConn {
         self.prepared.insert(sql, st.clone());
         Ok(st)
     }
+}
+
+/// Runs `$body` (an expression using `$tx`, a transaction on a pooled connection, that may `?`
+/// driver errors) and commits; gives the driver's result for the caller to map.
+macro_rules! in_transaction {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut conn = $self.conn().await?;
+        let result: std::result::Result<_, tokio_postgres::Error> = async {
+            let $tx = conn.transaction().await?;
+            let out = $body;
+            $tx.commit().await?;
+            Ok(out)
+        }
+        .await;
+        result
+    }};
 }
 
 impl bb8::ManageConnection for Manager {
@@ -490,29 +506,44 @@ impl Postgres {
             .collect())
     }
 
-    pub(super) async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
-        let c = self.conn().await?;
+    pub(super) async fn patch_node(
+        &self,
+        name: &str,
+        patch: &NodePatch,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
         let cap = patch.task_cap.map(|c| c as i32);
-        let n = c
-            .execute(
-                "UPDATE nodes SET task_cap = COALESCE($2, task_cap),
-                     draining = COALESCE($3, draining) WHERE name = $1",
-                &[&name, &cap, &patch.draining],
-            )
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let found = in_transaction!(self, |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE nodes SET task_cap = COALESCE($2, task_cap),
+                         draining = COALESCE($3, draining) WHERE name = $1",
+                    &[&name, &cap, &patch.draining],
+                )
+                .await?;
+            if n > 0 {
+                insert_event(&tx, audit.as_ref(), &()).await?;
+            }
+            n > 0
+        })
+        .map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(n > 0)
+        Ok(found)
     }
 
-    pub(super) async fn delete_node(&self, name: &str) -> Result<bool> {
-        let c = self.conn().await?;
-        let n = c
-            .execute("DELETE FROM nodes WHERE name = $1", &[&name])
-            .await
-            .map_err(|e| self.map_err(e))?;
+    pub(super) async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
+        let found = in_transaction!(self, |tx| {
+            let n = tx
+                .execute("DELETE FROM nodes WHERE name = $1", &[&name])
+                .await?;
+            if n > 0 {
+                insert_event(&tx, audit.as_ref(), &()).await?;
+            }
+            n > 0
+        })
+        .map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(n > 0)
+        Ok(found)
     }
 
     pub(super) async fn handle_lost_nodes(
@@ -636,59 +667,65 @@ impl Postgres {
         &self,
         id: Option<TargetId>,
         t: &NewTarget,
+        audit: Option<Audit<TargetId>>,
     ) -> Result<Option<TargetId>> {
-        let c = self.conn().await?;
+        static INSERT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "INSERT INTO targets (name, environments, roles, comms, endpoint, thumbprint,
+                     created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, {NOW}) RETURNING seq"
+            )
+        });
+        const UPDATE: &str = "UPDATE targets SET name = $1, environments = $2, roles = $3,
+                 comms = $4, endpoint = $5, thumbprint = $6
+             WHERE seq = $7 RETURNING seq";
         let envs = serde_json::to_string(&t.environments).unwrap_or_default();
         let roles = serde_json::to_string(&t.roles).unwrap_or_default();
         let comms = t.comms.as_str();
-        let row = match id {
-            None => {
-                c.query_opt(
-                    &format!(
-                        "INSERT INTO targets (name, environments, roles, comms, endpoint,
-                             thumbprint, created_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, {NOW}) RETURNING seq"
-                    ),
-                    &[&t.name, &envs, &roles, &comms, &t.endpoint, &t.thumbprint],
-                )
-                .await
+        let seq = id.map(|id| id.0);
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&t.name, &envs, &roles, &comms, &t.endpoint, &t.thumbprint];
+        if let Some(seq) = &seq {
+            params.push(seq);
+        }
+        let sql = if id.is_some() { UPDATE } else { &INSERT };
+        let written = in_transaction!(self, |tx| {
+            let written = tx
+                .query_opt(sql, &params)
+                .await?
+                .map(|r| TargetId(r.get(0)));
+            if let Some(id) = &written {
+                insert_event(&tx, audit.as_ref(), id).await?;
             }
-            Some(id) => {
-                c.query_opt(
-                    "UPDATE targets SET name = $1, environments = $2, roles = $3, comms = $4,
-                         endpoint = $5, thumbprint = $6
-                     WHERE seq = $7 RETURNING seq",
-                    &[
-                        &t.name,
-                        &envs,
-                        &roles,
-                        &comms,
-                        &t.endpoint,
-                        &t.thumbprint,
-                        &id.0,
-                    ],
-                )
-                .await
-            }
-        };
-        match row {
-            Ok(row) => {
+            written
+        });
+        match written {
+            Ok(written) => {
                 self.committed();
-                Ok(row.map(|r| TargetId(r.get(0))))
+                Ok(written)
             }
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(target_conflict(t)),
             Err(e) => Err(self.map_err(e)),
         }
     }
 
-    pub(super) async fn delete_target(&self, id: TargetId) -> Result<bool> {
-        let c = self.conn().await?;
-        let n = c
-            .execute("DELETE FROM targets WHERE seq = $1", &[&id.0])
-            .await
-            .map_err(|e| self.map_err(e))?;
+    pub(super) async fn delete_target(
+        &self,
+        id: TargetId,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let found = in_transaction!(self, |tx| {
+            let n = tx
+                .execute("DELETE FROM targets WHERE seq = $1", &[&id.0])
+                .await?;
+            if n > 0 {
+                insert_event(&tx, audit.as_ref(), &()).await?;
+            }
+            n > 0
+        })
+        .map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(n > 0)
+        Ok(found)
     }
 
     pub(super) async fn list_targets(
@@ -806,8 +843,11 @@ impl Postgres {
         Ok(claimed == 1)
     }
 
-    pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
-        let mut c = self.conn().await?;
+    pub(super) async fn enqueue(
+        &self,
+        task: &NewTask,
+        audit: Option<Audit<TaskRecord>>,
+    ) -> Result<TaskRecord> {
         let args = task.kind.arguments().to_string();
         let kind = task.kind.name();
         let retry = task.kind.retry_safe();
@@ -821,28 +861,32 @@ impl Postgres {
             )
         });
         let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL];
-        let st = c
-            .prepared(&SQL, &types)
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let mut c = self.conn().await?;
         // NOTIFY is delivered at commit, so a woken worker always finds the row.
-        let rows = c
-            .query(
-                &st,
-                &[
-                    &kind,
-                    &args,
-                    &task.description,
-                    &task.concurrency_tag,
-                    &retry,
-                ],
-            )
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let written: std::result::Result<_, tokio_postgres::Error> = async {
+            let st = c.prepared(&SQL, &types).await?;
+            let tx = c.transaction().await?;
+            let row = tx
+                .query_one(
+                    &st,
+                    &[
+                        &kind,
+                        &args,
+                        &task.description,
+                        &task.concurrency_tag,
+                        &retry,
+                    ],
+                )
+                .await?;
+            let record = task_from_row(&row);
+            insert_event(&tx, audit.as_ref(), &record).await?;
+            tx.commit().await?;
+            Ok(record)
+        }
+        .await;
+        let record = written.map_err(|e| self.map_err(e))?;
         self.committed();
-        rows.first()
-            .map(task_from_row)
-            .ok_or_else(|| Error::Database("insert returned no row".into()))
+        Ok(record)
     }
 
     pub(super) async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
@@ -1000,22 +1044,6 @@ impl Postgres {
             .collect())
     }
 
-    pub(super) async fn record_event(&self, e: &NewEvent) -> Result<()> {
-        let c = self.conn().await?;
-        let details = e.details.to_string();
-        c.execute(
-            &format!(
-                "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
-                 VALUES ({NOW}, $1, $2, $3, $4, $5)"
-            ),
-            &[&e.actor, &e.action, &e.target, &e.client_address, &details],
-        )
-        .await
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        Ok(())
-    }
-
     pub(super) async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {
         let c = self.conn().await?;
         let rows = c
@@ -1045,6 +1073,7 @@ impl Postgres {
         &self,
         id: TaskId,
         offline_after_ms: UnixMs,
+        audit: Option<Audit<TaskRecord>>,
     ) -> Result<Option<TaskRecord>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
@@ -1076,9 +1105,15 @@ impl Postgres {
             )
             .await
             .map_err(|e| self.map_err(e))?;
+        let task = row.as_ref().map(task_from_row);
+        if let Some(t) = &task {
+            insert_event(&tx, audit.as_ref(), t)
+                .await
+                .map_err(|e| self.map_err(e))?;
+        }
         tx.commit().await.map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(row.as_ref().map(task_from_row))
+        Ok(task)
     }
 
     pub(super) fn subscribe_enqueued(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -1104,6 +1139,26 @@ impl Postgres {
             }
         });
     }
+}
+
+/// Writes the audit event of a change, built from its result, inside the change's transaction.
+async fn insert_event<R>(
+    tx: &tokio_postgres::Transaction<'_>,
+    audit: Option<&Audit<R>>,
+    result: &R,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let Some(audit) = audit else { return Ok(()) };
+    let e = audit(result);
+    let details = e.details.to_string();
+    tx.execute(
+        &format!(
+            "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
+             VALUES ({NOW}, $1, $2, $3, $4, $5)"
+        ),
+        &[&e.actor, &e.action, &e.target, &e.client_address, &details],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Holds one LISTEN connection until shutdown (`Ok`) or until it breaks (`Err`).

@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cuttle_core::{
-    EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
+    EventRecord, NewTarget, NewTask, NodePatch, NodeRecord, TargetId, TaskId, TaskRecord,
     TaskState, UnixMs,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ClaimedTask,
-    Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask, TargetRow,
-    CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
+    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
+    TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -398,7 +398,12 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn patch_node(&self, name: &str, patch: &NodePatch) -> Result<bool> {
+    pub(super) async fn patch_node(
+        &self,
+        name: &str,
+        patch: &NodePatch,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
         let (name, patch) = (name.to_owned(), patch.clone());
         self.write(move |tx| {
             let n = tx
@@ -408,18 +413,24 @@ impl Sqlite {
                     params![name, patch.task_cap, patch.draining],
                 )
                 .map_err(db_err)?;
+            if n > 0 {
+                insert_event(tx, audit.as_ref(), &())?;
+            }
             Ok(n > 0)
         })
         .await
     }
 
-    pub(super) async fn delete_node(&self, name: &str) -> Result<bool> {
+    pub(super) async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
         let name = name.to_owned();
         self.write(move |tx| {
-            Ok(tx
+            let n = tx
                 .execute("DELETE FROM nodes WHERE name = ?1", [name])
-                .map_err(db_err)?
-                > 0)
+                .map_err(db_err)?;
+            if n > 0 {
+                insert_event(tx, audit.as_ref(), &())?;
+            }
+            Ok(n > 0)
         })
         .await
     }
@@ -501,6 +512,7 @@ impl Sqlite {
         &self,
         id: Option<TargetId>,
         t: &NewTarget,
+        audit: Option<Audit<TargetId>>,
     ) -> Result<Option<TargetId>> {
         let t = t.clone();
         self.write(move |tx| {
@@ -545,7 +557,13 @@ impl Sqlite {
                     .optional(),
             };
             match row {
-                Ok(seq) => Ok(seq.map(TargetId)),
+                Ok(seq) => {
+                    let written = seq.map(TargetId);
+                    if let Some(id) = &written {
+                        insert_event(tx, audit.as_ref(), id)?;
+                    }
+                    Ok(written)
+                }
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
                 {
@@ -557,13 +575,20 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn delete_target(&self, id: TargetId) -> Result<bool> {
+    pub(super) async fn delete_target(
+        &self,
+        id: TargetId,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
         self.write(move |tx| {
             tx.execute("DELETE FROM target_sessions WHERE target_seq = ?1", [id.0])
                 .map_err(db_err)?;
             let n = tx
                 .execute("DELETE FROM targets WHERE seq = ?1", [id.0])
                 .map_err(db_err)?;
+            if n > 0 {
+                insert_event(tx, audit.as_ref(), &())?;
+            }
             Ok(n > 0)
         })
         .await
@@ -688,25 +713,32 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn enqueue(&self, task: &NewTask) -> Result<TaskRecord> {
+    pub(super) async fn enqueue(
+        &self,
+        task: &NewTask,
+        audit: Option<Audit<TaskRecord>>,
+    ) -> Result<TaskRecord> {
         let task = task.clone();
         self.write(move |tx| {
-            tx.query_row(
-                &format!(
-                    "INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
+            let record = tx
+                .query_row(
+                    &format!(
+                        "INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
                          retry_safe, queued_at_ms)
                      VALUES (?1, ?2, ?3, ?4, 'Queued', ?5, {NOW}) RETURNING {TASK_COLUMNS}"
-                ),
-                params![
-                    task.kind.name(),
-                    task.kind.arguments().to_string(),
-                    task.description,
-                    task.concurrency_tag,
-                    task.kind.retry_safe()
-                ],
-                task_from_row,
-            )
-            .map_err(db_err)
+                    ),
+                    params![
+                        task.kind.name(),
+                        task.kind.arguments().to_string(),
+                        task.description,
+                        task.concurrency_tag,
+                        task.kind.retry_safe()
+                    ],
+                    task_from_row,
+                )
+                .map_err(db_err)?;
+            insert_event(tx, audit.as_ref(), &record)?;
+            Ok(record)
         })
         .await
     }
@@ -841,22 +873,6 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn record_event(&self, e: &NewEvent) -> Result<()> {
-        let e = e.clone();
-        self.write(move |tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
-                     VALUES ({NOW}, ?1, ?2, ?3, ?4, ?5)"
-                ),
-                params![e.actor, e.action, e.target, e.client_address, e.details.to_string()],
-            )
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
-    }
-
     pub(super) async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {
         self.with(move |c| {
             let mut stmt = c
@@ -888,6 +904,7 @@ impl Sqlite {
         &self,
         id: TaskId,
         offline_after_ms: UnixMs,
+        audit: Option<Audit<TaskRecord>>,
     ) -> Result<Option<TaskRecord>> {
         self.write(move |tx| {
             // Queued, or owned by a node that stopped heartbeating: nobody else will finish the
@@ -910,16 +927,46 @@ impl Sqlite {
                 [id.0],
             )
             .map_err(db_err)?;
-            tx.query_row(
-                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = ?1"),
-                [id.0],
-                task_from_row,
-            )
-            .optional()
-            .map_err(db_err)
+            let task = tx
+                .query_row(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq = ?1"),
+                    [id.0],
+                    task_from_row,
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some(t) = &task {
+                insert_event(tx, audit.as_ref(), t)?;
+            }
+            Ok(task)
         })
         .await
     }
+}
+
+/// Writes the audit event of a change, built from its result, inside the change's transaction.
+fn insert_event<R>(
+    tx: &rusqlite::Transaction<'_>,
+    audit: Option<&Audit<R>>,
+    result: &R,
+) -> Result<()> {
+    let Some(audit) = audit else { return Ok(()) };
+    let e = audit(result);
+    tx.execute(
+        &format!(
+            "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
+             VALUES ({NOW}, ?1, ?2, ?3, ?4, ?5)"
+        ),
+        params![
+            e.actor,
+            e.action,
+            e.target,
+            e.client_address,
+            e.details.to_string()
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
 }
 
 /// Re-queues a node's executing retry-safe tasks and fails (or, when cancelling, cancels) the
