@@ -236,7 +236,7 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
     };
     let nodes = [cluster.start(node("n1")), cluster.start(node("n2"))];
     let executions = cluster.dir().join("executions");
-    // Every fifth task runs long enough to be running through the whole outage.
+    // Every fifth task of the load runs for 3 s, so some end while the database is away.
     let script = |i: usize| {
         let secs = if i.is_multiple_of(5) { "3" } else { "0.2" };
         format!(
@@ -244,8 +244,21 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
             executions.display()
         )
     };
+    // Two tasks are held running until the database is down, then end during the outage: their
+    // outcomes must be recorded once it is back. Held by a file rather than a duration, so a slow
+    // database stop cannot let them finish first (bounded at 2 min in case the test dies).
+    let release = cluster.dir().join("release");
+    let finished = cluster.dir().join("finished");
+    let held_script = format!(
+        "echo $CUTTLE_TASK_ID >> {exe}; n=0; \
+         until [ -e {release} ] || [ $n -ge 2400 ]; do sleep 0.05; n=$((n+1)); done; \
+         echo $CUTTLE_TASK_ID >> {finished}",
+        exe = executions.display(),
+        release = release.display(),
+        finished = finished.display(),
+    );
     let stop = AtomicBool::new(false);
-    let (accepted, refused, down_ms, up_ms) = std::thread::scope(|scope| {
+    let (accepted, held, refused, down_ms, up_ms) = std::thread::scope(|scope| {
         let client = scope.spawn(|| {
             let (mut accepted, mut refused) = (Vec::new(), 0);
             let mut i = 0;
@@ -262,6 +275,15 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
             (accepted, refused)
         });
         std::thread::sleep(Duration::from_secs(5)); // load before the outage
+        let held: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                n.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": held_script}}))
+            })
+            .collect();
+        for id in &held {
+            nodes[0].wait_task(id, "executing", MIN, |t| t["state"] == "Executing");
+        }
         let down_ms = now_ms();
         cluster.stop_database().unwrap();
         let down = Instant::now();
@@ -270,9 +292,16 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
                 (n.ping() == 503).then_some(())
             });
         }
+        std::fs::write(&release, "").unwrap();
+        wait_until("the held tasks to end during the outage", MIN, || {
+            let ended = std::fs::read_to_string(&finished).unwrap_or_default();
+            (ended.lines().count() == held.len()).then_some(())
+        });
         std::thread::sleep(Duration::from_secs(20).saturating_sub(down.elapsed()));
-        cluster.start_database().unwrap();
+        // Taken before the start: a node may write the moment the database accepts connections,
+        // before the start command has noticed it is up.
         let up_ms = now_ms();
+        cluster.start_database().unwrap();
         for n in &nodes {
             wait_until(&format!("{} to recover on its own", n.name), MIN, || {
                 (n.ping() == 200).then_some(())
@@ -281,17 +310,22 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
         std::thread::sleep(Duration::from_secs(5)); // load after the outage
         stop.store(true, Ordering::Relaxed);
         let (accepted, refused) = client.join().unwrap();
-        (accepted, refused, down_ms, up_ms)
+        (accepted, held, refused, down_ms, up_ms)
     });
 
     let mut spanned = 0;
-    for id in &accepted {
+    for id in accepted.iter().chain(&held) {
         let t = nodes[0].wait_finished(id, Duration::from_secs(120));
         assert_eq!(t["state"], "Success", "{t}");
         let time = |f: &str| t[f].as_str().and_then(parse_rfc3339_ms).unwrap();
-        if time("started_at") < down_ms && time("completed_at") > up_ms {
-            spanned += 1;
+        let through = time("started_at") < down_ms && time("completed_at") > up_ms;
+        if held.contains(id) {
+            assert!(
+                through,
+                "a held task must start before the outage and be recorded after it: {t}"
+            );
         }
+        spanned += usize::from(through);
     }
     let recorded = std::fs::read_to_string(&executions).unwrap();
     let mut runs: HashMap<&str, usize> = HashMap::new();
@@ -299,7 +333,7 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
         *runs.entry(id).or_default() += 1;
     }
     let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
-    let accepted_set: HashSet<&str> = accepted.iter().map(String::as_str).collect();
+    let accepted_set: HashSet<&str> = accepted.iter().chain(&held).map(String::as_str).collect();
     let never: Vec<_> = accepted_set
         .iter()
         .filter(|id| !runs.contains_key(*id))
@@ -309,17 +343,25 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
     report(format!(
         "accepted {}, refused during the outage {refused}, executions {}, ran through the \
          outage {spanned}, committed unbeknown to the client {unknown}, duplicates {}",
-        accepted.len(),
+        accepted.len() + held.len(),
         recorded.lines().count(),
         twice.len()
     ));
     assert!(twice.is_empty(), "executed more than once: {twice:?}");
     assert!(never.is_empty(), "never executed: {never:?}");
     assert!(refused > 0, "the client saw the outage");
-    assert!(
-        spanned > 0,
-        "some tasks ran through the outage and were recorded after it"
-    );
+    // A task and its audit event are written together: the outage split no pair.
+    let (status, events) = nodes[0].get("/api/events?limit=1000");
+    assert_eq!(status, 200, "{events}");
+    let audited: HashSet<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "task.create")
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    let existing: HashSet<&str> = runs.keys().copied().collect();
+    assert_eq!(audited, existing, "tasks and their task.create events");
     // Heartbeats resumed: both nodes were seen after the database came back.
     let (_, list) = nodes[0].get("/api/nodes");
     for n in list["items"].as_array().unwrap() {
