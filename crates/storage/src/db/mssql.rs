@@ -758,9 +758,7 @@ impl Mssql {
                 &[&name, &cap, &patch.draining],
             )
             .await?;
-            if n > 0 {
-                insert_event(c, audit.as_ref(), &()).await?;
-            }
+            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
             n > 0
         })?;
         self.committed();
@@ -770,9 +768,7 @@ impl Mssql {
     pub(super) async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
         let found = run_in_transaction!(self, |c| {
             let n = execute(c, "DELETE FROM nodes WHERE name = @P1", &[&name]).await?;
-            if n > 0 {
-                insert_event(c, audit.as_ref(), &()).await?;
-            }
+            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
             n > 0
         })?;
         self.committed();
@@ -878,9 +874,7 @@ impl Mssql {
                 .await?
                 .first()
                 .map(|r| TargetId(int64(r, 0)));
-            if let Some(id) = &written {
-                insert_event(c, audit.as_ref(), id).await?;
-            }
+            insert_event(c, audit.as_ref(), written.as_ref()).await?;
             written
         });
         match written {
@@ -900,9 +894,7 @@ impl Mssql {
     ) -> Result<bool> {
         let found = run_in_transaction!(self, |c| {
             let n = execute(c, "DELETE FROM targets WHERE seq = @P1", &[&id.0]).await?;
-            if n > 0 {
-                insert_event(c, audit.as_ref(), &()).await?;
-            }
+            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
             n > 0
         })?;
         self.committed();
@@ -1059,9 +1051,7 @@ impl Mssql {
             )
             .await?;
             let record = inserted.first().map(task_from_row);
-            if let Some(t) = &record {
-                insert_event(c, audit.as_ref(), t).await?;
-            }
+            insert_event(c, audit.as_ref(), record.as_ref()).await?;
             record
         })?;
         self.committed();
@@ -1238,9 +1228,7 @@ impl Mssql {
                 .await?
                 .first()
                 .map(task_from_row);
-            if let Some(t) = &task {
-                insert_event(c, audit.as_ref(), t).await?;
-            }
+            insert_event(c, audit.as_ref(), task.as_ref()).await?;
             task
         })?;
         self.committed();
@@ -1255,13 +1243,16 @@ fn node_state(r: &Row) -> NodeState {
     }
 }
 
-/// Writes the audit event of a change, built from its result, inside the change's transaction.
+/// Writes the audit event of a change, built from its result, inside the change's transaction;
+/// nothing when the change did not happen (`result` is `None`).
 async fn insert_event<R>(
     c: &mut MsConn,
     audit: Option<&Audit<R>>,
-    result: &R,
+    result: Option<&R>,
 ) -> std::result::Result<(), TdsError> {
-    let Some(audit) = audit else { return Ok(()) };
+    let (Some(audit), Some(result)) = (audit, result) else {
+        return Ok(());
+    };
     let e = audit(result);
     let details = e.details.to_string();
     execute(

@@ -521,9 +521,7 @@ impl Postgres {
                     &[&name, &cap, &patch.draining],
                 )
                 .await?;
-            if n > 0 {
-                insert_event(&tx, audit.as_ref(), &()).await?;
-            }
+            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
             n > 0
         })
         .map_err(|e| self.map_err(e))?;
@@ -536,9 +534,7 @@ impl Postgres {
             let n = tx
                 .execute("DELETE FROM nodes WHERE name = $1", &[&name])
                 .await?;
-            if n > 0 {
-                insert_event(&tx, audit.as_ref(), &()).await?;
-            }
+            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
             n > 0
         })
         .map_err(|e| self.map_err(e))?;
@@ -694,9 +690,7 @@ impl Postgres {
                 .query_opt(sql, &params)
                 .await?
                 .map(|r| TargetId(r.get(0)));
-            if let Some(id) = &written {
-                insert_event(&tx, audit.as_ref(), id).await?;
-            }
+            insert_event(&tx, audit.as_ref(), written.as_ref()).await?;
             written
         });
         match written {
@@ -718,9 +712,7 @@ impl Postgres {
             let n = tx
                 .execute("DELETE FROM targets WHERE seq = $1", &[&id.0])
                 .await?;
-            if n > 0 {
-                insert_event(&tx, audit.as_ref(), &()).await?;
-            }
+            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
             n > 0
         })
         .map_err(|e| self.map_err(e))?;
@@ -879,7 +871,7 @@ impl Postgres {
                 )
                 .await?;
             let record = task_from_row(&row);
-            insert_event(&tx, audit.as_ref(), &record).await?;
+            insert_event(&tx, audit.as_ref(), Some(&record)).await?;
             tx.commit().await?;
             Ok(record)
         }
@@ -1106,11 +1098,9 @@ impl Postgres {
             .await
             .map_err(|e| self.map_err(e))?;
         let task = row.as_ref().map(task_from_row);
-        if let Some(t) = &task {
-            insert_event(&tx, audit.as_ref(), t)
-                .await
-                .map_err(|e| self.map_err(e))?;
-        }
+        insert_event(&tx, audit.as_ref(), task.as_ref())
+            .await
+            .map_err(|e| self.map_err(e))?;
         tx.commit().await.map_err(|e| self.map_err(e))?;
         self.committed();
         Ok(task)
@@ -1141,20 +1131,26 @@ impl Postgres {
     }
 }
 
-/// Writes the audit event of a change, built from its result, inside the change's transaction.
+/// Writes the audit event of a change, built from its result, inside the change's transaction;
+/// nothing when the change did not happen (`result` is `None`).
 async fn insert_event<R>(
     tx: &tokio_postgres::Transaction<'_>,
     audit: Option<&Audit<R>>,
-    result: &R,
+    result: Option<&R>,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    let Some(audit) = audit else { return Ok(()) };
+    let (Some(audit), Some(result)) = (audit, result) else {
+        return Ok(());
+    };
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
+             VALUES ({NOW}, $1, $2, $3, $4, $5)"
+        )
+    });
     let e = audit(result);
     let details = e.details.to_string();
     tx.execute(
-        &format!(
-            "INSERT INTO events (occurred_at_ms, actor, action, target, client_address, details)
-             VALUES ({NOW}, $1, $2, $3, $4, $5)"
-        ),
+        SQL.as_str(),
         &[&e.actor, &e.action, &e.target, &e.client_address, &details],
     )
     .await?;

@@ -413,9 +413,7 @@ impl Sqlite {
                     params![name, patch.task_cap, patch.draining],
                 )
                 .map_err(db_err)?;
-            if n > 0 {
-                insert_event(tx, audit.as_ref(), &())?;
-            }
+            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
             Ok(n > 0)
         })
         .await
@@ -427,9 +425,7 @@ impl Sqlite {
             let n = tx
                 .execute("DELETE FROM nodes WHERE name = ?1", [name])
                 .map_err(db_err)?;
-            if n > 0 {
-                insert_event(tx, audit.as_ref(), &())?;
-            }
+            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
             Ok(n > 0)
         })
         .await
@@ -559,9 +555,7 @@ impl Sqlite {
             match row {
                 Ok(seq) => {
                     let written = seq.map(TargetId);
-                    if let Some(id) = &written {
-                        insert_event(tx, audit.as_ref(), id)?;
-                    }
+                    insert_event(tx, audit.as_ref(), written.as_ref())?;
                     Ok(written)
                 }
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -586,9 +580,7 @@ impl Sqlite {
             let n = tx
                 .execute("DELETE FROM targets WHERE seq = ?1", [id.0])
                 .map_err(db_err)?;
-            if n > 0 {
-                insert_event(tx, audit.as_ref(), &())?;
-            }
+            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
             Ok(n > 0)
         })
         .await
@@ -737,7 +729,7 @@ impl Sqlite {
                     task_from_row,
                 )
                 .map_err(db_err)?;
-            insert_event(tx, audit.as_ref(), &record)?;
+            insert_event(tx, audit.as_ref(), Some(&record))?;
             Ok(record)
         })
         .await
@@ -935,22 +927,23 @@ impl Sqlite {
                 )
                 .optional()
                 .map_err(db_err)?;
-            if let Some(t) = &task {
-                insert_event(tx, audit.as_ref(), t)?;
-            }
+            insert_event(tx, audit.as_ref(), task.as_ref())?;
             Ok(task)
         })
         .await
     }
 }
 
-/// Writes the audit event of a change, built from its result, inside the change's transaction.
+/// Writes the audit event of a change, built from its result, inside the change's transaction;
+/// nothing when the change did not happen (`result` is `None`).
 fn insert_event<R>(
     tx: &rusqlite::Transaction<'_>,
     audit: Option<&Audit<R>>,
-    result: &R,
+    result: Option<&R>,
 ) -> Result<()> {
-    let Some(audit) = audit else { return Ok(()) };
+    let (Some(audit), Some(result)) = (audit, result) else {
+        return Ok(());
+    };
     let e = audit(result);
     tx.execute(
         &format!(
