@@ -22,7 +22,7 @@ use cuttle_core::{
     TaskState, UnixMs,
 };
 use tiberius::error::Error as TdsError;
-use tiberius::{AuthMethod, Client, EncryptionLevel, Row, SqlBrowser, ToSql};
+use tiberius::{AuthMethod, Client, ColumnData, EncryptionLevel, Row, SqlBrowser, ToSql};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
@@ -184,6 +184,28 @@ macro_rules! task_columns {
 }
 
 type Tds = Client<Compat<TcpStream>>;
+
+/// A text parameter that may be NULL; bind nullable text only through this, never as an
+/// `Option<&str>`, and read it in SQL only as `CAST(@Pn AS NVARCHAR(…))`.
+///
+/// tiberius sends a NULL string with wire type NULLTYPE (0x1F): SQL Server takes it, Babelfish
+/// refuses the whole request ("Data type 0x1F is unknown"). A NULL `INT` goes as a typed `INTN`,
+/// which both take, so a missing value is sent as that, and every statement reads the parameter
+/// as `CAST(@Pn AS NVARCHAR(…))`: text either way, and comparisons with text columns stay text
+/// (an `INT` parameter would make SQL Server convert the column to `INT`). Written values are
+/// cast to `NVARCHAR(MAX)`, so one too long for its column is refused, never cut short;
+/// compared ones to `NVARCHAR(4000)` (the longest indexed column is far shorter).
+#[derive(Clone, Copy)]
+struct OptText<'a>(Option<&'a str>);
+
+impl ToSql for OptText<'_> {
+    fn to_sql(&self) -> ColumnData<'_> {
+        match self.0 {
+            Some(s) => ColumnData::String(Some(s.into())),
+            None => ColumnData::I32(None),
+        }
+    }
+}
 
 /// A pooled connection, marked broken when a call failed in a way that leaves its state unknown.
 pub(super) struct MsConn {
@@ -648,22 +670,25 @@ impl Mssql {
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
         let cap = reg.initial_task_cap as i32;
-        let gateway = reg.gateway_address.as_deref();
+        let gateway = OptText(reg.gateway_address.as_deref());
         let rows = run_racing!(self, Retry::Idempotent, |c| {
             rows(
                 c,
-                "UPDATE nodes SET roles = @P2, version = @P3, http_address = @P4,
-                         grpc_address = @P5, gateway_address = @P6,
-                         started_at = SYSUTCDATETIME(), last_seen = SYSUTCDATETIME(),
-                         lost_at = NULL, storage_ok = 1
-                     OUTPUT inserted.task_cap, inserted.draining
-                     WHERE name = @P1;
-                     IF @@ROWCOUNT = 0
-                         INSERT INTO nodes (name, roles, version, http_address, grpc_address,
-                             gateway_address, task_cap, draining, started_at, last_seen)
-                         OUTPUT inserted.task_cap, inserted.draining
-                         VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, 0, SYSUTCDATETIME(),
-                             SYSUTCDATETIME());",
+                // `@@ROWCOUNT` of an UPDATE with an OUTPUT clause is 0 on Babelfish: the row
+                // is read back by a SELECT instead, in the same transaction.
+                "BEGIN TRANSACTION;
+                 UPDATE nodes SET roles = @P2, version = @P3, http_address = @P4,
+                     grpc_address = @P5, gateway_address = CAST(@P6 AS NVARCHAR(MAX)),
+                     started_at = SYSUTCDATETIME(), last_seen = SYSUTCDATETIME(),
+                     lost_at = NULL, storage_ok = 1
+                 WHERE name = @P1;
+                 IF @@ROWCOUNT = 0
+                     INSERT INTO nodes (name, roles, version, http_address, grpc_address,
+                         gateway_address, task_cap, draining, started_at, last_seen)
+                     VALUES (@P1, @P2, @P3, @P4, @P5, CAST(@P6 AS NVARCHAR(MAX)), @P7, 0,
+                         SYSUTCDATETIME(), SYSUTCDATETIME());
+                 SELECT task_cap, draining FROM nodes WHERE name = @P1;
+                 COMMIT TRANSACTION;",
                 &[
                     &reg.name.as_str(),
                     &reg.roles.as_str(),
@@ -714,14 +739,15 @@ impl Mssql {
                      (SELECT COUNT_BIG(*) FROM tasks t WHERE t.node = n.name
                         AND t.state IN (N'Executing', N'Cancelling')),
                      n.http_address, n.grpc_address, n.gateway_address, n.storage_ok
-                 FROM nodes n WHERE (@P2 IS NULL OR n.name = @P2) ORDER BY n.name",
+                 FROM nodes n
+                 WHERE (@P2 IS NULL OR n.name = CAST(@P2 AS NVARCHAR(4000))) ORDER BY n.name",
                 age_ms!("n.last_seen"),
                 ms!("n.last_seen"),
                 ms!("n.started_at"),
             )
         });
         let rows = run!(self, Retry::Idempotent, |c| {
-            rows(c, &SQL, &[&offline_after_ms, &name]).await
+            rows(c, &SQL, &[&offline_after_ms, &OptText(name)]).await
         })?;
         Ok(rows
             .iter()
@@ -848,17 +874,17 @@ impl Mssql {
         let envs = serde_json::to_string(&t.environments).unwrap_or_default();
         let roles = serde_json::to_string(&t.roles).unwrap_or_default();
         let comms = t.comms.as_str();
-        let endpoint = t.endpoint.as_deref();
+        let endpoint = OptText(t.endpoint.as_deref());
         let sql = match id {
             None => {
                 "INSERT INTO targets (name, environments, roles, comms, endpoint, thumbprint,
                      created_at)
                  OUTPUT inserted.seq
-                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, SYSUTCDATETIME())"
+                 VALUES (@P1, @P2, @P3, @P4, CAST(@P5 AS NVARCHAR(MAX)), @P6, SYSUTCDATETIME())"
             }
             Some(_) => {
                 "UPDATE targets SET name = @P1, environments = @P2, roles = @P3, comms = @P4,
-                     endpoint = @P5, thumbprint = @P6
+                     endpoint = CAST(@P5 AS NVARCHAR(MAX)), thumbprint = @P6
                  OUTPUT inserted.seq
                  WHERE seq = @P7"
             }
@@ -1030,12 +1056,12 @@ impl Mssql {
                  queued_at)
              OUTPUT ",
             task_columns!("inserted"),
-            " VALUES (@P1, @P2, @P3, @P4, N'Queued', @P5, SYSUTCDATETIME())"
+            " VALUES (@P1, @P2, @P3, CAST(@P4 AS NVARCHAR(MAX)), N'Queued', @P5, SYSUTCDATETIME())"
         );
         let args = task.kind.arguments().to_string();
         let kind = task.kind.name();
         let retry_safe = task.kind.retry_safe();
-        let tag = task.concurrency_tag.as_deref();
+        let tag = OptText(task.concurrency_tag.as_deref());
         // A lost connection may have inserted the task: never retried then.
         let record = run_in_transaction!(self, |c| {
             let inserted = rows(
@@ -1077,10 +1103,12 @@ impl Mssql {
         const SQL: &str = concat!(
             "SELECT TOP (@P2) ",
             task_columns!("t"),
-            " FROM tasks t WHERE (@P1 IS NULL OR t.state = @P1) AND (@P3 IS NULL OR t.seq < @P3)
+            " FROM tasks t
+             WHERE (@P1 IS NULL OR t.state = CAST(@P1 AS NVARCHAR(4000)))
+               AND (@P3 IS NULL OR t.seq < @P3)
              ORDER BY t.seq DESC"
         );
-        let state = state.map(|s| s.as_str());
+        let state = OptText(state.map(|s| s.as_str()));
         let before = before.map(|b| b.0);
         let limit = i64::from(limit);
         let rows = run!(self, Retry::Idempotent, |c| {
@@ -1119,14 +1147,15 @@ impl Mssql {
         let sql = complete_and_claim_sql(done.len(), max > 0);
         let max = i64::from(max);
         let states: Vec<&str> = done.iter().map(|d| d.state.as_str()).collect();
+        let errors: Vec<OptText> = done.iter().map(|d| OptText(d.error.as_deref())).collect();
         let mut params: Vec<&dyn ToSql> = Vec::with_capacity(2 + 4 * done.len());
         params.push(&node);
         params.push(&max);
-        for (d, state) in done.iter().zip(&states) {
+        for ((d, state), error) in done.iter().zip(&states).zip(&errors) {
             params.push(&d.id.0);
             params.push(&d.epoch);
             params.push(state);
-            params.push(&d.error);
+            params.push(error);
         }
         // Every failure rolls the whole batch back (XACT_ABORT), outcomes included, so a
         // deadlock or a race on a tag's unique index is simply run again. A lost connection is
@@ -1306,21 +1335,25 @@ async fn release_tasks(
 /// Gives back node `@P1`'s unstarted claims: execution `i` is `@P{4+2i}` (task), `@P{5+2i}`
 /// (epoch); `@P2` is the error of a cancelled one, `@P3` the note on a re-queued one. Every SET
 /// expression sees the row as it was, so `state` is the old state throughout.
+///
+/// The update joins its `VALUES` list in `FROM … WHERE` rather than `FROM tasks t JOIN (VALUES
+/// …)`: both are T-SQL, but Babelfish rejects a joined list (or table variable) when the
+/// statement also has an `OUTPUT` clause ("missing FROM-clause entry").
 fn requeue_unstarted_sql(executions: usize) -> String {
     let values: Vec<String> = (0..executions)
         .map(|i| format!("(@P{}, @P{})", 4 + 2 * i, 5 + 2 * i))
         .collect();
     format!(
-        "UPDATE t SET
-             state = CASE t.state WHEN N'Cancelling' THEN N'Canceled' ELSE N'Queued' END,
-             node = CASE t.state WHEN N'Cancelling' THEN t.node END,
-             started_at = CASE t.state WHEN N'Cancelling' THEN t.started_at END,
-             completed_at = CASE t.state WHEN N'Cancelling' THEN SYSUTCDATETIME() END,
-             error = CASE t.state WHEN N'Cancelling' THEN @P2 ELSE @P3 END
+        "UPDATE tasks SET
+             state = CASE tasks.state WHEN N'Cancelling' THEN N'Canceled' ELSE N'Queued' END,
+             node = CASE tasks.state WHEN N'Cancelling' THEN tasks.node END,
+             started_at = CASE tasks.state WHEN N'Cancelling' THEN tasks.started_at END,
+             completed_at = CASE tasks.state WHEN N'Cancelling' THEN SYSUTCDATETIME() END,
+             error = CASE tasks.state WHEN N'Cancelling' THEN @P2 ELSE @P3 END
          OUTPUT inserted.seq
-         FROM tasks t JOIN (VALUES {}) AS v (seq, epoch) ON t.seq = v.seq
-         WHERE t.claim_epoch = v.epoch AND t.node = @P1
-           AND t.state IN (N'Executing', N'Cancelling')",
+         FROM (VALUES {}) AS v (seq, epoch)
+         WHERE tasks.seq = v.seq AND tasks.claim_epoch = v.epoch AND tasks.node = @P1
+           AND tasks.state IN (N'Executing', N'Cancelling')",
         values.join(", ")
     )
 }
@@ -1333,22 +1366,29 @@ const _: () = assert!(3 + 2 * MAX_COMPLETIONS_PER_BATCH <= 2100);
 
 /// The worker's hot path for `done` outcomes and (when `claim`) a claim of up to `@P2` tasks
 /// for node `@P1`. Outcome `i` is `@P{3+4i}` (task) .. `@P{6+4i}` (error). Returns one result
-/// set of accepted task ids when `done > 0`, then one of claimed tasks when `claim`.
+/// set of accepted task ids when `done > 0`, then one of claimed tasks when `claim`. The error
+/// parameters are [`OptText`]s; the `VALUES` list is joined as in [`requeue_unstarted_sql`].
 fn complete_and_claim_sql(done: usize, claim: bool) -> String {
     let mut sql = String::from("BEGIN TRANSACTION;\n");
     if done > 0 {
         let values: Vec<String> = (0..done)
             .map(|i| {
                 let p = 3 + 4 * i;
-                format!("(@P{}, @P{}, @P{}, @P{})", p, p + 1, p + 2, p + 3)
+                format!(
+                    "(@P{}, @P{}, @P{}, CAST(@P{} AS NVARCHAR(MAX)))",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3
+                )
             })
             .collect();
         sql.push_str(&format!(
-            "UPDATE t SET state = v.state, error = v.error, completed_at = SYSUTCDATETIME()
+            "UPDATE tasks SET state = v.state, error = v.error, completed_at = SYSUTCDATETIME()
              OUTPUT inserted.seq
-             FROM tasks t JOIN (VALUES {}) AS v (seq, epoch, state, error) ON t.seq = v.seq
-             WHERE t.claim_epoch = v.epoch AND t.node = @P1
-               AND t.state IN (N'Executing', N'Cancelling');\n",
+             FROM (VALUES {}) AS v (seq, epoch, state, error)
+             WHERE tasks.seq = v.seq AND tasks.claim_epoch = v.epoch AND tasks.node = @P1
+               AND tasks.state IN (N'Executing', N'Cancelling');\n",
             values.join(", ")
         ));
     }
@@ -1418,7 +1458,7 @@ mod tests {
             assert!(sql.contains(&format!("@P{p}")), "@P{p} missing");
         }
         assert!(!sql.contains("@P15"));
-        assert!(sql.contains("(@P11, @P12, @P13, @P14)"));
+        assert!(sql.contains("(@P11, @P12, @P13, CAST(@P14 AS NVARCHAR(MAX)))"));
         assert!(sql.contains("WITH (UPDLOCK, READPAST, ROWLOCK)"));
         assert!(sql.trim_end().ends_with("COMMIT TRANSACTION;"));
         let biggest = complete_and_claim_sql(MAX_COMPLETIONS_PER_BATCH, true);
