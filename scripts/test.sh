@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
 # haproxy and nginx, from the distribution's packages), builds once, then runs every test with
-# cargo-nextest (or cargo test when nextest is not installed).
+# cargo-nextest (or cargo test when nextest is not installed), the SQL Server variants too when
+# CUTTLE_TEST_MSSQL_URL is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +36,36 @@ export CUTTLE_CLI_BIN="$PWD/target/debug/cuttle"
 export CUTTLE_TENTACLE_BIN="$PWD/target/debug/cuttle-tentacle"
 
 echo "==> testing"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
-else
-    cargo test --workspace --locked --no-fail-fast "$@"
+# The SQL Server variants of the tests are ignored unless CUTTLE_TEST_MSSQL_URL names a server
+# (SQL Server 2016+ or Babelfish; a login that may create databases). Its two outage tests stop
+# and start that server (CUTTLE_TEST_MSSQL_STOP / _START), so they run first, alone: every
+# other SQL Server test shares the server.
+mssql_outage='binary(outage) & test(/^sqlserver_/)'
+if ! cargo nextest --version >/dev/null 2>&1; then
+    if [ -n "${CUTTLE_TEST_MSSQL_URL:-}" ]; then
+        echo "==> the SQL Server tests need cargo-nextest (cargo install cargo-nextest)" >&2
+        exit 1
+    fi
+    exec cargo test --workspace --locked --no-fail-fast "$@"
 fi
+status=0
+if [ -n "${CUTTLE_TEST_MSSQL_URL:-}" ]; then
+    if [ -n "${CUTTLE_TEST_MSSQL_STOP:-}" ] && [ -n "${CUTTLE_TEST_MSSQL_START:-}" ]; then
+        echo "==> SQL Server outage tests (they stop and start the server: alone)"
+        cargo nextest run --workspace --locked --no-fail-fast --run-ignored only \
+            -E "$mssql_outage" --test-threads 1 "$@" || status=$?
+    else
+        echo "==> skipping the 2 SQL Server outage tests: set CUTTLE_TEST_MSSQL_STOP and" \
+            "CUTTLE_TEST_MSSQL_START to shell commands that stop and start the server"
+    fi
+    echo "==> every other test, SQL Server included"
+    cargo nextest run --workspace --locked --no-fail-fast --run-ignored all \
+        -E "not ($mssql_outage)" "$@" || status=$?
+else
+    cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
+    skipped=$(cargo nextest list --workspace --locked --run-ignored only \
+        --message-format oneline 2>/dev/null | grep -c . || true)
+    echo "==> skipped $skipped SQL Server tests: set CUTTLE_TEST_MSSQL_URL=mssql://LOGIN:PASSWORD@HOST:1433/master?trust_server_certificate=true" \
+        "(a SQL Server or Babelfish login that may create databases) to run them; see docs/sql-server.md"
+fi
+exit "$status"

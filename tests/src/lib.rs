@@ -4,8 +4,8 @@
 //! Set `CUTTLE_TEST_KEEP=1` to keep the temporary directories (node logs, databases) after a
 //! test for debugging. Set `CUTTLE_TEST_PG_URL` to use one running PostgreSQL server (each test
 //! gets a fresh database on it) instead of starting one per test. Set `CUTTLE_TEST_MSSQL_URL`
-//! to run the SQL Server variants of the conformance and cluster tests (ignored otherwise:
-//! SQL Server cannot be started here).
+//! to run the SQL Server variants of the conformance and cluster tests (ignored otherwise;
+//! `scripts/test.sh` runs them when it is set).
 
 mod lb;
 mod mssql;
@@ -22,5 +22,26 @@ pub use node::{
 pub use pg::TestPostgres;
 pub use tentacle::{tentacle_binary, Tentacle};
 pub use util::{
-    free_port, parse_rfc3339_ms, process_gone, read_pid, report, temp_dir, wait_until, Rng, TempDir,
+    free_port, parse_rfc3339_ms, process_gone, read_pid, report, temp_dir, wait_until, Rng,
+    SetOnDrop, TempDir,
 };
+
+/// One test per database for each named function taking a [`Database`], in modules `sqlite`,
+/// `postgres` and `sqlserver` (those ignored without `CUTTLE_TEST_MSSQL_URL`): the same body
+/// proves the same behaviour on each.
+#[macro_export]
+macro_rules! on_every_database {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name($crate::Database::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name($crate::Database::Postgres) })*
+        }
+        mod sqlserver {
+            $(#[test]
+            #[ignore = "needs a SQL Server: set CUTTLE_TEST_MSSQL_URL, run with --run-ignored"]
+            fn $name() { super::$name($crate::Database::SqlServer) })*
+        }
+    };
+}

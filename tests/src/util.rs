@@ -42,14 +42,23 @@ pub fn temp_dir(prefix: &str) -> TempDir {
     TempDir { path }
 }
 
-/// A loopback port that was free a moment ago. Chosen below the kernel's ephemeral range
-/// (32768–60999 by default): a port the kernel hands out for `bind(0)` is also handed to
-/// outgoing connections, which can take it before the server that was meant to get it binds.
+/// A loopback port that was free a moment ago and is this process's until it exits.
+///
+/// Chosen below the kernel's ephemeral range (32768–60999 by default): a port the kernel hands
+/// out for `bind(0)` is also handed to outgoing connections, which can take it before the server
+/// that was meant to get it binds. Reserved across test processes by a lock on a file named
+/// after it, held until this process exits (the kernel drops the lock then, however it ends):
+/// a node restarted on its old ports always gets them back, since no other test can take them
+/// while it is down.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     const LOW: u64 = 20_000;
     const SPAN: u64 = 12_000;
+    let locks = std::env::temp_dir().join("cuttle-test-ports");
+    std::fs::create_dir_all(&locks).expect("create the port reservation folder");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -63,9 +72,32 @@ pub fn free_port() -> u16 {
         x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x ^= x >> 32;
         let port = (LOW + x % SPAN) as u16;
+        let Ok(file) = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join(port.to_string()))
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // another test process holds it
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
             return port;
         }
+    }
+}
+
+/// Sets its flag when dropped, a panic's unwinding included. Helper threads of a
+/// `std::thread::scope` that loop until the flag is set then stop, so the scope can join them
+/// and a failing test fails instead of waiting for them forever.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -33,6 +33,8 @@ fn random_kills_and_a_database_restart_lose_and_repeat_nothing() {
     let (mut kills, mut db_restarts) = (0, 0);
 
     let (accepted, refused) = std::thread::scope(|scope| {
+        // A panic below stops the client too, so the scope can end and the test fail.
+        let _stop_client = cuttle_e2e::SetOnDrop(&stop);
         let client = scope.spawn(|| {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)

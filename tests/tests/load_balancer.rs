@@ -127,6 +127,8 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let ids: Mutex<Vec<String>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
+        // A panic below stops the client too, so the scope can end and the test fail.
+        let _stop_client = cuttle_e2e::SetOnDrop(&stop);
         s.spawn(|| {
             let client: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)

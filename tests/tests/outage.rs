@@ -259,6 +259,8 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
     );
     let stop = AtomicBool::new(false);
     let (accepted, held, refused, down_ms, up_ms) = std::thread::scope(|scope| {
+        // A panic below stops the client too, so the scope can end and the test fail.
+        let _stop_client = cuttle_e2e::SetOnDrop(&stop);
         let client = scope.spawn(|| {
             let (mut accepted, mut refused) = (Vec::new(), 0);
             let mut i = 0;

@@ -5,6 +5,8 @@ use serde_json::json;
 
 const THUMB: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+cuttle_e2e::on_every_database!(targets_are_registered_changed_and_removed_over_rest,);
+
 #[test]
 fn every_node_presents_one_cluster_identity_that_survives_restarts() {
     let cluster = Cluster::new(Database::Sqlite).unwrap();
@@ -30,9 +32,8 @@ fn every_node_presents_one_cluster_identity_that_survives_restarts() {
     );
 }
 
-#[test]
-fn targets_are_registered_changed_and_removed_over_rest() {
-    let cluster = Cluster::new(Database::Sqlite).unwrap();
+fn targets_are_registered_changed_and_removed_over_rest(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
     let n = cluster.start(NodeOptions::named("n1", 1));
     let body = json!({"name": "web-1", "environments": ["Production"], "roles": ["web"],
                       "comms": "polling", "thumbprint": THUMB});

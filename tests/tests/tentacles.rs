@@ -10,6 +10,11 @@ use serde_json::{json, Value};
 
 const MIN: Duration = Duration::from_secs(60);
 
+cuttle_e2e::on_every_database!(
+    scripts_reach_polling_and_listening_tentacles_through_any_node,
+    health_checks_run_once_per_period_and_record_each_target,
+);
+
 fn register(t: &Tentacle, node: &Node, api_key: &str, comms: &str, extra: &[&str]) -> String {
     let server = node.url("");
     let mut args = vec![
@@ -49,9 +54,8 @@ fn script_on(node: &Node, script: &str, on: Value) -> String {
     node.enqueue(json!({"kind": "AdHocScript", "arguments": args}))
 }
 
-#[test]
-fn scripts_reach_polling_and_listening_tentacles_through_any_node() {
-    let cluster = Cluster::new(Database::Sqlite).unwrap();
+fn scripts_reach_polling_and_listening_tentacles_through_any_node(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
     let mut n1 = cluster.start(NodeOptions::named("n1", 2));
     let n2 = cluster.start(NodeOptions::named("n2", 2));
     let dir = temp_dir("tentacles");
@@ -245,9 +249,8 @@ fn unknown_tentacles_and_forged_servers_are_refused() {
     );
 }
 
-#[test]
-fn health_checks_run_once_per_period_and_record_each_target() {
-    let cluster = Cluster::new(Database::Sqlite).unwrap();
+fn health_checks_run_once_per_period_and_record_each_target(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
     let opts = |name: &str| NodeOptions {
         env: vec![("CUTTLE_HEALTH_CHECK_SECS".into(), "2".into())],
         ..NodeOptions::named(name, 2)

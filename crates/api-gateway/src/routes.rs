@@ -2,9 +2,9 @@ use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderName, StatusCode};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::auth::{require_api_key, Caller};
 use crate::error::ApiError;
-use crate::{targets, AppState};
+use crate::{targets, AppState, MAX_JSON_BODY};
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -51,6 +51,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(private)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             name_node,
@@ -116,13 +117,31 @@ pub(crate) fn json_body<T: DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Refuses a request whose declared `Content-Length` is over the limit before reading any of
+/// its body: the client hears 413 at once instead of after sending it all, or a reset.
+pub(crate) async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_JSON_BODY as u64 => too_large().into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        "request body too large (limit 1 MiB)",
+    )
+}
+
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "request body too large (limit 1 MiB)",
-            )
+            too_large()
         } else {
             ApiError::bad_request(r.body_text())
         }

@@ -267,6 +267,12 @@ impl Config {
             Some("json") => true,
             Some(other) => bail!("CUTTLE_LOG_FORMAT must be text or json, got {other:?}"),
         };
+        let log = raw.log.unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            bail!(
+                "CUTTLE_LOG is not a log filter ({e}): try info or info,cuttle_task_worker=debug"
+            );
+        }
         let db_pool_size = raw.db_pool_size.unwrap_or(16);
         if !(1..=1000).contains(&db_pool_size) {
             bail!("CUTTLE_DB_POOL_SIZE must be 1..=1000, got {db_pool_size}");
@@ -304,7 +310,7 @@ impl Config {
             admin_api_key: raw.admin_api_key,
             trusted_proxies: TrustedProxies::parse(raw.trusted_proxies.as_deref().unwrap_or(""))
                 .context("CUTTLE_TRUSTED_PROXIES")?,
-            log: raw.log.unwrap_or_else(|| "info".to_owned()),
+            log,
             log_json,
             db_wait: Duration::from_secs(raw.db_wait_secs.unwrap_or(30)),
             db_pool_size,
@@ -396,6 +402,7 @@ mod tests {
             (&[("CUTTLE_NODE_NAME", "a b")], "CUTTLE_NODE_NAME"),
             (&[("CUTTLE_HTTP_LISTEN", "localhost")], "CUTTLE_HTTP_LISTEN"),
             (&[("CUTTLE_LOG_FORMAT", "xml")], "CUTTLE_LOG_FORMAT"),
+            (&[("CUTTLE_LOG", "info,=[")], "CUTTLE_LOG"),
             (
                 &[("CUTTLE_DB_CONNECT_TIMEOUT_SECS", "0")],
                 "CUTTLE_DB_CONNECT_TIMEOUT_SECS",
