@@ -268,9 +268,17 @@ fn drain_returns_418_and_lets_running_tasks_finish(db: Database) {
     let n2 = cluster.start(NodeOptions::named("n2", 0));
     let first = n1.enqueue(sleep(1500));
     n1.wait_task(&first, "executing", MIN, |t| t["state"] == "Executing");
+    assert_eq!(
+        n1.get("/api/nodes/ping"),
+        (200, json!({"node": "n1", "state": "online"})),
+        "the ping says only what a load balancer needs: no addresses"
+    );
     let (status, node) = n2.patch("/api/nodes/n1", &json!({"draining": true}));
     assert_eq!((status, node["draining"].as_bool()), (200, Some(true)));
-    assert_eq!(n1.ping(), 418);
+    assert_eq!(
+        n1.get("/api/nodes/ping"),
+        (418, json!({"node": "n1", "state": "draining"}))
+    );
     assert_eq!(n2.ping(), 200);
     let alias = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -390,6 +398,28 @@ fn cancel_kills_a_running_script_and_its_children() {
     });
     let (status, body) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn scripts_never_see_the_node_s_secrets() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "env"}}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+    let log = n1.task_log(&id);
+    assert!(log.contains(&format!("OUT   CUTTLE_TASK_ID={id}")), "{log}");
+    assert!(log.contains("OUT   PATH="), "{log}");
+    // The node runs with its master key, database URL and admin key in its environment.
+    for secret in [&cluster.master_key, &cluster.api_key, &cluster.db_url] {
+        assert!(!log.contains(secret.as_str()), "{log}");
+    }
+    for name in [
+        "CUTTLE_MASTER_KEY",
+        "CUTTLE_DATABASE_URL",
+        "CUTTLE_ADMIN_API_KEY",
+    ] {
+        assert!(!log.contains(name), "{log}");
+    }
 }
 
 #[test]

@@ -141,9 +141,18 @@ fn ping_turns_503_when_the_database_is_down() {
     assert_eq!(node.ping(), 200);
     let pg = cluster.postgres_server().expect("harness-owned server");
     pg.stop_server().unwrap();
-    wait_until("ping 503 while the database is down", MIN, || {
-        (node.ping() == 503).then_some(())
+    let body = wait_until("ping 503 while the database is down", MIN, || {
+        let (status, body) = node.get("/api/nodes/ping");
+        (status == 503).then_some(body)
     });
+    // No key is needed for the ping, so it names no address and repeats no database error.
+    assert_eq!(body["node"], "n1", "{body}");
+    assert_eq!(body["state"], "unavailable", "{body}");
+    assert_eq!(
+        body["error"]["message"], "this node cannot reach the database",
+        "{body}"
+    );
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
     pg.start_server().unwrap();
     wait_until("ping 200 once the database is back", MIN, || {
         (node.ping() == 200).then_some(())

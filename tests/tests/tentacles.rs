@@ -104,6 +104,15 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node(db: Database) 
         assert!(log.contains(&format!("ERR   [{name}] oops")), "{log}");
     }
 
+    // Scripts on targets start with a clean environment: the task's variables and the basics,
+    // never the agent's own settings.
+    let id = script_on(&n1, "env", json!({"targets": [p1_id]}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+    let log = n1.task_log(&id);
+    assert!(log.contains("OUT   [p1] CUTTLE_TARGET_NAME=p1"), "{log}");
+    assert!(log.contains("OUT   [p1] PATH="), "{log}");
+    assert!(!log.contains("CUTTLE_TENTACLE_HOME"), "{log}");
+
     // Another shell, chosen per task.
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
         "script": "echo \"shell=${BASH_VERSION:+bash}\"", "shell": "bash", "targets": [l1_id]}}));

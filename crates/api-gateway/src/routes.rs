@@ -162,44 +162,40 @@ fn task_id(p: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
 
 // ---- nodes ------------------------------------------------------------------------------
 
+/// The load balancer's health check, without a key: so it says only this node's name and state.
+/// No addresses, no database error text (those are in the node's log and `GET /api/nodes`).
 async fn ping(State(s): State<AppState>) -> Response {
+    let name = s.config.node_name.as_str();
     let node = tokio::time::timeout(
         std::time::Duration::from_secs(3),
-        s.store
-            .get_node(&s.config.node_name, s.config.offline_after),
+        s.store.get_node(name, s.config.offline_after),
     )
     .await;
+    let unavailable = |why: &str| {
+        let body = json!({
+            "node": name,
+            "state": "unavailable",
+            "error": {"code": ErrorCode::Unavailable.as_str(), "message": why},
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    };
     let node = match node {
         Ok(Ok(Some(n))) => n,
-        Ok(Ok(None)) => {
-            return ApiError::new(ErrorCode::Unavailable, "this node is not registered (yet)")
-                .into_response()
-        }
+        Ok(Ok(None)) => return unavailable("this node is not registered (yet)"),
         Ok(Err(e)) => {
-            return ApiError::new(
-                ErrorCode::Unavailable,
-                format!("cannot reach the database: {e}"),
-            )
-            .into_response()
+            tracing::debug!(error = %e, "ping: database unreachable");
+            return unavailable("this node cannot reach the database");
         }
-        Err(_) => {
-            return ApiError::new(
-                ErrorCode::Unavailable,
-                "cannot reach the database: timed out",
-            )
-            .into_response()
-        }
+        Err(_) => return unavailable("this node cannot reach the database"),
     };
     if node.draining || s.is_shutting_down() {
-        let mut body = serde_json::to_value(&node).unwrap_or_default();
-        body["draining"] = true.into();
+        let body = json!({"node": name, "state": "draining"});
         return (StatusCode::IM_A_TEAPOT, Json(body)).into_response();
     }
     if !node.online {
-        return ApiError::new(ErrorCode::Unavailable, "this node's heartbeat is overdue")
-            .into_response();
+        return unavailable("this node's heartbeat is overdue");
     }
-    Json(node).into_response()
+    Json(json!({"node": name, "state": "online"})).into_response()
 }
 
 async fn list_nodes(State(s): State<AppState>) -> ApiResult {

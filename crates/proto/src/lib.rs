@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod files;
 pub mod lines;
+pub mod script_env;
 pub mod wire;
 
 /// Metadata naming the target of a relayed file push (its numeric id): a client-streaming call

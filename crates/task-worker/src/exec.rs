@@ -198,6 +198,8 @@ async fn run_script(
         return Outcome::failed(format!("create work directory {}: {e}", dir.display()));
     }
     let mut cmd = tokio::process::Command::new("/bin/sh");
+    // Never the node's own environment: it holds the master key and the database URL.
+    cuttle_proto::script_env::clean(&mut cmd);
     cmd.arg("-c")
         .arg(script)
         .current_dir(&dir)

@@ -167,7 +167,10 @@ impl Tentacle for Agent {
                 Status::internal(format!("create working directory {}: {e}", dir.display()))
             })?;
         }
-        let mut child = tokio::process::Command::new(shell)
+        let mut cmd = tokio::process::Command::new(shell);
+        // Never the agent's own environment: only the basics, then the task's variables.
+        cuttle_proto::script_env::clean(&mut cmd);
+        let mut child = cmd
             .args(script_args(shell))
             .arg(&req.script)
             .envs(&req.env)
