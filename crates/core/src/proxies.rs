@@ -44,25 +44,36 @@ impl TrustedProxies {
 
     /// The client's address: `peer`, unless `peer` is trusted and `forwarded_for` (the
     /// `X-Forwarded-For` header) names one — then the right-most address in it that is not
-    /// itself a trusted proxy. A malformed header is ignored.
+    /// itself a trusted proxy (the left-most, when every hop is trusted). A hop that is not an
+    /// address (`unknown`, garbage) is passed over rather than discarding the chain; a header
+    /// with no address at all leaves the peer.
     pub fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
         let peer = canonical(peer);
         let Some(header) = forwarded_for.filter(|_| self.contains(peer)) else {
             return peer;
         };
-        let hops: Option<Vec<IpAddr>> = header
-            .split(',')
-            .map(|h| h.trim().parse::<IpAddr>().ok().map(canonical))
-            .collect();
-        let Some(hops) = hops.filter(|h| !h.is_empty()) else {
-            return peer;
-        };
+        let hops: Vec<IpAddr> = header.split(',').filter_map(parse_hop).collect();
         hops.iter()
             .rev()
             .find(|ip| !self.contains(**ip))
+            .or(hops.first())
             .copied()
-            .unwrap_or(hops[0])
+            .unwrap_or(peer)
     }
+}
+
+/// One `X-Forwarded-For` hop: an address, optionally with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`), as proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let bare = if let Some(rest) = hop.strip_prefix('[') {
+        rest.split_once(']').map(|(ip, _)| ip)?
+    } else if hop.matches(':').count() == 1 {
+        hop.split_once(':').map(|(ip, _)| ip)?
+    } else {
+        hop
+    };
+    bare.parse().ok().map(canonical)
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare as IPv4.
@@ -138,11 +149,39 @@ mod tests {
         // Chains: the right-most untrusted hop is the client; spoofed left entries are not.
         let chain = Some("1.1.1.1, 203.0.113.7, 10.0.0.9");
         assert_eq!(t.client_address(ip("10.0.0.5"), chain), ip("203.0.113.7"));
-        // Malformed or empty headers fall back to the peer.
+        // A hop that is no address does not discard the chain: the right-most untrusted
+        // address that parses is the client.
+        let garbage = Some("1.1.1.1, 203.0.113.7, unknown, 10.0.0.9");
+        assert_eq!(t.client_address(ip("10.0.0.5"), garbage), ip("203.0.113.7"));
+        let garbage_right = Some("203.0.113.7, %%%");
+        assert_eq!(
+            t.client_address(ip("10.0.0.5"), garbage_right),
+            ip("203.0.113.7")
+        );
+        // Ports, as some proxies write them.
+        assert_eq!(
+            t.client_address(ip("10.0.0.5"), Some("203.0.113.7:5123")),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            t.client_address(ip("10.0.0.5"), Some("[2001:db8::7]:443, 10.0.0.9")),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            t.client_address(ip("10.0.0.5"), Some("2001:db8::7")),
+            ip("2001:db8::7")
+        );
+        // Every hop trusted: the left-most.
+        assert_eq!(
+            t.client_address(ip("10.0.0.5"), Some("10.1.1.1, 10.0.0.9")),
+            ip("10.1.1.1")
+        );
+        // No address at all, or no header: the peer.
         assert_eq!(
             t.client_address(ip("10.0.0.5"), Some("junk")),
             ip("10.0.0.5")
         );
+        assert_eq!(t.client_address(ip("10.0.0.5"), Some("")), ip("10.0.0.5"));
         assert_eq!(t.client_address(ip("10.0.0.5"), None), ip("10.0.0.5"));
         assert_eq!(
             TrustedProxies::default().client_address(ip("10.0.0.5"), xff),
