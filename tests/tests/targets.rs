@@ -1,7 +1,11 @@
 //! Deployment targets over REST, and the cluster identity tentacles trust.
 
-use cuttle_e2e::{Cluster, Database, NodeOptions};
+use std::time::Duration;
+
+use cuttle_e2e::{free_port, process_gone, wait_until, Cluster, Database, NodeOptions};
 use serde_json::json;
+
+const MIN: Duration = Duration::from_secs(60);
 
 const THUMB: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -30,6 +34,73 @@ fn every_node_presents_one_cluster_identity_that_survives_restarts() {
         !text.contains("PRIVATE KEY"),
         "the cluster key is stored encrypted"
     );
+}
+
+#[test]
+fn nodes_never_hand_out_an_unspecified_address() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let listen_any = |port: u16, more: &[(&str, String)], name: &str| {
+        let mut env = vec![(
+            "CUTTLE_GATEWAY_LISTEN".to_owned(),
+            format!("0.0.0.0:{port}"),
+        )];
+        env.extend(more.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        NodeOptions {
+            env,
+            ..NodeOptions::named(name, 0)
+        }
+    };
+    // Given: what tentacles on other hosts are handed.
+    let p1 = free_port();
+    let given = format!("gw1.example.com:{p1}");
+    let n1 = cluster.start(listen_any(
+        p1,
+        &[("CUTTLE_GATEWAY_ADVERTISE", given.clone())],
+        "n1",
+    ));
+    let (status, id) = n1.get("/api/cluster/identity");
+    assert_eq!(status, 200, "{id}");
+    assert_eq!(id["gateways"], json!([given]));
+
+    // Not given: derived from this host's interfaces, or the node refuses to start and names
+    // the setting. Never 0.0.0.0.
+    let p2 = free_port();
+    let n2 = cluster.spawn(listen_any(p2, &[], "n2"));
+    let pid = n2.pid().unwrap();
+    let started = wait_until("n2 to start or refuse", MIN, || {
+        if n2.ping() == 200 {
+            Some(true)
+        } else {
+            process_gone(pid).then_some(false)
+        }
+    });
+    if started {
+        let (_, node) = n1.get("/api/nodes/n2");
+        let gateway = node["gateway_address"].as_str().unwrap();
+        let (host, port) = gateway.rsplit_once(':').unwrap();
+        assert_eq!(port, p2.to_string(), "{node}");
+        let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().unwrap();
+        assert!(!ip.is_unspecified() && !ip.is_loopback(), "{node}");
+        let (_, id) = n1.get("/api/cluster/identity");
+        assert!(!id.to_string().contains("0.0.0.0"), "{id}");
+    } else {
+        let err = n2.stderr_text();
+        assert!(err.contains("set CUTTLE_GATEWAY_ADVERTISE"), "{err}");
+    }
+
+    // An unspecified address given explicitly is refused at start-up, naming the setting.
+    let cmd = cluster.command(
+        &listen_any(
+            free_port(),
+            &[("CUTTLE_GRPC_ADVERTISE", "0.0.0.0:8443".into())],
+            "n3",
+        ),
+        free_port(),
+        free_port(),
+    );
+    let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("CUTTLE_GRPC_ADVERTISE"), "{err}");
 }
 
 fn targets_are_registered_changed_and_removed_over_rest(db: Database) {

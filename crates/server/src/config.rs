@@ -44,6 +44,15 @@ pub(crate) struct RawConfig {
     /// Polling tentacles connect here [env: CUTTLE_GATEWAY_LISTEN]
     #[arg(long, global = true)]
     pub(crate) gateway_listen: Option<String>,
+    /// host:port others use for the REST API (default: derived) [env: CUTTLE_HTTP_ADVERTISE]
+    #[arg(long, global = true)]
+    pub(crate) http_advertise: Option<String>,
+    /// host:port other nodes dial for gRPC (default: derived) [env: CUTTLE_GRPC_ADVERTISE]
+    #[arg(long, global = true)]
+    pub(crate) grpc_advertise: Option<String>,
+    /// host:port tentacles are given for this gateway (default: derived) [env: CUTTLE_GATEWAY_ADVERTISE]
+    #[arg(long, global = true)]
+    pub(crate) gateway_advertise: Option<String>,
     /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
     #[arg(long, global = true)]
     pub(crate) heartbeat_secs: Option<u64>,
@@ -105,6 +114,9 @@ impl RawConfig {
             http_listen,
             grpc_listen,
             gateway_listen,
+            http_advertise,
+            grpc_advertise,
+            gateway_advertise,
             heartbeat_secs,
             offline_after_secs,
             health_check_secs,
@@ -158,6 +170,9 @@ impl RawConfig {
             http_listen: s("CUTTLE_HTTP_LISTEN"),
             grpc_listen: s("CUTTLE_GRPC_LISTEN"),
             gateway_listen: s("CUTTLE_GATEWAY_LISTEN"),
+            http_advertise: s("CUTTLE_HTTP_ADVERTISE"),
+            grpc_advertise: s("CUTTLE_GRPC_ADVERTISE"),
+            gateway_advertise: s("CUTTLE_GATEWAY_ADVERTISE"),
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
             health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
@@ -190,6 +205,10 @@ pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     pub(crate) grpc_listen: SocketAddr,
     pub(crate) gateway_listen: SocketAddr,
+    /// Explicit `host:port`s to advertise (checked); `None`: derived from the listener.
+    pub(crate) http_advertise: Option<String>,
+    pub(crate) grpc_advertise: Option<String>,
+    pub(crate) gateway_advertise: Option<String>,
     pub(crate) heartbeat: Duration,
     pub(crate) offline_after: Duration,
     /// `None`: no periodic health checks.
@@ -267,6 +286,15 @@ impl Config {
             Some("json") => true,
             Some(other) => bail!("CUTTLE_LOG_FORMAT must be text or json, got {other:?}"),
         };
+        for (setting, value) in [
+            ("CUTTLE_HTTP_ADVERTISE", &raw.http_advertise),
+            ("CUTTLE_GRPC_ADVERTISE", &raw.grpc_advertise),
+            ("CUTTLE_GATEWAY_ADVERTISE", &raw.gateway_advertise),
+        ] {
+            if let Some(v) = value {
+                crate::advertise::validate(setting, v)?;
+            }
+        }
         let log = raw.log.unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             bail!(
@@ -297,6 +325,9 @@ impl Config {
             http_listen: addr("CUTTLE_HTTP_LISTEN", raw.http_listen, "127.0.0.1:8080")?,
             grpc_listen: addr("CUTTLE_GRPC_LISTEN", raw.grpc_listen, "127.0.0.1:8443")?,
             gateway_listen: addr("CUTTLE_GATEWAY_LISTEN", raw.gateway_listen, "0.0.0.0:10943")?,
+            http_advertise: raw.http_advertise,
+            grpc_advertise: raw.grpc_advertise,
+            gateway_advertise: raw.gateway_advertise,
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
             health_check: match raw.health_check_secs.unwrap_or(3600) {
@@ -403,6 +434,14 @@ mod tests {
             (&[("CUTTLE_HTTP_LISTEN", "localhost")], "CUTTLE_HTTP_LISTEN"),
             (&[("CUTTLE_LOG_FORMAT", "xml")], "CUTTLE_LOG_FORMAT"),
             (&[("CUTTLE_LOG", "info,=[")], "CUTTLE_LOG"),
+            (
+                &[("CUTTLE_GATEWAY_ADVERTISE", "0.0.0.0:10943")],
+                "CUTTLE_GATEWAY_ADVERTISE",
+            ),
+            (
+                &[("CUTTLE_GRPC_ADVERTISE", "node1")],
+                "CUTTLE_GRPC_ADVERTISE",
+            ),
             (
                 &[("CUTTLE_DB_CONNECT_TIMEOUT_SECS", "0")],
                 "CUTTLE_DB_CONNECT_TIMEOUT_SECS",

@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
 
+mod advertise;
 mod config;
 mod node;
 mod startup;

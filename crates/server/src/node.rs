@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::advertise;
 use crate::config::Config;
 use crate::startup;
 
@@ -55,21 +56,40 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let local = |l: &Option<TcpListener>, fallback: SocketAddr| {
-        l.as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .unwrap_or(fallback)
-            .to_string()
-    };
+    // What other machines dial: never 0.0.0.0 (derived, or refused naming the setting).
+    let advertise =
+        |setting, l: &Option<TcpListener>, listen: SocketAddr, explicit: &Option<String>| {
+            let bound = l
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(listen);
+            advertise::advertised(setting, bound, explicit.as_deref())
+        };
     let reg = NodeRegistration {
         name: cfg.node_name.clone(),
         roles: cfg.roles.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        http_address: local(&http, cfg.http_listen),
-        grpc_address: local(&grpc, cfg.grpc_listen),
-        gateway_address: gateway
-            .as_ref()
-            .map(|_| local(&gateway, cfg.gateway_listen)),
+        http_address: advertise(
+            "CUTTLE_HTTP_ADVERTISE",
+            &http,
+            cfg.http_listen,
+            &cfg.http_advertise,
+        )?,
+        grpc_address: advertise(
+            "CUTTLE_GRPC_ADVERTISE",
+            &grpc,
+            cfg.grpc_listen,
+            &cfg.grpc_advertise,
+        )?,
+        gateway_address: match gateway {
+            Some(_) => Some(advertise(
+                "CUTTLE_GATEWAY_ADVERTISE",
+                &gateway,
+                cfg.gateway_listen,
+                &cfg.gateway_advertise,
+            )?),
+            None => None,
+        },
         initial_task_cap: cfg.task_cap,
     };
     let state = store.register_node(&reg).await.context("register node")?;
