@@ -19,7 +19,7 @@ pub use mssql::TestSqlServer;
 pub use node::{
     cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
 };
-pub use pg::TestPostgres;
+pub use pg::{TestCertificates, TestPostgres};
 pub use tentacle::{tentacle_binary, Tentacle};
 pub use util::{
     free_port, parse_rfc3339_ms, process_gone, read_pid, report, temp_dir, wait_until, Rng,

@@ -19,7 +19,37 @@ struct Server {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// `ssl=on` with the certificate and key in these files.
+    tls: Option<(PathBuf, PathBuf)>,
     _dir: TempDir,
+}
+
+/// A CA and a server certificate it signed for the given names (DNS names or addresses), in
+/// PEM: for TLS tests.
+pub struct TestCertificates {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCertificates {
+    pub fn new(server_names: &[&str]) -> Result<TestCertificates> {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Cuttle test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+        let names: Vec<String> = server_names.iter().map(|n| (*n).to_owned()).collect();
+        let params = rcgen::CertificateParams::new(names)?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        Ok(TestCertificates {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
 
 impl TestPostgres {
@@ -35,8 +65,20 @@ impl TestPostgres {
             let url = replace_db(&base, &db);
             return Ok(TestPostgres { url, server: None });
         }
-        let server = Server::start()?;
+        let server = Server::start(None)?;
         let base = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+        psql(&base, &format!("CREATE DATABASE {db}"))?;
+        Ok(TestPostgres {
+            url: replace_db(&base, &db),
+            server: Some(server),
+        })
+    }
+
+    /// A throwaway server of its own with `ssl=on`, serving `cert_pem` with `key_pem`.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<TestPostgres> {
+        let server = Server::start(Some((cert_pem, key_pem)))?;
+        let base = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+        let db = format!("cuttle_tls{}", std::process::id());
         psql(&base, &format!("CREATE DATABASE {db}"))?;
         Ok(TestPostgres {
             url: replace_db(&base, &db),
@@ -148,13 +190,26 @@ fn pg_command(bin: &std::path::Path, tool: &str) -> Command {
 }
 
 impl Server {
-    fn start() -> Result<Server> {
+    fn start(tls: Option<(&str, &str)>) -> Result<Server> {
         let bin = pg_bin_dir()?;
         let dir = temp_dir("pg");
         let data = dir.path().join("data");
+        let tls = match tls {
+            None => None,
+            Some((cert, key)) => {
+                use std::os::unix::fs::PermissionsExt;
+                let (cert_file, key_file) =
+                    (dir.path().join("server.crt"), dir.path().join("server.key"));
+                std::fs::write(&cert_file, cert)?;
+                std::fs::write(&key_file, key)?;
+                // The server refuses a key others can read.
+                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+                Some((cert_file, key_file))
+            }
+        };
         if is_root() {
             let st = Command::new("chown")
-                .args(["postgres:postgres"])
+                .args(["-R", "postgres:postgres"])
                 .arg(dir.path())
                 .status()?;
             if !st.success() {
@@ -175,6 +230,7 @@ impl Server {
             bin,
             data,
             port,
+            tls,
             _dir: dir,
         };
         server.start_cmd()?;
@@ -182,11 +238,18 @@ impl Server {
     }
 
     fn start_cmd(&self) -> Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
             self.port,
             self.data.parent().expect("data dir has a parent").display()
         );
+        if let Some((cert, key)) = &self.tls {
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         let log = self.data.parent().expect("parent").join("postgres.log");
         self.pg_ctl(&[
             "start",

@@ -4,6 +4,7 @@ mod gate;
 mod mssql;
 mod mssql_config;
 mod postgres;
+mod postgres_tls;
 mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};

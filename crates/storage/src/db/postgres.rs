@@ -18,10 +18,11 @@ use cuttle_core::{
 use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{self, ConnectFailure};
+use super::postgres_tls::{self, MakeRustls};
 use super::{
     lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
     ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
@@ -68,6 +69,7 @@ const TASK_COLUMNS: &str = "seq, kind, arguments, state, description, concurrenc
 /// Opens pooled connections, each with its own cache of prepared statements.
 struct Manager {
     config: Config,
+    tls: MakeRustls,
     last_failure: ConnectFailure,
 }
 
@@ -127,7 +129,7 @@ impl bb8::ManageConnection for Manager {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> std::result::Result<PgConn, Self::Error> {
-        let connected = self.config.connect(NoTls).await;
+        let connected = self.config.connect(self.tls.clone()).await;
         self.last_failure
             .record(connected.as_ref().err().map(with_causes));
         let (client, connection) = connected?;
@@ -156,6 +158,7 @@ pub(super) struct Postgres {
     /// Shared with the pool's manager: set while the database refuses connections.
     last_failure: ConnectFailure,
     config: Config,
+    tls: MakeRustls,
     target: String,
     commits: Arc<AtomicU64>,
 }
@@ -200,15 +203,21 @@ impl Postgres {
         opts: &StoreOptions,
         commits: Arc<AtomicU64>,
     ) -> Result<(Postgres, String)> {
+        // sslmode and sslrootcert are Cuttle's to apply (tokio-postgres knows neither all the
+        // modes nor the root certificate).
+        let (url, tls_params) = postgres_tls::split(url)?;
+        let tls = MakeRustls::new(&tls_params)?;
         let mut config: Config = url
             .parse()
-            .map_err(|e| Error::InvalidUrl(format!("{}: {e}", super::redact_url(url))))?;
+            .map_err(|e| Error::InvalidUrl(format!("{}: {e}", super::redact_url(&url))))?;
+        config.ssl_mode(tls_params.mode.driver_mode());
         config.connect_timeout(opts.connect_timeout);
         config.application_name("cuttle-server");
         let target = describe(&config);
         let last_failure = ConnectFailure::default();
         let manager = Manager {
             config: config.clone(),
+            tls: tls.clone(),
             last_failure: last_failure.clone(),
         };
         let pool = Pool::builder()
@@ -220,6 +229,7 @@ impl Postgres {
             pool,
             last_failure,
             config,
+            tls,
             target: target.clone(),
             commits,
         };
@@ -1108,11 +1118,12 @@ impl Postgres {
 
     pub(super) fn subscribe_enqueued(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let target = self.target.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             while !shutdown.is_cancelled() {
-                match listen(&config, &wake, &shutdown).await {
+                match listen(&config, tls.clone(), &wake, &shutdown).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(db = %target, error = %e, "task notification listener lost its connection; reconnecting");
@@ -1160,10 +1171,11 @@ async fn insert_event<R>(
 /// Holds one LISTEN connection until shutdown (`Ok`) or until it breaks (`Err`).
 async fn listen(
     config: &Config,
+    tls: MakeRustls,
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {
