@@ -52,8 +52,9 @@ status=0
 if [ -n "${CUTTLE_TEST_MSSQL_URL:-}" ]; then
     if [ -n "${CUTTLE_TEST_MSSQL_STOP:-}" ] && [ -n "${CUTTLE_TEST_MSSQL_START:-}" ]; then
         echo "==> SQL Server outage tests (they stop and start the server: alone)"
+        # Without the caller's arguments: a --test-threads among them would clash with ours.
         cargo nextest run --workspace --locked --no-fail-fast --run-ignored only \
-            -E "$mssql_outage" --test-threads 1 "$@" || status=$?
+            -E "$mssql_outage" --test-threads 1 || status=$?
     else
         echo "==> skipping the 2 SQL Server outage tests: set CUTTLE_TEST_MSSQL_STOP and" \
             "CUTTLE_TEST_MSSQL_START to shell commands that stop and start the server"

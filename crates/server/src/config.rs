@@ -53,6 +53,15 @@ pub(crate) struct RawConfig {
     /// host:port tentacles are given for this gateway (default: derived) [env: CUTTLE_GATEWAY_ADVERTISE]
     #[arg(long, global = true)]
     pub(crate) gateway_advertise: Option<String>,
+    /// `cluster`: serve the API over HTTPS with the cluster certificate [env: CUTTLE_HTTP_TLS]
+    #[arg(long, global = true)]
+    pub(crate) http_tls: Option<String>,
+    /// PEM certificate chain: serve the API over HTTPS [env: CUTTLE_HTTP_TLS_CERT]
+    #[arg(long, global = true)]
+    pub(crate) http_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate [env: CUTTLE_HTTP_TLS_KEY]
+    #[arg(long, global = true)]
+    pub(crate) http_tls_key: Option<PathBuf>,
     /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
     #[arg(long, global = true)]
     pub(crate) heartbeat_secs: Option<u64>,
@@ -117,6 +126,9 @@ impl RawConfig {
             http_advertise,
             grpc_advertise,
             gateway_advertise,
+            http_tls,
+            http_tls_cert,
+            http_tls_key,
             heartbeat_secs,
             offline_after_secs,
             health_check_secs,
@@ -173,6 +185,9 @@ impl RawConfig {
             http_advertise: s("CUTTLE_HTTP_ADVERTISE"),
             grpc_advertise: s("CUTTLE_GRPC_ADVERTISE"),
             gateway_advertise: s("CUTTLE_GATEWAY_ADVERTISE"),
+            http_tls: s("CUTTLE_HTTP_TLS"),
+            http_tls_cert: s("CUTTLE_HTTP_TLS_CERT").map(PathBuf::from),
+            http_tls_key: s("CUTTLE_HTTP_TLS_KEY").map(PathBuf::from),
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
             health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
@@ -186,6 +201,46 @@ impl RawConfig {
             db_connect_timeout_secs: num(env, "CUTTLE_DB_CONNECT_TIMEOUT_SECS")?,
             db_command_timeout_secs: num(env, "CUTTLE_DB_COMMAND_TIMEOUT_SECS")?,
             shutdown_grace_secs: num(env, "CUTTLE_SHUTDOWN_GRACE_SECS")?,
+        })
+    }
+}
+
+/// How the api role's listener speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HttpTls {
+    /// Plain HTTP: for a load balancer that terminates TLS, or loopback.
+    Off,
+    /// HTTPS with the cluster's own certificate.
+    Cluster,
+    /// HTTPS with this certificate chain and key (PEM files, reloaded when they change).
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl HttpTls {
+    fn validate(
+        mode: Option<&str>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<HttpTls> {
+        let files = match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((absolute(cert), absolute(key))),
+            (Some(_), None) => bail!("CUTTLE_HTTP_TLS_CERT is set without CUTTLE_HTTP_TLS_KEY"),
+            (None, Some(_)) => bail!("CUTTLE_HTTP_TLS_KEY is set without CUTTLE_HTTP_TLS_CERT"),
+        };
+        Ok(match (mode, files) {
+            (None | Some("files"), Some((cert, key))) => HttpTls::Files { cert, key },
+            (Some("files"), None) => {
+                bail!("CUTTLE_HTTP_TLS=files needs CUTTLE_HTTP_TLS_CERT and CUTTLE_HTTP_TLS_KEY")
+            }
+            (None | Some("off"), None) => HttpTls::Off,
+            (Some("cluster"), None) => HttpTls::Cluster,
+            (Some(m @ ("off" | "cluster")), Some(_)) => bail!(
+                "CUTTLE_HTTP_TLS={m} contradicts CUTTLE_HTTP_TLS_CERT/_KEY: give one or the other"
+            ),
+            (Some(other), _) => {
+                bail!("CUTTLE_HTTP_TLS must be off, cluster or files, got {other:?}")
+            }
         })
     }
 }
@@ -209,6 +264,7 @@ pub(crate) struct Config {
     pub(crate) http_advertise: Option<String>,
     pub(crate) grpc_advertise: Option<String>,
     pub(crate) gateway_advertise: Option<String>,
+    pub(crate) http_tls: HttpTls,
     pub(crate) heartbeat: Duration,
     pub(crate) offline_after: Duration,
     /// `None`: no periodic health checks.
@@ -295,6 +351,8 @@ impl Config {
                 crate::advertise::validate(setting, v)?;
             }
         }
+        let http_tls =
+            HttpTls::validate(raw.http_tls.as_deref(), raw.http_tls_cert, raw.http_tls_key)?;
         let log = raw.log.unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             bail!(
@@ -328,6 +386,7 @@ impl Config {
             http_advertise: raw.http_advertise,
             grpc_advertise: raw.grpc_advertise,
             gateway_advertise: raw.gateway_advertise,
+            http_tls,
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
             health_check: match raw.health_check_secs.unwrap_or(3600) {
@@ -441,6 +500,16 @@ mod tests {
             (
                 &[("CUTTLE_GRPC_ADVERTISE", "node1")],
                 "CUTTLE_GRPC_ADVERTISE",
+            ),
+            (&[("CUTTLE_HTTP_TLS", "yes")], "CUTTLE_HTTP_TLS"),
+            (&[("CUTTLE_HTTP_TLS_CERT", "/c.pem")], "CUTTLE_HTTP_TLS_KEY"),
+            (
+                &[
+                    ("CUTTLE_HTTP_TLS", "cluster"),
+                    ("CUTTLE_HTTP_TLS_CERT", "/c.pem"),
+                    ("CUTTLE_HTTP_TLS_KEY", "/k.pem"),
+                ],
+                "CUTTLE_HTTP_TLS",
             ),
             (
                 &[("CUTTLE_DB_CONNECT_TIMEOUT_SECS", "0")],

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::advertise;
-use crate::config::Config;
+use crate::config::{Config, HttpTls};
 use crate::startup;
 
 /// How long non-worker roles get to stop once the worker has drained.
@@ -215,11 +215,14 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     }
 
     if let Some(listener) = http {
+        let https = https_settings(&cfg, &cluster)?;
+        let scheme = if https.is_some() { "https" } else { "http" };
         let api_cfg = ApiConfig {
             node_name: cfg.node_name.clone(),
             offline_after: cfg.offline_after,
             trusted_proxies: cfg.trusted_proxies.clone(),
             cluster_thumbprint: cluster.thumbprint().to_string(),
+            https,
         };
         let deps = ApiDeps {
             store: store.clone(),
@@ -235,7 +238,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             }
         });
         println!(
-            "Cuttle node {} is up: http://{}/",
+            "Cuttle node {} is up: {scheme}://{}/",
             cfg.node_name, reg.http_address
         );
     } else {
@@ -404,4 +407,42 @@ async fn wait_for_signal() -> Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// The API's HTTPS settings: the certificate files read and checked now (a node that cannot
+/// serve what it was given exits, naming the setting), or the cluster certificate.
+fn https_settings(
+    cfg: &Config,
+    cluster: &cuttle_tls::Identity,
+) -> Result<Option<cuttle_api_gateway::Https>> {
+    let (key, files) = match &cfg.http_tls {
+        HttpTls::Off => return Ok(None),
+        HttpTls::Cluster => (
+            cluster
+                .certified_key()
+                .context("serve the cluster certificate over HTTPS")?,
+            None,
+        ),
+        HttpTls::Files { cert, key } => {
+            let read = |setting: &str, p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("{setting} {}", p.display()))
+            };
+            let loaded = cuttle_tls::certified_key_from_pem(
+                &read("CUTTLE_HTTP_TLS_CERT", cert)?,
+                &read("CUTTLE_HTTP_TLS_KEY", key)?,
+            )
+            .with_context(|| {
+                format!(
+                    "CUTTLE_HTTP_TLS_CERT {} / CUTTLE_HTTP_TLS_KEY {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            (loaded, Some((cert.clone(), key.clone())))
+        }
+    };
+    Ok(Some(cuttle_api_gateway::Https {
+        served: cuttle_tls::ServedCertificate::new(key),
+        files,
+    }))
 }

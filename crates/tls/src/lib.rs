@@ -4,6 +4,10 @@
 //! malformed, expired, not yet valid or not trusted fails the handshake, so no byte of a command
 //! is ever read from it.
 
+mod https;
+
+pub use https::{certified_key_from_pem, https_server_config, ServedCertificate};
+
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
