@@ -17,7 +17,8 @@ mod util;
 pub use lb::{deploy_dir, Haproxy};
 pub use mssql::TestSqlServer;
 pub use node::{
-    cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database, Node, NodeOptions,
+    agent, cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database,
+    HttpsTrust, Node, NodeOptions,
 };
 pub use pg::{TestCertificates, TestPostgres};
 pub use tentacle::{tentacle_binary, Tentacle};

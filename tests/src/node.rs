@@ -89,6 +89,18 @@ pub struct NodeOptions {
     /// ERROR lines this node may log (substrings); any other ERROR line fails the test when
     /// the node is dropped.
     pub expected_errors: Vec<String>,
+    /// The node serves its API over HTTPS (set `CUTTLE_HTTP_TLS*` in `env`); the harness
+    /// talks to it so.
+    pub https: Option<HttpsTrust>,
+}
+
+/// How the harness trusts a node's HTTPS certificate.
+#[derive(Debug, Clone)]
+pub enum HttpsTrust {
+    /// Certificates chaining to this CA (PEM).
+    Ca(String),
+    /// Any certificate (the cluster's self-signed one); tests check which by other means.
+    Any,
 }
 
 impl Default for NodeOptions {
@@ -103,6 +115,7 @@ impl Default for NodeOptions {
             shutdown_grace_secs: 5,
             env: Vec::new(),
             expected_errors: Vec::new(),
+            https: None,
         }
     }
 }
@@ -273,6 +286,7 @@ impl Cluster {
         cmd.stdout(File::create(&stdout).expect("stdout file"));
         cmd.stderr(File::create(&stderr).expect("stderr file"));
         let child = cmd.spawn().expect("spawn cuttle-server");
+        let agent = agent(opts.https.as_ref());
         Node {
             name: opts.name.clone(),
             opts,
@@ -283,7 +297,7 @@ impl Cluster {
             api_key: self.api_key.clone(),
             stdout,
             stderr,
-            agent: agent(),
+            agent,
         }
     }
 
@@ -314,12 +328,22 @@ impl Cluster {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// An HTTP client for a node: plain, or HTTPS trusting what `https` says.
+pub fn agent(https: Option<&HttpsTrust>) -> ureq::Agent {
+    let builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+        .timeout_global(Some(Duration::from_secs(30)));
+    let tls = match https {
+        None => return builder.build().into(),
+        Some(HttpsTrust::Any) => ureq::tls::TlsConfig::builder().disable_verification(true),
+        Some(HttpsTrust::Ca(pem)) => {
+            let ca = ureq::tls::Certificate::from_pem(pem.as_bytes())
+                .expect("CA certificate PEM")
+                .to_owned();
+            ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+        }
+    };
+    builder.tls_config(tls.build()).build().into()
 }
 
 /// One `cuttle-server` process. SIGTERM, then SIGKILL, on drop.
@@ -338,7 +362,12 @@ pub struct Node {
 
 impl Node {
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        let scheme = if self.opts.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}{path}", self.http_port)
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -513,6 +542,11 @@ impl Node {
     }
 
     /// SIGKILL: the node dies mid-flight, as on a crash or power loss.
+    /// Sends SIGHUP (reload what can be reloaded).
+    pub fn hangup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
         if let Some(mut c) = self.child.take() {
