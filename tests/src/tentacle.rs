@@ -39,6 +39,22 @@ impl Tentacle {
     }
 
     /// Runs a command to completion; panics with its output unless it succeeds. Returns stdout.
+    /// Runs `cuttle-tentacle ARGS` with this home, however it ends: (success, stdout, stderr).
+    pub fn try_command(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(tentacle_binary())
+            .args(args)
+            .env("CUTTLE_TENTACLE_HOME", &self.home)
+            .env_remove("CUTTLE_API_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cuttle-tentacle");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn command(&self, args: &[&str]) -> String {
         let out = Command::new(tentacle_binary())
             .args(args)

@@ -169,6 +169,23 @@ fn cli(cluster: &Cluster, node: &cuttle_e2e::Node, args: &[&str]) -> (bool, Stri
 }
 
 #[test]
+fn cli_refuses_plain_http_to_another_host() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    // Refused before any request: the name is never even looked up.
+    let mut cmd = Command::new(cli_binary());
+    cmd.args(["--server", "http://cuttle.invalid:8080", "node", "list"])
+        .env("CUTTLE_API_KEY", &cluster.api_key);
+    let (st, _, err) = run_to_exit(cmd, MIN).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("--insecure"), "{err}");
+    // This host over plain HTTP is fine.
+    let (ok, out, err) = cli(&cluster, &n1, &["node", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("n1"), "{out}");
+}
+
+#[test]
 fn cli_drains_a_node_and_waits_for_its_tasks() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 1));

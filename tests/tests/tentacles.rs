@@ -543,3 +543,103 @@ fn a_tentacle_with_an_expired_certificate_is_refused_even_when_registered() {
     assert!(!n1.stderr_text().contains("tentacle connected"));
     assert_eq!(target(&n1, &id)["connected_nodes"], json!([]));
 }
+
+#[test]
+fn register_pins_the_cluster_and_never_sends_the_key_to_another() {
+    let dir = temp_dir("pinning");
+    let t = Tentacle::new(dir.path(), "t1");
+    let pinned = "CD".repeat(32);
+    let args = |server: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "register",
+            "--server",
+            server,
+            "--api-key",
+            "API-SECRET-KEY-1234",
+            "--name",
+            "t1",
+            "--comms",
+            "polling",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let run = |a: Vec<String>| t.try_command(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // A server presenting another cluster: refused, and it never sees the key.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = fake.local_addr().unwrap().port();
+    let seen = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        fake.set_nonblocking(false).unwrap();
+        // One connection is all a client that stops at the identity makes.
+        if let Ok((mut conn, _)) = fake.accept() {
+            use std::io::{Read, Write};
+            conn.set_read_timeout(Some(MIN)).unwrap();
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            requests.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let body =
+                json!({"thumbprint": "AB".repeat(32), "gateways": ["127.0.0.1:1"]}).to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        requests
+    });
+    let (ok, _, err) = run(args(
+        &format!("http://127.0.0.1:{port}"),
+        &["--cluster-thumbprint", &pinned],
+    ));
+    assert!(!ok);
+    assert!(err.contains("not the pinned"), "{err}");
+    let requests = seen.join().unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].starts_with("GET /api/cluster/identity"),
+        "{requests:?}"
+    );
+    assert!(!requests[0].contains("API-SECRET-KEY-1234"), "{requests:?}");
+    assert!(!t.config_path().exists(), "nothing was saved");
+
+    // Plain HTTP to another host: refused before any request is made.
+    let (ok, _, err) = run(args("http://cuttle.invalid:8080", &[]));
+    assert!(!ok);
+    assert!(err.contains("--insecure"), "{err}");
+
+    // The real cluster, pinned: registered; unpinned, the thumbprint trusted is printed.
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let (_, identity) = n1.get("/api/cluster/identity");
+    let thumb = identity["thumbprint"].as_str().unwrap().to_owned();
+    let id = register(
+        &t,
+        &n1,
+        &cluster.api_key,
+        "polling",
+        &["--cluster-thumbprint", &thumb],
+    );
+    assert_eq!(target(&n1, &id)["name"], "t1");
+    let t2 = Tentacle::new(dir.path(), "t2");
+    let (ok, _, err) = t2.try_command(&[
+        "register",
+        "--server",
+        &n1.url(""),
+        "--api-key",
+        &cluster.api_key,
+        "--name",
+        "t2",
+        "--comms",
+        "polling",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("--cluster-thumbprint {thumb}")),
+        "{err}"
+    );
+}

@@ -42,12 +42,14 @@ pub(crate) fn router(state: AppState) -> Router {
                 .patch(targets::patch)
                 .delete(targets::delete),
         )
-        .route("/api/cluster/identity", get(targets::cluster_identity))
         .route("/metrics", get(metrics))
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .route("/api/nodes/ping", get(ping))
         .route("/api/octopusservernodes/ping", get(ping))
+        // No key: a tentacle checks the cluster it was told to pin before it sends one. The
+        // thumbprint is public (every gateway handshake presents it).
+        .route("/api/cluster/identity", get(targets::cluster_identity))
         .merge(private)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

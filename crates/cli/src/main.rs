@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use cuttle_core::check_server_url;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -28,6 +29,9 @@ struct Cli {
     /// API key
     #[arg(long, env = "CUTTLE_API_KEY", global = true, hide_env_values = true)]
     api_key: Option<String>,
+    /// Allow plain http:// to another host (the key crosses the network in clear text)
+    #[arg(long, global = true)]
+    insecure: bool,
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     #[command(subcommand)]
@@ -247,6 +251,7 @@ const TASK_COLS: &[&str] = &[
 ];
 
 fn run(cli: Cli) -> Result<()> {
+    check_server_url(&cli.server, cli.insecure)?;
     let api = Api::new(&cli.server, cli.api_key);
     let out = cli.output;
     match cli.command {

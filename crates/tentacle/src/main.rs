@@ -144,9 +144,17 @@ struct Registration {
     /// Where a listening tentacle listens
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// The cluster's thumbprint (from `GET /api/cluster/identity`, or any node's log): refuse
+    /// a server that presents another cluster, before the API key is sent
+    #[arg(long)]
+    cluster_thumbprint: Option<Thumbprint>,
+    /// Allow plain http:// to another host (the key crosses the network in clear text)
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn register(home: &Home, r: Registration) -> Result<()> {
+    cuttle_core::check_server_url(&r.server, r.insecure)?;
     let identity = home.identity()?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -154,27 +162,40 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         .build()
         .into();
     let base = r.server.trim_end_matches('/');
-    let call = |req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| -> Result<Value> {
-        let mut resp = req
-            .header("X-Api-Key", &r.api_key)
-            .call()
-            .context("reach the server")?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-        if status != 200 {
-            bail!(
-                "server answered {status}: {}",
-                body["error"]["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok(body)
-    };
-    let cluster = call(agent.get(format!("{base}/api/cluster/identity")))?;
+    // Asked without the key: a server that is not the pinned cluster never sees it.
+    let mut resp = agent
+        .get(format!("{base}/api/cluster/identity"))
+        .call()
+        .context("reach the server")?;
+    let status = resp.status().as_u16();
+    let cluster: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    if status != 200 {
+        bail!(
+            "server answered {status} for its cluster identity: {}",
+            cluster["error"]["message"].as_str().unwrap_or("")
+        );
+    }
     let thumbprint: Thumbprint = cluster["thumbprint"]
         .as_str()
         .unwrap_or_default()
         .parse()
         .context("the server's cluster thumbprint")?;
+    match &r.cluster_thumbprint {
+        Some(pinned) if *pinned != thumbprint => bail!(
+            "the server presents cluster {thumbprint}, not the pinned {pinned}: refusing to \
+             register (the API key was not sent)"
+        ),
+        Some(_) => {}
+        None => {
+            #[allow(clippy::print_stderr)] // the operator must see what is about to be trusted
+            {
+                eprintln!(
+                    "trusting cluster {thumbprint} as the server presents it; pin it with \
+                     --cluster-thumbprint {thumbprint} (check it against a node's log)"
+                );
+            }
+        }
+    }
     let (comms, endpoint) = match r.comms {
         CommsArg::Polling => ("polling", None),
         CommsArg::Listening => {
