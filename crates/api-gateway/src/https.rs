@@ -1,21 +1,13 @@
-//! The API over HTTPS: a listener that completes TLS handshakes off the accept path, and the
-//! reload of a certificate given as files (on SIGHUP, or when either file changes).
+//! The API over HTTPS: the certificate it serves, and the reload of one given as files (on
+//! SIGHUP, or when either file changes). The listener itself is [`crate::listener`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cuttle_tls::ServedCertificate;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-/// A slow or silent client gets this long to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in flight at once; past this, new connections wait to be accepted.
-const MAX_HANDSHAKES: usize = 1024;
 /// How often the certificate files are looked at for a change.
 const FILE_POLL: Duration = Duration::from_secs(2);
 
@@ -26,75 +18,6 @@ pub struct Https {
     pub served: Arc<ServedCertificate>,
     /// The certificate and key files to reload it from; `None` for the cluster certificate.
     pub files: Option<(PathBuf, PathBuf)>,
-}
-
-/// Accepts TCP connections and hands axum those whose TLS handshake completed. Handshakes run
-/// on tasks of their own, so one slow client never holds up the next.
-pub(crate) struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub(crate) fn new(
-        tcp: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let accepted = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    a = tcp.accept() => a,
-                };
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!(error = %e, "accept an HTTPS connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The acceptor stopped: shutdown is under way, and axum stops accepting with it.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
 }
 
 /// Reloads the served certificate from `files` on SIGHUP and whenever either file changes,

@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod https;
+mod listener;
 mod routes;
 mod targets;
 mod wake;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{generate_api_key, hash_api_key};
 pub use https::Https;
+pub use listener::ConnectionLimits;
 pub use wake::{LocalWake, WakeReason};
 
 /// Largest JSON body accepted; larger ones get 413.
@@ -39,6 +41,8 @@ pub struct ApiConfig {
     pub cluster_thumbprint: String,
     /// HTTPS on the listener; `None`: plain HTTP (behind a load balancer that terminates TLS).
     pub https: Option<Https>,
+    /// What one client may hold of the listener.
+    pub limits: ConnectionLimits,
 }
 
 /// What the API needs from the rest of the node.
@@ -93,34 +97,31 @@ pub async fn serve(
         waker,
     };
     let https = state.config.https.clone();
-    let app = routes::router(state).layer(DefaultBodyLimit::max(MAX_JSON_BODY));
-    let Some(https) = https else {
-        // Connect info gives handlers the socket peer: the client address for audit events.
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+    let (limits, trusted) = (
+        state.config.limits.clone(),
+        state.config.trusted_proxies.clone(),
+    );
+    let mut app = routes::router(state).layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+    let tls = match https {
+        None => None,
+        Some(https) => {
+            let tls = cuttle_tls::https_server_config(https.served.clone())
+                .map_err(|e| std::io::Error::other(format!("HTTPS settings: {e}")))?;
+            if let Some(files) = https.files {
+                https::watch(files, https.served, shutdown.clone());
+            }
+            // Browsers that reached the API over HTTPS keep to it.
+            app = app.layer(axum::middleware::map_response(
+                |mut r: axum::response::Response| async move {
+                    r.headers_mut().insert(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static("max-age=31536000"),
+                    );
+                    r
+                },
+            ));
+            Some(tls)
+        }
     };
-    let tls = cuttle_tls::https_server_config(https.served.clone())
-        .map_err(|e| std::io::Error::other(format!("HTTPS settings: {e}")))?;
-    if let Some(files) = https.files {
-        https::watch(files, https.served, shutdown.clone());
-    }
-    // Browsers that reached the API over HTTPS keep to it.
-    let app = app.layer(axum::middleware::map_response(
-        |mut r: axum::response::Response| async move {
-            r.headers_mut().insert(
-                axum::http::header::STRICT_TRANSPORT_SECURITY,
-                axum::http::HeaderValue::from_static("max-age=31536000"),
-            );
-            r
-        },
-    ));
-    use axum::serve::ListenerExt;
-    // `tap_io` only for its connect info: the peer address as with plain HTTP.
-    let listener = https::TlsListener::new(listener, tls, shutdown.clone())?.tap_io(|_| {});
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    listener::serve(listener, tls, app, limits, trusted, shutdown).await
 }

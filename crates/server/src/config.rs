@@ -62,6 +62,15 @@ pub(crate) struct RawConfig {
     /// PEM private key of that certificate [env: CUTTLE_HTTP_TLS_KEY]
     #[arg(long, global = true)]
     pub(crate) http_tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers [env: CUTTLE_HTTP_HEADER_TIMEOUT_SECS]
+    #[arg(long, global = true)]
+    pub(crate) http_header_timeout_secs: Option<u64>,
+    /// Open API connections at most [env: CUTTLE_HTTP_MAX_CONNECTIONS]
+    #[arg(long, global = true)]
+    pub(crate) http_max_connections: Option<usize>,
+    /// Open API connections from one client address at most [env: CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT]
+    #[arg(long, global = true)]
+    pub(crate) http_max_connections_per_client: Option<usize>,
     /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
     #[arg(long, global = true)]
     pub(crate) heartbeat_secs: Option<u64>,
@@ -129,6 +138,9 @@ impl RawConfig {
             http_tls,
             http_tls_cert,
             http_tls_key,
+            http_header_timeout_secs,
+            http_max_connections,
+            http_max_connections_per_client,
             heartbeat_secs,
             offline_after_secs,
             health_check_secs,
@@ -188,6 +200,9 @@ impl RawConfig {
             http_tls: s("CUTTLE_HTTP_TLS"),
             http_tls_cert: s("CUTTLE_HTTP_TLS_CERT").map(PathBuf::from),
             http_tls_key: s("CUTTLE_HTTP_TLS_KEY").map(PathBuf::from),
+            http_header_timeout_secs: num(env, "CUTTLE_HTTP_HEADER_TIMEOUT_SECS")?,
+            http_max_connections: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS")?,
+            http_max_connections_per_client: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT")?,
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
             health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
@@ -265,6 +280,7 @@ pub(crate) struct Config {
     pub(crate) grpc_advertise: Option<String>,
     pub(crate) gateway_advertise: Option<String>,
     pub(crate) http_tls: HttpTls,
+    pub(crate) http_limits: cuttle_api_gateway::ConnectionLimits,
     pub(crate) heartbeat: Duration,
     pub(crate) offline_after: Duration,
     /// `None`: no periodic health checks.
@@ -353,6 +369,31 @@ impl Config {
         }
         let http_tls =
             HttpTls::validate(raw.http_tls.as_deref(), raw.http_tls_cert, raw.http_tls_key)?;
+        let defaults = cuttle_api_gateway::ConnectionLimits::default();
+        let header_timeout = raw
+            .http_header_timeout_secs
+            .unwrap_or(defaults.header_timeout.as_secs());
+        if !(1..=3600).contains(&header_timeout) {
+            bail!("CUTTLE_HTTP_HEADER_TIMEOUT_SECS must be 1..=3600, got {header_timeout}");
+        }
+        let max_connections = raw.http_max_connections.unwrap_or(defaults.max_connections);
+        if !(1..=1_000_000).contains(&max_connections) {
+            bail!("CUTTLE_HTTP_MAX_CONNECTIONS must be 1..=1000000, got {max_connections}");
+        }
+        let max_per_client = raw
+            .http_max_connections_per_client
+            .unwrap_or(defaults.max_per_client.min(max_connections));
+        if !(1..=max_connections).contains(&max_per_client) {
+            bail!(
+                "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT must be 1..=CUTTLE_HTTP_MAX_CONNECTIONS \
+                 ({max_connections}), got {max_per_client}"
+            );
+        }
+        let http_limits = cuttle_api_gateway::ConnectionLimits {
+            max_connections,
+            max_per_client,
+            header_timeout: Duration::from_secs(header_timeout),
+        };
         let log = raw.log.unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             bail!(
@@ -387,6 +428,7 @@ impl Config {
             grpc_advertise: raw.grpc_advertise,
             gateway_advertise: raw.gateway_advertise,
             http_tls,
+            http_limits,
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
             health_check: match raw.health_check_secs.unwrap_or(3600) {
@@ -502,6 +544,17 @@ mod tests {
                 "CUTTLE_GRPC_ADVERTISE",
             ),
             (&[("CUTTLE_HTTP_TLS", "yes")], "CUTTLE_HTTP_TLS"),
+            (
+                &[("CUTTLE_HTTP_HEADER_TIMEOUT_SECS", "0")],
+                "CUTTLE_HTTP_HEADER_TIMEOUT_SECS",
+            ),
+            (
+                &[
+                    ("CUTTLE_HTTP_MAX_CONNECTIONS", "10"),
+                    ("CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT", "11"),
+                ],
+                "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT",
+            ),
             (&[("CUTTLE_HTTP_TLS_CERT", "/c.pem")], "CUTTLE_HTTP_TLS_KEY"),
             (
                 &[

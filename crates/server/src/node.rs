@@ -223,6 +223,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             trusted_proxies: cfg.trusted_proxies.clone(),
             cluster_thumbprint: cluster.thumbprint().to_string(),
             https,
+            limits: cfg.http_limits.clone(),
         };
         let deps = ApiDeps {
             store: store.clone(),

@@ -1,0 +1,215 @@
+//! The API's listener: accepts connections, completes TLS when asked, and serves HTTP/1.1 on
+//! each with limits that keep one client from starving the rest (slowloris and the like): a
+//! cap on open connections, a smaller one per client address (not for trusted proxies, whose
+//! connections carry many clients), a deadline for each request's headers, and a TLS
+//! handshake deadline. Handshakes and header reads run on each connection's own task, never
+//! on the accept path.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use cuttle_core::TrustedProxies;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// A client gets this long to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections the listener holds open, and for how long a request may dawdle.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Open connections at once; past this, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Open connections from one client address; past this, new ones are closed at once.
+    pub max_per_client: usize,
+    /// Time to receive a request's headers, from the connection's start or the end of the
+    /// previous response; a connection that takes longer is closed.
+    pub header_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            max_per_client: 256,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its client; uncounted on drop.
+struct ClientSlot {
+    counts: Arc<PerClient>,
+    ip: Option<IpAddr>,
+}
+
+impl PerClient {
+    fn enter(self: &Arc<Self>, ip: IpAddr, limit: usize, exempt: bool) -> Option<ClientSlot> {
+        if exempt {
+            return Some(ClientSlot {
+                counts: self.clone(),
+                ip: None,
+            });
+        }
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    limits: ConnectionLimits,
+    trusted: TrustedProxies,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_client = Arc::new(PerClient::default());
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(error = %e, "accept an API connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let exempt = trusted.contains(peer.ip());
+        let Some(client) = per_client.enter(peer.ip(), limits.max_per_client, exempt) else {
+            tracing::debug!(%peer, limit = limits.max_per_client, "too many connections from one client; closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, acceptor, stop) = (app.clone(), acceptor.clone(), shutdown.clone());
+        let header_timeout = limits.header_timeout;
+        tracker.spawn(async move {
+            let _held = (permit, client);
+            match acceptor {
+                None => serve_connection(stream, peer, app, header_timeout, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, peer, app, header_timeout, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // What handlers read as the socket peer (audit events, trusted proxies).
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "API connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_gets_its_share_and_gives_it_back() {
+        let counts = Arc::new(PerClient::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let held: Vec<ClientSlot> = (0..2).map(|_| counts.enter(a, 2, false).unwrap()).collect();
+        assert!(
+            counts.enter(a, 2, false).is_none(),
+            "a third from one client"
+        );
+        assert!(
+            counts.enter(b, 2, false).is_some(),
+            "another client is not affected"
+        );
+        assert!(
+            counts.enter(a, 2, true).is_some(),
+            "a trusted proxy is not counted"
+        );
+        drop(held);
+        assert!(counts.enter(a, 2, false).is_some(), "slots come back");
+        assert!(
+            counts.0.lock().unwrap().get(&b).is_none(),
+            "no entry left behind"
+        );
+    }
+}
