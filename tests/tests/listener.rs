@@ -12,7 +12,10 @@ fn a_thousand_slow_clients_are_cut_off_and_the_ping_keeps_answering() {
     let n1 = cluster.start(NodeOptions {
         env: vec![
             ("CUTTLE_HTTP_HEADER_TIMEOUT_SECS".into(), "2".into()),
-            ("CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT".into(), "200".into()),
+            (
+                "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT".into(),
+                "200".into(),
+            ),
         ],
         ..NodeOptions::named("n1", 0)
     });
@@ -30,7 +33,9 @@ fn a_thousand_slow_clients_are_cut_off_and_the_ping_keeps_answering() {
             socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
             let mut conn = socket.connect(addr).await.unwrap();
             // The node may already have closed it (past the per-client cap).
-            let _ = conn.write_all(b"GET /api/nodes/ping HTTP/1.1\r\nHost: n1\r\n").await;
+            let _ = conn
+                .write_all(b"GET /api/nodes/ping HTTP/1.1\r\nHost: n1\r\n")
+                .await;
             slow.push(conn);
         }
         // Everyone else is still served.
