@@ -248,3 +248,61 @@ fn cli_drains_a_node_and_waits_for_its_tasks() {
     let plan: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(plan["minimum_total_cap"], 13);
 }
+
+#[test]
+fn concurrent_first_starts_mint_exactly_one_admin_key_into_a_private_file() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    // No CUTTLE_ADMIN_API_KEY (empty is unset): the cluster mints its first key.
+    let opts = |name: &str| NodeOptions {
+        env: vec![("CUTTLE_ADMIN_API_KEY".into(), String::new())],
+        ..NodeOptions::named(name, 0)
+    };
+    let nodes: Vec<cuttle_e2e::Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| cluster.spawn(opts(n)))
+        .collect();
+    for n in &nodes {
+        wait_until(&format!("{} to answer its ping", n.name), MIN, || {
+            (n.ping() == 200).then_some(())
+        });
+    }
+    let files: Vec<std::path::PathBuf> = nodes
+        .iter()
+        .map(|n| cluster.dir().join(&n.name).join("admin-api-key"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(files.len(), 1, "exactly one node mints the key: {files:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .trim()
+        .to_owned();
+    let pg = cluster.postgres_server().unwrap();
+    assert_eq!(pg.psql("SELECT count(*) FROM api_keys").unwrap(), "1");
+    // It works, and no node wrote it to its output or its log.
+    let r = cuttle_e2e::agent(None)
+        .get(&nodes[0].url("/api/nodes"))
+        .header("X-Api-Key", &key)
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for n in &nodes {
+        assert!(
+            !n.stdout_text().contains(&key),
+            "{} printed the key",
+            n.name
+        );
+        assert!(!n.stderr_text().contains(&key), "{} logged the key", n.name);
+    }
+    let minter = nodes
+        .iter()
+        .find(|n| files[0].starts_with(cluster.dir().join(&n.name)))
+        .unwrap();
+    assert!(
+        minter.stdout_text().contains("admin-api-key"),
+        "the minting node says where the key is: {}",
+        minter.stdout_text()
+    );
+}

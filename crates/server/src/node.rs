@@ -245,8 +245,12 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     } else {
         println!("Cuttle node {} is up (roles: {})", cfg.node_name, reg.roles);
     }
-    if let Some(key) = generated_key {
-        println!("Admin API key (shown once, store it now): {key}");
+    if let Some(path) = generated_key {
+        println!(
+            "The first admin API key is in {} (readable by this user only): move it somewhere \
+             safe and delete the file",
+            path.display()
+        );
     }
 
     wait_for_signal().await?;

@@ -3,7 +3,7 @@
 //! is wrong and what to do.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,6 +16,7 @@ use crate::config::Config;
 const SETTING_KEY_CHECK: &str = "master_key_check";
 const SETTING_SHARED_PATH: &str = "shared_path";
 const SETTING_CLUSTER_IDENTITY: &str = "cluster_identity";
+const SETTING_FIRST_KEY_MINTER: &str = "first_admin_key_minter";
 /// How long a generated cluster certificate is valid.
 const CLUSTER_CERT_DAYS: u32 = 10 * 365;
 
@@ -168,28 +169,83 @@ pub(crate) async fn set_shared_path(store: &Store, dir: &Path) -> Result<SharedS
     Ok(shared)
 }
 
-/// Registers `CUTTLE_ADMIN_API_KEY` on a database without keys; when none is given there,
-/// generates one. Returns a generated key (to be shown once).
-pub(crate) async fn bootstrap_api_key(cfg: &Config, store: &Store) -> Result<Option<String>> {
+/// The file the first admin key is written to, in the data directory of the node that minted it.
+pub(crate) const FIRST_KEY_FILE: &str = "admin-api-key";
+
+/// On a database with no API keys: registers `CUTTLE_ADMIN_API_KEY`, or mints one admin key for
+/// the whole cluster and writes it to a 0600 file in this node's data directory (never to
+/// stdout or the log, which are kept and shipped). When several nodes start on an empty
+/// database at once, the one that claims the setting below mints it; the others do nothing.
+/// Returns the file's path when this node wrote it.
+pub(crate) async fn bootstrap_api_key(cfg: &Config, store: &Store) -> Result<Option<PathBuf>> {
     if store.api_key_count().await? > 0 {
         return Ok(None);
     }
-    match &cfg.admin_api_key {
-        Some(key) => {
-            if key.trim().len() < 16 {
-                bail!("CUTTLE_ADMIN_API_KEY is too short: use at least 16 random characters");
-            }
-            store.insert_api_key("admin", &hash_api_key(key)).await?;
-            tracing::info!("registered CUTTLE_ADMIN_API_KEY as the first admin key");
-            Ok(None)
-        }
-        None => {
-            let key = generate_api_key()?;
-            store.insert_api_key("admin", &hash_api_key(&key)).await?;
-            // Another node may have raced us; whichever keys are stored all work.
-            Ok(Some(key))
-        }
+    if let Some(key) = &cfg.admin_api_key {
+        check_key_strength(key)?;
+        store.insert_api_key("admin", &hash_api_key(key)).await?;
+        tracing::info!("registered CUTTLE_ADMIN_API_KEY as the first admin key");
+        return Ok(None);
     }
+    // Claimed once per cluster; a node that claimed it and died before the key was stored
+    // claims it again at its next start (same name).
+    let minter = store
+        .init_setting(SETTING_FIRST_KEY_MINTER, &cfg.node_name)
+        .await?;
+    if minter != cfg.node_name {
+        tracing::info!(node = %minter, "the first admin key is minted by another node: see its data directory");
+        return Ok(None);
+    }
+    let key = generate_api_key()?;
+    let path = cfg.data_dir.join(FIRST_KEY_FILE);
+    write_private(&path, format!("{key}\n").as_bytes())
+        .with_context(|| format!("write the first admin key to {}", path.display()))?;
+    store.insert_api_key("admin", &hash_api_key(&key)).await?;
+    tracing::info!(file = %path.display(), "minted the first admin API key");
+    Ok(Some(path))
+}
+
+/// `CUTTLE_ADMIN_API_KEY` must be a real secret: by a conservative estimate at least 128 bits
+/// (its length times the bits of the smallest alphabet holding its characters), and not a
+/// pattern (at least 10 different characters).
+fn check_key_strength(key: &str) -> Result<()> {
+    let key = key.trim();
+    let has = |f: fn(&char) -> bool| key.chars().any(|c| f(&c));
+    let alphabet = [
+        (has(char::is_ascii_lowercase), 26),
+        (has(char::is_ascii_uppercase), 26),
+        (has(char::is_ascii_digit), 10),
+        (has(|c| !c.is_ascii_alphanumeric()), 32),
+    ]
+    .iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, n)| n)
+    .sum::<u32>()
+    .max(2);
+    let bits = key.chars().count() as f64 * f64::from(alphabet).log2();
+    let distinct = key.chars().collect::<std::collections::HashSet<_>>().len();
+    if bits < 128.0 || distinct < 10 {
+        bail!(
+            "CUTTLE_ADMIN_API_KEY is too weak (about {bits:.0} bits, {distinct} different \
+             characters): use at least 128 random bits, e.g. `openssl rand -base64 24`"
+        );
+    }
+    Ok(())
+}
+
+/// Writes a new file readable by its owner only, from its creation (not chmod'ed afterwards),
+/// under a unique temporary name renamed into place, so no one ever reads a partial key.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Creates a named admin key and returns it.
@@ -252,6 +308,42 @@ mod tests {
         k2.verify(&k1.key_check_value().unwrap()).unwrap();
         std::fs::write(&path, "garbage").unwrap();
         assert!(key_from_file(&path, true).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn admin_keys_given_must_be_real_secrets() {
+        for weak in [
+            "short",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "0123456789012345678901234567890", // 31 digits: about 103 bits
+            "changeme-changeme-changeme",
+        ] {
+            let e = check_key_strength(weak).unwrap_err().to_string();
+            assert!(e.contains("CUTTLE_ADMIN_API_KEY"), "{weak}: {e}");
+        }
+        for strong in [
+            "API-3q2+7wE_Rk9sLm0xYvB4nT8uHc1JdA6z", // generated form
+            "c2f1b0a9e8d7c6b5a4f3e2d1c0b9a8f7",     // 128-bit hex
+            "Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4",     // base64 of 24 bytes
+        ] {
+            check_key_strength(strong).unwrap();
+        }
+    }
+
+    #[test]
+    fn private_files_are_never_readable_by_others_and_never_partial() {
+        let dir = std::env::temp_dir().join(format!("cuttle-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FIRST_KEY_FILE);
+        write_private(&path, b"API-secret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"API-secret\n");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
