@@ -78,21 +78,46 @@ impl Tentacle {
 
     /// Starts `cuttle-tentacle run`; its log goes to `tentacle.log` in its home.
     pub fn start(&mut self) {
+        self.start_with(None);
+    }
+
+    /// Starts it able to hold at most `files` open file descriptors (sockets included), as a
+    /// small host's default limit would: for tests of what it does when it runs out.
+    pub fn start_with_open_file_limit(&mut self, files: u64) {
+        self.start_with(Some(files));
+    }
+
+    fn start_with(&mut self, nofile: Option<u64>) {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("tentacle log");
-        let child = Command::new(tentacle_binary())
-            .arg("run")
+        let mut cmd = Command::new(tentacle_binary());
+        cmd.arg("run")
             .env("CUTTLE_TENTACLE_HOME", &self.home)
             .env("CUTTLE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn cuttle-tentacle");
-        self.child = Some(child);
+            .stderr(log);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        self.child = Some(cmd.spawn().expect("spawn cuttle-tentacle"));
     }
 
     /// The running process's id.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cuttle_e2e::{
-    process_gone, temp_dir, wait_until, Cluster, Database, Node, NodeOptions, Tentacle,
+    process_gone, report, temp_dir, wait_until, Cluster, Database, Node, NodeOptions, Tentacle,
 };
 use serde_json::{json, Value};
 
@@ -641,5 +641,60 @@ fn register_pins_the_cluster_and_never_sends_the_key_to_another() {
     assert!(
         err.contains(&format!("--cluster-thumbprint {thumb}")),
         "{err}"
+    );
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_keep_the_cluster_from_a_listening_tentacle() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = temp_dir("idle");
+    let mut l1 = Tentacle::new(dir.path(), "l1");
+    let port = cuttle_e2e::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let id = register(
+        &l1,
+        &n1,
+        &cluster.api_key,
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    // A small host's open-file limit: 1,000 held connections would exhaust it.
+    l1.start_with_open_file_limit(256);
+    let run = |what: &str| {
+        let task = script_on(&n1, &format!("echo {what}"), json!({"targets": [id]}));
+        let t = n1.wait_finished(&task, MIN);
+        assert_eq!(t["state"], "Success", "{what}: {t}\n{}", n1.task_log(&task));
+    };
+    run("before");
+    // 1,000 connections from another address that never start a handshake.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let idle: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            // A tentacle that stopped accepting leaves the kernel's backlog full, and a
+            // connect then waits: bounded, so that shows as a failure below, not a hang here.
+            let connect = socket.connect(listen.parse().unwrap());
+            match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                Ok(Ok(c)) => idle.push(c),
+                Ok(Err(_)) => {}
+                Err(_) => break,
+            }
+        }
+        idle
+    });
+    assert!(idle.len() > 200, "only {} connections opened", idle.len());
+    report(format!("{} idle connections held", idle.len()));
+    // The cluster still reaches it, while they are all held open.
+    run("during");
+    drop(idle);
+    assert!(
+        l1.pid().is_some_and(|p| !process_gone(p as i32)),
+        "the tentacle survived"
     );
 }

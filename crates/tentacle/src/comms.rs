@@ -83,7 +83,50 @@ fn jitter(d: Duration) -> Duration {
     d + d / 4 * (nanos % 1000) / 1000
 }
 
-/// Accepts workers' connections on `addr` until the process ends.
+/// Connections a listening tentacle holds at once (workers of every node included); past this,
+/// new ones wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// Connections from one address at once; past this, new ones are closed at once. A node opens
+/// one per running script and file transfer, far fewer than this.
+const MAX_PER_PEER: usize = 32;
+/// A peer gets this long to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open connections per peer address.
+#[derive(Default)]
+struct PerPeer(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its peer; uncounted on drop.
+struct PeerSlot(Arc<PerPeer>, std::net::IpAddr);
+
+impl PerPeer {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Accepts workers' connections on `addr` until the process ends. Whoever can reach the port
+/// can open connections without a certificate; these limits keep them from crowding out the
+/// cluster: a handshake deadline, a cap per peer address and in all, and a pause (not a spin)
+/// when accepting fails, as it does when the process runs out of file descriptors.
 pub(crate) async fn listen(
     addr: SocketAddr,
     identity: Identity,
@@ -97,27 +140,37 @@ pub(crate) async fn listen(
         .with_context(|| format!("listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "listening for the cluster");
     let agent = Arc::new(agent);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_peer = Arc::new(PerPeer::default());
     loop {
+        let permit = slots.clone().acquire_owned().await?;
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(peer_slot) = per_peer.enter(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from one address; closed");
+            continue;
         };
         let acceptor = acceptor.clone();
         let agent = agent.clone();
         tokio::spawn(async move {
+            let _held = (permit, peer_slot);
             // Refused here, before any request is read, unless the peer holds the cluster
             // certificate.
-            match acceptor.accept(tcp).await {
-                Ok(tls) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
                     if let Err(e) = cuttle_proto::wire::serve(tls, (*agent).clone().server()).await
                     {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
                 }
-                Err(e) => tracing::warn!(%peer, error = %e, "refused a connection"),
+                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "refused a connection"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
