@@ -59,3 +59,48 @@ fn a_thousand_slow_clients_are_cut_off_and_the_ping_keeps_answering() {
     });
     assert_eq!(n1.ping(), 200);
 }
+
+/// `GET path` with `key`, from the loopback address `from`: the status code and the answer.
+fn get_from(from: &str, port: u16, path: &str, key: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut conn = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: n1\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text[9..12].parse().unwrap();
+        (status, text)
+    })
+}
+
+#[test]
+fn a_client_guessing_keys_is_told_to_wait_and_others_are_not() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let port = n1.http_port;
+    for i in 0..10 {
+        let (status, _) = get_from("127.0.0.2", port, "/api/tasks", &format!("API-GUESS-{i}"));
+        assert_eq!(status, 401, "guess {i}");
+    }
+    let (status, text) = get_from("127.0.0.2", port, "/api/tasks", "API-GUESS-10");
+    assert_eq!(status, 429, "{text}");
+    assert!(text.to_lowercase().contains("retry-after: "), "{text}");
+    assert!(text.contains("too_many_requests"), "{text}");
+    // Another client is not affected, with a good key or a bad one.
+    let (status, _) = get_from("127.0.0.3", port, "/api/tasks", &cluster.api_key);
+    assert_eq!(status, 200);
+    let (status, _) = get_from("127.0.0.3", port, "/api/tasks", "API-GUESS-X");
+    assert_eq!(status, 401);
+}

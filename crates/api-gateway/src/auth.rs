@@ -3,6 +3,7 @@
 //! cache of known hashes saves a database round trip per request.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,45 @@ use crate::AppState;
 /// How long a key found in the database is trusted without looking again.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 1024;
+/// Unknown keys one client address may present per window; past this it gets 429 until the
+/// window ends, and its keys are not looked up.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at once (bounded memory under a flood).
+const FAILURES_MAX: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct KeyCache {
     known: Mutex<HashMap<String, (String, Instant)>>,
+    /// Failed authentications per client address: how many, since when.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl KeyCache {
+    /// `Some(wait)` while `client` has used up its failures for the current window.
+    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, since) = failures.get(&client)?;
+        let left = FAILURE_WINDOW
+            .checked_sub(now.duration_since(*since))
+            .filter(|left| !left.is_zero())?;
+        (*n >= MAX_FAILURES).then_some(left)
+    }
+
+    fn failed(&self, client: IpAddr, now: Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= FAILURES_MAX && !failures.contains_key(&client) {
+            failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            if failures.len() >= FAILURES_MAX {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(client).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
 }
 
 /// Who made a request: the API key's name, and the client address believed under
@@ -89,6 +125,7 @@ pub(crate) async fn require_api_key(
             "an API key is required: send X-Api-Key or Authorization: Bearer",
         ));
     };
+    let client = client_address(&state, &req);
     let hash = hash_api_key(key);
     let cached = {
         let known = state.keys.known.lock().expect("key cache lock");
@@ -99,22 +136,46 @@ pub(crate) async fn require_api_key(
     };
     let name = match cached {
         Some(n) => n,
-        None => match state.store.api_key_name(&hash).await? {
-            Some(n) => {
-                let mut known = state.keys.known.lock().expect("key cache lock");
-                if known.len() >= CACHE_MAX {
-                    known.clear();
-                }
-                known.insert(hash, (n.clone(), Instant::now()));
-                n
+        None => {
+            // A client guessing keys is stopped here, without a database query per guess.
+            if let Some(wait) = client.and_then(|c| state.keys.blocked(c, Instant::now())) {
+                let secs = wait.as_secs().max(1);
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("too many failed authentications from this address; retry in {secs} s"),
+                )
+                .retry_after(secs));
             }
-            None => return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key")),
-        },
+            match state.store.api_key_name(&hash).await? {
+                Some(n) => {
+                    let mut known = state.keys.known.lock().expect("key cache lock");
+                    if known.len() >= CACHE_MAX {
+                        known.clear();
+                    }
+                    known.insert(hash, (n.clone(), Instant::now()));
+                    n
+                }
+                None => {
+                    if let Some(c) = client {
+                        state.keys.failed(c, Instant::now());
+                    }
+                    tracing::info!(client = ?client, "unknown API key");
+                    return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key"));
+                }
+            }
+        }
     };
+    let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    req.extensions_mut().insert(Caller { name, address });
+    Ok(next.run(req).await)
+}
+
+/// The client's address: the socket peer, or what a trusted proxy says it forwarded for.
+fn client_address(state: &AppState, req: &Request) -> Option<IpAddr> {
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| c.0.ip())?;
     // Proxies may add their own header line instead of extending the client's; several lines
     // mean the same as one comma-joined line, in order.
     let forwarded: Vec<&str> = req
@@ -124,16 +185,12 @@ pub(crate) async fn require_api_key(
         .filter_map(|v| v.to_str().ok())
         .collect();
     let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
-    let address = match peer {
-        Some(peer) => state
+    Some(
+        state
             .config
             .trusted_proxies
-            .client_address(peer, forwarded.as_deref())
-            .to_string(),
-        None => "unknown".to_owned(),
-    };
-    req.extensions_mut().insert(Caller { name, address });
-    Ok(next.run(req).await)
+            .client_address(peer, forwarded.as_deref()),
+    )
 }
 
 #[cfg(test)]
@@ -163,5 +220,31 @@ mod tests {
         let mut basic = HeaderMap::new();
         basic.insert("authorization", "Basic abc".parse().unwrap());
         assert_eq!(presented_key(&basic), None);
+    }
+
+    #[test]
+    fn a_client_that_keeps_failing_waits_out_the_window() {
+        let cache = KeyCache::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(cache.blocked(a, t0).is_none());
+            cache.failed(a, t0);
+        }
+        let wait = cache.blocked(a, t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(wait, FAILURE_WINDOW - Duration::from_secs(5));
+        assert!(
+            cache.blocked(b, t0).is_none(),
+            "other clients are not affected"
+        );
+        assert!(
+            cache.blocked(a, t0 + FAILURE_WINDOW).is_none(),
+            "the window ends"
+        );
+        cache.failed(a, t0 + FAILURE_WINDOW);
+        assert!(
+            cache.blocked(a, t0 + FAILURE_WINDOW).is_none(),
+            "a new window counts afresh"
+        );
     }
 }
