@@ -423,6 +423,32 @@ fn scripts_never_see_the_node_s_secrets() {
 }
 
 #[test]
+fn what_the_node_writes_is_its_own_and_what_scripts_write_is_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let deployed = cluster.dir().join("deployed.txt");
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
+        "script": format!("echo hello > {}", deployed.display())}}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+    // The node's: the database, the task log and the folders it made in the shared store.
+    assert_eq!(mode(&cluster.dir().join("cuttle.db")), 0o600);
+    let logs = cluster.shared_dir().join("TaskLogs");
+    assert_eq!(mode(&logs), 0o700);
+    assert_eq!(mode(&logs.join(format!("{id}.log"))), 0o600);
+    assert_eq!(mode(&cluster.dir().join("n1").join("work")), 0o700);
+    // A script's: the usual umask.
+    assert_eq!(mode(&deployed), 0o644);
+}
+
+#[test]
 fn scripts_fail_on_nonzero_exit_and_time_out() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 2));

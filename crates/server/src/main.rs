@@ -162,6 +162,13 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Everything the node creates — its data directory, the SQLite database, the master key,
+    // task logs, artifacts and packages in the shared store — is its own user's alone. Set
+    // before any thread starts; scripts get the usual 022 back (task-worker's exec).
+    // SAFETY: umask has no preconditions; no other thread exists yet.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     let cfg = match load(&cli) {
         Ok(c) => c,

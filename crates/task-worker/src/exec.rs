@@ -211,6 +211,15 @@ async fn run_script(
         // Its own process group, so a cancel reaches every process the script started.
         .process_group(0)
         .kill_on_drop(true);
+    // The node runs with umask 077 (its files are its own); what a script deploys gets the
+    // usual 022.
+    // SAFETY: umask is async-signal-safe and changes only the child's own mask.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::failed(format!("start /bin/sh: {e}")),

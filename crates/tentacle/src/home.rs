@@ -61,7 +61,7 @@ impl Home {
                 self.cert().display()
             );
         }
-        std::fs::create_dir_all(&self.0).with_context(|| format!("create {}", self.0.display()))?;
+        self.create_private_dir()?;
         let identity = Identity::generate("cuttle-tentacle", CERT_DAYS)?;
         let (cert, key) = identity.to_pem();
         write_file(&self.key(), key.as_bytes(), 0o600)?;
@@ -105,13 +105,34 @@ impl Home {
     }
 }
 
-/// Writes a whole file under a temporary name and renames it into place.
+impl Home {
+    /// The home, readable by this user only (made so when it already exists: it holds the
+    /// private key).
+    fn create_private_dir(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.0)
+            .with_context(|| format!("create {}", self.0.display()))?;
+        std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("make {} private", self.0.display()))
+    }
+}
+
+/// Writes a whole file under a unique temporary name (created new, with `mode` from the start:
+/// never a file someone else placed or linked there) and renames it into place.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce).context("random temporary name")?;
+    let tmp = path.with_extension(format!(
+        "tmp-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("create {}", tmp.display()))?;
@@ -119,4 +140,37 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_home_and_the_key_are_private_from_creation() {
+        let base = std::env::temp_dir().join(format!("cuttle-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        // An existing home others can read is made private.
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = Home::new(base.clone());
+        home.new_certificate(false).unwrap();
+        assert_eq!(mode(&base), 0o700);
+        assert_eq!(mode(&home.key()), 0o600);
+        assert_eq!(mode(&home.cert()), 0o644);
+        // Replaced in place, nothing left under a temporary name.
+        home.new_certificate(true).unwrap();
+        let names: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+        assert_eq!(mode(&home.key()), 0o600);
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
