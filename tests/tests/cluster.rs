@@ -449,6 +449,33 @@ fn what_the_node_writes_is_its_own_and_what_scripts_write_is_not() {
 }
 
 #[test]
+fn task_logs_are_bounded_and_scripts_cannot_forge_their_lines() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions {
+        env: vec![("CUTTLE_TASK_LOG_MAX_BYTES".into(), "65536".into())],
+        ..NodeOptions::named("n1", 1)
+    });
+    // A carriage return would let a script draw a line of its own over the stamped one.
+    let script = "printf 'real\\r2026-01-01T00:00:00.000Z INFO  forged\\n'; \
+                  i=0; while [ $i -lt 5000 ]; do echo \"line $i of a chatty script\"; i=$((i+1)); done";
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+    let log = n1.task_log(&id);
+    assert!(log.len() < 70_000, "{} bytes", log.len());
+    assert!(log.contains("log cut here"), "{}", &log[log.len() - 300..]);
+    assert!(
+        !log.contains("line 4999 of"),
+        "output past the bound was dropped"
+    );
+    assert!(!log.contains("\r"), "no raw carriage return in the log");
+    assert!(
+        log.contains("real\u{fffd}2026-01-01T00:00:00.000Z INFO  forged"),
+        "{}",
+        &log[..500]
+    );
+}
+
+#[test]
 fn scripts_fail_on_nonzero_exit_and_time_out() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 2));

@@ -71,6 +71,9 @@ pub(crate) struct RawConfig {
     /// Open API connections from one client address at most [env: CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT]
     #[arg(long, global = true)]
     pub(crate) http_max_connections_per_client: Option<usize>,
+    /// Bytes one task log may hold; the rest of its output is dropped [env: CUTTLE_TASK_LOG_MAX_BYTES]
+    #[arg(long, global = true)]
+    pub(crate) task_log_max_bytes: Option<u64>,
     /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
     #[arg(long, global = true)]
     pub(crate) heartbeat_secs: Option<u64>,
@@ -141,6 +144,7 @@ impl RawConfig {
             http_header_timeout_secs,
             http_max_connections,
             http_max_connections_per_client,
+            task_log_max_bytes,
             heartbeat_secs,
             offline_after_secs,
             health_check_secs,
@@ -203,6 +207,7 @@ impl RawConfig {
             http_header_timeout_secs: num(env, "CUTTLE_HTTP_HEADER_TIMEOUT_SECS")?,
             http_max_connections: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS")?,
             http_max_connections_per_client: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT")?,
+            task_log_max_bytes: num(env, "CUTTLE_TASK_LOG_MAX_BYTES")?,
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
             health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
@@ -281,6 +286,7 @@ pub(crate) struct Config {
     pub(crate) gateway_advertise: Option<String>,
     pub(crate) http_tls: HttpTls,
     pub(crate) http_limits: cuttle_api_gateway::ConnectionLimits,
+    pub(crate) task_log_max_bytes: u64,
     pub(crate) heartbeat: Duration,
     pub(crate) offline_after: Duration,
     /// `None`: no periodic health checks.
@@ -394,6 +400,12 @@ impl Config {
             max_per_client,
             header_timeout: Duration::from_secs(header_timeout),
         };
+        let task_log_max_bytes = raw
+            .task_log_max_bytes
+            .unwrap_or(cuttle_storage::DEFAULT_TASK_LOG_MAX_BYTES);
+        if task_log_max_bytes < 64 * 1024 {
+            bail!("CUTTLE_TASK_LOG_MAX_BYTES must be at least 65536, got {task_log_max_bytes}");
+        }
         let log = raw.log.unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             bail!(
@@ -429,6 +441,7 @@ impl Config {
             gateway_advertise: raw.gateway_advertise,
             http_tls,
             http_limits,
+            task_log_max_bytes,
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
             health_check: match raw.health_check_secs.unwrap_or(3600) {
@@ -544,6 +557,10 @@ mod tests {
                 "CUTTLE_GRPC_ADVERTISE",
             ),
             (&[("CUTTLE_HTTP_TLS", "yes")], "CUTTLE_HTTP_TLS"),
+            (
+                &[("CUTTLE_TASK_LOG_MAX_BYTES", "100")],
+                "CUTTLE_TASK_LOG_MAX_BYTES",
+            ),
             (
                 &[("CUTTLE_HTTP_HEADER_TIMEOUT_SECS", "0")],
                 "CUTTLE_HTTP_HEADER_TIMEOUT_SECS",

@@ -200,7 +200,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         };
         let deps = WorkerDeps {
             store: store.clone(),
-            logs: TaskLogWriter::start(shared.clone(), &cfg.node_name),
+            logs: TaskLogWriter::start(shared.clone(), &cfg.node_name, cfg.task_log_max_bytes),
             node_state: state_rx.clone(),
             db_contact: db_contact.clone(),
             cluster: cluster.clone(),

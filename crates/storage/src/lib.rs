@@ -9,7 +9,9 @@ mod crypto;
 mod db;
 mod error;
 
-pub use blob::{Execution, SharedStore, TaskLog, TaskLogWriter, SHARED_FOLDERS};
+pub use blob::{
+    Execution, SharedStore, TaskLog, TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
+};
 pub use crypto::MasterKey;
 pub use db::{
     audit_as, Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,

@@ -321,7 +321,11 @@ mod tests {
         let store = SharedStore::open(&dir).unwrap();
         let ctx = TaskCtx {
             node: "n1".into(),
-            logs: TaskLogWriter::start(store.clone(), "test-node"),
+            logs: TaskLogWriter::start(
+                store.clone(),
+                "test-node",
+                cuttle_storage::DEFAULT_TASK_LOG_MAX_BYTES,
+            ),
             stop: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
             work_root: dir.join("work"),

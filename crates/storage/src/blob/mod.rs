@@ -2,7 +2,7 @@
 
 mod task_log;
 
-pub use task_log::{Execution, TaskLog, TaskLogWriter};
+pub use task_log::{Execution, TaskLog, TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES};
 
 use std::path::{Path, PathBuf};
 

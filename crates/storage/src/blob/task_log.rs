@@ -243,6 +243,43 @@ fn unique_suffix() -> String {
     format!("{}-{n}-{nanos}", std::process::id())
 }
 
+/// The longest text one log line holds, in bytes; longer text goes on as further lines.
+pub(crate) const MAX_LOG_LINE: usize = 64 * 1024;
+
+/// A task log's default bound, in bytes (`CUTTLE_TASK_LOG_MAX_BYTES`).
+pub const DEFAULT_TASK_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
+
+/// `text` as the log lines it is written as: each at most [`MAX_LOG_LINE`] bytes (split at a
+/// character boundary), with every control character but tab and escape (which scripts use
+/// for colour) shown as U+FFFD. So no one — a script, a tentacle — can start a line of their
+/// own in a log: every line starts with the writer's time stamp.
+fn log_lines(text: &str) -> Vec<String> {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' && c != '\u{1b}' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if clean.len() <= MAX_LOG_LINE {
+        return vec![clean];
+    }
+    let mut out = Vec::new();
+    let mut rest = clean.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(MAX_LOG_LINE);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    out
+}
+
 /// A log line: the current time, a space, the text, a newline.
 fn stamp(text: &str) -> String {
     let now = SystemTime::now()
@@ -275,15 +312,20 @@ pub struct TaskLogWriter {
 const LOG_QUEUE: usize = 8192;
 
 /// An open task log; `out` is `None` when the file could not be created. The first error is
-/// reported at close and later lines are dropped.
+/// reported at close and later lines are dropped; so are lines past the log's bound, after one
+/// that says so.
 struct OpenLog {
     out: Option<BufWriter<File>>,
     error: Option<String>,
+    written: u64,
+    limit: u64,
+    cut: bool,
 }
 
 impl TaskLogWriter {
     /// Starts the writer for `node`. Must be called within a Tokio runtime.
-    pub fn start(store: SharedStore, node: &str) -> TaskLogWriter {
+    /// Each log holds at most `max_bytes` (then one line saying it was cut).
+    pub fn start(store: SharedStore, node: &str, max_bytes: u64) -> TaskLogWriter {
         let (tx, mut rx) = mpsc::channel::<LogMsg>(LOG_QUEUE);
         let runtime = tokio::runtime::Handle::current();
         let node = node.to_owned();
@@ -298,7 +340,7 @@ impl TaskLogWriter {
                         match m {
                             LogMsg::Open(key) => {
                                 let path = store.in_progress_path(&node, key);
-                                open.insert(key, create(&path));
+                                open.insert(key, create(&path, max_bytes));
                             }
                             LogMsg::Line(key, line) => {
                                 // Lines for a log not open (already closed) are dropped.
@@ -338,9 +380,12 @@ impl TaskLogWriter {
         let _ = self.tx.send(LogMsg::Open(key)).await;
     }
 
-    /// Appends one line, stamped with the current time.
+    /// Appends `text`, stamped with the current time: one line, or several when it is longer
+    /// than [`MAX_LOG_LINE`]; control characters are neutralised (see [`log_lines`]).
     pub async fn line(&self, key: Execution, text: impl AsRef<str>) {
-        let _ = self.tx.send(LogMsg::Line(key, stamp(text.as_ref()))).await;
+        for line in log_lines(text.as_ref()) {
+            let _ = self.tx.send(LogMsg::Line(key, stamp(&line))).await;
+        }
     }
 
     /// Ends an execution's log: flushes it, makes it durable and renames it into place. Returns
@@ -355,7 +400,7 @@ impl TaskLogWriter {
     }
 }
 
-fn create(path: &Path) -> OpenLog {
+fn create(path: &Path, limit: u64) -> OpenLog {
     let open = || {
         OpenOptions::new()
             .read(true) // to add its end to a salvaged copy, see `append_after_salvage`
@@ -372,10 +417,16 @@ fn create(path: &Path) -> OpenLog {
         Ok(f) => OpenLog {
             out: Some(BufWriter::new(f)),
             error: None,
+            written: 0,
+            limit,
+            cut: false,
         },
         Err(e) => OpenLog {
             out: None,
             error: Some(format!("create task log {}: {e}", path.display())),
+            written: 0,
+            limit,
+            cut: false,
         },
     }
 }
@@ -396,6 +447,22 @@ fn make_node_dir(log: &Path) -> std::io::Result<()> {
 
 impl OpenLog {
     fn write(&mut self, line: &str) {
+        if self.cut {
+            return;
+        }
+        let marker;
+        let line = if self.written + line.len() as u64 > self.limit {
+            self.cut = true;
+            marker = stamp(&format!(
+                "WARN  log cut here: it reached its limit of {} bytes (CUTTLE_TASK_LOG_MAX_BYTES); \
+                 later output was dropped",
+                self.limit
+            ));
+            marker.as_str()
+        } else {
+            line
+        };
+        self.written += line.len() as u64;
         if let (Some(out), None) = (self.out.as_mut(), &self.error) {
             if let Err(e) = out.write_all(line.as_bytes()) {
                 self.error = Some(format!("write task log: {e}"));
@@ -498,7 +565,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_is_in_progress_until_closed_then_in_place() {
         let store = SharedStore::open(&temp_dir("logs")).unwrap();
-        let w = TaskLogWriter::start(store.clone(), "n1");
+        let w = TaskLogWriter::start(store.clone(), "n1", DEFAULT_TASK_LOG_MAX_BYTES);
         let k = key(7, 1);
         w.line(k, "before open").await;
         w.open(k).await;
@@ -570,7 +637,7 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_was_salvaged_meanwhile_adds_its_end() {
         let store = SharedStore::open(&temp_dir("frozen")).unwrap();
-        let w = TaskLogWriter::start(store.clone(), "frozen");
+        let w = TaskLogWriter::start(store.clone(), "frozen", DEFAULT_TASK_LOG_MAX_BYTES);
         let k = key(9, 1);
         w.open(k).await;
         w.line(k, "before").await;
@@ -632,5 +699,46 @@ mod tests {
         assert_eq!(parse_in_progress_name(name), Some(key(12, 4)));
         assert_eq!(parse_in_progress_name("x.tmp"), None);
         assert_eq!(parse_in_progress_name("ServerTasks-1.log"), None);
+    }
+
+    #[test]
+    fn text_becomes_stamped_lines_no_one_can_forge() {
+        let forged = "ok\n2026-01-01T00:00:00.000Z INFO  task succeeded\r";
+        assert_eq!(
+            log_lines(forged),
+            vec!["ok\u{fffd}2026-01-01T00:00:00.000Z INFO  task succeeded\u{fffd}"]
+        );
+        assert_eq!(
+            log_lines("tab\tand \u{1b}[31mcolour"),
+            vec!["tab\tand \u{1b}[31mcolour"]
+        );
+        let long = "é".repeat(MAX_LOG_LINE); // two bytes each
+        let lines = log_lines(&long);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.len() <= MAX_LOG_LINE));
+        assert_eq!(lines.concat(), long);
+    }
+
+    #[tokio::test]
+    async fn a_log_past_its_bound_says_so_and_keeps_nothing_more() {
+        let store = SharedStore::open(&temp_dir("logs-bound")).unwrap();
+        let w = TaskLogWriter::start(store.clone(), "n1", 1000);
+        let k = key(9, 1);
+        w.open(k).await;
+        for i in 0..100 {
+            w.line(k, format!("line {i} of some output")).await;
+        }
+        w.close(k).await.unwrap();
+        let text = read_all(
+            store
+                .open_task_log(&record(9, 1, TaskState::Success, Some("n1")))
+                .unwrap(),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.last().unwrap().contains("log cut here"), "{text}");
+        assert!(lines.len() < 40, "{}", lines.len());
+        let kept = text.len() - lines.last().unwrap().len() - 1;
+        assert!(kept <= 1000, "{kept}");
+        assert!(text.contains(" line 0 of some output\n"));
     }
 }
