@@ -698,3 +698,46 @@ fn a_thousand_idle_connections_do_not_keep_the_cluster_from_a_listening_tentacle
         "the tentacle survived"
     );
 }
+
+#[test]
+fn a_replaced_thumbprint_cuts_the_old_certificates_sessions_on_every_gateway() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 1));
+    let dir = temp_dir("cut");
+    let mut p1 = Tentacle::new(dir.path(), "p1");
+    let id = register(&p1, &n1, &cluster.api_key, "polling", &[]);
+    p1.start();
+    wait_until("p1 to hold a session with both gateways", MIN, || {
+        (target(&n1, &id)["connected_nodes"] == json!(["n1", "n2"])).then_some(())
+    });
+    // The operator replaces the certificate (say, the old key leaked).
+    let (status, body) = n2.patch(
+        &format!("/api/targets/{id}"),
+        &json!({"thumbprint": "EF".repeat(32)}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // At once: work is no longer relayed to the old certificate...
+    let marker = dir.path().join("ran");
+    let task = script_on(
+        &n1,
+        &format!("touch {}", marker.display()),
+        json!({"targets": [id]}),
+    );
+    let t = n1.wait_finished(&task, MIN);
+    assert_eq!(t["state"], "Failed", "{t}");
+    assert!(
+        !marker.exists(),
+        "nothing ran with the replaced certificate"
+    );
+    // ...and every gateway drops its session within its trust refresh.
+    wait_until("both sessions to be cut", MIN, || {
+        (target(&n1, &id)["connected_nodes"] == json!([])).then_some(())
+    });
+    wait_until("the tentacle to see them end", MIN, || {
+        (p1.log_text().matches("session with gateway lost").count()
+            + p1.log_text().matches("gateway closed the session").count()
+            >= 2)
+            .then_some(())
+    });
+}

@@ -165,6 +165,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             routes.add_service(TentacleRelayService::new(
                 sessions.clone(),
                 cfg.node_name.clone(),
+                store.clone(),
             ));
         }
         let trust = cuttle_tls::Trusted::new([cluster.thumbprint()]);

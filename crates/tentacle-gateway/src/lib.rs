@@ -39,29 +39,51 @@ pub enum Error {
     Tls(#[from] cuttle_tls::Error),
 }
 
+/// One tentacle's session: which connection, the certificate it presented, and how to end it.
+struct Session {
+    serial: u64,
+    channel: Channel,
+    thumbprint: Thumbprint,
+    cut: CancellationToken,
+}
+
 /// The live sessions this gateway holds, by target. Shared with the relay service.
 #[derive(Clone, Default)]
 pub struct Sessions {
-    inner: Arc<Mutex<HashMap<TargetId, (u64, Channel)>>>,
+    inner: Arc<Mutex<HashMap<TargetId, Session>>>,
 }
 
 impl Sessions {
-    pub(crate) fn get(&self, id: TargetId) -> Option<Channel> {
-        self.lock().get(&id).map(|(_, c)| c.clone())
+    /// The session with target `id`, and the certificate its tentacle presented.
+    pub(crate) fn get(&self, id: TargetId) -> Option<(Channel, Thumbprint)> {
+        self.lock()
+            .get(&id)
+            .map(|s| (s.channel.clone(), s.thumbprint))
     }
 
-    fn insert(&self, id: TargetId, serial: u64, channel: Channel) {
-        self.lock().insert(id, (serial, channel));
+    fn insert(&self, id: TargetId, session: Session) {
+        self.lock().insert(id, session);
     }
 
     /// Removes the session unless a newer one replaced it; true when removed.
     fn remove(&self, id: TargetId, serial: u64) -> bool {
         let mut map = self.lock();
-        if map.get(&id).is_some_and(|(s, _)| *s == serial) {
+        if map.get(&id).is_some_and(|s| s.serial == serial) {
             map.remove(&id);
             true
         } else {
             false
+        }
+    }
+
+    /// Ends, at once, every session whose certificate is no longer the one registered for its
+    /// target (the thumbprint changed, or the target was deleted): no more work goes to it.
+    pub(crate) fn cut_unless(&self, still_trusted: impl Fn(TargetId, &Thumbprint) -> bool) {
+        for (id, s) in self.lock().iter() {
+            if !still_trusted(*id, &s.thumbprint) && !s.cut.is_cancelled() {
+                tracing::warn!(target = %id, thumbprint = %s.thumbprint, "cutting the session of a certificate no longer registered for its target");
+                s.cut.cancel();
+            }
         }
     }
 
@@ -73,7 +95,7 @@ impl Sessions {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TargetId, (u64, Channel)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TargetId, Session>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -137,11 +159,15 @@ pub async fn serve(
     tracing::info!(?addr, "gateway listening for polling tentacles");
     let refresher = {
         let (targets, store, stop) = (targets.clone(), deps.store.clone(), shutdown.clone());
+        let sessions = deps.sessions.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(TRUST_REFRESH) => targets.refresh(&store).await,
+                    _ = tokio::time::sleep(TRUST_REFRESH) => {
+                        targets.refresh(&store).await;
+                        sessions.cut_unless(|id, t| targets.target(t) == Some(id));
+                    }
                 }
             }
         })
@@ -181,11 +207,13 @@ pub async fn serve(
                     return;
                 }
             };
-            let thumbprint = cuttle_tls::peer_thumbprint(tls.get_ref().1);
-            let Some(target) = thumbprint.and_then(|t| targets.target(&t)) else {
+            let Some(thumbprint) = cuttle_tls::peer_thumbprint(tls.get_ref().1) else {
+                return; // unreachable in practice: the handshake required a certificate
+            };
+            let Some(target) = targets.target(&thumbprint) else {
                 return; // unreachable in practice: the handshake checked the same map
             };
-            session(tls, target, serial, peer, &deps, stop).await;
+            session(tls, target, thumbprint, serial, peer, &deps, stop).await;
         });
     };
     refresher.abort();
@@ -196,6 +224,7 @@ pub async fn serve(
 async fn session<IO>(
     tls: IO,
     target: TargetId,
+    thumbprint: Thumbprint,
     serial: u64,
     peer: SocketAddr,
     deps: &GatewayDeps,
@@ -210,14 +239,24 @@ async fn session<IO>(
             return;
         }
     };
-    deps.sessions.insert(target, serial, channel);
+    let cut = stop.child_token();
+    deps.sessions.insert(
+        target,
+        Session {
+            serial,
+            channel,
+            thumbprint,
+            cut: cut.clone(),
+        },
+    );
     tracing::info!(%peer, %target, "tentacle connected");
     if let Err(e) = deps.store.open_session(target, &deps.node_name).await {
         tracing::warn!(%target, error = %e, "record tentacle session");
     }
+    // Cut (or shut down): returning drops the connection, which closes it.
     tokio::select! {
         _ = closed => tracing::info!(%peer, %target, "tentacle disconnected"),
-        _ = stop.cancelled() => {}
+        _ = cut.cancelled() => {}
     }
     if deps.sessions.remove(target, serial) {
         if let Err(e) = deps

@@ -17,25 +17,51 @@ use crate::Sessions;
 pub struct TentacleRelayService {
     sessions: Sessions,
     node: String,
+    store: cuttle_storage::Store,
 }
 
 impl TentacleRelayService {
-    pub fn new(sessions: Sessions, node: String) -> TentacleRelayServer<Self> {
-        TentacleRelayServer::new(TentacleRelayService { sessions, node })
+    pub fn new(
+        sessions: Sessions,
+        node: String,
+        store: cuttle_storage::Store,
+    ) -> TentacleRelayServer<Self> {
+        TentacleRelayServer::new(TentacleRelayService {
+            sessions,
+            node,
+            store,
+        })
     }
 
-    fn client(&self, id: i64) -> Result<TentacleClient<cuttle_proto::wire::Channel>, Status> {
+    /// The session with target `id`, once the database confirms its tentacle's certificate is
+    /// still the one registered: work never goes to a certificate that was replaced or
+    /// revoked, even before the next trust refresh cuts its session.
+    async fn client(&self, id: i64) -> Result<TentacleClient<cuttle_proto::wire::Channel>, Status> {
         let id = TargetId(id);
-        self.sessions
+        let none = || {
+            Status::unavailable(format!(
+                "node {} holds no session with target {id}",
+                self.node
+            ))
+        };
+        let (channel, presented) = self
+            .sessions
             .get(id)
-            .filter(|c| !c.is_closed())
-            .map(TentacleClient::new)
-            .ok_or_else(|| {
-                Status::unavailable(format!(
-                    "node {} holds no session with target {id}",
-                    self.node
-                ))
-            })
+            .filter(|(c, _)| !c.is_closed())
+            .ok_or_else(none)?;
+        let registered = self
+            .store
+            .get_target(id, std::time::Duration::ZERO)
+            .await
+            .map_err(|e| Status::unavailable(format!("look up target {id}: {e}")))?
+            .and_then(|t| t.thumbprint.parse::<cuttle_tls::Thumbprint>().ok());
+        if registered != Some(presented) {
+            self.sessions.cut_unless(|t, p| t != id || *p != presented);
+            return Err(Status::permission_denied(format!(
+                "target {id}'s certificate is no longer the one registered; its session was cut"
+            )));
+        }
+        Ok(TentacleClient::new(channel))
     }
 }
 
@@ -45,7 +71,7 @@ impl TentacleRelay for TentacleRelayService {
         &self,
         request: Request<RelayCapabilities>,
     ) -> Result<Response<CapabilitiesReply>, Status> {
-        let mut client = self.client(request.into_inner().target_id)?;
+        let mut client = self.client(request.into_inner().target_id).await?;
         client.capabilities(CapabilitiesRequest {}).await
     }
 
@@ -59,7 +85,7 @@ impl TentacleRelay for TentacleRelayService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .ok_or_else(|| Status::invalid_argument(format!("no {TARGET_METADATA} metadata")))?;
-        let mut client = self.client(target)?;
+        let mut client = self.client(target).await?;
         // Chunks pass through as they arrive: flow control reaches back to the sender, so the
         // gateway holds a few chunks at most. An error upstream ends the stream early, and the
         // tentacle refuses the short file.
@@ -74,7 +100,7 @@ impl TentacleRelay for TentacleRelayService {
         request: Request<RelayPullFile>,
     ) -> Result<Response<Streaming<FileChunk>>, Status> {
         let req = request.into_inner();
-        let mut client = self.client(req.target_id)?;
+        let mut client = self.client(req.target_id).await?;
         let pull = req
             .request
             .ok_or_else(|| Status::invalid_argument("no pull request"))?;
@@ -88,7 +114,7 @@ impl TentacleRelay for TentacleRelayService {
         request: Request<RelayRunScript>,
     ) -> Result<Response<Streaming<ScriptEvent>>, Status> {
         let req = request.into_inner();
-        let mut client = self.client(req.target_id)?;
+        let mut client = self.client(req.target_id).await?;
         let script = req
             .request
             .ok_or_else(|| Status::invalid_argument("no script request"))?;
