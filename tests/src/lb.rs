@@ -4,13 +4,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{free_port, temp_dir, wait_until, Node, TempDir};
+use crate::{free_port, temp_dir, wait_until, HttpsTrust, Node, TempDir, TestCertificates};
 
 /// A real haproxy (Debian's package) running `deploy/haproxy/haproxy.cfg`, with the example
-/// node addresses and ports rewritten to this test's loopback ports. Killed on drop.
+/// node addresses and ports rewritten to this test's loopback ports and its certificate one
+/// made here. Killed on drop.
 pub struct Haproxy {
     child: Child,
+    /// Plain HTTP: redirects to HTTPS.
     pub http_port: u16,
+    /// HTTPS, ended here.
+    pub https_port: u16,
+    /// The CA of haproxy's certificate, for clients to trust.
+    pub ca_pem: String,
     /// The one address for every polling tentacle (`listen tentacle_any`).
     pub tentacle_port: u16,
     _dir: TempDir,
@@ -32,8 +38,16 @@ impl Haproxy {
     pub fn start_from(nodes: [&Node; 3], source: Option<&str>) -> Result<Haproxy> {
         let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg"))
             .context("read deploy/haproxy/haproxy.cfg")?;
-        let (http_port, tentacle_port) = (free_port(), free_port());
+        let (http_port, https_port, tentacle_port) = (free_port(), free_port(), free_port());
+        let dir = temp_dir("haproxy");
+        let certs = TestCertificates::new(&["127.0.0.1"])?;
+        let pem = dir.path().join("cuttle.pem");
+        std::fs::write(&pem, format!("{}{}", certs.cert_pem, certs.key_pem))?;
         let mut cfg = shipped.replace("bind :80", &format!("bind 127.0.0.1:{http_port}"));
+        cfg = cfg.replace(
+            "bind :443 ssl crt /etc/haproxy/certs/cuttle.pem",
+            &format!("bind 127.0.0.1:{https_port} ssl crt {}", pem.display()),
+        );
         cfg = cfg.replace("bind :10950", &format!("bind 127.0.0.1:{tentacle_port}"));
         for (i, node) in nodes.iter().enumerate() {
             let example = format!("10.0.0.1{}", i + 1);
@@ -67,7 +81,6 @@ impl Haproxy {
                 &format!("default-server inter 200ms source {src}"),
             );
         }
-        let dir = temp_dir("haproxy");
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, cfg)?;
         let child = Command::new("haproxy")
@@ -82,10 +95,12 @@ impl Haproxy {
         let lb = Haproxy {
             child,
             http_port,
+            https_port,
+            ca_pem: certs.ca_pem,
             tentacle_port,
             _dir: dir,
         };
-        let agent = agent();
+        let agent = lb.agent();
         wait_until(
             "haproxy to route to a healthy node",
             Duration::from_secs(30),
@@ -97,8 +112,14 @@ impl Haproxy {
         Ok(lb)
     }
 
+    /// `https://…` on haproxy's TLS port.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        format!("https://127.0.0.1:{}{path}", self.https_port)
+    }
+
+    /// A client trusting haproxy's certificate (status codes returned, not errors).
+    pub fn agent(&self) -> ureq::Agent {
+        crate::agent(Some(&HttpsTrust::Ca(self.ca_pem.clone())))
     }
 }
 
@@ -107,12 +128,4 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
 }

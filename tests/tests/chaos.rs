@@ -36,11 +36,7 @@ fn random_kills_and_a_database_restart_lose_and_repeat_nothing() {
         // A panic below stops the client too, so the scope can end and the test fail.
         let _stop_client = cuttle_e2e::SetOnDrop(&stop);
         let client = scope.spawn(|| {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into();
+            let agent: ureq::Agent = lb.agent();
             let (mut accepted, mut refused) = (Vec::new(), 0);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {

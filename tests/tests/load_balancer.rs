@@ -5,14 +5,42 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use cuttle_e2e::{deploy_dir, temp_dir, wait_until, Cluster, Haproxy, NodeOptions};
+use cuttle_e2e::{
+    deploy_dir, temp_dir, wait_until, Cluster, Haproxy, NodeOptions, TestCertificates,
+};
 use serde_json::json;
 
 #[test]
 fn shipped_configs_pass_haproxy_and_nginx_checks() {
+    // The certificate paths point at a test certificate; everything else is as shipped.
+    let dir = temp_dir("lb-configs");
+    let certs = TestCertificates::new(&["cuttle.example.com"]).unwrap();
+    let (crt, key, pem) = (
+        dir.path().join("cuttle.crt"),
+        dir.path().join("cuttle.key"),
+        dir.path().join("cuttle.pem"),
+    );
+    std::fs::write(&crt, &certs.cert_pem).unwrap();
+    std::fs::write(&key, &certs.key_pem).unwrap();
+    std::fs::write(&pem, format!("{}{}", certs.cert_pem, certs.key_pem)).unwrap();
+    let shipped = |name: &str, from: &[&str], to: &[&std::path::Path]| {
+        let mut text = std::fs::read_to_string(deploy_dir().join(name)).unwrap();
+        for (f, t) in from.iter().zip(to) {
+            assert!(text.contains(f), "{name} no longer names {f}");
+            text = text.replace(f, &t.display().to_string());
+        }
+        let out = dir.path().join(name.replace('/', "-"));
+        std::fs::write(&out, text).unwrap();
+        out
+    };
+    let haproxy_cfg = shipped(
+        "haproxy/haproxy.cfg",
+        &["/etc/haproxy/certs/cuttle.pem"],
+        &[&pem],
+    );
     let out = Command::new("haproxy")
         .args(["-c", "-f"])
-        .arg(deploy_dir().join("haproxy/haproxy.cfg"))
+        .arg(&haproxy_cfg)
         .output()
         .expect("run haproxy (install Debian's haproxy package)");
     let text =
@@ -24,12 +52,16 @@ fn shipped_configs_pass_haproxy_and_nginx_checks() {
     );
 
     // nginx: the http part and the stream part, included where they belong.
-    let dir = temp_dir("nginx");
+    let http = shipped(
+        "nginx/cuttle.conf",
+        &["/etc/nginx/certs/cuttle.crt", "/etc/nginx/certs/cuttle.key"],
+        &[&crt, &key],
+    );
     let main = format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid {pid};\nerror_log stderr;\n\
          events {{}}\nhttp {{ include {http}; }}\nstream {{ include {stream}; }}\n",
         pid = dir.path().join("nginx.pid").display(),
-        http = deploy_dir().join("nginx/cuttle.conf").display(),
+        http = http.display(),
         stream = deploy_dir().join("nginx/cuttle-stream.conf").display(),
     );
     let conf = dir.path().join("nginx.conf");
@@ -48,16 +80,51 @@ fn shipped_configs_pass_haproxy_and_nginx_checks() {
 }
 
 #[test]
+fn haproxy_ends_tls_and_plain_http_only_redirects() {
+    let cluster = Cluster::sqlite();
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 0)))
+        .collect();
+    let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    // HTTPS: served, with HSTS.
+    let r = lb
+        .agent()
+        .get(&lb.url("/api/nodes"))
+        .header("X-Api-Key", &cluster.api_key)
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"].to_str().unwrap(),
+        "max-age=31536000"
+    );
+    // Plain HTTP: a redirect to HTTPS and nothing else, the key never forwarded to a node.
+    let plain: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let r = plain
+        .get(&format!("http://127.0.0.1:{}/api/nodes", lb.http_port))
+        .header("X-Api-Key", &cluster.api_key)
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("https://127.0.0.1:{}/api/nodes", lb.http_port)
+    );
+    assert!(r.headers().get("x-cuttle-node").is_none(), "no node saw it");
+}
+
+#[test]
 fn haproxy_spreads_requests_and_takes_a_draining_node_out_of_rotation() {
     let cluster = Cluster::sqlite();
     let nodes: Vec<_> = (1..=3)
         .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 1)))
         .collect();
     let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent = lb.agent();
     // Every request through the balancer must succeed, whatever the nodes are doing; the
     // X-Cuttle-Node header says which node served it.
     let served_by = || -> String {
@@ -108,11 +175,7 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
         .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 2)))
         .collect();
     let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+    let agent: ureq::Agent = lb.agent();
     let served_by = |agent: &ureq::Agent| -> Option<String> {
         let r = agent
             .get(&lb.url("/api/tasks?limit=1"))
@@ -130,11 +193,7 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
         // A panic below stops the client too, so the scope can end and the test fail.
         let _stop_client = cuttle_e2e::SetOnDrop(&stop);
         s.spawn(|| {
-            let client: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into();
+            let client: ureq::Agent = lb.agent();
             while !stop.load(Ordering::Relaxed) {
                 let task = json!({"kind": "Sleep", "arguments": {"duration_ms": 100}});
                 match client
@@ -254,10 +313,7 @@ fn audit_events_believe_forwarded_for_only_from_trusted_proxies() {
         .map(|i| cluster.start(opts(&format!("n{i}"))))
         .collect();
     let lb = Haproxy::start_from([&nodes[0], &nodes[1], &nodes[2]], Some("127.0.0.2")).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent = lb.agent();
     let task = json!({"kind": "Sleep", "arguments": {"duration_ms": 1}});
     let create = |url: String| -> String {
         let mut r = agent
