@@ -124,6 +124,14 @@ fn targets_are_registered_changed_and_removed_over_rest(db: Database) {
 
     let (status, err) = n.post("/api/targets", &body);
     assert_eq!(status, 409, "same name and thumbprint: {err}");
+    // A name is also its artifact folder's: nothing that could leave it or share it.
+    for name in ["../escape", "a/b", ".hidden"] {
+        let (status, err) = n.post(
+            "/api/targets",
+            &json!({"name": name, "comms": "polling", "thumbprint": "CD".repeat(32)}),
+        );
+        assert_eq!(status, 400, "{name}: {err}");
+    }
     for bad in [
         json!({"name": "x", "comms": "polling"}),
         json!({"name": "x", "comms": "listening", "thumbprint": THUMB}),

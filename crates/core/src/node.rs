@@ -63,9 +63,10 @@ pub fn validate_node_name(name: &str) -> Result<(), ValidationError> {
     let ok_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.is_empty() || name.len() > 100 || !ok_chars {
+    // A name of dots only would be `.` or `..` in the shared store's per-node folders.
+    if name.is_empty() || name.len() > 100 || !ok_chars || name.chars().all(|c| c == '.') {
         return Err(ValidationError::new(format!(
-            "invalid node name {name:?}: use 1-100 characters from A-Z a-z 0-9 . _ -"
+            "invalid node name {name:?}: use 1-100 characters from A-Z a-z 0-9 . _ -, not only dots"
         )));
     }
     Ok(())
@@ -74,6 +75,16 @@ pub fn validate_node_name(name: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_are_safe_path_components() {
+        for ok in ["n1", "node-1.example", "a_b", ".x"] {
+            validate_node_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "...", "a/b", "a b", "n\u{0}"] {
+            assert!(validate_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn patch_validation() {

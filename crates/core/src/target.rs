@@ -201,11 +201,15 @@ fn plain(text: &str) -> bool {
     !text.trim().is_empty() && text.trim() == text && !text.chars().any(char::is_control)
 }
 
+/// A target's name also names its folder of artifacts in the shared store, so it must be a
+/// path component as it is: no separators and no leading dot (two names that a replacement
+/// made equal would share one folder).
 pub fn validate_target_name(name: &str) -> Result<(), ValidationError> {
-    if !plain(name) || name.len() > MAX_TARGET_NAME_LEN {
+    let path_safe = !name.contains(['/', '\\']) && !name.starts_with('.');
+    if !plain(name) || name.len() > MAX_TARGET_NAME_LEN || !path_safe {
         return Err(ValidationError::new(format!(
             "invalid target name {name:?}: 1-{MAX_TARGET_NAME_LEN} characters, no control \
-             characters, no leading or trailing spaces"
+             characters, no / or \\, no leading dot, no leading or trailing spaces"
         )));
     }
     Ok(())
@@ -277,6 +281,18 @@ mod tests {
     }
 
     const THUMB: &str = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
+
+    #[test]
+    fn target_names_are_their_artifact_folders_as_they_are() {
+        for ok in ["web-1", "Web server 1", "db.example.com", "a.b"] {
+            validate_target_name(ok).unwrap();
+        }
+        for bad in [
+            "", " x", "x ", "a/b", "a\\b", ".", "..", ".hidden", "../x", "a\nb",
+        ] {
+            assert!(validate_target_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn targets_are_validated_and_thumbprints_normalised() {

@@ -545,6 +545,7 @@ mod tests {
             (&[("CUTTLE_POLL_MS", "1")], "CUTTLE_POLL_MS"),
             (&[("CUTTLE_ROLES", "api,chef")], "CUTTLE_ROLES"),
             (&[("CUTTLE_NODE_NAME", "a b")], "CUTTLE_NODE_NAME"),
+            (&[("CUTTLE_NODE_NAME", "..")], "CUTTLE_NODE_NAME"),
             (&[("CUTTLE_HTTP_LISTEN", "localhost")], "CUTTLE_HTTP_LISTEN"),
             (&[("CUTTLE_LOG_FORMAT", "xml")], "CUTTLE_LOG_FORMAT"),
             (&[("CUTTLE_LOG", "info,=[")], "CUTTLE_LOG"),
