@@ -38,7 +38,6 @@ impl Tentacle {
         t
     }
 
-    /// Runs a command to completion; panics with its output unless it succeeds. Returns stdout.
     /// Runs `cuttle-tentacle ARGS` with this home, however it ends: (success, stdout, stderr).
     pub fn try_command(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(tentacle_binary())
@@ -55,20 +54,10 @@ impl Tentacle {
         )
     }
 
+    /// Runs a command to completion; panics with its output unless it succeeds. Returns stdout.
     pub fn command(&self, args: &[&str]) -> String {
-        let out = Command::new(tentacle_binary())
-            .args(args)
-            .env("CUTTLE_TENTACLE_HOME", &self.home)
-            .env_remove("CUTTLE_API_KEY")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cuttle-tentacle");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "cuttle-tentacle {args:?} failed:\n{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, stdout, stderr) = self.try_command(args);
+        assert!(ok, "cuttle-tentacle {args:?} failed:\n{stdout}{stderr}");
         stdout
     }
 

@@ -158,13 +158,15 @@ pub(super) struct MakeRustls {
 impl MakeRustls {
     pub(super) fn new(params: &TlsParams) -> Result<MakeRustls> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match (params.mode, &params.root_cert) {
-            (SslMode::Disable | SslMode::Prefer | SslMode::Require, None) => {
-                Arc::new(AnyCertificate(provider.clone()))
-            }
-            (SslMode::VerifyFull, root) => webpki(root.as_ref(), &provider)?,
-            (_, root) => Arc::new(ChainOnly(webpki(root.as_ref(), &provider)?)),
+        let chain = match (params.mode, &params.root_cert) {
+            (SslMode::Disable | SslMode::Prefer | SslMode::Require, None) => None,
+            (_, root) => Some(webpki(root.as_ref(), &provider)?),
         };
+        let verifier = Arc::new(ModeVerifier {
+            chain,
+            check_name: params.mode == SslMode::VerifyFull,
+            provider: provider.clone(),
+        });
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::InvalidUrl(format!("TLS settings: {e}")))?
@@ -221,22 +223,36 @@ fn webpki(
         .map_err(|e| Error::InvalidUrl(format!("TLS settings: {e}")))
 }
 
-/// `prefer` and `require` without a root certificate: the connection is encrypted, the
-/// server's certificate taken as it is (libpq's behaviour). The handshake's signatures are
-/// still checked, so the session is with whoever holds that certificate's key.
+/// What `sslmode` checks of the server's certificate. Without `chain` (`prefer`/`require`
+/// without a root certificate) nothing, as libpq: the connection is encrypted, the certificate
+/// taken as it is. With it, the chain must reach a trusted CA, and with `check_name`
+/// (`verify-full`) the certificate must name the host. The handshake's signatures are always
+/// checked, so the session is with whoever holds the presented certificate's key.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+struct ModeVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for ModeVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -249,7 +265,7 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -263,59 +279,14 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must reach a trusted CA; the name in the certificate is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
