@@ -596,6 +596,23 @@ pub(crate) fn restart_requeue_note(node: &str) -> String {
     format!("node {node} restarted while the task was running; re-queued (retry-safe kind)")
 }
 
+/// `%XX` escapes of a URL part decoded; `None` for a bad escape or text that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -270,23 +270,7 @@ fn parse_ado(text: &str) -> Result<MssqlConfig> {
 }
 
 fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| invalid("mssql:// URL: bad %-escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| invalid("mssql:// URL: not UTF-8 after %-decoding"))
+    super::percent_decode(s).ok_or_else(|| invalid("mssql:// URL: bad %-escape or not UTF-8"))
 }
 
 fn parse_url(rest: &str) -> Result<MssqlConfig> {

@@ -130,23 +130,8 @@ pub(super) fn split(url: &str) -> Result<(String, TlsParams)> {
 }
 
 fn percent_decode(v: &str) -> Result<String> {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = v
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::InvalidUrl(format!("bad %-escape in {v:?}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::InvalidUrl(format!("{v:?} is not UTF-8")))
+    super::percent_decode(v)
+        .ok_or_else(|| Error::InvalidUrl(format!("bad %-escape or not UTF-8 in {v:?}")))
 }
 
 /// Makes rustls connections for tokio-postgres as `params` ask.
