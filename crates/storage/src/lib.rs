@@ -14,8 +14,8 @@ pub use blob::{
 };
 pub use crypto::MasterKey;
 pub use db::{
-    audit_as, Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration,
-    NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
+    audit_as, ApiKeyRow, Audit, ClaimedTask, Completion, LostNode, MigrationReport,
+    NodeRegistration, NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
 };
 pub use error::Error;
 

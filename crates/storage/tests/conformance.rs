@@ -85,6 +85,7 @@ conformance!(
     heartbeat_reregisters_deleted_node_and_keeps_operator_state,
     cancel_queued_executing_and_orphaned,
     settings_and_api_keys,
+    api_keys_are_listed_and_revoked_with_their_audit_events,
     lists_tasks_newest_first_with_filter,
     concurrent_claimers_take_each_task_once,
     complete_and_claim_in_one_call,
@@ -504,6 +505,46 @@ async fn settings_and_api_keys(fx: &Fixture) {
         Some("admin")
     );
     assert_eq!(s.api_key_name("nope").await.unwrap(), None);
+}
+
+async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.insert_api_key("ci", "hash-ci").await.unwrap();
+    s.insert_api_key("ops", "hash-ops").await.unwrap();
+    let keys = s.list_api_keys().await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ci", "ops"], "oldest first");
+    assert!(
+        keys.iter().all(|k| k.created_at > 1_700_000_000_000),
+        "{keys:?}"
+    );
+    let ci = keys[0].id;
+    let revoke = |id: i64| {
+        audit_as(event(
+            "api_key.revoke",
+            format!("ApiKeys-{id}"),
+            serde_json::json!({}),
+        ))
+    };
+    assert!(s.delete_api_key(ci, Some(revoke(ci))).await.unwrap());
+    assert_eq!(s.api_key_name("hash-ci").await.unwrap(), None, "revoked");
+    assert_eq!(
+        s.api_key_name("hash-ops").await.unwrap().as_deref(),
+        Some("ops")
+    );
+    assert!(
+        !s.delete_api_key(ci, Some(revoke(ci))).await.unwrap(),
+        "already gone"
+    );
+    let revokes = s
+        .list_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "api_key.revoke")
+        .count();
+    assert_eq!(revokes, 1, "an event only for the revoke that happened");
+    assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
 }
 
 async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {

@@ -57,6 +57,14 @@ pub fn audit_as<R>(event: NewEvent) -> Audit<R> {
     Box::new(move |_| event.clone())
 }
 
+/// An API key as listed: never the key, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: UnixMs,
+}
+
 /// What a node writes about itself when it registers and at every heartbeat.
 #[derive(Debug, Clone)]
 pub struct NodeRegistration {
@@ -251,6 +259,16 @@ impl Store {
     /// The name of the API key with this hash, if any.
     pub async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
         dispatch!(self, b => b.api_key_name(key_hash).await)
+    }
+
+    /// Every API key's id, name and creation time (never the key or its hash), oldest first.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        dispatch!(self, b => b.list_api_keys().await)
+    }
+
+    /// Deletes (revokes) an API key; false when no such key (and then no event is written).
+    pub async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
+        dispatch!(self, b => b.delete_api_key(id, audit).await)
     }
 
     /// Creates or refreshes this node's row (addresses, roles, version, started, last seen).

@@ -29,9 +29,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::gate::{self, ConnectFailure};
 use super::mssql_config::{Encrypt, MssqlConfig};
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
-    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
-    StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ApiKeyRow,
+    Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState,
+    OwnedTask, StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
 };
 use crate::{Error, Execution, Result};
 use retry::{classify, Retry, Transient};
@@ -666,6 +666,33 @@ impl Mssql {
             .await
         })?;
         Ok(rows.first().map(|r| text(r, 0)))
+    }
+
+    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        const SQL: &str = concat!(
+            "SELECT id, name, ",
+            ms!("created_at"),
+            " FROM api_keys ORDER BY id"
+        );
+        let rows = run!(self, Retry::Idempotent, |c| rows(c, SQL, &[]).await)?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiKeyRow {
+                id: int64(r, 0),
+                name: text(r, 1),
+                created_at: int64(r, 2),
+            })
+            .collect())
+    }
+
+    pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
+        let found = run_in_transaction!(self, |c| {
+            let n = execute(c, "DELETE FROM api_keys WHERE id = @P1", &[&id]).await?;
+            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
+            n > 0
+        })?;
+        self.committed();
+        Ok(found)
     }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {

@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::gate::{self, ConnectFailure};
 use super::postgres_tls::{self, MakeRustls};
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
-    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
-    StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ApiKeyRow,
+    Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState,
+    OwnedTask, StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -406,6 +406,38 @@ impl Postgres {
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT id, name, created_at_ms FROM api_keys ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiKeyRow {
+                id: r.get(0),
+                name: r.get(1),
+                created_at: r.get(2),
+            })
+            .collect())
+    }
+
+    pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
+        let found = in_transaction!(self, |tx| {
+            let n = tx
+                .execute("DELETE FROM api_keys WHERE id = $1", &[&id])
+                .await?;
+            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
+            n > 0
+        })
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(found)
     }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {

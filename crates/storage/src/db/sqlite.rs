@@ -13,9 +13,9 @@ use cuttle_core::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, Audit,
-    ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState, OwnedTask,
-    TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ApiKeyRow,
+    Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState,
+    OwnedTask, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
 use crate::{Error, Execution, Result};
 
@@ -275,6 +275,36 @@ impl Sqlite {
             )
             .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare("SELECT id, name, created_at_ms FROM api_keys ORDER BY id")
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(ApiKeyRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
+
+    pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM api_keys WHERE id = ?1", [id])
+                .map_err(db_err)?;
+            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
+            Ok(n > 0)
         })
         .await
     }
