@@ -306,3 +306,70 @@ fn concurrent_first_starts_mint_exactly_one_admin_key_into_a_private_file() {
         minter.stdout_text()
     );
 }
+
+#[test]
+fn a_revoked_key_stops_working_on_every_node_within_a_second() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let out = run_ok(server_cmd(&cluster, &["api-key", "create", "--name", "ci"]));
+    let ci_key = out.lines().last().unwrap().trim().to_owned();
+    let with_key = |node: &cuttle_e2e::Node, key: &str| {
+        cuttle_e2e::agent(None)
+            .get(&node.url("/api/tasks"))
+            .header("X-Api-Key", key)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // n2 has just used (and cached) the key that is about to be revoked.
+    assert_eq!(with_key(&n2, &ci_key), 200);
+    let (ok, listed, err) = cli(&cluster, &n1, &["--output", "json", "api-key", "list"]);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let items = listed["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{listed}");
+    assert!(
+        !listed.to_string().contains(&ci_key),
+        "a key is never listed"
+    );
+    let ci_id = items.iter().find(|k| k["name"] == "ci").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, _, err) = cli(&cluster, &n1, &["api-key", "revoke", &ci_id]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        with_key(&n1, &ci_key),
+        401,
+        "refused at once where it was revoked"
+    );
+    // Elsewhere within a second (its cache of known keys lives that long): 5 s of slack.
+    wait_until(
+        "n2 to refuse the revoked key",
+        Duration::from_secs(5),
+        || (with_key(&n2, &ci_key) == 401).then_some(()),
+    );
+    assert_eq!(
+        with_key(&n2, &cluster.api_key),
+        200,
+        "other keys still work"
+    );
+    // The last key cannot be revoked.
+    let admin_id = items.iter().find(|k| k["name"] != "ci").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = n1.request("DELETE", &format!("/api/keys/{admin_id}"), None);
+    assert_eq!(status, 409, "{body}");
+    let (_, events) = n2.get("/api/events?limit=20");
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "api_key.revoke" && e["target"] == ci_id.as_str()),
+        "{events}"
+    );
+}

@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// How long a key found in the database is trusted without looking again.
-const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a key found in the database is trusted without looking again: a revoked key stops
+/// working on every node within this.
+const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 1024;
 /// Unknown keys one client address may present per window; past this it gets 429 until the
 /// window ends, and its keys are not looked up.
@@ -36,6 +37,11 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
+    /// Forgets every known key (after a revoke on this node: it takes effect here at once).
+    pub(crate) fn forget_all(&self) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// `Some(wait)` while `client` has used up its failures for the current window.
     fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());

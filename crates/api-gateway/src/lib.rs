@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod https;
+mod keys;
 mod listener;
 mod routes;
 mod targets;

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::auth::{require_api_key, Caller};
 use crate::error::ApiError;
-use crate::{targets, AppState, MAX_JSON_BODY};
+use crate::{keys, targets, AppState, MAX_JSON_BODY};
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -35,6 +35,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tasks/{id}/log", get(task_log))
         .route("/api/tasks/{id}/cancel", post(cancel_task))
         .route("/api/events", get(list_events))
+        .route("/api/keys", get(keys::list))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/targets", post(targets::create).get(targets::list))
         .route(
             "/api/targets/{id}",

@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         action: TaskCmd,
     },
+    /// API keys: list them, revoke one
+    ApiKey {
+        #[command(subcommand)]
+        action: KeyCmd,
+    },
     /// Plan task caps for a deployment window (the HA guide's formula)
     Capacity {
         /// Projects to deploy in the window
@@ -96,6 +101,14 @@ enum NodeCmd {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Every key's id, name and creation time (never the key)
+    List,
+    /// Revoke a key: every node refuses it within a second
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +244,8 @@ fn show(output: Output, v: &Value, cols: &[&str]) {
     }
 }
 
+const KEY_COLS: &[&str] = &["id", "name", "created_at"];
+
 const NODE_COLS: &[&str] = &[
     "name",
     "online",
@@ -310,6 +325,13 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "deleted node {name} (a live node adds itself again at its next heartbeat)"
                 );
+            }
+        },
+        Command::ApiKey { action } => match action {
+            KeyCmd::List => show(out, &api.json("GET", "/api/keys", None)?, KEY_COLS),
+            KeyCmd::Revoke { id } => {
+                api.json("DELETE", &format!("/api/keys/{id}"), None)?;
+                println!("revoked API key {id}");
             }
         },
         Command::Task { action } => match action {
