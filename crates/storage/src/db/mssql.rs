@@ -668,6 +668,23 @@ impl Mssql {
         Ok(rows.first().map(|r| text(r, 0)))
     }
 
+    /// Runs one `DELETE` (its `@P1` is `key`) and, when it removed a row, writes the change's
+    /// audit event in the same transaction. True when a row was removed.
+    async fn delete_with_event(
+        &self,
+        sql: &str,
+        key: &dyn ToSql,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let found = run_in_transaction!(self, |c| {
+            let n = execute(c, sql, &[key]).await?;
+            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
+            n > 0
+        })?;
+        self.committed();
+        Ok(found)
+    }
+
     pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
         const SQL: &str = concat!(
             "SELECT id, name, ",
@@ -686,13 +703,8 @@ impl Mssql {
     }
 
     pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        let found = run_in_transaction!(self, |c| {
-            let n = execute(c, "DELETE FROM api_keys WHERE id = @P1", &[&id]).await?;
-            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
-            n > 0
-        })?;
-        self.committed();
-        Ok(found)
+        self.delete_with_event("DELETE FROM api_keys WHERE id = @P1", &id, audit)
+            .await
     }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
@@ -819,13 +831,8 @@ impl Mssql {
     }
 
     pub(super) async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
-        let found = run_in_transaction!(self, |c| {
-            let n = execute(c, "DELETE FROM nodes WHERE name = @P1", &[&name]).await?;
-            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
-            n > 0
-        })?;
-        self.committed();
-        Ok(found)
+        self.delete_with_event("DELETE FROM nodes WHERE name = @P1", &name, audit)
+            .await
     }
 
     pub(super) async fn handle_lost_nodes(
@@ -945,13 +952,8 @@ impl Mssql {
         id: TargetId,
         audit: Option<Audit<()>>,
     ) -> Result<bool> {
-        let found = run_in_transaction!(self, |c| {
-            let n = execute(c, "DELETE FROM targets WHERE seq = @P1", &[&id.0]).await?;
-            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
-            n > 0
-        })?;
-        self.committed();
-        Ok(found)
+        self.delete_with_event("DELETE FROM targets WHERE seq = @P1", &id.0, audit)
+            .await
     }
 
     pub(super) async fn list_targets(

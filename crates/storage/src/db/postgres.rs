@@ -408,6 +408,24 @@ impl Postgres {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// Runs one `DELETE` (its `$1` is `key`) and, when it removed a row, writes the change's
+    /// audit event in the same transaction. True when a row was removed.
+    async fn delete_with_event(
+        &self,
+        sql: &str,
+        key: &(dyn ToSql + Sync),
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let found = in_transaction!(self, |tx| {
+            let n = tx.execute(sql, &[key]).await?;
+            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
+            n > 0
+        })
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(found)
+    }
+
     pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
         let c = self.conn().await?;
         let rows = c
@@ -428,16 +446,8 @@ impl Postgres {
     }
 
     pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        let found = in_transaction!(self, |tx| {
-            let n = tx
-                .execute("DELETE FROM api_keys WHERE id = $1", &[&id])
-                .await?;
-            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
-            n > 0
-        })
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        Ok(found)
+        self.delete_with_event("DELETE FROM api_keys WHERE id = $1", &id, audit)
+            .await
     }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
@@ -572,16 +582,8 @@ impl Postgres {
     }
 
     pub(super) async fn delete_node(&self, name: &str, audit: Option<Audit<()>>) -> Result<bool> {
-        let found = in_transaction!(self, |tx| {
-            let n = tx
-                .execute("DELETE FROM nodes WHERE name = $1", &[&name])
-                .await?;
-            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
-            n > 0
-        })
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        Ok(found)
+        self.delete_with_event("DELETE FROM nodes WHERE name = $1", &name, audit)
+            .await
     }
 
     pub(super) async fn handle_lost_nodes(
@@ -750,16 +752,8 @@ impl Postgres {
         id: TargetId,
         audit: Option<Audit<()>>,
     ) -> Result<bool> {
-        let found = in_transaction!(self, |tx| {
-            let n = tx
-                .execute("DELETE FROM targets WHERE seq = $1", &[&id.0])
-                .await?;
-            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
-            n > 0
-        })
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        Ok(found)
+        self.delete_with_event("DELETE FROM targets WHERE seq = $1", &id.0, audit)
+            .await
     }
 
     pub(super) async fn list_targets(
