@@ -163,18 +163,11 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         .into();
     let base = r.server.trim_end_matches('/');
     // Asked without the key: a server that is not the pinned cluster never sees it.
-    let mut resp = agent
+    let resp = agent
         .get(format!("{base}/api/cluster/identity"))
         .call()
         .context("reach the server")?;
-    let status = resp.status().as_u16();
-    let cluster: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-    if status != 200 {
-        bail!(
-            "server answered {status} for its cluster identity: {}",
-            cluster["error"]["message"].as_str().unwrap_or("")
-        );
-    }
+    let cluster = expect_status(resp, 200, "the server's cluster identity")?;
     let thumbprint: Thumbprint = cluster["thumbprint"]
         .as_str()
         .unwrap_or_default()
@@ -210,20 +203,13 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         "name": r.name, "environments": r.environments, "roles": r.roles, "comms": comms,
         "thumbprint": identity.thumbprint().to_string(), "endpoint": endpoint,
     });
-    let mut resp = agent
+    let resp = agent
         .post(format!("{base}/api/targets"))
         .header("X-Api-Key", &r.api_key)
         .header("Content-Type", "application/json")
         .send(body.to_string())
         .context("reach the server")?;
-    let status = resp.status().as_u16();
-    let target: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-    if status != 201 {
-        bail!(
-            "registration refused ({status}): {}",
-            target["error"]["message"].as_str().unwrap_or("")
-        );
-    }
+    let target = expect_status(resp, 201, "registration")?;
     let gateways = cluster["gateways"]
         .as_array()
         .map(|g| {
@@ -251,6 +237,23 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         config.target_id
     );
     Ok(())
+}
+
+/// The JSON body of an answer with status `want`; otherwise an error with the server's message.
+fn expect_status(
+    mut resp: ureq::http::Response<ureq::Body>,
+    want: u16,
+    what: &str,
+) -> Result<Value> {
+    let status = resp.status().as_u16();
+    let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    if status != want {
+        bail!(
+            "{what}: the server answered {status}: {}",
+            body["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(body)
 }
 
 fn hostname() -> Result<String> {
