@@ -661,6 +661,11 @@ fn a_thousand_idle_connections_do_not_keep_the_cluster_from_a_listening_tentacle
     );
     // A small host's open-file limit: 1,000 held connections would exhaust it.
     l1.start_with_open_file_limit(256);
+    wait_until("l1 to listen", MIN, || {
+        l1.log_text()
+            .contains("listening for the cluster")
+            .then_some(())
+    });
     let run = |what: &str| {
         let task = script_on(&n1, &format!("echo {what}"), json!({"targets": [id]}));
         let t = n1.wait_finished(&task, MIN);
