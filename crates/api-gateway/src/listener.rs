@@ -5,14 +5,14 @@
 //! handshake deadline. Handshakes and header reads run on each connection's own task, never
 //! on the accept path.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use cuttle_core::TrustedProxies;
+use cuttle_proto::per_address::PerAddress;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -46,50 +46,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Open connections per client address.
-#[derive(Default)]
-struct PerClient(Mutex<HashMap<IpAddr, usize>>);
-
-/// One connection counted against its client; uncounted on drop.
-struct ClientSlot {
-    counts: Arc<PerClient>,
-    ip: Option<IpAddr>,
-}
-
-impl PerClient {
-    fn enter(self: &Arc<Self>, ip: IpAddr, limit: usize, exempt: bool) -> Option<ClientSlot> {
-        if exempt {
-            return Some(ClientSlot {
-                counts: self.clone(),
-                ip: None,
-            });
-        }
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot {
-            counts: self.clone(),
-            ip: Some(ip),
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let Some(ip) = self.ip else { return };
-        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&ip);
-            }
-        }
-    }
-}
-
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -101,7 +57,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let per_client = Arc::new(PerClient::default());
+    let per_client = Arc::new(PerAddress::default());
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -180,36 +136,5 @@ async fn serve_connection<IO>(
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "API connection ended");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_client_gets_its_share_and_gives_it_back() {
-        let counts = Arc::new(PerClient::default());
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let held: Vec<ClientSlot> = (0..2).map(|_| counts.enter(a, 2, false).unwrap()).collect();
-        assert!(
-            counts.enter(a, 2, false).is_none(),
-            "a third from one client"
-        );
-        assert!(
-            counts.enter(b, 2, false).is_some(),
-            "another client is not affected"
-        );
-        assert!(
-            counts.enter(a, 2, true).is_some(),
-            "a trusted proxy is not counted"
-        );
-        drop(held);
-        assert!(counts.enter(a, 2, false).is_some(), "slots come back");
-        assert!(
-            counts.0.lock().unwrap().get(&b).is_none(),
-            "no entry left behind"
-        );
     }
 }

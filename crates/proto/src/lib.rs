@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod files;
 pub mod lines;
+pub mod per_address;
 pub mod script_env;
 pub mod wire;
 

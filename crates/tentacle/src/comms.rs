@@ -92,37 +92,6 @@ const MAX_PER_PEER: usize = 32;
 /// A peer gets this long to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Open connections per peer address.
-#[derive(Default)]
-struct PerPeer(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One connection counted against its peer; uncounted on drop.
-struct PeerSlot(Arc<PerPeer>, std::net::IpAddr);
-
-impl PerPeer {
-    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<PeerSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_default();
-        if *n >= MAX_PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut counts = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Accepts workers' connections on `addr` until the process ends. Whoever can reach the port
 /// can open connections without a certificate; these limits keep them from crowding out the
 /// cluster: a handshake deadline, a cap per peer address and in all, and a pause (not a spin)
@@ -141,7 +110,7 @@ pub(crate) async fn listen(
     tracing::info!(addr = %listener.local_addr()?, "listening for the cluster");
     let agent = Arc::new(agent);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let per_peer = Arc::new(PerPeer::default());
+    let per_peer = Arc::new(cuttle_proto::per_address::PerAddress::default());
     loop {
         let permit = slots.clone().acquire_owned().await?;
         let (tcp, peer) = match listener.accept().await {
@@ -152,7 +121,7 @@ pub(crate) async fn listen(
                 continue;
             }
         };
-        let Some(peer_slot) = per_peer.enter(peer.ip()) else {
+        let Some(peer_slot) = per_peer.enter(peer.ip(), MAX_PER_PEER, false) else {
             tracing::debug!(%peer, "too many connections from one address; closed");
             continue;
         };
