@@ -80,6 +80,11 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node(db: Database) 
     for t in [&mut p1, &mut p2, &mut l1] {
         t.start();
     }
+    wait_until("l1 to listen", MIN, || {
+        l1.log_text()
+            .contains("listening for the cluster")
+            .then_some(())
+    });
     // Each polling tentacle holds a session with both gateways.
     for id in [&p1_id, &p2_id] {
         wait_until(&format!("{id} connected to both nodes"), MIN, || {
