@@ -12,6 +12,7 @@
 //! Each node writes only under its own `InProgress/{node}/`, so a node can clean up its leftovers
 //! without knowing what the others are doing.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -253,28 +254,29 @@ pub const DEFAULT_TASK_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// character boundary), with every control character but tab and escape (which scripts use
 /// for colour) shown as U+FFFD. So no one — a script, a tentacle — can start a line of their
 /// own in a log: every line starts with the writer's time stamp.
-fn log_lines(text: &str) -> Vec<String> {
-    let clean: String = text
-        .chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' && c != '\u{1b}' {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect();
+fn log_lines(text: &str) -> Vec<Cow<'_, str>> {
+    let neutralised = |c: char| c.is_control() && c != '\t' && c != '\u{1b}';
+    // The common line, short and clean, is passed on as it is: no copy on the hot path.
+    let clean: Cow<'_, str> = if text.chars().any(neutralised) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if neutralised(c) { '\u{fffd}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    };
     if clean.len() <= MAX_LOG_LINE {
         return vec![clean];
     }
     let mut out = Vec::new();
-    let mut rest = clean.as_str();
+    let mut rest = clean.as_ref();
     while !rest.is_empty() {
         let mut cut = rest.len().min(MAX_LOG_LINE);
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
-        out.push(rest[..cut].to_owned());
+        out.push(Cow::Owned(rest[..cut].to_owned()));
         rest = &rest[cut..];
     }
     out
