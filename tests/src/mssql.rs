@@ -62,6 +62,12 @@ impl TestSqlServer {
         &self.url
     }
 
+    /// Runs a batch on the test's own database: for tests that set up states no API call
+    /// makes.
+    pub fn sql(&self, sql: &str) -> Result<()> {
+        run_sql(&self.url, sql)
+    }
+
     /// Stops the server with `CUTTLE_TEST_MSSQL_STOP`: for outage tests.
     pub fn stop_server(&self) -> Result<()> {
         shell(MSSQL_STOP_VAR)

@@ -347,7 +347,7 @@ fn audit_events_believe_forwarded_for_only_from_trusted_proxies() {
     };
     for id in [&via_lb, &direct] {
         let e = find("task.create", id);
-        assert_eq!(e["actor"], "admin");
+        assert_eq!(e["actor"], "admin (ApiKeys-1)", "the key by name and id");
         assert_eq!(e["client_address"], "127.0.0.1", "{e}");
         assert_eq!(e["details"]["kind"], "Sleep");
     }

@@ -1,19 +1,20 @@
-//! API keys: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, checked against SHA-256 hashes
-//! in the database. Keys are long random strings, so a fast hash is enough and a short-lived
-//! cache of known hashes saves a database round trip per request.
+//! API keys: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, looked up by their HMAC-SHA-256
+//! in the database (see `cuttle_storage::ApiKeyHasher`), then checked against the scope the
+//! route needs ([`ROUTE_SCOPES`]). A short-lived cache of known keys saves a database round trip
+//! per request; unknown keys are never cached, and a client presenting too many is stopped
+//! before its guesses reach the database.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine as _;
-use cuttle_core::{ErrorCode, NewEvent};
-use sha2::{Digest, Sha256};
+use cuttle_core::{format_rfc3339_ms, ErrorCode, NewEvent, Scope, UnixMs};
+use cuttle_storage::{ApiKeyHasher, ApiKeyRow};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -31,7 +32,7 @@ const FAILURES_MAX: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    known: Mutex<HashMap<String, (String, Instant)>>,
+    known: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
     /// Failed authentications per client address: how many, since when.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
@@ -68,15 +69,35 @@ impl KeyCache {
     }
 }
 
-/// Who made a request: the API key's name, and the client address believed under
-/// `CUTTLE_TRUSTED_PROXIES`.
+/// Who made a request: the API key (its name is the actor of audit events), and the client
+/// address believed under `CUTTLE_TRUSTED_PROXIES`.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) name: String,
     pub(crate) address: String,
+    pub(crate) key_id: i64,
+    pub(crate) scope: Scope,
+    /// For a `register-target` key: the one target it may register.
+    pub(crate) target: Option<String>,
 }
 
 impl Caller {
+    /// For a `register-target` key, refuses any target but its own (operators and admins may
+    /// touch any target).
+    pub(crate) fn check_own_target(&self, name: &str) -> Result<(), ApiError> {
+        match (&self.scope, &self.target) {
+            (Scope::RegisterTarget, Some(own)) if own == name => Ok(()),
+            (Scope::RegisterTarget, own) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this register-target key may only register the target {:?}, not {name:?}",
+                    own.as_deref().unwrap_or("")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The audit event of a change this caller made; the store writes it in the change's own
     /// transaction.
     pub(crate) fn event(
@@ -86,7 +107,7 @@ impl Caller {
         details: serde_json::Value,
     ) -> NewEvent {
         NewEvent {
-            actor: self.name.clone(),
+            actor: format!("{} (ApiKeys-{})", self.name, self.key_id),
             action: action.to_owned(),
             target: target.to_string(),
             client_address: self.address.clone(),
@@ -95,20 +116,80 @@ impl Caller {
     }
 }
 
-/// SHA-256 of an API key, hex: the only form ever stored.
-pub fn hash_api_key(key: &str) -> String {
-    let digest = Sha256::digest(key.trim().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// What a route needs: a scope, and whether a `register-target` key may call it too (for its
+/// own target only, which the handler checks with [`Caller::check_own_target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Need {
+    pub(crate) scope: Scope,
+    pub(crate) register_target: bool,
 }
 
-/// A new random API key, `API-` and 32 characters of URL-safe base64 (192 bits).
-pub fn generate_api_key() -> std::io::Result<String> {
-    let mut bytes = [0u8; 24];
-    getrandom::getrandom(&mut bytes).map_err(std::io::Error::other)?;
-    Ok(format!(
-        "API-{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+const fn need(scope: Scope) -> Need {
+    Need {
+        scope,
+        register_target: false,
+    }
+}
+
+const fn need_or_own_target(scope: Scope) -> Need {
+    Need {
+        scope,
+        register_target: true,
+    }
+}
+
+/// The scope every keyed route needs, by method and route pattern. A route missing here needs
+/// `admin`: a new route stays closed to lesser keys until it is given its scope.
+pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
+    ("GET", "/api/nodes", need(Scope::Reader)),
+    ("GET", "/api/nodes/{name}", need(Scope::Reader)),
+    ("PATCH", "/api/nodes/{name}", need(Scope::Operator)),
+    ("DELETE", "/api/nodes/{name}", need(Scope::Operator)),
+    ("GET", "/api/tasks", need(Scope::Reader)),
+    ("POST", "/api/tasks", need(Scope::Deployer)),
+    ("GET", "/api/tasks/{id}", need(Scope::Reader)),
+    ("GET", "/api/tasks/{id}/log", need(Scope::Reader)),
+    ("POST", "/api/tasks/{id}/cancel", need(Scope::Deployer)),
+    ("GET", "/api/events", need(Scope::Reader)),
+    ("GET", "/api/targets", need(Scope::Reader)),
+    ("POST", "/api/targets", need_or_own_target(Scope::Operator)),
+    ("GET", "/api/targets/{id}", need_or_own_target(Scope::Reader)),
+    ("PATCH", "/api/targets/{id}", need_or_own_target(Scope::Operator)),
+    ("DELETE", "/api/targets/{id}", need(Scope::Operator)),
+    ("GET", "/api/keys", need(Scope::Admin)),
+    ("POST", "/api/keys", need(Scope::Admin)),
+    ("DELETE", "/api/keys/{id}", need(Scope::Admin)),
+    ("GET", "/metrics", need(Scope::Reader)),
+];
+
+pub(crate) fn route_need(method: &Method, route: &str) -> Need {
+    ROUTE_SCOPES
+        .iter()
+        .find(|(m, r, _)| *m == method.as_str() && *r == route)
+        .map_or(need(Scope::Admin), |(_, _, n)| *n)
+}
+
+/// Whether a key of `scope` may call a route needing `need`; the 403 naming what is missing
+/// otherwise.
+fn authorize(scope: Scope, need: Need, method: &Method, route: &str) -> Result<(), ApiError> {
+    if scope.grants(need.scope) || (need.register_target && scope == Scope::RegisterTarget) {
+        return Ok(());
+    }
+    let wanted = if need.register_target {
+        format!("scope {} (or register-target, for its own target)", need.scope)
+    } else {
+        format!("scope {}", need.scope)
+    };
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!("{method} {route} needs {wanted}; this API key has scope {scope}"),
     ))
+}
+
+fn now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as UnixMs)
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -132,48 +213,92 @@ pub(crate) async fn require_api_key(
         ));
     };
     let client = client_address(&state, &req);
-    let hash = hash_api_key(key);
+    let hash = state.hasher.hash(key);
     let cached = {
-        let known = state.keys.known.lock().expect("key cache lock");
+        let known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
         known
             .get(&hash)
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(n, _)| n.clone())
+            .map(|(k, _)| k.clone())
     };
-    let name = match cached {
-        Some(n) => n,
-        None => {
-            // A client guessing keys is stopped here, without a database query per guess.
-            if let Some(wait) = client.and_then(|c| state.keys.blocked(c, Instant::now())) {
-                let secs = wait.as_secs().max(1);
-                return Err(ApiError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("too many failed authentications from this address; retry in {secs} s"),
-                )
-                .retry_after(secs));
-            }
-            match state.store.api_key_name(&hash).await? {
-                Some(n) => {
-                    let mut known = state.keys.known.lock().expect("key cache lock");
-                    if known.len() >= CACHE_MAX {
-                        known.clear();
-                    }
-                    known.insert(hash, (n.clone(), Instant::now()));
-                    n
-                }
-                None => {
-                    if let Some(c) = client {
-                        state.keys.failed(c, Instant::now());
-                    }
-                    tracing::info!(client = ?client, "unknown API key");
-                    return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key"));
-                }
-            }
-        }
+    let found = match cached {
+        Some(k) => k,
+        None => lookup(&state, key, hash, client).await?,
     };
+    if let Some(at) = found.expires_at.filter(|at| *at <= now_ms()) {
+        return Err(expired(&found, at));
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    authorize(found.scope, route_need(req.method(), &route), req.method(), &route)?;
     let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
-    req.extensions_mut().insert(Caller { name, address });
+    req.extensions_mut().insert(Caller {
+        name: found.name,
+        address,
+        key_id: found.id,
+        scope: found.scope,
+        target: found.target_name,
+    });
     Ok(next.run(req).await)
+}
+
+fn expired(key: &ApiKeyRow, at: UnixMs) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        format!(
+            "API key {} ({}) expired at {}",
+            key.prefix,
+            key.name,
+            format_rfc3339_ms(at)
+        ),
+    )
+}
+
+/// Finds a key not in the cache: one query, by its HMAC or (made before schema 5) its bare
+/// SHA-256, which is then replaced by the HMAC.
+async fn lookup(
+    state: &AppState,
+    key: &str,
+    hash: String,
+    client: Option<IpAddr>,
+) -> Result<ApiKeyRow, ApiError> {
+    // A client guessing keys is stopped here, without a database query per guess.
+    if let Some(wait) = client.and_then(|c| state.keys.blocked(c, Instant::now())) {
+        let secs = wait.as_secs().max(1);
+        return Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many failed authentications from this address; retry in {secs} s"),
+        )
+        .retry_after(secs));
+    }
+    let legacy = ApiKeyHasher::legacy_hash(key);
+    let Some(found) = state.store.find_api_key(&hash, &legacy).await? else {
+        if let Some(c) = client {
+            state.keys.failed(c, Instant::now());
+        }
+        tracing::info!(client = ?client, "unknown API key");
+        return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key"));
+    };
+    if found.expired {
+        return Err(expired(
+            &found.key,
+            found.key.expires_at.unwrap_or_default(),
+        ));
+    }
+    if found.key.legacy_hash {
+        match state.store.upgrade_api_key_hash(found.key.id, &hash).await {
+            Ok(()) => tracing::info!(key = found.key.id, "API key re-hashed with HMAC-SHA-256"),
+            Err(e) => tracing::warn!(key = found.key.id, error = %e, "re-hash API key"),
+        }
+    }
+    let mut known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
+    if known.len() >= CACHE_MAX {
+        known.clear();
+    }
+    known.insert(hash, (found.key.clone(), Instant::now()));
+    Ok(found.key)
 }
 
 /// The client's address: the socket peer, or what a trusted proxy says it forwarded for.
@@ -204,16 +329,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_random_and_hash_stably() {
-        let a = generate_api_key().unwrap();
-        let b = generate_api_key().unwrap();
-        assert_ne!(a, b);
-        assert!(a.starts_with("API-") && a.len() == 36, "{a}");
-        assert_eq!(hash_api_key(&a), hash_api_key(&format!(" {a} ")));
-        assert_eq!(
-            hash_api_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+    fn every_route_needs_the_scope_the_docs_give_it() {
+        let get = Method::GET;
+        let post = Method::POST;
+        let check = |scope, method: &Method, route| {
+            authorize(scope, route_need(method, route), method, route)
+        };
+        assert!(check(Scope::Reader, &get, "/api/tasks").is_ok());
+        let e = check(Scope::Reader, &post, "/api/tasks").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Forbidden);
+        assert!(e.message().contains("needs scope deployer") && e.message().contains("has scope reader"), "{}", e.message());
+        assert!(check(Scope::Deployer, &post, "/api/tasks/{id}/cancel").is_ok());
+        assert!(check(Scope::Deployer, &Method::PATCH, "/api/nodes/{name}").is_err());
+        assert!(check(Scope::Operator, &Method::PATCH, "/api/nodes/{name}").is_ok());
+        assert!(check(Scope::Operator, &get, "/api/keys").is_err(), "keys are admin only");
+        assert!(check(Scope::Admin, &post, "/api/keys").is_ok());
+        // register-target: its own registration and nothing else.
+        assert!(check(Scope::RegisterTarget, &post, "/api/targets").is_ok());
+        assert!(check(Scope::RegisterTarget, &Method::PATCH, "/api/targets/{id}").is_ok());
+        for (m, r) in [(&get, "/api/targets"), (&get, "/api/tasks"), (&post, "/api/tasks"), (&Method::DELETE, "/api/targets/{id}")] {
+            assert!(check(Scope::RegisterTarget, m, r).is_err(), "{m} {r}");
+        }
+        // A route nobody listed is admin only.
+        assert_eq!(route_need(&get, "/api/new-thing").scope, Scope::Admin);
     }
 
     #[test]

@@ -33,6 +33,16 @@ impl ApiError {
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
+
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<ValidationError> for ApiError {

@@ -1,17 +1,19 @@
-//! `/api/keys`: the API keys, listed (never a key or its hash) and revoked.
+//! `/api/keys`: API keys created (the key is shown once, in the answer), listed (never a key or
+//! its hash) and revoked.
 
-use axum::extract::rejection::PathRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use cuttle_core::{format_rfc3339_ms, ErrorCode};
-use cuttle_storage::audit_as;
-use serde_json::json;
+use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode, Scope};
+use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey};
+use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::{path_param, ApiResult};
+use crate::routes::{json_body, path_param, ApiResult};
 use crate::AppState;
 
 const ID_PREFIX: &str = "ApiKeys-";
@@ -23,23 +25,84 @@ fn key_id(p: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no API key {raw}")))
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A key as shown: never the key or its hash, only the prefix it starts with.
+fn shown(k: &ApiKeyRow) -> Value {
+    json!({
+        "id": format!("{ID_PREFIX}{}", k.id),
+        "name": k.name,
+        "scope": k.scope,
+        "prefix": k.prefix,
+        "target": k.target_name,
+        "created_at": format_rfc3339_ms(k.created_at),
+        "expires_at": k.expires_at.map(format_rfc3339_ms),
+        "expired": k.expires_at.is_some_and(|at| at <= now_ms()),
+    })
+}
+
 pub(crate) async fn list(State(s): State<AppState>) -> ApiResult {
     let keys = s.store.list_api_keys().await?;
-    let items: Vec<_> = keys
-        .iter()
-        .map(|k| {
-            json!({
-                "id": format!("{ID_PREFIX}{}", k.id),
-                "name": k.name,
-                "created_at": format_rfc3339_ms(k.created_at),
-            })
-        })
-        .collect();
+    let items: Vec<_> = keys.iter().map(shown).collect();
     Ok(Json(json!({ "items": items })).into_response())
 }
 
+/// Creates a key and answers with it, once: only its HMAC is stored.
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: ApiKeyRequest = json_body(body)?;
+    let lifetime = req.validate()?;
+    let key = generate_api_key()
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
+    let new = NewApiKey {
+        name: req.name.trim().to_owned(),
+        scope: req.scope,
+        prefix: key_prefix(&key),
+        hash: s.hasher.hash(&key),
+        // At most ten years: fits.
+        expires_in_secs: lifetime.map(|l| l as u32),
+        target_name: req.target.clone(),
+    };
+    let details = json!({
+        "name": new.name, "scope": new.scope, "prefix": new.prefix,
+        "expires_in": req.expires_in, "target": new.target_name,
+    });
+    let by = caller.clone();
+    let audit: Audit<i64> =
+        Box::new(move |id| by.event("api_key.create", format!("{ID_PREFIX}{id}"), details.clone()));
+    let id = s
+        .store
+        .insert_api_key(&new, Some(audit))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Conflict, "a key with this hash exists; try again"))?;
+    let row = s
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("API key {ID_PREFIX}{id} was revoked at once")))?;
+    tracing::info!(key = %format!("{ID_PREFIX}{id}"), scope = %new.scope, by = %caller.name, "API key created");
+    let mut body = shown(&row);
+    body["key"] = Value::String(key);
+    // The only time the key is sent: no cache may keep it.
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
+}
+
 /// Revokes a key: every node refuses it within a second (their caches of known keys live one
-/// second). The last key cannot be revoked: the cluster would have no way in left.
+/// second). The last admin key that still works cannot be revoked: no one could manage keys.
 pub(crate) async fn revoke(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -47,13 +110,18 @@ pub(crate) async fn revoke(
 ) -> ApiResult {
     let id = key_id(p)?;
     let keys = s.store.list_api_keys().await?;
-    if !keys.iter().any(|k| k.id == id) {
+    let Some(key) = keys.iter().find(|k| k.id == id) else {
         return Err(ApiError::not_found(format!("no API key {ID_PREFIX}{id}")));
-    }
-    if keys.len() == 1 {
+    };
+    let now = now_ms();
+    let working_admin = |k: &&ApiKeyRow| {
+        k.scope == Scope::Admin && k.expires_at.is_none_or(|at| at > now)
+    };
+    if working_admin(&key) && keys.iter().filter(working_admin).count() == 1 {
         return Err(ApiError::new(
             ErrorCode::Conflict,
-            "this is the cluster's last API key: create another before revoking it",
+            "this is the cluster's last working admin key: create another admin key before \
+             revoking it",
         ));
     }
     let audit = audit_as(caller.event("api_key.revoke", format!("{ID_PREFIX}{id}"), json!({})));

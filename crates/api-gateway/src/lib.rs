@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use cuttle_core::TrustedProxies;
-use cuttle_storage::{SharedStore, Store};
+use cuttle_storage::{ApiKeyHasher, SharedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{generate_api_key, hash_api_key};
 pub use https::Https;
 pub use listener::ConnectionLimits;
 pub use wake::{LocalWake, WakeReason};
@@ -56,6 +55,8 @@ pub struct ApiDeps {
     pub local_wake: Option<LocalWake>,
     /// The cluster certificate: other nodes' internal gRPC accepts only it.
     pub cluster: cuttle_tls::Identity,
+    /// Hashes presented API keys the way they are stored.
+    pub key_hasher: ApiKeyHasher,
 }
 
 #[derive(Clone)]
@@ -65,6 +66,7 @@ pub(crate) struct AppState {
     pub(crate) shared: SharedStore,
     pub(crate) shutting_down: Arc<AtomicBool>,
     pub(crate) keys: Arc<auth::KeyCache>,
+    pub(crate) hasher: ApiKeyHasher,
     pub(crate) waker: wake::Waker,
 }
 
@@ -95,6 +97,7 @@ pub async fn serve(
         shared: deps.shared,
         shutting_down: deps.shutting_down,
         keys: Arc::new(auth::KeyCache::default()),
+        hasher: deps.key_hasher,
         waker,
     };
     let https = state.config.https.clone();

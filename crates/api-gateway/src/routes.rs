@@ -35,7 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tasks/{id}/log", get(task_log))
         .route("/api/tasks/{id}/cancel", post(cancel_task))
         .route("/api/events", get(list_events))
-        .route("/api/keys", get(keys::list))
+        .route("/api/keys", get(keys::list).post(keys::create))
         .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/targets", post(targets::create).get(targets::list))
         .route(

@@ -35,6 +35,7 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let target = json_body::<NewTarget>(body)?.validate()?;
+    caller.check_own_target(&target.name)?;
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
     let by = caller.clone();
@@ -51,10 +52,13 @@ pub(crate) async fn list(State(s): State<AppState>) -> ApiResult {
 
 pub(crate) async fn get(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let id = target_id(p)?;
-    Ok(Json(fetch(&s, id).await?).into_response())
+    let target = fetch(&s, id).await?;
+    caller.check_own_target(&target.name)?;
+    Ok(Json(target).into_response())
 }
 
 pub(crate) async fn patch(
@@ -66,7 +70,10 @@ pub(crate) async fn patch(
     let id = target_id(p)?;
     let patch: TargetPatch = json_body(body)?;
     let current = fetch(&s, id).await?;
+    caller.check_own_target(&current.name)?;
     let target = patch.apply(&current)?;
+    // A register-target key cannot move its registration to another name either.
+    caller.check_own_target(&target.name)?;
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
     let audit = audit_as(caller.event("target.update", id, details));

@@ -56,7 +56,7 @@ enum Command {
         #[command(subcommand)]
         action: TaskCmd,
     },
-    /// API keys: list them, revoke one
+    /// API keys: create, list, revoke (admin keys only)
     ApiKey {
         #[command(subcommand)]
         action: KeyCmd,
@@ -105,7 +105,22 @@ enum NodeCmd {
 
 #[derive(Subcommand)]
 enum KeyCmd {
-    /// Every key's id, name and creation time (never the key)
+    /// Create a key and print it (last line of stdout): the only time it is shown
+    Create {
+        /// What the key is for (shown in lists and as the actor of its audit events)
+        #[arg(long)]
+        name: String,
+        /// admin, operator, deployer, reader or register-target
+        #[arg(long)]
+        scope: String,
+        /// How long the key works, e.g. 90d, 12h, 30m (forever when absent)
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// For a register-target key: the one target it may register
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+    /// Every key's id, name, scope, prefix and expiry (never the key)
     List,
     /// Revoke a key: every node refuses it within a second
     Revoke { id: String },
@@ -244,7 +259,16 @@ fn show(output: Output, v: &Value, cols: &[&str]) {
     }
 }
 
-const KEY_COLS: &[&str] = &["id", "name", "created_at"];
+const KEY_COLS: &[&str] = &[
+    "id",
+    "name",
+    "scope",
+    "prefix",
+    "target",
+    "created_at",
+    "expires_at",
+    "expired",
+];
 
 const NODE_COLS: &[&str] = &[
     "name",
@@ -328,6 +352,24 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::ApiKey { action } => match action {
+            KeyCmd::Create {
+                name,
+                scope,
+                expires_in,
+                target,
+            } => {
+                let body = json!({
+                    "name": name, "scope": scope, "expires_in": expires_in, "target": target,
+                });
+                let created = api.json("POST", "/api/keys", Some(body))?;
+                println!(
+                    "created {} API key {} {:?}; it is shown only now:",
+                    created["scope"].as_str().unwrap_or_default(),
+                    created["id"].as_str().unwrap_or_default(),
+                    created["name"].as_str().unwrap_or_default()
+                );
+                println!("{}", created["key"].as_str().unwrap_or_default());
+            }
             KeyCmd::List => show(out, &api.json("GET", "/api/keys", None)?, KEY_COLS),
             KeyCmd::Revoke { id } => {
                 api.json("DELETE", &format!("/api/keys/{id}"), None)?;

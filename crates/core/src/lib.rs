@@ -7,6 +7,7 @@ mod event;
 mod node;
 mod proxies;
 mod role;
+mod scope;
 mod server_url;
 mod target;
 mod task;
@@ -18,6 +19,7 @@ pub use event::{EventRecord, NewEvent};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
 pub use proxies::TrustedProxies;
 pub use role::{Role, RoleSet};
+pub use scope::{parse_lifetime, ApiKeyRequest, Scope, MAX_KEY_LIFETIME_SECS, MAX_KEY_NAME_LEN};
 pub use server_url::check_server_url;
 pub use target::{
     normalize_thumbprint, validate_target_name, Comms, NewTarget, TargetHealth, TargetId,

@@ -55,10 +55,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ApiKeyAction {
-    /// Create an admin API key and print it (last line of stdout)
+    /// Create an API key and print it (last line of stdout): the only time it is shown
     Create {
+        /// What the key is for (shown in lists and as the actor of its audit events)
         #[arg(long)]
         name: String,
+        /// admin, operator, deployer, reader or register-target
+        #[arg(long, default_value = "admin")]
+        scope: String,
+        /// How long the key works, e.g. 90d, 12h, 30m (forever when absent)
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// For a register-target key: the one target it may register
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
 }
 
@@ -125,12 +135,30 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             Ok(())
         }
         Command::ApiKey {
-            action: ApiKeyAction::Create { name },
+            action:
+                ApiKeyAction::Create {
+                    name,
+                    scope,
+                    expires_in,
+                    target,
+                },
         } => {
+            let req = cuttle_core::ApiKeyRequest {
+                name,
+                scope: scope.parse()?,
+                expires_in,
+                target,
+            };
+            req.validate()?;
             let store = startup::connect(&cfg).await?;
             startup::prepare_schema(&store).await?;
-            let key = startup::create_api_key(&store, &name).await?;
-            println!("created admin API key {name:?}; it is shown only now:");
+            let master_key = startup::master_key(&cfg, &store).await?;
+            let hasher = store.api_key_hasher(&master_key).await?;
+            let key = startup::create_api_key(&store, &hasher, &req).await?;
+            println!(
+                "created {} API key {:?}; it is shown only now:",
+                req.scope, req.name
+            );
             println!("{key}");
             Ok(())
         }

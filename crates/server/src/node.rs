@@ -39,7 +39,8 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let cluster = startup::cluster_identity(&store, &master_key).await?;
     tracing::info!(thumbprint = %cluster.thumbprint(), "cluster certificate");
     let shared = startup::shared_store(&cfg, &store).await?;
-    let generated_key = startup::bootstrap_api_key(&cfg, &store).await?;
+    let key_hasher = store.api_key_hasher(&master_key).await?;
+    let generated_key = startup::bootstrap_api_key(&cfg, &store, &key_hasher).await?;
 
     let http = if cfg.roles.contains(Role::Api) {
         Some(bind("http", cfg.http_listen).await?)
@@ -232,6 +233,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             shutting_down: shutting_down.clone(),
             local_wake,
             cluster: cluster.clone(),
+            key_hasher: key_hasher.clone(),
         };
         let stop = rest_stop.clone();
         rest.spawn(async move {

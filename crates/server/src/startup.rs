@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use cuttle_api_gateway::{generate_api_key, hash_api_key};
-use cuttle_storage::{MasterKey, SharedStore, Store, StoreOptions};
+use cuttle_core::{ApiKeyRequest, NewEvent, Scope};
+use cuttle_storage::{
+    generate_api_key, key_prefix, ApiKeyHasher, Audit, MasterKey, NewApiKey, SharedStore, Store,
+    StoreOptions,
+};
 use cuttle_tls::Identity;
 
 use crate::config::Config;
@@ -177,13 +180,17 @@ pub(crate) const FIRST_KEY_FILE: &str = "admin-api-key";
 /// stdout or the log, which are kept and shipped). When several nodes start on an empty
 /// database at once, the one that claims the setting below mints it; the others do nothing.
 /// Returns the file's path when this node wrote it.
-pub(crate) async fn bootstrap_api_key(cfg: &Config, store: &Store) -> Result<Option<PathBuf>> {
+pub(crate) async fn bootstrap_api_key(
+    cfg: &Config,
+    store: &Store,
+    hasher: &ApiKeyHasher,
+) -> Result<Option<PathBuf>> {
     if store.api_key_count().await? > 0 {
         return Ok(None);
     }
     if let Some(key) = &cfg.admin_api_key {
         check_key_strength(key)?;
-        store.insert_api_key("admin", &hash_api_key(key)).await?;
+        store.insert_api_key(&admin_key("admin", key, hasher), None).await?;
         tracing::info!("registered CUTTLE_ADMIN_API_KEY as the first admin key");
         return Ok(None);
     }
@@ -200,9 +207,21 @@ pub(crate) async fn bootstrap_api_key(cfg: &Config, store: &Store) -> Result<Opt
     let path = cfg.data_dir.join(FIRST_KEY_FILE);
     write_private(&path, format!("{key}\n").as_bytes())
         .with_context(|| format!("write the first admin key to {}", path.display()))?;
-    store.insert_api_key("admin", &hash_api_key(&key)).await?;
+    store.insert_api_key(&admin_key("admin", &key, hasher), None).await?;
     tracing::info!(file = %path.display(), "minted the first admin API key");
     Ok(Some(path))
+}
+
+/// An admin key that never expires.
+fn admin_key(name: &str, key: &str, hasher: &ApiKeyHasher) -> NewApiKey {
+    NewApiKey {
+        name: name.to_owned(),
+        scope: Scope::Admin,
+        prefix: key_prefix(key),
+        hash: hasher.hash(key),
+        expires_in_secs: None,
+        target_name: None,
+    }
 }
 
 /// `CUTTLE_ADMIN_API_KEY` must be a real secret: by a conservative estimate at least 128 bits
@@ -248,15 +267,39 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Creates a named admin key and returns it.
-pub(crate) async fn create_api_key(store: &Store, name: &str) -> Result<String> {
-    if name.trim().is_empty() || name.len() > 100 {
-        bail!("--name must be 1-100 characters");
-    }
+/// Creates a key as `cuttle-server api-key create` asks (recorded in the audit log as made by
+/// the command line) and returns it.
+pub(crate) async fn create_api_key(
+    store: &Store,
+    hasher: &ApiKeyHasher,
+    req: &ApiKeyRequest,
+) -> Result<String> {
+    let lifetime = req.validate()?;
     let key = generate_api_key()?;
+    let new = NewApiKey {
+        name: req.name.trim().to_owned(),
+        scope: req.scope,
+        prefix: key_prefix(&key),
+        hash: hasher.hash(&key),
+        // At most ten years: fits.
+        expires_in_secs: lifetime.map(|l| l as u32),
+        target_name: req.target.clone(),
+    };
+    let details = serde_json::json!({
+        "name": new.name, "scope": new.scope, "prefix": new.prefix,
+        "expires_in": req.expires_in, "target": new.target_name,
+    });
+    let audit: Audit<i64> = Box::new(move |id| NewEvent {
+        actor: "cuttle-server api-key create".into(),
+        action: "api_key.create".into(),
+        target: format!("ApiKeys-{id}"),
+        client_address: "local".into(),
+        details: details.clone(),
+    });
     store
-        .insert_api_key(name.trim(), &hash_api_key(&key))
-        .await?;
+        .insert_api_key(&new, Some(audit))
+        .await?
+        .context("a key with this hash exists; run the command again")?;
     Ok(key)
 }
 

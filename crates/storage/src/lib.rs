@@ -12,9 +12,10 @@ mod error;
 pub use blob::{
     Execution, SharedStore, TaskLog, TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
 };
+pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
 pub use crypto::MasterKey;
 pub use db::{
-    audit_as, ApiKeyRow, Audit, ClaimedTask, Completion, LostNode, MigrationReport,
+    audit_as, ApiKeyRow, Audit, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, ClaimedTask, Completion, LostNode, MigrationReport,
     NodeRegistration, NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
 };
 pub use error::Error;

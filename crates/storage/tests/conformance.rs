@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use cuttle_core::{
-    Comms, NewEvent, NewTarget, NewTask, NodePatch, TargetId, TaskId, TaskKind, TaskRecord,
+    Comms, NewEvent, Scope, NewTarget, NewTask, NodePatch, TargetId, TaskId, TaskKind, TaskRecord,
     TaskState,
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, Execution, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION,
+    audit_as, Audit, Completion, Execution, NewApiKey, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -35,6 +35,32 @@ impl Fixture {
         Store::connect(&self.url(), &StoreOptions::default())
             .await
             .expect("connect")
+    }
+
+    /// Runs one statement straight on the database, bypassing the store: for states no store
+    /// call makes (rows written by an older version, damaged rows). `{now_ms}` in `sql` is
+    /// replaced by the dialect's clock, `{created_at}` by its creation-time column.
+    fn raw(&self, sql: &str) {
+        match self {
+            Fixture::Sqlite(d) => {
+                let sql = sql
+                    .replace("{now_ms}", "CAST(unixepoch('subsec') * 1000 AS INTEGER)")
+                    .replace("{created_at}", "created_at_ms");
+                rusqlite::Connection::open(d.path().join("cuttle.db"))
+                    .and_then(|c| c.execute_batch(&sql))
+                    .expect("sqlite statement");
+            }
+            Fixture::Postgres(pg) => {
+                let sql = sql
+                    .replace("{now_ms}", "(extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                    .replace("{created_at}", "created_at_ms");
+                pg.psql(&sql).expect("postgres statement");
+            }
+            Fixture::SqlServer(ms) => {
+                ms.sql(&sql.replace("{now_ms}", "SYSUTCDATETIME()").replace("{created_at}", "created_at"))
+                    .expect("SQL Server statement");
+            }
+        }
     }
 
     async fn migrated(&self) -> Store {
@@ -84,7 +110,9 @@ conformance!(
     restarted_node_releases_its_previous_tasks,
     heartbeat_reregisters_deleted_node_and_keeps_operator_state,
     cancel_queued_executing_and_orphaned,
-    settings_and_api_keys,
+    settings_are_shared_and_initialised_once,
+    api_keys_are_stored_once_with_scope_expiry_and_target,
+    keys_stored_before_schema_5_keep_working_and_are_rehashed,
     api_keys_are_listed_and_revoked_with_their_audit_events,
     lists_tasks_newest_first_with_filter,
     concurrent_claimers_take_each_task_once,
@@ -481,7 +509,7 @@ async fn cancel_queued_executing_and_orphaned(fx: &Fixture) {
     assert_eq!(t.state, TaskState::Canceled);
 }
 
-async fn settings_and_api_keys(fx: &Fixture) {
+async fn settings_are_shared_and_initialised_once(fx: &Fixture) {
     let s = fx.migrated().await;
     let other = fx.open().await;
     assert_eq!(s.get_setting("k").await.unwrap(), None);
@@ -496,21 +524,104 @@ async fn settings_and_api_keys(fx: &Fixture) {
         other.get_setting("k").await.unwrap().as_deref(),
         Some("changed")
     );
+}
+
+fn new_key(name: &str, hash: &str) -> NewApiKey {
+    NewApiKey {
+        name: name.into(),
+        scope: Scope::Operator,
+        prefix: "API-abcd".into(),
+        hash: hash.into(),
+        expires_in_secs: None,
+        target_name: None,
+    }
+}
+
+async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &Fixture) {
+    let s = fx.migrated().await;
     assert_eq!(s.api_key_count().await.unwrap(), 0);
-    s.insert_api_key("admin", "hash1").await.unwrap();
-    s.insert_api_key("admin-again", "hash1").await.unwrap();
+    let created = |id: &i64| event("api_key.create", format!("ApiKeys-{id}"), serde_json::json!({}));
+    let first = s
+        .insert_api_key(&new_key("ops", "hash1"), Some(Box::new(created)))
+        .await
+        .unwrap()
+        .expect("stored");
+    let again = s
+        .insert_api_key(&new_key("ops-again", "hash1"), Some(Box::new(created)))
+        .await
+        .unwrap();
+    assert_eq!(again, None, "a hash already stored is not stored twice");
     assert_eq!(s.api_key_count().await.unwrap(), 1);
-    assert_eq!(
-        s.api_key_name("hash1").await.unwrap().as_deref(),
-        Some("admin")
+    let creates: Vec<_> = s
+        .list_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "api_key.create")
+        .map(|e| e.target)
+        .collect();
+    assert_eq!(creates, [format!("ApiKeys-{first}")], "one event, naming the new key");
+
+    let found = s.find_api_key("hash1", "no-legacy").await.unwrap().expect("found");
+    assert_eq!(found.key.id, first);
+    assert_eq!((found.key.name.as_str(), found.key.scope), ("ops", Scope::Operator));
+    assert_eq!(found.key.prefix, "API-abcd");
+    assert!(!found.expired && !found.key.legacy_hash && found.key.expires_at.is_none());
+    assert_eq!(s.find_api_key("nope", "nope").await.unwrap(), None);
+
+    let mut expiring = new_key("ci", "hash-ci");
+    expiring.scope = Scope::Deployer;
+    expiring.expires_in_secs = Some(3600);
+    s.insert_api_key(&expiring, None).await.unwrap().unwrap();
+    let mut expired = new_key("old", "hash-old");
+    expired.expires_in_secs = Some(0);
+    s.insert_api_key(&expired, None).await.unwrap().unwrap();
+    let mut agent = new_key("web-01 registration", "hash-agent");
+    agent.scope = Scope::RegisterTarget;
+    agent.target_name = Some("web-01".into());
+    s.insert_api_key(&agent, None).await.unwrap().unwrap();
+
+    let ci = s.find_api_key("hash-ci", "x").await.unwrap().unwrap();
+    assert!(!ci.expired);
+    let left = ci.key.expires_at.unwrap() - ci.key.created_at;
+    assert!((3_599_000..=3_601_000).contains(&left), "expires an hour after creation: {left}");
+    assert!(s.find_api_key("hash-old", "x").await.unwrap().unwrap().expired);
+    let agent = s.find_api_key("hash-agent", "x").await.unwrap().unwrap().key;
+    assert_eq!(agent.scope, Scope::RegisterTarget);
+    assert_eq!(agent.target_name.as_deref(), Some("web-01"));
+    let names: Vec<String> = s.list_api_keys().await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["ops", "ci", "old", "web-01 registration"], "oldest first");
+}
+
+/// A key stored before schema 5 (bare SHA-256, no scope) still works as the admin key it was,
+/// and is re-hashed under HMAC once.
+async fn keys_stored_before_schema_5_keep_working_and_are_rehashed(fx: &Fixture) {
+    let s = fx.migrated().await;
+    fx.raw("INSERT INTO api_keys (name, key_hash, {created_at}) VALUES ('legacy', 'sha-of-key', {now_ms})");
+    let found = s.find_api_key("hmac-of-key", "sha-of-key").await.unwrap().expect("found");
+    assert!(found.key.legacy_hash && !found.expired);
+    assert_eq!((found.key.scope, found.key.prefix.as_str()), (Scope::Admin, ""));
+    s.upgrade_api_key_hash(found.key.id, "hmac-of-key").await.unwrap();
+    let again = s.find_api_key("hmac-of-key", "sha-of-key").await.unwrap().unwrap();
+    assert_eq!(again.key.id, found.key.id);
+    assert!(!again.key.legacy_hash, "stored as HMAC now");
+    assert_eq!(s.find_api_key("x", "sha-of-key").await.unwrap(), None, "the SHA-256 is gone");
+    s.upgrade_api_key_hash(found.key.id, "other").await.unwrap();
+    assert!(
+        s.find_api_key("hmac-of-key", "x").await.unwrap().is_some(),
+        "upgraded once: a second upgrade changes nothing"
     );
-    assert_eq!(s.api_key_name("nope").await.unwrap(), None);
+    // A row this binary cannot read is an error, never a guess.
+    fx.raw("UPDATE api_keys SET scope = 'root'");
+    let err = s.list_api_keys().await.unwrap_err().to_string();
+    assert!(err.contains("unknown scope"), "{err}");
+    assert!(s.find_api_key("hmac-of-key", "x").await.is_err());
 }
 
 async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
     let s = fx.migrated().await;
-    s.insert_api_key("ci", "hash-ci").await.unwrap();
-    s.insert_api_key("ops", "hash-ops").await.unwrap();
+    s.insert_api_key(&new_key("ci", "hash-ci"), None).await.unwrap();
+    s.insert_api_key(&new_key("ops", "hash-ops"), None).await.unwrap();
     let keys = s.list_api_keys().await.unwrap();
     let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["ci", "ops"], "oldest first");
@@ -527,10 +638,10 @@ async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
         ))
     };
     assert!(s.delete_api_key(ci, Some(revoke(ci))).await.unwrap());
-    assert_eq!(s.api_key_name("hash-ci").await.unwrap(), None, "revoked");
+    assert_eq!(s.find_api_key("hash-ci", "x").await.unwrap(), None, "revoked");
     assert_eq!(
-        s.api_key_name("hash-ops").await.unwrap().as_deref(),
-        Some("ops")
+        s.find_api_key("hash-ops", "x").await.unwrap().unwrap().key.name,
+        "ops"
     );
     assert!(
         !s.delete_api_key(ci, Some(revoke(ci))).await.unwrap(),

@@ -8,6 +8,8 @@ use base64::Engine as _;
 
 use crate::{Error, Result};
 
+pub(crate) mod api_keys;
+
 /// The plaintext whose encryption is the key-check value.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"cuttle master key check v1";
 

@@ -1,6 +1,7 @@
 //! The `Store`: one domain API over every SQL dialect.
 
 mod gate;
+mod keys;
 mod mssql;
 mod mssql_config;
 mod postgres;
@@ -18,11 +19,13 @@ use cuttle_core::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET};
+
 use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]
@@ -55,14 +58,6 @@ pub type Audit<R> = Box<dyn Fn(&R) -> NewEvent + Send + Sync>;
 /// An [`Audit`] whose event does not depend on the change's result.
 pub fn audit_as<R>(event: NewEvent) -> Audit<R> {
     Box::new(move |_| event.clone())
-}
-
-/// An API key as listed: never the key, nor its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRow {
-    pub id: i64,
-    pub name: String,
-    pub created_at: UnixMs,
 }
 
 /// What a node writes about itself when it registers and at every heartbeat.
@@ -152,12 +147,13 @@ pub struct Store {
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
-            Backend::Sqlite($b) => $call,
-            Backend::Postgres($b) => $call,
-            Backend::Mssql($b) => $call,
+            $crate::db::Backend::Sqlite($b) => $call,
+            $crate::db::Backend::Postgres($b) => $call,
+            $crate::db::Backend::Mssql($b) => $call,
         }
     };
 }
+pub(crate) use dispatch;
 
 impl Store {
     /// Opens the database named by `url` (`sqlite://PATH` or `postgres://…`) and checks that it
@@ -245,30 +241,6 @@ impl Store {
     /// Two nodes racing get the same answer.
     pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         dispatch!(self, b => b.init_setting(key, value).await)
-    }
-
-    pub async fn api_key_count(&self) -> Result<u64> {
-        dispatch!(self, b => b.api_key_count().await)
-    }
-
-    /// Stores an API key's hash under a display name. Adding a hash already stored is a no-op.
-    pub async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
-        dispatch!(self, b => b.insert_api_key(name, key_hash).await)
-    }
-
-    /// The name of the API key with this hash, if any.
-    pub async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
-        dispatch!(self, b => b.api_key_name(key_hash).await)
-    }
-
-    /// Every API key's id, name and creation time (never the key or its hash), oldest first.
-    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
-        dispatch!(self, b => b.list_api_keys().await)
-    }
-
-    /// Deletes (revokes) an API key; false when no such key (and then no event is written).
-    pub async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        dispatch!(self, b => b.delete_api_key(id, audit).await)
     }
 
     /// Creates or refreshes this node's row (addresses, roles, version, started, last seen).

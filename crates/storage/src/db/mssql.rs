@@ -34,12 +34,13 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::gate::{self, ConnectFailure};
 use super::mssql_config::{Encrypt, MssqlConfig};
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ApiKeyRow,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict,
     Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState,
     OwnedTask, StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION,
 };
 use crate::{Error, Execution, Result};
-use retry::{classify, Retry, Transient};
+pub(super) use retry::Retry;
+use retry::{classify, Transient};
 
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/mssql/0001_init.sql")),
@@ -49,6 +50,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/mssql/0003_storage_ok.sql"),
     ),
     (4, include_str!("../../migrations/mssql/0004_targets.sql")),
+    (
+        5,
+        include_str!("../../migrations/mssql/0005_key_scopes.sql"),
+    ),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema
@@ -148,6 +153,8 @@ macro_rules! ms {
     };
 }
 
+pub(super) use {ms, run, run_in_transaction};
+
 /// Milliseconds from a DATETIME2 column to the database clock (how long ago).
 macro_rules! age_ms {
     ($col:expr) => {
@@ -201,7 +208,7 @@ type Tds = Client<Compat<TcpStream>>;
 /// cast to `NVARCHAR(MAX)`, so one too long for its column is refused, never cut short;
 /// compared ones to `NVARCHAR(4000)` (the longest indexed column is far shorter).
 #[derive(Clone, Copy)]
-struct OptText<'a>(Option<&'a str>);
+pub(super) struct OptText<'a>(pub(super) Option<&'a str>);
 
 impl ToSql for OptText<'_> {
     fn to_sql(&self) -> ColumnData<'_> {
@@ -218,7 +225,7 @@ pub(super) struct MsConn {
     broken: bool,
 }
 
-struct Manager {
+pub(super) struct Manager {
     config: tiberius::Config,
     connect_timeout: Duration,
     last_failure: ConnectFailure,
@@ -323,15 +330,15 @@ fn tds_config(c: &MssqlConfig, opts: &StoreOptions) -> tiberius::Config {
     t
 }
 
-fn text(r: &Row, i: usize) -> String {
+pub(super) fn text(r: &Row, i: usize) -> String {
     r.get::<&str, _>(i).unwrap_or_default().to_owned()
 }
 
-fn opt_text(r: &Row, i: usize) -> Option<String> {
+pub(super) fn opt_text(r: &Row, i: usize) -> Option<String> {
     r.get::<&str, _>(i).map(str::to_owned)
 }
 
-fn int64(r: &Row, i: usize) -> i64 {
+pub(super) fn int64(r: &Row, i: usize) -> i64 {
     r.get::<i64, _>(i).unwrap_or_default()
 }
 
@@ -366,7 +373,7 @@ fn executions(rows: &[Row]) -> Vec<Execution> {
 }
 
 /// Runs a batch without parameters and returns every result set it produced.
-async fn batch(c: &mut MsConn, sql: &str) -> std::result::Result<Vec<Vec<Row>>, TdsError> {
+pub(super) async fn batch(c: &mut MsConn, sql: &str) -> std::result::Result<Vec<Vec<Row>>, TdsError> {
     c.client.simple_query(sql).await?.into_results().await
 }
 
@@ -380,7 +387,7 @@ async fn query(
 }
 
 /// Runs `sql` and returns the rows of all its result sets, in order.
-async fn rows(
+pub(super) async fn rows(
     c: &mut MsConn,
     sql: &str,
     params: &[&dyn ToSql],
@@ -389,7 +396,7 @@ async fn rows(
 }
 
 /// Runs `sql` and returns the rows it changed.
-async fn execute(
+pub(super) async fn execute(
     c: &mut MsConn,
     sql: &str,
     params: &[&dyn ToSql],
@@ -453,21 +460,21 @@ impl Mssql {
         }
     }
 
-    async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
+    pub(super) async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
         gate::checkout(&self.pool, &self.last_failure, &self.target, |e| {
             self.map_err(e)
         })
         .await
     }
 
-    fn committed(&self) {
+    pub(super) fn committed(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// After a failed call: rolls back anything left open (or drops the connection when its
     /// state is unknown), then either waits out the backoff and returns `Ok` (run the call
     /// again) or returns the error to give up with.
-    async fn after_failure(
+    pub(super) async fn after_failure(
         &self,
         mut c: PooledConnection<'_, Manager>,
         e: TdsError,
@@ -632,50 +639,12 @@ impl Mssql {
             .ok_or_else(|| Error::Database(format!("setting {key} vanished")))
     }
 
-    pub(super) async fn api_key_count(&self) -> Result<u64> {
-        let rows = run!(self, Retry::Idempotent, |c| {
-            rows(c, "SELECT COUNT_BIG(*) FROM api_keys", &[]).await
-        })?;
-        Ok(rows.first().map(|r| int64(r, 0)).unwrap_or(0) as u64)
-    }
 
-    pub(super) async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
-        // A racing insert of the same hash loses on the unique key: the hash is stored either
-        // way, which is all this promises.
-        let inserted = run!(self, Retry::Idempotent, |c| {
-            execute(
-                c,
-                "IF NOT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = @P2)
-                         INSERT INTO api_keys (name, key_hash, created_at)
-                         VALUES (@P1, @P2, SYSUTCDATETIME());",
-                &[&name, &key_hash],
-            )
-            .await
-        });
-        match inserted {
-            Ok(_) => {}
-            Err(Error::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.committed();
-        Ok(())
-    }
 
-    pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
-        let rows = run!(self, Retry::Idempotent, |c| {
-            rows(
-                c,
-                "SELECT name FROM api_keys WHERE key_hash = @P1",
-                &[&key_hash],
-            )
-            .await
-        })?;
-        Ok(rows.first().map(|r| text(r, 0)))
-    }
 
     /// Runs one `DELETE` (its `@P1` is `key`) and, when it removed a row, writes the change's
     /// audit event in the same transaction. True when a row was removed.
-    async fn delete_with_event(
+    pub(super) async fn delete_with_event(
         &self,
         sql: &str,
         key: &dyn ToSql,
@@ -690,27 +659,7 @@ impl Mssql {
         Ok(found)
     }
 
-    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
-        const SQL: &str = concat!(
-            "SELECT id, name, ",
-            ms!("created_at"),
-            " FROM api_keys ORDER BY id"
-        );
-        let rows = run!(self, Retry::Idempotent, |c| rows(c, SQL, &[]).await)?;
-        Ok(rows
-            .iter()
-            .map(|r| ApiKeyRow {
-                id: int64(r, 0),
-                name: text(r, 1),
-                created_at: int64(r, 2),
-            })
-            .collect())
-    }
 
-    pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        self.delete_with_event("DELETE FROM api_keys WHERE id = @P1", &id, audit)
-            .await
-    }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
         let cap = reg.initial_task_cap as i32;
@@ -1308,7 +1257,7 @@ fn node_state(r: &Row) -> NodeState {
 
 /// Writes the audit event of a change, built from its result, inside the change's transaction;
 /// nothing when the change did not happen (`result` is `None`).
-async fn insert_event<R>(
+pub(super) async fn insert_event<R>(
     c: &mut MsConn,
     audit: Option<&Audit<R>>,
     result: Option<&R>,

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::gate::{self, ConnectFailure};
 use super::postgres_tls::{self, MakeRustls};
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ApiKeyRow,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict,
     Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState,
     OwnedTask, StoreOptions, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
@@ -46,10 +46,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_targets.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_key_scopes.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.
-const NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+pub(super) const NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// An error and its causes ("error connecting to server: Connection refused (os error 111)").
 fn with_causes(e: &tokio_postgres::Error) -> String {
@@ -72,7 +76,7 @@ const TASK_COLUMNS: &str = "seq, kind, arguments, state, description, concurrenc
      claim_epoch, queued_at_ms, started_at_ms, completed_at_ms, error";
 
 /// Opens pooled connections, each with its own cache of prepared statements.
-struct Manager {
+pub(super) struct Manager {
     config: Config,
     tls: MakeRustls,
     last_failure: ConnectFailure,
@@ -128,6 +132,7 @@ macro_rules! in_transaction {
         result
     }};
 }
+pub(super) use in_transaction;
 
 impl bb8::ManageConnection for Manager {
     type Connection = PgConn;
@@ -242,7 +247,7 @@ impl Postgres {
         Ok((pg, target))
     }
 
-    fn map_err(&self, e: tokio_postgres::Error) -> Error {
+    pub(super) fn map_err(&self, e: tokio_postgres::Error) -> Error {
         if let Some(db) = e.as_db_error() {
             return Error::Database(format!("{}: {}", db.code().code(), db.message()));
         }
@@ -252,14 +257,14 @@ impl Postgres {
         }
     }
 
-    async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
+    pub(super) async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
         gate::checkout(&self.pool, &self.last_failure, &self.target, |e| {
             self.map_err(e)
         })
         .await
     }
 
-    fn committed(&self) {
+    pub(super) fn committed(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -377,45 +382,12 @@ impl Postgres {
         Ok(row.get(0))
     }
 
-    pub(super) async fn api_key_count(&self) -> Result<u64> {
-        let c = self.conn().await?;
-        let row = c
-            .query_one("SELECT COUNT(*) FROM api_keys", &[])
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(row.get::<_, i64>(0) as u64)
-    }
 
-    pub(super) async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
-        let c = self.conn().await?;
-        c.execute(
-            &format!(
-                "INSERT INTO api_keys (name, key_hash, created_at_ms) VALUES ($1, $2, {NOW})
-                 ON CONFLICT (key_hash) DO NOTHING"
-            ),
-            &[&name, &key_hash],
-        )
-        .await
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        Ok(())
-    }
 
-    pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
-        let c = self.conn().await?;
-        let row = c
-            .query_opt(
-                "SELECT name FROM api_keys WHERE key_hash = $1",
-                &[&key_hash],
-            )
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(row.map(|r| r.get(0)))
-    }
 
     /// Runs one `DELETE` (its `$1` is `key`) and, when it removed a row, writes the change's
     /// audit event in the same transaction. True when a row was removed.
-    async fn delete_with_event(
+    pub(super) async fn delete_with_event(
         &self,
         sql: &str,
         key: &(dyn ToSql + Sync),
@@ -431,29 +403,7 @@ impl Postgres {
         Ok(found)
     }
 
-    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
-        let c = self.conn().await?;
-        let rows = c
-            .query(
-                "SELECT id, name, created_at_ms FROM api_keys ORDER BY id",
-                &[],
-            )
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| ApiKeyRow {
-                id: r.get(0),
-                name: r.get(1),
-                created_at: r.get(2),
-            })
-            .collect())
-    }
 
-    pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        self.delete_with_event("DELETE FROM api_keys WHERE id = $1", &id, audit)
-            .await
-    }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
         let c = self.conn().await?;
@@ -1175,7 +1125,7 @@ impl Postgres {
 
 /// Writes the audit event of a change, built from its result, inside the change's transaction;
 /// nothing when the change did not happen (`result` is `None`).
-async fn insert_event<R>(
+pub(super) async fn insert_event<R>(
     tx: &tokio_postgres::Transaction<'_>,
     audit: Option<&Audit<R>>,
     result: Option<&R>,

@@ -18,7 +18,7 @@ use cuttle_core::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict, ApiKeyRow,
+    lost_error, requeue_note, restart_error, restart_requeue_note, target_conflict,
     Audit, ClaimedTask, Completion, LostNode, MigrationReport, NodeRegistration, NodeState,
     OwnedTask, TargetRow, CANCELED_UNSTARTED, SCHEMA_VERSION, TARGET_COLUMNS,
 };
@@ -32,10 +32,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/sqlite/0003_storage_ok.sql"),
     ),
     (4, include_str!("../../migrations/sqlite/0004_targets.sql")),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_key_scopes.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.
-const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+pub(super) const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,7 +50,7 @@ pub(super) struct Sqlite {
     commits: Arc<AtomicU64>,
 }
 
-fn db_err(e: rusqlite::Error) -> Error {
+pub(super) fn db_err(e: rusqlite::Error) -> Error {
     Error::Database(e.to_string())
 }
 
@@ -106,7 +110,7 @@ impl Sqlite {
     }
 
     /// Runs `f` on the connection, on the blocking pool.
-    async fn with<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn with<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -123,7 +127,7 @@ impl Sqlite {
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and counts the commit.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
@@ -260,73 +264,10 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn api_key_count(&self) -> Result<u64> {
-        self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))
-                .map_err(db_err)
-        })
-        .await
-    }
 
-    pub(super) async fn insert_api_key(&self, name: &str, key_hash: &str) -> Result<()> {
-        let (name, hash) = (name.to_owned(), key_hash.to_owned());
-        self.write(move |tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO api_keys (name, key_hash, created_at_ms) VALUES (?1, ?2, {NOW})
-                     ON CONFLICT (key_hash) DO NOTHING"
-                ),
-                params![name, hash],
-            )
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
-    }
 
-    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
-        self.with(|c| {
-            let mut st = c
-                .prepare("SELECT id, name, created_at_ms FROM api_keys ORDER BY id")
-                .map_err(db_err)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(ApiKeyRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                })
-                .map_err(db_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
-        })
-        .await
-    }
 
-    pub(super) async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        self.write(move |tx| {
-            let n = tx
-                .execute("DELETE FROM api_keys WHERE id = ?1", [id])
-                .map_err(db_err)?;
-            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
-            Ok(n > 0)
-        })
-        .await
-    }
 
-    pub(super) async fn api_key_name(&self, key_hash: &str) -> Result<Option<String>> {
-        let hash = key_hash.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                "SELECT name FROM api_keys WHERE key_hash = ?1",
-                [hash],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)
-        })
-        .await
-    }
 
     pub(super) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
         let reg = reg.clone();
@@ -971,7 +912,7 @@ impl Sqlite {
 
 /// Writes the audit event of a change, built from its result, inside the change's transaction;
 /// nothing when the change did not happen (`result` is `None`).
-fn insert_event<R>(
+pub(super) fn insert_event<R>(
     tx: &rusqlite::Transaction<'_>,
     audit: Option<&Audit<R>>,
     result: Option<&R>,

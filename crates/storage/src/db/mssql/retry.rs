@@ -42,7 +42,7 @@ fn classify_code(code: u32) -> Transient {
 
 /// How a call may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Retry {
+pub(in crate::db) enum Retry {
     /// Running the statement twice leaves the same state as once (reads, upserts, heartbeats,
     /// conditional updates whose second run finds nothing to do).
     Idempotent,

@@ -1,0 +1,146 @@
+//! API keys in SQL Server.
+
+use tiberius::error::Error as TdsError;
+use tiberius::Row;
+
+use super::super::mssql::{
+    batch, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text,
+    MsConn, Mssql, OptText, Retry,
+};
+use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey};
+use crate::crypto::api_keys::HMAC_SHA256;
+use crate::db::Audit;
+use crate::{Error, Result};
+
+/// The key columns in the order of [`super::KEY_COLUMNS`], times in milliseconds.
+macro_rules! key_columns {
+    () => {
+        concat!(
+            "id, name, scope, prefix, ",
+            ms!("created_at"),
+            ", ",
+            ms!("expires_at"),
+            ", target_name, algorithm"
+        )
+    };
+}
+
+fn to_row(r: &Row) -> Result<ApiKeyRow> {
+    key_row(
+        int64(r, 0),
+        text(r, 1),
+        &text(r, 2),
+        text(r, 3),
+        int64(r, 4),
+        r.get::<i64, _>(5),
+        opt_text(r, 6),
+        &text(r, 7),
+    )
+}
+
+impl Mssql {
+    pub(in crate::db) async fn api_key_count(&self) -> Result<u64> {
+        let rows = run!(self, Retry::Idempotent, |c| {
+            rows(c, "SELECT COUNT_BIG(*) FROM api_keys", &[]).await
+        })?;
+        Ok(rows.first().map(|r| int64(r, 0)).unwrap_or(0) as u64)
+    }
+
+    pub(in crate::db) async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: Option<Audit<i64>>,
+    ) -> Result<Option<i64>> {
+        // DATEADD takes an INT: ten years of seconds fit.
+        let expires = key.expires_in_secs.map(|s| s.min(i32::MAX as u32) as i32);
+        let target = OptText(key.target_name.as_deref());
+        let scope = key.scope.as_str();
+        let inserted = run_in_transaction!(self, |c| {
+            let found = rows(
+                c,
+                "IF NOT EXISTS (SELECT 1 FROM api_keys WITH (UPDLOCK, HOLDLOCK) WHERE key_hash = @P2)
+                     INSERT INTO api_keys (name, key_hash, created_at, scope, prefix, algorithm,
+                         expires_at, target_name)
+                     OUTPUT inserted.id
+                     VALUES (@P1, @P2, SYSUTCDATETIME(), @P3, @P4, @P5,
+                         DATEADD(SECOND, @P6, SYSUTCDATETIME()), CAST(@P7 AS NVARCHAR(MAX)));",
+                &[
+                    &key.name.as_str(),
+                    &key.hash.as_str(),
+                    &scope,
+                    &key.prefix.as_str(),
+                    &HMAC_SHA256,
+                    &expires,
+                    &target,
+                ],
+            )
+            .await?;
+            let id = found.first().map(|r| int64(r, 0));
+            insert_event(c, audit.as_ref(), id.as_ref()).await?;
+            id
+        });
+        let id = match inserted {
+            Ok(id) => id,
+            // A racing insert of the same hash won on the unique key: it is stored.
+            Err(Error::Conflict(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.committed();
+        Ok(id)
+    }
+
+    pub(in crate::db) async fn find_api_key(
+        &self,
+        hash: &str,
+        legacy: &str,
+    ) -> Result<Option<FoundApiKey>> {
+        const SQL: &str = concat!(
+            "SELECT TOP (1) ",
+            key_columns!(),
+            ", CASE WHEN expires_at <= SYSUTCDATETIME() THEN 1 ELSE 0 END
+             FROM api_keys WHERE key_hash IN (@P1, @P2)
+             ORDER BY CASE WHEN algorithm = N'sha256' THEN 1 ELSE 0 END"
+        );
+        let found = run!(self, Retry::Idempotent, |c| {
+            rows(c, SQL, &[&hash, &legacy]).await
+        })?;
+        found
+            .first()
+            .map(|r| {
+                Ok(FoundApiKey {
+                    key: to_row(r)?,
+                    expired: r.get::<i32, _>(8).unwrap_or(0) == 1,
+                })
+            })
+            .transpose()
+    }
+
+    pub(in crate::db) async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
+        run!(self, Retry::Idempotent, |c| {
+            execute(
+                c,
+                "UPDATE api_keys SET key_hash = @P1, algorithm = @P2
+                 WHERE id = @P3 AND algorithm = N'sha256'",
+                &[&hash, &HMAC_SHA256, &id],
+            )
+            .await
+        })?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(in crate::db) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        const SQL: &str = concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY id");
+        let rows = run!(self, Retry::Idempotent, |c| rows(c, SQL, &[]).await)?;
+        rows.iter().map(to_row).collect()
+    }
+
+    pub(in crate::db) async fn delete_api_key(
+        &self,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        self.delete_with_event("DELETE FROM api_keys WHERE id = @P1", &id, audit)
+            .await
+    }
+}

@@ -1,0 +1,129 @@
+//! API keys in PostgreSQL.
+
+use tokio_postgres::Row;
+
+use super::super::postgres::{in_transaction, insert_event, Postgres, NOW};
+use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
+use crate::crypto::api_keys::HMAC_SHA256;
+use crate::db::Audit;
+use crate::Result;
+
+/// An [`ApiKeyRow`] from [`KEY_COLUMNS`] at column 0 on.
+fn to_row(r: &Row) -> Result<ApiKeyRow> {
+    key_row(
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+        r.get(7),
+    )
+}
+
+impl Postgres {
+    pub(in crate::db) async fn api_key_count(&self) -> Result<u64> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one("SELECT COUNT(*) FROM api_keys", &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    pub(in crate::db) async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: Option<Audit<i64>>,
+    ) -> Result<Option<i64>> {
+        let sql = format!(
+            "INSERT INTO api_keys (name, key_hash, created_at_ms, scope, prefix, algorithm,
+                 expires_at_ms, target_name)
+             VALUES ($1, $2, {NOW}, $3, $4, $5, {NOW} + $6::bigint * 1000, $7)
+             ON CONFLICT (key_hash) DO NOTHING
+             RETURNING id"
+        );
+        let expires = key.expires_in_secs.map(i64::from);
+        let id = in_transaction!(self, |tx| {
+            let row = tx
+                .query_opt(
+                    &sql,
+                    &[
+                        &key.name,
+                        &key.hash,
+                        &key.scope.as_str(),
+                        &key.prefix,
+                        &HMAC_SHA256,
+                        &expires,
+                        &key.target_name,
+                    ],
+                )
+                .await?;
+            let id: Option<i64> = row.map(|r| r.get(0));
+            insert_event(&tx, audit.as_ref(), id.as_ref()).await?;
+            id
+        })
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(id)
+    }
+
+    pub(in crate::db) async fn find_api_key(
+        &self,
+        hash: &str,
+        legacy: &str,
+    ) -> Result<Option<FoundApiKey>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {KEY_COLUMNS},
+                         COALESCE(expires_at_ms <= {NOW}, FALSE)
+                     FROM api_keys WHERE key_hash IN ($1, $2)
+                     ORDER BY algorithm = 'sha256' LIMIT 1"
+                ),
+                &[&hash, &legacy],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        row.map(|r| {
+            Ok(FoundApiKey {
+                key: to_row(&r)?,
+                expired: r.get(8),
+            })
+        })
+        .transpose()
+    }
+
+    pub(in crate::db) async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "UPDATE api_keys SET key_hash = $1, algorithm = $2
+             WHERE id = $3 AND algorithm = 'sha256'",
+            &[&hash, &HMAC_SHA256, &id],
+        )
+        .await
+        .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(in crate::db) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"), &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        rows.iter().map(to_row).collect()
+    }
+
+    pub(in crate::db) async fn delete_api_key(
+        &self,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        self.delete_with_event("DELETE FROM api_keys WHERE id = $1", &id, audit)
+            .await
+    }
+}

@@ -1,0 +1,150 @@
+//! API keys in SQLite.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::super::sqlite::{db_err, insert_event, Sqlite, NOW};
+use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
+use crate::crypto::api_keys::HMAC_SHA256;
+use crate::db::Audit;
+use crate::Result;
+
+/// [`KEY_COLUMNS`] as read, before their text is checked.
+type Raw = (i64, String, String, String, i64, Option<i64>, Option<String>, String);
+
+/// Reads [`KEY_COLUMNS`] from column 0 on.
+fn read(r: &Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn to_row((id, name, scope, prefix, created, expires, target, algorithm): Raw) -> Result<ApiKeyRow> {
+    key_row(id, name, &scope, prefix, created, expires, target, &algorithm)
+}
+
+impl Sqlite {
+    pub(in crate::db) async fn api_key_count(&self) -> Result<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        audit: Option<Audit<i64>>,
+    ) -> Result<Option<i64>> {
+        let k = key.clone();
+        self.write(move |tx| {
+            let id: Option<i64> = tx
+                .query_row(
+                    &format!(
+                        "INSERT INTO api_keys (name, key_hash, created_at_ms, scope, prefix,
+                             algorithm, expires_at_ms, target_name)
+                         VALUES (?1, ?2, {NOW}, ?3, ?4, ?5, {NOW} + ?6 * 1000, ?7)
+                         ON CONFLICT (key_hash) DO NOTHING
+                         RETURNING id"
+                    ),
+                    params![
+                        k.name,
+                        k.hash,
+                        k.scope.as_str(),
+                        k.prefix,
+                        HMAC_SHA256,
+                        k.expires_in_secs,
+                        k.target_name
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            insert_event(tx, audit.as_ref(), id.as_ref())?;
+            Ok(id)
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn find_api_key(
+        &self,
+        hash: &str,
+        legacy: &str,
+    ) -> Result<Option<FoundApiKey>> {
+        let (hash, legacy) = (hash.to_owned(), legacy.to_owned());
+        self.with(move |c| {
+            let found = c
+                .query_row(
+                    &format!(
+                        "SELECT {KEY_COLUMNS}, expires_at_ms IS NOT NULL AND expires_at_ms <= {NOW}
+                         FROM api_keys WHERE key_hash IN (?1, ?2)
+                         ORDER BY algorithm = 'sha256' LIMIT 1"
+                    ),
+                    [hash, legacy],
+                    |r| Ok((read(r)?, r.get::<_, bool>(8)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            found
+                .map(|(row, expired)| {
+                    Ok(FoundApiKey {
+                        key: to_row(row)?,
+                        expired,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
+        let hash = hash.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE api_keys SET key_hash = ?1, algorithm = ?2
+                 WHERE id = ?3 AND algorithm = 'sha256'",
+                params![hash, HMAC_SHA256, id],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], read)
+                .map_err(db_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db_err)?;
+            rows.into_iter().map(to_row).collect()
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn delete_api_key(
+        &self,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM api_keys WHERE id = ?1", [id])
+                .map_err(db_err)?;
+            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
