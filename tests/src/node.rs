@@ -407,17 +407,28 @@ impl Node {
     /// Sends a request with the admin key; returns the status and the JSON body (or the text
     /// as a JSON string when the body is not JSON).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.request_with_key(&self.api_key, method, path, body)
+    }
+
+    /// [`Node::request`] with another API key.
+    pub fn request_with_key(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let url = self.url(path);
         let resp = match (method, body) {
             ("GET", _) => self
                 .agent
                 .get(&url)
-                .header("X-Api-Key", &self.api_key)
+                .header("X-Api-Key", key)
                 .call(),
             ("DELETE", _) => self
                 .agent
                 .delete(&url)
-                .header("X-Api-Key", &self.api_key)
+                .header("X-Api-Key", key)
                 .call(),
             (m, b) => {
                 let req = match m {
@@ -426,7 +437,7 @@ impl Node {
                     "PUT" => self.agent.put(&url),
                     other => panic!("unsupported method {other}"),
                 };
-                req.header("X-Api-Key", &self.api_key)
+                req.header("X-Api-Key", key)
                     .header("Content-Type", "application/json")
                     .send(b.unwrap_or(""))
             }

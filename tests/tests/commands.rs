@@ -373,3 +373,182 @@ fn a_revoked_key_stops_working_on_every_node_within_a_second() {
         "{events}"
     );
 }
+
+/// Creates a key over REST with the admin key; returns its id and the key.
+fn create_key(node: &cuttle_e2e::Node, body: Value) -> (String, String) {
+    let (status, created) = node.post("/api/keys", &body);
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(created["prefix"], key[..8], "{created}");
+    (created["id"].as_str().unwrap().to_owned(), key)
+}
+
+#[test]
+fn scoped_keys_do_only_what_their_scope_allows() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let pg = cluster.postgres_server().unwrap();
+    let (_, reader) = create_key(&n1, json!({"name": "dashboards", "scope": "reader"}));
+    let (_, deployer) = create_key(&n1, json!({"name": "ci", "scope": "deployer", "expires_in": "90d"}));
+    let (_, operator) = create_key(&n1, json!({"name": "ops", "scope": "operator"}));
+    let (_, agent) = create_key(
+        &n1,
+        json!({"name": "web-01 bootstrap", "scope": "register-target", "target": "web-01"}),
+    );
+    let call = |key: &str, method: &str, path: &str, body: Option<Value>| {
+        n1.request_with_key(key, method, path, body.map(|b| b.to_string()).as_deref())
+    };
+    let refused = |key: &str, method: &str, path: &str, body: Option<Value>, needs: &str| {
+        let (status, err) = call(key, method, path, body);
+        assert_eq!(status, 403, "{method} {path}: {err}");
+        assert_eq!(err["error"]["code"], "forbidden");
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("needs scope {needs}")), "{msg}");
+    };
+    let task = json!({"kind": "Sleep", "arguments": {"duration_ms": 0}});
+
+    // reader: reads, nothing else.
+    assert_eq!(call(&reader, "GET", "/api/tasks", None).0, 200);
+    assert_eq!(call(&reader, "GET", "/api/events", None).0, 200);
+    refused(&reader, "POST", "/api/tasks", Some(task.clone()), "deployer");
+    refused(&reader, "GET", "/api/keys", None, "admin");
+    // deployer: tasks, not nodes.
+    let (status, queued) = call(&deployer, "POST", "/api/tasks", Some(task.clone()));
+    assert_eq!(status, 201, "{queued}");
+    refused(&deployer, "PATCH", "/api/nodes/n1", Some(json!({"task_cap": 2})), "operator");
+    // operator: nodes and targets, not keys.
+    assert_eq!(call(&operator, "PATCH", "/api/nodes/n1", Some(json!({"task_cap": 2}))).0, 200);
+    refused(&operator, "GET", "/api/keys", None, "admin");
+    refused(&operator, "POST", "/api/keys", Some(json!({"name": "x", "scope": "admin"})), "admin");
+
+    // register-target: its own target only.
+    let thumb = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    let target = |name: &str, t: char| {
+        json!({"name": name, "comms": "polling", "thumbprint": thumb(t), "roles": ["web"]})
+    };
+    let (status, err) = call(&agent, "POST", "/api/targets", Some(target("web-02", 'B')));
+    assert_eq!(status, 403, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("\"web-01\""), "{err}");
+    let (status, own) = call(&agent, "POST", "/api/targets", Some(target("web-01", 'A')));
+    assert_eq!(status, 201, "{own}");
+    let own_path = format!("/api/targets/{}", own["id"].as_str().unwrap());
+    let (status, patched) = call(&agent, "PATCH", &own_path, Some(json!({"roles": ["web", "api"]})));
+    assert_eq!((status, patched["roles"].clone()), (200, json!(["web", "api"])));
+    assert_eq!(call(&agent, "GET", &own_path, None).0, 200);
+    let (status, _) = call(&agent, "PATCH", &own_path, Some(json!({"name": "db-01"})));
+    assert_eq!(status, 403, "cannot rename its registration away");
+    let (_, other) = call(&operator, "POST", "/api/targets", Some(target("db-01", 'C')));
+    let other_path = format!("/api/targets/{}", other["id"].as_str().unwrap());
+    assert_eq!(call(&agent, "GET", &other_path, None).0, 403);
+    assert_eq!(call(&agent, "PATCH", &other_path, Some(json!({"roles": []}))).0, 403);
+    refused(&agent, "GET", "/api/targets", None, "reader");
+    refused(&agent, "DELETE", &own_path, None, "operator");
+    refused(&agent, "GET", "/api/tasks", None, "reader");
+
+    // Listed with scope, prefix, target and expiry; never the key.
+    let (_, listed) = n1.get("/api/keys");
+    for key in [&reader, &deployer, &operator, &agent] {
+        assert!(!listed.to_string().contains(key.as_str()), "a key is never listed");
+    }
+    let items = listed["items"].as_array().unwrap();
+    let ci = items.iter().find(|k| k["name"] == "ci").unwrap();
+    assert_eq!((ci["scope"].as_str(), ci["expired"].as_bool()), (Some("deployer"), Some(false)));
+    assert!(ci["expires_at"].as_str().is_some(), "{ci}");
+    let web = items.iter().find(|k| k["scope"] == "register-target").unwrap();
+    assert_eq!(web["target"], "web-01");
+    // Audit: who made each key, naming the key they used.
+    let (_, events) = n1.get("/api/events?limit=50");
+    let made = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "api_key.create")
+        .collect::<Vec<_>>();
+    assert_eq!(made.len(), 4, "{events}");
+    assert!(made.iter().all(|e| e["actor"] == "admin (ApiKeys-1)"), "{events}");
+
+    // Bad requests name the field.
+    for (body, field) in [
+        (json!({"name": "x", "scope": "root"}), "scope"),
+        (json!({"name": "x", "scope": "reader", "expires_in": "5x"}), "expires_in"),
+        (json!({"name": "x", "scope": "register-target"}), "target"),
+        (json!({"name": "", "scope": "reader"}), "name"),
+        (json!({"name": "x", "scope": "reader", "extra": 1}), "extra"),
+    ] {
+        let (status, err) = n1.post("/api/keys", &body);
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(field), "{body}: {err}");
+    }
+
+    // An expired key is refused, saying so, on every node within a second.
+    pg.psql("UPDATE api_keys SET expires_at_ms = 0 WHERE name = 'ci'").unwrap();
+    wait_until("the expired key to be refused", Duration::from_secs(5), || {
+        let (status, err) = call(&deployer, "GET", "/api/tasks", None);
+        (status == 401).then_some(err)
+    });
+    let (_, err) = call(&deployer, "GET", "/api/tasks", None);
+    assert!(err["error"]["message"].as_str().unwrap().contains("expired at 1970-01-01"), "{err}");
+
+    // A key stored by an older release (bare SHA-256, before scopes) still works, as admin, and
+    // is stored as HMAC-SHA-256 from its first use.
+    let old_key = "API-OldKeyFromBeforeSchemaFive0123456";
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(old_key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    pg.psql(&format!(
+        "INSERT INTO api_keys (name, key_hash, created_at_ms) VALUES ('legacy', '{sha}', 0)"
+    ))
+    .unwrap();
+    assert_eq!(call(old_key, "GET", "/api/keys", None).0, 200);
+    let stored = pg
+        .psql("SELECT algorithm, scope FROM api_keys WHERE name = 'legacy'")
+        .unwrap();
+    assert_eq!(stored.trim(), "hmac-sha256|admin");
+    assert!(!pg.psql("SELECT key_hash FROM api_keys").unwrap().contains(&sha), "the SHA-256 is gone");
+    assert_eq!(call(old_key, "GET", "/api/keys", None).0, 200, "and still works");
+    assert!(n1.unexpected_errors().is_empty(), "{:?}", n1.unexpected_errors());
+}
+
+#[test]
+fn server_command_creates_scoped_expiring_keys_and_refuses_bad_ones() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let out = run_ok(server_cmd(
+        &cluster,
+        &["api-key", "create", "--name", "grafana", "--scope", "reader", "--expires-in", "30d"],
+    ));
+    assert!(out.contains("created reader API key \"grafana\""), "{out}");
+    let key = out.lines().last().unwrap().trim().to_owned();
+    assert_eq!(n1.request_with_key(&key, "GET", "/api/nodes", None).0, 200);
+    assert_eq!(n1.request_with_key(&key, "POST", "/api/tasks", Some("{}")).0, 403);
+    for (args, want) in [
+        (&["--scope", "root"][..], "unknown scope"),
+        (&["--scope", "reader", "--expires-in", "forever"][..], "expires_in"),
+        (&["--scope", "register-target"][..], "target"),
+    ] {
+        let mut all = vec!["api-key", "create", "--name", "x"];
+        all.extend_from_slice(args);
+        let (st, _, err) = run_to_exit(server_cmd(&cluster, &all), MIN).unwrap();
+        assert!(!st.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // The CLI does the same over REST with an admin key.
+    let (ok, out, err) = cli(
+        &cluster,
+        &n1,
+        &["api-key", "create", "--name", "deploy-bot", "--scope", "deployer", "--expires-in", "12h"],
+    );
+    assert!(ok, "{err}");
+    let bot = out.lines().last().unwrap().trim().to_owned();
+    assert!(bot.starts_with("API-") && out.contains("deployer"), "{out}");
+    assert_eq!(
+        n1.request_with_key(&bot, "POST", "/api/tasks", Some(r#"{"kind":"Sleep","arguments":{"duration_ms":0}}"#)).0,
+        201
+    );
+    let (ok, _, err) = cli(&cluster, &n1, &["api-key", "create", "--name", "x", "--scope", "root"]);
+    assert!(!ok && err.contains("unknown scope"), "{err}");
+}
