@@ -552,3 +552,54 @@ fn server_command_creates_scoped_expiring_keys_and_refuses_bad_ones() {
     let (ok, _, err) = cli(&cluster, &n1, &["api-key", "create", "--name", "x", "--scope", "root"]);
     assert!(!ok && err.contains("unknown scope"), "{err}");
 }
+
+#[test]
+fn the_master_key_is_rotated_while_the_cluster_runs() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let (_, ci) = create_key(&n1, json!({"name": "ci", "scope": "deployer"}));
+    let (_, identity) = n1.get("/api/cluster/identity");
+    let new_key = cluster.dir().join("new-master.key");
+    let out = run_ok(server_cmd(
+        &cluster,
+        &["master-key", "rotate", "--generate", new_key.to_str().unwrap()],
+    ));
+    assert!(out.contains("re-encrypted 2 secret(s)"), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&new_key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the new key file is private from creation");
+    let new_b64 = std::fs::read_to_string(&new_key).unwrap();
+    // The running node keeps working: keys, tasks.
+    assert_eq!(n1.request_with_key(&ci, "GET", "/api/tasks", None).0, 200);
+    let id = n1.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 0}}));
+    n1.wait_finished(&id, MIN);
+    // A node started with the old key refuses, saying why.
+    let mut stale = server_cmd(&cluster, &["check"]);
+    stale.env("CUTTLE_MASTER_KEY", &cluster.master_key);
+    let (st, _, err) = run_to_exit(stale, MIN).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("master key does not match"), "{err}");
+    // One started with the new key is the same cluster: same certificate, same API keys.
+    let mut opts = NodeOptions::named("n2", 1);
+    opts.env.push(("CUTTLE_MASTER_KEY".into(), new_b64.trim().to_owned()));
+    let n2 = cluster.start(opts);
+    assert_eq!(n2.get("/api/cluster/identity").1["thumbprint"], identity["thumbprint"]);
+    assert_eq!(n2.request_with_key(&ci, "GET", "/api/tasks", None).0, 200);
+    let id = n2.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 0}}));
+    n2.wait_finished(&id, MIN);
+    // Rotating to the key in use, or from a file that does not hold a key, changes nothing.
+    let mut again = server_cmd(
+        &cluster,
+        &["master-key", "rotate", "--new-key-file", new_key.to_str().unwrap()],
+    );
+    again.env("CUTTLE_MASTER_KEY", new_b64.trim());
+    let (st, _, err) = run_to_exit(again, MIN).unwrap();
+    assert!(!st.success() && err.contains("the one in use"), "{err}");
+    let junk = cluster.dir().join("junk.key");
+    std::fs::write(&junk, "not a key").unwrap();
+    let mut bad = server_cmd(&cluster, &["master-key", "rotate", "--new-key-file", junk.to_str().unwrap()]);
+    bad.env("CUTTLE_MASTER_KEY", new_b64.trim());
+    let (st, _, err) = run_to_exit(bad, MIN).unwrap();
+    assert!(!st.success() && err.contains("junk.key"), "{err}");
+    assert_eq!(n2.request_with_key(&ci, "GET", "/api/tasks", None).0, 200);
+}

@@ -5,6 +5,7 @@
 mod advertise;
 mod config;
 mod node;
+mod rotate;
 mod startup;
 
 use std::collections::HashMap;
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         action: ApiKeyAction,
     },
+    /// The master key
+    MasterKey {
+        #[command(subcommand)]
+        action: MasterKeyAction,
+    },
     /// Apply pending database migrations, then exit
     UpgradeDatabase,
     /// Run the start-up checks (database, schema, master key, shared store) and exit
@@ -69,6 +75,20 @@ enum ApiKeyAction {
         /// For a register-target key: the one target it may register
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterKeyAction {
+    /// Re-encrypt every secret in the database under a new key (running nodes keep working;
+    /// restart each with the new key)
+    Rotate {
+        /// Read the new key (base64 of 16 or 32 random bytes) from this file
+        #[arg(long, value_name = "FILE", conflicts_with = "generate", required_unless_present = "generate")]
+        new_key_file: Option<PathBuf>,
+        /// Generate the new key and write it to this new file (mode 0600)
+        #[arg(long, value_name = "FILE")]
+        generate: Option<PathBuf>,
     },
 }
 
@@ -160,6 +180,26 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
                 req.scope, req.name
             );
             println!("{key}");
+            Ok(())
+        }
+        Command::MasterKey {
+            action: MasterKeyAction::Rotate { new_key_file, generate },
+        } => {
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            let old = startup::master_key(&cfg, &store).await?;
+            let (new, file) = match (&new_key_file, &generate) {
+                (Some(f), _) => (rotate::NewKey::File(f), f),
+                (None, Some(f)) => (rotate::NewKey::Generate(f), f),
+                (None, None) => anyhow::bail!("give --new-key-file FILE or --generate FILE"),
+            };
+            let n = rotate::rotate_master_key(&store, &old, new).await?;
+            println!(
+                "re-encrypted {n} secret(s) under the new master key in {}; running nodes keep \
+                 working: set CUTTLE_MASTER_KEY (or master.key) to it on every node and restart \
+                 them one at a time. A node started with the old key now refuses to start.",
+                file.display()
+            );
             Ok(())
         }
         Command::UpgradeDatabase => {

@@ -16,9 +16,9 @@ use cuttle_tls::Identity;
 
 use crate::config::Config;
 
-const SETTING_KEY_CHECK: &str = "master_key_check";
+pub(crate) const SETTING_KEY_CHECK: &str = "master_key_check";
 const SETTING_SHARED_PATH: &str = "shared_path";
-const SETTING_CLUSTER_IDENTITY: &str = "cluster_identity";
+pub(crate) const SETTING_CLUSTER_IDENTITY: &str = "cluster_identity";
 const SETTING_FIRST_KEY_MINTER: &str = "first_admin_key_minter";
 /// How long a generated cluster certificate is valid.
 const CLUSTER_CERT_DAYS: u32 = 10 * 365;

@@ -524,6 +524,21 @@ async fn settings_are_shared_and_initialised_once(fx: &Fixture) {
         other.get_setting("k").await.unwrap().as_deref(),
         Some("changed")
     );
+    // Several settings replaced together, each only if unchanged since read: all or none.
+    s.init_setting("a", "a1").await.unwrap();
+    let change = |k: &str, old: &str, new: &str| (k.to_owned(), old.to_owned(), new.to_owned());
+    assert!(s
+        .replace_settings(&[change("a", "a1", "a2"), change("k", "changed", "k2")])
+        .await
+        .unwrap());
+    assert!(
+        !s.replace_settings(&[change("a", "a2", "a3"), change("k", "stale", "k3")])
+            .await
+            .unwrap(),
+        "one stale value: nothing changes"
+    );
+    assert_eq!(other.get_setting("a").await.unwrap().as_deref(), Some("a2"), "rolled back");
+    assert_eq!(other.get_setting("k").await.unwrap().as_deref(), Some("k2"));
 }
 
 fn new_key(name: &str, hash: &str) -> NewApiKey {

@@ -6,6 +6,7 @@ mod mssql;
 mod mssql_config;
 mod postgres;
 mod postgres_tls;
+mod settings;
 mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -227,20 +228,6 @@ impl Store {
                 supported: SCHEMA_VERSION,
             }),
         }
-    }
-
-    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        dispatch!(self, b => b.get_setting(key).await)
-    }
-
-    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        dispatch!(self, b => b.set_setting(key, value).await)
-    }
-
-    /// Stores `value` unless the key already has one; returns whichever value is stored.
-    /// Two nodes racing get the same answer.
-    pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        dispatch!(self, b => b.init_setting(key, value).await)
     }
 
     /// Creates or refreshes this node's row (addresses, roles, version, started, last seen).

@@ -153,7 +153,7 @@ macro_rules! ms {
     };
 }
 
-pub(super) use {ms, run, run_in_transaction};
+pub(super) use {ms, run, run_in_transaction, run_racing};
 
 /// Milliseconds from a DATETIME2 column to the database clock (how long ago).
 macro_rules! age_ms {
@@ -601,43 +601,8 @@ impl Mssql {
         Ok(rows.first().and_then(|r| r.get::<i32, _>(0)).unwrap_or(0) as u32)
     }
 
-    pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        let rows = run!(self, Retry::Idempotent, |c| {
-            rows(c, "SELECT value FROM settings WHERE [key] = @P1", &[&key]).await
-        })?;
-        Ok(rows.first().map(|r| text(r, 0)))
-    }
 
-    pub(super) async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        run_racing!(self, Retry::Idempotent, |c| {
-            execute(
-                c,
-                "UPDATE settings SET value = @P2 WHERE [key] = @P1;
-                 IF @@ROWCOUNT = 0 INSERT INTO settings ([key], value) VALUES (@P1, @P2);",
-                &[&key, &value],
-            )
-            .await
-        })?;
-        self.committed();
-        Ok(())
-    }
 
-    pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let rows = run_racing!(self, Retry::Idempotent, |c| {
-            rows(
-                c,
-                "IF NOT EXISTS (SELECT 1 FROM settings WHERE [key] = @P1)
-                         INSERT INTO settings ([key], value) VALUES (@P1, @P2);
-                     SELECT value FROM settings WHERE [key] = @P1;",
-                &[&key, &value],
-            )
-            .await
-        })?;
-        self.committed();
-        rows.first()
-            .map(|r| text(r, 0))
-            .ok_or_else(|| Error::Database(format!("setting {key} vanished")))
-    }
 
 
 

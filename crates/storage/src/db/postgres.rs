@@ -344,43 +344,8 @@ impl Postgres {
         Ok(row.get::<_, i32>(0) as u32)
     }
 
-    pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        let c = self.conn().await?;
-        let row = c
-            .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(row.map(|r| r.get(0)))
-    }
 
-    pub(super) async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        let c = self.conn().await?;
-        c.execute(
-            "INSERT INTO settings (key, value) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&key, &value],
-        )
-        .await
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        Ok(())
-    }
 
-    pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let c = self.conn().await?;
-        c.execute(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            &[&key, &value],
-        )
-        .await
-        .map_err(|e| self.map_err(e))?;
-        self.committed();
-        let row = c
-            .query_one("SELECT value FROM settings WHERE key = $1", &[&key])
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(row.get(0))
-    }
 
 
 

@@ -222,47 +222,8 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        let key = key.to_owned();
-        self.with(move |c| {
-            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db_err)
-        })
-        .await
-    }
 
-    pub(super) async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        let (key, value) = (key.to_owned(), value.to_owned());
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
-    }
 
-    pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let (key, value) = (key.to_owned(), value.to_owned());
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-                params![key, value],
-            )
-            .map_err(db_err)?;
-            tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .map_err(db_err)
-        })
-        .await
-    }
 
 
 

@@ -1,0 +1,81 @@
+//! `cuttle-server master-key rotate`: re-encrypts every secret the database holds under a new
+//! master key, in one transaction, while the cluster keeps running.
+//!
+//! Running nodes are not disturbed: they hold what they decrypted at start-up. From the commit
+//! on, a node must start with the new key (one started with the old key refuses, naming the
+//! key-check value), so nodes are restarted one at a time with the new key.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use cuttle_storage::{MasterKey, Store, SETTING_API_KEY_SECRET};
+use serde_json::Value;
+
+use crate::startup::{SETTING_CLUSTER_IDENTITY, SETTING_KEY_CHECK};
+
+/// Where the new key comes from.
+pub(crate) enum NewKey<'a> {
+    /// A file holding it (base64 of 16 or 32 bytes), made by the operator.
+    File(&'a Path),
+    /// Generate one and write it to a new file, readable by its owner only.
+    Generate(&'a Path),
+}
+
+/// Re-encrypts the sealed settings under the new key and replaces the key-check value, all or
+/// nothing. Returns how many secrets were re-encrypted.
+pub(crate) async fn rotate_master_key(store: &Store, old: &MasterKey, new: NewKey<'_>) -> Result<usize> {
+    let new = match new {
+        NewKey::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read the new master key from {}", path.display()))?;
+            MasterKey::parse(&text).with_context(|| format!("new master key in {}", path.display()))?
+        }
+        NewKey::Generate(path) => {
+            let (key, b64) = MasterKey::generate()?;
+            write_new_private(path, b64.as_bytes())
+                .with_context(|| format!("write the new master key to {}", path.display()))?;
+            key
+        }
+    };
+    let Some(check) = store.get_setting(SETTING_KEY_CHECK).await? else {
+        bail!("this database has no master key yet: start a node first");
+    };
+    if new.verify(&check).is_ok() {
+        bail!("the new master key is the one in use: nothing to rotate");
+    }
+    let mut changes = vec![(SETTING_KEY_CHECK.to_owned(), check, new.key_check_value()?)];
+    if let Some(sealed) = store.get_setting(SETTING_API_KEY_SECRET).await? {
+        let secret = old.decrypt(&sealed).context("the API-key secret")?;
+        changes.push((SETTING_API_KEY_SECRET.to_owned(), sealed, new.encrypt(&secret)?));
+    }
+    if let Some(stored) = store.get_setting(SETTING_CLUSTER_IDENTITY).await? {
+        let mut v: Value =
+            serde_json::from_str(&stored).context("cluster certificate setting is not JSON")?;
+        let sealed = v["key"]
+            .as_str()
+            .context("cluster certificate setting lacks its key")?;
+        let private_key = old.decrypt(sealed).context("the cluster certificate's key")?;
+        v["key"] = Value::String(new.encrypt(&private_key)?);
+        changes.push((SETTING_CLUSTER_IDENTITY.to_owned(), stored, v.to_string()));
+    }
+    if !store.replace_settings(&changes).await? {
+        bail!(
+            "a secret changed while it was being re-encrypted (a node was creating one): nothing \
+             was changed; run the command again"
+        );
+    }
+    Ok(changes.len() - 1)
+}
+
+/// Writes a new file readable by its owner only, from its creation; refuses to overwrite one.
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
