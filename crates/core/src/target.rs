@@ -188,6 +188,9 @@ pub struct TargetRecord {
     pub last_health_check: Option<UnixMs>,
     /// Nodes whose gateway holds a live polling session with this target.
     pub connected_nodes: Vec<String>,
+    /// The cluster certificates (thumbprints) the tentacle said it trusts at its last health
+    /// check: a new cluster certificate is activated only once every target trusts it.
+    pub cluster_trust: Vec<String>,
 }
 
 fn ser_opt_time<S: Serializer>(ms: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
@@ -361,6 +364,7 @@ mod tests {
             health_reason: None,
             last_health_check: None,
             connected_nodes: vec![],
+            cluster_trust: vec![],
         };
         let patch: TargetPatch = serde_json::from_str(r#"{"roles": ["api"]}"#).unwrap();
         assert_eq!(patch.apply(&current).unwrap().roles, vec!["api"]);

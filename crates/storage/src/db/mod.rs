@@ -7,6 +7,7 @@ mod mssql_config;
 mod postgres;
 mod postgres_tls;
 mod settings;
+mod targets;
 mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cuttle_core::{
-    Comms, EventRecord, NewEvent, NewTarget, NewTask, NodePatch, NodeRecord, TargetHealth,
-    TargetId, TargetRecord, TaskId, TaskRecord, TaskState, UnixMs,
+    EventRecord, NewEvent, NewTask, NodePatch, NodeRecord, TaskId, TaskRecord, TaskState, UnixMs,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -306,71 +306,6 @@ impl Store {
         dispatch!(self, b => b.requeue_unstarted(node, executions, &note).await)
     }
 
-    /// Registers a target; a name or thumbprint already in use is a [`Error::Conflict`].
-    pub async fn create_target(
-        &self,
-        t: &NewTarget,
-        audit: Option<Audit<TargetId>>,
-    ) -> Result<TargetId> {
-        dispatch!(self, b => b.write_target(None, t, audit).await)?
-            .ok_or_else(|| Error::Database("insert returned no row".into()))
-    }
-
-    /// Replaces a target's registration; false when no such target (and then no event is
-    /// written).
-    pub async fn update_target(
-        &self,
-        id: TargetId,
-        t: &NewTarget,
-        audit: Option<Audit<TargetId>>,
-    ) -> Result<bool> {
-        Ok(dispatch!(self, b => b.write_target(Some(id), t, audit).await)?.is_some())
-    }
-
-    /// Deletes a target and its sessions; false when no such target (and then no event is
-    /// written).
-    pub async fn delete_target(&self, id: TargetId, audit: Option<Audit<()>>) -> Result<bool> {
-        dispatch!(self, b => b.delete_target(id, audit).await)
-    }
-
-    /// Every target (or one), with the online nodes holding a session with it.
-    pub async fn list_targets(
-        &self,
-        id: Option<TargetId>,
-        offline_after: Duration,
-    ) -> Result<Vec<TargetRecord>> {
-        let (rows, sessions) = dispatch!(self, b => b.list_targets(id, ms(offline_after)).await)?;
-        Ok(assemble_targets(rows, sessions))
-    }
-
-    pub async fn get_target(
-        &self,
-        id: TargetId,
-        offline_after: Duration,
-    ) -> Result<Option<TargetRecord>> {
-        Ok(self.list_targets(Some(id), offline_after).await?.pop())
-    }
-
-    /// Records that `node`'s gateway holds a live session with the target.
-    pub async fn open_session(&self, id: TargetId, node: &str) -> Result<()> {
-        dispatch!(self, b => b.open_session(id, node).await)
-    }
-
-    /// Removes one session, or with `id` None every session of `node` (at its start-up).
-    pub async fn close_sessions(&self, id: Option<TargetId>, node: &str) -> Result<()> {
-        dispatch!(self, b => b.close_sessions(id, node).await)
-    }
-
-    /// Records the outcome of a health check, timed by the database clock.
-    pub async fn set_target_health(
-        &self,
-        id: TargetId,
-        health: TargetHealth,
-        reason: &str,
-    ) -> Result<()> {
-        dispatch!(self, b => b.set_target_health(id, health.as_str(), reason).await)
-    }
-
     /// Claims period `n` of a periodic job named `key`: true for exactly one caller per period
     /// however many ask at once, false for every other and for any earlier period.
     pub async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
@@ -480,54 +415,6 @@ pub(crate) fn redact_url(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_owned(),
     }
-}
-
-/// A `targets` row as stored; lists are JSON text.
-pub(crate) struct TargetRow {
-    pub(crate) id: i64,
-    pub(crate) name: String,
-    pub(crate) environments: String,
-    pub(crate) roles: String,
-    pub(crate) comms: String,
-    pub(crate) endpoint: Option<String>,
-    pub(crate) thumbprint: String,
-    pub(crate) health: String,
-    pub(crate) health_reason: Option<String>,
-    pub(crate) last_health_check_ms: Option<UnixMs>,
-}
-
-pub(crate) const TARGET_COLUMNS: &str = "seq, name, environments, roles, comms, endpoint, \
-     thumbprint, health, health_reason, last_health_check_ms";
-
-fn assemble_targets(rows: Vec<TargetRow>, sessions: Vec<(i64, String)>) -> Vec<TargetRecord> {
-    let list = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
-    rows.into_iter()
-        .map(|r| TargetRecord {
-            id: TargetId(r.id),
-            environments: list(&r.environments),
-            roles: list(&r.roles),
-            comms: r.comms.parse().unwrap_or(Comms::Polling),
-            health: r.health.parse().unwrap_or(TargetHealth::Unknown),
-            connected_nodes: sessions
-                .iter()
-                .filter(|(id, _)| *id == r.id)
-                .map(|(_, node)| node.clone())
-                .collect(),
-            name: r.name,
-            endpoint: r.endpoint,
-            thumbprint: r.thumbprint,
-            health_reason: r.health_reason,
-            last_health_check: r.last_health_check_ms,
-        })
-        .collect()
-}
-
-/// The message for a unique-constraint violation on `targets`.
-pub(crate) fn target_conflict(t: &NewTarget) -> Error {
-    Error::Conflict(format!(
-        "a target named {:?} or with thumbprint {} is already registered",
-        t.name, t.thumbprint
-    ))
 }
 
 /// An ADO.NET connection string names its server with one of these keys.

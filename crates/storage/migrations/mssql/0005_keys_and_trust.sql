@@ -7,3 +7,7 @@ ALTER TABLE api_keys ADD prefix NVARCHAR(16) NOT NULL CONSTRAINT api_keys_prefix
 ALTER TABLE api_keys ADD algorithm NVARCHAR(20) NOT NULL CONSTRAINT api_keys_algorithm_df DEFAULT N'sha256';
 ALTER TABLE api_keys ADD expires_at DATETIME2(3) NULL;
 ALTER TABLE api_keys ADD target_name NVARCHAR(200) NULL;
+
+-- The cluster certificates each target's tentacle said it trusts at its last health check (JSON
+-- array of thumbprints): a new cluster certificate is activated only once every target trusts it.
+ALTER TABLE targets ADD cluster_trust NVARCHAR(MAX) NOT NULL CONSTRAINT targets_cluster_trust_df DEFAULT N'[]';
