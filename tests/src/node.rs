@@ -267,6 +267,21 @@ impl Cluster {
         cmd
     }
 
+    /// A `cuttle-server` command (`check`, `api-key create`, …) against this cluster's
+    /// database, as an operator runs it on a node's host.
+    pub fn server_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CUTTLE_DATA_DIR", self.dir.path().join("cmd"))
+            .env("CUTTLE_DATABASE_URL", &self.db_url)
+            .env("CUTTLE_MASTER_KEY", &self.master_key)
+            .env("CUTTLE_SHARED_PATH", self.shared_dir())
+            .env("CUTTLE_DB_WAIT_SECS", "2");
+        cmd
+    }
+
     /// Spawns a node without waiting for it to be ready.
     pub fn spawn(&self, mut opts: NodeOptions) -> Node {
         let (http_port, grpc_port, gateway_port) = (free_port(), free_port(), free_port());

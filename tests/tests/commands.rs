@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cuttle_e2e::{
-    cli_binary, run_to_exit, server_binary, wait_until, Cluster, Database, NodeOptions,
+    cli_binary, run_to_exit, wait_until, Cluster, Database, NodeOptions,
 };
 use serde_json::{json, Value};
 
@@ -12,16 +12,7 @@ const MIN: Duration = Duration::from_secs(60);
 
 /// A `cuttle-server` command against the cluster's database.
 fn server_cmd(cluster: &Cluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(server_binary());
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CUTTLE_DATA_DIR", cluster.dir().join("cmd"))
-        .env("CUTTLE_DATABASE_URL", &cluster.db_url)
-        .env("CUTTLE_MASTER_KEY", &cluster.master_key)
-        .env("CUTTLE_SHARED_PATH", cluster.shared_dir())
-        .env("CUTTLE_DB_WAIT_SECS", "2");
-    cmd
+    cluster.server_command(args)
 }
 
 fn run_ok(cmd: Command) -> String {

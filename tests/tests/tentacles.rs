@@ -751,3 +751,138 @@ fn a_replaced_thumbprint_cuts_the_old_certificates_sessions_on_every_gateway() {
             .then_some(())
     });
 }
+
+/// Runs a `cuttle-server` command that must succeed; returns its stdout.
+fn server_ok(cluster: &Cluster, args: &[&str]) -> String {
+    let (st, out, err) = cuttle_e2e::run_to_exit(cluster.server_command(args), MIN).unwrap();
+    assert!(st.success(), "{args:?}: exit {st}\n{out}\n{err}");
+    out
+}
+
+/// Runs a `cuttle-server` command that must fail; returns its stderr.
+fn server_refused(cluster: &Cluster, args: &[&str]) -> String {
+    let (st, out, err) = cuttle_e2e::run_to_exit(cluster.server_command(args), MIN).unwrap();
+    assert!(!st.success(), "{args:?} should fail:\n{out}");
+    err
+}
+
+fn presented(node: &Node) -> String {
+    node.get("/api/cluster/identity").1["thumbprint"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A script on every target through `node`, which must run it (the other node's cap is 0).
+fn script_everywhere_through(node: &Node, other: &Node, expect: usize) {
+    assert_eq!(other.patch(&format!("/api/nodes/{}", other.name), &json!({"task_cap": 0})).0, 200);
+    assert_eq!(node.patch(&format!("/api/nodes/{}", node.name), &json!({"task_cap": 2})).0, 200);
+    let id = script_on(node, "echo \"at $CUTTLE_TARGET_NAME\"", json!({"roles": ["web"]}));
+    let t = node.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}\n{}", node.task_log(&id));
+    assert_eq!(t["node"], node.name.as_str());
+    let log = node.task_log(&id);
+    assert_eq!(log.matches("OUT   [").count(), expect, "{log}");
+}
+
+fn health_check(node: &Node) {
+    let id = node.enqueue(json!({"kind": "HealthCheck", "arguments": {}}));
+    let t = node.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}\n{}", node.task_log(&id));
+}
+
+fn restart(cluster: &Cluster, node: &mut Node) {
+    node.terminate();
+    assert!(node.wait_exit(MIN).unwrap().success());
+    cluster.restart(node);
+}
+
+#[test]
+fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
+    let cluster = Cluster::sqlite();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 2));
+    let mut n2 = cluster.start(NodeOptions::named("n2", 2));
+    let dir = temp_dir("rotation");
+    let key = cluster.api_key.clone();
+    let mut p1 = Tentacle::new(dir.path(), "p1");
+    let mut l1 = Tentacle::new(dir.path(), "l1");
+    let p1_id = register(&p1, &n1, &key, "polling", &[]);
+    let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
+    let l1_id = register(&l1, &n1, &key, "listening", &["--listen", &listen, "--public-hostname", "127.0.0.1"]);
+    p1.start();
+    l1.start();
+    let connected_to_both = |node: &Node| {
+        wait_until("p1 connected to both gateways", MIN, || {
+            (target(node, &p1_id)["connected_nodes"] == json!(["n1", "n2"])).then_some(())
+        });
+    };
+    connected_to_both(&n1);
+    wait_until("l1 to listen", MIN, || {
+        l1.log_text().contains("listening for the cluster").then_some(())
+    });
+    let old = presented(&n1);
+    script_everywhere_through(&n1, &n2, 2);
+
+    // Stage: the nodes accept the new certificate; tentacles trust it from their next check.
+    let out = server_ok(&cluster, &["cluster-certificate", "stage"]);
+    let new = out
+        .split_whitespace()
+        .find(|w| w.len() == 64 + 1 && w.ends_with(':'))
+        .map(|w| w.trim_end_matches(':').to_owned())
+        .unwrap_or_else(|| panic!("no thumbprint in {out}"));
+    assert_ne!(new, old);
+    let err = server_refused(&cluster, &["cluster-certificate", "activate"]);
+    assert!(err.contains("p1") && err.contains("l1"), "refused naming the targets: {err}");
+    // Nodes re-read the staged certificate every 2 s; a check after that tells the tentacles.
+    wait_until("the tentacles to trust both certificates", MIN, || {
+        health_check(&n1);
+        let mut both = vec![old.clone(), new.clone()];
+        both.sort();
+        [&p1_id, &l1_id]
+            .iter()
+            .all(|id| target(&n1, id)["cluster_trust"] == json!(both))
+            .then_some(())
+    });
+    let kept = std::fs::read_to_string(p1.config_path()).unwrap();
+    assert!(kept.contains(&new), "kept across restarts: {kept}");
+    let status = server_ok(&cluster, &["cluster-certificate", "status"]);
+    assert!(status.contains("every target trusts the staged certificate"), "{status}");
+
+    // Activate: nodes present the new certificate from their restart, one at a time.
+    server_ok(&cluster, &["cluster-certificate", "activate"]);
+    let err = server_refused(&cluster, &["cluster-certificate", "finish"]);
+    assert!(err.contains("n1") && err.contains("n2") && err.contains("restart"), "{err}");
+    restart(&cluster, &mut n1);
+    assert_eq!(presented(&n1), new);
+    assert_eq!(presented(&n2), old, "n2 still runs with the old one");
+    connected_to_both(&n2);
+    // Both kinds of tentacle, and the nodes with each other, work across the two certificates.
+    script_everywhere_through(&n1, &n2, 2);
+    script_everywhere_through(&n2, &n1, 2);
+    restart(&cluster, &mut n2);
+    assert_eq!(presented(&n2), new);
+    connected_to_both(&n1);
+
+    // Finish: the old certificate is accepted nowhere, and tentacles drop it at their next check.
+    server_ok(&cluster, &["cluster-certificate", "finish"]);
+    wait_until("the tentacles to trust only the new certificate", MIN, || {
+        health_check(&n2);
+        [&p1_id, &l1_id]
+            .iter()
+            .all(|id| target(&n2, id)["cluster_trust"] == json!([new]))
+            .then_some(())
+    });
+    let kept = std::fs::read_to_string(l1.config_path()).unwrap();
+    assert!(kept.contains(&new) && !kept.contains(&format!("\"{old}\"]")), "{kept}");
+    script_everywhere_through(&n2, &n1, 2);
+    // A tentacle restarted now trusts what it was last told.
+    p1.stop();
+    p1.start();
+    connected_to_both(&n1);
+    script_everywhere_through(&n1, &n2, 2);
+    let status = server_ok(&cluster, &["cluster-certificate", "status"]);
+    assert!(status.contains(&format!("current:  {new}")) && status.contains("retired:  none"), "{status}");
+    for n in [&n1, &n2] {
+        assert!(n.unexpected_errors().is_empty(), "{}: {:?}", n.name, n.unexpected_errors());
+    }
+}

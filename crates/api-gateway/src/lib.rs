@@ -54,7 +54,7 @@ pub struct ApiDeps {
     /// Wakes the worker in this process, if it hosts one.
     pub local_wake: Option<LocalWake>,
     /// The cluster certificate: other nodes' internal gRPC accepts only it.
-    pub cluster: cuttle_tls::Identity,
+    pub cluster: cuttle_tls::ClusterTls,
     /// Hashes presented API keys the way they are stored.
     pub key_hasher: ApiKeyHasher,
 }

@@ -50,7 +50,7 @@ pub(crate) fn start(
     self_name: String,
     offline_after: Duration,
     local: Option<LocalWake>,
-    cluster: cuttle_tls::Identity,
+    cluster: cuttle_tls::ClusterTls,
     shutdown: CancellationToken,
 ) -> Waker {
     let enqueued = Arc::new(Notify::new());
@@ -87,7 +87,7 @@ struct Fanout {
     self_name: String,
     offline_after: Duration,
     local: Option<LocalWake>,
-    cluster: cuttle_tls::Identity,
+    cluster: cuttle_tls::ClusterTls,
     clients: HashMap<String, WorkerControlClient<Channel>>,
     /// (name, gRPC address) of online worker nodes.
     workers: Vec<(String, String)>,

@@ -32,6 +32,7 @@ impl Tentacle for Sim {
             os: "sim".into(),
             free_disk_bytes: 100 << 30,
             shells: vec!["sh".into()],
+            trusted_clusters: Vec::new(),
         }))
     }
 

@@ -155,14 +155,13 @@ pub async fn serve_tls<S>(
 }
 
 /// A lazily connecting, reconnecting gRPC channel to another node's internal port, over mutual
-/// TLS with the cluster certificate (each side must present it).
+/// TLS with the cluster certificate (each side must present one the cluster accepts).
 pub fn cluster_channel(
     addr: &str,
-    cluster: &cuttle_tls::Identity,
+    cluster: &cuttle_tls::ClusterTls,
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, BoxError> {
-    let trust = cuttle_tls::Trusted::new([cluster.thumbprint()]);
-    let connector = tokio_rustls::TlsConnector::from(cuttle_tls::client_config(cluster, trust)?);
+    let connector = tokio_rustls::TlsConnector::from(cluster.client_config()?);
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(connect_timeout);
     let dial = tower::service_fn(move |uri: http::Uri| {

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
 
 mod advertise;
+mod cluster_cert;
 mod config;
 mod node;
 mod rotate;
@@ -48,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         action: ApiKeyAction,
     },
+    /// The cluster certificate: rotate it without losing a tentacle
+    ClusterCertificate {
+        #[command(subcommand)]
+        action: ClusterCertAction,
+    },
     /// The master key
     MasterKey {
         #[command(subcommand)]
@@ -75,6 +81,28 @@ enum ApiKeyAction {
         /// For a register-target key: the one target it may register
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCertAction {
+    /// The current, staged and retired certificates, and what the next step waits for
+    Status,
+    /// Make the next certificate: nodes accept it within seconds, tentacles trust it from
+    /// their next health check
+    Stage,
+    /// Make the staged certificate current (nodes present it from their next restart); refused
+    /// while a target does not trust it yet
+    Activate {
+        /// Activate even so: targets that do not trust it are cut off until registered again
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop accepting the retired certificate; refused while an online node still presents it
+    Finish {
+        /// Finish even so: such nodes are cut off from the others and from tentacles
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -180,6 +208,39 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
                 req.scope, req.name
             );
             println!("{key}");
+            Ok(())
+        }
+        Command::ClusterCertificate { action } => {
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            let key = startup::master_key(&cfg, &store).await?;
+            let offline_after = cfg.offline_after;
+            match action {
+                ClusterCertAction::Status => {
+                    print!("{}", cluster_cert::status(&store, &key, offline_after).await?);
+                }
+                ClusterCertAction::Stage => {
+                    let t = cluster_cert::stage(&store, &key).await?;
+                    println!(
+                        "staged cluster certificate {t}: nodes accept it within seconds; each \
+                         tentacle trusts it from its next health check. Then run `activate`."
+                    );
+                }
+                ClusterCertAction::Activate { force } => {
+                    let t = cluster_cert::activate(&store, &key, offline_after, force).await?;
+                    println!(
+                        "cluster certificate {t} is now current: restart the nodes one at a time \
+                         (each presents it from its restart), then run `finish`."
+                    );
+                }
+                ClusterCertAction::Finish { force } => {
+                    let t = cluster_cert::finish(&store, offline_after, force).await?;
+                    println!(
+                        "retired cluster certificate {t} is no longer accepted; tentacles stop \
+                         trusting it at their next health check."
+                    );
+                }
+            }
             Ok(())
         }
         Command::MasterKey {

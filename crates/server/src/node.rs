@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::advertise;
+use crate::{advertise, cluster_cert};
 use crate::config::{Config, HttpTls};
 use crate::startup;
 
@@ -36,8 +36,8 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let store = startup::connect(&cfg).await?;
     startup::prepare_schema(&store).await?;
     let master_key = startup::master_key(&cfg, &store).await?;
-    let cluster = startup::cluster_identity(&store, &master_key).await?;
-    tracing::info!(thumbprint = %cluster.thumbprint(), "cluster certificate");
+    let cluster = cluster_cert::load(&store, &master_key).await?;
+    tracing::info!(thumbprint = %cluster.identity.thumbprint(), "cluster certificate");
     let shared = startup::shared_store(&cfg, &store).await?;
     let key_hasher = store.api_key_hasher(&master_key).await?;
     let generated_key = startup::bootstrap_api_key(&cfg, &store, &key_hasher).await?;
@@ -139,13 +139,19 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             rest_stop.clone(),
         ));
     }
+    // A rotation stages and retires cluster certificates while nodes run: re-read them.
+    rest.spawn(cluster_cert::keep_refreshed(
+        store.clone(),
+        cluster.clone(),
+        rest_stop.clone(),
+    ));
     let sessions = cuttle_tentacle_gateway::Sessions::default();
     if let Some(listener) = gateway {
         let stop = rest_stop.clone();
         let deps = GatewayDeps {
             node_name: cfg.node_name.clone(),
             store: store.clone(),
-            identity: cluster.clone(),
+            identity: cluster.identity.clone(),
             sessions: sessions.clone(),
         };
         rest.spawn(async move {
@@ -169,9 +175,8 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
                 store.clone(),
             ));
         }
-        let trust = cuttle_tls::Trusted::new([cluster.thumbprint()]);
         let acceptor = tokio_rustls::TlsAcceptor::from(
-            cuttle_tls::server_config(&cluster, trust).context("internal gRPC TLS")?,
+            cluster.server_config().context("internal gRPC TLS")?,
         );
         let stop = rest_stop.clone();
         rest.spawn(cuttle_proto::wire::serve_tls(
@@ -217,13 +222,13 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     }
 
     if let Some(listener) = http {
-        let https = https_settings(&cfg, &cluster)?;
+        let https = https_settings(&cfg, &cluster.identity)?;
         let scheme = if https.is_some() { "https" } else { "http" };
         let api_cfg = ApiConfig {
             node_name: cfg.node_name.clone(),
             offline_after: cfg.offline_after,
             trusted_proxies: cfg.trusted_proxies.clone(),
-            cluster_thumbprint: cluster.thumbprint().to_string(),
+            cluster_thumbprint: cluster.identity.thumbprint().to_string(),
             https,
             limits: cfg.http_limits.clone(),
         };

@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use cuttle_storage::{MasterKey, Store, SETTING_API_KEY_SECRET};
 use serde_json::Value;
 
-use crate::startup::{SETTING_CLUSTER_IDENTITY, SETTING_KEY_CHECK};
+use crate::cluster_cert::SEALED_SETTINGS;
+use crate::startup::SETTING_KEY_CHECK;
 
 /// Where the new key comes from.
 pub(crate) enum NewKey<'a> {
@@ -49,15 +50,20 @@ pub(crate) async fn rotate_master_key(store: &Store, old: &MasterKey, new: NewKe
         let secret = old.decrypt(&sealed).context("the API-key secret")?;
         changes.push((SETTING_API_KEY_SECRET.to_owned(), sealed, new.encrypt(&secret)?));
     }
-    if let Some(stored) = store.get_setting(SETTING_CLUSTER_IDENTITY).await? {
-        let mut v: Value =
-            serde_json::from_str(&stored).context("cluster certificate setting is not JSON")?;
+    for setting in SEALED_SETTINGS {
+        let Some(stored) = store.get_setting(setting).await?.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let mut v: Value = serde_json::from_str(&stored)
+            .with_context(|| format!("setting {setting} is not JSON"))?;
         let sealed = v["key"]
             .as_str()
-            .context("cluster certificate setting lacks its key")?;
-        let private_key = old.decrypt(sealed).context("the cluster certificate's key")?;
+            .with_context(|| format!("setting {setting} lacks its key"))?;
+        let private_key = old
+            .decrypt(sealed)
+            .with_context(|| format!("the key in setting {setting}"))?;
         v["key"] = Value::String(new.encrypt(&private_key)?);
-        changes.push((SETTING_CLUSTER_IDENTITY.to_owned(), stored, v.to_string()));
+        changes.push((setting.to_owned(), stored, v.to_string()));
     }
     if !store.replace_settings(&changes).await? {
         bail!(

@@ -12,16 +12,12 @@ use cuttle_storage::{
     generate_api_key, key_prefix, ApiKeyHasher, Audit, MasterKey, NewApiKey, SharedStore, Store,
     StoreOptions,
 };
-use cuttle_tls::Identity;
 
 use crate::config::Config;
 
 pub(crate) const SETTING_KEY_CHECK: &str = "master_key_check";
 const SETTING_SHARED_PATH: &str = "shared_path";
-pub(crate) const SETTING_CLUSTER_IDENTITY: &str = "cluster_identity";
 const SETTING_FIRST_KEY_MINTER: &str = "first_admin_key_minter";
-/// How long a generated cluster certificate is valid.
-const CLUSTER_CERT_DAYS: u32 = 10 * 365;
 
 /// Connects, retrying for `db_wait` while the database is unreachable.
 pub(crate) async fn connect(cfg: &Config) -> Result<Store> {
@@ -301,34 +297,6 @@ pub(crate) async fn create_api_key(
         .await?
         .context("a key with this hash exists; run the command again")?;
     Ok(key)
-}
-
-/// The cluster certificate every node presents to tentacles: created by the first node (its
-/// private key encrypted with the master key), read by the others. Certificate and key are one
-/// setting, so two nodes starting at once can never pair one's certificate with the other's key.
-pub(crate) async fn cluster_identity(store: &Store, key: &MasterKey) -> Result<Identity> {
-    let stored = match store.get_setting(SETTING_CLUSTER_IDENTITY).await? {
-        Some(v) => v,
-        None => {
-            let fresh = Identity::generate("cuttle-cluster", CLUSTER_CERT_DAYS)?;
-            let (cert, private_key) = fresh.to_pem();
-            let value = serde_json::json!({
-                "certificate": cert,
-                "key": key.encrypt(private_key.as_bytes())?,
-            });
-            store
-                .init_setting(SETTING_CLUSTER_IDENTITY, &value.to_string())
-                .await?
-        }
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&stored).context("cluster certificate setting is not JSON")?;
-    let (Some(cert), Some(sealed)) = (v["certificate"].as_str(), v["key"].as_str()) else {
-        bail!("cluster certificate setting lacks its certificate or key");
-    };
-    let private_key =
-        String::from_utf8(key.decrypt(sealed)?).context("cluster certificate key is not text")?;
-    Identity::from_pem(cert, &private_key).context("cluster certificate")
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use cuttle_proto::v1::{
     PushFileReply, RelayCapabilities, RelayPullFile, RelayRunScript, RunScriptRequest, ScriptEvent,
 };
 use cuttle_storage::{Execution, SharedStore, Store};
-use cuttle_tls::{Identity, Thumbprint, Trusted};
+use cuttle_tls::{Thumbprint, Trusted};
 use futures_util::future::join_all;
 use tonic::Streaming;
 
@@ -28,7 +28,7 @@ pub(crate) struct Targets {
     /// Where files pushed to targets come from.
     pub(crate) shared: SharedStore,
     /// Presented to listening tentacles.
-    pub(crate) cluster: Identity,
+    pub(crate) cluster: cuttle_tls::ClusterTls,
     pub(crate) offline_after: Duration,
 }
 
@@ -300,7 +300,7 @@ async fn listening(
         .as_deref()
         .ok_or("a listening target without an endpoint")?;
     let thumbprint: Thumbprint = t.thumbprint.parse().map_err(|e| format!("{e}"))?;
-    let config = cuttle_tls::client_config(&ctx.targets.cluster, Trusted::new([thumbprint]))
+    let config = cuttle_tls::client_config(&ctx.targets.cluster.identity, Trusted::new([thumbprint]))
         .map_err(|e| e.to_string())?;
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint))
         .await
@@ -484,12 +484,13 @@ pub(crate) async fn health_check(key: Execution, on: &TargetSelection, ctx: &Tas
             Err(_) => (
                 TargetHealth::Unavailable,
                 "no answer within 30 s".to_owned(),
+                Vec::new(),
             ),
         };
         (*t, health)
     });
     let mut sick = Vec::new();
-    for (t, (health, reason)) in join_all(checks).await {
+    for (t, (health, reason, trusted)) in join_all(checks).await {
         if let Err(e) = ctx
             .targets
             .store
@@ -497,6 +498,13 @@ pub(crate) async fn health_check(key: Execution, on: &TargetSelection, ctx: &Tas
             .await
         {
             return Outcome::failed(format!("record the health of {}: {e}", t.name));
+        }
+        // What the tentacle now trusts: a new cluster certificate is activated only once every
+        // target trusts it. (A tentacle too old to say leaves the record alone.)
+        if !trusted.is_empty() && trusted != t.cluster_trust {
+            if let Err(e) = ctx.targets.store.record_cluster_trust(t.id, &trusted).await {
+                return Outcome::failed(format!("record what {} trusts: {e}", t.name));
+            }
         }
         let level = if health == TargetHealth::Healthy {
             "INFO "
@@ -525,18 +533,33 @@ pub(crate) async fn health_check(key: Execution, on: &TargetSelection, ctx: &Tas
     }
 }
 
-async fn check(t: &TargetRecord, ctx: &TaskCtx) -> (TargetHealth, String) {
+/// Asks one target for its capabilities, telling it which cluster certificates to trust;
+/// returns its health, why, and the cluster certificates it trusts.
+async fn check(t: &TargetRecord, ctx: &TaskCtx) -> (TargetHealth, String, Vec<String>) {
+    let ask = CapabilitiesRequest {
+        trust_clusters: ctx
+            .targets
+            .cluster
+            .accepted
+            .thumbprints()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
     let answer = match t.comms {
         Comms::Polling => {
             relayed(t, ctx, |mut client| {
-                let req = RelayCapabilities { target_id: t.id.0 };
+                let req = RelayCapabilities {
+                    target_id: t.id.0,
+                    request: Some(ask.clone()),
+                };
                 async move { client.capabilities(req).await }
             })
             .await
         }
         Comms::Listening => match listening(t, ctx).await {
             Ok(mut client) => client
-                .capabilities(CapabilitiesRequest {})
+                .capabilities(ask)
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|s| s.message().to_owned()),
@@ -544,7 +567,7 @@ async fn check(t: &TargetRecord, ctx: &TaskCtx) -> (TargetHealth, String) {
         },
     };
     match answer {
-        Err(e) => (TargetHealth::Unavailable, e),
+        Err(e) => (TargetHealth::Unavailable, e, Vec::new()),
         Ok(c) if c.free_disk_bytes < MIN_FREE_DISK => (
             TargetHealth::Unhealthy,
             format!(
@@ -552,6 +575,7 @@ async fn check(t: &TargetRecord, ctx: &TaskCtx) -> (TargetHealth, String) {
                 c.free_disk_bytes >> 20,
                 MIN_FREE_DISK >> 20
             ),
+            c.trusted_clusters,
         ),
         Ok(c) => (
             TargetHealth::Healthy,
@@ -561,6 +585,7 @@ async fn check(t: &TargetRecord, ctx: &TaskCtx) -> (TargetHealth, String) {
                 c.os,
                 c.free_disk_bytes >> 30
             ),
+            c.trusted_clusters,
         ),
     }
 }

@@ -46,7 +46,7 @@ pub struct WorkerDeps {
     /// When the node last reached the database (its heartbeat touches it).
     pub db_contact: DbContact,
     /// The cluster certificate, presented to listening tentacles.
-    pub cluster: cuttle_tls::Identity,
+    pub cluster: cuttle_tls::ClusterTls,
     /// The shared store: where files pushed to targets come from.
     pub shared: cuttle_storage::SharedStore,
 }

@@ -5,7 +5,7 @@ use cuttle_core::TargetId;
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_server::{TentacleRelay, TentacleRelayServer};
 use cuttle_proto::v1::{
-    CapabilitiesReply, CapabilitiesRequest, FileChunk, PushFileReply, RelayCapabilities,
+    CapabilitiesReply, FileChunk, PushFileReply, RelayCapabilities,
     RelayPullFile, RelayRunScript, ScriptEvent,
 };
 use cuttle_proto::TARGET_METADATA;
@@ -71,8 +71,11 @@ impl TentacleRelay for TentacleRelayService {
         &self,
         request: Request<RelayCapabilities>,
     ) -> Result<Response<CapabilitiesReply>, Status> {
-        let mut client = self.client(request.into_inner().target_id).await?;
-        client.capabilities(CapabilitiesRequest {}).await
+        let relayed = request.into_inner();
+        let mut client = self.client(relayed.target_id).await?;
+        client
+            .capabilities(relayed.request.unwrap_or_default())
+            .await
     }
 
     async fn push_file(

@@ -1,6 +1,7 @@
 //! The `Tentacle` service: what the cluster can ask of this machine.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,10 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use cuttle_tls::{Thumbprint, Trusted};
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::home::Home;
 
 /// How long to wait for output pipes to close after the script is gone.
 const PIPE_DRAIN: Duration = Duration::from_secs(5);
@@ -27,22 +31,83 @@ pub(crate) struct Agent {
     pub(crate) work_root: PathBuf,
     /// Where pushed files go (their paths are relative to it).
     pub(crate) files_root: PathBuf,
+    /// The cluster certificates this tentacle trusts, shared with its TLS configurations: a
+    /// change applies to the next connection.
+    pub(crate) cluster: Arc<Trusted>,
+    /// The home, where the trusted certificates are kept across restarts.
+    pub(crate) home: PathBuf,
 }
 
 impl Agent {
-    pub(crate) fn server(self) -> TentacleServer<Agent> {
-        TentacleServer::new(self)
+    /// The service for one connection with a node presenting the `peer` certificate.
+    pub(crate) fn server(self, peer: Option<Thumbprint>) -> TentacleServer<Connection> {
+        TentacleServer::new(Connection { agent: self, peer })
+    }
+
+    /// Trusts exactly `list` from now on (kept in the configuration first, so a restart keeps
+    /// it), provided it holds `peer`: a node never makes a tentacle drop the certificate the node
+    /// itself presents.
+    async fn trust(&self, list: &[String], peer: Option<Thumbprint>) -> Result<(), Status> {
+        let mut wanted = list
+            .iter()
+            .map(|t| t.parse::<Thumbprint>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("trust_clusters: {e}")))?;
+        wanted.sort();
+        wanted.dedup();
+        if !peer.is_some_and(|p| wanted.contains(&p)) {
+            tracing::warn!(?peer, "ignored a list of cluster certificates without the sender's own");
+            return Ok(());
+        }
+        if wanted == self.cluster.thumbprints() {
+            return Ok(());
+        }
+        // One change at a time: two gateways may say the same at once.
+        static SAVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = SAVING.lock().await;
+        let home = Home::new(self.home.clone());
+        let shown: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        let keep = shown.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut config = home.load()?;
+            config.cluster_thumbprints = keep;
+            home.save(&config)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("save the trusted certificates: {e}")))?
+        .map_err(|e| Status::internal(format!("save the trusted certificates: {e:#}")))?;
+        self.cluster.replace(wanted);
+        tracing::info!(trusted = ?shown, "cluster certificates trusted");
+        Ok(())
+    }
+}
+
+/// The service on one connection: the agent, and the certificate the node on it presented.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    agent: Agent,
+    peer: Option<Thumbprint>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Agent;
+    fn deref(&self) -> &Agent {
+        &self.agent
     }
 }
 
 type Events = ReceiverStream<Result<ScriptEvent, Status>>;
 
 #[tonic::async_trait]
-impl Tentacle for Agent {
+impl Tentacle for Connection {
     async fn capabilities(
         &self,
-        _: Request<CapabilitiesRequest>,
+        request: Request<CapabilitiesRequest>,
     ) -> Result<Response<CapabilitiesReply>, Status> {
+        let ask = request.into_inner();
+        if !ask.trust_clusters.is_empty() {
+            self.agent.trust(&ask.trust_clusters, self.peer).await?;
+        }
         let shells = ["sh", "bash", "pwsh"]
             .into_iter()
             .filter(|s| shell_path(s).is_some())
@@ -53,6 +118,12 @@ impl Tentacle for Agent {
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             free_disk_bytes: free_disk(&self.work_root),
             shells,
+            trusted_clusters: self
+                .cluster
+                .thumbprints()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }))
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cuttle_tls::{Identity, Thumbprint, Trusted};
+use cuttle_tls::{Identity, Trusted};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::agent::Agent;
@@ -17,8 +17,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keeps a session with one gateway for ever: connect, serve until it ends, back off, again.
-pub(crate) async fn poll(gateway: String, identity: Identity, cluster: Thumbprint, agent: Agent) {
-    let config = match cuttle_tls::client_config(&identity, Trusted::new([cluster])) {
+pub(crate) async fn poll(gateway: String, identity: Identity, cluster: Arc<Trusted>, agent: Agent) {
+    let config = match cuttle_tls::client_config(&identity, cluster) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "TLS configuration");
@@ -46,7 +46,8 @@ pub(crate) async fn poll(gateway: String, identity: Identity, cluster: Thumbprin
                 backoff = BACKOFF_START;
                 // With TLS 1.3 a gateway that refuses this tentacle's certificate says so only
                 // now, as the session's first message: the error then names the alert.
-                match cuttle_proto::wire::serve(tls, agent.clone().server()).await {
+                let peer = cuttle_tls::peer_thumbprint(tls.get_ref().1);
+                match cuttle_proto::wire::serve(tls, agent.clone().server(peer)).await {
                     Ok(()) => tracing::warn!(%gateway, "gateway closed the session"),
                     Err(e) => {
                         tracing::warn!(%gateway, error = %chain(e.as_ref()), "session with gateway lost")
@@ -99,10 +100,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn listen(
     addr: SocketAddr,
     identity: Identity,
-    cluster: Thumbprint,
+    cluster: Arc<Trusted>,
     agent: Agent,
 ) -> Result<()> {
-    let config = cuttle_tls::server_config(&identity, Trusted::new([cluster]))?;
+    let config = cuttle_tls::server_config(&identity, cluster)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = TcpListener::bind(addr)
         .await
@@ -133,7 +134,9 @@ pub(crate) async fn listen(
             // certificate.
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    if let Err(e) = cuttle_proto::wire::serve(tls, (*agent).clone().server()).await
+                    let peer_cert = cuttle_tls::peer_thumbprint(tls.get_ref().1);
+                    if let Err(e) =
+                        cuttle_proto::wire::serve(tls, (*agent).clone().server(peer_cert)).await
                     {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }

@@ -19,14 +19,31 @@ pub(crate) struct Config {
     pub(crate) comms: String,
     pub(crate) server: String,
     pub(crate) target_id: String,
-    /// The cluster certificate's thumbprint: the only server this tentacle talks to.
+    /// The cluster certificate's thumbprint pinned at registration.
     pub(crate) cluster_thumbprint: String,
+    /// The cluster certificates trusted since the cluster last said (at a health check); while
+    /// empty, only `cluster_thumbprint`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) cluster_thumbprints: Vec<String>,
     /// Gateways a polling tentacle connects to (host:port).
     #[serde(default)]
     pub(crate) gateways: Vec<String>,
     /// Where a listening tentacle listens.
     #[serde(default)]
     pub(crate) listen: Option<String>,
+}
+
+impl Config {
+    /// The cluster certificates this tentacle talks to.
+    pub(crate) fn trusted_clusters(&self) -> Result<Vec<Thumbprint>> {
+        if self.cluster_thumbprints.is_empty() {
+            return Ok(vec![self.cluster_thumbprint.parse()?]);
+        }
+        self.cluster_thumbprints
+            .iter()
+            .map(|t| t.parse().map_err(Into::into))
+            .collect()
+    }
 }
 
 pub(crate) struct Home(PathBuf);
@@ -93,9 +110,8 @@ impl Home {
         let config: Config =
             toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         config
-            .cluster_thumbprint
-            .parse::<Thumbprint>()
-            .with_context(|| format!("cluster_thumbprint in {}", path.display()))?;
+            .trusted_clusters()
+            .with_context(|| format!("cluster thumbprints in {}", path.display()))?;
         Ok(config)
     }
 

@@ -224,6 +224,7 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         server: base.to_owned(),
         target_id: target["id"].as_str().unwrap_or_default().to_owned(),
         cluster_thumbprint: thumbprint.to_string(),
+        cluster_thumbprints: Vec::new(),
         gateways: if comms == "polling" {
             gateways
         } else {
@@ -270,7 +271,7 @@ fn hostname() -> Result<String> {
 async fn run_agent(home: &Home) -> Result<()> {
     let config = home.load()?;
     let identity = home.identity()?;
-    let cluster: Thumbprint = config.cluster_thumbprint.parse()?;
+    let cluster = cuttle_tls::Trusted::new(config.trusted_clusters()?);
     let work_root = home.dir().join("work");
     tokio::fs::create_dir_all(&work_root)
         .await
@@ -282,6 +283,8 @@ async fn run_agent(home: &Home) -> Result<()> {
     let agent = Agent {
         work_root,
         files_root,
+        cluster: cluster.clone(),
+        home: home.dir().to_owned(),
     };
     tracing::info!(target = %config.target_id, thumbprint = %identity.thumbprint(), comms = %config.comms, "tentacle starting");
     match config.comms.as_str() {
@@ -294,7 +297,7 @@ async fn run_agent(home: &Home) -> Result<()> {
                 sessions.spawn(comms::poll(
                     gateway,
                     identity.clone(),
-                    cluster,
+                    cluster.clone(),
                     agent.clone(),
                 ));
             }

@@ -37,7 +37,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The SHA-256 of a DER certificate: how a peer is recognised.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Thumbprint([u8; 32]);
 
 impl Thumbprint {
@@ -210,6 +210,19 @@ impl Trusted {
     pub fn replace(&self, thumbprints: impl IntoIterator<Item = Thumbprint>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = thumbprints.into_iter().collect();
     }
+
+    /// The trusted thumbprints, sorted.
+    pub fn thumbprints(&self) -> Vec<Thumbprint> {
+        let mut all: Vec<Thumbprint> = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 impl TrustStore for Trusted {
@@ -218,6 +231,34 @@ impl TrustStore for Trusted {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(thumbprint)
+    }
+}
+
+/// The cluster certificate a node presents, and every cluster certificate it accepts from other
+/// nodes and tells tentacles to trust: its own alone, or more while a rotation is under way.
+/// Cheap to clone; `accepted` is shared and may change while connections are accepted.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub identity: Identity,
+    pub accepted: Arc<Trusted>,
+}
+
+impl ClusterTls {
+    /// A cluster with one certificate.
+    pub fn single(identity: Identity) -> ClusterTls {
+        let accepted = Trusted::new([identity.thumbprint()]);
+        ClusterTls { identity, accepted }
+    }
+
+    /// Server side of the internal port: presents this node's cluster certificate, requires one
+    /// the cluster accepts.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
+        server_config(&self.identity, self.accepted.clone())
+    }
+
+    /// Client side of the internal port.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        client_config(&self.identity, self.accepted.clone())
     }
 }
 
