@@ -12,6 +12,7 @@ fn a_thousand_slow_clients_are_cut_off_and_the_ping_keeps_answering() {
     let n1 = cluster.start(NodeOptions {
         env: vec![
             ("CUTTLE_HTTP_HEADER_TIMEOUT_SECS".into(), "2".into()),
+            ("CUTTLE_HTTP_BODY_TIMEOUT_SECS".into(), "2".into()),
             (
                 "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT".into(),
                 "200".into(),
@@ -56,6 +57,34 @@ fn a_thousand_slow_clients_are_cut_off_and_the_ping_keeps_answering() {
                 }
             }
         }
+        // A client that sends its headers and then withholds the body it declared gets 408
+        // once the body deadline (2 s) passes, naming it.
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(
+            format!(
+                "POST /api/tasks HTTP/1.1\r\nHost: n1\r\nX-Api-Key: {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\":",
+                cluster.api_key
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&answer).contains("request_timeout") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok(), "no answer to a withheld body within 20 s");
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("did not arrive within 2 s"), "{text}");
     });
     assert_eq!(n1.ping(), 200);
 }

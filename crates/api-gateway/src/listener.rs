@@ -34,6 +34,8 @@ pub struct ConnectionLimits {
     /// Time to receive a request's headers, from the connection's start or the end of the
     /// previous response; a connection that takes longer is closed.
     pub header_timeout: Duration,
+    /// Time to receive a request's body once its headers are in; past it, 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -42,6 +44,7 @@ impl Default for ConnectionLimits {
             max_connections: 4096,
             max_per_client: 256,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -55,6 +55,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(private)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), read_body_in_time))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
@@ -133,6 +134,29 @@ pub(crate) async fn refuse_declared_oversize(request: Request, next: Next) -> Re
         Some(n) if n > MAX_JSON_BODY as u64 => too_large().into_response(),
         _ => next.run(request).await,
     }
+}
+
+/// Reads a request's body (every route takes at most 1 MiB of JSON) within the body deadline: a
+/// client that sends its headers and then trickles or withholds the body gets 408 instead of
+/// holding the connection and a task.
+async fn read_body_in_time(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = s.config.limits.body_timeout;
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_JSON_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large().into_response(),
+        Err(_) => {
+            return ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs_f32()
+                ),
+            )
+            .into_response()
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 fn too_large() -> ApiError {

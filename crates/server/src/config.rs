@@ -65,6 +65,9 @@ pub(crate) struct RawConfig {
     /// Seconds a client has to send a request's headers [env: CUTTLE_HTTP_HEADER_TIMEOUT_SECS]
     #[arg(long, global = true)]
     pub(crate) http_header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body once its headers are in [env: CUTTLE_HTTP_BODY_TIMEOUT_SECS]
+    #[arg(long, global = true)]
+    pub(crate) http_body_timeout_secs: Option<u64>,
     /// Open API connections at most [env: CUTTLE_HTTP_MAX_CONNECTIONS]
     #[arg(long, global = true)]
     pub(crate) http_max_connections: Option<usize>,
@@ -142,6 +145,7 @@ impl RawConfig {
             http_tls_cert,
             http_tls_key,
             http_header_timeout_secs,
+            http_body_timeout_secs,
             http_max_connections,
             http_max_connections_per_client,
             task_log_max_bytes,
@@ -205,6 +209,7 @@ impl RawConfig {
             http_tls_cert: s("CUTTLE_HTTP_TLS_CERT").map(PathBuf::from),
             http_tls_key: s("CUTTLE_HTTP_TLS_KEY").map(PathBuf::from),
             http_header_timeout_secs: num(env, "CUTTLE_HTTP_HEADER_TIMEOUT_SECS")?,
+            http_body_timeout_secs: num(env, "CUTTLE_HTTP_BODY_TIMEOUT_SECS")?,
             http_max_connections: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS")?,
             http_max_connections_per_client: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT")?,
             task_log_max_bytes: num(env, "CUTTLE_TASK_LOG_MAX_BYTES")?,
@@ -382,6 +387,12 @@ impl Config {
         if !(1..=3600).contains(&header_timeout) {
             bail!("CUTTLE_HTTP_HEADER_TIMEOUT_SECS must be 1..=3600, got {header_timeout}");
         }
+        let body_timeout = raw
+            .http_body_timeout_secs
+            .unwrap_or(defaults.body_timeout.as_secs());
+        if !(1..=3600).contains(&body_timeout) {
+            bail!("CUTTLE_HTTP_BODY_TIMEOUT_SECS must be 1..=3600, got {body_timeout}");
+        }
         let max_connections = raw.http_max_connections.unwrap_or(defaults.max_connections);
         if !(1..=1_000_000).contains(&max_connections) {
             bail!("CUTTLE_HTTP_MAX_CONNECTIONS must be 1..=1000000, got {max_connections}");
@@ -399,6 +410,7 @@ impl Config {
             max_connections,
             max_per_client,
             header_timeout: Duration::from_secs(header_timeout),
+            body_timeout: Duration::from_secs(body_timeout),
         };
         let task_log_max_bytes = raw
             .task_log_max_bytes
@@ -558,6 +570,10 @@ mod tests {
                 "CUTTLE_GRPC_ADVERTISE",
             ),
             (&[("CUTTLE_HTTP_TLS", "yes")], "CUTTLE_HTTP_TLS"),
+            (
+                &[("CUTTLE_HTTP_BODY_TIMEOUT_SECS", "0")],
+                "CUTTLE_HTTP_BODY_TIMEOUT_SECS",
+            ),
             (
                 &[("CUTTLE_TASK_LOG_MAX_BYTES", "100")],
                 "CUTTLE_TASK_LOG_MAX_BYTES",
