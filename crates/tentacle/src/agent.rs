@@ -425,3 +425,50 @@ async fn pump<R: AsyncRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use crate::home::Config;
+
+    fn thumb(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    #[tokio::test]
+    async fn trusts_what_the_cluster_says_only_with_the_senders_own_and_keeps_it() {
+        let dir = std::env::temp_dir().join(format!("cuttle-trust-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let home = Home::new(dir.clone());
+        let config = Config {
+            cluster_thumbprint: thumb('A'),
+            ..Config::default()
+        };
+        home.save(&config).unwrap();
+        let a: Thumbprint = thumb('A').parse().unwrap();
+        let agent = Agent {
+            work_root: dir.join("work"),
+            files_root: dir.join("files"),
+            cluster: Trusted::new(config.trusted_clusters().unwrap()),
+            home: dir.clone(),
+        };
+        // A list without the sender's own certificate changes nothing.
+        agent.trust(&[thumb('B')], Some(a)).await.unwrap();
+        assert_eq!(agent.cluster.thumbprints(), vec![a]);
+        agent.trust(&[thumb('B')], None).await.unwrap();
+        assert_eq!(agent.cluster.thumbprints(), vec![a]);
+        // Garbage is refused.
+        assert!(agent.trust(&["zz".into()], Some(a)).await.is_err());
+        // A list with it is trusted at once, and kept across restarts.
+        agent.trust(&[thumb('B'), thumb('A')], Some(a)).await.unwrap();
+        let b: Thumbprint = thumb('B').parse().unwrap();
+        assert_eq!(agent.cluster.thumbprints(), vec![a, b]);
+        assert_eq!(home.load().unwrap().trusted_clusters().unwrap(), vec![a, b]);
+        // The sender may drop the others, never itself.
+        agent.trust(&[thumb('B')], Some(b)).await.unwrap();
+        assert_eq!(agent.cluster.thumbprints(), vec![b]);
+        assert_eq!(home.load().unwrap().trusted_clusters().unwrap(), vec![b]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
