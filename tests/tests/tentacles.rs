@@ -807,8 +807,16 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
     let mut p1 = Tentacle::new(dir.path(), "p1");
     let mut l1 = Tentacle::new(dir.path(), "l1");
     let p1_id = register(&p1, &n1, &key, "polling", &[]);
+    // l1 registers with a key good for its own registration and nothing else.
+    let (status, made) = n1.post(
+        "/api/keys",
+        &json!({"name": "l1 bootstrap", "scope": "register-target", "target": "l1", "expires_in": "1h"}),
+    );
+    assert_eq!(status, 201, "{made}");
+    let l1_key = made["key"].as_str().unwrap().to_owned();
     let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
-    let l1_id = register(&l1, &n1, &key, "listening", &["--listen", &listen, "--public-hostname", "127.0.0.1"]);
+    let l1_id = register(&l1, &n1, &l1_key, "listening", &["--listen", &listen, "--public-hostname", "127.0.0.1"]);
+    assert_eq!(n1.request_with_key(&l1_key, "GET", "/api/tasks", None).0, 403);
     p1.start();
     l1.start();
     let connected_to_both = |node: &Node| {

@@ -186,7 +186,8 @@ fn authorize(scope: Scope, need: Need, method: &Method, route: &str) -> Result<(
     ))
 }
 
-fn now_ms() -> UnixMs {
+/// This node's clock in Unix milliseconds (expiry of keys already read from the database).
+pub(crate) fn now_ms() -> UnixMs {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as UnixMs)

@@ -11,7 +11,7 @@ use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode, Scope};
 use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey};
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::{now_ms, Caller};
 use crate::error::ApiError;
 use crate::routes::{json_body, path_param, ApiResult};
 use crate::AppState;
@@ -23,12 +23,6 @@ fn key_id(p: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
     raw.strip_prefix(ID_PREFIX)
         .and_then(|n| n.parse::<i64>().ok())
         .ok_or_else(|| ApiError::not_found(format!("no API key {raw}")))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A key as shown: never the key or its hash, only the prefix it starts with.
