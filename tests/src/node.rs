@@ -435,16 +435,8 @@ impl Node {
     ) -> (u16, Value) {
         let url = self.url(path);
         let resp = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("X-Api-Key", key)
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("X-Api-Key", key)
-                .call(),
+            ("GET", _) => self.agent.get(&url).header("X-Api-Key", key).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("X-Api-Key", key).call(),
             (m, b) => {
                 let req = match m {
                     "POST" => self.agent.post(&url),

@@ -3,9 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cuttle_e2e::{
-    cli_binary, run_to_exit, wait_until, Cluster, Database, NodeOptions,
-};
+use cuttle_e2e::{cli_binary, run_to_exit, wait_until, Cluster, Database, NodeOptions};
 use serde_json::{json, Value};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -380,7 +378,10 @@ fn scoped_keys_do_only_what_their_scope_allows() {
     let n1 = cluster.start(NodeOptions::named("n1", 1));
     let pg = cluster.postgres_server().unwrap();
     let (_, reader) = create_key(&n1, json!({"name": "dashboards", "scope": "reader"}));
-    let (_, deployer) = create_key(&n1, json!({"name": "ci", "scope": "deployer", "expires_in": "90d"}));
+    let (_, deployer) = create_key(
+        &n1,
+        json!({"name": "ci", "scope": "deployer", "expires_in": "90d"}),
+    );
     let (_, operator) = create_key(&n1, json!({"name": "ops", "scope": "operator"}));
     let (_, agent) = create_key(
         &n1,
@@ -401,37 +402,84 @@ fn scoped_keys_do_only_what_their_scope_allows() {
     // reader: reads, nothing else.
     assert_eq!(call(&reader, "GET", "/api/tasks", None).0, 200);
     assert_eq!(call(&reader, "GET", "/api/events", None).0, 200);
-    refused(&reader, "POST", "/api/tasks", Some(task.clone()), "deployer");
+    refused(
+        &reader,
+        "POST",
+        "/api/tasks",
+        Some(task.clone()),
+        "deployer",
+    );
     refused(&reader, "GET", "/api/keys", None, "admin");
     // deployer: tasks, not nodes.
     let (status, queued) = call(&deployer, "POST", "/api/tasks", Some(task.clone()));
     assert_eq!(status, 201, "{queued}");
-    refused(&deployer, "PATCH", "/api/nodes/n1", Some(json!({"task_cap": 2})), "operator");
+    refused(
+        &deployer,
+        "PATCH",
+        "/api/nodes/n1",
+        Some(json!({"task_cap": 2})),
+        "operator",
+    );
     // operator: nodes and targets, not keys.
-    assert_eq!(call(&operator, "PATCH", "/api/nodes/n1", Some(json!({"task_cap": 2}))).0, 200);
+    assert_eq!(
+        call(
+            &operator,
+            "PATCH",
+            "/api/nodes/n1",
+            Some(json!({"task_cap": 2}))
+        )
+        .0,
+        200
+    );
     refused(&operator, "GET", "/api/keys", None, "admin");
-    refused(&operator, "POST", "/api/keys", Some(json!({"name": "x", "scope": "admin"})), "admin");
+    refused(
+        &operator,
+        "POST",
+        "/api/keys",
+        Some(json!({"name": "x", "scope": "admin"})),
+        "admin",
+    );
 
     // register-target: its own target only.
     let thumb = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
-    let target = |name: &str, t: char| {
-        json!({"name": name, "comms": "polling", "thumbprint": thumb(t), "roles": ["web"]})
-    };
+    let target = |name: &str, t: char| json!({"name": name, "comms": "polling", "thumbprint": thumb(t), "roles": ["web"]});
     let (status, err) = call(&agent, "POST", "/api/targets", Some(target("web-02", 'B')));
     assert_eq!(status, 403, "{err}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("\"web-01\""), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"web-01\""),
+        "{err}"
+    );
     let (status, own) = call(&agent, "POST", "/api/targets", Some(target("web-01", 'A')));
     assert_eq!(status, 201, "{own}");
     let own_path = format!("/api/targets/{}", own["id"].as_str().unwrap());
-    let (status, patched) = call(&agent, "PATCH", &own_path, Some(json!({"roles": ["web", "api"]})));
-    assert_eq!((status, patched["roles"].clone()), (200, json!(["web", "api"])));
+    let (status, patched) = call(
+        &agent,
+        "PATCH",
+        &own_path,
+        Some(json!({"roles": ["web", "api"]})),
+    );
+    assert_eq!(
+        (status, patched["roles"].clone()),
+        (200, json!(["web", "api"]))
+    );
     assert_eq!(call(&agent, "GET", &own_path, None).0, 200);
     let (status, _) = call(&agent, "PATCH", &own_path, Some(json!({"name": "db-01"})));
     assert_eq!(status, 403, "cannot rename its registration away");
-    let (_, other) = call(&operator, "POST", "/api/targets", Some(target("db-01", 'C')));
+    let (_, other) = call(
+        &operator,
+        "POST",
+        "/api/targets",
+        Some(target("db-01", 'C')),
+    );
     let other_path = format!("/api/targets/{}", other["id"].as_str().unwrap());
     assert_eq!(call(&agent, "GET", &other_path, None).0, 403);
-    assert_eq!(call(&agent, "PATCH", &other_path, Some(json!({"roles": []}))).0, 403);
+    assert_eq!(
+        call(&agent, "PATCH", &other_path, Some(json!({"roles": []}))).0,
+        403
+    );
     refused(&agent, "GET", "/api/targets", None, "reader");
     refused(&agent, "DELETE", &own_path, None, "operator");
     refused(&agent, "GET", "/api/tasks", None, "reader");
@@ -439,13 +487,22 @@ fn scoped_keys_do_only_what_their_scope_allows() {
     // Listed with scope, prefix, target and expiry; never the key.
     let (_, listed) = n1.get("/api/keys");
     for key in [&reader, &deployer, &operator, &agent] {
-        assert!(!listed.to_string().contains(key.as_str()), "a key is never listed");
+        assert!(
+            !listed.to_string().contains(key.as_str()),
+            "a key is never listed"
+        );
     }
     let items = listed["items"].as_array().unwrap();
     let ci = items.iter().find(|k| k["name"] == "ci").unwrap();
-    assert_eq!((ci["scope"].as_str(), ci["expired"].as_bool()), (Some("deployer"), Some(false)));
+    assert_eq!(
+        (ci["scope"].as_str(), ci["expired"].as_bool()),
+        (Some("deployer"), Some(false))
+    );
     assert!(ci["expires_at"].as_str().is_some(), "{ci}");
-    let web = items.iter().find(|k| k["scope"] == "register-target").unwrap();
+    let web = items
+        .iter()
+        .find(|k| k["scope"] == "register-target")
+        .unwrap();
     assert_eq!(web["target"], "web-01");
     // Audit: who made each key, naming the key they used.
     let (_, events) = n1.get("/api/events?limit=50");
@@ -456,29 +513,49 @@ fn scoped_keys_do_only_what_their_scope_allows() {
         .filter(|e| e["action"] == "api_key.create")
         .collect::<Vec<_>>();
     assert_eq!(made.len(), 4, "{events}");
-    assert!(made.iter().all(|e| e["actor"] == "admin (ApiKeys-1)"), "{events}");
+    assert!(
+        made.iter().all(|e| e["actor"] == "admin (ApiKeys-1)"),
+        "{events}"
+    );
 
     // Bad requests name the field.
     for (body, field) in [
         (json!({"name": "x", "scope": "root"}), "scope"),
-        (json!({"name": "x", "scope": "reader", "expires_in": "5x"}), "expires_in"),
+        (
+            json!({"name": "x", "scope": "reader", "expires_in": "5x"}),
+            "expires_in",
+        ),
         (json!({"name": "x", "scope": "register-target"}), "target"),
         (json!({"name": "", "scope": "reader"}), "name"),
         (json!({"name": "x", "scope": "reader", "extra": 1}), "extra"),
     ] {
         let (status, err) = n1.post("/api/keys", &body);
         assert_eq!(status, 400, "{body}: {err}");
-        assert!(err["error"]["message"].as_str().unwrap().contains(field), "{body}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {err}"
+        );
     }
 
     // An expired key is refused, saying so, on every node within a second.
-    pg.psql("UPDATE api_keys SET expires_at_ms = 0 WHERE name = 'ci'").unwrap();
-    wait_until("the expired key to be refused", Duration::from_secs(5), || {
-        let (status, err) = call(&deployer, "GET", "/api/tasks", None);
-        (status == 401).then_some(err)
-    });
+    pg.psql("UPDATE api_keys SET expires_at_ms = 0 WHERE name = 'ci'")
+        .unwrap();
+    wait_until(
+        "the expired key to be refused",
+        Duration::from_secs(5),
+        || {
+            let (status, err) = call(&deployer, "GET", "/api/tasks", None);
+            (status == 401).then_some(err)
+        },
+    );
     let (_, err) = call(&deployer, "GET", "/api/tasks", None);
-    assert!(err["error"]["message"].as_str().unwrap().contains("expired at 1970-01-01"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired at 1970-01-01"),
+        "{err}"
+    );
 
     // A key stored by an older release (bare SHA-256, before scopes) still works, as admin, and
     // is stored as HMAC-SHA-256 from its first use.
@@ -499,9 +576,22 @@ fn scoped_keys_do_only_what_their_scope_allows() {
         .psql("SELECT algorithm, scope FROM api_keys WHERE name = 'legacy'")
         .unwrap();
     assert_eq!(stored.trim(), "hmac-sha256|admin");
-    assert!(!pg.psql("SELECT key_hash FROM api_keys").unwrap().contains(&sha), "the SHA-256 is gone");
-    assert_eq!(call(old_key, "GET", "/api/keys", None).0, 200, "and still works");
-    assert!(n1.unexpected_errors().is_empty(), "{:?}", n1.unexpected_errors());
+    assert!(
+        !pg.psql("SELECT key_hash FROM api_keys")
+            .unwrap()
+            .contains(&sha),
+        "the SHA-256 is gone"
+    );
+    assert_eq!(
+        call(old_key, "GET", "/api/keys", None).0,
+        200,
+        "and still works"
+    );
+    assert!(
+        n1.unexpected_errors().is_empty(),
+        "{:?}",
+        n1.unexpected_errors()
+    );
 }
 
 #[test]
@@ -510,15 +600,31 @@ fn server_command_creates_scoped_expiring_keys_and_refuses_bad_ones() {
     let n1 = cluster.start(NodeOptions::named("n1", 0));
     let out = run_ok(server_cmd(
         &cluster,
-        &["api-key", "create", "--name", "grafana", "--scope", "reader", "--expires-in", "30d"],
+        &[
+            "api-key",
+            "create",
+            "--name",
+            "grafana",
+            "--scope",
+            "reader",
+            "--expires-in",
+            "30d",
+        ],
     ));
     assert!(out.contains("created reader API key \"grafana\""), "{out}");
     let key = out.lines().last().unwrap().trim().to_owned();
     assert_eq!(n1.request_with_key(&key, "GET", "/api/nodes", None).0, 200);
-    assert_eq!(n1.request_with_key(&key, "POST", "/api/tasks", Some("{}")).0, 403);
+    assert_eq!(
+        n1.request_with_key(&key, "POST", "/api/tasks", Some("{}"))
+            .0,
+        403
+    );
     for (args, want) in [
         (&["--scope", "root"][..], "unknown scope"),
-        (&["--scope", "reader", "--expires-in", "forever"][..], "expires_in"),
+        (
+            &["--scope", "reader", "--expires-in", "forever"][..],
+            "expires_in",
+        ),
         (&["--scope", "register-target"][..], "target"),
     ] {
         let mut all = vec!["api-key", "create", "--name", "x"];
@@ -531,16 +637,35 @@ fn server_command_creates_scoped_expiring_keys_and_refuses_bad_ones() {
     let (ok, out, err) = cli(
         &cluster,
         &n1,
-        &["api-key", "create", "--name", "deploy-bot", "--scope", "deployer", "--expires-in", "12h"],
+        &[
+            "api-key",
+            "create",
+            "--name",
+            "deploy-bot",
+            "--scope",
+            "deployer",
+            "--expires-in",
+            "12h",
+        ],
     );
     assert!(ok, "{err}");
     let bot = out.lines().last().unwrap().trim().to_owned();
     assert!(bot.starts_with("API-") && out.contains("deployer"), "{out}");
     assert_eq!(
-        n1.request_with_key(&bot, "POST", "/api/tasks", Some(r#"{"kind":"Sleep","arguments":{"duration_ms":0}}"#)).0,
+        n1.request_with_key(
+            &bot,
+            "POST",
+            "/api/tasks",
+            Some(r#"{"kind":"Sleep","arguments":{"duration_ms":0}}"#)
+        )
+        .0,
         201
     );
-    let (ok, _, err) = cli(&cluster, &n1, &["api-key", "create", "--name", "x", "--scope", "root"]);
+    let (ok, _, err) = cli(
+        &cluster,
+        &n1,
+        &["api-key", "create", "--name", "x", "--scope", "root"],
+    );
     assert!(!ok && err.contains("unknown scope"), "{err}");
 }
 
@@ -553,7 +678,12 @@ fn the_master_key_is_rotated_while_the_cluster_runs() {
     let new_key = cluster.dir().join("new-master.key");
     let out = run_ok(server_cmd(
         &cluster,
-        &["master-key", "rotate", "--generate", new_key.to_str().unwrap()],
+        &[
+            "master-key",
+            "rotate",
+            "--generate",
+            new_key.to_str().unwrap(),
+        ],
     ));
     assert!(out.contains("re-encrypted 2 secret(s)"), "{out}");
     use std::os::unix::fs::PermissionsExt;
@@ -572,23 +702,40 @@ fn the_master_key_is_rotated_while_the_cluster_runs() {
     assert!(err.contains("master key does not match"), "{err}");
     // One started with the new key is the same cluster: same certificate, same API keys.
     let mut opts = NodeOptions::named("n2", 1);
-    opts.env.push(("CUTTLE_MASTER_KEY".into(), new_b64.trim().to_owned()));
+    opts.env
+        .push(("CUTTLE_MASTER_KEY".into(), new_b64.trim().to_owned()));
     let n2 = cluster.start(opts);
-    assert_eq!(n2.get("/api/cluster/identity").1["thumbprint"], identity["thumbprint"]);
+    assert_eq!(
+        n2.get("/api/cluster/identity").1["thumbprint"],
+        identity["thumbprint"]
+    );
     assert_eq!(n2.request_with_key(&ci, "GET", "/api/tasks", None).0, 200);
     let id = n2.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 0}}));
     n2.wait_finished(&id, MIN);
     // Rotating to the key in use, or from a file that does not hold a key, changes nothing.
     let mut again = server_cmd(
         &cluster,
-        &["master-key", "rotate", "--new-key-file", new_key.to_str().unwrap()],
+        &[
+            "master-key",
+            "rotate",
+            "--new-key-file",
+            new_key.to_str().unwrap(),
+        ],
     );
     again.env("CUTTLE_MASTER_KEY", new_b64.trim());
     let (st, _, err) = run_to_exit(again, MIN).unwrap();
     assert!(!st.success() && err.contains("the one in use"), "{err}");
     let junk = cluster.dir().join("junk.key");
     std::fs::write(&junk, "not a key").unwrap();
-    let mut bad = server_cmd(&cluster, &["master-key", "rotate", "--new-key-file", junk.to_str().unwrap()]);
+    let mut bad = server_cmd(
+        &cluster,
+        &[
+            "master-key",
+            "rotate",
+            "--new-key-file",
+            junk.to_str().unwrap(),
+        ],
+    );
     bad.env("CUTTLE_MASTER_KEY", new_b64.trim());
     let (st, _, err) = run_to_exit(bad, MIN).unwrap();
     assert!(!st.success() && err.contains("junk.key"), "{err}");

@@ -775,9 +775,28 @@ fn presented(node: &Node) -> String {
 
 /// A script on every target through `node`, which must run it (the other node's cap is 0).
 fn script_everywhere_through(node: &Node, other: &Node, expect: usize) {
-    assert_eq!(other.patch(&format!("/api/nodes/{}", other.name), &json!({"task_cap": 0})).0, 200);
-    assert_eq!(node.patch(&format!("/api/nodes/{}", node.name), &json!({"task_cap": 2})).0, 200);
-    let id = script_on(node, "echo \"at $CUTTLE_TARGET_NAME\"", json!({"roles": ["web"]}));
+    assert_eq!(
+        other
+            .patch(
+                &format!("/api/nodes/{}", other.name),
+                &json!({"task_cap": 0})
+            )
+            .0,
+        200
+    );
+    assert_eq!(
+        node.patch(
+            &format!("/api/nodes/{}", node.name),
+            &json!({"task_cap": 2})
+        )
+        .0,
+        200
+    );
+    let id = script_on(
+        node,
+        "echo \"at $CUTTLE_TARGET_NAME\"",
+        json!({"roles": ["web"]}),
+    );
     let t = node.wait_finished(&id, MIN);
     assert_eq!(t["state"], "Success", "{t}\n{}", node.task_log(&id));
     assert_eq!(t["node"], node.name.as_str());
@@ -815,8 +834,17 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
     assert_eq!(status, 201, "{made}");
     let l1_key = made["key"].as_str().unwrap().to_owned();
     let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
-    let l1_id = register(&l1, &n1, &l1_key, "listening", &["--listen", &listen, "--public-hostname", "127.0.0.1"]);
-    assert_eq!(n1.request_with_key(&l1_key, "GET", "/api/tasks", None).0, 403);
+    let l1_id = register(
+        &l1,
+        &n1,
+        &l1_key,
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    assert_eq!(
+        n1.request_with_key(&l1_key, "GET", "/api/tasks", None).0,
+        403
+    );
     p1.start();
     l1.start();
     let connected_to_both = |node: &Node| {
@@ -826,7 +854,9 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
     };
     connected_to_both(&n1);
     wait_until("l1 to listen", MIN, || {
-        l1.log_text().contains("listening for the cluster").then_some(())
+        l1.log_text()
+            .contains("listening for the cluster")
+            .then_some(())
     });
     let old = presented(&n1);
     script_everywhere_through(&n1, &n2, 2);
@@ -840,7 +870,10 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
         .unwrap_or_else(|| panic!("no thumbprint in {out}"));
     assert_ne!(new, old);
     let err = server_refused(&cluster, &["cluster-certificate", "activate"]);
-    assert!(err.contains("p1") && err.contains("l1"), "refused naming the targets: {err}");
+    assert!(
+        err.contains("p1") && err.contains("l1"),
+        "refused naming the targets: {err}"
+    );
     // Nodes re-read the staged certificate every 2 s; a check after that tells the tentacles.
     wait_until("the tentacles to trust both certificates", MIN, || {
         health_check(&n1);
@@ -854,12 +887,18 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
     let kept = std::fs::read_to_string(p1.config_path()).unwrap();
     assert!(kept.contains(&new), "kept across restarts: {kept}");
     let status = server_ok(&cluster, &["cluster-certificate", "status"]);
-    assert!(status.contains("every target trusts the staged certificate"), "{status}");
+    assert!(
+        status.contains("every target trusts the staged certificate"),
+        "{status}"
+    );
 
     // Activate: nodes present the new certificate from their restart, one at a time.
     server_ok(&cluster, &["cluster-certificate", "activate"]);
     let err = server_refused(&cluster, &["cluster-certificate", "finish"]);
-    assert!(err.contains("n1") && err.contains("n2") && err.contains("restart"), "{err}");
+    assert!(
+        err.contains("n1") && err.contains("n2") && err.contains("restart"),
+        "{err}"
+    );
     restart(&cluster, &mut n1);
     assert_eq!(presented(&n1), new);
     assert_eq!(presented(&n2), old, "n2 still runs with the old one");
@@ -873,15 +912,22 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
 
     // Finish: the old certificate is accepted nowhere, and tentacles drop it at their next check.
     server_ok(&cluster, &["cluster-certificate", "finish"]);
-    wait_until("the tentacles to trust only the new certificate", MIN, || {
-        health_check(&n2);
-        [&p1_id, &l1_id]
-            .iter()
-            .all(|id| target(&n2, id)["cluster_trust"] == json!([new]))
-            .then_some(())
-    });
+    wait_until(
+        "the tentacles to trust only the new certificate",
+        MIN,
+        || {
+            health_check(&n2);
+            [&p1_id, &l1_id]
+                .iter()
+                .all(|id| target(&n2, id)["cluster_trust"] == json!([new]))
+                .then_some(())
+        },
+    );
     let kept = std::fs::read_to_string(l1.config_path()).unwrap();
-    assert!(kept.contains(&new) && !kept.contains(&format!("\"{old}\"]")), "{kept}");
+    assert!(
+        kept.contains(&new) && !kept.contains(&format!("\"{old}\"]")),
+        "{kept}"
+    );
     script_everywhere_through(&n2, &n1, 2);
     // A tentacle restarted now trusts what it was last told.
     p1.stop();
@@ -889,8 +935,16 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
     connected_to_both(&n1);
     script_everywhere_through(&n1, &n2, 2);
     let status = server_ok(&cluster, &["cluster-certificate", "status"]);
-    assert!(status.contains(&format!("current:  {new}")) && status.contains("retired:  none"), "{status}");
+    assert!(
+        status.contains(&format!("current:  {new}")) && status.contains("retired:  none"),
+        "{status}"
+    );
     for n in [&n1, &n2] {
-        assert!(n.unexpected_errors().is_empty(), "{}: {:?}", n.name, n.unexpected_errors());
+        assert!(
+            n.unexpected_errors().is_empty(),
+            "{}: {:?}",
+            n.name,
+            n.unexpected_errors()
+        );
     }
 }

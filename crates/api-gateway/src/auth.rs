@@ -153,8 +153,16 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
     ("GET", "/api/events", need(Scope::Reader)),
     ("GET", "/api/targets", need(Scope::Reader)),
     ("POST", "/api/targets", need_or_own_target(Scope::Operator)),
-    ("GET", "/api/targets/{id}", need_or_own_target(Scope::Reader)),
-    ("PATCH", "/api/targets/{id}", need_or_own_target(Scope::Operator)),
+    (
+        "GET",
+        "/api/targets/{id}",
+        need_or_own_target(Scope::Reader),
+    ),
+    (
+        "PATCH",
+        "/api/targets/{id}",
+        need_or_own_target(Scope::Operator),
+    ),
     ("DELETE", "/api/targets/{id}", need(Scope::Operator)),
     ("GET", "/api/keys", need(Scope::Admin)),
     ("POST", "/api/keys", need(Scope::Admin)),
@@ -176,7 +184,10 @@ fn authorize(scope: Scope, need: Need, method: &Method, route: &str) -> Result<(
         return Ok(());
     }
     let wanted = if need.register_target {
-        format!("scope {} (or register-target, for its own target)", need.scope)
+        format!(
+            "scope {} (or register-target, for its own target)",
+            need.scope
+        )
     } else {
         format!("scope {}", need.scope)
     };
@@ -233,7 +244,12 @@ pub(crate) async fn require_api_key(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
-    authorize(found.scope, route_need(req.method(), &route), req.method(), &route)?;
+    authorize(
+        found.scope,
+        route_need(req.method(), &route),
+        req.method(),
+        &route,
+    )?;
     let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
     req.extensions_mut().insert(Caller {
         name: found.name,
@@ -339,16 +355,29 @@ mod tests {
         assert!(check(Scope::Reader, &get, "/api/tasks").is_ok());
         let e = check(Scope::Reader, &post, "/api/tasks").unwrap_err();
         assert_eq!(e.code(), ErrorCode::Forbidden);
-        assert!(e.message().contains("needs scope deployer") && e.message().contains("has scope reader"), "{}", e.message());
+        assert!(
+            e.message().contains("needs scope deployer")
+                && e.message().contains("has scope reader"),
+            "{}",
+            e.message()
+        );
         assert!(check(Scope::Deployer, &post, "/api/tasks/{id}/cancel").is_ok());
         assert!(check(Scope::Deployer, &Method::PATCH, "/api/nodes/{name}").is_err());
         assert!(check(Scope::Operator, &Method::PATCH, "/api/nodes/{name}").is_ok());
-        assert!(check(Scope::Operator, &get, "/api/keys").is_err(), "keys are admin only");
+        assert!(
+            check(Scope::Operator, &get, "/api/keys").is_err(),
+            "keys are admin only"
+        );
         assert!(check(Scope::Admin, &post, "/api/keys").is_ok());
         // register-target: its own registration and nothing else.
         assert!(check(Scope::RegisterTarget, &post, "/api/targets").is_ok());
         assert!(check(Scope::RegisterTarget, &Method::PATCH, "/api/targets/{id}").is_ok());
-        for (m, r) in [(&get, "/api/targets"), (&get, "/api/tasks"), (&post, "/api/tasks"), (&Method::DELETE, "/api/targets/{id}")] {
+        for (m, r) in [
+            (&get, "/api/targets"),
+            (&get, "/api/tasks"),
+            (&post, "/api/tasks"),
+            (&Method::DELETE, "/api/targets/{id}"),
+        ] {
             assert!(check(Scope::RegisterTarget, m, r).is_err(), "{m} {r}");
         }
         // A route nobody listed is admin only.

@@ -69,20 +69,32 @@ pub(crate) async fn create(
         "expires_in": req.expires_in, "target": new.target_name,
     });
     let by = caller.clone();
-    let audit: Audit<i64> =
-        Box::new(move |id| by.event("api_key.create", format!("{ID_PREFIX}{id}"), details.clone()));
+    let audit: Audit<i64> = Box::new(move |id| {
+        by.event(
+            "api_key.create",
+            format!("{ID_PREFIX}{id}"),
+            details.clone(),
+        )
+    });
     let id = s
         .store
         .insert_api_key(&new, Some(audit))
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::Conflict, "a key with this hash exists; try again"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                "a key with this hash exists; try again",
+            )
+        })?;
     let row = s
         .store
         .list_api_keys()
         .await?
         .into_iter()
         .find(|k| k.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("API key {ID_PREFIX}{id} was revoked at once")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("API key {ID_PREFIX}{id} was revoked at once"))
+        })?;
     tracing::info!(key = %format!("{ID_PREFIX}{id}"), scope = %new.scope, by = %caller.name, "API key created");
     let mut body = shown(&row);
     body["key"] = Value::String(key);
@@ -108,9 +120,8 @@ pub(crate) async fn revoke(
         return Err(ApiError::not_found(format!("no API key {ID_PREFIX}{id}")));
     };
     let now = now_ms();
-    let working_admin = |k: &&ApiKeyRow| {
-        k.scope == Scope::Admin && k.expires_at.is_none_or(|at| at > now)
-    };
+    let working_admin =
+        |k: &&ApiKeyRow| k.scope == Scope::Admin && k.expires_at.is_none_or(|at| at > now);
     if working_admin(&key) && keys.iter().filter(working_admin).count() == 1 {
         return Err(ApiError::new(
             ErrorCode::Conflict,

@@ -156,7 +156,8 @@ async fn read_body_in_time(State(s): State<AppState>, request: Request, next: Ne
             .into_response()
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn too_large() -> ApiError {

@@ -115,7 +115,10 @@ impl ApiKeyRequest {
     /// Checks every field; returns the lifetime in seconds, if any.
     pub fn validate(&self) -> Result<Option<u64>, ValidationError> {
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_KEY_NAME_LEN || name.chars().any(char::is_control) {
+        if name.is_empty()
+            || name.chars().count() > MAX_KEY_NAME_LEN
+            || name.chars().any(char::is_control)
+        {
             return Err(ValidationError::new(format!(
                 "name: 1 to {MAX_KEY_NAME_LEN} characters, no control characters"
             )));
@@ -126,8 +129,9 @@ impl ApiKeyRequest {
                     "target: a register-target key names the one target it may register",
                 ))
             }
-            (Scope::RegisterTarget, Some(t)) => validate_target_name(t)
-                .map_err(|e| ValidationError::new(format!("target: {e}")))?,
+            (Scope::RegisterTarget, Some(t)) => {
+                validate_target_name(t).map_err(|e| ValidationError::new(format!("target: {e}")))?
+            }
             (_, Some(_)) => {
                 return Err(ValidationError::new(
                     "target: only register-target keys are tied to a target",
@@ -189,8 +193,14 @@ mod tests {
             for (j, need) in nested.iter().enumerate() {
                 assert_eq!(have.grants(*need), i <= j, "{have} → {need}");
             }
-            assert!(!have.grants(RegisterTarget), "{have} is not register-target");
-            assert!(!RegisterTarget.grants(*have), "register-target is not {have}");
+            assert!(
+                !have.grants(RegisterTarget),
+                "{have} is not register-target"
+            );
+            assert!(
+                !RegisterTarget.grants(*have),
+                "register-target is not {have}"
+            );
         }
         assert!(RegisterTarget.grants(RegisterTarget));
     }
@@ -211,7 +221,16 @@ mod tests {
         assert_eq!(parse_lifetime("12h").unwrap(), 12 * 3600);
         assert_eq!(parse_lifetime("600").unwrap(), 600);
         assert_eq!(parse_lifetime("2w").unwrap(), 14 * 86_400);
-        for bad in ["", "d", "5x", "-3d", "30s", "11000d", "99999999999999999999d", "1.5h"] {
+        for bad in [
+            "",
+            "d",
+            "5x",
+            "-3d",
+            "30s",
+            "11000d",
+            "99999999999999999999d",
+            "1.5h",
+        ] {
             assert!(parse_lifetime(bad).is_err(), "{bad:?}");
         }
     }
@@ -228,7 +247,9 @@ mod tests {
         assert!(req(Scope::Reader, Some("web-01")).validate().is_err());
         assert!(req(Scope::RegisterTarget, None).validate().is_err());
         assert!(req(Scope::RegisterTarget, Some("../x")).validate().is_err());
-        assert!(req(Scope::RegisterTarget, Some("web-01")).validate().is_ok());
+        assert!(req(Scope::RegisterTarget, Some("web-01"))
+            .validate()
+            .is_ok());
         let mut blank = req(Scope::Admin, None);
         blank.name = "  ".into();
         assert!(blank.validate().unwrap_err().0.starts_with("name:"));

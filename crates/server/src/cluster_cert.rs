@@ -58,7 +58,9 @@ fn thumbprint_of(stored: Option<&str>, which: &str) -> Result<Option<Thumbprint>
             let t = v["thumbprint"]
                 .as_str()
                 .with_context(|| format!("{which} setting lacks its thumbprint"))?;
-            Ok(Some(t.parse().with_context(|| format!("{which} thumbprint"))?))
+            Ok(Some(
+                t.parse().with_context(|| format!("{which} thumbprint"))?,
+            ))
         }
     }
 }
@@ -71,7 +73,9 @@ pub(crate) async fn load(store: &Store, key: &MasterKey) -> Result<ClusterTls> {
         None => {
             let fresh = Identity::generate("cuttle-cluster", CLUSTER_CERT_DAYS)?;
             let value = sealed(&fresh, key)?;
-            store.init_setting(SETTING_CURRENT, &value.to_string()).await?
+            store
+                .init_setting(SETTING_CURRENT, &value.to_string())
+                .await?
         }
     };
     let identity = unseal(&stored, key, "cluster certificate")?;
@@ -85,8 +89,14 @@ async fn refresh(store: &Store, cluster: &ClusterTls) -> Result<()> {
     let next = store.get_setting(SETTING_NEXT).await?;
     let previous = store.get_setting(SETTING_PREVIOUS).await?;
     let mut accepted = vec![cluster.identity.thumbprint()];
-    accepted.extend(thumbprint_of(next.as_deref(), "staged cluster certificate")?);
-    accepted.extend(thumbprint_of(previous.as_deref(), "retired cluster certificate")?);
+    accepted.extend(thumbprint_of(
+        next.as_deref(),
+        "staged cluster certificate",
+    )?);
+    accepted.extend(thumbprint_of(
+        previous.as_deref(),
+        "retired cluster certificate",
+    )?);
     accepted.sort();
     accepted.dedup();
     if accepted != cluster.accepted.thumbprints() {
@@ -129,7 +139,9 @@ async fn read_settings(store: &Store) -> Result<Settings> {
 }
 
 fn field(stored: &str, name: &str) -> Option<Value> {
-    serde_json::from_str::<Value>(stored).ok().map(|v| v[name].clone())
+    serde_json::from_str::<Value>(stored)
+        .ok()
+        .map(|v| v[name].clone())
 }
 
 fn current_thumbprint(s: &Settings, key: &MasterKey) -> Result<Thumbprint> {
@@ -141,7 +153,11 @@ fn change(key: &str, old: &str, new: &str) -> (String, String, String) {
 }
 
 /// `status`: the certificates, and what still stands in the way of the next step.
-pub(crate) async fn status(store: &Store, key: &MasterKey, offline_after: Duration) -> Result<String> {
+pub(crate) async fn status(
+    store: &Store,
+    key: &MasterKey,
+    offline_after: Duration,
+) -> Result<String> {
     let s = read_settings(store).await?;
     let mut out = format!("current:  {}\n", current_thumbprint(&s, key)?);
     let next = thumbprint_of(Some(&s.next), "staged cluster certificate")?;
@@ -166,9 +182,14 @@ pub(crate) async fn status(store: &Store, key: &MasterKey, offline_after: Durati
             out.push_str(&format!("retired:  {t} (still accepted)\n"));
             let stale = nodes_not_restarted(store, &s, offline_after).await?;
             if stale.is_empty() {
-                out.push_str("every online node presents the current certificate: `finish` may run\n");
+                out.push_str(
+                    "every online node presents the current certificate: `finish` may run\n",
+                );
             } else {
-                out.push_str(&format!("nodes to restart before `finish`: {}\n", stale.join(", ")));
+                out.push_str(&format!(
+                    "nodes to restart before `finish`: {}\n",
+                    stale.join(", ")
+                ));
             }
         }
         None => out.push_str("retired:  none\n"),
@@ -188,7 +209,10 @@ pub(crate) async fn stage(store: &Store, key: &MasterKey) -> Result<Thumbprint> 
     }
     let fresh = Identity::generate("cuttle-cluster", CLUSTER_CERT_DAYS)?;
     let value = sealed(&fresh, key)?.to_string();
-    if !store.replace_settings(&[change(SETTING_NEXT, "", &value)]).await? {
+    if !store
+        .replace_settings(&[change(SETTING_NEXT, "", &value)])
+        .await?
+    {
         bail!("another certificate was staged meanwhile: see `status`");
     }
     Ok(fresh.thumbprint())

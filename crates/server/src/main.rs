@@ -112,7 +112,12 @@ enum MasterKeyAction {
     /// restart each with the new key)
     Rotate {
         /// Read the new key (base64 of 16 or 32 random bytes) from this file
-        #[arg(long, value_name = "FILE", conflicts_with = "generate", required_unless_present = "generate")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "generate",
+            required_unless_present = "generate"
+        )]
         new_key_file: Option<PathBuf>,
         /// Generate the new key and write it to this new file (mode 0600)
         #[arg(long, value_name = "FILE")]
@@ -217,7 +222,10 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             let offline_after = cfg.offline_after;
             match action {
                 ClusterCertAction::Status => {
-                    print!("{}", cluster_cert::status(&store, &key, offline_after).await?);
+                    print!(
+                        "{}",
+                        cluster_cert::status(&store, &key, offline_after).await?
+                    );
                 }
                 ClusterCertAction::Stage => {
                     let t = cluster_cert::stage(&store, &key).await?;
@@ -244,7 +252,11 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             Ok(())
         }
         Command::MasterKey {
-            action: MasterKeyAction::Rotate { new_key_file, generate },
+            action:
+                MasterKeyAction::Rotate {
+                    new_key_file,
+                    generate,
+                },
         } => {
             let store = startup::connect(&cfg).await?;
             startup::prepare_schema(&store).await?;

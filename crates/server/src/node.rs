@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{advertise, cluster_cert};
 use crate::config::{Config, HttpTls};
 use crate::startup;
+use crate::{advertise, cluster_cert};
 
 /// How long non-worker roles get to stop once the worker has drained.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,9 +175,8 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
                 store.clone(),
             ));
         }
-        let acceptor = tokio_rustls::TlsAcceptor::from(
-            cluster.server_config().context("internal gRPC TLS")?,
-        );
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(cluster.server_config().context("internal gRPC TLS")?);
         let stop = rest_stop.clone();
         rest.spawn(cuttle_proto::wire::serve_tls(
             listener,

@@ -25,12 +25,17 @@ pub(crate) enum NewKey<'a> {
 
 /// Re-encrypts the sealed settings under the new key and replaces the key-check value, all or
 /// nothing. Returns how many secrets were re-encrypted.
-pub(crate) async fn rotate_master_key(store: &Store, old: &MasterKey, new: NewKey<'_>) -> Result<usize> {
+pub(crate) async fn rotate_master_key(
+    store: &Store,
+    old: &MasterKey,
+    new: NewKey<'_>,
+) -> Result<usize> {
     let new = match new {
         NewKey::File(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read the new master key from {}", path.display()))?;
-            MasterKey::parse(&text).with_context(|| format!("new master key in {}", path.display()))?
+            MasterKey::parse(&text)
+                .with_context(|| format!("new master key in {}", path.display()))?
         }
         NewKey::Generate(path) => {
             let (key, b64) = MasterKey::generate()?;
@@ -48,7 +53,11 @@ pub(crate) async fn rotate_master_key(store: &Store, old: &MasterKey, new: NewKe
     let mut changes = vec![(SETTING_KEY_CHECK.to_owned(), check, new.key_check_value()?)];
     if let Some(sealed) = store.get_setting(SETTING_API_KEY_SECRET).await? {
         let secret = old.decrypt(&sealed).context("the API-key secret")?;
-        changes.push((SETTING_API_KEY_SECRET.to_owned(), sealed, new.encrypt(&secret)?));
+        changes.push((
+            SETTING_API_KEY_SECRET.to_owned(),
+            sealed,
+            new.encrypt(&secret)?,
+        ));
     }
     for setting in SEALED_SETTINGS {
         let Some(stored) = store.get_setting(setting).await?.filter(|s| !s.is_empty()) else {

@@ -186,7 +186,9 @@ pub(crate) async fn bootstrap_api_key(
     }
     if let Some(key) = &cfg.admin_api_key {
         check_key_strength(key)?;
-        store.insert_api_key(&admin_key("admin", key, hasher), None).await?;
+        store
+            .insert_api_key(&admin_key("admin", key, hasher), None)
+            .await?;
         tracing::info!("registered CUTTLE_ADMIN_API_KEY as the first admin key");
         return Ok(None);
     }
@@ -203,7 +205,9 @@ pub(crate) async fn bootstrap_api_key(
     let path = cfg.data_dir.join(FIRST_KEY_FILE);
     write_private(&path, format!("{key}\n").as_bytes())
         .with_context(|| format!("write the first admin key to {}", path.display()))?;
-    store.insert_api_key(&admin_key("admin", &key, hasher), None).await?;
+    store
+        .insert_api_key(&admin_key("admin", &key, hasher), None)
+        .await?;
     tracing::info!(file = %path.display(), "minted the first admin API key");
     Ok(Some(path))
 }

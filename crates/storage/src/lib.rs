@@ -15,8 +15,9 @@ pub use blob::{
 pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
 pub use crypto::MasterKey;
 pub use db::{
-    audit_as, ApiKeyRow, Audit, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, ClaimedTask, Completion, LostNode, MigrationReport,
-    NodeRegistration, NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
+    audit_as, ApiKeyRow, Audit, ClaimedTask, Completion, FoundApiKey, LostNode, MigrationReport,
+    NewApiKey, NodeRegistration, NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
+    SETTING_API_KEY_SECRET,
 };
 pub use error::Error;
 

@@ -7,12 +7,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use cuttle_core::{
-    Comms, NewEvent, Scope, NewTarget, NewTask, NodePatch, TargetId, TaskId, TaskKind, TaskRecord,
+    Comms, NewEvent, NewTarget, NewTask, NodePatch, Scope, TargetId, TaskId, TaskKind, TaskRecord,
     TaskState,
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, Execution, NewApiKey, NodeRegistration, Store, StoreOptions, SCHEMA_VERSION,
+    audit_as, Audit, Completion, Execution, NewApiKey, NodeRegistration, Store, StoreOptions,
+    SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -52,13 +53,19 @@ impl Fixture {
             }
             Fixture::Postgres(pg) => {
                 let sql = sql
-                    .replace("{now_ms}", "(extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                    .replace(
+                        "{now_ms}",
+                        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                    )
                     .replace("{created_at}", "created_at_ms");
                 pg.psql(&sql).expect("postgres statement");
             }
             Fixture::SqlServer(ms) => {
-                ms.sql(&sql.replace("{now_ms}", "SYSUTCDATETIME()").replace("{created_at}", "created_at"))
-                    .expect("SQL Server statement");
+                ms.sql(
+                    &sql.replace("{now_ms}", "SYSUTCDATETIME()")
+                        .replace("{created_at}", "created_at"),
+                )
+                .expect("SQL Server statement");
             }
         }
     }
@@ -537,7 +544,11 @@ async fn settings_are_shared_and_initialised_once(fx: &Fixture) {
             .unwrap(),
         "one stale value: nothing changes"
     );
-    assert_eq!(other.get_setting("a").await.unwrap().as_deref(), Some("a2"), "rolled back");
+    assert_eq!(
+        other.get_setting("a").await.unwrap().as_deref(),
+        Some("a2"),
+        "rolled back"
+    );
     assert_eq!(other.get_setting("k").await.unwrap().as_deref(), Some("k2"));
 }
 
@@ -555,7 +566,13 @@ fn new_key(name: &str, hash: &str) -> NewApiKey {
 async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &Fixture) {
     let s = fx.migrated().await;
     assert_eq!(s.api_key_count().await.unwrap(), 0);
-    let created = |id: &i64| event("api_key.create", format!("ApiKeys-{id}"), serde_json::json!({}));
+    let created = |id: &i64| {
+        event(
+            "api_key.create",
+            format!("ApiKeys-{id}"),
+            serde_json::json!({}),
+        )
+    };
     let first = s
         .insert_api_key(&new_key("ops", "hash1"), Some(Box::new(created)))
         .await
@@ -575,11 +592,22 @@ async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &Fixture) {
         .filter(|e| e.action == "api_key.create")
         .map(|e| e.target)
         .collect();
-    assert_eq!(creates, [format!("ApiKeys-{first}")], "one event, naming the new key");
+    assert_eq!(
+        creates,
+        [format!("ApiKeys-{first}")],
+        "one event, naming the new key"
+    );
 
-    let found = s.find_api_key("hash1", "no-legacy").await.unwrap().expect("found");
+    let found = s
+        .find_api_key("hash1", "no-legacy")
+        .await
+        .unwrap()
+        .expect("found");
     assert_eq!(found.key.id, first);
-    assert_eq!((found.key.name.as_str(), found.key.scope), ("ops", Scope::Operator));
+    assert_eq!(
+        (found.key.name.as_str(), found.key.scope),
+        ("ops", Scope::Operator)
+    );
     assert_eq!(found.key.prefix, "API-abcd");
     assert!(!found.expired && !found.key.legacy_hash && found.key.expires_at.is_none());
     assert_eq!(s.find_api_key("nope", "nope").await.unwrap(), None);
@@ -599,13 +627,37 @@ async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &Fixture) {
     let ci = s.find_api_key("hash-ci", "x").await.unwrap().unwrap();
     assert!(!ci.expired);
     let left = ci.key.expires_at.unwrap() - ci.key.created_at;
-    assert!((3_599_000..=3_601_000).contains(&left), "expires an hour after creation: {left}");
-    assert!(s.find_api_key("hash-old", "x").await.unwrap().unwrap().expired);
-    let agent = s.find_api_key("hash-agent", "x").await.unwrap().unwrap().key;
+    assert!(
+        (3_599_000..=3_601_000).contains(&left),
+        "expires an hour after creation: {left}"
+    );
+    assert!(
+        s.find_api_key("hash-old", "x")
+            .await
+            .unwrap()
+            .unwrap()
+            .expired
+    );
+    let agent = s
+        .find_api_key("hash-agent", "x")
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
     assert_eq!(agent.scope, Scope::RegisterTarget);
     assert_eq!(agent.target_name.as_deref(), Some("web-01"));
-    let names: Vec<String> = s.list_api_keys().await.unwrap().into_iter().map(|k| k.name).collect();
-    assert_eq!(names, ["ops", "ci", "old", "web-01 registration"], "oldest first");
+    let names: Vec<String> = s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["ops", "ci", "old", "web-01 registration"],
+        "oldest first"
+    );
 }
 
 /// A key stored before schema 5 (bare SHA-256, no scope) still works as the admin key it was,
@@ -613,14 +665,31 @@ async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &Fixture) {
 async fn keys_stored_before_schema_5_keep_working_and_are_rehashed(fx: &Fixture) {
     let s = fx.migrated().await;
     fx.raw("INSERT INTO api_keys (name, key_hash, {created_at}) VALUES ('legacy', 'sha-of-key', {now_ms})");
-    let found = s.find_api_key("hmac-of-key", "sha-of-key").await.unwrap().expect("found");
+    let found = s
+        .find_api_key("hmac-of-key", "sha-of-key")
+        .await
+        .unwrap()
+        .expect("found");
     assert!(found.key.legacy_hash && !found.expired);
-    assert_eq!((found.key.scope, found.key.prefix.as_str()), (Scope::Admin, ""));
-    s.upgrade_api_key_hash(found.key.id, "hmac-of-key").await.unwrap();
-    let again = s.find_api_key("hmac-of-key", "sha-of-key").await.unwrap().unwrap();
+    assert_eq!(
+        (found.key.scope, found.key.prefix.as_str()),
+        (Scope::Admin, "")
+    );
+    s.upgrade_api_key_hash(found.key.id, "hmac-of-key")
+        .await
+        .unwrap();
+    let again = s
+        .find_api_key("hmac-of-key", "sha-of-key")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.key.id, found.key.id);
     assert!(!again.key.legacy_hash, "stored as HMAC now");
-    assert_eq!(s.find_api_key("x", "sha-of-key").await.unwrap(), None, "the SHA-256 is gone");
+    assert_eq!(
+        s.find_api_key("x", "sha-of-key").await.unwrap(),
+        None,
+        "the SHA-256 is gone"
+    );
     s.upgrade_api_key_hash(found.key.id, "other").await.unwrap();
     assert!(
         s.find_api_key("hmac-of-key", "x").await.unwrap().is_some(),
@@ -635,8 +704,12 @@ async fn keys_stored_before_schema_5_keep_working_and_are_rehashed(fx: &Fixture)
 
 async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
     let s = fx.migrated().await;
-    s.insert_api_key(&new_key("ci", "hash-ci"), None).await.unwrap();
-    s.insert_api_key(&new_key("ops", "hash-ops"), None).await.unwrap();
+    s.insert_api_key(&new_key("ci", "hash-ci"), None)
+        .await
+        .unwrap();
+    s.insert_api_key(&new_key("ops", "hash-ops"), None)
+        .await
+        .unwrap();
     let keys = s.list_api_keys().await.unwrap();
     let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["ci", "ops"], "oldest first");
@@ -653,9 +726,18 @@ async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
         ))
     };
     assert!(s.delete_api_key(ci, Some(revoke(ci))).await.unwrap());
-    assert_eq!(s.find_api_key("hash-ci", "x").await.unwrap(), None, "revoked");
     assert_eq!(
-        s.find_api_key("hash-ops", "x").await.unwrap().unwrap().key.name,
+        s.find_api_key("hash-ci", "x").await.unwrap(),
+        None,
+        "revoked"
+    );
+    assert_eq!(
+        s.find_api_key("hash-ops", "x")
+            .await
+            .unwrap()
+            .unwrap()
+            .key
+            .name,
         "ops"
     );
     assert!(

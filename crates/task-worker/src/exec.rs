@@ -337,7 +337,9 @@ mod tests {
                 .await
                 .unwrap(),
                 shared: store.clone(),
-                cluster: cuttle_tls::ClusterTls::single(cuttle_tls::Identity::generate("test", 1).unwrap()),
+                cluster: cuttle_tls::ClusterTls::single(
+                    cuttle_tls::Identity::generate("test", 1).unwrap(),
+                ),
                 offline_after: Duration::from_secs(60),
             }),
         };

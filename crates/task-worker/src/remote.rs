@@ -300,8 +300,9 @@ async fn listening(
         .as_deref()
         .ok_or("a listening target without an endpoint")?;
     let thumbprint: Thumbprint = t.thumbprint.parse().map_err(|e| format!("{e}"))?;
-    let config = cuttle_tls::client_config(&ctx.targets.cluster.identity, Trusted::new([thumbprint]))
-        .map_err(|e| e.to_string())?;
+    let config =
+        cuttle_tls::client_config(&ctx.targets.cluster.identity, Trusted::new([thumbprint]))
+            .map_err(|e| e.to_string())?;
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint))
         .await
         .map_err(|_| format!("connect to {endpoint}: timed out"))?

@@ -5,8 +5,8 @@ use cuttle_core::TargetId;
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_server::{TentacleRelay, TentacleRelayServer};
 use cuttle_proto::v1::{
-    CapabilitiesReply, FileChunk, PushFileReply, RelayCapabilities,
-    RelayPullFile, RelayRunScript, ScriptEvent,
+    CapabilitiesReply, FileChunk, PushFileReply, RelayCapabilities, RelayPullFile, RelayRunScript,
+    ScriptEvent,
 };
 use cuttle_proto::TARGET_METADATA;
 use tokio_stream::StreamExt;

@@ -1,9 +1,9 @@
 //! The `Tentacle` service: what the cluster can ask of this machine.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cuttle_proto::lines::OutputLines;
@@ -12,12 +12,12 @@ use cuttle_proto::v1::{
     file_chunk, script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, OutputLine,
     PullFileRequest, PushFileReply, RunScriptRequest, ScriptEvent,
 };
+use cuttle_tls::{Thumbprint, Trusted};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use cuttle_tls::{Thumbprint, Trusted};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::home::Home;
@@ -56,7 +56,10 @@ impl Agent {
         wanted.sort();
         wanted.dedup();
         if !peer.is_some_and(|p| wanted.contains(&p)) {
-            tracing::warn!(?peer, "ignored a list of cluster certificates without the sender's own");
+            tracing::warn!(
+                ?peer,
+                "ignored a list of cluster certificates without the sender's own"
+            );
             return Ok(());
         }
         if wanted == self.cluster.thumbprints() {
@@ -461,7 +464,10 @@ mod trust_tests {
         // Garbage is refused.
         assert!(agent.trust(&["zz".into()], Some(a)).await.is_err());
         // A list with it is trusted at once, and kept across restarts.
-        agent.trust(&[thumb('B'), thumb('A')], Some(a)).await.unwrap();
+        agent
+            .trust(&[thumb('B'), thumb('A')], Some(a))
+            .await
+            .unwrap();
         let b: Thumbprint = thumb('B').parse().unwrap();
         assert_eq!(agent.cluster.thumbprints(), vec![a, b]);
         assert_eq!(home.load().unwrap().trusted_clusters().unwrap(), vec![a, b]);

@@ -4,8 +4,8 @@ use tiberius::error::Error as TdsError;
 use tiberius::Row;
 
 use super::super::mssql::{
-    batch, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text,
-    MsConn, Mssql, OptText, Retry,
+    batch, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text, MsConn,
+    Mssql, OptText, Retry,
 };
 use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey};
 use crate::crypto::api_keys::HMAC_SHA256;

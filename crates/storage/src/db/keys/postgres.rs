@@ -112,7 +112,10 @@ impl Postgres {
     pub(in crate::db) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
         let c = self.conn().await?;
         let rows = c
-            .query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"), &[])
+            .query(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"),
+                &[],
+            )
             .await
             .map_err(|e| self.map_err(e))?;
         rows.iter().map(to_row).collect()

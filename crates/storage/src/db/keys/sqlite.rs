@@ -9,7 +9,16 @@ use crate::db::Audit;
 use crate::Result;
 
 /// [`KEY_COLUMNS`] as read, before their text is checked.
-type Raw = (i64, String, String, String, i64, Option<i64>, Option<String>, String);
+type Raw = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    String,
+);
 
 /// Reads [`KEY_COLUMNS`] from column 0 on.
 fn read(r: &Row<'_>) -> rusqlite::Result<Raw> {
@@ -25,8 +34,12 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Raw> {
     ))
 }
 
-fn to_row((id, name, scope, prefix, created, expires, target, algorithm): Raw) -> Result<ApiKeyRow> {
-    key_row(id, name, &scope, prefix, created, expires, target, &algorithm)
+fn to_row(
+    (id, name, scope, prefix, created, expires, target, algorithm): Raw,
+) -> Result<ApiKeyRow> {
+    key_row(
+        id, name, &scope, prefix, created, expires, target, &algorithm,
+    )
 }
 
 impl Sqlite {

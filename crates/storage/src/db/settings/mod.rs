@@ -31,4 +31,11 @@ impl Store {
         }
         dispatch!(self, b => b.replace_settings(changes).await)
     }
+
+    /// Claims period `n` of a periodic job named `key`: true for exactly one caller per period
+    /// however many ask at once, false for every other and for any earlier period.
+    pub async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        self.init_setting(key, "0").await?;
+        dispatch!(self, b => b.claim_period(key, n).await)
+    }
 }

@@ -49,9 +49,7 @@ impl Mssql {
         changes: &[(String, String, String)],
     ) -> Result<bool> {
         // One batch: every update counted, and all undone unless each matched its old value.
-        let mut sql = String::from(
-            "SET XACT_ABORT ON; BEGIN TRANSACTION; DECLARE @n INT = 0;\n",
-        );
+        let mut sql = String::from("SET XACT_ABORT ON; BEGIN TRANSACTION; DECLARE @n INT = 0;\n");
         let mut params: Vec<&dyn tiberius::ToSql> = Vec::new();
         for (i, (key, old, new)) in changes.iter().enumerate() {
             let p = 3 * i;
@@ -77,5 +75,24 @@ impl Mssql {
             self.committed();
         }
         Ok(done)
+    }
+
+    pub(in crate::db) async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        // The row lock makes a racing caller wait, then re-check the condition and miss. Not
+        // retried after a lost connection: a committed first attempt would read as a miss.
+        let claimed = run!(self, Retry::RolledBackOnly, |c| {
+            // The CASE keeps the cast to this key's row: SQL Server does not promise to test
+            // `[key]` first, and other settings hold text.
+            execute(
+                c,
+                "UPDATE settings SET value = CAST(@P2 AS NVARCHAR(20))
+                 WHERE [key] = @P1
+                   AND CASE WHEN [key] = @P1 THEN CAST(value AS BIGINT) END < @P2",
+                &[&key, &n],
+            )
+            .await
+        })?;
+        self.committed();
+        Ok(claimed == 1)
     }
 }

@@ -71,4 +71,19 @@ impl Postgres {
         }
         Ok(done)
     }
+
+    pub(in crate::db) async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        let c = self.conn().await?;
+        // The row lock makes a racing caller wait, then re-check the condition and miss.
+        let claimed = c
+            .execute(
+                "UPDATE settings SET value = $2::BIGINT::TEXT
+                 WHERE key = $1 AND value::BIGINT < $2::BIGINT",
+                &[&key, &n],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(claimed == 1)
+    }
 }

@@ -76,4 +76,19 @@ impl Sqlite {
             Err(e) => Err(e),
         }
     }
+
+    pub(in crate::db) async fn claim_period(&self, key: &str, n: i64) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |tx| {
+            let claimed = tx
+                .execute(
+                    "UPDATE settings SET value = CAST(?2 AS TEXT)
+                     WHERE key = ?1 AND CAST(value AS INTEGER) < ?2",
+                    params![key, n],
+                )
+                .map_err(db_err)?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
 }

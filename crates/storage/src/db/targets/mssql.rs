@@ -139,7 +139,11 @@ impl Mssql {
         Ok(())
     }
 
-    pub(in crate::db) async fn close_sessions(&self, id: Option<TargetId>, node: &str) -> Result<()> {
+    pub(in crate::db) async fn close_sessions(
+        &self,
+        id: Option<TargetId>,
+        node: &str,
+    ) -> Result<()> {
         let id = id.map(|i| i.0);
         run!(self, Retry::Idempotent, |c| {
             execute(

@@ -133,7 +133,11 @@ impl Postgres {
         Ok(())
     }
 
-    pub(in crate::db) async fn close_sessions(&self, id: Option<TargetId>, node: &str) -> Result<()> {
+    pub(in crate::db) async fn close_sessions(
+        &self,
+        id: Option<TargetId>,
+        node: &str,
+    ) -> Result<()> {
         let c = self.conn().await?;
         c.execute(
             "DELETE FROM target_sessions

@@ -161,7 +161,11 @@ impl Sqlite {
         .await
     }
 
-    pub(in crate::db) async fn close_sessions(&self, id: Option<TargetId>, node: &str) -> Result<()> {
+    pub(in crate::db) async fn close_sessions(
+        &self,
+        id: Option<TargetId>,
+        node: &str,
+    ) -> Result<()> {
         let node = node.to_owned();
         self.write(move |tx| {
             tx.execute(
