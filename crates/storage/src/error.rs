@@ -14,6 +14,9 @@ pub enum Error {
     /// The write would break a uniqueness rule (a name or thumbprint already in use).
     #[error("{0}")]
     Conflict(String),
+    /// What the caller asked to store breaks a rule the store checks (a name too long).
+    #[error("{0}")]
+    Invalid(String),
     /// The database holds a schema this binary does not know.
     #[error("database schema version {found} is newer than this binary supports ({supported}); upgrade cuttle-server")]
     SchemaTooNew { found: u32, supported: u32 },

@@ -1,5 +1,6 @@
 //! The `Store`: one domain API over every SQL dialect.
 
+mod documents;
 mod events;
 mod gate;
 mod keys;
@@ -19,13 +20,14 @@ use std::time::Duration;
 
 use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 
+pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
 pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET};
 
 use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]

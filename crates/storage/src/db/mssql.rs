@@ -45,6 +45,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../migrations/mssql/0005_keys_and_trust.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/mssql/0006_documents.sql"),
+    ),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema
@@ -82,13 +86,13 @@ macro_rules! run {
                 Ok(c) => c,
                 Err(e) => break Err(e),
             };
-            let result: std::result::Result<_, TdsError> = async {
-                let $c: &mut MsConn = &mut conn;
+            let result: std::result::Result<_, tiberius::error::Error> = async {
+                let $c: &mut $crate::db::mssql::MsConn = &mut conn;
                 $body
             }
             .await;
             match result {
-                Ok(v) => break Ok::<_, Error>(v),
+                Ok(v) => break Ok::<_, $crate::Error>(v),
                 Err(e) => match $self.after_failure(conn, e, $retry, attempt).await {
                     Ok(()) => attempt += 1,
                     Err(e) => break Err(e),
@@ -106,7 +110,7 @@ macro_rules! run_racing {
         let mut raced = 0;
         loop {
             match run!($self, $retry, |$c| $body) {
-                Err(Error::Conflict(_)) if raced < 4 => {
+                Err($crate::Error::Conflict(_)) if raced < 4 => {
                     raced += 1;
                     tracing::debug!(
                         attempt = raced,
@@ -124,10 +128,10 @@ macro_rules! run_racing {
 /// inside `sp_executesql` must end there (error 266), and `$body` spans several statements.
 macro_rules! run_in_transaction {
     ($self:ident, |$c:ident| $body:expr) => {
-        run!($self, Retry::RolledBackOnly, |$c| {
-            batch($c, "BEGIN TRANSACTION").await?;
+        run!($self, $crate::db::mssql::Retry::RolledBackOnly, |$c| {
+            $crate::db::mssql::batch($c, "BEGIN TRANSACTION").await?;
             let out = $body;
-            batch($c, "COMMIT TRANSACTION").await?;
+            $crate::db::mssql::batch($c, "COMMIT TRANSACTION").await?;
             Ok(out)
         })
     };

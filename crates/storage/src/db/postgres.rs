@@ -37,6 +37,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_keys_and_trust.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_documents.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -2,9 +2,8 @@
 
 use cuttle_core::EventRecord;
 
-use super::super::mssql::{int64, ms, rows, run, text, MsConn, Mssql, Retry};
-use crate::{Error, Result};
-use tiberius::error::Error as TdsError;
+use super::super::mssql::{int64, ms, rows, run, text, Mssql, Retry};
+use crate::Result;
 
 impl Mssql {
     pub(in crate::db) async fn list_events(&self, limit: u32) -> Result<Vec<EventRecord>> {

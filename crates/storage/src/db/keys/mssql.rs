@@ -1,10 +1,9 @@
 //! API keys in SQL Server.
 
-use tiberius::error::Error as TdsError;
 use tiberius::Row;
 
 use super::super::mssql::{
-    batch, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text, MsConn,
+    execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text,
     Mssql, OptText, Retry,
 };
 use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey};

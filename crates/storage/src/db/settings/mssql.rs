@@ -1,8 +1,7 @@
 //! Settings in SQL Server.
 
-use tiberius::error::Error as TdsError;
 
-use super::super::mssql::{execute, rows, run, run_racing, text, MsConn, Mssql, Retry};
+use super::super::mssql::{execute, rows, run, run_racing, text, Mssql, Retry};
 use crate::{Error, Result};
 
 impl Mssql {

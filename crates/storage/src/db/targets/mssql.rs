@@ -3,12 +3,11 @@
 use std::sync::LazyLock;
 
 use cuttle_core::{NewTarget, TargetId, UnixMs};
-use tiberius::error::Error as TdsError;
 use tiberius::ToSql;
 
 use super::super::mssql::{
-    age_ms, batch, execute, insert_event, int64, ms, opt_text, query, rows, run,
-    run_in_transaction, run_racing, text, MsConn, Mssql, OptText, Retry,
+    age_ms, execute, insert_event, int64, ms, opt_text, query, rows, run,
+    run_in_transaction, run_racing, text, Mssql, OptText, Retry,
 };
 use super::{target_conflict, TargetRow};
 use crate::db::Audit;

@@ -1,0 +1,24 @@
+-- Cuttle schema 6 (postgres): configuration documents (spaces, environments, lifecycles,
+-- projects, runbooks…), each a versioned JSON body behind one generic API. `space` is the id of
+-- the space holding it ('' for spaces themselves); names are unique per space and kind whatever
+-- their case (`name_key` is the lower-cased name); `position` orders a kind within its space.
+CREATE TABLE documents (
+    seq            BIGSERIAL PRIMARY KEY,
+    space          TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    name_key       TEXT NOT NULL,
+    position       BIGINT NOT NULL,
+    version        BIGINT NOT NULL,
+    body           TEXT NOT NULL,
+    created_at_ms  BIGINT NOT NULL,
+    modified_at_ms BIGINT NOT NULL,
+    UNIQUE (space, kind, name_key)
+);
+CREATE INDEX documents_by_kind ON documents (space, kind, position);
+
+-- Every cluster starts with one space.
+INSERT INTO documents (space, kind, name, name_key, position, version, body, created_at_ms, modified_at_ms)
+VALUES ('', 'Space', 'Default', 'default', 1, 1, '{"description":"The default space"}',
+        (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+        (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
