@@ -5,11 +5,11 @@
 
 mod auth;
 mod error;
+mod extract;
 mod https;
-mod keys;
 mod listener;
+mod resources;
 mod routes;
-mod targets;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,9 +15,9 @@ pub use blob::{
 pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
 pub use crypto::MasterKey;
 pub use db::{
-    audit_as, ApiKeyRow, Audit, Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN, ClaimedTask, Completion, FoundApiKey, LostNode, MigrationReport,
-    NewApiKey, NodeRegistration, NodeState, OwnedTask, Store, StoreOptions, SCHEMA_VERSION,
-    SETTING_API_KEY_SECRET,
+    audit_as, ApiKeyRow, Audit, ClaimedTask, Completion, Document, DocumentWrite, FoundApiKey,
+    LostNode, MigrationReport, NewApiKey, NodeRegistration, NodeState, OwnedTask, Store,
+    StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, SCHEMA_VERSION, SETTING_API_KEY_SECRET,
 };
 pub use error::Error;
 

@@ -12,8 +12,8 @@ use cuttle_core::{
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, DocumentWrite, Execution, NewApiKey, Written, NodeRegistration, Store, StoreOptions,
-    SCHEMA_VERSION,
+    audit_as, Audit, Completion, DocumentWrite, Execution, NewApiKey, NodeRegistration, Store,
+    StoreOptions, Written, SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -1072,78 +1072,225 @@ async fn documents_are_versioned_named_once_ordered_and_audited(fx: &Fixture) {
             body,
         }
     }
-    let made = |d: &cuttle_storage::Document| event("environment.create", d.id, serde_json::json!({"name": d.name}));
+    let made = |d: &cuttle_storage::Document| {
+        event(
+            "environment.create",
+            d.id,
+            serde_json::json!({"name": d.name}),
+        )
+    };
     let body = serde_json::json!({"description": "first"});
-    let dev = s.create_document(&write(&space, "Development", &body), Some(Box::new(made))).await.unwrap();
-    assert_eq!((dev.version, dev.position, dev.body.clone()), (1, 1, body.clone()));
+    let dev = s
+        .create_document(&write(&space, "Development", &body), Some(Box::new(made)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (dev.version, dev.position, dev.body.clone()),
+        (1, 1, body.clone())
+    );
     assert!(dev.created_at > 1_700_000_000_000 && dev.modified_at == dev.created_at);
-    let test = s.create_document(&write(&space, "Test", &body), None).await.unwrap();
-    let prod = s.create_document(&write(&space, "Production", &body), None).await.unwrap();
-    assert_eq!((test.position, prod.position), (2, 3), "each new one goes last");
+    let test = s
+        .create_document(&write(&space, "Test", &body), None)
+        .await
+        .unwrap();
+    let prod = s
+        .create_document(&write(&space, "Production", &body), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (test.position, prod.position),
+        (2, 3),
+        "each new one goes last"
+    );
     // Names are unique per space and kind, whatever their case; other kinds and spaces may reuse them.
-    let dup = s.create_document(&write(&space, "PRODUCTION", &body), None).await.unwrap_err();
+    let dup = s
+        .create_document(&write(&space, "PRODUCTION", &body), None)
+        .await
+        .unwrap_err();
     assert!(matches!(dup, cuttle_storage::Error::Conflict(_)), "{dup}");
     assert!(dup.to_string().contains("PRODUCTION"), "{dup}");
-    let other_kind = DocumentWrite { kind: "Lifecycle", ..write(&space, "Production", &body) };
+    let other_kind = DocumentWrite {
+        kind: "Lifecycle",
+        ..write(&space, "Production", &body)
+    };
     s.create_document(&other_kind, None).await.unwrap();
     let too_long = "x".repeat(201);
     assert!(matches!(
-        s.create_document(&write(&space, &too_long, &body), None).await.unwrap_err(),
+        s.create_document(&write(&space, &too_long, &body), None)
+            .await
+            .unwrap_err(),
         cuttle_storage::Error::Invalid(_)
     ));
 
-    assert_eq!(s.find_document(&space, "Environment", "production").await.unwrap().unwrap().id, prod.id);
-    assert_eq!(s.get_document(&space, "Environment", test.id).await.unwrap().unwrap().name, "Test");
-    assert_eq!(s.get_document(&space, "Lifecycle", test.id).await.unwrap(), None, "another kind");
-    assert_eq!(s.get_document("Spaces-999", "Environment", test.id).await.unwrap(), None, "another space");
+    assert_eq!(
+        s.find_document(&space, "Environment", "production")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        prod.id
+    );
+    assert_eq!(
+        s.get_document(&space, "Environment", test.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "Test"
+    );
+    assert_eq!(
+        s.get_document(&space, "Lifecycle", test.id).await.unwrap(),
+        None,
+        "another kind"
+    );
+    assert_eq!(
+        s.get_document("Spaces-999", "Environment", test.id)
+            .await
+            .unwrap(),
+        None,
+        "another space"
+    );
 
     // Writes are checked against the version read.
     let changed = serde_json::json!({"description": "second"});
-    let updated = |d: &cuttle_storage::Document| event("environment.update", d.id, serde_json::json!({"version": d.version}));
-    match s.update_document(test.id, 1, &write(&space, "QA", &changed), Some(Box::new(updated))).await.unwrap() {
+    let updated = |d: &cuttle_storage::Document| {
+        event(
+            "environment.update",
+            d.id,
+            serde_json::json!({"version": d.version}),
+        )
+    };
+    match s
+        .update_document(
+            test.id,
+            1,
+            &write(&space, "QA", &changed),
+            Some(Box::new(updated)),
+        )
+        .await
+        .unwrap()
+    {
         Written::Done(d) => {
-            assert_eq!((d.name.as_str(), d.version, d.body.clone()), ("QA", 2, changed.clone()));
+            assert_eq!(
+                (d.name.as_str(), d.version, d.body.clone()),
+                ("QA", 2, changed.clone())
+            );
             assert!(d.modified_at >= d.created_at);
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.update_document(test.id, 1, &write(&space, "Stale", &body), None).await.unwrap(),
+        s.update_document(test.id, 1, &write(&space, "Stale", &body), None)
+            .await
+            .unwrap(),
         Written::Stale { current: 2 }
     );
-    assert_eq!(s.update_document(999_999, 1, &write(&space, "X", &body), None).await.unwrap(), Written::NotFound);
-    assert!(matches!(
-        s.update_document(test.id, 2, &write(&space, "development", &body), None).await.unwrap_err(),
-        cuttle_storage::Error::Conflict(_)
-    ), "renaming onto another's name");
-    assert_eq!(s.get_document(&space, "Environment", test.id).await.unwrap().unwrap().name, "QA", "unchanged");
+    assert_eq!(
+        s.update_document(999_999, 1, &write(&space, "X", &body), None)
+            .await
+            .unwrap(),
+        Written::NotFound
+    );
+    assert!(
+        matches!(
+            s.update_document(test.id, 2, &write(&space, "development", &body), None)
+                .await
+                .unwrap_err(),
+            cuttle_storage::Error::Conflict(_)
+        ),
+        "renaming onto another's name"
+    );
+    assert_eq!(
+        s.get_document(&space, "Environment", test.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "QA",
+        "unchanged"
+    );
 
     // Reordered as a whole, or not at all.
-    assert!(!s.reorder_documents(&space, "Environment", &[prod.id, dev.id], None).await.unwrap());
-    assert!(!s.reorder_documents(&space, "Environment", &[prod.id, dev.id, dev.id], None).await.unwrap());
-    assert!(!s.reorder_documents(&space, "Environment", &[prod.id, dev.id, 999_999], None).await.unwrap());
-    let reordered = audit_as(event("environment.reorder", "Environments", serde_json::json!({})));
-    assert!(s.reorder_documents(&space, "Environment", &[prod.id, dev.id, test.id], Some(reordered)).await.unwrap());
-    let names: Vec<String> = s.list_documents(&space, "Environment").await.unwrap().into_iter().map(|d| d.name).collect();
+    assert!(!s
+        .reorder_documents(&space, "Environment", &[prod.id, dev.id], None)
+        .await
+        .unwrap());
+    assert!(!s
+        .reorder_documents(&space, "Environment", &[prod.id, dev.id, dev.id], None)
+        .await
+        .unwrap());
+    assert!(!s
+        .reorder_documents(&space, "Environment", &[prod.id, dev.id, 999_999], None)
+        .await
+        .unwrap());
+    let reordered = audit_as(event(
+        "environment.reorder",
+        "Environments",
+        serde_json::json!({}),
+    ));
+    assert!(s
+        .reorder_documents(
+            &space,
+            "Environment",
+            &[prod.id, dev.id, test.id],
+            Some(reordered)
+        )
+        .await
+        .unwrap());
+    let names: Vec<String> = s
+        .list_documents(&space, "Environment")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     assert_eq!(names, ["Production", "Development", "QA"]);
 
     // Deleted at the version read.
     assert_eq!(
-        s.delete_document(&space, "Environment", test.id, Some(1), None).await.unwrap(),
+        s.delete_document(&space, "Environment", test.id, Some(1), None)
+            .await
+            .unwrap(),
         Written::Stale { current: 2 }
     );
     let deleted = audit_as(event("environment.delete", test.id, serde_json::json!({})));
     assert!(matches!(
-        s.delete_document(&space, "Environment", test.id, Some(2), Some(deleted)).await.unwrap(),
+        s.delete_document(&space, "Environment", test.id, Some(2), Some(deleted))
+            .await
+            .unwrap(),
         Written::Done(_)
     ));
-    assert_eq!(s.delete_document(&space, "Environment", test.id, None, None).await.unwrap(), Written::NotFound);
-    let actions: Vec<String> = s.list_events(20).await.unwrap().into_iter().map(|e| e.action).collect();
-    for a in ["environment.create", "environment.update", "environment.reorder", "environment.delete"] {
-        assert_eq!(actions.iter().filter(|x| *x == a).count(), 1, "{a}: {actions:?}");
+    assert_eq!(
+        s.delete_document(&space, "Environment", test.id, None, None)
+            .await
+            .unwrap(),
+        Written::NotFound
+    );
+    let actions: Vec<String> = s
+        .list_events(20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for a in [
+        "environment.create",
+        "environment.update",
+        "environment.reorder",
+        "environment.delete",
+    ] {
+        assert_eq!(
+            actions.iter().filter(|x| *x == a).count(),
+            1,
+            "{a}: {actions:?}"
+        );
     }
     // A body that is not JSON is an error, never a guess.
     fx.raw("UPDATE documents SET body = 'not json' WHERE name = 'Production'");
-    let err = s.list_documents(&space, "Environment").await.unwrap_err().to_string();
+    let err = s
+        .list_documents(&space, "Environment")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not JSON"), "{err}");
 }

@@ -45,10 +45,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../migrations/mssql/0005_keys_and_trust.sql"),
     ),
-    (
-        6,
-        include_str!("../../migrations/mssql/0006_documents.sql"),
-    ),
+    (6, include_str!("../../migrations/mssql/0006_documents.sql")),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

@@ -50,7 +50,9 @@ pub enum Written {
     Done(Document),
     NotFound,
     /// The document changed since the caller read it: this is its current version.
-    Stale { current: i64 },
+    Stale {
+        current: i64,
+    },
 }
 
 /// A `documents` row as stored; the body is JSON text.
@@ -140,10 +142,12 @@ impl Store {
     ) -> Result<Document> {
         let body = check(w)?;
         let key = name_key(w.name);
-        let row = dispatch!(self, b => b.create_document(w, &key, &body, audit).await)
-            .map_err(|e| match e {
-                Error::Conflict(_) => conflict(w),
-                other => other,
+        let row =
+            dispatch!(self, b => b.create_document(w, &key, &body, audit).await).map_err(|e| {
+                match e {
+                    Error::Conflict(_) => conflict(w),
+                    other => other,
+                }
             })?;
         row.parse()
     }

@@ -37,7 +37,11 @@ fn read(r: &Row) -> DocumentRow {
     }
 }
 
-const BY_ID: &str = concat!("SELECT ", document_columns!(), " FROM documents WHERE seq = @P1");
+const BY_ID: &str = concat!(
+    "SELECT ",
+    document_columns!(),
+    " FROM documents WHERE seq = @P1"
+);
 
 /// The version of a document of this space and kind, locked until the transaction ends.
 const LOCK_VERSION: &str = "SELECT version FROM documents WITH (UPDLOCK, HOLDLOCK)

@@ -44,7 +44,11 @@ impl Sqlite {
         body: &str,
         audit: Option<Audit<super::Document>>,
     ) -> Result<DocumentRow> {
-        let (space, kind, name) = (w.space.to_owned(), w.kind.to_owned(), w.name.trim().to_owned());
+        let (space, kind, name) = (
+            w.space.to_owned(),
+            w.kind.to_owned(),
+            w.name.trim().to_owned(),
+        );
         let (key, body) = (key.to_owned(), body.to_owned());
         self.write(move |tx| {
             let id: i64 = tx
@@ -68,7 +72,8 @@ impl Sqlite {
                         db_err(e)
                     }
                 })?;
-            let row = by_id(tx, id)?.ok_or_else(|| Error::Database("insert returned no row".into()))?;
+            let row =
+                by_id(tx, id)?.ok_or_else(|| Error::Database("insert returned no row".into()))?;
             if audit.is_some() {
                 insert_event(tx, audit.as_ref(), Some(&row.clone().parse()?))?;
             }
@@ -153,7 +158,11 @@ impl Sqlite {
         body: &str,
         audit: Option<Audit<super::Document>>,
     ) -> Result<RowWritten> {
-        let (space, kind, name) = (w.space.to_owned(), w.kind.to_owned(), w.name.trim().to_owned());
+        let (space, kind, name) = (
+            w.space.to_owned(),
+            w.kind.to_owned(),
+            w.name.trim().to_owned(),
+        );
         let (key, body) = (key.to_owned(), body.to_owned());
         self.write(move |tx| {
             let Some(current) = by_id(tx, id)?.filter(|r| r.space == space && r.kind == kind)
@@ -180,7 +189,8 @@ impl Sqlite {
                     db_err(e)
                 }
             })?;
-            let row = by_id(tx, id)?.ok_or_else(|| Error::Database("updated row vanished".into()))?;
+            let row =
+                by_id(tx, id)?.ok_or_else(|| Error::Database("updated row vanished".into()))?;
             if audit.is_some() {
                 insert_event(tx, audit.as_ref(), Some(&row.clone().parse()?))?;
             }

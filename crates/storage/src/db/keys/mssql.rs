@@ -3,8 +3,8 @@
 use tiberius::Row;
 
 use super::super::mssql::{
-    execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text,
-    Mssql, OptText, Retry,
+    execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text, Mssql,
+    OptText, Retry,
 };
 use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey};
 use crate::crypto::api_keys::HMAC_SHA256;

@@ -6,8 +6,8 @@ use cuttle_core::{NodePatch, NodeRecord, UnixMs};
 
 use super::super::mssql::flag;
 use super::super::mssql::{
-    age_ms, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction,
-    run_racing, text, Mssql, OptText, Retry,
+    age_ms, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, run_racing,
+    text, Mssql, OptText, Retry,
 };
 use crate::db::{Audit, NodeRegistration, NodeState};
 use crate::{Error, Result};

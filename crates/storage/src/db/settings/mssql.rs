@@ -1,6 +1,5 @@
 //! Settings in SQL Server.
 
-
 use super::super::mssql::{execute, rows, run, run_racing, text, Mssql, Retry};
 use crate::{Error, Result};
 

@@ -6,8 +6,8 @@ use cuttle_core::{NewTarget, TargetId, UnixMs};
 use tiberius::ToSql;
 
 use super::super::mssql::{
-    age_ms, execute, insert_event, int64, ms, opt_text, query, rows, run,
-    run_in_transaction, run_racing, text, Mssql, OptText, Retry,
+    age_ms, execute, insert_event, int64, ms, opt_text, query, rows, run, run_in_transaction,
+    run_racing, text, Mssql, OptText, Retry,
 };
 use super::{target_conflict, TargetRow};
 use crate::db::Audit;

@@ -6,8 +6,8 @@ use cuttle_core::{NewTask, TaskId, TaskRecord, TaskState, UnixMs};
 
 use super::super::mssql::task_columns;
 use super::super::mssql::{
-    age_ms, insert_event, int64, ms, opt_text, query, rows, run, run_in_transaction,
-    run_racing, text, MsConn, Mssql, OptText, Retry,
+    age_ms, insert_event, int64, ms, opt_text, query, rows, run, run_in_transaction, run_racing,
+    text, MsConn, Mssql, OptText, Retry,
 };
 use crate::db::{
     lost_error, requeue_note, restart_error, restart_requeue_note, Audit, ClaimedTask, Completion,

@@ -1,23 +1,30 @@
 //! `/api/targets` (deployment targets and their tentacles) and `/api/cluster/identity` (what a
 //! tentacle needs to trust and reach the cluster).
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::{Extension, Json};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use cuttle_core::{NewTarget, Role, TargetId, TargetPatch};
 use cuttle_storage::{audit_as, Audit};
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::{json_body, path_param, ApiResult};
+use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::AppState;
 
-fn target_id(p: Result<Path<String>, PathRejection>) -> Result<TargetId, ApiError> {
-    let raw = path_param(p)?;
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/targets", post(create).get(list))
+        .route(
+            "/api/targets/{id}",
+            get(get_one).patch(patch).delete(delete),
+        )
+}
+
+fn target_id(raw: &str) -> Result<TargetId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found(format!("no target {raw}")))
 }
@@ -29,12 +36,12 @@ async fn fetch(s: &AppState, id: TargetId) -> Result<cuttle_core::TargetRecord, 
         .ok_or_else(|| ApiError::not_found(format!("no target {id}")))
 }
 
-pub(crate) async fn create(
+async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(target): JsonBody<NewTarget>,
 ) -> ApiResult {
-    let target = json_body::<NewTarget>(body)?.validate()?;
+    let target = target.validate()?;
     caller.check_own_target(&target.name)?;
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
@@ -45,30 +52,29 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(fetch(&s, id).await?)).into_response())
 }
 
-pub(crate) async fn list(State(s): State<AppState>) -> ApiResult {
+async fn list(State(s): State<AppState>) -> ApiResult {
     let targets = s.store.list_targets(None, s.config.offline_after).await?;
-    Ok(Json(json!({ "items": targets })).into_response())
+    Ok(Json(Page::all(targets)).into_response())
 }
 
-pub(crate) async fn get(
+async fn get_one(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    p: Result<Path<String>, PathRejection>,
+    PathParams(raw): PathParams<String>,
 ) -> ApiResult {
-    let id = target_id(p)?;
+    let id = target_id(&raw)?;
     let target = fetch(&s, id).await?;
     caller.check_own_target(&target.name)?;
     Ok(Json(target).into_response())
 }
 
-pub(crate) async fn patch(
+async fn patch(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    p: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    PathParams(raw): PathParams<String>,
+    JsonBody(patch): JsonBody<TargetPatch>,
 ) -> ApiResult {
-    let id = target_id(p)?;
-    let patch: TargetPatch = json_body(body)?;
+    let id = target_id(&raw)?;
     let current = fetch(&s, id).await?;
     caller.check_own_target(&current.name)?;
     let target = patch.apply(&current)?;
@@ -83,12 +89,12 @@ pub(crate) async fn patch(
     Ok(Json(fetch(&s, id).await?).into_response())
 }
 
-pub(crate) async fn delete(
+async fn delete(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    p: Result<Path<String>, PathRejection>,
+    PathParams(raw): PathParams<String>,
 ) -> ApiResult {
-    let id = target_id(p)?;
+    let id = target_id(&raw)?;
     let audit = audit_as(caller.event("target.delete", id, json!({})));
     if !s.store.delete_target(id, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no target {id}")));

@@ -1,25 +1,29 @@
 //! `/api/keys`: API keys created (the key is shown once, in the answer), listed (never a key or
 //! its hash) and revoked.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::{Extension, Json};
+use axum::routing::{delete, get};
+use axum::{Extension, Json, Router};
 use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode, Scope};
 use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey};
 use serde_json::{json, Value};
 
 use crate::auth::{now_ms, Caller};
 use crate::error::ApiError;
-use crate::routes::{json_body, path_param, ApiResult};
+use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::AppState;
 
 const ID_PREFIX: &str = "ApiKeys-";
 
-fn key_id(p: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
-    let raw = path_param(p)?;
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/keys", get(list).post(create))
+        .route("/api/keys/{id}", delete(revoke))
+}
+
+fn key_id(raw: &str) -> Result<i64, ApiError> {
     raw.strip_prefix(ID_PREFIX)
         .and_then(|n| n.parse::<i64>().ok())
         .ok_or_else(|| ApiError::not_found(format!("no API key {raw}")))
@@ -39,19 +43,18 @@ fn shown(k: &ApiKeyRow) -> Value {
     })
 }
 
-pub(crate) async fn list(State(s): State<AppState>) -> ApiResult {
+async fn list(State(s): State<AppState>) -> ApiResult {
     let keys = s.store.list_api_keys().await?;
     let items: Vec<_> = keys.iter().map(shown).collect();
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(Page::all(items)).into_response())
 }
 
 /// Creates a key and answers with it, once: only its HMAC is stored.
-pub(crate) async fn create(
+async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<ApiKeyRequest>,
 ) -> ApiResult {
-    let req: ApiKeyRequest = json_body(body)?;
     let lifetime = req.validate()?;
     let key = generate_api_key()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
@@ -109,12 +112,12 @@ pub(crate) async fn create(
 
 /// Revokes a key: every node refuses it within a second (their caches of known keys live one
 /// second). The last admin key that still works cannot be revoked: no one could manage keys.
-pub(crate) async fn revoke(
+async fn revoke(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    p: Result<Path<String>, PathRejection>,
+    PathParams(raw): PathParams<String>,
 ) -> ApiResult {
-    let id = key_id(p)?;
+    let id = key_id(&raw)?;
     let keys = s.store.list_api_keys().await?;
     let Some(key) = keys.iter().find(|k| k.id == id) else {
         return Err(ApiError::not_found(format!("no API key {ID_PREFIX}{id}")));

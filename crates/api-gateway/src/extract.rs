@@ -1,0 +1,134 @@
+//! Typed extractors: every rejection becomes the API's JSON error (400 with the reason, 413 for
+//! a body over the limit), so handlers see only well-formed input. And the one page type every
+//! list answers with.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::Response;
+use cuttle_core::ErrorCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::MAX_JSON_BODY;
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+const DEFAULT_LIST_LIMIT: u32 = 100;
+const MAX_LIST_LIMIT: u32 = 1000;
+
+pub(crate) fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body too large (limit {} MiB)", MAX_JSON_BODY >> 20),
+    )
+}
+
+/// The raw body (at most 1 MiB).
+pub(crate) struct RawBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::bad_request(r.body_text())
+                }
+            })
+    }
+}
+
+/// A JSON body parsed into `T`: 400 naming what is wrong (serde's message names the field and
+/// where), whatever the `Content-Type`.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Path parameters (`String`, or a tuple for several).
+pub(crate) struct PathParams<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| PathParams(t))
+            .map_err(|r| ApiError::bad_request(r.body_text()))
+    }
+}
+
+/// The query string as a map; [`QueryMap::only`] refuses parameters the endpoint does not know
+/// (a typo would otherwise be silently ignored).
+pub(crate) struct QueryMap(pub(crate) HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryMap(q))
+            .map_err(|r| ApiError::bad_request(r.body_text()))
+    }
+}
+
+impl QueryMap {
+    pub(crate) fn only(self, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+        if let Some(unknown) = self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {unknown:?}: use {}",
+                known.join(", ")
+            )));
+        }
+        Ok(self.0)
+    }
+}
+
+/// `?limit=N` for list endpoints: 1 to 1000, 100 when absent.
+pub(crate) fn parse_limit(raw: Option<&String>) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_LIST_LIMIT),
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {l:?}"
+            ))),
+        },
+    }
+}
+
+/// One page of a list: `{"items": […], "next": CURSOR}`; `next` (absent on the last page) is what
+/// to pass as `?before=` for the following page.
+#[derive(Debug, Serialize)]
+pub(crate) struct Page<T: Serialize> {
+    pub(crate) items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next: Option<String>,
+}
+
+impl<T: Serialize> Page<T> {
+    /// A whole list, in one page.
+    pub(crate) fn all(items: Vec<T>) -> Self {
+        Page { items, next: None }
+    }
+}

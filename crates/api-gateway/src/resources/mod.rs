@@ -1,0 +1,10 @@
+//! The REST resources, one module each, each exporting its routes. Cross-cutting parts (auth,
+//! body deadline, the node header) are layered on in `routes.rs`.
+
+pub(crate) mod events;
+pub(crate) mod keys;
+pub(crate) mod metrics;
+pub(crate) mod nodes;
+pub(crate) mod ping;
+pub(crate) mod targets;
+pub(crate) mod tasks;

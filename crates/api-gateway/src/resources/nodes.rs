@@ -1,0 +1,88 @@
+//! `/api/nodes`: the cluster's nodes, their task caps and draining.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use cuttle_core::{validate_node_name, ErrorCode, NodePatch};
+use cuttle_storage::audit_as;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/api/nodes", get(list_nodes)).route(
+        "/api/nodes/{name}",
+        get(get_node).patch(patch_node).delete(delete_node),
+    )
+}
+
+async fn list_nodes(State(s): State<AppState>) -> ApiResult {
+    let nodes = s.store.list_nodes(s.config.offline_after).await?;
+    Ok(Json(Page::all(nodes)).into_response())
+}
+
+async fn get_node(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
+    let name = raw;
+    match s.store.get_node(&name, s.config.offline_after).await? {
+        Some(n) => Ok(Json(n).into_response()),
+        None => Err(ApiError::not_found(format!("no node named {name:?}"))),
+    }
+}
+
+async fn patch_node(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(raw): PathParams<String>,
+    JsonBody(patch): JsonBody<NodePatch>,
+) -> ApiResult {
+    let name = raw;
+    validate_node_name(&name)
+        .map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
+    patch.validate()?;
+    let details = json!({"task_cap": patch.task_cap, "draining": patch.draining});
+    let audit = audit_as(caller.event("node.update", &name, details));
+    if !s.store.patch_node(&name, &patch, Some(audit)).await? {
+        return Err(ApiError::not_found(format!("no node named {name:?}")));
+    }
+    tracing::info!(node = %name, by = %caller.name, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
+    let node = s
+        .store
+        .get_node(&name, s.config.offline_after)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no node named {name:?}")))?;
+    Ok(Json(node).into_response())
+}
+
+async fn delete_node(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(raw): PathParams<String>,
+) -> ApiResult {
+    let name = raw;
+    let Some(node) = s.store.get_node(&name, s.config.offline_after).await? else {
+        return Err(ApiError::not_found(format!("no node named {name:?}")));
+    };
+    // The lost-node loop works from node rows: deleting the row of a node that still owns tasks
+    // could leave them Executing forever. Such a node must drain, or be marked lost, first.
+    if node.running_tasks > 0 {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "node {name} still owns {} executing task(s): drain it and wait, or wait until \
+                 it is marked offline and its tasks are failed",
+                node.running_tasks
+            ),
+        ));
+    }
+    let audit = audit_as(caller.event("node.delete", &name, json!({})));
+    if !s.store.delete_node(&name, Some(audit)).await? {
+        return Err(ApiError::not_found(format!("no node named {name:?}")));
+    }
+    tracing::info!(node = %name, by = %caller.name, "node deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

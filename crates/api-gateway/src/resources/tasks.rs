@@ -1,0 +1,139 @@
+//! `/api/tasks`: the queue: create, list, read (and the log), cancel.
+
+use axum::body::Body;
+use axum::http::{header, HeaderName};
+use axum::routing::post;
+use cuttle_core::{ErrorCode, NewTask, TaskId, TaskRecord, TaskState};
+use cuttle_storage::Audit;
+use futures_util::StreamExt;
+
+use crate::extract::{parse_limit, Page, RawBody};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, PathParams, QueryMap};
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/tasks", post(create_task).get(list_tasks))
+        .route("/api/tasks/{id}", get(get_task))
+        .route("/api/tasks/{id}/log", get(task_log))
+        .route("/api/tasks/{id}/cancel", post(cancel_task))
+}
+
+/// A malformed id names no task: 404, like an unknown one.
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse::<TaskId>()
+        .map_err(|_| ApiError::not_found(format!("no task {raw}")))
+}
+
+async fn create_task(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawBody(bytes): RawBody,
+) -> ApiResult {
+    let task = NewTask::from_json(&bytes)?;
+    let by = caller.clone();
+    let audit: Audit<TaskRecord> = Box::new(move |t| {
+        let details = json!({"kind": t.kind, "concurrency_tag": t.concurrency_tag});
+        by.event("task.create", t.id, details)
+    });
+    let record = s.store.enqueue(&task, Some(audit)).await?;
+    tracing::debug!(task = %record.id, kind = %record.kind, by = %caller.name, "task queued");
+    s.waker.enqueued();
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+async fn list_tasks(State(s): State<AppState>, q: QueryMap) -> ApiResult {
+    let q = q.only(&["state", "limit", "before"])?;
+    let before = q.get("before").map(|b| b.parse::<TaskId>()).transpose()?;
+    let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
+    let limit = parse_limit(q.get("limit"))?;
+    let tasks = s.store.list_tasks(state, before, limit).await?;
+    // A full page may have more behind it: `next` is where the following page starts.
+    let next = (tasks.len() == limit as usize)
+        .then(|| tasks.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(Json(Page { items: tasks, next }).into_response())
+}
+
+async fn get_task(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
+    let id = task_id(&raw)?;
+    match s.store.get_task(id).await? {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(ApiError::not_found(format!("no task {id}"))),
+    }
+}
+
+async fn task_log(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
+    let id = task_id(&raw)?;
+    let Some(task) = s.store.get_task(id).await? else {
+        return Err(ApiError::not_found(format!("no task {id}")));
+    };
+    let shared = s.shared.clone();
+    let log = tokio::task::spawn_blocking(move || shared.open_task_log(&task))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("open task log: {e}")))?;
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e, "open task log");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the shared store cannot be read: {e}"),
+            ));
+        }
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        // Whether this is the whole log: false while the task runs, or when a node died before
+        // its part could be put in place.
+        (
+            HeaderName::from_static("x-cuttle-log-complete"),
+            if log.complete { "true" } else { "false" },
+        ),
+    ];
+    // Streamed, part after part: a log of any size is served in constant memory.
+    let stream = futures_util::stream::iter(log.parts)
+        .flat_map(|f| tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f)));
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+async fn cancel_task(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(raw): PathParams<String>,
+) -> ApiResult {
+    let id = task_id(&raw)?;
+    let Some(before) = s.store.get_task(id).await? else {
+        return Err(ApiError::not_found(format!("no task {id}")));
+    };
+    if before.state.is_terminal() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("task {id} already finished ({})", before.state.as_str()),
+        ));
+    }
+    let by = caller.clone();
+    let audit: Audit<TaskRecord> =
+        Box::new(move |t| by.event("task.cancel", t.id, json!({"state": t.state.as_str()})));
+    let task = s
+        .store
+        .cancel(id, s.config.offline_after, Some(audit))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
+    tracing::info!(task = %id, by = %caller.name, state = task.state.as_str(), "task cancel requested");
+    if task.state == TaskState::Cancelling {
+        if let Some(node) = &task.node {
+            s.waker.cancelled(node.clone());
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
