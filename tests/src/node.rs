@@ -422,7 +422,7 @@ impl Node {
     /// Sends a request with the admin key; returns the status and the JSON body (or the text
     /// as a JSON string when the body is not JSON).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        self.request_with_key(&self.api_key, method, path, body)
+        self.request_with_headers(&self.api_key, method, path, body, &[])
     }
 
     /// [`Node::request`] with another API key.
@@ -433,20 +433,46 @@ impl Node {
         path: &str,
         body: Option<&str>,
     ) -> (u16, Value) {
+        self.request_with_headers(key, method, path, body, &[])
+    }
+
+    /// [`Node::request`] with another API key and more headers (`If-Match`, …).
+    pub fn request_with_headers(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let url = self.url(path);
-        let resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("X-Api-Key", key).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("X-Api-Key", key).call(),
-            (m, b) => {
+        let with = |mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+            req = req.header("X-Api-Key", key);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req
+        };
+        let with_body = |mut req: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            req = req.header("X-Api-Key", key);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req
+        };
+        let resp = match method {
+            "GET" => with(self.agent.get(&url)).call(),
+            "DELETE" => with(self.agent.delete(&url)).call(),
+            m => {
                 let req = match m {
                     "POST" => self.agent.post(&url),
                     "PATCH" => self.agent.patch(&url),
                     "PUT" => self.agent.put(&url),
                     other => panic!("unsupported method {other}"),
                 };
-                req.header("X-Api-Key", key)
+                with_body(req)
                     .header("Content-Type", "application/json")
-                    .send(b.unwrap_or(""))
+                    .send(body.unwrap_or(""))
             }
         };
         let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.name));
@@ -454,6 +480,11 @@ impl Node {
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
+    }
+
+    /// The admin API key this node's requests carry.
+    pub fn api_key(&self) -> String {
+        self.api_key.clone()
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {

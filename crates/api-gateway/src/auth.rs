@@ -168,6 +168,60 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
     ("POST", "/api/keys", need(Scope::Admin)),
     ("DELETE", "/api/keys/{id}", need(Scope::Admin)),
     ("GET", "/metrics", need(Scope::Reader)),
+    ("GET", "/api/spaces", need(Scope::Reader)),
+    ("POST", "/api/spaces", need(Scope::Admin)),
+    ("GET", "/api/spaces/{space}", need(Scope::Reader)),
+    (
+        "GET",
+        "/api/spaces/{space}/environments",
+        need(Scope::Reader),
+    ),
+    (
+        "POST",
+        "/api/spaces/{space}/environments",
+        need(Scope::Operator),
+    ),
+    (
+        "POST",
+        "/api/spaces/{space}/environments/reorder",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/environments/{id}",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/environments/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "DELETE",
+        "/api/spaces/{space}/environments/{id}",
+        need(Scope::Operator),
+    ),
+    ("GET", "/api/spaces/{space}/lifecycles", need(Scope::Reader)),
+    (
+        "POST",
+        "/api/spaces/{space}/lifecycles",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/lifecycles/{id}",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/lifecycles/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "DELETE",
+        "/api/spaces/{space}/lifecycles/{id}",
+        need(Scope::Operator),
+    ),
 ];
 
 pub(crate) fn route_need(method: &Method, route: &str) -> Need {

@@ -58,6 +58,8 @@ impl From<cuttle_storage::Error> for ApiError {
             ApiError::new(ErrorCode::Unavailable, e.to_string())
         } else if let cuttle_storage::Error::Conflict(msg) = e {
             ApiError::new(ErrorCode::Conflict, msg)
+        } else if let cuttle_storage::Error::Invalid(msg) = e {
+            ApiError::bad_request(msg)
         } else {
             tracing::error!(error = %e, "request failed");
             ApiError::new(ErrorCode::Internal, "internal error; see the node's log")

@@ -14,7 +14,9 @@ use serde_json::json;
 use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::extract::too_large;
-use crate::resources::{events, keys, metrics, nodes, ping, targets, tasks};
+use crate::resources::{
+    environments, events, keys, lifecycles, metrics, nodes, ping, spaces, targets, tasks,
+};
 use crate::{AppState, MAX_JSON_BODY};
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -25,6 +27,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(targets::routes())
         .merge(metrics::routes())
+        .merge(spaces::routes())
+        .merge(environments::routes())
+        .merge(lifecycles::routes())
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(ping::routes())

@@ -1,0 +1,356 @@
+//! What every configuration resource kept as a document (environments, lifecycles, and the
+//! project-level ones to come) shares: the space it lives in, ids (`Environments-12`), the
+//! version a write must name (`If-Match: "3"` or `"version": 3`; a stale one is 409 naming the
+//! current version), and list/get/create/replace/delete/reorder handlers written once, generic
+//! over [`DocumentResource`].
+
+use std::future::Future;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use cuttle_core::{format_rfc3339_ms, ErrorCode};
+use cuttle_storage::{audit_as, Audit, Document, DocumentWrite, Written};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::AppState;
+
+/// The kind of document spaces are.
+pub(crate) const SPACE: &str = "Space";
+pub(crate) const SPACE_PREFIX: &str = "Spaces-";
+
+/// A configuration resource stored as a document.
+pub(crate) trait DocumentResource: Send + Sync + 'static {
+    /// The document kind (`Environment`).
+    const KIND: &'static str;
+    /// Ids are this and the document number (`Environments-`).
+    const ID_PREFIX: &'static str;
+    /// Audit actions are this and `.create`, `.update`, `.delete`, `.reorder`.
+    const EVENT: &'static str;
+    /// What a client writes: `name` and the resource's own fields, nothing unknown.
+    type Write: Serialize + DeserializeOwned + Send + Sync;
+
+    fn name(w: &Self::Write) -> &str;
+
+    /// Checks a write against the rest of the space (references to other documents); `id` is
+    /// the document being replaced, if any.
+    fn check(
+        s: &AppState,
+        space: &Document,
+        w: &Self::Write,
+        id: Option<i64>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Refuses to delete a document others still refer to.
+    fn check_delete(
+        s: &AppState,
+        space: &Document,
+        doc: &Document,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// A space's id as stored on the documents it holds.
+pub(crate) fn space_id(space: &Document) -> String {
+    format!("{SPACE_PREFIX}{}", space.id)
+}
+
+/// The space a path names, by id (`Spaces-1`) or by name whatever its case (`default`).
+pub(crate) async fn resolve_space(s: &AppState, raw: &str) -> Result<Document, ApiError> {
+    let by_id = match raw.strip_prefix(SPACE_PREFIX).and_then(|n| n.parse().ok()) {
+        Some(id) => s.store.get_document("", SPACE, id).await?,
+        None => None,
+    };
+    let found = match by_id {
+        Some(d) => Some(d),
+        None => s.store.find_document("", SPACE, raw).await?,
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("no space {raw:?}")))
+}
+
+/// The number in an id of this resource; 404 for anything else (a malformed id names nothing).
+pub(crate) fn doc_number<R: DocumentResource>(raw: &str) -> Result<i64, ApiError> {
+    raw.strip_prefix(R::ID_PREFIX)
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase())))
+}
+
+/// A document as the API shows it: its own fields, and `id`, `name`, `space_id`, `version`,
+/// `created_at`, `modified_at`.
+pub(crate) fn shown(prefix: &str, d: &Document) -> Value {
+    let mut out = match &d.body {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    out.insert("id".into(), json!(format!("{prefix}{}", d.id)));
+    out.insert("name".into(), json!(d.name));
+    if !d.space.is_empty() {
+        out.insert("space_id".into(), json!(d.space));
+    }
+    out.insert("version".into(), json!(d.version));
+    out.insert("created_at".into(), json!(format_rfc3339_ms(d.created_at)));
+    out.insert(
+        "modified_at".into(),
+        json!(format_rfc3339_ms(d.modified_at)),
+    );
+    Value::Object(out)
+}
+
+/// The answer for one document: its JSON and its version as the `ETag`.
+fn one(prefix: &str, status: StatusCode, d: &Document) -> ApiResult {
+    let etag = format!("\"{}\"", d.version);
+    Ok((status, [(header::ETAG, etag)], Json(shown(prefix, d))).into_response())
+}
+
+/// The body stored for a write: everything but the name (kept in its own column).
+fn stored_body<W: Serialize>(w: &W) -> Result<Value, ApiError> {
+    let mut v = serde_json::to_value(w)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("encode: {e}")))?;
+    if let Value::Object(m) = &mut v {
+        m.remove("name");
+    }
+    Ok(v)
+}
+
+/// A write's body: the resource's fields, and the version it was read at (`version`, or the
+/// `If-Match` header).
+fn split_version(mut body: Value, headers: &HeaderMap) -> Result<(Value, Option<i64>), ApiError> {
+    let in_body = match &mut body {
+        Value::Object(m) => m.remove("version"),
+        _ => return Err(ApiError::bad_request("the body must be a JSON object")),
+    };
+    let in_body = match in_body {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::bad_request("version: a whole number (the version the document was read at)")
+        })?),
+    };
+    let in_header = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("If-Match: the version in quotes, e.g. \"3\"")
+                })?,
+        ),
+    };
+    if let (Some(a), Some(b)) = (in_body, in_header) {
+        if a != b {
+            return Err(ApiError::bad_request(format!(
+                "version {a} and If-Match {b} disagree"
+            )));
+        }
+    }
+    Ok((body, in_body.or(in_header)))
+}
+
+fn parse_write<R: DocumentResource>(body: Value) -> Result<R::Write, ApiError> {
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+fn stale<R: DocumentResource>(id: i64, current: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!(
+            "{}{id} changed since it was read: it is at version {current}; read it again and \
+             reapply the change",
+            R::ID_PREFIX
+        ),
+    )
+}
+
+pub(crate) async fn list<R: DocumentResource>(
+    State(s): State<AppState>,
+    PathParams(space): PathParams<String>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let docs = s.store.list_documents(&space_id(&space), R::KIND).await?;
+    let items: Vec<Value> = docs.iter().map(|d| shown(R::ID_PREFIX, d)).collect();
+    Ok(Json(Page::all(items)).into_response())
+}
+
+pub(crate) async fn get_one<R: DocumentResource>(
+    State(s): State<AppState>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let id = doc_number::<R>(&raw)?;
+    let doc = s
+        .store
+        .get_document(&space_id(&space), R::KIND, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase())))?;
+    one(R::ID_PREFIX, StatusCode::OK, &doc)
+}
+
+pub(crate) async fn create<R: DocumentResource>(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(space): PathParams<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let (body, _) = split_version(body, &headers)?;
+    let w = parse_write::<R>(body)?;
+    R::check(&s, &space, &w, None).await?;
+    let stored = stored_body(&w)?;
+    let sid = space_id(&space);
+    let by = caller.clone();
+    let audit: Audit<Document> = Box::new(move |d| {
+        by.event(
+            &format!("{}.create", R::EVENT),
+            format!("{}{}", R::ID_PREFIX, d.id),
+            json!({"name": d.name, "space": d.space}),
+        )
+    });
+    let doc = s
+        .store
+        .create_document(
+            &DocumentWrite {
+                space: &sid,
+                kind: R::KIND,
+                name: R::name(&w),
+                body: &stored,
+            },
+            Some(audit),
+        )
+        .await?;
+    one(R::ID_PREFIX, StatusCode::CREATED, &doc)
+}
+
+pub(crate) async fn replace<R: DocumentResource>(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let id = doc_number::<R>(&raw)?;
+    let (body, version) = split_version(body, &headers)?;
+    let version = version.ok_or_else(|| {
+        ApiError::bad_request(
+            "version: give the version the document was read at (`\"version\": N` or \
+             `If-Match: \"N\"`), so a change made meanwhile is not overwritten",
+        )
+    })?;
+    let w = parse_write::<R>(body)?;
+    R::check(&s, &space, &w, Some(id)).await?;
+    let stored = stored_body(&w)?;
+    let sid = space_id(&space);
+    let by = caller.clone();
+    let audit: Audit<Document> = Box::new(move |d| {
+        by.event(
+            &format!("{}.update", R::EVENT),
+            format!("{}{}", R::ID_PREFIX, d.id),
+            json!({"name": d.name, "version": d.version}),
+        )
+    });
+    let write = DocumentWrite {
+        space: &sid,
+        kind: R::KIND,
+        name: R::name(&w),
+        body: &stored,
+    };
+    match s
+        .store
+        .update_document(id, version, &write, Some(audit))
+        .await?
+    {
+        Written::Done(doc) => one(R::ID_PREFIX, StatusCode::OK, &doc),
+        Written::NotFound => Err(ApiError::not_found(format!(
+            "no {} {raw}",
+            R::KIND.to_lowercase()
+        ))),
+        Written::Stale { current } => Err(stale::<R>(id, current)),
+    }
+}
+
+pub(crate) async fn delete<R: DocumentResource>(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let id = doc_number::<R>(&raw)?;
+    let (_, version) = split_version(json!({}), &headers)?;
+    let sid = space_id(&space);
+    let missing = || ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase()));
+    let doc = s
+        .store
+        .get_document(&sid, R::KIND, id)
+        .await?
+        .ok_or_else(missing)?;
+    R::check_delete(&s, &space, &doc).await?;
+    let audit = audit_as(caller.event(
+        &format!("{}.delete", R::EVENT),
+        format!("{}{id}", R::ID_PREFIX),
+        json!({"name": doc.name}),
+    ));
+    match s
+        .store
+        .delete_document(&sid, R::KIND, id, version, Some(audit))
+        .await?
+    {
+        Written::Done(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Written::NotFound => Err(missing()),
+        Written::Stale { current } => Err(stale::<R>(id, current)),
+    }
+}
+
+/// Body of a reorder: every id of the kind in the space, in the new order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reorder {
+    ids: Vec<String>,
+}
+
+pub(crate) async fn reorder<R: DocumentResource>(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(space): PathParams<String>,
+    JsonBody(req): JsonBody<Reorder>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let ids = req
+        .ids
+        .iter()
+        .map(|raw| {
+            doc_number::<R>(raw).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "ids: {raw:?} is not a {} id",
+                    R::KIND.to_lowercase()
+                ))
+            })
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    let sid = space_id(&space);
+    let audit = audit_as(caller.event(
+        &format!("{}.reorder", R::EVENT),
+        &sid,
+        json!({"ids": req.ids}),
+    ));
+    if !s
+        .store
+        .reorder_documents(&sid, R::KIND, &ids, Some(audit))
+        .await?
+    {
+        return Err(ApiError::bad_request(format!(
+            "ids: name every {} of the space exactly once",
+            R::KIND.to_lowercase()
+        )));
+    }
+    let docs = s.store.list_documents(&sid, R::KIND).await?;
+    let items: Vec<Value> = docs.iter().map(|d| shown(R::ID_PREFIX, d)).collect();
+    Ok(Json(Page::all(items)).into_response())
+}

@@ -1,0 +1,78 @@
+//! `/api/spaces`: spaces, each holding its own environments, lifecycles and projects. Every
+//! cluster has the space `Default`; a path names a space by id (`Spaces-1`) or by name whatever
+//! its case (`/api/spaces/default/…`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use cuttle_storage::{Audit, Document, DocumentWrite};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::documents::{resolve_space, shown, SPACE, SPACE_PREFIX};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::AppState;
+
+/// What a client writes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpaceWrite {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/spaces", get(list).post(create))
+        .route("/api/spaces/{space}", get(get_one))
+}
+
+async fn list(State(s): State<AppState>) -> ApiResult {
+    let spaces = s.store.list_documents("", SPACE).await?;
+    let items: Vec<Value> = spaces.iter().map(|d| shown(SPACE_PREFIX, d)).collect();
+    Ok(Json(Page::all(items)).into_response())
+}
+
+async fn get_one(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
+    let space = resolve_space(&s, &raw).await?;
+    Ok(Json(shown(SPACE_PREFIX, &space)).into_response())
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(w): JsonBody<SpaceWrite>,
+) -> ApiResult {
+    if w.name.trim().starts_with(SPACE_PREFIX) {
+        return Err(ApiError::bad_request(format!(
+            "name: may not start with {SPACE_PREFIX:?} (paths name spaces by id or name)"
+        )));
+    }
+    let body = json!({"description": w.description});
+    let by = caller.clone();
+    let audit: Audit<Document> = Box::new(move |d| {
+        by.event(
+            "space.create",
+            format!("{SPACE_PREFIX}{}", d.id),
+            json!({"name": d.name}),
+        )
+    });
+    let space = s
+        .store
+        .create_document(
+            &DocumentWrite {
+                space: "",
+                kind: SPACE,
+                name: &w.name,
+                body: &body,
+            },
+            Some(audit),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(shown(SPACE_PREFIX, &space))).into_response())
+}
