@@ -5,6 +5,7 @@ mod capacity;
 mod error;
 mod event;
 mod node;
+pub mod plan;
 mod proxies;
 mod role;
 mod scope;

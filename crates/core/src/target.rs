@@ -218,7 +218,7 @@ pub fn validate_target_name(name: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn validate_tags(field: &str, tags: &[String]) -> Result<(), ValidationError> {
+pub(crate) fn validate_tags(field: &str, tags: &[String]) -> Result<(), ValidationError> {
     if tags.len() > MAX_TAG_COUNT {
         return Err(ValidationError::new(format!(
             "{field}: at most {MAX_TAG_COUNT} entries"

@@ -1,0 +1,17 @@
+//! The deployment planner, without I/O: a project's process and variables, a lifecycle and the
+//! targets of an environment in; which steps run, where, in which batches, with which script
+//! and environment, out. The task that runs a deployment asks it at each step and does only
+//! the I/O.
+
+pub mod lifecycle;
+pub mod process;
+pub mod run;
+pub mod variables;
+
+pub use lifecycle::{check_promotion, effective_phases, PhaseSpec, PromotionError};
+pub use process::{Action, Condition, Process, Step, DEFAULT_STEP_TIMEOUT_SECS, MAX_STEPS};
+pub use run::{batches, decide, groups, place, Decision, Placement};
+pub use variables::{
+    env_name, environment, mask, parse_set_variable, resolve, secrets, substitute,
+    validate_variables, Context, SubstitutionError, Value, Variable, VariableScope, MASK,
+};

@@ -1,0 +1,626 @@
+//! Project variables: which value applies where (scoping), `#{Name}` substitution, the names
+//! scripts see them under, output variables scripts set, and masking sensitive values.
+//!
+//! **Scoping.** A variable may be scoped to environments, target roles and target names (each
+//! a list; an empty list does not restrict). A value applies where every non-empty list matches
+//! (the environment is listed, one of the target's roles is listed, the target is listed). Among
+//! the values of one name that apply, the most specific wins: a target scope outweighs a role
+//! scope, which outweighs an environment scope (weights 4, 2, 1, summed over the scopes a
+//! value has). Between equally specific values, the one defined first wins. An unscoped value
+//! applies everywhere, and loses to any scoped one that applies.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ValidationError;
+
+/// Longest variable name and value.
+pub const MAX_VARIABLE_NAME_LEN: usize = 200;
+pub const MAX_VARIABLE_VALUE_LEN: usize = 64 * 1024;
+/// What sensitive values are replaced with in logs.
+pub const MASK: &str = "********";
+/// How deep `#{…}` inside values is followed.
+const MAX_DEPTH: usize = 16;
+
+/// Where a value applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableScope {
+    /// Environment ids.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Target names.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+impl VariableScope {
+    /// How specific the scope is (targets 4, roles 2, environments 1), if it applies to `at`.
+    fn weight_at(&self, at: &Context<'_>) -> Option<u8> {
+        let mut weight = 0;
+        if !self.environments.is_empty() {
+            if !self.environments.iter().any(|e| e == at.environment) {
+                return None;
+            }
+            weight += 1;
+        }
+        if !self.roles.is_empty() {
+            if !self.roles.iter().any(|r| at.roles.iter().any(|t| t == r)) {
+                return None;
+            }
+            weight += 2;
+        }
+        if !self.targets.is_empty() {
+            if !at
+                .target
+                .is_some_and(|t| self.targets.iter().any(|x| x == t))
+            {
+                return None;
+            }
+            weight += 4;
+        }
+        Some(weight)
+    }
+}
+
+/// One value of a variable, plain text (a sensitive one already decrypted by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    pub name: String,
+    pub value: String,
+    pub scope: VariableScope,
+    pub sensitive: bool,
+}
+
+/// Where values are being resolved: the environment (id), and the target when on one.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub environment: &'a str,
+    pub target: Option<&'a str>,
+    pub roles: &'a [String],
+}
+
+/// A resolved value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub value: String,
+    pub sensitive: bool,
+}
+
+/// The values that apply at `at`, one per name: the project's, then `built_ins` (which no
+/// project variable can override), then output variables of earlier steps
+/// (`Output.<step>.<name>`).
+pub fn resolve(
+    variables: &[Variable],
+    at: &Context<'_>,
+    built_ins: &BTreeMap<String, String>,
+    outputs: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let mut best: HashMap<&str, (u8, &Variable)> = HashMap::new();
+    for v in variables {
+        let Some(weight) = v.scope.weight_at(at) else {
+            continue;
+        };
+        match best.get(v.name.as_str()) {
+            Some((w, _)) if *w >= weight => {}
+            _ => {
+                best.insert(&v.name, (weight, v));
+            }
+        }
+    }
+    let mut out: BTreeMap<String, Value> = best
+        .into_iter()
+        .map(|(name, (_, v))| {
+            (
+                name.to_owned(),
+                Value {
+                    value: v.value.clone(),
+                    sensitive: v.sensitive,
+                },
+            )
+        })
+        .collect();
+    for (k, v) in built_ins {
+        out.insert(
+            k.clone(),
+            Value {
+                value: v.clone(),
+                sensitive: false,
+            },
+        );
+    }
+    for (k, v) in outputs {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+/// Why a substitution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstitutionError {
+    #[error("variable {0:?} is not defined here (#{{{0}}})")]
+    Undefined(String),
+    #[error("variable {0:?} refers to itself through #{{…}}")]
+    Cycle(String),
+    #[error("an unclosed #{{ at byte {0}")]
+    Unclosed(usize),
+}
+
+/// Replaces every `#{Name}` in `text` with its value (values may themselves hold `#{…}`);
+/// `##{` stands for a literal `#{`. An undefined name is an error naming it.
+pub fn substitute(
+    text: &str,
+    values: &BTreeMap<String, Value>,
+) -> Result<String, SubstitutionError> {
+    expand(text, values, &mut Vec::new())
+}
+
+fn expand(
+    text: &str,
+    values: &BTreeMap<String, Value>,
+    stack: &mut Vec<String>,
+) -> Result<String, SubstitutionError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(i) = rest.find("#{") {
+        if rest[..i].ends_with('#') {
+            // `##{` → a literal `#{`.
+            out.push_str(&rest[..i - 1]);
+            out.push_str("#{");
+            rest = &rest[i + 2..];
+            offset += i + 2;
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(SubstitutionError::Unclosed(offset + i));
+        };
+        let name = after[..end].trim();
+        let value = values
+            .get(name)
+            .ok_or_else(|| SubstitutionError::Undefined(name.to_owned()))?;
+        if stack.iter().any(|n| n == name) || stack.len() >= MAX_DEPTH {
+            return Err(SubstitutionError::Cycle(name.to_owned()));
+        }
+        stack.push(name.to_owned());
+        out.push_str(&expand(&value.value, values, stack)?);
+        stack.pop();
+        rest = &after[end + 1..];
+        offset += i + 2 + end + 1;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The environment variable a script sees a variable as: `CUTTLE_VAR_` and the name in upper
+/// case, every character other than a letter or digit replaced by `_`
+/// (`Cuttle.Project.Name` → `CUTTLE_VAR_CUTTLE_PROJECT_NAME`).
+pub fn env_name(name: &str) -> String {
+    let mangled: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("CUTTLE_VAR_{mangled}")
+}
+
+/// The environment for a script: every resolved value under its [`env_name`]. When two names
+/// mangle to one, the name that sorts last wins.
+pub fn environment(values: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|(k, v)| (env_name(k), v.value.clone()))
+        .collect()
+}
+
+/// The sensitive values among `values`, longest first (so a value containing another is masked
+/// whole), for [`mask`].
+pub fn secrets(values: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut s: Vec<String> = values
+        .values()
+        .filter(|v| v.sensitive && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect();
+    s.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    s.dedup();
+    s
+}
+
+/// `line` with every occurrence of each secret replaced by [`MASK`].
+pub fn mask(line: &str, secrets: &[String]) -> String {
+    let mut out = line.to_owned();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), MASK);
+        }
+    }
+    out
+}
+
+/// An output variable a script set: a line `##cuttle[setVariable name='X' value='Y']`
+/// (values in single quotes; `\'` and `\\` escape a quote and a backslash). `None` for any
+/// other line.
+pub fn parse_set_variable(line: &str) -> Option<Result<(String, String), ValidationError>> {
+    let rest = line.trim().strip_prefix("##cuttle[setVariable ")?;
+    let Some(body) = rest.strip_suffix(']') else {
+        return Some(Err(ValidationError::new(
+            "setVariable: the line must end with ]",
+        )));
+    };
+    let mut fields = BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if chars.next() != Some('\'') {
+            return Some(Err(ValidationError::new(format!(
+                "setVariable: {key:?} needs a value in single quotes"
+            ))));
+        }
+        let mut value = String::new();
+        let mut closed = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(e @ ('\'' | '\\')) => value.push(e),
+                    Some(other) => {
+                        value.push('\\');
+                        value.push(other);
+                    }
+                    None => break,
+                },
+                '\'' => {
+                    closed = true;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        if !closed {
+            return Some(Err(ValidationError::new(format!(
+                "setVariable: the value of {key:?} is not closed"
+            ))));
+        }
+        fields.insert(key.trim().to_owned(), value);
+    }
+    let (Some(name), Some(value)) = (fields.remove("name"), fields.remove("value")) else {
+        return Some(Err(ValidationError::new(
+            "setVariable: needs name='…' and value='…'",
+        )));
+    };
+    if let Some(extra) = fields.keys().next() {
+        return Some(Err(ValidationError::new(format!(
+            "setVariable: unknown field {extra:?}"
+        ))));
+    }
+    if name.is_empty() || name.len() > MAX_VARIABLE_NAME_LEN || name.contains(['#', '{', '}']) {
+        return Some(Err(ValidationError::new(format!(
+            "setVariable: invalid name {name:?}"
+        ))));
+    }
+    Some(Ok((name, value)))
+}
+
+/// Checks a project's variables as written; errors name the entry (`variables[3].name: …`).
+pub fn validate_variables(vars: &[Variable]) -> Result<(), ValidationError> {
+    for (i, v) in vars.iter().enumerate() {
+        let at = format!("variables[{i}]");
+        let name = v.name.trim();
+        if name.is_empty()
+            || name != v.name
+            || name.chars().count() > MAX_VARIABLE_NAME_LEN
+            || name.contains(['#', '{', '}'])
+            || name.chars().any(char::is_control)
+        {
+            return Err(ValidationError::new(format!(
+                "{at}.name: 1 to {MAX_VARIABLE_NAME_LEN} characters, none of '#', '{{', '}}', \
+                 no leading or trailing spaces"
+            )));
+        }
+        if name.starts_with("Cuttle.") || name.starts_with("Output.") {
+            return Err(ValidationError::new(format!(
+                "{at}.name: names starting with Cuttle. or Output. are the cluster's own"
+            )));
+        }
+        if v.value.len() > MAX_VARIABLE_VALUE_LEN {
+            return Err(ValidationError::new(format!(
+                "{at}.value: at most {} KiB",
+                MAX_VARIABLE_VALUE_LEN / 1024
+            )));
+        }
+        crate::target::validate_tags(&format!("{at}.scope.roles"), &v.scope.roles)?;
+        crate::target::validate_tags(&format!("{at}.scope.targets"), &v.scope.targets)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(name: &str, value: &str, scope: VariableScope) -> Variable {
+        Variable {
+            name: name.into(),
+            value: value.into(),
+            scope,
+            sensitive: false,
+        }
+    }
+
+    fn scope(envs: &[&str], roles: &[&str], targets: &[&str]) -> VariableScope {
+        let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        VariableScope {
+            environments: own(envs),
+            roles: own(roles),
+            targets: own(targets),
+        }
+    }
+
+    fn at<'a>(env: &'a str, target: Option<&'a str>, roles: &'a [String]) -> Context<'a> {
+        Context {
+            environment: env,
+            target,
+            roles,
+        }
+    }
+
+    fn value_of(vars: &[Variable], c: &Context<'_>) -> Option<String> {
+        resolve(vars, c, &BTreeMap::new(), &BTreeMap::new())
+            .get("Conn")
+            .map(|v| v.value.clone())
+    }
+
+    #[test]
+    fn the_most_specific_scope_that_applies_wins() {
+        let vars = vec![
+            var("Conn", "any", VariableScope::default()),
+            var("Conn", "prod", scope(&["Env-prod"], &[], &[])),
+            var("Conn", "prod-web", scope(&["Env-prod"], &["web"], &[])),
+            var("Conn", "db", scope(&[], &["db"], &[])),
+            var("Conn", "web-1", scope(&[], &[], &["web-1"])),
+            var(
+                "Conn",
+                "test-or-prod",
+                scope(&["Env-test", "Env-prod"], &[], &[]),
+            ),
+        ];
+        let web = ["web".to_owned()];
+        let db = ["db".to_owned()];
+        let none: [String; 0] = [];
+        // Unscoped where nothing narrower applies.
+        assert_eq!(
+            value_of(&vars, &at("Env-dev", None, &none)).as_deref(),
+            Some("any")
+        );
+        // Environment beats unscoped; the first of two equally specific wins.
+        assert_eq!(
+            value_of(&vars, &at("Env-prod", None, &none)).as_deref(),
+            Some("prod")
+        );
+        assert_eq!(
+            value_of(&vars, &at("Env-test", None, &none)).as_deref(),
+            Some("test-or-prod")
+        );
+        // Role (2) beats environment (1); role and environment (3) beat role alone.
+        assert_eq!(
+            value_of(&vars, &at("Env-dev", Some("db-1"), &db)).as_deref(),
+            Some("db")
+        );
+        assert_eq!(
+            value_of(&vars, &at("Env-prod", Some("db-1"), &db)).as_deref(),
+            Some("db")
+        );
+        assert_eq!(
+            value_of(&vars, &at("Env-prod", Some("web-2"), &web)).as_deref(),
+            Some("prod-web")
+        );
+        // Target (4) beats role and environment together (3).
+        assert_eq!(
+            value_of(&vars, &at("Env-prod", Some("web-1"), &web)).as_deref(),
+            Some("web-1")
+        );
+        // A scope names a target only on that target: on the node, it never applies.
+        assert_eq!(
+            value_of(&vars, &at("Env-dev", None, &web)).as_deref(),
+            Some("any")
+        );
+        // No value applies: the name is undefined there.
+        let scoped = vec![var("Conn", "prod", scope(&["Env-prod"], &[], &[]))];
+        assert_eq!(value_of(&scoped, &at("Env-dev", None, &none)), None);
+    }
+
+    #[test]
+    fn built_ins_and_outputs_cannot_be_overridden_by_project_variables() {
+        let vars = vec![var(
+            "Cuttle.Project.Name",
+            "forged",
+            VariableScope::default(),
+        )];
+        let built = BTreeMap::from([("Cuttle.Project.Name".to_owned(), "Shop".to_owned())]);
+        let outputs = BTreeMap::from([(
+            "Output.Build.Version".to_owned(),
+            Value {
+                value: "1.2".into(),
+                sensitive: false,
+            },
+        )]);
+        let none: [String; 0] = [];
+        let r = resolve(&vars, &at("E", None, &none), &built, &outputs);
+        assert_eq!(r["Cuttle.Project.Name"].value, "Shop");
+        assert_eq!(r["Output.Build.Version"].value, "1.2");
+        assert!(validate_variables(&vars)
+            .unwrap_err()
+            .0
+            .contains("cluster's own"));
+    }
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    Value {
+                        value: (*v).to_owned(),
+                        sensitive: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn substitution_follows_references_and_names_what_is_missing() {
+        let v = values(&[
+            ("Host", "db.#{Domain}"),
+            ("Domain", "example.com"),
+            ("Loop", "#{Loop}"),
+            ("A", "#{B}"),
+            ("B", "#{A}"),
+        ]);
+        assert_eq!(
+            substitute("connect #{Host}:5432 # comment", &v).unwrap(),
+            "connect db.example.com:5432 # comment"
+        );
+        assert_eq!(substitute("#{ Domain }", &v).unwrap(), "example.com");
+        assert_eq!(
+            substitute("literal ##{Host}", &v).unwrap(),
+            "literal #{Host}"
+        );
+        assert_eq!(substitute("no variables", &v).unwrap(), "no variables");
+        assert_eq!(
+            substitute("#{Nope}", &v).unwrap_err(),
+            SubstitutionError::Undefined("Nope".into())
+        );
+        assert_eq!(
+            substitute("#{Loop}", &v).unwrap_err(),
+            SubstitutionError::Cycle("Loop".into())
+        );
+        assert_eq!(
+            substitute("#{A}", &v).unwrap_err(),
+            SubstitutionError::Cycle("A".into())
+        );
+        assert_eq!(
+            substitute("x #{Host", &v).unwrap_err(),
+            SubstitutionError::Unclosed(2)
+        );
+        assert!(substitute("#{Nope}", &v)
+            .unwrap_err()
+            .to_string()
+            .contains("\"Nope\""));
+    }
+
+    #[test]
+    fn scripts_see_variables_under_mangled_names() {
+        assert_eq!(
+            env_name("Cuttle.Project.Name"),
+            "CUTTLE_VAR_CUTTLE_PROJECT_NAME"
+        );
+        assert_eq!(env_name("db-port 2"), "CUTTLE_VAR_DB_PORT_2");
+        assert_eq!(env_name("Ünïcode"), "CUTTLE_VAR__N_CODE");
+        let env = environment(&values(&[("a.b", "1"), ("a_b", "2")]));
+        assert_eq!(env.len(), 1);
+        assert_eq!(env["CUTTLE_VAR_A_B"], "2", "the name that sorts last wins");
+    }
+
+    #[test]
+    fn sensitive_values_are_masked_longest_first() {
+        let mut v = values(&[("Pw", "hunter2"), ("Plain", "hello")]);
+        v.insert(
+            "Long".into(),
+            Value {
+                value: "hunter2-extra".into(),
+                sensitive: true,
+            },
+        );
+        v.get_mut("Pw").unwrap().sensitive = true;
+        let s = secrets(&v);
+        assert_eq!(s, ["hunter2-extra", "hunter2"]);
+        assert_eq!(
+            mask("pw=hunter2 long=hunter2-extra hello", &s),
+            "pw=******** long=******** hello"
+        );
+        assert_eq!(mask("nothing here", &s), "nothing here");
+    }
+
+    #[test]
+    fn output_variables_are_read_from_their_line_and_anything_else_is_ignored() {
+        assert_eq!(
+            parse_set_variable("##cuttle[setVariable name='Version' value='1.4.2']")
+                .unwrap()
+                .unwrap(),
+            ("Version".into(), "1.4.2".into())
+        );
+        assert_eq!(
+            parse_set_variable(r"  ##cuttle[setVariable value='it\'s a \\ path' name='Msg']")
+                .unwrap()
+                .unwrap(),
+            ("Msg".into(), r"it's a \ path".into())
+        );
+        assert_eq!(
+            parse_set_variable("##cuttle[setVariable name='Empty' value='']")
+                .unwrap()
+                .unwrap(),
+            ("Empty".into(), String::new())
+        );
+        assert!(parse_set_variable("echo hello").is_none());
+        assert!(parse_set_variable("##cuttle[createArtifact path='x']").is_none());
+        for bad in [
+            "##cuttle[setVariable name='X']",
+            "##cuttle[setVariable name='X' value='unclosed]",
+            "##cuttle[setVariable name=X value='1']",
+            "##cuttle[setVariable name='X' value='1' colour='red']",
+            "##cuttle[setVariable name='#{X}' value='1']",
+            "##cuttle[setVariable name='X' value='1'",
+        ] {
+            assert!(parse_set_variable(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn variables_are_checked_naming_the_entry() {
+        let ok = vec![var("Conn", "x", scope(&["E"], &["web"], &["t1"]))];
+        validate_variables(&ok).unwrap();
+        for (v, says) in [
+            (var("", "x", VariableScope::default()), "variables[0].name"),
+            (
+                var("A#{B}", "x", VariableScope::default()),
+                "variables[0].name",
+            ),
+            (
+                var("Output.X", "x", VariableScope::default()),
+                "cluster's own",
+            ),
+            (
+                var(
+                    "V",
+                    &"x".repeat(MAX_VARIABLE_VALUE_LEN + 1),
+                    VariableScope::default(),
+                ),
+                "variables[0].value",
+            ),
+            (
+                var("V", "x", scope(&[], &[""], &[])),
+                "variables[0].scope.roles",
+            ),
+        ] {
+            let e = validate_variables(&[v]).unwrap_err();
+            assert!(e.0.contains(says), "{} should say {says}", e.0);
+        }
+    }
+}
