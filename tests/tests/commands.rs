@@ -685,7 +685,7 @@ fn the_master_key_is_rotated_while_the_cluster_runs() {
             new_key.to_str().unwrap(),
         ],
     ));
-    assert!(out.contains("re-encrypted 2 secret(s)"), "{out}");
+    assert!(out.contains("re-encrypted 3 secret(s)"), "{out}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&new_key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the new key file is private from creation");

@@ -4,7 +4,10 @@
 use cuttle_e2e::{Cluster, Database, Node, NodeOptions};
 use serde_json::{json, Value};
 
-cuttle_e2e::on_every_database!(environments_and_lifecycles_are_versioned_ordered_and_checked,);
+cuttle_e2e::on_every_database!(
+    environments_and_lifecycles_are_versioned_ordered_and_checked,
+    projects_keep_their_process_and_variables_and_never_show_a_sensitive_value,
+);
 
 fn names(list: &Value) -> Vec<String> {
     list["items"]
@@ -244,4 +247,241 @@ fn environments_and_lifecycles_are_versioned_ordered_and_checked(db: Database) {
             n.unexpected_errors()
         );
     }
+}
+
+/// Everything the database holds about documents, as text, where the harness can read it.
+fn stored_documents(cluster: &Cluster) -> Option<String> {
+    if let Some(pg) = cluster.postgres_server() {
+        return Some(pg.psql("SELECT name, body FROM documents").unwrap());
+    }
+    let path = cluster.db_url.strip_prefix("sqlite://")?;
+    let mut all = Vec::new();
+    for suffix in ["", "-wal"] {
+        if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
+            all.extend(bytes);
+        }
+    }
+    Some(String::from_utf8_lossy(&all).into_owned())
+}
+
+fn projects_keep_their_process_and_variables_and_never_show_a_sensitive_value(db: Database) {
+    const SECRET: &str = "s3cr3t-Pa55-Wh1ch-N3ver-Sh0ws";
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let envs = "/api/spaces/default/environments";
+    let dev = id(&n1.post(envs, &json!({"name": "Development"})).1);
+    let prod = id(&n1.post(envs, &json!({"name": "Production"})).1);
+    let (_, lc) = n1.post(
+        "/api/spaces/default/lifecycles",
+        &json!({"name": "Standard", "phases": [{"name": "Dev", "environments": [dev]}, {"name": "Prod", "environments": [prod]}]}),
+    );
+
+    // A project names a lifecycle of its space; its process and variables have their own calls.
+    let projects = "/api/spaces/default/projects";
+    let (status, err) = n1.post(
+        projects,
+        &json!({"name": "Shop", "lifecycle_id": "Lifecycles-999"}),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(error_of(&err).contains("lifecycle_id"), "{err}");
+    let (status, shop) = n1.post(
+        projects,
+        &json!({"name": "Shop", "lifecycle_id": id(&lc), "retention": {"releases_to_keep": 5}}),
+    );
+    assert_eq!(status, 201, "{shop}");
+    assert!(
+        shop.get("process").is_none() && shop.get("variables").is_none(),
+        "{shop}"
+    );
+    assert_eq!(shop["retention"]["releases_to_keep"], 5);
+    let shop_path = format!("{projects}/{}", id(&shop));
+    let process_path = format!("{shop_path}/deploymentprocess");
+    let (status, process) = n2.get(&process_path);
+    assert_eq!(
+        (status, process["steps"].clone(), process["version"].clone()),
+        (200, json!([]), json!(1))
+    );
+
+    // The process is saved as a whole, checked, at the version read.
+    let steps = json!([
+        {"name": "Deploy web", "target_roles": ["web"], "action": {"type": "script", "script": "echo web #{ConnStr}"}},
+        {"name": "Migrate", "target_roles": ["db"], "action": {"type": "script", "script": "echo db", "timeout_secs": 600}, "environments": [prod]},
+        {"name": "Notify", "condition": "always", "action": {"type": "script", "script": "echo done"}},
+    ]);
+    let (status, saved) = n1.request(
+        "PUT",
+        &process_path,
+        Some(&json!({"steps": steps, "version": 1}).to_string()),
+    );
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(
+        (
+            saved["version"].clone(),
+            saved["steps"][1]["action"]["timeout_secs"].clone()
+        ),
+        (json!(2), json!(600))
+    );
+    assert_eq!(
+        saved["steps"][0]["condition"], "success",
+        "defaults are filled in"
+    );
+    for (bad, says) in [
+        (
+            json!([{"name": "A", "action": {"type": "script", "script": "x"}}, {"name": "a", "action": {"type": "script", "script": "y"}}]),
+            "steps[1].name",
+        ),
+        (
+            json!([{"name": "A", "action": {"type": "script", "script": "x"}, "environments": ["Environments-999"]}]),
+            "not an environment",
+        ),
+        (
+            json!([{"name": "A", "action": {"type": "script", "script": "x"}, "retries": 2}]),
+            "retries",
+        ),
+        (
+            json!([{"name": "A", "action": {"type": "script", "script": "x", "shell": "cmd"}}]),
+            "steps[0].action.shell",
+        ),
+    ] {
+        let (status, err) = n1.request(
+            "PUT",
+            &process_path,
+            Some(&json!({"steps": bad, "version": 2}).to_string()),
+        );
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert!(error_of(&err).contains(says), "{bad}: {err}");
+    }
+    let (status, err) = n2.request(
+        "PUT",
+        &process_path,
+        Some(&json!({"steps": [], "version": 1}).to_string()),
+    );
+    assert_eq!(status, 409, "{err}");
+
+    // Changing the project's settings keeps its process.
+    let (status, changed) = n2.request("PUT", &shop_path, Some(&json!({"name": "Shop", "description": "the shop", "lifecycle_id": id(&lc), "version": 2}).to_string()));
+    assert_eq!(
+        (status, changed["version"].clone()),
+        (200, json!(3)),
+        "{changed}"
+    );
+    assert_eq!(
+        n1.get(&process_path).1["steps"].as_array().unwrap().len(),
+        3
+    );
+
+    // Variables: a sensitive value is accepted, stored encrypted and never shown again.
+    let vars_path = format!("{shop_path}/variables");
+    let (status, vars) = n1.request(
+        "PUT",
+        &vars_path,
+        Some(
+            &json!({"version": 3, "variables": [
+                {"name": "ConnStr", "value": "Server=db-prod", "scope": {"environments": [prod]}},
+                {"name": "ConnStr", "value": "Server=localhost"},
+                {"name": "ApiPassword", "value": SECRET, "sensitive": true},
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 200, "{vars}");
+    assert_eq!(vars["variables"][2]["value"], Value::Null, "{vars}");
+    assert_eq!(vars["variables"][0]["value"], "Server=db-prod");
+    let password_id = vars["variables"][2]["id"].as_str().unwrap().to_owned();
+    // Saving the set again keeps the sensitive value by its id, without sending it.
+    let (status, vars) = n2.request("PUT", &vars_path, Some(&json!({"version": 4, "variables": [
+        {"name": "ConnStr", "value": "Server=localhost"},
+        {"id": password_id, "name": "ApiPassword", "sensitive": true},
+        {"name": "Region", "value": "eu", "scope": {"roles": ["web"], "targets": ["web-1"]}},
+    ]}).to_string()));
+    assert_eq!(status, 200, "{vars}");
+    assert_eq!(vars["variables"][1]["id"], password_id.as_str());
+    for (bad, says) in [
+        (
+            json!([{"name": "New", "sensitive": true}]),
+            "variables[0].value",
+        ),
+        (
+            json!([{"id": "Variables-999", "name": "X", "value": "1"}]),
+            "variables[0].id",
+        ),
+        (json!([{"name": "Y"}]), "variables[0].value"),
+        (
+            json!([{"name": "Cuttle.Project.Name", "value": "x"}]),
+            "cluster's own",
+        ),
+        (
+            json!([{"name": "Z", "value": "1", "scope": {"environments": ["Environments-999"]}}]),
+            "not an environment",
+        ),
+    ] {
+        let (status, err) = n1.request(
+            "PUT",
+            &vars_path,
+            Some(&json!({"version": 5, "variables": bad}).to_string()),
+        );
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert!(error_of(&err).contains(says), "{bad}: {err}");
+    }
+    // The value is in no answer, no event, and not in the database in the clear.
+    let mut seen = String::new();
+    for n in [&n1, &n2] {
+        for path in [
+            vars_path.as_str(),
+            shop_path.as_str(),
+            process_path.as_str(),
+            "/api/events?limit=100",
+            projects,
+        ] {
+            seen.push_str(&n.get(path).1.to_string());
+        }
+    }
+    assert!(!seen.contains(SECRET), "a sensitive value was shown");
+    if let Some(stored) = stored_documents(&cluster) {
+        assert!(
+            stored.contains("ApiPassword"),
+            "the harness reads the documents"
+        );
+        assert!(
+            !stored.contains(SECRET),
+            "a sensitive value is stored in the clear"
+        );
+    }
+    for n in [&n1, &n2] {
+        assert!(
+            !n.stderr_text().contains(SECRET) && !n.stdout_text().contains(SECRET),
+            "logged"
+        );
+    }
+
+    // Operators change projects; deployers only read them.
+    let (_, deployer) = n1.post("/api/keys", &json!({"name": "ci", "scope": "deployer"}));
+    let deployer = deployer["key"].as_str().unwrap();
+    let (status, body) = n2.request_with_key(deployer, "GET", &vars_path, None);
+    assert_eq!(status, 200, "{body}");
+    let (status, err) = n2.request_with_key(
+        deployer,
+        "PUT",
+        &process_path,
+        Some(r#"{"steps":[],"version":5}"#),
+    );
+    assert_eq!(status, 403, "{err}");
+    let (_, events) = n1.get("/api/events?limit=100");
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "project.create",
+        "project.update",
+        "project.process.update",
+        "project.variables.update",
+    ] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
+    assert_eq!(n1.request("DELETE", &shop_path, None).0, 204);
+    assert_eq!(n2.get(&process_path).0, 404);
 }

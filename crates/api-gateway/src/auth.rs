@@ -222,6 +222,47 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         "/api/spaces/{space}/lifecycles/{id}",
         need(Scope::Operator),
     ),
+    ("GET", "/api/spaces/{space}/projects", need(Scope::Reader)),
+    (
+        "POST",
+        "/api/spaces/{space}/projects",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/projects/{id}",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/projects/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "DELETE",
+        "/api/spaces/{space}/projects/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/projects/{id}/deploymentprocess",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/projects/{id}/deploymentprocess",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/projects/{id}/variables",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/projects/{id}/variables",
+        need(Scope::Operator),
+    ),
 ];
 
 pub(crate) fn route_need(method: &Method, route: &str) -> Need {

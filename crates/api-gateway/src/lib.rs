@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use cuttle_core::TrustedProxies;
-use cuttle_storage::{ApiKeyHasher, SharedStore, Store};
+use cuttle_storage::{ApiKeyHasher, MasterKey, SharedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +57,8 @@ pub struct ApiDeps {
     pub cluster: cuttle_tls::ClusterTls,
     /// Hashes presented API keys the way they are stored.
     pub key_hasher: ApiKeyHasher,
+    /// Encrypts sensitive variable values.
+    pub variable_key: MasterKey,
 }
 
 #[derive(Clone)]
@@ -67,6 +69,7 @@ pub(crate) struct AppState {
     pub(crate) shutting_down: Arc<AtomicBool>,
     pub(crate) keys: Arc<auth::KeyCache>,
     pub(crate) hasher: ApiKeyHasher,
+    pub(crate) variable_key: MasterKey,
     pub(crate) waker: wake::Waker,
 }
 
@@ -98,6 +101,7 @@ pub async fn serve(
         shutting_down: deps.shutting_down,
         keys: Arc::new(auth::KeyCache::default()),
         hasher: deps.key_hasher,
+        variable_key: deps.variable_key,
         waker,
     };
     let https = state.config.https.clone();

@@ -40,6 +40,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     tracing::info!(thumbprint = %cluster.identity.thumbprint(), "cluster certificate");
     let shared = startup::shared_store(&cfg, &store).await?;
     let key_hasher = store.api_key_hasher(&master_key).await?;
+    let variable_key = store.variable_key(&master_key).await?;
     let generated_key = startup::bootstrap_api_key(&cfg, &store, &key_hasher).await?;
 
     let http = if cfg.roles.contains(Role::Api) {
@@ -238,6 +239,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             local_wake,
             cluster: cluster.clone(),
             key_hasher: key_hasher.clone(),
+            variable_key: variable_key.clone(),
         };
         let stop = rest_stop.clone();
         rest.spawn(async move {

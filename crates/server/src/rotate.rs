@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use cuttle_storage::{MasterKey, Store, SETTING_API_KEY_SECRET};
+use cuttle_storage::{MasterKey, Store, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
 use serde_json::Value;
 
 use crate::cluster_cert::SEALED_SETTINGS;
@@ -51,13 +51,14 @@ pub(crate) async fn rotate_master_key(
         bail!("the new master key is the one in use: nothing to rotate");
     }
     let mut changes = vec![(SETTING_KEY_CHECK.to_owned(), check, new.key_check_value()?)];
-    if let Some(sealed) = store.get_setting(SETTING_API_KEY_SECRET).await? {
-        let secret = old.decrypt(&sealed).context("the API-key secret")?;
-        changes.push((
-            SETTING_API_KEY_SECRET.to_owned(),
-            sealed,
-            new.encrypt(&secret)?,
-        ));
+    // Secrets sealed whole with the master key: the API-key secret, the variables' key.
+    for setting in [SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY] {
+        if let Some(sealed) = store.get_setting(setting).await? {
+            let secret = old
+                .decrypt(&sealed)
+                .with_context(|| format!("the secret in setting {setting}"))?;
+            changes.push((setting.to_owned(), sealed, new.encrypt(&secret)?));
+        }
     }
     for setting in SEALED_SETTINGS {
         let Some(stored) = store.get_setting(setting).await?.filter(|s| !s.is_empty()) else {

@@ -18,6 +18,7 @@ pub use db::{
     audit_as, ApiKeyRow, Audit, ClaimedTask, Completion, Document, DocumentWrite, FoundApiKey,
     LostNode, MigrationReport, NewApiKey, NodeRegistration, NodeState, OwnedTask, Store,
     StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, SCHEMA_VERSION, SETTING_API_KEY_SECRET,
+    SETTING_VARIABLE_KEY,
 };
 pub use error::Error;
 

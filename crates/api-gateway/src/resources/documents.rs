@@ -47,6 +47,19 @@ pub(crate) trait DocumentResource: Send + Sync + 'static {
         id: Option<i64>,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
+    /// The body to store for a write: by default the write without its name. A resource whose
+    /// document holds more than its write (a project's process and variables) keeps the rest of
+    /// `existing`.
+    fn merge(existing: Option<&Value>, w: &Self::Write) -> Result<Value, ApiError> {
+        let _ = existing;
+        stored_body(w)
+    }
+
+    /// The document as the API shows it (by default everything it holds).
+    fn show(d: &Document) -> Value {
+        shown(Self::ID_PREFIX, d)
+    }
+
     /// Refuses to delete a document others still refer to.
     fn check_delete(
         s: &AppState,
@@ -102,13 +115,13 @@ pub(crate) fn shown(prefix: &str, d: &Document) -> Value {
 }
 
 /// The answer for one document: its JSON and its version as the `ETag`.
-fn one(prefix: &str, status: StatusCode, d: &Document) -> ApiResult {
+fn one<R: DocumentResource>(status: StatusCode, d: &Document) -> ApiResult {
     let etag = format!("\"{}\"", d.version);
-    Ok((status, [(header::ETAG, etag)], Json(shown(prefix, d))).into_response())
+    Ok((status, [(header::ETAG, etag)], Json(R::show(d))).into_response())
 }
 
 /// The body stored for a write: everything but the name (kept in its own column).
-fn stored_body<W: Serialize>(w: &W) -> Result<Value, ApiError> {
+pub(crate) fn stored_body<W: Serialize>(w: &W) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(w)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("encode: {e}")))?;
     if let Value::Object(m) = &mut v {
@@ -119,7 +132,10 @@ fn stored_body<W: Serialize>(w: &W) -> Result<Value, ApiError> {
 
 /// A write's body: the resource's fields, and the version it was read at (`version`, or the
 /// `If-Match` header).
-fn split_version(mut body: Value, headers: &HeaderMap) -> Result<(Value, Option<i64>), ApiError> {
+pub(crate) fn split_version(
+    mut body: Value,
+    headers: &HeaderMap,
+) -> Result<(Value, Option<i64>), ApiError> {
     let in_body = match &mut body {
         Value::Object(m) => m.remove("version"),
         _ => return Err(ApiError::bad_request("the body must be a JSON object")),
@@ -157,14 +173,28 @@ fn parse_write<R: DocumentResource>(body: Value) -> Result<R::Write, ApiError> {
 }
 
 fn stale<R: DocumentResource>(id: i64, current: i64) -> ApiError {
+    stale_error(&format!("{}{id}", R::ID_PREFIX), current)
+}
+
+/// The 409 of a write made at an old version.
+pub(crate) fn stale_error(id: &str, current: i64) -> ApiError {
     ApiError::new(
         ErrorCode::Conflict,
         format!(
-            "{}{id} changed since it was read: it is at version {current}; read it again and \
-             reapply the change",
-            R::ID_PREFIX
+            "{id} changed since it was read: it is at version {current}; read it again and \
+             reapply the change"
         ),
     )
+}
+
+/// The version a write names; 400 when it names none.
+pub(crate) fn required_version(version: Option<i64>) -> Result<i64, ApiError> {
+    version.ok_or_else(|| {
+        ApiError::bad_request(
+            "version: give the version the document was read at (`\"version\": N` or \
+             `If-Match: \"N\"`), so a change made meanwhile is not overwritten",
+        )
+    })
 }
 
 pub(crate) async fn list<R: DocumentResource>(
@@ -173,7 +203,7 @@ pub(crate) async fn list<R: DocumentResource>(
 ) -> ApiResult {
     let space = resolve_space(&s, &space).await?;
     let docs = s.store.list_documents(&space_id(&space), R::KIND).await?;
-    let items: Vec<Value> = docs.iter().map(|d| shown(R::ID_PREFIX, d)).collect();
+    let items: Vec<Value> = docs.iter().map(R::show).collect();
     Ok(Json(Page::all(items)).into_response())
 }
 
@@ -188,7 +218,7 @@ pub(crate) async fn get_one<R: DocumentResource>(
         .get_document(&space_id(&space), R::KIND, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase())))?;
-    one(R::ID_PREFIX, StatusCode::OK, &doc)
+    one::<R>(StatusCode::OK, &doc)
 }
 
 pub(crate) async fn create<R: DocumentResource>(
@@ -202,7 +232,7 @@ pub(crate) async fn create<R: DocumentResource>(
     let (body, _) = split_version(body, &headers)?;
     let w = parse_write::<R>(body)?;
     R::check(&s, &space, &w, None).await?;
-    let stored = stored_body(&w)?;
+    let stored = R::merge(None, &w)?;
     let sid = space_id(&space);
     let by = caller.clone();
     let audit: Audit<Document> = Box::new(move |d| {
@@ -224,7 +254,7 @@ pub(crate) async fn create<R: DocumentResource>(
             Some(audit),
         )
         .await?;
-    one(R::ID_PREFIX, StatusCode::CREATED, &doc)
+    one::<R>(StatusCode::CREATED, &doc)
 }
 
 pub(crate) async fn replace<R: DocumentResource>(
@@ -237,16 +267,14 @@ pub(crate) async fn replace<R: DocumentResource>(
     let space = resolve_space(&s, &space).await?;
     let id = doc_number::<R>(&raw)?;
     let (body, version) = split_version(body, &headers)?;
-    let version = version.ok_or_else(|| {
-        ApiError::bad_request(
-            "version: give the version the document was read at (`\"version\": N` or \
-             `If-Match: \"N\"`), so a change made meanwhile is not overwritten",
-        )
-    })?;
+    let version = required_version(version)?;
     let w = parse_write::<R>(body)?;
     R::check(&s, &space, &w, Some(id)).await?;
-    let stored = stored_body(&w)?;
     let sid = space_id(&space);
+    // What the write does not cover is kept as it was at the version the client read (a newer
+    // one makes the write stale anyway).
+    let existing = s.store.get_document(&sid, R::KIND, id).await?;
+    let stored = R::merge(existing.as_ref().map(|d| &d.body), &w)?;
     let by = caller.clone();
     let audit: Audit<Document> = Box::new(move |d| {
         by.event(
@@ -266,7 +294,7 @@ pub(crate) async fn replace<R: DocumentResource>(
         .update_document(id, version, &write, Some(audit))
         .await?
     {
-        Written::Done(doc) => one(R::ID_PREFIX, StatusCode::OK, &doc),
+        Written::Done(doc) => one::<R>(StatusCode::OK, &doc),
         Written::NotFound => Err(ApiError::not_found(format!(
             "no {} {raw}",
             R::KIND.to_lowercase()
@@ -351,6 +379,6 @@ pub(crate) async fn reorder<R: DocumentResource>(
         )));
     }
     let docs = s.store.list_documents(&sid, R::KIND).await?;
-    let items: Vec<Value> = docs.iter().map(|d| shown(R::ID_PREFIX, d)).collect();
+    let items: Vec<Value> = docs.iter().map(R::show).collect();
     Ok(Json(Page::all(items)).into_response())
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
-pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET};
+pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
 
 use crate::{Error, Result};
 

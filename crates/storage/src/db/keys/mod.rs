@@ -13,6 +13,10 @@ use crate::{Error, MasterKey, Result};
 
 /// The setting holding the API-key HMAC secret, encrypted with the master key.
 pub const SETTING_API_KEY_SECRET: &str = "api_key_hmac_key";
+/// The setting holding the key sensitive variables are encrypted with, itself encrypted with
+/// the master key (envelope encryption: rotating the master key re-encrypts this one key, not
+/// every value).
+pub const SETTING_VARIABLE_KEY: &str = "variable_encryption_key";
 
 /// A key to store: never the key itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,22 @@ impl Store {
             }
         };
         ApiKeyHasher::from_secret(&master.decrypt(&sealed)?)
+    }
+
+    /// The cluster's key for sensitive values: made by the first node to ask (two racing nodes
+    /// agree on one) and stored encrypted with the master key.
+    pub async fn variable_key(&self, master: &MasterKey) -> Result<MasterKey> {
+        let sealed = match self.get_setting(SETTING_VARIABLE_KEY).await? {
+            Some(v) => v,
+            None => {
+                let (_, b64) = MasterKey::generate()?;
+                let fresh = master.encrypt(b64.as_bytes())?;
+                self.init_setting(SETTING_VARIABLE_KEY, &fresh).await?
+            }
+        };
+        let b64 = String::from_utf8(master.decrypt(&sealed)?)
+            .map_err(|_| Error::MasterKey("the variable key is not text".into()))?;
+        MasterKey::parse(&b64)
     }
 
     pub async fn api_key_count(&self) -> Result<u64> {

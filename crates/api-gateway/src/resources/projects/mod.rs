@@ -1,0 +1,178 @@
+//! `/api/spaces/{space}/projects`: what gets deployed. A project has a lifecycle (none: the
+//! space's default lifecycle, one phase per environment), retention settings, a deployment
+//! process (`process.rs`) and variables (`variables.rs`), all kept in one document: the
+//! project's version covers every part, so a change to any part names the version it read.
+
+mod process;
+mod variables;
+
+use axum::routing::get;
+use axum::Router;
+use cuttle_storage::{Document, DocumentWrite, Written};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::documents::{self as docs, space_id, stale_error, stored_body, DocumentResource};
+use super::lifecycles::{Lifecycles, LIFECYCLE};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+
+pub(crate) const PROJECT: &str = "Project";
+
+pub(crate) struct Projects;
+
+/// How many releases to keep (0: all of them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retention {
+    #[serde(default)]
+    releases_to_keep: u32,
+}
+
+/// What a client writes about the project itself.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProjectWrite {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// A lifecycle of the space; the default lifecycle when absent.
+    #[serde(default)]
+    lifecycle_id: Option<String>,
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// The parts of a project document its own endpoints write.
+const PARTS: [&str; 2] = ["process", "variables"];
+
+impl DocumentResource for Projects {
+    const KIND: &'static str = PROJECT;
+    const ID_PREFIX: &'static str = "Projects-";
+    const EVENT: &'static str = "project";
+    type Write = ProjectWrite;
+
+    fn name(w: &ProjectWrite) -> &str {
+        &w.name
+    }
+
+    async fn check(
+        s: &AppState,
+        space: &Document,
+        w: &ProjectWrite,
+        _: Option<i64>,
+    ) -> Result<(), ApiError> {
+        if let Some(id) = &w.lifecycle_id {
+            let found = match docs::doc_number::<Lifecycles>(id) {
+                Ok(n) => s.store.get_document(&space_id(space), LIFECYCLE, n).await?,
+                Err(_) => None,
+            };
+            if found.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "lifecycle_id: {id:?} is not a lifecycle of this space"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The project's settings replace the old ones; its process and variables stay.
+    fn merge(existing: Option<&Value>, w: &ProjectWrite) -> Result<Value, ApiError> {
+        let mut body = stored_body(w)?;
+        for part in PARTS {
+            let kept = existing
+                .and_then(|e| e.get(part).cloned())
+                .unwrap_or_else(|| match part {
+                    "process" => json!({"steps": []}),
+                    _ => json!([]),
+                });
+            body[part] = kept;
+        }
+        Ok(body)
+    }
+
+    /// The settings only: the process and the variables have their own endpoints.
+    fn show(d: &Document) -> Value {
+        let mut v = docs::shown(Self::ID_PREFIX, d);
+        if let Value::Object(m) = &mut v {
+            for part in PARTS {
+                m.remove(part);
+            }
+        }
+        v
+    }
+
+    async fn check_delete(_: &AppState, _: &Document, _: &Document) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// A project of the space, by its id in the path.
+pub(crate) async fn project(
+    s: &AppState,
+    space: &Document,
+    raw: &str,
+) -> Result<Document, ApiError> {
+    let n = docs::doc_number::<Projects>(raw)?;
+    s.store
+        .get_document(&space_id(space), PROJECT, n)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no project {raw}")))
+}
+
+/// Replaces one part of a project (its process or its variables) at the version the client
+/// read, with its audit event (`action`, and `details` that never hold a value).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write_part(
+    s: &AppState,
+    caller: &Caller,
+    doc: &Document,
+    version: i64,
+    part: &str,
+    value: Value,
+    action: &'static str,
+    details: Value,
+) -> Result<Document, ApiError> {
+    let mut body = doc.body.clone();
+    body[part] = value;
+    let by = caller.clone();
+    let id = format!("{}{}", Projects::ID_PREFIX, doc.id);
+    let target = id.clone();
+    let write = DocumentWrite {
+        space: &doc.space,
+        kind: PROJECT,
+        name: &doc.name,
+        body: &body,
+    };
+    let audit = Box::new(move |d: &Document| {
+        let mut details = details.clone();
+        details["version"] = json!(d.version);
+        by.event(action, &target, details)
+    });
+    match s
+        .store
+        .update_document(doc.id, version, &write, Some(audit))
+        .await?
+    {
+        Written::Done(d) => Ok(d),
+        Written::NotFound => Err(ApiError::not_found(format!("no project {id}"))),
+        Written::Stale { current } => Err(stale_error(&id, current)),
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/spaces/{space}/projects",
+            get(docs::list::<Projects>).post(docs::create::<Projects>),
+        )
+        .route(
+            "/api/spaces/{space}/projects/{id}",
+            get(docs::get_one::<Projects>)
+                .put(docs::replace::<Projects>)
+                .delete(docs::delete::<Projects>),
+        )
+        .merge(process::routes())
+        .merge(variables::routes())
+}

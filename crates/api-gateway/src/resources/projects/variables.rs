@@ -1,0 +1,236 @@
+//! `/api/spaces/{space}/projects/{id}/variables`: the project's variables, read and saved as a
+//! whole.
+//!
+//! A sensitive value is encrypted (AES-GCM under the cluster's variable key, itself encrypted
+//! with the master key) before it is stored, and is write-only: no answer ever holds it (`value`
+//! is null). To keep a sensitive value while saving the set, send its `id` without a `value`.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use cuttle_core::plan::{validate_variables, Variable, VariableScope};
+use cuttle_core::ErrorCode;
+use cuttle_storage::Document;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{project, write_part, Projects};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, JsonBody, PathParams};
+use crate::resources::documents::{
+    required_version, resolve_space, split_version, DocumentResource,
+};
+use crate::resources::environments::check_environments;
+use crate::AppState;
+
+const ID_PREFIX: &str = "Variables-";
+const MAX_VARIABLES: usize = 2000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/api/spaces/{space}/projects/{id}/variables",
+        get(read).put(replace),
+    )
+}
+
+/// A variable as stored: a sensitive one holds `ciphertext`, never `value`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredVariable {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ciphertext: Option<String>,
+    #[serde(default)]
+    pub(crate) scope: VariableScope,
+    #[serde(default)]
+    pub(crate) sensitive: bool,
+}
+
+/// A variable as a client writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariableWrite {
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    scope: VariableScope,
+    #[serde(default)]
+    sensitive: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariablesWrite {
+    variables: Vec<VariableWrite>,
+}
+
+/// The stored variables; a set that cannot be read is an error, never an empty set.
+pub(crate) fn variables_of(doc: &Document) -> Result<Vec<StoredVariable>, ApiError> {
+    serde_json::from_value(doc.body.get("variables").cloned().unwrap_or(json!([]))).map_err(|e| {
+        tracing::error!(project = doc.id, error = %e, "stored variables unreadable");
+        ApiError::new(
+            ErrorCode::Internal,
+            format!(
+                "the variables of project {:?} cannot be read: {e}",
+                doc.name
+            ),
+        )
+    })
+}
+
+/// The variables as shown: sensitive values never.
+fn answer(doc: &Document, vars: &[StoredVariable]) -> ApiResult {
+    let shown: Vec<Value> = vars
+        .iter()
+        .map(|v| {
+            json!({
+                "id": v.id,
+                "name": v.name,
+                "value": if v.sensitive { Value::Null } else { json!(v.value) },
+                "scope": v.scope,
+                "sensitive": v.sensitive,
+            })
+        })
+        .collect();
+    let body = json!({
+        "project_id": format!("{}{}", Projects::ID_PREFIX, doc.id),
+        "version": doc.version,
+        "variables": shown,
+    });
+    let etag = format!("\"{}\"", doc.version);
+    Ok(([(header::ETAG, etag)], Json(body)).into_response())
+}
+
+async fn read(
+    State(s): State<AppState>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let doc = project(&s, &space, &raw).await?;
+    answer(&doc, &variables_of(&doc)?)
+}
+
+async fn replace(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let (body, version) = split_version(body, &headers)?;
+    let version = required_version(version)?;
+    let write: VariablesWrite = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    if write.variables.len() > MAX_VARIABLES {
+        return Err(ApiError::bad_request(format!(
+            "variables: at most {MAX_VARIABLES}"
+        )));
+    }
+    let doc = project(&s, &space, &raw).await?;
+    let existing: HashMap<String, StoredVariable> = variables_of(&doc)?
+        .into_iter()
+        .map(|v| (v.id.clone(), v))
+        .collect();
+    let mut next_id = existing
+        .keys()
+        .filter_map(|id| id.strip_prefix(ID_PREFIX)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    // Checked with the values as written (a kept sensitive value is checked when first set).
+    let checked: Vec<Variable> = write
+        .variables
+        .iter()
+        .map(|v| Variable {
+            name: v.name.clone(),
+            value: v.value.clone().unwrap_or_default(),
+            scope: v.scope.clone(),
+            sensitive: v.sensitive,
+        })
+        .collect();
+    validate_variables(&checked)?;
+    check_environments(
+        &s,
+        &space,
+        "variables[].scope.environments",
+        write.variables.iter().flat_map(|v| &v.scope.environments),
+    )
+    .await?;
+    let mut stored = Vec::with_capacity(write.variables.len());
+    for (i, v) in write.variables.into_iter().enumerate() {
+        let at = format!("variables[{i}]");
+        let kept = v.id.as_ref().and_then(|id| existing.get(id));
+        if v.id.is_some() && kept.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "{at}.id: {:?} is not a variable of this project (leave id out for a new one)",
+                v.id.unwrap_or_default()
+            )));
+        }
+        let id = match &v.id {
+            Some(id) => id.clone(),
+            None => {
+                next_id += 1;
+                format!("{ID_PREFIX}{next_id}")
+            }
+        };
+        let (value, ciphertext) = match (v.sensitive, v.value) {
+            (false, Some(value)) => (Some(value), None),
+            (false, None) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}.value: required (an empty string for an empty value)"
+                )))
+            }
+            (true, Some(value)) => {
+                let sealed = s.variable_key.encrypt(value.as_bytes()).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("encrypt a sensitive value: {e}"),
+                    )
+                })?;
+                (None, Some(sealed))
+            }
+            // Kept as it is stored: only a value that was sensitive already can be kept.
+            (true, None) => match kept.and_then(|k| k.ciphertext.clone()) {
+                Some(c) => (None, Some(c)),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "{at}.value: a sensitive value is write-only: give it (or the id of a \
+                         sensitive variable to keep its value)"
+                    )))
+                }
+            },
+        };
+        stored.push(StoredVariable {
+            id,
+            name: v.name,
+            value,
+            ciphertext,
+            scope: v.scope,
+            sensitive: v.sensitive,
+        });
+    }
+    let names: Vec<&str> = stored.iter().map(|v| v.name.as_str()).collect();
+    let saved = write_part(
+        &s,
+        &caller,
+        &doc,
+        version,
+        "variables",
+        serde_json::to_value(&stored).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        "project.variables.update",
+        json!({"names": names}),
+    )
+    .await?;
+    answer(&saved, &stored)
+}
