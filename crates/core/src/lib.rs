@@ -9,6 +9,7 @@ pub mod plan;
 mod proxies;
 mod role;
 mod scope;
+mod semver;
 mod server_url;
 mod target;
 mod task;
@@ -21,6 +22,7 @@ pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
 pub use proxies::TrustedProxies;
 pub use role::{Role, RoleSet};
 pub use scope::{parse_lifetime, ApiKeyRequest, Scope, MAX_KEY_LIFETIME_SECS, MAX_KEY_NAME_LEN};
+pub use semver::{SemVer, MAX_VERSION_LEN};
 pub use server_url::check_server_url;
 pub use target::{
     normalize_thumbprint, validate_target_name, Comms, NewTarget, TargetHealth, TargetId,

@@ -12,8 +12,8 @@ use cuttle_core::{
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, DocumentWrite, Execution, NewApiKey, NodeRegistration, Store,
-    StoreOptions, Written, SCHEMA_VERSION,
+    audit_as, Audit, Completion, DocumentWrite, Execution, NewApiKey, NewRelease, NodeRegistration,
+    Store, StoreOptions, Written, SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -129,6 +129,7 @@ conformance!(
     periodic_jobs_run_once_per_period_and_health_is_recorded,
     unstarted_claims_go_back_to_the_queue_in_their_place,
     documents_are_versioned_named_once_ordered_and_audited,
+    releases_are_numbered_once_per_project_and_keep_their_snapshot,
 );
 
 fn reg(name: &str, cap: u32) -> NodeRegistration {
@@ -1293,4 +1294,84 @@ async fn documents_are_versioned_named_once_ordered_and_audited(fx: &Fixture) {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not JSON"), "{err}");
+}
+
+async fn releases_are_numbered_once_per_project_and_keep_their_snapshot(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let snapshot = serde_json::json!({"process": {"steps": [{"name": "Deploy"}]}, "variables": [{"name": "A", "ciphertext": "xyz"}]});
+    let release = |version: &'static str, project: i64| NewRelease {
+        space: "Spaces-1",
+        project,
+        version,
+        notes: "first cut",
+        snapshot: &snapshot,
+        created_by: "ci (ApiKeys-2)",
+    };
+    let made = |r: &cuttle_storage::Release| {
+        event(
+            "release.create",
+            format!("Releases-{}", r.id),
+            serde_json::json!({"version": r.version}),
+        )
+    };
+    let r1 = s
+        .create_release(&release("1.0.0", 7), Some(Box::new(made)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r1.version.as_str(), r1.project, r1.snapshot.clone()),
+        ("1.0.0", 7, snapshot.clone())
+    );
+    assert!(r1.created_at > 1_700_000_000_000);
+    let r2 = s
+        .create_release(&release("1.1.0-beta.1", 7), None)
+        .await
+        .unwrap();
+    let other = s.create_release(&release("1.0.0", 8), None).await.unwrap();
+    assert_ne!(other.id, r1.id, "another project may reuse a version");
+    let dup = s
+        .create_release(&release("1.1.0-BETA.1", 7), Some(Box::new(made)))
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, cuttle_storage::Error::Conflict(_)), "{dup}");
+    assert!(dup.to_string().contains("1.1.0-BETA.1"), "{dup}");
+    let listed: Vec<String> = s
+        .list_releases(7)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(listed, ["1.0.0", "1.1.0-beta.1"]);
+    assert_eq!(
+        s.get_release("Spaces-1", r2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .notes,
+        "first cut"
+    );
+    assert_eq!(
+        s.get_release("Spaces-2", r2.id).await.unwrap(),
+        None,
+        "another space"
+    );
+    let creates = s
+        .list_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "release.create")
+        .count();
+    assert_eq!(
+        creates, 1,
+        "an event for the release made, none for the one refused"
+    );
+    fx.raw("UPDATE releases SET snapshot = 'nope' WHERE version = '1.0.0'");
+    assert!(s
+        .list_releases(7)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("not JSON"));
 }

@@ -9,6 +9,7 @@ mod mssql_config;
 mod nodes;
 mod postgres;
 mod postgres_tls;
+mod releases;
 mod settings;
 mod sqlite;
 mod targets;
@@ -22,12 +23,13 @@ use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
 pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
+pub use releases::{NewRelease, Release};
 
 use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]

@@ -46,6 +46,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/mssql/0005_keys_and_trust.sql"),
     ),
     (6, include_str!("../../migrations/mssql/0006_documents.sql")),
+    (7, include_str!("../../migrations/mssql/0007_releases.sql")),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

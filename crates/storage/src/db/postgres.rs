@@ -41,6 +41,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_documents.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_releases.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_documents.sql"),
     ),
+    (7, include_str!("../../migrations/sqlite/0007_releases.sql")),
 ];
 
 /// The database clock in Unix milliseconds.

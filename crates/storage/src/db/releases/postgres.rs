@@ -1,0 +1,113 @@
+//! The releases area in PostgreSQL.
+
+use tokio_postgres::Row;
+
+use super::super::postgres::{insert_event, Postgres, NOW};
+use super::{NewRelease, Release, ReleaseRow, RELEASE_COLUMNS};
+use crate::db::Audit;
+use crate::{Error, Result};
+
+fn read(r: &Row) -> ReleaseRow {
+    ReleaseRow {
+        id: r.get(0),
+        space: r.get(1),
+        project: r.get(2),
+        version: r.get(3),
+        notes: r.get(4),
+        snapshot: r.get(5),
+        created_by: r.get(6),
+        created_at: r.get(7),
+    }
+}
+
+enum Failed {
+    Db(tokio_postgres::Error),
+    Row(Error),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failed::Db(e)
+    }
+}
+
+impl Postgres {
+    pub(in crate::db) async fn create_release(
+        &self,
+        r: &NewRelease<'_>,
+        key: &str,
+        snapshot: &str,
+        audit: Option<Audit<Release>>,
+    ) -> Result<ReleaseRow> {
+        let mut conn = self.conn().await?;
+        let done: std::result::Result<ReleaseRow, Failed> = async {
+            let tx = conn.transaction().await?;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO releases (space, project, version, version_key, notes,
+                             snapshot, created_by, created_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, {NOW})
+                         RETURNING {RELEASE_COLUMNS}"
+                    ),
+                    &[
+                        &r.space,
+                        &r.project,
+                        &r.version,
+                        &key,
+                        &r.notes,
+                        &snapshot,
+                        &r.created_by,
+                    ],
+                )
+                .await?;
+            let row = read(&row);
+            if audit.is_some() {
+                let release = row.clone().parse().map_err(Failed::Row)?;
+                insert_event(&tx, audit.as_ref(), Some(&release)).await?;
+            }
+            tx.commit().await?;
+            Ok(row)
+        }
+        .await;
+        let row = done.map_err(|f| match f {
+            Failed::Db(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                Error::Conflict(e.to_string())
+            }
+            Failed::Db(e) => self.map_err(e),
+            Failed::Row(e) => e,
+        })?;
+        self.committed();
+        Ok(row)
+    }
+
+    pub(in crate::db) async fn get_release(
+        &self,
+        space: &str,
+        id: i64,
+    ) -> Result<Option<ReleaseRow>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE seq = $1 AND space = $2"),
+                &[&id, &space],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.as_ref().map(read))
+    }
+
+    pub(in crate::db) async fn list_releases(&self, project: i64) -> Result<Vec<ReleaseRow>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE project = $1 ORDER BY seq"),
+                &[&project],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows.iter().map(read).collect())
+    }
+}
