@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 cuttle_e2e::on_every_database!(
     environments_and_lifecycles_are_versioned_ordered_and_checked,
     projects_keep_their_process_and_variables_and_never_show_a_sensitive_value,
+    a_release_keeps_the_process_and_variables_it_was_made_with,
 );
 
 fn names(list: &Value) -> Vec<String> {
@@ -484,4 +485,76 @@ fn projects_keep_their_process_and_variables_and_never_show_a_sensitive_value(db
     }
     assert_eq!(n1.request("DELETE", &shop_path, None).0, 204);
     assert_eq!(n2.get(&process_path).0, 404);
+}
+
+fn a_release_keeps_the_process_and_variables_it_was_made_with(db: Database) {
+    const SECRET: &str = "rel-s3cr3t-n0t-sh0wn";
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let (_, shop) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
+    let shop_path = format!("/api/spaces/default/projects/{}", id(&shop));
+    let script = |s: &str| json!({"type": "script", "script": s});
+    let two_steps = json!({"version": 1, "steps": [
+        {"name": "Deploy", "target_roles": ["web"], "action": script("echo deploy")},
+        {"name": "Smoke test", "action": script("echo smoke")},
+    ]});
+    let put = |path: &str, body: &Value| n1.request("PUT", path, Some(&body.to_string()));
+    assert_eq!(put(&format!("{shop_path}/deploymentprocess"), &two_steps).0, 200);
+    let (status, _) = put(&format!("{shop_path}/variables"), &json!({"version": 2, "variables": [
+        {"name": "Colour", "value": "blue"},
+        {"name": "Token", "value": SECRET, "sensitive": true},
+    ]}));
+    assert_eq!(status, 200);
+
+    // A deployer (a build pipeline) makes the release; a reader may not.
+    let (_, ci) = n1.post("/api/keys", &json!({"name": "ci", "scope": "deployer"}));
+    let ci = ci["key"].as_str().unwrap().to_owned();
+    let (_, reader) = n1.post("/api/keys", &json!({"name": "dash", "scope": "reader"}));
+    let reader = reader["key"].as_str().unwrap().to_owned();
+    let releases = format!("{shop_path}/releases");
+    let body = json!({"version": "1.0.0", "notes": "first"}).to_string();
+    let (status, err) = n2.request_with_key(&reader, "POST", &releases, Some(&body));
+    assert_eq!(status, 403, "{err}");
+    let (status, r1) = n2.request_with_key(&ci, "POST", &releases, Some(&body));
+    assert_eq!(status, 201, "{r1}");
+    assert_eq!(r1["process"]["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(r1["created_by"], "ci (ApiKeys-2)");
+    assert_eq!(r1["variables"][1]["value"], Value::Null, "{r1}");
+
+    // Editing the project afterwards changes the next release, never this one.
+    let one_step = json!({"version": 3, "steps": [{"name": "Deploy", "target_roles": ["web"], "action": script("echo v2")}]});
+    assert_eq!(put(&format!("{shop_path}/deploymentprocess"), &one_step).0, 200);
+    let vars = n1.get(&format!("{shop_path}/variables")).1;
+    let token = vars["variables"][1]["id"].clone();
+    let (status, _) = put(&format!("{shop_path}/variables"), &json!({"version": 4, "variables": [
+        {"name": "Colour", "value": "green"},
+        {"id": token, "name": "Token", "sensitive": true},
+    ]}));
+    assert_eq!(status, 200);
+    let r1_path = format!("/api/spaces/default/releases/{}", id(&r1));
+    let again = n2.get(&r1_path).1;
+    assert_eq!(again["process"], r1["process"], "the release's process is as it was");
+    assert_eq!(again["variables"][0]["value"], "blue");
+    let (status, r2) = n1.post(&releases, &json!({"version": "1.1.0"}));
+    assert_eq!(status, 201, "{r2}");
+    assert_eq!(r2["process"]["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(r2["variables"][0]["value"], "green");
+
+    // Versions are SemVer, one per project whatever their case; listed newest first.
+    let (status, _) = n1.post(&releases, &json!({"version": "1.0.1-beta.2"}));
+    assert_eq!(status, 201);
+    for (version, status_wanted, says) in [("1.0.0", 409, "1.0.0"), ("1.0", 400, "version"), ("1.1.0-Beta", 201, "")] {
+        let (status, err) = n1.post(&releases, &json!({"version": version}));
+        assert_eq!(status, status_wanted, "{version}: {err}");
+        assert!(error_of(&err).contains(says), "{version}: {err}");
+    }
+    let (status, err) = n1.post(&releases, &json!({"version": "1.1.0-beta"}));
+    assert_eq!(status, 409, "the same version in another case: {err}");
+    let listed: Vec<String> = n2.get(&releases).1["items"].as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(listed, ["1.1.0", "1.1.0-Beta", "1.0.1-beta.2", "1.0.0"]);
+    assert_eq!(n2.get("/api/spaces/default/releases/Releases-999").0, 404);
+    let (_, all) = n2.get("/api/events?limit=100");
+    assert!(!all.to_string().contains(SECRET) && !again.to_string().contains(SECRET));
+    assert_eq!(all["items"].as_array().unwrap().iter().filter(|e| e["action"] == "release.create").count(), 4);
 }

@@ -82,6 +82,11 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// Who this is in audit events and records: the key's name and id (`ci (ApiKeys-3)`).
+    pub(crate) fn actor(&self) -> String {
+        format!("{} (ApiKeys-{})", self.name, self.key_id)
+    }
+
     /// For a `register-target` key, refuses any target but its own (operators and admins may
     /// touch any target).
     pub(crate) fn check_own_target(&self, name: &str) -> Result<(), ApiError> {
@@ -107,7 +112,7 @@ impl Caller {
         details: serde_json::Value,
     ) -> NewEvent {
         NewEvent {
-            actor: format!("{} (ApiKeys-{})", self.name, self.key_id),
+            actor: self.actor(),
             action: action.to_owned(),
             target: target.to_string(),
             client_address: self.address.clone(),
@@ -262,6 +267,21 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         "PUT",
         "/api/spaces/{space}/projects/{id}/variables",
         need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/projects/{id}/releases",
+        need(Scope::Reader),
+    ),
+    (
+        "POST",
+        "/api/spaces/{space}/projects/{id}/releases",
+        need(Scope::Deployer),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/releases/{id}",
+        need(Scope::Reader),
     ),
 ];
 

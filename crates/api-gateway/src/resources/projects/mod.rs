@@ -4,6 +4,7 @@
 //! project's version covers every part, so a change to any part names the version it read.
 
 mod process;
+mod releases;
 mod variables;
 
 use axum::routing::get;
@@ -175,4 +176,5 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .merge(process::routes())
         .merge(variables::routes())
+        .merge(releases::routes())
 }

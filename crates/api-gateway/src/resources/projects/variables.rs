@@ -90,9 +90,8 @@ pub(crate) fn variables_of(doc: &Document) -> Result<Vec<StoredVariable>, ApiErr
 }
 
 /// The variables as shown: sensitive values never.
-fn answer(doc: &Document, vars: &[StoredVariable]) -> ApiResult {
-    let shown: Vec<Value> = vars
-        .iter()
+pub(crate) fn shown_variables(vars: &[StoredVariable]) -> Vec<Value> {
+    vars.iter()
         .map(|v| {
             json!({
                 "id": v.id,
@@ -102,7 +101,11 @@ fn answer(doc: &Document, vars: &[StoredVariable]) -> ApiResult {
                 "sensitive": v.sensitive,
             })
         })
-        .collect();
+        .collect()
+}
+
+fn answer(doc: &Document, vars: &[StoredVariable]) -> ApiResult {
+    let shown = shown_variables(vars);
     let body = json!({
         "project_id": format!("{}{}", Projects::ID_PREFIX, doc.id),
         "version": doc.version,

@@ -1,0 +1,176 @@
+//! Releases: `POST/GET /api/spaces/{space}/projects/{id}/releases`, `GET
+//! /api/spaces/{space}/releases/{id}`. A release is a SemVer version of a project with its
+//! process and variables as they were when it was made: editing the project afterwards never
+//! changes what the release deploys. Sensitive values stay encrypted in the snapshot and are
+//! never shown.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use cuttle_core::{format_rfc3339_ms, SemVer};
+use cuttle_storage::{Audit, NewRelease, Release};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::process::process_of;
+use super::variables::{shown_variables, variables_of};
+use super::{project, Projects};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::resources::documents::{resolve_space, space_id, DocumentResource};
+use crate::AppState;
+
+pub(crate) const RELEASE_PREFIX: &str = "Releases-";
+const MAX_NOTES: usize = 10_000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/spaces/{space}/projects/{id}/releases",
+            post(create).get(list),
+        )
+        .route("/api/spaces/{space}/releases/{id}", get(get_one))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseWrite {
+    version: String,
+    #[serde(default)]
+    notes: String,
+}
+
+/// A release as shown: its snapshot's process, and its variables without sensitive values. A
+/// snapshot that cannot be read is an error, never shown as empty.
+fn shown(r: &Release) -> Result<Value, ApiError> {
+    let stored: Vec<super::variables::StoredVariable> = serde_json::from_value(
+        r.snapshot.get("variables").cloned().unwrap_or(json!([])),
+    )
+    .map_err(|e| {
+        tracing::error!(release = r.id, error = %e, "release snapshot unreadable");
+        ApiError::new(
+            cuttle_core::ErrorCode::Internal,
+            format!("release {RELEASE_PREFIX}{} cannot be read: {e}", r.id),
+        )
+    })?;
+    let variables = shown_variables(&stored);
+    Ok(json!({
+        "id": format!("{RELEASE_PREFIX}{}", r.id),
+        "project_id": format!("{}{}", Projects::ID_PREFIX, r.project),
+        "space_id": r.space,
+        "version": r.version,
+        "notes": r.notes,
+        "created_by": r.created_by,
+        "created_at": format_rfc3339_ms(r.created_at),
+        "process": r.snapshot.get("process").cloned().unwrap_or(json!({"steps": []})),
+        "variables": variables,
+    }))
+}
+
+/// In a list: the release without its snapshot.
+fn summary(r: &Release) -> Result<Value, ApiError> {
+    let mut v = shown(r)?;
+    if let Value::Object(m) = &mut v {
+        m.remove("process");
+        m.remove("variables");
+    }
+    Ok(v)
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+    JsonBody(w): JsonBody<ReleaseWrite>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let version: SemVer = w
+        .version
+        .parse()
+        .map_err(|e: cuttle_core::ValidationError| {
+            ApiError::bad_request(format!("version: {}", e.0))
+        })?;
+    if w.notes.chars().count() > MAX_NOTES {
+        return Err(ApiError::bad_request(format!(
+            "notes: at most {MAX_NOTES} characters"
+        )));
+    }
+    let doc = project(&s, &space, &raw).await?;
+    // Read (and so checked) before it is frozen: a release never holds what cannot be read.
+    let process = process_of(&doc)?;
+    let variables = variables_of(&doc)?;
+    let snapshot = json!({
+        "project_name": doc.name,
+        "project_version": doc.version,
+        "lifecycle_id": doc.body.get("lifecycle_id").cloned().unwrap_or(Value::Null),
+        "process": process,
+        "variables": variables,
+    });
+    let version = version.to_string();
+    let by = caller.clone();
+    let audit: Audit<Release> = Box::new(move |r| {
+        by.event(
+            "release.create",
+            format!("{RELEASE_PREFIX}{}", r.id),
+            json!({"project": format!("{}{}", Projects::ID_PREFIX, r.project), "version": r.version}),
+        )
+    });
+    let created_by = caller.actor();
+    let release = s
+        .store
+        .create_release(
+            &NewRelease {
+                space: &space_id(&space),
+                project: doc.id,
+                version: &version,
+                notes: &w.notes,
+                snapshot: &snapshot,
+                created_by: &created_by,
+            },
+            Some(audit),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(shown(&release)?)).into_response())
+}
+
+async fn list(
+    State(s): State<AppState>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let doc = project(&s, &space, &raw).await?;
+    let mut releases = s.store.list_releases(doc.id).await?;
+    // Newest version first, by SemVer precedence (a stored version always parses).
+    releases.sort_by(
+        |a, b| match (a.version.parse::<SemVer>(), b.version.parse::<SemVer>()) {
+            (Ok(x), Ok(y)) => y.precedence(&x).then(b.id.cmp(&a.id)),
+            _ => b.id.cmp(&a.id),
+        },
+    );
+    let items = releases
+        .iter()
+        .map(summary)
+        .collect::<Result<Vec<Value>, _>>()?;
+    Ok(Json(Page::all(items)).into_response())
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let missing = || ApiError::not_found(format!("no release {raw}"));
+    let id = raw
+        .strip_prefix(RELEASE_PREFIX)
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(missing)?;
+    let release = s
+        .store
+        .get_release(&space_id(&space), id)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(Json(shown(&release)?).into_response())
+}
