@@ -500,11 +500,17 @@ fn a_release_keeps_the_process_and_variables_it_was_made_with(db: Database) {
         {"name": "Smoke test", "action": script("echo smoke")},
     ]});
     let put = |path: &str, body: &Value| n1.request("PUT", path, Some(&body.to_string()));
-    assert_eq!(put(&format!("{shop_path}/deploymentprocess"), &two_steps).0, 200);
-    let (status, _) = put(&format!("{shop_path}/variables"), &json!({"version": 2, "variables": [
-        {"name": "Colour", "value": "blue"},
-        {"name": "Token", "value": SECRET, "sensitive": true},
-    ]}));
+    assert_eq!(
+        put(&format!("{shop_path}/deploymentprocess"), &two_steps).0,
+        200
+    );
+    let (status, _) = put(
+        &format!("{shop_path}/variables"),
+        &json!({"version": 2, "variables": [
+            {"name": "Colour", "value": "blue"},
+            {"name": "Token", "value": SECRET, "sensitive": true},
+        ]}),
+    );
     assert_eq!(status, 200);
 
     // A deployer (a build pipeline) makes the release; a reader may not.
@@ -524,17 +530,26 @@ fn a_release_keeps_the_process_and_variables_it_was_made_with(db: Database) {
 
     // Editing the project afterwards changes the next release, never this one.
     let one_step = json!({"version": 3, "steps": [{"name": "Deploy", "target_roles": ["web"], "action": script("echo v2")}]});
-    assert_eq!(put(&format!("{shop_path}/deploymentprocess"), &one_step).0, 200);
+    assert_eq!(
+        put(&format!("{shop_path}/deploymentprocess"), &one_step).0,
+        200
+    );
     let vars = n1.get(&format!("{shop_path}/variables")).1;
     let token = vars["variables"][1]["id"].clone();
-    let (status, _) = put(&format!("{shop_path}/variables"), &json!({"version": 4, "variables": [
-        {"name": "Colour", "value": "green"},
-        {"id": token, "name": "Token", "sensitive": true},
-    ]}));
+    let (status, _) = put(
+        &format!("{shop_path}/variables"),
+        &json!({"version": 4, "variables": [
+            {"name": "Colour", "value": "green"},
+            {"id": token, "name": "Token", "sensitive": true},
+        ]}),
+    );
     assert_eq!(status, 200);
     let r1_path = format!("/api/spaces/default/releases/{}", id(&r1));
     let again = n2.get(&r1_path).1;
-    assert_eq!(again["process"], r1["process"], "the release's process is as it was");
+    assert_eq!(
+        again["process"], r1["process"],
+        "the release's process is as it was"
+    );
     assert_eq!(again["variables"][0]["value"], "blue");
     let (status, r2) = n1.post(&releases, &json!({"version": "1.1.0"}));
     assert_eq!(status, 201, "{r2}");
@@ -544,17 +559,34 @@ fn a_release_keeps_the_process_and_variables_it_was_made_with(db: Database) {
     // Versions are SemVer, one per project whatever their case; listed newest first.
     let (status, _) = n1.post(&releases, &json!({"version": "1.0.1-beta.2"}));
     assert_eq!(status, 201);
-    for (version, status_wanted, says) in [("1.0.0", 409, "1.0.0"), ("1.0", 400, "version"), ("1.1.0-Beta", 201, "")] {
+    for (version, status_wanted, says) in [
+        ("1.0.0", 409, "1.0.0"),
+        ("1.0", 400, "version"),
+        ("1.1.0-Beta", 201, ""),
+    ] {
         let (status, err) = n1.post(&releases, &json!({"version": version}));
         assert_eq!(status, status_wanted, "{version}: {err}");
         assert!(error_of(&err).contains(says), "{version}: {err}");
     }
     let (status, err) = n1.post(&releases, &json!({"version": "1.1.0-beta"}));
     assert_eq!(status, 409, "the same version in another case: {err}");
-    let listed: Vec<String> = n2.get(&releases).1["items"].as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap().to_owned()).collect();
+    let listed: Vec<String> = n2.get(&releases).1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(listed, ["1.1.0", "1.1.0-Beta", "1.0.1-beta.2", "1.0.0"]);
     assert_eq!(n2.get("/api/spaces/default/releases/Releases-999").0, 404);
     let (_, all) = n2.get("/api/events?limit=100");
     assert!(!all.to_string().contains(SECRET) && !again.to_string().contains(SECRET));
-    assert_eq!(all["items"].as_array().unwrap().iter().filter(|e| e["action"] == "release.create").count(), 4);
+    assert_eq!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "release.create")
+            .count(),
+        4
+    );
 }

@@ -1,10 +1,12 @@
 //! The worker role: claims queued tasks up to the node's task cap, runs them, writes their
 //! logs, and reports outcomes — in batches, so the database sees few round trips per task.
 
+mod ctx;
 mod exec;
 mod groups;
 mod grpc;
-mod remote;
+mod kinds;
+mod tentacles;
 mod worker;
 
 pub use grpc::WorkerControlService;

@@ -165,12 +165,12 @@ pub async fn serve(
             "killed scripts left running by this node's previous process"
         );
     }
-    let targets = Arc::new(crate::remote::Targets {
-        store: deps.store.clone(),
-        shared: deps.shared,
-        cluster: deps.cluster,
-        offline_after: config.offline_after,
-    });
+    let targets = Arc::new(crate::tentacles::Targets::new(
+        deps.store.clone(),
+        deps.shared,
+        deps.cluster,
+        config.offline_after,
+    ));
     let mut w = Worker {
         node: config.node_name.clone(),
         config,
@@ -237,7 +237,7 @@ struct Worker {
     config: WorkerConfig,
     store: Store,
     logs: TaskLogWriter,
-    targets: Arc<crate::remote::Targets>,
+    targets: Arc<crate::tentacles::Targets>,
     handle: WorkerHandle,
     running: HashMap<TaskId, Running>,
     /// Outcomes not yet recorded in the database (kept across database outages).
