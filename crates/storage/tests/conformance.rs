@@ -12,8 +12,8 @@ use cuttle_core::{
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, DocumentWrite, Execution, NewApiKey, NewRelease, NodeRegistration,
-    Store, StoreOptions, Written, SCHEMA_VERSION,
+    audit_as, Audit, Completion, DeploymentFilter, DocumentWrite, Execution, NewApiKey,
+    NewDeployment, NewRelease, NodeRegistration, Store, StoreOptions, Written, SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -130,6 +130,7 @@ conformance!(
     unstarted_claims_go_back_to_the_queue_in_their_place,
     documents_are_versioned_named_once_ordered_and_audited,
     releases_are_numbered_once_per_project_and_keep_their_snapshot,
+    deployments_are_queued_with_their_task_and_show_its_state,
 );
 
 fn reg(name: &str, cap: u32) -> NodeRegistration {
@@ -1374,4 +1375,94 @@ async fn releases_are_numbered_once_per_project_and_keep_their_snapshot(fx: &Fix
         .unwrap_err()
         .to_string()
         .contains("not JSON"));
+}
+
+async fn deployments_are_queued_with_their_task_and_show_its_state(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 2)).await.unwrap();
+    let deployment = |release: i64, env: &'static str| NewDeployment {
+        space: "Spaces-1",
+        project: 5,
+        release,
+        environment: env,
+        created_by: "ci (ApiKeys-2)",
+    };
+    let queued =
+        |t: &cuttle_core::TaskRecord| event("deployment.create", t.id, serde_json::json!({}));
+    let (t1, d1) = s
+        .enqueue_deployment(
+            &sleep_task(Some("Projects-5/Environments-1")),
+            &deployment(9, "Environments-1"),
+            Some(Box::new(queued)),
+        )
+        .await
+        .unwrap();
+    let (_, d2) = s
+        .enqueue_deployment(&sleep_task(None), &deployment(9, "Environments-2"), None)
+        .await
+        .unwrap();
+    let (_, d3) = s
+        .enqueue_deployment(&sleep_task(None), &deployment(10, "Environments-1"), None)
+        .await
+        .unwrap();
+    assert!(d1 < d2 && d2 < d3);
+    let of_release: Vec<i64> = s
+        .list_deployments(DeploymentFilter::Release(9))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(of_release, [d2, d1], "newest first");
+    let first = s.get_deployment("Spaces-1", d1).await.unwrap().unwrap();
+    assert_eq!(
+        (first.task, first.state, first.environment.as_str()),
+        (t1.id, TaskState::Queued, "Environments-1")
+    );
+    assert_eq!(first.completed_at, None);
+    assert_eq!(s.get_deployment("Spaces-2", d1).await.unwrap(), None);
+    // Its state is its task's.
+    let claimed = s.claim("n1", 1).await.unwrap();
+    assert_eq!(claimed[0].id, t1.id);
+    s.complete(
+        "n1",
+        &[Completion {
+            id: t1.id,
+            epoch: claimed[0].epoch,
+            state: TaskState::Success,
+            error: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let first = s.get_deployment("Spaces-1", d1).await.unwrap().unwrap();
+    assert_eq!(first.state, TaskState::Success);
+    assert!(first.completed_at.is_some());
+    let space = |project, limit| DeploymentFilter::Space {
+        space: "Spaces-1",
+        project,
+        limit,
+    };
+    assert_eq!(
+        s.list_deployments(space(None, 2)).await.unwrap().len(),
+        2,
+        "limited"
+    );
+    assert_eq!(
+        s.list_deployments(space(Some(5), 10)).await.unwrap().len(),
+        3
+    );
+    assert!(s
+        .list_deployments(space(Some(6), 10))
+        .await
+        .unwrap()
+        .is_empty());
+    let events = s.list_events(10).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.action == "deployment.create")
+            .count(),
+        1
+    );
 }

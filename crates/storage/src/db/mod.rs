@@ -1,5 +1,6 @@
 //! The `Store`: one domain API over every SQL dialect.
 
+mod deployments;
 mod documents;
 mod events;
 mod gate;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 
+pub use deployments::{DeploymentFilter, DeploymentRecord, NewDeployment};
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
 pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
 pub use releases::{NewRelease, Release};
@@ -29,7 +31,7 @@ use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]

@@ -47,6 +47,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     (6, include_str!("../../migrations/mssql/0006_documents.sql")),
     (7, include_str!("../../migrations/mssql/0007_releases.sql")),
+    (
+        8,
+        include_str!("../../migrations/mssql/0008_deployments.sql"),
+    ),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_releases.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_deployments.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

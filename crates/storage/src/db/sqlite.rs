@@ -32,6 +32,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/sqlite/0006_documents.sql"),
     ),
     (7, include_str!("../../migrations/sqlite/0007_releases.sql")),
+    (
+        8,
+        include_str!("../../migrations/sqlite/0008_deployments.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

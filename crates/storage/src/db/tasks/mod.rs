@@ -55,7 +55,7 @@ impl Store {
         task: &NewTask,
         audit: Option<Audit<TaskRecord>>,
     ) -> Result<TaskRecord> {
-        dispatch!(self, b => b.enqueue(task, audit).await)
+        Ok(dispatch!(self, b => b.enqueue(task, None, audit).await)?.0)
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {

@@ -9,6 +9,7 @@ use super::super::mssql::{
     age_ms, insert_event, int64, ms, opt_text, query, rows, run, run_in_transaction, run_racing,
     text, MsConn, Mssql, OptText, Retry,
 };
+use crate::db::deployments::NewDeployment;
 use crate::db::{
     lost_error, requeue_note, restart_error, restart_requeue_note, Audit, ClaimedTask, Completion,
     LostNode, OwnedTask, CANCELED_UNSTARTED,
@@ -234,8 +235,9 @@ impl Mssql {
     pub(in crate::db) async fn enqueue(
         &self,
         task: &NewTask,
+        deployment: Option<&NewDeployment<'_>>,
         audit: Option<Audit<TaskRecord>>,
-    ) -> Result<TaskRecord> {
+    ) -> Result<(TaskRecord, Option<i64>)> {
         const SQL: &str = concat!(
             "INSERT INTO tasks (kind, arguments, description, concurrency_tag, state, retry_safe,
                  queued_at)
@@ -262,8 +264,28 @@ impl Mssql {
             )
             .await?;
             let record = inserted.first().map(task_from_row);
+            let mut deployment_id = None;
+            if let (Some(d), Some(r)) = (deployment, &record) {
+                let made = rows(
+                    c,
+                    "INSERT INTO deployments (space, project, [release], environment, task,
+                         created_by, created_at)
+                     OUTPUT inserted.seq
+                     VALUES (@P1, @P2, @P3, @P4, @P5, @P6, SYSUTCDATETIME())",
+                    &[
+                        &d.space,
+                        &d.project,
+                        &d.release,
+                        &d.environment,
+                        &r.id.0,
+                        &d.created_by,
+                    ],
+                )
+                .await?;
+                deployment_id = made.first().map(|x| int64(x, 0));
+            }
             insert_event(c, audit.as_ref(), record.as_ref()).await?;
-            record
+            record.map(|r| (r, deployment_id))
         })?;
         self.committed();
         record.ok_or_else(|| Error::Database("insert returned no row".into()))

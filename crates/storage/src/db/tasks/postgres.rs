@@ -7,6 +7,7 @@ use cuttle_core::{NewTask, TaskId, TaskRecord, TaskState, UnixMs};
 
 use super::super::postgres::{insert_event, Postgres, NOW};
 use super::super::postgres_tls::MakeRustls;
+use crate::db::deployments::NewDeployment;
 use crate::db::{
     lost_error, requeue_note, restart_error, restart_requeue_note, Audit, ClaimedTask, Completion,
     LostNode, OwnedTask, CANCELED_UNSTARTED,
@@ -184,8 +185,9 @@ impl Postgres {
     pub(in crate::db) async fn enqueue(
         &self,
         task: &NewTask,
+        deployment: Option<&NewDeployment<'_>>,
         audit: Option<Audit<TaskRecord>>,
-    ) -> Result<TaskRecord> {
+    ) -> Result<(TaskRecord, Option<i64>)> {
         let args = task.kind.arguments().to_string();
         let kind = task.kind.name();
         let retry = task.kind.retry_safe();
@@ -217,9 +219,31 @@ impl Postgres {
                 )
                 .await?;
             let record = task_from_row(&row);
+            let deployment_id = match deployment {
+                None => None,
+                Some(d) => Some(
+                    tx.query_one(
+                        &format!(
+                            "INSERT INTO deployments (space, project, release, environment, task,
+                                 created_by, created_at_ms)
+                             VALUES ($1, $2, $3, $4, $5, $6, {NOW}) RETURNING seq"
+                        ),
+                        &[
+                            &d.space,
+                            &d.project,
+                            &d.release,
+                            &d.environment,
+                            &record.id.0,
+                            &d.created_by,
+                        ],
+                    )
+                    .await?
+                    .get::<_, i64>(0),
+                ),
+            };
             insert_event(&tx, audit.as_ref(), Some(&record)).await?;
             tx.commit().await?;
-            Ok(record)
+            Ok((record, deployment_id))
         }
         .await;
         let record = written.map_err(|e| self.map_err(e))?;

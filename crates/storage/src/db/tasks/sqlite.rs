@@ -3,6 +3,7 @@
 use cuttle_core::{NewTask, TaskId, TaskRecord, TaskState, UnixMs};
 
 use super::super::sqlite::{db_err, insert_event, Sqlite, NOW};
+use crate::db::deployments::{NewDeployment, OwnedDeployment};
 use crate::db::{
     lost_error, requeue_note, restart_error, restart_requeue_note, Audit, ClaimedTask, Completion,
     LostNode, OwnedTask, CANCELED_UNSTARTED,
@@ -156,9 +157,11 @@ impl Sqlite {
     pub(in crate::db) async fn enqueue(
         &self,
         task: &NewTask,
+        deployment: Option<&NewDeployment<'_>>,
         audit: Option<Audit<TaskRecord>>,
-    ) -> Result<TaskRecord> {
+    ) -> Result<(TaskRecord, Option<i64>)> {
         let task = task.clone();
+        let deployment = deployment.map(OwnedDeployment::from);
         self.write(move |tx| {
             let record = tx
                 .query_row(
@@ -177,8 +180,30 @@ impl Sqlite {
                     task_from_row,
                 )
                 .map_err(db_err)?;
+            let deployment_id = match &deployment {
+                None => None,
+                Some(d) => Some(
+                    tx.query_row(
+                        &format!(
+                            "INSERT INTO deployments (space, project, release, environment, task,
+                                 created_by, created_at_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW}) RETURNING seq"
+                        ),
+                        params![
+                            d.space,
+                            d.project,
+                            d.release,
+                            d.environment,
+                            record.id.0,
+                            d.created_by
+                        ],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(db_err)?,
+                ),
+            };
             insert_event(tx, audit.as_ref(), Some(&record))?;
-            Ok(record)
+            Ok((record, deployment_id))
         })
         .await
     }
