@@ -283,6 +283,22 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         "/api/spaces/{space}/releases/{id}",
         need(Scope::Reader),
     ),
+    (
+        "POST",
+        "/api/spaces/{space}/deployments",
+        need(Scope::Deployer),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/deployments",
+        need(Scope::Reader),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/deployments/{id}",
+        need(Scope::Reader),
+    ),
+    ("GET", "/api/spaces/{space}/dashboard", need(Scope::Reader)),
 ];
 
 pub(crate) fn route_need(method: &Method, route: &str) -> Need {

@@ -121,6 +121,27 @@ pub enum TaskKind {
     /// Collects a file from each selected target's files directory into the shared store, as
     /// an artifact of the task (`Artifacts/{task}/{target}/{file name}`).
     PullFile { source: String, on: TargetSelection },
+    /// Runs a release's process in an environment. Made by `POST …/deployments` (which checks
+    /// the lifecycle), never directly.
+    Deploy(DeployArgs),
+}
+
+/// What a deployment's task runs: a release in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployArgs {
+    /// The space id (`Spaces-1`).
+    pub space: String,
+    /// The release's number.
+    pub release: i64,
+    /// The environment id (`Environments-3`).
+    pub environment: String,
+    /// Steps not to run (by name).
+    #[serde(default)]
+    pub skip_steps: Vec<String>,
+    /// Only these targets (by name); all of the environment's when empty.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 /// A path that must stay inside the folder it is relative to: not empty, not absolute, only
@@ -273,12 +294,13 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "Sleep",
         "AdHocScript",
         "HealthCheck",
         "PushFile",
         "PullFile",
+        "Deploy",
     ];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
@@ -372,6 +394,10 @@ impl TaskKind {
                     on: selection(kind, &a.targets, Vec::new(), a.environments)?,
                 })
             }
+            "Deploy" => {
+                let a: DeployArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                Ok(TaskKind::Deploy(a))
+            }
             other => Err(ValidationError::new(format!(
                 "unknown task kind {other:?}: expected one of {}",
                 Self::NAMES.join(", ")
@@ -386,6 +412,7 @@ impl TaskKind {
             TaskKind::HealthCheck { .. } => "HealthCheck",
             TaskKind::PushFile { .. } => "PushFile",
             TaskKind::PullFile { .. } => "PullFile",
+            TaskKind::Deploy(_) => "Deploy",
         }
     }
 
@@ -427,6 +454,7 @@ impl TaskKind {
                 on.add_to(&mut v);
                 v
             }
+            TaskKind::Deploy(a) => serde_json::to_value(a).unwrap_or(Value::Null),
         }
     }
 
@@ -434,7 +462,7 @@ impl TaskKind {
     /// and scripts never are: running them twice can do harm. Only idempotent system work is.
     pub fn retry_safe(&self) -> bool {
         match self {
-            TaskKind::Sleep { .. } | TaskKind::AdHocScript { .. } => false,
+            TaskKind::Sleep { .. } | TaskKind::AdHocScript { .. } | TaskKind::Deploy(_) => false,
             // Only reads the targets and records what it saw: running it again is harmless.
             TaskKind::HealthCheck { .. } => true,
             // A file is put in place whole or not at all; sending it again gives the same file.

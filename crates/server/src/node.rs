@@ -212,6 +212,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             db_contact: db_contact.clone(),
             cluster: cluster.clone(),
             shared: shared.clone(),
+            variable_key: variable_key.clone(),
         };
         worker = Some(tokio::spawn(cuttle_task_worker::serve(
             wcfg,

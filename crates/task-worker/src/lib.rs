@@ -6,6 +6,8 @@ mod exec;
 mod groups;
 mod grpc;
 mod kinds;
+mod local;
+mod output;
 mod tentacles;
 mod worker;
 

@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cuttle_core::{TargetRecord, TargetSelection};
+use cuttle_core::{Comms, TargetRecord, TargetSelection};
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_client::TentacleRelayClient;
-use cuttle_proto::v1::{script_event, RunScriptRequest, ScriptEvent};
+use cuttle_proto::v1::{script_event, RelayRunScript, RunScriptRequest, ScriptEvent};
 use cuttle_storage::{Execution, SharedStore, Store};
 use cuttle_tls::{Thumbprint, Trusted};
 use tonic::Streaming;
 
 use crate::ctx::{TaskCtx, TaskError, TaskResult};
+use crate::output::Output;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,6 +31,8 @@ pub(crate) struct Targets {
     /// One lazily connecting channel per gateway node's internal address, shared by every
     /// call through it.
     pub(crate) channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// Opens sensitive variable values (deployments); `None` in tests that deploy nothing.
+    pub(crate) variable_key: Option<cuttle_storage::MasterKey>,
 }
 
 impl Targets {
@@ -45,6 +48,7 @@ impl Targets {
             cluster,
             offline_after,
             channels: Mutex::new(HashMap::new()),
+            variable_key: None,
         }
     }
 
@@ -203,10 +207,11 @@ pub(crate) async fn direct(
 }
 
 /// Copies the script's output into the task log until its exit code arrives.
-pub(crate) async fn follow(
+async fn follow(
     key: Execution,
     t: &TargetRecord,
     mut stream: Streaming<ScriptEvent>,
+    out: &Output,
     ctx: &TaskCtx,
 ) -> Result<(), String> {
     loop {
@@ -217,8 +222,9 @@ pub(crate) async fn follow(
         match event.and_then(|e| e.event) {
             Some(script_event::Event::Line(l)) => {
                 let prefix = if l.stderr { "ERR  " } else { "OUT  " };
+                let text = out.line(Some(&t.name), &l.text);
                 ctx.logs
-                    .line(key, format!("{prefix} [{}] {}", t.name, l.text))
+                    .line(key, format!("{prefix} [{}] {text}", t.name))
                     .await;
             }
             Some(script_event::Event::ExitCode(0)) => return Ok(()),
@@ -233,4 +239,30 @@ pub(crate) async fn follow(
             }
         }
     }
+}
+
+/// Runs a script on one target (through a gateway, or straight to a listening tentacle) and
+/// follows its output into the log through `out`; Ok when it exits 0.
+pub(crate) async fn run_script_on(
+    key: Execution,
+    t: &TargetRecord,
+    request: RunScriptRequest,
+    out: &Output,
+    ctx: &TaskCtx,
+) -> Result<(), String> {
+    let stream = match t.comms {
+        Comms::Polling => {
+            relayed(t, ctx, |mut client| {
+                let relay = RelayRunScript {
+                    target_id: t.id.0,
+                    request: Some(request.clone()),
+                };
+                async move { client.run_script(relay).await }
+            })
+            .await
+        }
+        Comms::Listening => direct(t, request, ctx).await,
+    }
+    .map_err(|e| format!("{}: {e}", t.name))?;
+    follow(key, t, stream, out, ctx).await
 }

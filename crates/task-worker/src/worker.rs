@@ -49,6 +49,8 @@ pub struct WorkerDeps {
     pub cluster: cuttle_tls::ClusterTls,
     /// The shared store: where files pushed to targets come from.
     pub shared: cuttle_storage::SharedStore,
+    /// Opens sensitive variable values for the scripts of a deployment.
+    pub variable_key: cuttle_storage::MasterKey,
 }
 
 /// When the node last wrote its heartbeat. Cheap to clone; shared by the heartbeat (which
@@ -165,12 +167,14 @@ pub async fn serve(
             "killed scripts left running by this node's previous process"
         );
     }
-    let targets = Arc::new(crate::tentacles::Targets::new(
+    let mut targets = crate::tentacles::Targets::new(
         deps.store.clone(),
         deps.shared,
         deps.cluster,
         config.offline_after,
-    ));
+    );
+    targets.variable_key = Some(deps.variable_key);
+    let targets = Arc::new(targets);
     let mut w = Worker {
         node: config.node_name.clone(),
         config,

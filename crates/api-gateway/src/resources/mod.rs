@@ -1,6 +1,7 @@
 //! The REST resources, one module each, each exporting its routes. Cross-cutting parts (auth,
 //! body deadline, the node header) are layered on in `routes.rs`.
 
+pub(crate) mod deployments;
 pub(crate) mod documents;
 pub(crate) mod environments;
 pub(crate) mod events;

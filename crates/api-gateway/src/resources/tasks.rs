@@ -40,6 +40,12 @@ async fn create_task(
     RawBody(bytes): RawBody,
 ) -> ApiResult {
     let task = NewTask::from_json(&bytes)?;
+    if matches!(task.kind, cuttle_core::TaskKind::Deploy(_)) {
+        return Err(ApiError::bad_request(
+            "kind: a deployment is created with POST /api/spaces/{space}/deployments, which \
+             checks the lifecycle",
+        ));
+    }
     let by = caller.clone();
     let audit: Audit<TaskRecord> = Box::new(move |t| {
         let details = json!({"kind": t.kind, "concurrency_tag": t.concurrency_tag});

@@ -13,5 +13,6 @@ pub use process::{Action, Condition, Process, Step, DEFAULT_STEP_TIMEOUT_SECS, M
 pub use run::{batches, decide, groups, place, Decision, Placement};
 pub use variables::{
     env_name, environment, mask, parse_set_variable, resolve, secrets, substitute,
-    validate_variables, Context, SubstitutionError, Value, Variable, VariableScope, MASK,
+    validate_variables, Context, StoredVariable, SubstitutionError, Value, Variable, VariableScope,
+    MASK,
 };

@@ -75,6 +75,40 @@ pub struct Variable {
     pub sensitive: bool,
 }
 
+/// A variable as a project (and a release's snapshot) stores it: a sensitive one holds only
+/// `ciphertext`, never `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredVariable {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<String>,
+    #[serde(default)]
+    pub scope: VariableScope,
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+impl StoredVariable {
+    /// The variable with its value in the clear, `decrypt` opening a sensitive one.
+    pub fn open<E>(&self, decrypt: impl Fn(&str) -> Result<String, E>) -> Result<Variable, E> {
+        let value = match (&self.ciphertext, &self.value) {
+            (Some(c), _) if self.sensitive => decrypt(c)?,
+            (_, Some(v)) => v.clone(),
+            _ => String::new(),
+        };
+        Ok(Variable {
+            name: self.name.clone(),
+            value,
+            scope: self.scope.clone(),
+            sensitive: self.sensitive,
+        })
+    }
+}
+
 /// Where values are being resolved: the environment (id), and the target when on one.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {

@@ -3,6 +3,7 @@
 //! deadline fires the same stop token, and an executor answers either with its own clean-up
 //! followed by [`TaskError::Interrupted`].
 
+mod deploy;
 mod health_check;
 mod pull_file;
 mod push_file;
@@ -62,6 +63,7 @@ pub(crate) async fn run(kind: TaskKind, key: Execution, ctx: &TaskCtx) -> TaskRe
             guarded(&pull_file::PullFile { source, on }, key, ctx).await
         }
         TaskKind::HealthCheck { on } => guarded(&health_check::HealthCheck { on }, key, ctx).await,
+        TaskKind::Deploy(args) => guarded(&deploy::Deploy(args), key, ctx).await,
     }
 }
 

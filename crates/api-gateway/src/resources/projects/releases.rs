@@ -46,7 +46,7 @@ struct ReleaseWrite {
 /// A release as shown: its snapshot's process, and its variables without sensitive values. A
 /// snapshot that cannot be read is an error, never shown as empty.
 fn shown(r: &Release) -> Result<Value, ApiError> {
-    let stored: Vec<super::variables::StoredVariable> = serde_json::from_value(
+    let stored: Vec<cuttle_core::plan::StoredVariable> = serde_json::from_value(
         r.snapshot.get("variables").cloned().unwrap_or(json!([])),
     )
     .map_err(|e| {

@@ -12,10 +12,10 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use cuttle_core::plan::{validate_variables, Variable, VariableScope};
+use cuttle_core::plan::{validate_variables, StoredVariable, Variable, VariableScope};
 use cuttle_core::ErrorCode;
 use cuttle_storage::Document;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{project, write_part, Projects};
@@ -36,22 +36,6 @@ pub(crate) fn routes() -> Router<AppState> {
         "/api/spaces/{space}/projects/{id}/variables",
         get(read).put(replace),
     )
-}
-
-/// A variable as stored: a sensitive one holds `ciphertext`, never `value`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StoredVariable {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) value: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ciphertext: Option<String>,
-    #[serde(default)]
-    pub(crate) scope: VariableScope,
-    #[serde(default)]
-    pub(crate) sensitive: bool,
 }
 
 /// A variable as a client writes it.

@@ -1,0 +1,352 @@
+//! `/api/spaces/{space}/deployments`: a release going to an environment. Creating one checks
+//! the project's lifecycle (409 naming the phase that must succeed first) and queues a `Deploy`
+//! task with the concurrency tag `{project}/{environment}`, so two deployments of one project to
+//! one environment never overlap, on any node. A deployment's state is its task's. The
+//! dashboard gives each project's latest deployment to each environment.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use cuttle_core::plan::{check_promotion, effective_phases, PhaseSpec, PromotionError};
+use cuttle_core::{format_rfc3339_ms, DeployArgs, ErrorCode, NewTask, TaskKind, TaskState};
+use cuttle_storage::{Audit, DeploymentFilter, DeploymentRecord, Document, NewDeployment};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::documents::{doc_number, resolve_space, space_id, DocumentResource};
+use super::environments::{Environments, ENVIRONMENT};
+use super::lifecycles::{Lifecycles, LIFECYCLE};
+use super::projects::{Projects, PROJECT};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{parse_limit, ApiResult, JsonBody, Page, PathParams, QueryMap};
+use crate::AppState;
+
+const PREFIX: &str = "Deployments-";
+const RELEASE_PREFIX: &str = "Releases-";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/spaces/{space}/deployments", post(create).get(list))
+        .route("/api/spaces/{space}/deployments/{id}", get(get_one))
+        .route("/api/spaces/{space}/dashboard", get(dashboard))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentWrite {
+    release_id: String,
+    environment_id: String,
+    #[serde(default)]
+    skip_steps: Vec<String>,
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+fn shown(d: &DeploymentRecord) -> Value {
+    json!({
+        "id": format!("{PREFIX}{}", d.id),
+        "space_id": d.space,
+        "project_id": format!("{}{}", Projects::ID_PREFIX, d.project),
+        "release_id": format!("{RELEASE_PREFIX}{}", d.release),
+        "environment_id": d.environment,
+        "task_id": d.task.to_string(),
+        "state": d.state.as_str(),
+        "created_by": d.created_by,
+        "created_at": format_rfc3339_ms(d.created_at),
+        "completed_at": d.completed_at.map(format_rfc3339_ms),
+    })
+}
+
+/// The phases a project's releases go through: its lifecycle's, or one per environment.
+async fn phases(
+    s: &AppState,
+    space: &Document,
+    project: &Document,
+) -> Result<Vec<PhaseSpec>, ApiError> {
+    let sid = space_id(space);
+    let environments: Vec<(String, String)> = s
+        .store
+        .list_documents(&sid, ENVIRONMENT)
+        .await?
+        .into_iter()
+        .map(|d| (format!("{}{}", Environments::ID_PREFIX, d.id), d.name))
+        .collect();
+    let own = match project.body.get("lifecycle_id").and_then(Value::as_str) {
+        None => Vec::new(),
+        Some(id) => {
+            let n = doc_number::<Lifecycles>(id)?;
+            let lifecycle = s
+                .store
+                .get_document(&sid, LIFECYCLE, n)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("the project's lifecycle {id} no longer exists"),
+                    )
+                })?;
+            Lifecycles::phases_of(&lifecycle)?
+                .into_iter()
+                .map(|p| PhaseSpec {
+                    name: p.name,
+                    environments: p.environments,
+                    minimum: p.minimum_environments_before_promotion,
+                    optional: p.optional,
+                })
+                .collect()
+        }
+    };
+    Ok(effective_phases(&own, &environments))
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(space): PathParams<String>,
+    JsonBody(w): JsonBody<DeploymentWrite>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let sid = space_id(&space);
+    let release_n = w
+        .release_id
+        .strip_prefix(RELEASE_PREFIX)
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "release_id: {:?} is not a release id",
+                w.release_id
+            ))
+        })?;
+    let release = s.store.get_release(&sid, release_n).await?.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "release_id: no release {} in this space",
+            w.release_id
+        ))
+    })?;
+    let env_n = doc_number::<Environments>(&w.environment_id).map_err(|_| {
+        ApiError::bad_request(format!(
+            "environment_id: {:?} is not an environment id",
+            w.environment_id
+        ))
+    })?;
+    let environment = s
+        .store
+        .get_document(&sid, ENVIRONMENT, env_n)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "environment_id: no environment {} in this space",
+                w.environment_id
+            ))
+        })?;
+    let project = s
+        .store
+        .get_document(&sid, PROJECT, release.project)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                "the release's project no longer exists",
+            )
+        })?;
+    // The release's own steps: skipping one it does not have is a mistake worth saying.
+    let steps: Vec<String> = release.snapshot["process"]["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(unknown) = w
+        .skip_steps
+        .iter()
+        .find(|n| !steps.iter().any(|s| s.eq_ignore_ascii_case(n)))
+    {
+        return Err(ApiError::bad_request(format!(
+            "skip_steps: the release has no step {unknown:?}"
+        )));
+    }
+    if !w.targets.is_empty() {
+        let known: HashSet<String> = s
+            .store
+            .list_targets(None, s.config.offline_after)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        if let Some(unknown) = w.targets.iter().find(|t| !known.contains(*t)) {
+            return Err(ApiError::bad_request(format!(
+                "targets: no target named {unknown:?}"
+            )));
+        }
+    }
+    // The lifecycle: every required phase before this environment's has succeeded.
+    let succeeded: HashSet<String> = s
+        .store
+        .list_deployments(DeploymentFilter::Release(release.id))
+        .await?
+        .into_iter()
+        .filter(|d| d.state == TaskState::Success)
+        .map(|d| d.environment)
+        .collect();
+    let phases = phases(&s, &space, &project).await?;
+    if let Err(e) = check_promotion(&phases, &w.environment_id, &succeeded) {
+        let why = match e {
+            PromotionError::NotInLifecycle => format!(
+                "environment {:?} is not in the lifecycle of project {:?}",
+                environment.name, project.name
+            ),
+            other => format!(
+                "release {} cannot go to {:?} yet: {other}",
+                release.version, environment.name
+            ),
+        };
+        return Err(ApiError::new(ErrorCode::Conflict, why));
+    }
+    let project_id = format!("{}{}", Projects::ID_PREFIX, project.id);
+    let task = NewTask {
+        kind: TaskKind::Deploy(DeployArgs {
+            space: sid.clone(),
+            release: release.id,
+            environment: w.environment_id.clone(),
+            skip_steps: w.skip_steps.clone(),
+            targets: w.targets.clone(),
+        }),
+        description: format!(
+            "Deploy {} release {} to {}",
+            project.name, release.version, environment.name
+        ),
+        // Two deployments of one project to one environment never overlap, on any node.
+        concurrency_tag: Some(format!("{project_id}/{}", w.environment_id)),
+    };
+    let by = caller.clone();
+    let details = json!({
+        "project": project_id, "release": w.release_id, "environment": w.environment_id,
+    });
+    let audit: Audit<cuttle_core::TaskRecord> =
+        Box::new(move |t| by.event("deployment.create", t.id, details.clone()));
+    let actor = caller.actor();
+    let (_, id) = s
+        .store
+        .enqueue_deployment(
+            &task,
+            &NewDeployment {
+                space: &sid,
+                project: project.id,
+                release: release.id,
+                environment: &w.environment_id,
+                created_by: &actor,
+            },
+            Some(audit),
+        )
+        .await?;
+    s.waker.enqueued();
+    let deployment = s
+        .store
+        .get_deployment(&sid, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no deployment {PREFIX}{id}")))?;
+    tracing::info!(deployment = %format!("{PREFIX}{id}"), task = %deployment.task, by = %caller.name, "deployment queued");
+    Ok((StatusCode::CREATED, Json(shown(&deployment))).into_response())
+}
+
+async fn list(
+    State(s): State<AppState>,
+    PathParams(space): PathParams<String>,
+    q: QueryMap,
+) -> ApiResult {
+    let q = q.only(&["project_id", "limit"])?;
+    let space = resolve_space(&s, &space).await?;
+    let project = q
+        .get("project_id")
+        .map(|p| {
+            doc_number::<Projects>(p).map_err(|_| {
+                ApiError::bad_request(format!("project_id: {p:?} is not a project id"))
+            })
+        })
+        .transpose()?;
+    let limit = parse_limit(q.get("limit"))?;
+    let items: Vec<Value> = s
+        .store
+        .list_deployments(DeploymentFilter::Space {
+            space: &space_id(&space),
+            project,
+            limit,
+        })
+        .await?
+        .iter()
+        .map(shown)
+        .collect();
+    Ok(Json(Page::all(items)).into_response())
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let missing = || ApiError::not_found(format!("no deployment {raw}"));
+    let id = raw
+        .strip_prefix(PREFIX)
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(missing)?;
+    let d = s
+        .store
+        .get_deployment(&space_id(&space), id)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(Json(shown(&d)).into_response())
+}
+
+/// Deployments the dashboard looks at: the newest this many of the space.
+const DASHBOARD_DEPTH: u32 = 1000;
+
+/// Per project and environment, the latest deployment and its state.
+async fn dashboard(State(s): State<AppState>, PathParams(space): PathParams<String>) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let sid = space_id(&space);
+    let projects = s.store.list_documents(&sid, PROJECT).await?;
+    let environments = s.store.list_documents(&sid, ENVIRONMENT).await?;
+    let deployments = s
+        .store
+        .list_deployments(DeploymentFilter::Space {
+            space: &sid,
+            project: None,
+            limit: DASHBOARD_DEPTH,
+        })
+        .await?;
+    let mut latest: BTreeMap<(i64, String), &DeploymentRecord> = BTreeMap::new();
+    for d in &deployments {
+        latest
+            .entry((d.project, d.environment.clone()))
+            .or_insert(d);
+    }
+    let mut versions: BTreeMap<i64, String> = BTreeMap::new();
+    for d in latest.values() {
+        if let std::collections::btree_map::Entry::Vacant(e) = versions.entry(d.release) {
+            if let Some(r) = s.store.get_release(&sid, d.release).await? {
+                e.insert(r.version);
+            }
+        }
+    }
+    let cells: Vec<Value> = latest
+        .values()
+        .map(|d| {
+            let mut v = shown(d);
+            v["release_version"] = json!(versions.get(&d.release));
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "projects": projects.iter().map(|p| json!({"id": format!("{}{}", Projects::ID_PREFIX, p.id), "name": p.name})).collect::<Vec<_>>(),
+        "environments": environments.iter().map(|e| json!({"id": format!("{}{}", Environments::ID_PREFIX, e.id), "name": e.name})).collect::<Vec<_>>(),
+        "items": cells,
+    }))
+    .into_response())
+}

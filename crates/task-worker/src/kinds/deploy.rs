@@ -1,0 +1,370 @@
+//! `Deploy`: runs a release's process in an environment, planned by `cuttle_core::plan` step by
+//! step (which steps run, where, in which batches, with which script and variables) while this
+//! module does the I/O. The log has a section per step and a line per target with its end and
+//! how long it took; sensitive values are masked wherever they appear in output.
+//!
+//! Steps start in groups (a step `parallel_with_previous` joins the one before). A step runs on
+//! the targets chosen when it starts (those of the environment with its roles), a batch at a
+//! time (`max_parallel_targets`); one failing target fails the step, and the batches after it
+//! are not started. Later steps run or are skipped by their condition. A stop ends the running
+//! step's scripts on every target (their calls are dropped) and skips the rest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cuttle_core::plan::{
+    batches, decide, environment, groups, place, resolve, secrets, substitute, Action, Context,
+    Decision, Placement, Process, Step, StoredVariable, Value, Variable,
+};
+use cuttle_core::{DeployArgs, TargetRecord};
+use cuttle_proto::v1::RunScriptRequest;
+use cuttle_storage::{DeploymentFilter, Execution};
+use futures_util::future::join_all;
+
+use super::Executor;
+use crate::ctx::{TaskCtx, TaskError, TaskResult};
+use crate::local::on_node;
+use crate::output::{Output, SetVariable};
+use crate::tentacles::run_script_on;
+
+pub(crate) struct Deploy(pub(crate) DeployArgs);
+
+impl Executor for Deploy {
+    async fn run(&self, key: Execution, ctx: &TaskCtx) -> TaskResult {
+        deploy(&self.0, key, ctx).await
+    }
+}
+
+/// What every step of one deployment shares.
+struct Plan {
+    process: Process,
+    variables: Vec<Variable>,
+    built_ins: BTreeMap<String, String>,
+    environment_id: String,
+    environment_name: String,
+}
+
+fn failed(why: impl Into<String>) -> TaskError {
+    TaskError::Failed(why.into())
+}
+
+/// Reads the release, the environment and the variables (sensitive ones opened).
+async fn prepare(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> Result<Plan, TaskError> {
+    let store = &ctx.targets.store;
+    let release = store
+        .get_release(&a.space, a.release)
+        .await
+        .map_err(|e| failed(format!("read the release: {e}")))?
+        .ok_or_else(|| failed(format!("release Releases-{} no longer exists", a.release)))?;
+    let env_number = a
+        .environment
+        .strip_prefix("Environments-")
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(|| failed(format!("{:?} is not an environment id", a.environment)))?;
+    let env = store
+        .get_document(&a.space, "Environment", env_number)
+        .await
+        .map_err(|e| failed(format!("read the environment: {e}")))?
+        .ok_or_else(|| failed(format!("environment {} no longer exists", a.environment)))?;
+    let process: Process =
+        serde_json::from_value(release.snapshot.get("process").cloned().unwrap_or_default())
+            .map_err(|e| failed(format!("the release's process cannot be read: {e}")))?;
+    let stored: Vec<StoredVariable> = serde_json::from_value(
+        release
+            .snapshot
+            .get("variables")
+            .cloned()
+            .unwrap_or(serde_json::json!([])),
+    )
+    .map_err(|e| failed(format!("the release's variables cannot be read: {e}")))?;
+    let variable_key = ctx
+        .targets
+        .variable_key
+        .as_ref()
+        .ok_or_else(|| failed("this node cannot open sensitive values"))?;
+    let variables = stored
+        .iter()
+        .map(|v| {
+            v.open(|sealed| {
+                variable_key
+                    .decrypt(sealed)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
+                    .map_err(|e| failed(format!("sensitive variable {:?}: {e}", v.name)))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let deployment = store
+        .list_deployments(DeploymentFilter::Release(a.release))
+        .await
+        .map_err(|e| failed(format!("read the deployment: {e}")))?
+        .into_iter()
+        .find(|d| d.task == key.task)
+        .map(|d| format!("Deployments-{}", d.id))
+        .unwrap_or_default();
+    let project = release
+        .snapshot
+        .get("project_name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let built_ins = BTreeMap::from([
+        ("Cuttle.Project.Name".to_owned(), project),
+        ("Cuttle.Environment.Name".to_owned(), env.name.clone()),
+        ("Cuttle.Release.Number".to_owned(), release.version.clone()),
+        ("Cuttle.Deployment.Id".to_owned(), deployment),
+        ("Cuttle.Task.Id".to_owned(), key.task.to_string()),
+    ]);
+    Ok(Plan {
+        process,
+        variables,
+        built_ins,
+        environment_id: a.environment.clone(),
+        environment_name: env.name,
+    })
+}
+
+async fn deploy(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> TaskResult {
+    let plan = prepare(a, key, ctx).await?;
+    ctx.logs
+        .line(
+            key,
+            format!(
+                "INFO  deploying {} release {} to {} ({} step(s))",
+                plan.built_ins["Cuttle.Project.Name"],
+                plan.built_ins["Cuttle.Release.Number"],
+                plan.environment_name,
+                plan.process.steps.len()
+            ),
+        )
+        .await;
+    let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
+    let mut failures: Vec<String> = Vec::new();
+    for group in groups(&plan.process.steps) {
+        if ctx.stop.is_cancelled() {
+            return Err(TaskError::Interrupted);
+        }
+        let mut running = Vec::new();
+        for i in group {
+            let step = &plan.process.steps[i];
+            match decide(
+                step,
+                &plan.environment_id,
+                &a.skip_steps,
+                !failures.is_empty(),
+            ) {
+                Decision::Skip(why) => {
+                    ctx.logs
+                        .line(
+                            key,
+                            format!("INFO  === step {}: {}: skipped ({why})", i + 1, step.name),
+                        )
+                        .await;
+                }
+                Decision::Run => running.push((i, step)),
+            }
+        }
+        let ran = join_all(
+            running
+                .iter()
+                .map(|(i, step)| run_step(*i, step, &plan, &outputs, a, key, ctx)),
+        )
+        .await;
+        for ((_, step), result) in running.iter().zip(ran) {
+            match result {
+                Ok(set) => record_outputs(&mut outputs, &step.name, set),
+                Err(TaskError::Interrupted) => return Err(TaskError::Interrupted),
+                Err(TaskError::Failed(why)) => {
+                    failures.push(format!("step {:?}: {why}", step.name))
+                }
+            }
+        }
+    }
+    if ctx.stop.is_cancelled() {
+        return Err(TaskError::Interrupted);
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(failures.join("; ")))
+    }
+}
+
+/// Output variables of a step: `Output.<step>.<name>` (the last value set across its targets)
+/// and `Output.<step>[<target>].<name>` (each target's).
+fn record_outputs(outputs: &mut BTreeMap<String, Value>, step: &str, set: Vec<SetVariable>) {
+    for (target, name, value) in set {
+        let v = Value {
+            value,
+            sensitive: false,
+        };
+        if let Some(t) = &target {
+            outputs.insert(format!("Output.{step}[{t}].{name}"), v.clone());
+        }
+        outputs.insert(format!("Output.{step}.{name}"), v);
+    }
+}
+
+/// Runs one step; returns the output variables its scripts set.
+async fn run_step(
+    index: usize,
+    step: &Step,
+    plan: &Plan,
+    outputs: &BTreeMap<String, Value>,
+    a: &DeployArgs,
+    key: Execution,
+    ctx: &TaskCtx,
+) -> Result<Vec<SetVariable>, TaskError> {
+    let started = Instant::now();
+    ctx.logs
+        .line(
+            key,
+            format!("INFO  === step {}: {} ===", index + 1, step.name),
+        )
+        .await;
+    let Action::Script {
+        script,
+        shell,
+        timeout_secs,
+    } = &step.action;
+    let limit = Duration::from_secs(*timeout_secs);
+    let targets = ctx
+        .targets
+        .store
+        .list_targets(None, ctx.targets.offline_after)
+        .await
+        .map_err(|e| failed(format!("read targets: {e}")))?;
+    let result = match place(step, &plan.environment_name, &targets, &a.targets) {
+        Placement::OnNode => {
+            let values = values_at(plan, step, outputs, None);
+            let script = substitute(script, &values).map_err(|e| failed(e.to_string()))?;
+            let out = Arc::new(Output::step(secrets(&values)));
+            let ran = tokio::time::timeout(
+                limit,
+                on_node(key, &script, &environment(&values), out.clone(), ctx),
+            )
+            .await
+            .unwrap_or_else(|_| Err(failed(format!("timed out after {} s", limit.as_secs()))));
+            ran.map(|()| out.take_set())
+        }
+        Placement::Targets(chosen) if chosen.is_empty() => Err(failed(format!(
+            "no target in {} has any of the roles {}",
+            plan.environment_name,
+            step.target_roles.join(", ")
+        ))),
+        Placement::Targets(chosen) => {
+            let mut set = Vec::new();
+            let mut result = Ok(());
+            for batch in batches(chosen, step.max_parallel_targets) {
+                let names: Vec<&str> = batch.iter().map(|t| t.name.as_str()).collect();
+                ctx.logs
+                    .line(key, format!("INFO  running on {}", names.join(", ")))
+                    .await;
+                let ran = ctx
+                    .until_stopped(async {
+                        Ok(join_all(batch.iter().map(|t| {
+                            on_target(t, step, script, shell, limit, plan, outputs, key, ctx)
+                        }))
+                        .await)
+                    })
+                    .await?;
+                let mut errors = Vec::new();
+                for r in ran {
+                    match r {
+                        Ok(s) => set.extend(s),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                if !errors.is_empty() {
+                    result = Err(failed(errors.join("; ")));
+                    break;
+                }
+            }
+            result.map(|()| set)
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    let line = match &result {
+        Ok(_) => format!(
+            "INFO  === step {}: {}: succeeded in {took:.1} s",
+            index + 1,
+            step.name
+        ),
+        Err(TaskError::Failed(why)) => {
+            format!(
+                "ERROR === step {}: {}: failed in {took:.1} s: {why}",
+                index + 1,
+                step.name
+            )
+        }
+        Err(TaskError::Interrupted) => {
+            format!(
+                "WARN  === step {}: {}: stopped after {took:.1} s",
+                index + 1,
+                step.name
+            )
+        }
+    };
+    ctx.logs.line(key, line).await;
+    result
+}
+
+/// The values that apply to a step, on a target or on the node.
+fn values_at(
+    plan: &Plan,
+    step: &Step,
+    outputs: &BTreeMap<String, Value>,
+    target: Option<&TargetRecord>,
+) -> BTreeMap<String, Value> {
+    let mut built_ins = plan.built_ins.clone();
+    built_ins.insert("Cuttle.Step.Name".into(), step.name.clone());
+    if let Some(t) = target {
+        built_ins.insert("Cuttle.Target.Name".into(), t.name.clone());
+    }
+    let none = Vec::new();
+    let at = Context {
+        environment: &plan.environment_id,
+        target: target.map(|t| t.name.as_str()),
+        roles: target.map_or(&none, |t| &t.roles),
+    };
+    resolve(&plan.variables, &at, &built_ins, outputs)
+}
+
+/// Runs a step's script on one target; its output variables, or why it failed.
+#[allow(clippy::too_many_arguments)]
+async fn on_target(
+    t: &TargetRecord,
+    step: &Step,
+    script: &str,
+    shell: &str,
+    limit: Duration,
+    plan: &Plan,
+    outputs: &BTreeMap<String, Value>,
+    key: Execution,
+    ctx: &TaskCtx,
+) -> Result<Vec<SetVariable>, String> {
+    let started = Instant::now();
+    let values = values_at(plan, step, outputs, Some(t));
+    let script = substitute(script, &values).map_err(|e| format!("{}: {e}", t.name))?;
+    let mut env: HashMap<String, String> = environment(&values).into_iter().collect();
+    env.insert("CUTTLE_TASK_ID".into(), key.task.to_string());
+    env.insert("CUTTLE_TARGET_NAME".into(), t.name.clone());
+    let request = RunScriptRequest {
+        script,
+        shell: shell.to_owned(),
+        env,
+        working_dir: String::new(),
+    };
+    let out = Output::step(secrets(&values));
+    let ran = tokio::time::timeout(limit, run_script_on(key, t, request, &out, ctx))
+        .await
+        .unwrap_or_else(|_| Err(format!("{}: timed out after {} s", t.name, limit.as_secs())));
+    let took = started.elapsed().as_secs_f64();
+    let line = match &ran {
+        Ok(()) => format!("INFO  [{}] succeeded in {took:.1} s", t.name),
+        Err(e) => format!("ERROR [{}] failed in {took:.1} s: {e}", t.name),
+    };
+    ctx.logs.line(key, line).await;
+    ran.map(|()| out.take_set())
+}

@@ -1,0 +1,286 @@
+//! Deployments end to end: a release goes through its lifecycle onto real tentacles (two polling,
+//! one listening) across two nodes, its steps run by their conditions with variables, output
+//! variables and masked secrets.
+
+use std::time::Duration;
+
+use cuttle_e2e::{temp_dir, wait_until, Cluster, Database, Node, NodeOptions, Tentacle};
+use serde_json::{json, Value};
+
+const MIN: Duration = Duration::from_secs(60);
+const SECRET: &str = "Sup3r-S3cret-Db-Pw";
+
+cuttle_e2e::on_every_database!(a_release_goes_through_its_lifecycle_onto_tentacles,);
+
+/// Registers a tentacle in every environment named, with one role.
+fn register(t: &Tentacle, node: &Node, role: &str, comms: &str, extra: &[&str]) {
+    let server = node.url("");
+    let key = node.api_key();
+    let mut args = vec![
+        "register",
+        "--server",
+        &server,
+        "--api-key",
+        &key,
+        "--name",
+        &t.name,
+        "--role",
+        role,
+        "--comms",
+        comms,
+        "--environment",
+        "Development",
+        "--environment",
+        "Test",
+        "--environment",
+        "Production",
+    ];
+    args.extend_from_slice(extra);
+    t.command(&args);
+}
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
+fn deploy(node: &Node, release: &str, env: &str) -> (u16, Value) {
+    node.post(
+        "/api/spaces/default/deployments",
+        &json!({"release_id": release, "environment_id": env}),
+    )
+}
+
+fn task_log(node: &Node, d: &Value) -> (Value, String) {
+    let task = d["task_id"].as_str().unwrap();
+    let t = node.wait_finished(task, MIN);
+    (t, node.task_log(task))
+}
+
+fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let n2 = cluster.start(NodeOptions::named("n2", 2));
+    let dir = temp_dir("deployments");
+    let mut w1 = Tentacle::new(dir.path(), "w1");
+    let mut w2 = Tentacle::new(dir.path(), "w2");
+    let mut d1 = Tentacle::new(dir.path(), "d1");
+    register(&w1, &n1, "web", "polling", &[]);
+    register(&w2, &n2, "web", "polling", &[]);
+    let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
+    register(
+        &d1,
+        &n1,
+        "db",
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    for t in [&mut w1, &mut w2, &mut d1] {
+        t.start();
+    }
+    wait_until("d1 to listen", MIN, || {
+        d1.log_text()
+            .contains("listening for the cluster")
+            .then_some(())
+    });
+    wait_until("w1 and w2 connected to both gateways", MIN, || {
+        let (_, targets) = n1.get("/api/targets");
+        let connected = targets["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["connected_nodes"] == json!(["n1", "n2"]))
+            .count();
+        (connected == 2).then_some(())
+    });
+
+    // The model: three environments (the default lifecycle: one phase each, in order).
+    let envs = "/api/spaces/default/environments";
+    let dev = id(&n1.post(envs, &json!({"name": "Development"})).1);
+    let test = id(&n1.post(envs, &json!({"name": "Test"})).1);
+    let prod = id(&n1.post(envs, &json!({"name": "Production"})).1);
+    let (_, shop) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
+    let shop_path = format!("/api/spaces/default/projects/{}", id(&shop));
+    let script = |s: &str| json!({"type": "script", "script": s});
+    let process = json!({"version": 1, "steps": [
+        {"name": "Deploy web", "target_roles": ["web"], "max_parallel_targets": 1, "action": script(
+            "echo \"deploying #{Cuttle.Release.Number} to $CUTTLE_VAR_CUTTLE_ENVIRONMENT_NAME on #{Cuttle.Target.Name} password=#{DbPassword}\"\n\
+             echo \"##cuttle[setVariable name='Build' value='b-#{Cuttle.Target.Name}']\""
+        )},
+        {"name": "Migrate", "target_roles": ["db"], "action": script(
+            "echo \"migrating after #{Output.Deploy web.Build} (w1 had #{Output.Deploy web[w1].Build})\"\n\
+             test \"#{FailHere}\" != yes"
+        )},
+        {"name": "Notify", "condition": "always", "action": script(
+            "echo \"notify #{Cuttle.Project.Name} in #{Cuttle.Environment.Name} from $CUTTLE_NODE_NAME\""
+        )},
+    ]});
+    let (status, saved) = n1.request(
+        "PUT",
+        &format!("{shop_path}/deploymentprocess"),
+        Some(&process.to_string()),
+    );
+    assert_eq!(status, 200, "{saved}");
+    let (status, vars) = n1.request(
+        "PUT",
+        &format!("{shop_path}/variables"),
+        Some(
+            &json!({"version": 2, "variables": [
+                {"name": "DbPassword", "value": SECRET, "sensitive": true},
+                {"name": "FailHere", "value": "no"},
+                {"name": "FailHere", "value": "yes", "scope": {"environments": [test]}},
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 200, "{vars}");
+    let (status, release) = n2.post(
+        &format!("{shop_path}/releases"),
+        &json!({"version": "1.0.0"}),
+    );
+    assert_eq!(status, 201, "{release}");
+    let release = id(&release);
+
+    // Production is not open before Development and Test succeeded.
+    let (status, err) = deploy(&n1, &release, &prod);
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"Development\""),
+        "{err}"
+    );
+
+    // Development: every step runs, on its targets, with its variables.
+    let (status, d) = deploy(&n2, &release, &dev);
+    assert_eq!(status, 201, "{d}");
+    assert!(
+        ["Queued", "Executing"].contains(&d["state"].as_str().unwrap()),
+        "{d}"
+    );
+    let (t, log) = task_log(&n1, &d);
+    assert_eq!(t["state"], "Success", "{t}\n{log}");
+    for want in [
+        "=== step 1: Deploy web ===",
+        "OUT   [w1] deploying 1.0.0 to Development on w1 password=********",
+        "OUT   [w2] deploying 1.0.0 to Development on w2 password=********",
+        "running on w1",
+        "running on w2",
+        "=== step 2: Migrate ===",
+        "(w1 had b-w1)",
+        "=== step 3: Notify ===",
+        "OUT   notify Shop in Development from n",
+        "[d1] succeeded in",
+    ] {
+        assert!(log.contains(want), "missing {want:?} in\n{log}");
+    }
+    assert!(
+        log.contains("migrating after b-w1") || log.contains("migrating after b-w2"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
+
+    // Test: Migrate fails (FailHere is yes there), Notify runs anyway.
+    let (status, d) = deploy(&n1, &release, &test);
+    assert_eq!(status, 201, "{d}");
+    let (t, log) = task_log(&n2, &d);
+    assert_eq!(t["state"], "Failed", "{t}\n{log}");
+    assert!(t["error"].as_str().unwrap().contains("Migrate"), "{t}");
+    assert!(log.contains("notify Shop in Test"), "{log}");
+    assert!(log.contains("d1 exited with code 1"), "{log}");
+    // So Production stays closed.
+    let (status, err) = deploy(&n1, &release, &prod);
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"Test\""),
+        "{err}"
+    );
+
+    // Two deployments of one project to one environment never overlap.
+    let (_, a) = deploy(&n1, &release, &dev);
+    let (_, b) = deploy(&n2, &release, &dev);
+    let (ta, _) = task_log(&n1, &a);
+    let (tb, _) = task_log(&n1, &b);
+    assert_eq!(
+        (ta["state"].as_str(), tb["state"].as_str()),
+        (Some("Success"), Some("Success"))
+    );
+    assert_eq!(ta["concurrency_tag"], format!("{}/{dev}", id(&shop)));
+    assert!(
+        tb["started_at"].as_str().unwrap() >= ta["completed_at"].as_str().unwrap(),
+        "overlapped: {ta} {tb}"
+    );
+
+    // The dashboard: each environment's latest deployment.
+    let (_, board) = n2.get("/api/spaces/default/dashboard");
+    let cell = |env: &str| {
+        board["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["environment_id"] == env)
+            .cloned()
+    };
+    assert_eq!(cell(&dev).unwrap()["state"], "Success", "{board}");
+    assert_eq!(cell(&dev).unwrap()["release_version"], "1.0.0");
+    assert_eq!(cell(&test).unwrap()["state"], "Failed");
+    assert!(cell(&prod).is_none());
+    let (_, listed) = n1.get(&format!(
+        "/api/spaces/default/deployments?project_id={}",
+        id(&shop)
+    ));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 4);
+    // Deployments are made only through their own call.
+    let (status, _) = n1.post("/api/tasks", &json!({"kind": "Deploy", "arguments": {"space": "Spaces-1", "release": 1, "environment": prod}}));
+    assert_eq!(status, 400);
+
+    // The secret is nowhere: not in any answer, nor anywhere in the shared store.
+    let mut seen = String::new();
+    for path in [
+        "/api/spaces/default/dashboard",
+        "/api/events?limit=200",
+        "/api/tasks?limit=100",
+    ] {
+        seen.push_str(&n1.get(path).1.to_string());
+    }
+    assert!(!seen.contains(SECRET));
+    for entry in walk(&cluster.shared_dir()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(SECRET),
+            "the secret is in {}",
+            entry.display()
+        );
+    }
+    for n in [&n1, &n2] {
+        assert!(
+            n.unexpected_errors().is_empty(),
+            "{}: {:?}",
+            n.name,
+            n.unexpected_errors()
+        );
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
