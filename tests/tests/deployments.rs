@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use cuttle_e2e::{temp_dir, wait_until, Cluster, Database, Node, NodeOptions, Tentacle};
+use cuttle_e2e::{
+    cli_binary, run_to_exit, temp_dir, wait_until, Cluster, Database, Node, NodeOptions, Tentacle,
+};
 use serde_json::{json, Value};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -239,6 +241,68 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
     // Deployments are made only through their own call.
     let (status, _) = n1.post("/api/tasks", &json!({"kind": "Deploy", "arguments": {"space": "Spaces-1", "release": 1, "environment": prod}}));
     assert_eq!(status, 400);
+
+    // A build pipeline: make a release and deploy it, following the log; the exit code says how
+    // it went.
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(cli_binary());
+        cmd.args(args)
+            .env("CUTTLE_SERVER", n2.url(""))
+            .env("CUTTLE_API_KEY", n2.api_key());
+        run_to_exit(cmd, MIN).unwrap()
+    };
+    let (st, out, err) = cli(&[
+        "release",
+        "create",
+        "--project",
+        "shop",
+        "--version",
+        "1.0.1",
+    ]);
+    assert!(st.success(), "{out}{err}");
+    let (st, out, err) = cli(&[
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "1.0.1",
+        "--environment",
+        "development",
+        "--wait",
+    ]);
+    assert!(st.success(), "{out}{err}");
+    assert!(
+        out.contains("deploying 1.0.1 to Development on w1") && out.contains("deployed"),
+        "{out}"
+    );
+    let (st, out, err) = cli(&[
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "1.0.1",
+        "--environment",
+        "Test",
+        "--wait",
+    ]);
+    assert!(!st.success(), "{out}");
+    assert!(
+        err.contains("ended Failed") && err.contains("Migrate"),
+        "{err}"
+    );
+    let (st, _, err) = cli(&[
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "9.9.9",
+        "--environment",
+        "Test",
+    ]);
+    assert!(
+        !st.success() && err.contains("no release \"9.9.9\""),
+        "{err}"
+    );
 
     // The secret is nowhere: not in any answer, nor anywhere in the shared store.
     let mut seen = String::new();

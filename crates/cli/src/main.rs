@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use cuttle_core::check_server_url;
+
+mod deploy;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -55,6 +57,29 @@ enum Command {
     Task {
         #[command(subcommand)]
         action: TaskCmd,
+    },
+    /// Releases of a project
+    Release {
+        #[command(subcommand)]
+        action: ReleaseCmd,
+    },
+    /// Deploy a release of a project to an environment (checked against its lifecycle)
+    Deploy {
+        /// The project, by name or id
+        #[arg(long)]
+        project: String,
+        /// The release's version
+        #[arg(long)]
+        release: String,
+        /// The environment, by name or id
+        #[arg(long)]
+        environment: String,
+        /// Follow the deployment's log; exit non-zero unless it succeeds
+        #[arg(long)]
+        wait: bool,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
     },
     /// API keys: create, list, revoke (admin keys only)
     ApiKey {
@@ -127,6 +152,24 @@ enum KeyCmd {
 }
 
 #[derive(Subcommand)]
+enum ReleaseCmd {
+    /// Create a release: the project's process and variables as they are now
+    Create {
+        /// The project, by name or id
+        #[arg(long)]
+        project: String,
+        /// SemVer, e.g. 1.4.2
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        notes: Option<String>,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum TaskCmd {
     List {
         #[arg(long)]
@@ -149,7 +192,7 @@ enum TaskCmd {
     },
 }
 
-struct Api {
+pub(crate) struct Api {
     base: String,
     key: Option<String>,
     agent: ureq::Agent,
@@ -169,7 +212,12 @@ impl Api {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, String)> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, String)> {
         let url = format!("{}{path}", self.base);
         let key = self.key.as_deref().unwrap_or_default();
         let resp = match method {
@@ -194,7 +242,7 @@ impl Api {
     }
 
     /// Calls and returns the JSON body; a 4xx/5xx becomes an error with the server's message.
-    fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let (status, text) = self.call(method, path, body)?;
         if status >= 400 {
             let msg = serde_json::from_str::<Value>(&text)
@@ -351,6 +399,37 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         },
+        Command::Release {
+            action:
+                ReleaseCmd::Create {
+                    project,
+                    version,
+                    notes,
+                    space,
+                },
+        } => {
+            let r = deploy::create_release(&api, &space, &project, &version, notes)?;
+            println!(
+                "created release {} of {project} ({})",
+                r["version"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+        }
+        Command::Deploy {
+            project,
+            release,
+            environment,
+            wait,
+            space,
+        } => {
+            let d = deploy::deploy(&api, &space, &project, &release, &environment, wait)?;
+            println!(
+                "{} {project} {release} to {environment}: {} (task {})",
+                if wait { "deployed" } else { "queued" },
+                d["id"].as_str().unwrap_or_default(),
+                d["task_id"].as_str().unwrap_or_default()
+            );
+        }
         Command::ApiKey { action } => match action {
             KeyCmd::Create {
                 name,
@@ -427,7 +506,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Prints the log; with `follow`, keeps printing what is appended until the task finishes.
-fn follow_log(api: &Api, id: &str, follow: bool) -> Result<()> {
+pub(crate) fn follow_log(api: &Api, id: &str, follow: bool) -> Result<()> {
     let mut printed = 0usize;
     loop {
         let finished = if follow {

@@ -1,0 +1,110 @@
+//! `cuttle release create` and `cuttle deploy`: what a build pipeline runs. Projects,
+//! environments and releases are named as people name them (`Shop`, `Production`, `1.4.2`);
+//! `deploy --wait` follows the deployment's log and exits non-zero unless it succeeded.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{follow_log, Api};
+
+/// The id of the item of `list` named `name` (whatever its case) or with that id.
+fn find(api: &Api, list: &str, what: &str, name: &str) -> Result<Value> {
+    let items = api.json("GET", list, None)?;
+    items["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|i| {
+                i["id"].as_str() == Some(name)
+                    || i["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+        })
+        .cloned()
+        .with_context(|| format!("no {what} named {name:?}"))
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Creates a release of a project; returns it.
+pub(crate) fn create_release(
+    api: &Api,
+    space: &str,
+    project: &str,
+    version: &str,
+    notes: Option<String>,
+) -> Result<Value> {
+    let p = find(
+        api,
+        &format!("/api/spaces/{space}/projects"),
+        "project",
+        project,
+    )?;
+    api.json(
+        "POST",
+        &format!("/api/spaces/{space}/projects/{}/releases", id(&p)),
+        Some(json!({"version": version, "notes": notes.unwrap_or_default()})),
+    )
+}
+
+/// Deploys a release of a project to an environment; with `wait`, follows its log and fails
+/// unless it succeeded.
+pub(crate) fn deploy(
+    api: &Api,
+    space: &str,
+    project: &str,
+    version: &str,
+    environment: &str,
+    wait: bool,
+) -> Result<Value> {
+    let p = find(
+        api,
+        &format!("/api/spaces/{space}/projects"),
+        "project",
+        project,
+    )?;
+    let releases = api.json(
+        "GET",
+        &format!("/api/spaces/{space}/projects/{}/releases", id(&p)),
+        None,
+    )?;
+    let release = releases["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|r| {
+                r["version"]
+                    .as_str()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(version))
+            })
+        })
+        .cloned()
+        .with_context(|| format!("project {project:?} has no release {version:?}"))?;
+    let env = find(
+        api,
+        &format!("/api/spaces/{space}/environments"),
+        "environment",
+        environment,
+    )?;
+    let d = api.json(
+        "POST",
+        &format!("/api/spaces/{space}/deployments"),
+        Some(json!({"release_id": id(&release), "environment_id": id(&env)})),
+    )?;
+    if !wait {
+        return Ok(d);
+    }
+    let task = d["task_id"].as_str().unwrap_or_default().to_owned();
+    follow_log(api, &task, true)?;
+    let t = api.json("GET", &format!("/api/tasks/{task}"), None)?;
+    if t["state"] != "Success" {
+        bail!(
+            "deployment {} ended {}: {}",
+            id(&d),
+            t["state"].as_str().unwrap_or("?"),
+            t["error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(d)
+}
