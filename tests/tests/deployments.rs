@@ -348,3 +348,98 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn cancelling_a_deployment_stops_its_scripts_on_every_target_and_skips_the_rest() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = temp_dir("deploy-cancel");
+    let mut w1 = Tentacle::new(dir.path(), "w1");
+    let mut d1 = Tentacle::new(dir.path(), "d1");
+    register(&w1, &n1, "web", "polling", &[]);
+    let listen = format!("127.0.0.1:{}", cuttle_e2e::free_port());
+    register(
+        &d1,
+        &n1,
+        "web",
+        "listening",
+        &["--listen", &listen, "--public-hostname", "127.0.0.1"],
+    );
+    w1.start();
+    d1.start();
+    wait_until("d1 to listen", MIN, || {
+        d1.log_text()
+            .contains("listening for the cluster")
+            .then_some(())
+    });
+    wait_until("w1 connected", MIN, || {
+        let (_, targets) = n1.get("/api/targets");
+        targets["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "w1" && t["connected_nodes"] == json!(["n1"]))
+            .then_some(())
+    });
+    let dev = id(&n1
+        .post(
+            "/api/spaces/default/environments",
+            &json!({"name": "Development"}),
+        )
+        .1);
+    let (_, p) = n1.post("/api/spaces/default/projects", &json!({"name": "Slow"}));
+    let path = format!("/api/spaces/default/projects/{}", id(&p));
+    let pids = dir.path().to_owned();
+    let long = format!(
+        "echo $$ > {}/#{{Cuttle.Target.Name}}.pid; sleep 300",
+        pids.display()
+    );
+    let process = json!({"version": 1, "steps": [
+        {"name": "Long", "target_roles": ["web"], "action": {"type": "script", "script": long}},
+        {"name": "After", "condition": "always", "action": {"type": "script", "script": "echo after-ran"}},
+    ]});
+    assert_eq!(
+        n1.request(
+            "PUT",
+            &format!("{path}/deploymentprocess"),
+            Some(&process.to_string())
+        )
+        .0,
+        200
+    );
+    let (_, r) = n1.post(&format!("{path}/releases"), &json!({"version": "1.0.0"}));
+    let (status, d) = deploy(&n1, &id(&r), &dev);
+    assert_eq!(status, 201, "{d}");
+    let task = d["task_id"].as_str().unwrap().to_owned();
+    // Cancel once both scripts provably run (each wrote its pid).
+    let pid_of = |name: &str| -> Option<i32> {
+        std::fs::read_to_string(pids.join(format!("{name}.pid")))
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+            .and_then(|s| s.trim().parse().ok())
+    };
+    let running: Vec<i32> = wait_until("both scripts to run", MIN, || {
+        Some(vec![pid_of("w1")?, pid_of("d1")?])
+    });
+    let (status, _) = n1.post(&format!("/api/tasks/{task}/cancel"), &json!({}));
+    assert_eq!(status, 202);
+    let t = n1.wait_finished(&task, MIN);
+    assert_eq!(t["state"], "Canceled", "{t}");
+    for pid in running {
+        wait_until(&format!("script {pid} to be killed"), MIN, || {
+            // SAFETY: signal 0 only checks for existence.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true);
+            (!alive || zombie).then_some(())
+        });
+    }
+    let log = n1.task_log(&task);
+    assert!(
+        !log.contains("after-ran"),
+        "the rest is skipped after a cancel:\n{log}"
+    );
+    let (_, deployment) = n1.get(&format!("/api/spaces/default/deployments/{}", id(&d)));
+    assert_eq!(deployment["state"], "Canceled");
+}
