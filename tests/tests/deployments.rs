@@ -242,6 +242,54 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
     let (status, _) = n1.post("/api/tasks", &json!({"kind": "Deploy", "arguments": {"space": "Spaces-1", "release": 1, "environment": prod}}));
     assert_eq!(status, 400);
 
+    // Runbooks: a process of the project for operations, run as published, in any environment.
+    let runbooks = "/api/spaces/default/runbooks";
+    let (status, rb) = n1.post(
+        runbooks,
+        &json!({"name": "Restart web", "project_id": id(&shop)}),
+    );
+    assert_eq!(status, 201, "{rb}");
+    let rb_path = format!("{runbooks}/{}", id(&rb));
+    let restart = |text: &str, version: u64| {
+        json!({"version": version, "steps": [{"name": "Restart", "target_roles": ["web"], "action": script(&format!(
+            "echo \"{text} #{{Cuttle.Runbook.Name}} on #{{Cuttle.Target.Name}} with #{{DbPassword}}\""
+        ))}]})
+    };
+    let (status, saved) = n1.request(
+        "PUT",
+        &format!("{rb_path}/process"),
+        Some(&restart("restarting", 1).to_string()),
+    );
+    assert_eq!(status, 200, "{saved}");
+    let runs = format!("{rb_path}/runs");
+    let (status, err) = n1.post(&runs, &json!({"environment_id": prod}));
+    assert_eq!(status, 409, "not published yet: {err}");
+    let (status, published) = n1.post(&format!("{rb_path}/publish"), &json!({}));
+    assert_eq!(status, 200, "{published}");
+    assert!(
+        published["published"]["published_at"].is_string(),
+        "{published}"
+    );
+    // Edited after publishing: runs still run what was published.
+    let (status, _) = n1.request(
+        "PUT",
+        &format!("{rb_path}/process"),
+        Some(&restart("EDITED", 3).to_string()),
+    );
+    assert_eq!(status, 200);
+    let (status, run) = n2.post(&runs, &json!({"environment_id": prod}));
+    assert_eq!(status, 201, "{run}");
+    let task = run["id"].as_str().unwrap();
+    let t = n1.wait_finished(task, MIN);
+    let log = n1.task_log(task);
+    assert_eq!(t["state"], "Success", "{t}\n{log}");
+    assert!(
+        log.contains("OUT   [w2] restarting Restart web on w2 with ********"),
+        "{log}"
+    );
+    assert!(!log.contains("EDITED") && !log.contains(SECRET), "{log}");
+    assert_eq!(n1.post("/api/tasks", &json!({"kind": "RunbookRun", "arguments": {"space": "Spaces-1", "runbook": 1, "environment": prod}})).0, 400);
+
     // A build pipeline: make a release and deploy it, following the log; the exit code says how
     // it went.
     let cli = |args: &[&str]| {

@@ -299,6 +299,47 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         need(Scope::Reader),
     ),
     ("GET", "/api/spaces/{space}/dashboard", need(Scope::Reader)),
+    ("GET", "/api/spaces/{space}/runbooks", need(Scope::Reader)),
+    (
+        "POST",
+        "/api/spaces/{space}/runbooks",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/runbooks/{id}",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/runbooks/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "DELETE",
+        "/api/spaces/{space}/runbooks/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/runbooks/{id}/process",
+        need(Scope::Reader),
+    ),
+    (
+        "PUT",
+        "/api/spaces/{space}/runbooks/{id}/process",
+        need(Scope::Operator),
+    ),
+    (
+        "POST",
+        "/api/spaces/{space}/runbooks/{id}/publish",
+        need(Scope::Operator),
+    ),
+    (
+        "POST",
+        "/api/spaces/{space}/runbooks/{id}/runs",
+        need(Scope::Deployer),
+    ),
 ];
 
 pub(crate) fn route_need(method: &Method, route: &str) -> Need {

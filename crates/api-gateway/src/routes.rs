@@ -15,8 +15,8 @@ use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::extract::too_large;
 use crate::resources::{
-    deployments, environments, events, keys, lifecycles, metrics, nodes, ping, projects, spaces,
-    targets, tasks,
+    deployments, environments, events, keys, lifecycles, metrics, nodes, ping, projects, runbooks,
+    spaces, targets, tasks,
 };
 use crate::{AppState, MAX_JSON_BODY};
 
@@ -33,6 +33,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(lifecycles::routes())
         .merge(projects::routes())
         .merge(deployments::routes())
+        .merge(runbooks::routes())
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(ping::routes())

@@ -29,8 +29,8 @@ pub use target::{
     TargetPatch, TargetRecord,
 };
 pub use task::{
-    validate_relative_path, DeployArgs, NewTask, TargetSelection, TaskId, TaskKind, TaskRecord,
-    TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN, MAX_SCRIPT_TIMEOUT_SECS, MAX_SLEEP_MS,
-    MAX_TAG_LEN,
+    validate_relative_path, DeployArgs, NewTask, RunbookArgs, TargetSelection, TaskId, TaskKind,
+    TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN, MAX_SCRIPT_TIMEOUT_SECS,
+    MAX_SLEEP_MS, MAX_TAG_LEN,
 };
 pub use time::{format_rfc3339_ms, UnixMs};

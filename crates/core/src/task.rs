@@ -124,6 +124,23 @@ pub enum TaskKind {
     /// Runs a release's process in an environment. Made by `POST …/deployments` (which checks
     /// the lifecycle), never directly.
     Deploy(DeployArgs),
+    /// Runs a runbook's published process in an environment. Made by `POST …/runbooks/{id}/runs`.
+    RunbookRun(RunbookArgs),
+}
+
+/// What a runbook run's task runs: a runbook's published snapshot in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookArgs {
+    /// The space id (`Spaces-1`).
+    pub space: String,
+    /// The runbook's document number.
+    pub runbook: i64,
+    /// The environment id (`Environments-3`).
+    pub environment: String,
+    /// Only these targets (by name); all of the environment's when empty.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 /// What a deployment's task runs: a release in an environment.
@@ -294,13 +311,14 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "Sleep",
         "AdHocScript",
         "HealthCheck",
         "PushFile",
         "PullFile",
         "Deploy",
+        "RunbookRun",
     ];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
@@ -398,6 +416,10 @@ impl TaskKind {
                 let a: DeployArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 Ok(TaskKind::Deploy(a))
             }
+            "RunbookRun" => {
+                let a: RunbookArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                Ok(TaskKind::RunbookRun(a))
+            }
             other => Err(ValidationError::new(format!(
                 "unknown task kind {other:?}: expected one of {}",
                 Self::NAMES.join(", ")
@@ -413,6 +435,7 @@ impl TaskKind {
             TaskKind::PushFile { .. } => "PushFile",
             TaskKind::PullFile { .. } => "PullFile",
             TaskKind::Deploy(_) => "Deploy",
+            TaskKind::RunbookRun(_) => "RunbookRun",
         }
     }
 
@@ -455,6 +478,7 @@ impl TaskKind {
                 v
             }
             TaskKind::Deploy(a) => serde_json::to_value(a).unwrap_or(Value::Null),
+            TaskKind::RunbookRun(a) => serde_json::to_value(a).unwrap_or(Value::Null),
         }
     }
 
@@ -462,7 +486,10 @@ impl TaskKind {
     /// and scripts never are: running them twice can do harm. Only idempotent system work is.
     pub fn retry_safe(&self) -> bool {
         match self {
-            TaskKind::Sleep { .. } | TaskKind::AdHocScript { .. } | TaskKind::Deploy(_) => false,
+            TaskKind::Sleep { .. }
+            | TaskKind::AdHocScript { .. }
+            | TaskKind::Deploy(_)
+            | TaskKind::RunbookRun(_) => false,
             // Only reads the targets and records what it saw: running it again is harmless.
             TaskKind::HealthCheck { .. } => true,
             // A file is put in place whole or not at all; sending it again gives the same file.

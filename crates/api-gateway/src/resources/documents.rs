@@ -382,3 +382,48 @@ pub(crate) async fn reorder<R: DocumentResource>(
     let items: Vec<Value> = docs.iter().map(R::show).collect();
     Ok(Json(Page::all(items)).into_response())
 }
+
+/// Replaces one part of a document's body (a project's process, a runbook's published snapshot)
+/// at `version`, keeping the rest, with its audit event (`action`, and `details` that never hold
+/// a value).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write_part(
+    s: &AppState,
+    caller: &Caller,
+    doc: &Document,
+    prefix: &str,
+    version: i64,
+    part: &str,
+    value: Value,
+    action: &'static str,
+    details: Value,
+) -> Result<Document, ApiError> {
+    let mut body = doc.body.clone();
+    body[part] = value;
+    let by = caller.clone();
+    let id = format!("{prefix}{}", doc.id);
+    let target = id.clone();
+    let write = DocumentWrite {
+        space: &doc.space,
+        kind: &doc.kind,
+        name: &doc.name,
+        body: &body,
+    };
+    let audit = Box::new(move |d: &Document| {
+        let mut details = details.clone();
+        details["version"] = json!(d.version);
+        by.event(action, &target, details)
+    });
+    match s
+        .store
+        .update_document(doc.id, version, &write, Some(audit))
+        .await?
+    {
+        Written::Done(d) => Ok(d),
+        Written::NotFound => Err(ApiError::not_found(format!(
+            "no {} {id}",
+            doc.kind.to_lowercase()
+        ))),
+        Written::Stale { current } => Err(stale_error(&id, current)),
+    }
+}

@@ -11,6 +11,7 @@ pub(crate) mod metrics;
 pub(crate) mod nodes;
 pub(crate) mod ping;
 pub(crate) mod projects;
+pub(crate) mod runbooks;
 pub(crate) mod spaces;
 pub(crate) mod targets;
 pub(crate) mod tasks;

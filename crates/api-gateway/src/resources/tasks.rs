@@ -40,11 +40,19 @@ async fn create_task(
     RawBody(bytes): RawBody,
 ) -> ApiResult {
     let task = NewTask::from_json(&bytes)?;
-    if matches!(task.kind, cuttle_core::TaskKind::Deploy(_)) {
-        return Err(ApiError::bad_request(
-            "kind: a deployment is created with POST /api/spaces/{space}/deployments, which \
-             checks the lifecycle",
-        ));
+    match task.kind {
+        cuttle_core::TaskKind::Deploy(_) => {
+            return Err(ApiError::bad_request(
+                "kind: a deployment is created with POST /api/spaces/{space}/deployments, which \
+                 checks the lifecycle",
+            ))
+        }
+        cuttle_core::TaskKind::RunbookRun(_) => {
+            return Err(ApiError::bad_request(
+                "kind: a runbook run is created with POST /api/spaces/{space}/runbooks/{id}/runs",
+            ))
+        }
+        _ => {}
     }
     let by = caller.clone();
     let audit: Audit<TaskRecord> = Box::new(move |t| {

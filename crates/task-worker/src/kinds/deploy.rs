@@ -1,4 +1,5 @@
-//! `Deploy`: runs a release's process in an environment, planned by `cuttle_core::plan` step by
+//! `Deploy` and `RunbookRun`: run a release's process (or a runbook's published one) in an
+//! environment, planned by `cuttle_core::plan` step by
 //! step (which steps run, where, in which batches, with which script and variables) while this
 //! module does the I/O. The log has a section per step and a line per target with its end and
 //! how long it took; sensitive values are masked wherever they appear in output.
@@ -17,7 +18,7 @@ use cuttle_core::plan::{
     batches, decide, environment, groups, place, resolve, secrets, substitute, Action, Context,
     Decision, Placement, Process, Step, StoredVariable, Value, Variable,
 };
-use cuttle_core::{DeployArgs, TargetRecord};
+use cuttle_core::{DeployArgs, RunbookArgs, TargetRecord};
 use cuttle_proto::v1::RunScriptRequest;
 use cuttle_storage::{DeploymentFilter, Execution};
 use futures_util::future::join_all;
@@ -28,11 +29,47 @@ use crate::local::on_node;
 use crate::output::{Output, SetVariable};
 use crate::tentacles::run_script_on;
 
-pub(crate) struct Deploy(pub(crate) DeployArgs);
+/// What to run where: a release's snapshot, or a runbook's published one, in an environment.
+pub(crate) struct Order {
+    space: String,
+    environment: String,
+    skip_steps: Vec<String>,
+    targets: Vec<String>,
+    source: Source,
+}
 
-impl Executor for Deploy {
+enum Source {
+    Release(i64),
+    Runbook(i64),
+}
+
+impl From<DeployArgs> for Order {
+    fn from(a: DeployArgs) -> Self {
+        Order {
+            space: a.space,
+            environment: a.environment,
+            skip_steps: a.skip_steps,
+            targets: a.targets,
+            source: Source::Release(a.release),
+        }
+    }
+}
+
+impl From<RunbookArgs> for Order {
+    fn from(a: RunbookArgs) -> Self {
+        Order {
+            space: a.space,
+            environment: a.environment,
+            skip_steps: Vec::new(),
+            targets: a.targets,
+            source: Source::Runbook(a.runbook),
+        }
+    }
+}
+
+impl Executor for Order {
     async fn run(&self, key: Execution, ctx: &TaskCtx) -> TaskResult {
-        deploy(&self.0, key, ctx).await
+        deploy(self, key, ctx).await
     }
 }
 
@@ -49,14 +86,57 @@ fn failed(why: impl Into<String>) -> TaskError {
     TaskError::Failed(why.into())
 }
 
-/// Reads the release, the environment and the variables (sensitive ones opened).
-async fn prepare(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> Result<Plan, TaskError> {
+/// The snapshot to run (`process`, `variables`, `project_name`) and the built-ins that come with
+/// it: a release's, or a runbook's published one.
+async fn snapshot(
+    a: &Order,
+    key: Execution,
+    ctx: &TaskCtx,
+) -> Result<(serde_json::Value, BTreeMap<String, String>), TaskError> {
     let store = &ctx.targets.store;
-    let release = store
-        .get_release(&a.space, a.release)
-        .await
-        .map_err(|e| failed(format!("read the release: {e}")))?
-        .ok_or_else(|| failed(format!("release Releases-{} no longer exists", a.release)))?;
+    match a.source {
+        Source::Release(n) => {
+            let release = store
+                .get_release(&a.space, n)
+                .await
+                .map_err(|e| failed(format!("read the release: {e}")))?
+                .ok_or_else(|| failed(format!("release Releases-{n} no longer exists")))?;
+            let deployment = store
+                .list_deployments(DeploymentFilter::Release(n))
+                .await
+                .map_err(|e| failed(format!("read the deployment: {e}")))?
+                .into_iter()
+                .find(|d| d.task == key.task)
+                .map(|d| format!("Deployments-{}", d.id))
+                .unwrap_or_default();
+            let built_ins = BTreeMap::from([
+                ("Cuttle.Release.Number".to_owned(), release.version.clone()),
+                ("Cuttle.Deployment.Id".to_owned(), deployment),
+            ]);
+            Ok((release.snapshot, built_ins))
+        }
+        Source::Runbook(n) => {
+            let runbook = store
+                .get_document(&a.space, "Runbook", n)
+                .await
+                .map_err(|e| failed(format!("read the runbook: {e}")))?
+                .ok_or_else(|| failed(format!("runbook Runbooks-{n} no longer exists")))?;
+            let published = runbook
+                .body
+                .get("published")
+                .filter(|p| !p.is_null())
+                .cloned()
+                .ok_or_else(|| failed(format!("runbook {:?} is not published", runbook.name)))?;
+            let built_ins = BTreeMap::from([("Cuttle.Runbook.Name".to_owned(), runbook.name)]);
+            Ok((published, built_ins))
+        }
+    }
+}
+
+/// Reads the snapshot, the environment and the variables (sensitive ones opened).
+async fn prepare(a: &Order, key: Execution, ctx: &TaskCtx) -> Result<Plan, TaskError> {
+    let store = &ctx.targets.store;
+    let (snapshot, mut built_ins) = snapshot(a, key, ctx).await?;
     let env_number = a
         .environment
         .strip_prefix("Environments-")
@@ -68,16 +148,15 @@ async fn prepare(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> Result<Plan, 
         .map_err(|e| failed(format!("read the environment: {e}")))?
         .ok_or_else(|| failed(format!("environment {} no longer exists", a.environment)))?;
     let process: Process =
-        serde_json::from_value(release.snapshot.get("process").cloned().unwrap_or_default())
-            .map_err(|e| failed(format!("the release's process cannot be read: {e}")))?;
+        serde_json::from_value(snapshot.get("process").cloned().unwrap_or_default())
+            .map_err(|e| failed(format!("the process to run cannot be read: {e}")))?;
     let stored: Vec<StoredVariable> = serde_json::from_value(
-        release
-            .snapshot
+        snapshot
             .get("variables")
             .cloned()
             .unwrap_or(serde_json::json!([])),
     )
-    .map_err(|e| failed(format!("the release's variables cannot be read: {e}")))?;
+    .map_err(|e| failed(format!("the variables to run with cannot be read: {e}")))?;
     let variable_key = ctx
         .targets
         .variable_key
@@ -95,27 +174,14 @@ async fn prepare(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> Result<Plan, 
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let deployment = store
-        .list_deployments(DeploymentFilter::Release(a.release))
-        .await
-        .map_err(|e| failed(format!("read the deployment: {e}")))?
-        .into_iter()
-        .find(|d| d.task == key.task)
-        .map(|d| format!("Deployments-{}", d.id))
-        .unwrap_or_default();
-    let project = release
-        .snapshot
+    let project = snapshot
         .get("project_name")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    let built_ins = BTreeMap::from([
-        ("Cuttle.Project.Name".to_owned(), project),
-        ("Cuttle.Environment.Name".to_owned(), env.name.clone()),
-        ("Cuttle.Release.Number".to_owned(), release.version.clone()),
-        ("Cuttle.Deployment.Id".to_owned(), deployment),
-        ("Cuttle.Task.Id".to_owned(), key.task.to_string()),
-    ]);
+    built_ins.insert("Cuttle.Project.Name".to_owned(), project);
+    built_ins.insert("Cuttle.Environment.Name".to_owned(), env.name.clone());
+    built_ins.insert("Cuttle.Task.Id".to_owned(), key.task.to_string());
     Ok(Plan {
         process,
         variables,
@@ -125,15 +191,22 @@ async fn prepare(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> Result<Plan, 
     })
 }
 
-async fn deploy(a: &DeployArgs, key: Execution, ctx: &TaskCtx) -> TaskResult {
+async fn deploy(a: &Order, key: Execution, ctx: &TaskCtx) -> TaskResult {
     let plan = prepare(a, key, ctx).await?;
+    let what = match (
+        plan.built_ins.get("Cuttle.Release.Number"),
+        plan.built_ins.get("Cuttle.Runbook.Name"),
+    ) {
+        (Some(version), _) => format!("release {version}"),
+        (None, Some(runbook)) => format!("runbook {runbook:?}"),
+        (None, None) => String::new(),
+    };
     ctx.logs
         .line(
             key,
             format!(
-                "INFO  deploying {} release {} to {} ({} step(s))",
+                "INFO  running {} {what} in {} ({} step(s))",
                 plan.built_ins["Cuttle.Project.Name"],
-                plan.built_ins["Cuttle.Release.Number"],
                 plan.environment_name,
                 plan.process.steps.len()
             ),
@@ -212,7 +285,7 @@ async fn run_step(
     step: &Step,
     plan: &Plan,
     outputs: &BTreeMap<String, Value>,
-    a: &DeployArgs,
+    a: &Order,
     key: Execution,
     ctx: &TaskCtx,
 ) -> Result<Vec<SetVariable>, TaskError> {

@@ -63,7 +63,8 @@ pub(crate) async fn run(kind: TaskKind, key: Execution, ctx: &TaskCtx) -> TaskRe
             guarded(&pull_file::PullFile { source, on }, key, ctx).await
         }
         TaskKind::HealthCheck { on } => guarded(&health_check::HealthCheck { on }, key, ctx).await,
-        TaskKind::Deploy(args) => guarded(&deploy::Deploy(args), key, ctx).await,
+        TaskKind::Deploy(args) => guarded(&deploy::Order::from(args), key, ctx).await,
+        TaskKind::RunbookRun(args) => guarded(&deploy::Order::from(args), key, ctx).await,
     }
 }
 

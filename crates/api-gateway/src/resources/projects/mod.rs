@@ -7,13 +7,16 @@ mod process;
 mod releases;
 mod variables;
 
+pub(crate) use process::process_of;
+pub(crate) use variables::variables_of;
+
 use axum::routing::get;
 use axum::Router;
-use cuttle_storage::{Document, DocumentWrite, Written};
+use cuttle_storage::Document;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::documents::{self as docs, space_id, stale_error, stored_body, DocumentResource};
+use super::documents::{self as docs, space_id, stored_body, DocumentResource};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -135,31 +138,18 @@ pub(crate) async fn write_part(
     action: &'static str,
     details: Value,
 ) -> Result<Document, ApiError> {
-    let mut body = doc.body.clone();
-    body[part] = value;
-    let by = caller.clone();
-    let id = format!("{}{}", Projects::ID_PREFIX, doc.id);
-    let target = id.clone();
-    let write = DocumentWrite {
-        space: &doc.space,
-        kind: PROJECT,
-        name: &doc.name,
-        body: &body,
-    };
-    let audit = Box::new(move |d: &Document| {
-        let mut details = details.clone();
-        details["version"] = json!(d.version);
-        by.event(action, &target, details)
-    });
-    match s
-        .store
-        .update_document(doc.id, version, &write, Some(audit))
-        .await?
-    {
-        Written::Done(d) => Ok(d),
-        Written::NotFound => Err(ApiError::not_found(format!("no project {id}"))),
-        Written::Stale { current } => Err(stale_error(&id, current)),
-    }
+    docs::write_part(
+        s,
+        caller,
+        doc,
+        Projects::ID_PREFIX,
+        version,
+        part,
+        value,
+        action,
+        details,
+    )
+    .await
 }
 
 pub(crate) fn routes() -> Router<AppState> {
