@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod deploy;
 mod tentacles;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +18,8 @@ use serde_json::{json, Value};
 const USAGE: &str = "usage: cuttle-bench queue [--tasks N] [--workers K] [--cap C] \
 [--clients E] [--db sqlite|postgres|sqlserver|both] [--idle-samples S]
        (sqlserver: a database on the server CUTTLE_TEST_MSSQL_URL names)
-       cuttle-bench tentacles [--count N[,N…]] [--samples S]";
+       cuttle-bench tentacles [--count N[,N…]] [--samples S]
+       cuttle-bench deploy [--count N[,N…]]";
 
 struct Opts {
     tasks: usize,
@@ -104,6 +106,33 @@ fn main() -> Result<()> {
             print_machine("tentacles");
             for n in counts {
                 tentacles::run(n, samples)?;
+            }
+            Ok(())
+        }
+        Some("deploy") => {
+            let mut counts = vec![100, 1_000];
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                let v = it
+                    .next()
+                    .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
+                match a.as_str() {
+                    "--count" => {
+                        counts = v
+                            .split(',')
+                            .map(str::parse)
+                            .collect::<std::result::Result<_, _>>()?
+                    }
+                    other => bail!("unknown argument {other}\n{USAGE}"),
+                }
+            }
+            if counts.contains(&0) {
+                bail!("--count must be positive");
+            }
+            cuttle_e2e::use_server_binary(release_server()?);
+            print_machine("deploy");
+            for n in counts {
+                deploy::run(n)?;
             }
             Ok(())
         }

@@ -92,24 +92,29 @@ fn connected(node: &Node) -> usize {
         .unwrap_or(0)
 }
 
-pub(crate) fn run(count: usize, samples: usize) -> Result<()> {
-    println!("\n## {count} polling tentacles, one gateway node (SQLite)");
-    let cluster = Cluster::new(Database::Sqlite)?;
-    let node = cluster.start(NodeOptions {
-        env: vec![("CUTTLE_HEALTH_CHECK_SECS".into(), "0".into())],
-        ..NodeOptions::named("gw", 8)
-    });
+/// Simulated polling tentacles, connected: their target ids, the runtime holding their sessions
+/// (drop it to end them), and how long connecting them all took.
+pub(crate) struct Sims {
+    pub(crate) ids: Vec<String>,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) connect: Duration,
+}
+
+/// Registers `count` simulated polling targets (with `fields` added to each registration) and
+/// connects them all to the node's gateway.
+pub(crate) fn start_sims(node: &Node, count: usize, fields: serde_json::Value) -> Result<Sims> {
     let started = Instant::now();
     let identities: Vec<Identity> = (0..count)
         .map(|i| Identity::generate(&format!("sim-{i}"), 30))
         .collect::<std::result::Result<_, _>>()?;
     let mut ids = Vec::with_capacity(count);
     for (i, id) in identities.iter().enumerate() {
-        let (status, t) = node.post(
-            "/api/targets",
-            &json!({"name": format!("sim-{i}"), "comms": "polling",
-                    "thumbprint": id.thumbprint().to_string()}),
-        );
+        let mut body = json!({"name": format!("sim-{i}"), "comms": "polling",
+                              "thumbprint": id.thumbprint().to_string()});
+        if let (Some(b), Some(f)) = (body.as_object_mut(), fields.as_object()) {
+            b.extend(f.clone());
+        }
+        let (status, t) = node.post("/api/targets", &body);
         anyhow::ensure!(status == 201, "register target: {t}");
         ids.push(t["id"].as_str().unwrap_or_default().to_owned());
     }
@@ -126,11 +131,8 @@ pub(crate) fn run(count: usize, samples: usize) -> Result<()> {
         .as_str()
         .context("no gateway address")?
         .to_owned();
-    let pid = node.pid().context("node pid")?;
     // Let the gateway re-read its trusted thumbprints (every 2 s) before the storm.
     std::thread::sleep(Duration::from_secs(3));
-    let rss_before = rss_kib(pid);
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -157,13 +159,37 @@ pub(crate) fn run(count: usize, samples: usize) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    let _guard = runtime.enter();
-    wait_until("every session", Duration::from_secs(600), || {
-        (connected(&node) >= count).then_some(())
+    {
+        let _guard = runtime.enter();
+        wait_until("every session", Duration::from_secs(600), || {
+            (connected(node) >= count).then_some(())
+        });
+    }
+    Ok(Sims {
+        ids,
+        runtime,
+        connect: connect_start.elapsed(),
+    })
+}
+
+pub(crate) fn rss_of(node: &Node) -> u64 {
+    node.pid().map(rss_kib).unwrap_or(0)
+}
+
+pub(crate) fn run(count: usize, samples: usize) -> Result<()> {
+    println!("\n## {count} polling tentacles, one gateway node (SQLite)");
+    let cluster = Cluster::new(Database::Sqlite)?;
+    let node = cluster.start(NodeOptions {
+        env: vec![("CUTTLE_HEALTH_CHECK_SECS".into(), "0".into())],
+        ..NodeOptions::named("gw", 8)
     });
-    let connect_secs = connect_start.elapsed().as_secs_f64();
+    let rss_before = rss_of(&node);
+    let sims = start_sims(&node, count, json!({}))?;
+    let ids = &sims.ids;
+    let connect_secs = sims.connect.as_secs_f64();
+    let _guard = sims.runtime.enter();
     std::thread::sleep(Duration::from_secs(2)); // settle
-    let rss_after = rss_kib(pid);
+    let rss_after = rss_of(&node);
     let per_session = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / count as f64;
 
     // Command round trips: one HealthCheck of one random target at a time.
@@ -215,6 +241,6 @@ pub(crate) fn run(count: usize, samples: usize) -> Result<()> {
         p(&exec, 0.99)
     );
     drop(_guard);
-    runtime.shutdown_background();
+    sims.runtime.shutdown_background();
     Ok(())
 }
