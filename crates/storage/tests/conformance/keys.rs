@@ -1,0 +1,196 @@
+//! API keys.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &Fixture) {
+    let s = fx.migrated().await;
+    assert_eq!(s.api_key_count().await.unwrap(), 0);
+    let created = |id: &i64| {
+        event(
+            "api_key.create",
+            format!("ApiKeys-{id}"),
+            serde_json::json!({}),
+        )
+    };
+    let first = s
+        .insert_api_key(&new_key("ops", "hash1"), Some(Box::new(created)))
+        .await
+        .unwrap()
+        .expect("stored");
+    let again = s
+        .insert_api_key(&new_key("ops-again", "hash1"), Some(Box::new(created)))
+        .await
+        .unwrap();
+    assert_eq!(again, None, "a hash already stored is not stored twice");
+    assert_eq!(s.api_key_count().await.unwrap(), 1);
+    let creates: Vec<_> = s
+        .list_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "api_key.create")
+        .map(|e| e.target)
+        .collect();
+    assert_eq!(
+        creates,
+        [format!("ApiKeys-{first}")],
+        "one event, naming the new key"
+    );
+
+    let found = s
+        .find_api_key("hash1", "no-legacy")
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(found.key.id, first);
+    assert_eq!(
+        (found.key.name.as_str(), found.key.scope),
+        ("ops", Scope::Operator)
+    );
+    assert_eq!(found.key.prefix, "API-abcd");
+    assert!(!found.expired && !found.key.legacy_hash && found.key.expires_at.is_none());
+    assert_eq!(s.find_api_key("nope", "nope").await.unwrap(), None);
+
+    let mut expiring = new_key("ci", "hash-ci");
+    expiring.scope = Scope::Deployer;
+    expiring.expires_in_secs = Some(3600);
+    s.insert_api_key(&expiring, None).await.unwrap().unwrap();
+    let mut expired = new_key("old", "hash-old");
+    expired.expires_in_secs = Some(0);
+    s.insert_api_key(&expired, None).await.unwrap().unwrap();
+    let mut agent = new_key("web-01 registration", "hash-agent");
+    agent.scope = Scope::RegisterTarget;
+    agent.target_name = Some("web-01".into());
+    s.insert_api_key(&agent, None).await.unwrap().unwrap();
+
+    let ci = s.find_api_key("hash-ci", "x").await.unwrap().unwrap();
+    assert!(!ci.expired);
+    let left = ci.key.expires_at.unwrap() - ci.key.created_at;
+    assert!(
+        (3_599_000..=3_601_000).contains(&left),
+        "expires an hour after creation: {left}"
+    );
+    assert!(
+        s.find_api_key("hash-old", "x")
+            .await
+            .unwrap()
+            .unwrap()
+            .expired
+    );
+    let agent = s
+        .find_api_key("hash-agent", "x")
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
+    assert_eq!(agent.scope, Scope::RegisterTarget);
+    assert_eq!(agent.target_name.as_deref(), Some("web-01"));
+    let names: Vec<String> = s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["ops", "ci", "old", "web-01 registration"],
+        "oldest first"
+    );
+}
+
+/// A key stored before schema 5 (bare SHA-256, no scope) still works as the admin key it was,
+/// and is re-hashed under HMAC once.
+pub(crate) async fn keys_stored_before_schema_5_keep_working_and_are_rehashed(fx: &Fixture) {
+    let s = fx.migrated().await;
+    fx.raw("INSERT INTO api_keys (name, key_hash, {created_at}) VALUES ('legacy', 'sha-of-key', {now_ms})");
+    let found = s
+        .find_api_key("hmac-of-key", "sha-of-key")
+        .await
+        .unwrap()
+        .expect("found");
+    assert!(found.key.legacy_hash && !found.expired);
+    assert_eq!(
+        (found.key.scope, found.key.prefix.as_str()),
+        (Scope::Admin, "")
+    );
+    s.upgrade_api_key_hash(found.key.id, "hmac-of-key")
+        .await
+        .unwrap();
+    let again = s
+        .find_api_key("hmac-of-key", "sha-of-key")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.key.id, found.key.id);
+    assert!(!again.key.legacy_hash, "stored as HMAC now");
+    assert_eq!(
+        s.find_api_key("x", "sha-of-key").await.unwrap(),
+        None,
+        "the SHA-256 is gone"
+    );
+    s.upgrade_api_key_hash(found.key.id, "other").await.unwrap();
+    assert!(
+        s.find_api_key("hmac-of-key", "x").await.unwrap().is_some(),
+        "upgraded once: a second upgrade changes nothing"
+    );
+    // A row this binary cannot read is an error, never a guess.
+    fx.raw("UPDATE api_keys SET scope = 'root'");
+    let err = s.list_api_keys().await.unwrap_err().to_string();
+    assert!(err.contains("unknown scope"), "{err}");
+    assert!(s.find_api_key("hmac-of-key", "x").await.is_err());
+}
+
+pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.insert_api_key(&new_key("ci", "hash-ci"), None)
+        .await
+        .unwrap();
+    s.insert_api_key(&new_key("ops", "hash-ops"), None)
+        .await
+        .unwrap();
+    let keys = s.list_api_keys().await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ci", "ops"], "oldest first");
+    assert!(
+        keys.iter().all(|k| k.created_at > 1_700_000_000_000),
+        "{keys:?}"
+    );
+    let ci = keys[0].id;
+    let revoke = |id: i64| {
+        audit_as(event(
+            "api_key.revoke",
+            format!("ApiKeys-{id}"),
+            serde_json::json!({}),
+        ))
+    };
+    assert!(s.delete_api_key(ci, Some(revoke(ci))).await.unwrap());
+    assert_eq!(
+        s.find_api_key("hash-ci", "x").await.unwrap(),
+        None,
+        "revoked"
+    );
+    assert_eq!(
+        s.find_api_key("hash-ops", "x")
+            .await
+            .unwrap()
+            .unwrap()
+            .key
+            .name,
+        "ops"
+    );
+    assert!(
+        !s.delete_api_key(ci, Some(revoke(ci))).await.unwrap(),
+        "already gone"
+    );
+    let revokes = s
+        .list_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "api_key.revoke")
+        .count();
+    assert_eq!(revokes, 1, "an event only for the revoke that happened");
+    assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
+}
