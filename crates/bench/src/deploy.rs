@@ -53,7 +53,7 @@ pub(crate) fn run(count: usize) -> Result<()> {
     let path = format!("/api/spaces/default/projects/{project}");
     let step = |name: &str, roles: Value| {
         json!({"name": name, "target_roles": roles,
-               "action": {"type": "script", "script": "echo #{Cuttle.Target.Name}"}})
+               "action": {"type": "script", "script": "echo #{Cuttle.Step.Name}"}})
     };
     let process = json!({"version": 1, "steps": [
         step("Stop", json!(["web"])),

@@ -360,7 +360,7 @@ async fn run_step(
     let took = started.elapsed().as_secs_f64();
     let line = match &result {
         Ok(_) => format!(
-            "INFO  === step {}: {}: succeeded in {took:.1} s",
+            "INFO  === step {}: {}: succeeded in {took:.2} s",
             index + 1,
             step.name
         ),
