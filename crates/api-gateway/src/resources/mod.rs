@@ -10,6 +10,7 @@ pub(crate) mod lifecycles;
 pub(crate) mod metrics;
 pub(crate) mod nodes;
 pub(crate) mod ping;
+pub(crate) mod process_part;
 pub(crate) mod projects;
 pub(crate) mod runbooks;
 pub(crate) mod spaces;

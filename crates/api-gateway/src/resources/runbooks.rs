@@ -7,22 +7,21 @@
 //! runs are not held back by a lifecycle.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use cuttle_core::plan::Process;
 use cuttle_core::{format_rfc3339_ms, ErrorCode, NewTask, RunbookArgs, TaskKind, TaskRecord};
 use cuttle_storage::{Audit, Document};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::documents::{
-    self as docs, doc_number, required_version, resolve_space, space_id, split_version,
-    stored_body, write_part, DocumentResource,
+    self as docs, doc_number, resolve_space, space_id, stored_body, write_part, DocumentResource,
 };
-use super::environments::{check_environments, Environments, ENVIRONMENT};
-use super::projects::{process_of, variables_of, Projects, PROJECT};
+use super::environments::{Environments, ENVIRONMENT};
+use super::process_part::{self, process_of};
+use super::projects::{variables_of, Projects, PROJECT};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
@@ -130,23 +129,13 @@ async fn runbook(s: &AppState, space: &Document, raw: &str) -> Result<Document, 
         .ok_or_else(|| ApiError::not_found(format!("no runbook {raw}")))
 }
 
-fn process_answer(doc: &Document, process: &Process) -> ApiResult {
-    let body = json!({
-        "runbook_id": format!("{}{}", Runbooks::ID_PREFIX, doc.id),
-        "version": doc.version,
-        "steps": process.steps,
-    });
-    let etag = format!("\"{}\"", doc.version);
-    Ok(([(header::ETAG, etag)], Json(body)).into_response())
-}
-
 async fn read_process(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
     let space = resolve_space(&s, &space).await?;
     let doc = runbook(&s, &space, &raw).await?;
-    process_answer(&doc, &process_of(&doc)?)
+    process_part::answer("runbook_id", Runbooks::ID_PREFIX, &doc, &process_of(&doc)?)
 }
 
 async fn replace_process(
@@ -157,33 +146,19 @@ async fn replace_process(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let space = resolve_space(&s, &space).await?;
-    let (body, version) = split_version(body, &headers)?;
-    let version = required_version(version)?;
-    let process: Process = serde_json::from_value(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
-    process.validate()?;
-    check_environments(
-        &s,
-        &space,
-        "steps[].environments",
-        process.steps.iter().flat_map(|st| &st.environments),
-    )
-    .await?;
     let doc = runbook(&s, &space, &raw).await?;
-    let steps: Vec<&str> = process.steps.iter().map(|st| st.name.as_str()).collect();
-    let saved = write_part(
+    process_part::save(
         &s,
         &caller,
+        &space,
         &doc,
+        "runbook_id",
         Runbooks::ID_PREFIX,
-        version,
-        "process",
-        serde_json::to_value(&process).map_err(|e| ApiError::bad_request(e.to_string()))?,
         "runbook.process.update",
-        json!({"steps": steps}),
+        &headers,
+        body,
     )
-    .await?;
-    process_answer(&saved, &process)
+    .await
 }
 
 /// Freezes the process and the project's variables as they are now: what runs from now on.

@@ -362,6 +362,34 @@ fn describe(config: &Config) -> String {
     format!("postgres {host}:{port}/{db}")
 }
 
+/// Why a write in an explicit transaction did not happen: the database failed, or what was
+/// read broke a rule (the area modules' multi-statement writes).
+pub(super) enum Failed {
+    Db(tokio_postgres::Error),
+    Row(Error),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failed::Db(e)
+    }
+}
+
+impl Postgres {
+    /// The error of a failed write: a unique violation is a conflict (a racing writer won).
+    pub(super) fn failed(&self, f: Failed) -> Error {
+        match f {
+            Failed::Db(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                Error::Conflict(e.to_string())
+            }
+            Failed::Db(e) => self.map_err(e),
+            Failed::Row(e) => e,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -7,7 +7,6 @@ mod process;
 mod releases;
 mod variables;
 
-pub(crate) use process::process_of;
 pub(crate) use variables::variables_of;
 
 use axum::routing::get;

@@ -14,13 +14,13 @@ use cuttle_storage::{Audit, NewRelease, Release};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::process::process_of;
 use super::variables::{shown_variables, variables_of};
 use super::{project, Projects};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::resources::documents::{resolve_space, space_id, DocumentResource};
+use crate::resources::process_part::process_of;
 use crate::AppState;
 
 pub(crate) const RELEASE_PREFIX: &str = "Releases-";

@@ -2,10 +2,10 @@
 
 use tokio_postgres::{Row, Transaction};
 
-use super::super::postgres::{insert_event, Postgres, NOW};
+use super::super::postgres::{insert_event, Failed, Postgres, NOW};
 use super::{Document, DocumentRow, DocumentWrite, RowWritten, DOCUMENT_COLUMNS};
 use crate::db::Audit;
-use crate::{Error, Result};
+use crate::Result;
 
 fn read(r: &Row) -> DocumentRow {
     DocumentRow {
@@ -40,31 +40,7 @@ async fn locked(
     Ok(row.as_ref().map(read))
 }
 
-/// What a write did, or why it could not: the database failed, or the row broke a rule.
-enum Failed {
-    Db(tokio_postgres::Error),
-    Row(Error),
-}
-
-impl From<tokio_postgres::Error> for Failed {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failed::Db(e)
-    }
-}
-
 impl Postgres {
-    fn failed(&self, f: Failed) -> Error {
-        match f {
-            Failed::Db(e)
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-            {
-                Error::Conflict(e.to_string())
-            }
-            Failed::Db(e) => self.map_err(e),
-            Failed::Row(e) => e,
-        }
-    }
-
     /// Writes the audit event of a change to a document, built from the document as written.
     async fn audit_document(
         tx: &Transaction<'_>,

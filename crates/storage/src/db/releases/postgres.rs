@@ -2,10 +2,10 @@
 
 use tokio_postgres::Row;
 
-use super::super::postgres::{insert_event, Postgres, NOW};
+use super::super::postgres::{insert_event, Failed, Postgres, NOW};
 use super::{NewRelease, Release, ReleaseRow, RELEASE_COLUMNS};
 use crate::db::Audit;
-use crate::{Error, Result};
+use crate::Result;
 
 fn read(r: &Row) -> ReleaseRow {
     ReleaseRow {
@@ -17,17 +17,6 @@ fn read(r: &Row) -> ReleaseRow {
         snapshot: r.get(5),
         created_by: r.get(6),
         created_at: r.get(7),
-    }
-}
-
-enum Failed {
-    Db(tokio_postgres::Error),
-    Row(Error),
-}
-
-impl From<tokio_postgres::Error> for Failed {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failed::Db(e)
     }
 }
 
@@ -70,15 +59,7 @@ impl Postgres {
             Ok(row)
         }
         .await;
-        let row = done.map_err(|f| match f {
-            Failed::Db(e)
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-            {
-                Error::Conflict(e.to_string())
-            }
-            Failed::Db(e) => self.map_err(e),
-            Failed::Row(e) => e,
-        })?;
+        let row = done.map_err(|f| self.failed(f))?;
         self.committed();
         Ok(row)
     }

@@ -1,0 +1,86 @@
+//! A process kept inside a document (a project's deployment process, a runbook's process): read
+//! and saved as a whole, at the document's version, checked by the planner's rules and against
+//! the space's environments. Shared by `projects/process.rs` and `runbooks.rs`.
+
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::Json;
+use cuttle_core::plan::Process;
+use cuttle_storage::Document;
+use serde_json::{json, Value};
+
+use super::documents::{required_version, split_version, write_part};
+use super::environments::check_environments;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiResult;
+use crate::AppState;
+
+/// The stored process; one that cannot be read is an error, never an empty process.
+pub(crate) fn process_of(doc: &Document) -> Result<Process, ApiError> {
+    serde_json::from_value(
+        doc.body
+            .get("process")
+            .cloned()
+            .unwrap_or(json!({"steps": []})),
+    )
+    .map_err(|e| {
+        tracing::error!(document = doc.id, error = %e, "stored process unreadable");
+        ApiError::new(
+            cuttle_core::ErrorCode::Internal,
+            format!("the process of {:?} cannot be read: {e}", doc.name),
+        )
+    })
+}
+
+/// The answer: `{<owner>: id, "version", "steps"}` with the version as the `ETag`.
+pub(crate) fn answer(owner: &str, prefix: &str, doc: &Document, process: &Process) -> ApiResult {
+    let body = json!({
+        owner: format!("{prefix}{}", doc.id),
+        "version": doc.version,
+        "steps": process.steps,
+    });
+    let etag = format!("\"{}\"", doc.version);
+    Ok(([(header::ETAG, etag)], Json(body)).into_response())
+}
+
+/// Saves a whole process into `doc` at the version the client names; returns the answer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn save(
+    s: &AppState,
+    caller: &Caller,
+    space: &Document,
+    doc: &Document,
+    owner: &str,
+    prefix: &str,
+    action: &'static str,
+    headers: &HeaderMap,
+    body: Value,
+) -> ApiResult {
+    let (body, version) = split_version(body, headers)?;
+    let version = required_version(version)?;
+    let process: Process = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    process.validate()?;
+    check_environments(
+        s,
+        space,
+        "steps[].environments",
+        process.steps.iter().flat_map(|st| &st.environments),
+    )
+    .await?;
+    let steps: Vec<&str> = process.steps.iter().map(|st| st.name.as_str()).collect();
+    let saved = write_part(
+        s,
+        caller,
+        doc,
+        prefix,
+        version,
+        "process",
+        serde_json::to_value(&process).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        action,
+        json!({"steps": steps}),
+    )
+    .await?;
+    answer(owner, prefix, &saved, &process)
+}
