@@ -491,3 +491,50 @@ fn cancelling_a_deployment_stops_its_scripts_on_every_target_and_skips_the_rest(
     let (_, deployment) = n1.get(&format!("/api/spaces/default/deployments/{}", id(&d)));
     assert_eq!(deployment["state"], "Canceled");
 }
+
+#[test]
+fn a_node_lost_mid_deployment_fails_it_naming_the_node_and_never_runs_it_again() {
+    let cluster = Cluster::sqlite();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let dev = id(&n2
+        .post(
+            "/api/spaces/default/environments",
+            &json!({"name": "Development"}),
+        )
+        .1);
+    let (_, p) = n2.post("/api/spaces/default/projects", &json!({"name": "Long"}));
+    let path = format!("/api/spaces/default/projects/{}", id(&p));
+    let process = json!({"version": 1, "steps": [
+        {"name": "Wait", "action": {"type": "script", "script": "echo started; sleep 300"}},
+    ]});
+    assert_eq!(
+        n2.request(
+            "PUT",
+            &format!("{path}/deploymentprocess"),
+            Some(&process.to_string())
+        )
+        .0,
+        200
+    );
+    let (_, r) = n2.post(&format!("{path}/releases"), &json!({"version": "1.0.0"}));
+    let (status, d) = deploy(&n2, &id(&r), &dev);
+    assert_eq!(status, 201, "{d}");
+    let task = d["task_id"].as_str().unwrap().to_owned();
+    wait_until("the step to start on n1", MIN, || {
+        let t = n2.task(&task);
+        (t["state"] == "Executing" && n2.task_log(&task).contains("OUT   started")).then_some(t)
+    });
+    n1.kill9();
+    // Now n2 may run tasks: it must not run this one again.
+    assert_eq!(n2.patch("/api/nodes/n2", &json!({"task_cap": 2})).0, 200);
+    let t = n2.wait_finished(&task, MIN);
+    assert_eq!(t["state"], "Failed", "{t}");
+    assert!(
+        t["error"].as_str().unwrap().contains("node n1 was lost"),
+        "{t}"
+    );
+    assert_eq!(t["node"], "n1", "never claimed again: {t}");
+    let (_, deployment) = n2.get(&format!("/api/spaces/default/deployments/{}", id(&d)));
+    assert_eq!(deployment["state"], "Failed");
+}
