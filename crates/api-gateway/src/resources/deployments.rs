@@ -261,7 +261,7 @@ async fn list(
     PathParams(space): PathParams<String>,
     q: QueryMap,
 ) -> ApiResult {
-    let q = q.only(&["project_id", "limit"])?;
+    let q = q.only(&["project_id", "limit", "before"])?;
     let space = resolve_space(&s, &space).await?;
     let project = q
         .get("project_id")
@@ -271,19 +271,32 @@ async fn list(
             })
         })
         .transpose()?;
+    let before = q
+        .get("before")
+        .map(|b| {
+            b.strip_prefix(PREFIX)
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("before: {b:?} is not a deployment id"))
+                })
+        })
+        .transpose()?;
     let limit = parse_limit(q.get("limit"))?;
-    let items: Vec<Value> = s
+    let found = s
         .store
         .list_deployments(DeploymentFilter::Space {
             space: &space_id(&space),
             project,
+            before,
             limit,
         })
-        .await?
-        .iter()
-        .map(shown)
-        .collect();
-    Ok(Json(Page::all(items)).into_response())
+        .await?;
+    // A full page may have more behind it: `next` is where the following page starts.
+    let next = (found.len() == limit as usize)
+        .then(|| found.last().map(|d| format!("{PREFIX}{}", d.id)))
+        .flatten();
+    let items: Vec<Value> = found.iter().map(shown).collect();
+    Ok(Json(Page { items, next }).into_response())
 }
 
 async fn get_one(
@@ -318,6 +331,7 @@ async fn dashboard(State(s): State<AppState>, PathParams(space): PathParams<Stri
         .list_deployments(DeploymentFilter::Space {
             space: &sid,
             project: None,
+            before: None,
             limit: DASHBOARD_DEPTH,
         })
         .await?;

@@ -385,6 +385,7 @@ pub(crate) async fn deployments_are_queued_with_their_task_and_show_its_state(fx
     let space = |project, limit| DeploymentFilter::Space {
         space: "Spaces-1",
         project,
+        before: None,
         limit,
     };
     assert_eq!(
@@ -401,6 +402,20 @@ pub(crate) async fn deployments_are_queued_with_their_task_and_show_its_state(fx
         .await
         .unwrap()
         .is_empty());
+    // Paging: older than a given one.
+    let older: Vec<i64> = s
+        .list_deployments(DeploymentFilter::Space {
+            space: "Spaces-1",
+            project: None,
+            before: Some(d3),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(older, [d2, d1]);
     let events = s.list_events(10).await.unwrap();
     assert_eq!(
         events

@@ -102,10 +102,12 @@ impl DeploymentRow {
 pub enum DeploymentFilter<'a> {
     /// Every deployment of a release.
     Release(i64),
-    /// The newest `limit` of a space, optionally of one project.
+    /// The newest `limit` of a space, optionally of one project, older than `before` when
+    /// given (for paging).
     Space {
         space: &'a str,
         project: Option<i64>,
+        before: Option<i64>,
         limit: u32,
     },
 }

@@ -43,7 +43,8 @@ impl Mssql {
         const BY_SPACE: &str = concat!(
             "SELECT TOP (@P3) * FROM (",
             select!(),
-            " WHERE d.space = @P1 AND (@P2 IS NULL OR d.project = @P2)) AS x ORDER BY x.seq DESC"
+            " WHERE d.space = @P1 AND (@P2 IS NULL OR d.project = @P2) \
+             AND (@P4 IS NULL OR d.seq < @P4)) AS x ORDER BY x.seq DESC"
         );
         let found = match filter {
             DeploymentFilter::Release(r) => {
@@ -53,11 +54,12 @@ impl Mssql {
             DeploymentFilter::Space {
                 space,
                 project,
+                before,
                 limit,
             } => {
                 let limit = i64::from(limit);
                 run!(self, Retry::Idempotent, |c| {
-                    rows(c, BY_SPACE, &[&space, &project, &limit]).await
+                    rows(c, BY_SPACE, &[&space, &project, &limit, &before]).await
                 })?
             }
         };

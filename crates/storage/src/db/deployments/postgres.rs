@@ -42,14 +42,16 @@ impl Postgres {
             DeploymentFilter::Space {
                 space,
                 project,
+                before,
                 limit,
             } => {
                 c.query(
                     &format!(
                         "{SELECT} WHERE d.space = $1 AND ($2::bigint IS NULL OR d.project = $2)
-                         ORDER BY d.seq DESC LIMIT $3"
+                         AND ($3::bigint IS NULL OR d.seq < $3)
+                         ORDER BY d.seq DESC LIMIT $4"
                     ),
-                    &[&space, &project, &i64::from(limit)],
+                    &[&space, &project, &before, &i64::from(limit)],
                 )
                 .await
             }

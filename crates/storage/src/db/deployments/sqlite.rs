@@ -30,10 +30,11 @@ impl Sqlite {
         &self,
         filter: DeploymentFilter<'_>,
     ) -> Result<Vec<DeploymentRow>> {
-        let (sql, release, space, project, limit) = match filter {
+        let (sql, release, space, project, before, limit) = match filter {
             DeploymentFilter::Release(r) => (
                 format!("{SELECT} WHERE d.release = ?1 ORDER BY d.seq DESC"),
                 Some(r),
+                None,
                 None,
                 None,
                 None,
@@ -41,15 +42,18 @@ impl Sqlite {
             DeploymentFilter::Space {
                 space,
                 project,
+                before,
                 limit,
             } => (
                 format!(
                     "{SELECT} WHERE d.space = ?1 AND (?2 IS NULL OR d.project = ?2)
-                     ORDER BY d.seq DESC LIMIT ?3"
+                     AND (?3 IS NULL OR d.seq < ?3)
+                     ORDER BY d.seq DESC LIMIT ?4"
                 ),
                 None,
                 Some(space.to_owned()),
                 project,
+                before,
                 Some(i64::from(limit)),
             ),
         };
@@ -57,7 +61,7 @@ impl Sqlite {
             let mut st = c.prepare(&sql).map_err(db_err)?;
             let rows = match release {
                 Some(r) => st.query_map([r], read),
-                None => st.query_map(params![space, project, limit], read),
+                None => st.query_map(params![space, project, before, limit], read),
             }
             .map_err(db_err)?
             .collect::<rusqlite::Result<Vec<_>>>()
