@@ -351,6 +351,22 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
         !st.success() && err.contains("no release \"9.9.9\""),
         "{err}"
     );
+    let (st, out, err) = cli(&[
+        "runbook",
+        "run",
+        "--runbook",
+        "restart web",
+        "--environment",
+        "Production",
+        "--wait",
+    ]);
+    assert!(st.success(), "{out}{err}");
+    assert!(
+        out.contains("restarting Restart web on w1 with ********"),
+        "{out}"
+    );
+    let (st, out, _) = cli(&["--output", "json", "project", "list"]);
+    assert!(st.success() && out.contains("\"Shop\""), "{out}");
 
     // The secret is nowhere: not in any answer, nor anywhere in the shared store.
     let mut seen = String::new();

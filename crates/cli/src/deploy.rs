@@ -1,4 +1,5 @@
-//! `cuttle release create` and `cuttle deploy`: what a build pipeline runs. Projects,
+//! `cuttle release create`, `cuttle deploy`, `cuttle runbook run`: what a build pipeline and an
+//! operator run. Projects,
 //! environments and releases are named as people name them (`Shop`, `Production`, `1.4.2`);
 //! `deploy --wait` follows the deployment's log and exits non-zero unless it succeeded.
 
@@ -107,4 +108,46 @@ pub(crate) fn deploy(
         );
     }
     Ok(d)
+}
+
+/// Runs a published runbook in an environment; with `wait`, follows its log and fails unless
+/// it succeeded. Returns the task.
+pub(crate) fn run_runbook(
+    api: &Api,
+    space: &str,
+    runbook: &str,
+    environment: &str,
+    wait: bool,
+) -> Result<Value> {
+    let rb = find(
+        api,
+        &format!("/api/spaces/{space}/runbooks"),
+        "runbook",
+        runbook,
+    )?;
+    let env = find(
+        api,
+        &format!("/api/spaces/{space}/environments"),
+        "environment",
+        environment,
+    )?;
+    let task = api.json(
+        "POST",
+        &format!("/api/spaces/{space}/runbooks/{}/runs", id(&rb)),
+        Some(json!({"environment_id": id(&env)})),
+    )?;
+    if !wait {
+        return Ok(task);
+    }
+    let tid = id(&task);
+    follow_log(api, &tid, true)?;
+    let t = api.json("GET", &format!("/api/tasks/{tid}"), None)?;
+    if t["state"] != "Success" {
+        bail!(
+            "runbook run {tid} ended {}: {}",
+            t["state"].as_str().unwrap_or("?"),
+            t["error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(t)
 }

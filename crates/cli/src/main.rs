@@ -58,6 +58,16 @@ enum Command {
         #[command(subcommand)]
         action: TaskCmd,
     },
+    /// Projects: list them
+    Project {
+        #[command(subcommand)]
+        action: ProjectCmd,
+    },
+    /// Runbooks: run a published one
+    Runbook {
+        #[command(subcommand)]
+        action: RunbookCmd,
+    },
     /// Releases of a project
     Release {
         #[command(subcommand)]
@@ -149,6 +159,35 @@ enum KeyCmd {
     List,
     /// Revoke a key: every node refuses it within a second
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum ProjectCmd {
+    /// Every project of the space
+    List {
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunbookCmd {
+    /// Run a runbook's published process in an environment
+    Run {
+        /// The runbook, by name or id
+        #[arg(long)]
+        runbook: String,
+        /// The environment, by name or id
+        #[arg(long)]
+        environment: String,
+        /// Follow the run's log; exit non-zero unless it succeeds
+        #[arg(long)]
+        wait: bool,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +357,8 @@ const KEY_COLS: &[&str] = &[
     "expired",
 ];
 
+const PROJECT_COLS: &[&str] = &["id", "name", "lifecycle_id", "version", "modified_at"];
+
 const NODE_COLS: &[&str] = &[
     "name",
     "online",
@@ -399,6 +440,29 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         },
+        Command::Project {
+            action: ProjectCmd::List { space },
+        } => show(
+            out,
+            &api.json("GET", &format!("/api/spaces/{space}/projects"), None)?,
+            PROJECT_COLS,
+        ),
+        Command::Runbook {
+            action:
+                RunbookCmd::Run {
+                    runbook,
+                    environment,
+                    wait,
+                    space,
+                },
+        } => {
+            let t = deploy::run_runbook(&api, &space, &runbook, &environment, wait)?;
+            println!(
+                "{} runbook {runbook} in {environment}: task {}",
+                if wait { "ran" } else { "queued" },
+                t["id"].as_str().unwrap_or_default()
+            );
+        }
         Command::Release {
             action:
                 ReleaseCmd::Create {
