@@ -1,6 +1,8 @@
 //! The deployment model's configuration over REST: spaces, environments and lifecycles, as
 //! documents every node reads and writes at the version it read.
 
+use std::time::Duration;
+
 use cuttle_e2e::{Cluster, Database, Node, NodeOptions};
 use serde_json::{json, Value};
 
@@ -8,6 +10,7 @@ cuttle_e2e::on_every_database!(
     environments_and_lifecycles_are_versioned_ordered_and_checked,
     projects_keep_their_process_and_variables_and_never_show_a_sensitive_value,
     a_release_keeps_the_process_and_variables_it_was_made_with,
+    retention_keeps_the_newest_releases_and_those_deployments_still_need,
 );
 
 fn names(list: &Value) -> Vec<String> {
@@ -589,4 +592,72 @@ fn a_release_keeps_the_process_and_variables_it_was_made_with(db: Database) {
             .count(),
         4
     );
+}
+
+fn retention_keeps_the_newest_releases_and_those_deployments_still_need(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dev = id(&n1
+        .post(
+            "/api/spaces/default/environments",
+            &json!({"name": "Development"}),
+        )
+        .1);
+    let (_, p) = n1.post(
+        "/api/spaces/default/projects",
+        &json!({"name": "Kept", "retention": {"releases_to_keep": 2}}),
+    );
+    let path = format!("/api/spaces/default/projects/{}", id(&p));
+    let process = json!({"version": 1, "steps": [
+        {"name": "Say", "action": {"type": "script", "script": "echo #{Cuttle.Release.Number}"}},
+    ]});
+    assert_eq!(
+        n1.request(
+            "PUT",
+            &format!("{path}/deploymentprocess"),
+            Some(&process.to_string())
+        )
+        .0,
+        200
+    );
+    let release = |v: &str| {
+        let (status, r) = n1.post(&format!("{path}/releases"), &json!({"version": v}));
+        assert_eq!(status, 201, "{r}");
+        id(&r)
+    };
+    let first = release("1.0.0");
+    let (status, d) = n1.post(
+        "/api/spaces/default/deployments",
+        &json!({"release_id": first, "environment_id": dev}),
+    );
+    assert_eq!(status, 201, "{d}");
+    let t = n1.wait_finished(d["task_id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(t["state"], "Success", "{t}");
+    for v in ["1.0.1", "1.0.2", "1.0.3"] {
+        release(v);
+    }
+    let (_, listed) = n1.get(&format!("{path}/releases"));
+    let versions: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        ["1.0.3", "1.0.2", "1.0.0"],
+        "the newest two, and the one deployed"
+    );
+    let (_, events) = n1.get("/api/events?limit=50");
+    let deleted: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "release.delete")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{events}");
+    assert_eq!(deleted[0]["details"]["version"], "1.0.1");
+    // The dashboard still shows what is deployed.
+    let (_, board) = n1.get("/api/spaces/default/dashboard");
+    assert_eq!(board["items"][0]["release_version"], "1.0.0");
 }

@@ -204,6 +204,48 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
         "{err}"
     );
 
+    // Only some targets, and a step skipped, for one deployment.
+    let (status, d) = n1.post(
+        "/api/spaces/default/deployments",
+        &json!({"release_id": release, "environment_id": dev, "skip_steps": ["migrate"], "targets": ["w1"]}),
+    );
+    assert_eq!(status, 201, "{d}");
+    let (t, log) = task_log(&n1, &d);
+    assert_eq!(t["state"], "Success", "{t}\n{log}");
+    assert!(
+        log.contains("[w1] deploying") && !log.contains("[w2]"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Migrate: skipped (skipped for this deployment)"),
+        "{log}"
+    );
+    for (body, says) in [
+        (
+            json!({"release_id": release, "environment_id": dev, "skip_steps": ["Nope"]}),
+            "skip_steps",
+        ),
+        (
+            json!({"release_id": release, "environment_id": dev, "targets": ["nowhere"]}),
+            "targets",
+        ),
+        (
+            json!({"release_id": "Releases-999", "environment_id": dev}),
+            "release_id",
+        ),
+        (
+            json!({"release_id": release, "environment_id": "Environments-999"}),
+            "environment_id",
+        ),
+    ] {
+        let (status, err) = n1.post("/api/spaces/default/deployments", &body);
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(says),
+            "{body}: {err}"
+        );
+    }
+
     // Two deployments of one project to one environment never overlap.
     let (_, a) = deploy(&n1, &release, &dev);
     let (_, b) = deploy(&n2, &release, &dev);
@@ -237,7 +279,7 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
         "/api/spaces/default/deployments?project_id={}",
         id(&shop)
     ));
-    assert_eq!(listed["items"].as_array().unwrap().len(), 4);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 5);
     // Deployments are made only through their own call.
     let (status, _) = n1.post("/api/tasks", &json!({"kind": "Deploy", "arguments": {"space": "Spaces-1", "release": 1, "environment": prod}}));
     assert_eq!(status, 400);

@@ -288,6 +288,7 @@ pub(crate) async fn releases_are_numbered_once_per_project_and_keep_their_snapsh
         .map(|r| r.version)
         .collect();
     assert_eq!(listed, ["1.0.0", "1.1.0-beta.1"]);
+
     assert_eq!(
         s.get_release("Spaces-1", r2.id)
             .await
@@ -311,6 +312,33 @@ pub(crate) async fn releases_are_numbered_once_per_project_and_keep_their_snapsh
     assert_eq!(
         creates, 1,
         "an event for the release made, none for the one refused"
+    );
+    // Deleted (retention) once, with its event.
+    let gone = audit_as(event(
+        "release.delete",
+        format!("Releases-{}", r2.id),
+        serde_json::json!({}),
+    ));
+    assert!(
+        s.delete_release("Spaces-2", r2.id, None)
+            .await
+            .is_ok_and(|d| !d),
+        "another space"
+    );
+    assert!(s
+        .delete_release("Spaces-1", r2.id, Some(gone))
+        .await
+        .unwrap());
+    assert_eq!(s.get_release("Spaces-1", r2.id).await.unwrap(), None);
+    assert!(!s.delete_release("Spaces-1", r2.id, None).await.unwrap());
+    assert_eq!(
+        s.list_events(10)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.action == "release.delete")
+            .count(),
+        1
     );
     fx.raw("UPDATE releases SET snapshot = 'nope' WHERE version = '1.0.0'");
     assert!(s

@@ -133,7 +133,70 @@ async fn create(
             Some(audit),
         )
         .await?;
+    // Retention runs after the release is made: a failure to prune is logged, not the caller's.
+    if let Err(e) = retain(&s, &caller, &space_id(&space), &doc).await {
+        tracing::warn!(project = %doc.name, error = ?e, "apply release retention");
+    }
     Ok((StatusCode::CREATED, Json(shown(&release)?)).into_response())
+}
+
+/// Keeps the project's newest `retention.releases_to_keep` releases (0: all), and any older one
+/// a deployment still needs: one queued or running, and each environment's latest and latest
+/// successful deployment (what is there now, and what a redeploy would restore).
+async fn retain(
+    s: &AppState,
+    caller: &Caller,
+    space: &str,
+    project: &cuttle_storage::Document,
+) -> Result<(), ApiError> {
+    let keep = project.body["retention"]["releases_to_keep"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    if keep == 0 {
+        return Ok(());
+    }
+    let releases = s.store.list_releases(project.id).await?;
+    if releases.len() <= keep {
+        return Ok(());
+    }
+    let deployments = s
+        .store
+        .list_deployments(cuttle_storage::DeploymentFilter::Space {
+            space,
+            project: Some(project.id),
+            before: None,
+            limit: 1000,
+        })
+        .await?;
+    let mut needed = std::collections::HashSet::new();
+    let mut seen_env = std::collections::HashSet::new();
+    let mut seen_success = std::collections::HashSet::new();
+    for d in &deployments {
+        if !d.state.is_terminal() {
+            needed.insert(d.release);
+        }
+        if seen_env.insert(d.environment.clone()) {
+            needed.insert(d.release);
+        }
+        if d.state == cuttle_core::TaskState::Success && seen_success.insert(d.environment.clone())
+        {
+            needed.insert(d.release);
+        }
+    }
+    for r in &releases[..releases.len() - keep] {
+        if needed.contains(&r.id) {
+            continue;
+        }
+        let audit = cuttle_storage::audit_as(caller.event(
+            "release.delete",
+            format!("{RELEASE_PREFIX}{}", r.id),
+            json!({"version": r.version, "reason": format!("retention: keep {keep}")}),
+        ));
+        if s.store.delete_release(space, r.id, Some(audit)).await? {
+            tracing::info!(release = %r.version, project = %project.name, "release removed by retention");
+        }
+    }
+    Ok(())
 }
 
 async fn list(

@@ -104,6 +104,16 @@ impl Store {
             .transpose()
     }
 
+    /// Deletes a release (retention); false when there is no such release (and then no event).
+    pub async fn delete_release(
+        &self,
+        space: &str,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        dispatch!(self, b => b.delete_release(space, id, audit).await)
+    }
+
     /// Every release of a project, oldest first.
     pub async fn list_releases(&self, project: i64) -> Result<Vec<Release>> {
         dispatch!(self, b => b.list_releases(project).await)?

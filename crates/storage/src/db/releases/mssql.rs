@@ -3,7 +3,7 @@
 use tiberius::Row;
 
 use super::super::mssql::{
-    insert_event, int64, ms, rows, run, run_in_transaction, text, Mssql, Retry,
+    execute, insert_event, int64, ms, rows, run, run_in_transaction, text, Mssql, Retry,
 };
 use super::{NewRelease, Release, ReleaseRow};
 use crate::db::Audit;
@@ -107,5 +107,25 @@ impl Mssql {
         );
         let found = run!(self, Retry::Idempotent, |c| rows(c, SQL, &[&project]).await)?;
         Ok(found.iter().map(read).collect())
+    }
+
+    pub(in crate::db) async fn delete_release(
+        &self,
+        space: &str,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let found = run_in_transaction!(self, |c| {
+            let n = execute(
+                c,
+                "DELETE FROM releases WHERE seq = @P1 AND space = @P2",
+                &[&id, &space],
+            )
+            .await?;
+            insert_event(c, audit.as_ref(), (n > 0).then_some(&())).await?;
+            n > 0
+        })?;
+        self.committed();
+        Ok(found)
     }
 }

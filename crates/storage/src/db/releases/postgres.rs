@@ -91,4 +91,29 @@ impl Postgres {
             .map_err(|e| self.map_err(e))?;
         Ok(rows.iter().map(read).collect())
     }
+
+    pub(in crate::db) async fn delete_release(
+        &self,
+        space: &str,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let done: std::result::Result<bool, Failed> = async {
+            let tx = conn.transaction().await?;
+            let n = tx
+                .execute(
+                    "DELETE FROM releases WHERE seq = $1 AND space = $2",
+                    &[&id, &space],
+                )
+                .await?;
+            insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
+            tx.commit().await?;
+            Ok(n > 0)
+        }
+        .await;
+        let done = done.map_err(|f| self.failed(f))?;
+        self.committed();
+        Ok(done)
+    }
 }

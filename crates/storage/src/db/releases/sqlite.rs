@@ -98,4 +98,24 @@ impl Sqlite {
         })
         .await
     }
+
+    pub(in crate::db) async fn delete_release(
+        &self,
+        space: &str,
+        id: i64,
+        audit: Option<Audit<()>>,
+    ) -> Result<bool> {
+        let space = space.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM releases WHERE seq = ?1 AND space = ?2",
+                    params![id, space],
+                )
+                .map_err(db_err)?;
+            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
+            Ok(n > 0)
+        })
+        .await
+    }
 }
