@@ -596,3 +596,133 @@ fn a_node_lost_mid_deployment_fails_it_naming_the_node_and_never_runs_it_again()
     let (_, deployment) = n2.get(&format!("/api/spaces/default/deployments/{}", id(&d)));
     assert_eq!(deployment["state"], "Failed");
 }
+
+/// A client of the cluster through haproxy's HTTPS port (what operators and pipelines use).
+struct Balanced<'a> {
+    lb: &'a cuttle_e2e::Haproxy,
+    agent: ureq::Agent,
+    key: String,
+}
+
+impl Balanced<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = self.lb.url(path);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("X-Api-Key", &self.key).call(),
+            (_, b) => {
+                let req = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                req.header("X-Api-Key", &self.key)
+                    .header("Content-Type", "application/json")
+                    .send(b.map(Value::to_string).unwrap_or_default())
+            }
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path} through haproxy: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+#[test]
+fn a_deployment_through_the_load_balancer_reaches_four_tentacles_on_any_node() {
+    let cluster = Cluster::sqlite();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 2)))
+        .collect();
+    let lb = cuttle_e2e::Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let api = Balanced {
+        lb: &lb,
+        agent: lb.agent(),
+        key: nodes[0].api_key(),
+    };
+    let dir = temp_dir("deploy-lb");
+    let mut tentacles = Vec::new();
+    for (name, role) in [
+        ("web-1", "web"),
+        ("web-2", "web"),
+        ("db-1", "db"),
+        ("db-2", "db"),
+    ] {
+        let t = Tentacle::new(dir.path(), name);
+        register(&t, &nodes[0], role, "polling", &[]);
+        // Only the balancer's address: each tentacle holds one session, with whichever node.
+        let config = std::fs::read_to_string(t.config_path()).unwrap();
+        let gateways = config.lines().find(|l| l.starts_with("gateways")).unwrap();
+        let balanced = format!("gateways = [\"127.0.0.1:{}\"]", lb.tentacle_port);
+        std::fs::write(t.config_path(), config.replace(gateways, &balanced)).unwrap();
+        tentacles.push(t);
+    }
+    for t in &mut tentacles {
+        t.start();
+    }
+    wait_until("four sessions through the balancer", MIN, || {
+        let (_, targets) = api.call("GET", "/api/targets", None);
+        let connected = targets["items"]
+            .as_array()?
+            .iter()
+            .filter(|t| {
+                t["connected_nodes"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 1)
+            })
+            .count();
+        (connected == 4).then_some(())
+    });
+    let env = id(&api
+        .call(
+            "POST",
+            "/api/spaces/default/environments",
+            Some(&json!({"name": "Production"})),
+        )
+        .1);
+    let (_, p) = api.call(
+        "POST",
+        "/api/spaces/default/projects",
+        Some(&json!({"name": "Balanced"})),
+    );
+    let path = format!("/api/spaces/default/projects/{}", id(&p));
+    let step = |name: &str, role: &str| {
+        json!({"name": name, "target_roles": [role], "action": {"type": "script",
+               "script": "echo \"#{Cuttle.Step.Name} on #{Cuttle.Target.Name}\""}})
+    };
+    let process = json!({"version": 1, "steps": [step("Web", "web"), step("Db", "db")]});
+    let (status, saved) = api.call("PUT", &format!("{path}/deploymentprocess"), Some(&process));
+    assert_eq!(status, 200, "{saved}");
+    let (_, r) = api.call(
+        "POST",
+        &format!("{path}/releases"),
+        Some(&json!({"version": "2.0.0"})),
+    );
+    // Several deployments, each made and followed through the balancer (any node may answer,
+    // any node may run it, any gateway may hold a target's session).
+    for _ in 0..3 {
+        let (status, d) = api.call(
+            "POST",
+            "/api/spaces/default/deployments",
+            Some(&json!({"release_id": id(&r), "environment_id": env})),
+        );
+        assert_eq!(status, 201, "{d}");
+        let task = d["task_id"].as_str().unwrap().to_owned();
+        let t = wait_until("the deployment to end", MIN, || {
+            let (_, t) = api.call("GET", &format!("/api/tasks/{task}"), None);
+            matches!(
+                t["state"].as_str(),
+                Some("Success" | "Failed" | "Canceled" | "TimedOut")
+            )
+            .then_some(t)
+        });
+        let (_, log) = api.call("GET", &format!("/api/tasks/{task}/log"), None);
+        let log = log.as_str().unwrap_or_default().to_owned();
+        assert_eq!(t["state"], "Success", "{t}\n{log}");
+        for line in ["Web on web-1", "Web on web-2", "Db on db-1", "Db on db-2"] {
+            assert!(log.contains(line), "missing {line:?}:\n{log}");
+        }
+    }
+}
