@@ -410,6 +410,48 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
     let (st, out, _) = cli(&["--output", "json", "project", "list"]);
     assert!(st.success() && out.contains("\"Shop\""), "{out}");
 
+    // Fixed in the project, a new release goes all the way: Development, Test, Production.
+    let (_, vars) = n1.get(&format!("{shop_path}/variables"));
+    let password = vars["variables"][0]["id"].clone();
+    let (status, saved) = n1.request(
+        "PUT",
+        &format!("{shop_path}/variables"),
+        Some(
+            &json!({"version": vars["version"], "variables": [
+                {"id": password, "name": "DbPassword", "sensitive": true},
+                {"name": "FailHere", "value": "no"},
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 200, "{saved}");
+    let (_, fixed) = n2.post(
+        &format!("{shop_path}/releases"),
+        &json!({"version": "1.1.0"}),
+    );
+    for env in [&dev, &test, &prod] {
+        let (status, d) = deploy(&n1, &id(&fixed), env);
+        assert_eq!(status, 201, "{env}: {d}");
+        let (t, log) = task_log(&n2, &d);
+        assert_eq!(t["state"], "Success", "{env}: {t}\n{log}");
+        assert!(!log.contains(SECRET));
+    }
+    let (_, board) = n2.get("/api/spaces/default/dashboard");
+    let prod_cell = board["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["environment_id"] == prod.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            prod_cell["state"].as_str(),
+            prod_cell["release_version"].as_str()
+        ),
+        (Some("Success"), Some("1.1.0"))
+    );
+
     // The secret is nowhere: not in any answer, nor anywhere in the shared store.
     let mut seen = String::new();
     for path in [
@@ -725,4 +767,57 @@ fn a_deployment_through_the_load_balancer_reaches_four_tentacles_on_any_node() {
             assert!(log.contains(line), "missing {line:?}:\n{log}");
         }
     }
+}
+
+#[test]
+fn different_projects_deploy_in_parallel_while_one_project_and_environment_never_overlaps() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 4));
+    let env = id(&n1
+        .post(
+            "/api/spaces/default/environments",
+            &json!({"name": "Development"}),
+        )
+        .1);
+    let release_of = |name: &str| {
+        let (_, p) = n1.post("/api/spaces/default/projects", &json!({"name": name}));
+        let path = format!("/api/spaces/default/projects/{}", id(&p));
+        let process = json!({"version": 1, "steps": [
+            {"name": "Work", "action": {"type": "script", "script": "sleep 1"}},
+        ]});
+        assert_eq!(
+            n1.request(
+                "PUT",
+                &format!("{path}/deploymentprocess"),
+                Some(&process.to_string())
+            )
+            .0,
+            200
+        );
+        id(&n1
+            .post(&format!("{path}/releases"), &json!({"version": "1.0.0"}))
+            .1)
+    };
+    let (a, b) = (release_of("Alpha"), release_of("Beta"));
+    let queue = |release: &str| {
+        let (status, d) = deploy(&n1, release, &env);
+        assert_eq!(status, 201, "{d}");
+        d
+    };
+    let (a1, b1, a2) = (queue(&a), queue(&b), queue(&a));
+    let done = |d: &Value| n1.wait_finished(d["task_id"].as_str().unwrap(), MIN);
+    let (ta1, tb1, ta2) = (done(&a1), done(&b1), done(&a2));
+    for t in [&ta1, &tb1, &ta2] {
+        assert_eq!(t["state"], "Success", "{t}");
+    }
+    let at = |t: &Value, f: &str| t[f].as_str().unwrap().to_owned();
+    // Alpha and Beta ran at the same time; Alpha's second waited for its first.
+    assert!(
+        at(&tb1, "started_at") < at(&ta1, "completed_at"),
+        "{ta1} {tb1}"
+    );
+    assert!(
+        at(&ta2, "started_at") >= at(&ta1, "completed_at"),
+        "{ta1} {ta2}"
+    );
 }
