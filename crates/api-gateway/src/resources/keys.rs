@@ -89,12 +89,13 @@ async fn create(
                 "a key with this hash exists; try again",
             )
         })?;
+    // Read back by its hash: one indexed lookup, not the whole list.
     let row = s
         .store
-        .list_api_keys()
+        .find_api_key(&new.hash, &new.hash)
         .await?
-        .into_iter()
-        .find(|k| k.id == id)
+        .map(|f| f.key)
+        .filter(|k| k.id == id)
         .ok_or_else(|| {
             ApiError::not_found(format!("API key {ID_PREFIX}{id} was revoked at once"))
         })?;

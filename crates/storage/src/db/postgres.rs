@@ -128,6 +128,43 @@ macro_rules! in_transaction {
 }
 pub(super) use in_transaction;
 
+/// How a checked write ends: committed, or rolled back (what was read said not to write), with
+/// what the caller gets either way.
+pub(super) enum TxEnd<T> {
+    Commit(T),
+    Rollback(T),
+}
+
+/// Runs `$body` (an async block evaluating to `Result<TxEnd<T>, Failed>`, free to `return`
+/// early) in a transaction on one connection, commits or rolls back as it says, maps the failure
+/// ([`Postgres::failed`]) and counts the commit. The area modules' multi-statement writes.
+macro_rules! checked_write {
+    ($self:ident, |$tx:ident| $body:block) => {{
+        let mut conn = $self.conn().await?;
+        let done: std::result::Result<_, $crate::db::postgres::Failed> = async {
+            let $tx = conn.transaction().await?;
+            let end: std::result::Result<
+                $crate::db::postgres::TxEnd<_>,
+                $crate::db::postgres::Failed,
+            > = async { $body }.await;
+            match end? {
+                $crate::db::postgres::TxEnd::Commit(v) => {
+                    $tx.commit().await?;
+                    Ok((v, true))
+                }
+                $crate::db::postgres::TxEnd::Rollback(v) => Ok((v, false)),
+            }
+        }
+        .await;
+        let (out, committed) = done.map_err(|f| $self.failed(f))?;
+        if committed {
+            $self.committed();
+        }
+        out
+    }};
+}
+pub(super) use checked_write;
+
 impl bb8::ManageConnection for Manager {
     type Connection = PgConn;
     type Error = tokio_postgres::Error;

@@ -2,7 +2,7 @@
 
 use tokio_postgres::{Row, Transaction};
 
-use super::super::postgres::{insert_event, Failed, Postgres, NOW};
+use super::super::postgres::{checked_write, insert_event, Failed, Postgres, TxEnd, NOW};
 use super::{Document, DocumentRow, DocumentWrite, RowWritten, DOCUMENT_COLUMNS};
 use crate::db::Audit;
 use crate::Result;
@@ -61,9 +61,7 @@ impl Postgres {
         body: &str,
         audit: Option<Audit<Document>>,
     ) -> Result<DocumentRow> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<DocumentRow, Failed> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             let row = tx
                 .query_one(
                     &format!(
@@ -80,13 +78,9 @@ impl Postgres {
                 .await?;
             let row = read(&row);
             Self::audit_document(&tx, audit.as_ref(), &row).await?;
-            tx.commit().await?;
-            Ok(row)
-        }
-        .await;
-        let row = done.map_err(|f| self.failed(f))?;
-        self.committed();
-        Ok(row)
+            Ok(TxEnd::Commit(row))
+        });
+        Ok(done)
     }
 
     pub(in crate::db) async fn get_document(
@@ -157,16 +151,14 @@ impl Postgres {
         body: &str,
         audit: Option<Audit<Document>>,
     ) -> Result<RowWritten> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<RowWritten, Failed> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             let Some(current) = locked(&tx, w.space, w.kind, id).await? else {
-                return Ok(RowWritten::NotFound);
+                return Ok(TxEnd::Rollback(RowWritten::NotFound));
             };
             if current.version != expected {
-                return Ok(RowWritten::Stale {
+                return Ok(TxEnd::Rollback(RowWritten::Stale {
                     current: current.version,
-                });
+                }));
             }
             let row = tx
                 .query_one(
@@ -181,15 +173,9 @@ impl Postgres {
                 .await?;
             let row = read(&row);
             Self::audit_document(&tx, audit.as_ref(), &row).await?;
-            tx.commit().await?;
-            Ok(RowWritten::Done(row))
-        }
-        .await;
-        let outcome = done.map_err(|f| self.failed(f))?;
-        if matches!(outcome, RowWritten::Done(_)) {
-            self.committed();
-        }
-        Ok(outcome)
+            Ok(TxEnd::Commit(RowWritten::Done(row)))
+        });
+        Ok(done)
     }
 
     pub(in crate::db) async fn delete_document(
@@ -200,29 +186,21 @@ impl Postgres {
         expected: Option<i64>,
         audit: Option<Audit<()>>,
     ) -> Result<RowWritten> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<RowWritten, Failed> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             let Some(current) = locked(&tx, space, kind, id).await? else {
-                return Ok(RowWritten::NotFound);
+                return Ok(TxEnd::Rollback(RowWritten::NotFound));
             };
             if expected.is_some_and(|v| v != current.version) {
-                return Ok(RowWritten::Stale {
+                return Ok(TxEnd::Rollback(RowWritten::Stale {
                     current: current.version,
-                });
+                }));
             }
             tx.execute("DELETE FROM documents WHERE seq = $1", &[&id])
                 .await?;
             insert_event(&tx, audit.as_ref(), Some(&())).await?;
-            tx.commit().await?;
-            Ok(RowWritten::Done(current))
-        }
-        .await;
-        let outcome = done.map_err(|f| self.failed(f))?;
-        if matches!(outcome, RowWritten::Done(_)) {
-            self.committed();
-        }
-        Ok(outcome)
+            Ok(TxEnd::Commit(RowWritten::Done(current)))
+        });
+        Ok(done)
     }
 
     pub(in crate::db) async fn reorder_documents(
@@ -232,9 +210,7 @@ impl Postgres {
         ids: &[i64],
         audit: Option<Audit<()>>,
     ) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<bool, Failed> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             // Every document of the kind, locked: the order is replaced as a whole.
             let all = tx
                 .query(
@@ -247,7 +223,7 @@ impl Postgres {
             let mut wanted = ids.to_vec();
             wanted.sort_unstable();
             if present != wanted {
-                return Ok(false);
+                return Ok(TxEnd::Rollback(false));
             }
             let positions: Vec<i64> = (1..=ids.len() as i64).collect();
             tx.execute(
@@ -258,14 +234,8 @@ impl Postgres {
             )
             .await?;
             insert_event(&tx, audit.as_ref(), Some(&())).await?;
-            tx.commit().await?;
-            Ok(true)
-        }
-        .await;
-        let done = done.map_err(|f| self.failed(f))?;
-        if done {
-            self.committed();
-        }
+            Ok(TxEnd::Commit(true))
+        });
         Ok(done)
     }
 }

@@ -2,7 +2,7 @@
 
 use tokio_postgres::Row;
 
-use super::super::postgres::{insert_event, Failed, Postgres, NOW};
+use super::super::postgres::{checked_write, insert_event, Failed, Postgres, TxEnd, NOW};
 use super::{NewRelease, Release, ReleaseRow, RELEASE_COLUMNS};
 use crate::db::Audit;
 use crate::Result;
@@ -28,9 +28,7 @@ impl Postgres {
         snapshot: &str,
         audit: Option<Audit<Release>>,
     ) -> Result<ReleaseRow> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<ReleaseRow, Failed> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             let row = tx
                 .query_one(
                     &format!(
@@ -55,13 +53,9 @@ impl Postgres {
                 let release = row.clone().parse().map_err(Failed::Row)?;
                 insert_event(&tx, audit.as_ref(), Some(&release)).await?;
             }
-            tx.commit().await?;
-            Ok(row)
-        }
-        .await;
-        let row = done.map_err(|f| self.failed(f))?;
-        self.committed();
-        Ok(row)
+            Ok(TxEnd::Commit(row))
+        });
+        Ok(done)
     }
 
     pub(in crate::db) async fn get_release(
@@ -98,9 +92,7 @@ impl Postgres {
         id: i64,
         audit: Option<Audit<()>>,
     ) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<bool, Failed> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             let n = tx
                 .execute(
                     "DELETE FROM releases WHERE seq = $1 AND space = $2",
@@ -108,12 +100,8 @@ impl Postgres {
                 )
                 .await?;
             insert_event(&tx, audit.as_ref(), (n > 0).then_some(&())).await?;
-            tx.commit().await?;
-            Ok(n > 0)
-        }
-        .await;
-        let done = done.map_err(|f| self.failed(f))?;
-        self.committed();
+            Ok(TxEnd::Commit(n > 0))
+        });
         Ok(done)
     }
 }

@@ -1,6 +1,6 @@
 //! Settings in PostgreSQL.
 
-use super::super::postgres::Postgres;
+use super::super::postgres::{checked_write, Postgres, TxEnd};
 use crate::Result;
 
 impl Postgres {
@@ -46,9 +46,7 @@ impl Postgres {
         &self,
         changes: &[(String, String, String)],
     ) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done: std::result::Result<bool, tokio_postgres::Error> = async {
-            let tx = conn.transaction().await?;
+        let done = checked_write!(self, |tx| {
             for (key, old, new) in changes {
                 let n = tx
                     .execute(
@@ -57,18 +55,11 @@ impl Postgres {
                     )
                     .await?;
                 if n == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
+                    return Ok(TxEnd::Rollback(false));
                 }
             }
-            tx.commit().await?;
-            Ok(true)
-        }
-        .await;
-        let done = done.map_err(|e| self.map_err(e))?;
-        if done {
-            self.committed();
-        }
+            Ok(TxEnd::Commit(true))
+        });
         Ok(done)
     }
 
