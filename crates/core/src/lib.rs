@@ -5,6 +5,7 @@ mod capacity;
 mod error;
 mod event;
 mod node;
+mod package;
 pub mod plan;
 mod proxies;
 mod role;
@@ -19,6 +20,10 @@ pub use capacity::{plan_capacity, CapacityPlan};
 pub use error::{ErrorCode, ValidationError};
 pub use event::{EventRecord, NewEvent};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
+pub use package::{
+    package_version_key, parse_package_version, validate_package_id, PackageFileName,
+    PackageFormat, MAX_PACKAGE_ID_LEN,
+};
 pub use proxies::TrustedProxies;
 pub use role::{Role, RoleSet};
 pub use scope::{parse_lifetime, ApiKeyRequest, Scope, MAX_KEY_LIFETIME_SECS, MAX_KEY_NAME_LEN};

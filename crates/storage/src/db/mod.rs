@@ -8,6 +8,7 @@ mod keys;
 mod mssql;
 mod mssql_config;
 mod nodes;
+mod packages;
 mod postgres;
 mod postgres_tls;
 mod releases;
@@ -25,13 +26,14 @@ use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 pub use deployments::{DeploymentFilter, DeploymentRecord, NewDeployment};
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
 pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
+pub use packages::{AddedPackage, NewPackage, PackageRecord};
 pub use releases::{NewRelease, Release};
 
 use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         8,
         include_str!("../../migrations/mssql/0008_deployments.sql"),
     ),
+    (9, include_str!("../../migrations/mssql/0009_packages.sql")),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

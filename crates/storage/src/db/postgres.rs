@@ -49,6 +49,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_deployments.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_packages.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         8,
         include_str!("../../migrations/sqlite/0008_deployments.sql"),
     ),
+    (9, include_str!("../../migrations/sqlite/0009_packages.sql")),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -11,6 +11,7 @@ mod events;
 mod keys;
 mod migrations;
 mod nodes;
+mod packages;
 mod queue;
 mod settings;
 mod targets;
@@ -143,6 +144,7 @@ conformance!(
     configuration::documents_are_versioned_named_once_ordered_and_audited,
     configuration::releases_are_numbered_once_per_project_and_keep_their_snapshot,
     configuration::deployments_are_queued_with_their_task_and_show_its_state,
+    packages::package_versions_are_stored_once_replaced_whole_and_audited,
 );
 
 pub(crate) fn reg(name: &str, cap: u32) -> NodeRegistration {
