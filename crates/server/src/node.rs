@@ -322,13 +322,13 @@ async fn recover_previous_run(store: &Store, shared: &SharedStore, node: &str) -
     }
     let s = shared.clone();
     let name = node.to_owned();
-    let cleared = tokio::task::spawn_blocking(move || s.clear_artifacts_in_progress(&name))
+    let cleared = tokio::task::spawn_blocking(move || s.clear_in_progress(&name))
         .await?
-        .context("clean up artifacts left in progress")?;
+        .context("clean up uploads and artifacts left in progress")?;
     if cleared > 0 {
         tracing::info!(
             cleared,
-            "half-received artifacts of the previous run were removed"
+            "half-received uploads and artifacts of the previous run were removed"
         );
     }
     Ok(())

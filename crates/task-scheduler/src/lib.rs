@@ -133,24 +133,30 @@ async fn periodic_health_checks(
     }
 }
 
-/// Puts the logs of a lost node's stopped tasks in place, ending with why they stop there. A
-/// failure is logged and left to the node's own clean-up when it starts again.
+/// Puts the logs of a lost node's stopped tasks in place, ending with why they stop there, and
+/// removes the uploads and artifacts it was receiving (never to be finished). A failure is
+/// logged and left to the node's own clean-up when it starts again.
 async fn salvage_logs(shared: &SharedStore, node: cuttle_storage::LostNode) {
     let mut tasks = node.failed;
     tasks.extend(node.requeued);
-    if tasks.is_empty() {
-        return;
-    }
     let shared = shared.clone();
     let name = node.name;
     let note = format!("ERROR node {name} was lost; this task's log ends here");
-    let res =
-        tokio::task::spawn_blocking(move || shared.salvage_task_logs(&name, &tasks, false, &note))
-            .await;
+    let res = tokio::task::spawn_blocking(move || {
+        if !tasks.is_empty() {
+            shared.salvage_task_logs(&name, &tasks, false, &note)?;
+        }
+        let cleared = shared.clear_in_progress(&name)?;
+        if cleared > 0 {
+            tracing::info!(node = %name, cleared, "removed a lost node's unfinished uploads");
+        }
+        Ok::<_, cuttle_storage::Error>(())
+    })
+    .await;
     match res {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "put a lost node's task logs in place"),
-        Err(e) => tracing::warn!(error = %e, "put a lost node's task logs in place"),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "clean up after a lost node"),
+        Err(e) => tracing::warn!(error = %e, "clean up after a lost node"),
     }
 }
 

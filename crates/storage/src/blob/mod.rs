@@ -1,7 +1,9 @@
 //! The shared file store: its layout, the start-up probe, and the task logs.
 
+mod packages;
 mod task_log;
 
+pub use packages::{IncomingFile, PackageFile};
 pub use task_log::{Execution, TaskLog, TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES};
 
 use std::path::{Path, PathBuf};
@@ -85,13 +87,25 @@ impl SharedStore {
             .join(component(file))
     }
 
-    /// A fresh temporary path for an artifact being received by `node`: under
-    /// `Artifacts/InProgress/{node}/`, which only that node writes and which it empties at
-    /// start-up.
+    /// A fresh temporary path for an artifact being received by `node`.
     pub fn artifact_temp(&self, node: &str) -> Result<PathBuf> {
+        self.temp_in("Artifacts", node)
+    }
+
+    /// Moves a complete, synced artifact from its temporary path into place.
+    pub fn place_artifact(&self, temp: &Path, dest: &Path) -> Result<()> {
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+        }
+        std::fs::rename(temp, dest).map_err(|e| Error::io("put artifact in place", dest, e))
+    }
+
+    /// A fresh temporary path under `{folder}/InProgress/{node}/`, which only that node writes
+    /// and which it empties at start-up (and a scheduler empties when the node is lost).
+    pub(crate) fn temp_in(&self, folder: &str, node: &str) -> Result<PathBuf> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.root.join("Artifacts").join("InProgress").join(node);
+        let dir = self.root.join(folder).join("InProgress").join(node);
         for d in [dir.parent().unwrap_or(&dir), dir.as_path()] {
             match std::fs::create_dir(d) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -103,29 +117,28 @@ impl SharedStore {
         Ok(dir.join(format!("{}-{n}.partial", std::process::id())))
     }
 
-    /// Moves a complete, synced artifact from its temporary path into place.
-    pub fn place_artifact(&self, temp: &Path, dest: &Path) -> Result<()> {
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
-        }
-        std::fs::rename(temp, dest).map_err(|e| Error::io("put artifact in place", dest, e))
-    }
-
-    /// Removes the artifacts `node` was receiving when its previous process ended.
-    pub fn clear_artifacts_in_progress(&self, node: &str) -> Result<usize> {
-        let dir = self.root.join("Artifacts").join("InProgress").join(node);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io("list artifacts in progress", &dir, e)),
-        };
+    /// Removes what `node` was receiving (artifacts, packages) when its process ended: at the
+    /// node's start-up, or by a scheduler once the node is lost. How many files went.
+    pub fn clear_in_progress(&self, node: &str) -> Result<usize> {
         let mut removed = 0;
-        for entry in entries {
-            let path = entry
-                .map_err(|e| Error::io("list artifacts in progress", &dir, e))?
-                .path();
-            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-            removed += 1;
+        for folder in ["Artifacts", "Packages"] {
+            let dir = self.root.join(folder).join("InProgress").join(node);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list files in progress", &dir, e)),
+            };
+            for entry in entries {
+                let path = entry
+                    .map_err(|e| Error::io("list files in progress", &dir, e))?
+                    .path();
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io("remove", &path, e))
+                    }
+                    _ => removed += 1,
+                }
+            }
         }
         Ok(removed)
     }
