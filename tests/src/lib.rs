@@ -10,6 +10,7 @@
 mod lb;
 mod mssql;
 mod node;
+mod packages;
 mod pg;
 mod tentacle;
 mod util;
@@ -20,6 +21,7 @@ pub use node::{
     agent, cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database,
     HttpsTrust, Node, NodeOptions,
 };
+pub use packages::{download, multipart, peak_rss_kib, upload, Downloaded, Generated};
 pub use pg::{TestCertificates, TestPostgres};
 pub use tentacle::{tentacle_binary, Tentacle};
 pub use util::{

@@ -482,6 +482,11 @@ impl Node {
         (status, json)
     }
 
+    /// The HTTP client this node's requests use (HTTPS trust included).
+    pub fn http(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
     /// The admin API key this node's requests carry.
     pub fn api_key(&self) -> String {
         self.api_key.clone()

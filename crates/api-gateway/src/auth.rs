@@ -340,6 +340,29 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         "/api/spaces/{space}/runbooks/{id}/runs",
         need(Scope::Deployer),
     ),
+    // Build servers push packages with a deployer key; removing one is an operator's call.
+    (
+        "POST",
+        "/api/spaces/{space}/packages/raw",
+        need(Scope::Deployer),
+    ),
+    ("POST", "/api/{space}/packages/raw", need(Scope::Deployer)),
+    ("GET", "/api/spaces/{space}/packages", need(Scope::Reader)),
+    (
+        "GET",
+        "/api/spaces/{space}/packages/{package_id}/{version}",
+        need(Scope::Reader),
+    ),
+    (
+        "DELETE",
+        "/api/spaces/{space}/packages/{package_id}/{version}",
+        need(Scope::Operator),
+    ),
+    (
+        "GET",
+        "/api/spaces/{space}/packages/{package_id}/{version}/raw",
+        need(Scope::Reader),
+    ),
 ];
 
 pub(crate) fn route_need(method: &Method, route: &str) -> Need {

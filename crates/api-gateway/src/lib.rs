@@ -43,6 +43,8 @@ pub struct ApiConfig {
     pub https: Option<Https>,
     /// What one client may hold of the listener.
     pub limits: ConnectionLimits,
+    /// Largest package upload accepted, in bytes; `None`: no limit.
+    pub package_max_bytes: Option<u64>,
 }
 
 /// What the API needs from the rest of the node.

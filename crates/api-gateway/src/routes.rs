@@ -15,8 +15,8 @@ use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::extract::too_large;
 use crate::resources::{
-    deployments, environments, events, keys, lifecycles, metrics, nodes, ping, projects, runbooks,
-    spaces, targets, tasks,
+    deployments, environments, events, keys, lifecycles, metrics, nodes, packages, ping, projects,
+    runbooks, spaces, targets, tasks,
 };
 use crate::{AppState, MAX_JSON_BODY};
 
@@ -34,7 +34,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(projects::routes())
         .merge(deployments::routes())
         .merge(runbooks::routes())
+        .merge(packages::routes())
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
+    // Uploads stream past the JSON body limit and whole-body deadline (they have their own).
+    let streaming =
+        packages::upload_routes().route_layer(from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(ping::routes())
         // No key: a tentacle checks the cluster it was told to pin before it sends one. The
@@ -45,6 +49,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), read_body_in_time))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
+        .merge(streaming)
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             name_node,

@@ -77,6 +77,9 @@ pub(crate) struct RawConfig {
     /// Bytes one task log may hold; the rest of its output is dropped [env: CUTTLE_TASK_LOG_MAX_BYTES]
     #[arg(long, global = true)]
     pub(crate) task_log_max_bytes: Option<u64>,
+    /// Largest package upload in bytes; 0 for no limit (the default) [env: CUTTLE_PACKAGE_MAX_BYTES]
+    #[arg(long, global = true)]
+    pub(crate) package_max_bytes: Option<u64>,
     /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
     #[arg(long, global = true)]
     pub(crate) heartbeat_secs: Option<u64>,
@@ -149,6 +152,7 @@ impl RawConfig {
             http_max_connections,
             http_max_connections_per_client,
             task_log_max_bytes,
+            package_max_bytes,
             heartbeat_secs,
             offline_after_secs,
             health_check_secs,
@@ -213,6 +217,7 @@ impl RawConfig {
             http_max_connections: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS")?,
             http_max_connections_per_client: num(env, "CUTTLE_HTTP_MAX_CONNECTIONS_PER_CLIENT")?,
             task_log_max_bytes: num(env, "CUTTLE_TASK_LOG_MAX_BYTES")?,
+            package_max_bytes: num(env, "CUTTLE_PACKAGE_MAX_BYTES")?,
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
             health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
@@ -292,6 +297,8 @@ pub(crate) struct Config {
     pub(crate) http_tls: HttpTls,
     pub(crate) http_limits: cuttle_api_gateway::ConnectionLimits,
     pub(crate) task_log_max_bytes: u64,
+    /// `None`: uploads of any size.
+    pub(crate) package_max_bytes: Option<u64>,
     pub(crate) heartbeat: Duration,
     pub(crate) offline_after: Duration,
     /// `None`: no periodic health checks.
@@ -454,6 +461,7 @@ impl Config {
             http_tls,
             http_limits,
             task_log_max_bytes,
+            package_max_bytes: raw.package_max_bytes.filter(|n| *n > 0),
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
             health_check: match raw.health_check_secs.unwrap_or(3600) {

@@ -232,6 +232,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             cluster_thumbprint: cluster.identity.thumbprint().to_string(),
             https,
             limits: cfg.http_limits.clone(),
+            package_max_bytes: cfg.package_max_bytes,
         };
         let deps = ApiDeps {
             store: store.clone(),

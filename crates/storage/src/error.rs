@@ -41,11 +41,7 @@ impl Error {
         matches!(self, Error::Unavailable { .. })
     }
 
-    pub(crate) fn io(
-        context: &'static str,
-        path: &std::path::Path,
-        source: std::io::Error,
-    ) -> Self {
+    pub fn io(context: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Io {
             context,
             path: path.to_owned(),

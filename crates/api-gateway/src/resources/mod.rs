@@ -9,6 +9,7 @@ pub(crate) mod keys;
 pub(crate) mod lifecycles;
 pub(crate) mod metrics;
 pub(crate) mod nodes;
+pub(crate) mod packages;
 pub(crate) mod ping;
 pub(crate) mod process_part;
 pub(crate) mod projects;

@@ -1,0 +1,228 @@
+//! The built-in package repository: `POST /api/spaces/{space}/packages/raw` (and the guide's
+//! `/api/{space}/packages/raw`) streams an upload into the shared store; `GET …/packages` lists,
+//! `GET …/packages/{package_id}/{version}` shows one version, `…/raw` downloads it (Range,
+//! ETag), `DELETE` removes it. Versions sort by SemVer precedence, newest first.
+
+mod download;
+mod multipart;
+mod upload;
+
+use std::cmp::Ordering;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use cuttle_core::{
+    format_rfc3339_ms, package_version_key, parse_package_version, validate_package_id, SemVer,
+};
+use cuttle_storage::{Audit, PackageRecord};
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{parse_limit, ApiResult, PathParams, QueryMap};
+use crate::resources::documents::{resolve_space, space_id};
+use crate::AppState;
+
+/// The upload routes: outside the 1 MiB body limit and the whole-body deadline every other
+/// route has (an upload has its own limit, and an idle deadline between pieces instead).
+pub(crate) fn upload_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/spaces/{space}/packages/raw", post(upload::upload))
+        .route("/api/{space}/packages/raw", post(upload::upload))
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/spaces/{space}/packages", get(list))
+        .route(
+            "/api/spaces/{space}/packages/{package_id}/{version}",
+            get(get_one).delete(delete),
+        )
+        .route(
+            "/api/spaces/{space}/packages/{package_id}/{version}/raw",
+            get(download::download),
+        )
+}
+
+/// A package version as the API shows it.
+pub(crate) fn shown(p: &PackageRecord) -> Value {
+    json!({
+        "id": format!("{}.{}", p.package_id, p.version),
+        "space_id": p.space,
+        "package_id": p.package_id,
+        "version": p.version,
+        "format": p.format.extension(),
+        "size": p.size,
+        "sha256": p.sha256,
+        "uploaded_by": p.uploaded_by,
+        "uploaded_at": format_rfc3339_ms(p.uploaded_at),
+        "links": {
+            "raw": format!("/api/spaces/{}/packages/{}/{}/raw", p.space, p.package_id, p.version),
+        },
+    })
+}
+
+/// Newest first by SemVer precedence (a version that does not parse, written by hand into the
+/// table, sorts last rather than failing the list).
+pub(crate) fn newest_first(a: &PackageRecord, b: &PackageRecord) -> Ordering {
+    match (a.version.parse::<SemVer>(), b.version.parse::<SemVer>()) {
+        (Ok(x), Ok(y)) => y.precedence(&x),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => b.version.cmp(&a.version),
+    }
+}
+
+/// The package version a path names: 400 for an id or version that cannot exist.
+fn version_in_path(package_id: &str, version: &str) -> Result<String, ApiError> {
+    validate_package_id(package_id)?;
+    Ok(package_version_key(&parse_package_version(version)?))
+}
+
+/// `GET /api/spaces/{space}/packages[?package_id=&filter=&latest=&limit=&skip=]`: by package id
+/// (case-insensitive), then newest version first. `package_id` lists one package's versions;
+/// `filter` keeps ids containing it; `latest=true` keeps each id's newest version.
+async fn list(
+    State(s): State<AppState>,
+    PathParams(space): PathParams<String>,
+    query: QueryMap,
+) -> ApiResult {
+    let q = query.only(&["package_id", "filter", "latest", "limit", "skip"])?;
+    let space = resolve_space(&s, &space).await?;
+    let limit = parse_limit(q.get("limit"))? as usize;
+    let skip = match q.get("skip") {
+        None => 0,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("skip must be a whole number, got {v:?}"))
+        })?,
+    };
+    let latest = flag(q.get("latest"), "latest")?;
+    if let Some(id) = q.get("package_id") {
+        validate_package_id(id)?;
+    }
+    let mut found = s
+        .store
+        .list_packages(
+            Some(&space_id(&space)),
+            q.get("package_id").map(String::as_str),
+        )
+        .await?;
+    if let Some(f) = q.get("filter") {
+        let f = f.to_lowercase();
+        found.retain(|p| p.package_id.to_lowercase().contains(&f));
+    }
+    found.sort_by(|a, b| {
+        a.package_id
+            .to_lowercase()
+            .cmp(&b.package_id.to_lowercase())
+            .then_with(|| newest_first(a, b))
+    });
+    if latest {
+        found.dedup_by(|later, first| later.package_id.eq_ignore_ascii_case(&first.package_id));
+    }
+    let total = found.len();
+    let items: Vec<Value> = found.iter().skip(skip).take(limit).map(shown).collect();
+    let next = (skip + items.len() < total).then(|| (skip + items.len()).to_string());
+    let mut page = json!({"items": items, "total": total});
+    if let Some(n) = next {
+        page["next"] = json!(n);
+    }
+    Ok(Json(page).into_response())
+}
+
+/// `true`/`false` (absent: false); anything else is a 400 naming the parameter.
+pub(super) fn flag(raw: Option<&String>, name: &str) -> Result<bool, ApiError> {
+    match raw.map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, got {other:?}"
+        ))),
+    }
+}
+
+/// The stored version a path names, or 404.
+async fn find(
+    s: &AppState,
+    space: &str,
+    package_id: &str,
+    version: &str,
+) -> Result<PackageRecord, ApiError> {
+    let key = version_in_path(package_id, version)?;
+    let space = resolve_space(s, space).await?;
+    s.store
+        .get_package(&space_id(&space), package_id, &key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no package {package_id} version {version}")))
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    PathParams((space, package_id, version)): PathParams<(String, String, String)>,
+) -> ApiResult {
+    let p = find(&s, &space, &package_id, &version).await?;
+    Ok(Json(shown(&p)).into_response())
+}
+
+/// Deletes a version: its file is set aside first, the row deleted (with its event), then the
+/// file removed; if the row cannot be deleted the file is put back.
+async fn delete(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams((space, package_id, version)): PathParams<(String, String, String)>,
+) -> ApiResult {
+    let p = find(&s, &space, &package_id, &version).await?;
+    let (shared, node, file) = (s.shared.clone(), s.config.node_name.clone(), p.file.clone());
+    let aside = tokio::task::spawn_blocking(move || shared.set_package_aside(&node, &file))
+        .await
+        .map_err(|e| ApiError::new(cuttle_core::ErrorCode::Internal, e.to_string()))?
+        .map_err(store_failed)?;
+    let by = caller.clone();
+    let audit: Audit<PackageRecord> = Box::new(move |p| {
+        by.event(
+            "package.delete",
+            format!("{}.{}", p.package_id, p.version),
+            json!({"sha256": p.sha256, "size": p.size}),
+        )
+    });
+    let deleted = s
+        .store
+        .delete_package(
+            &p.space,
+            &p.package_id,
+            &version_in_path(&package_id, &version)?,
+            Some(audit),
+        )
+        .await;
+    let shared = s.shared.clone();
+    let file = p.file.clone();
+    let put_back = deleted.is_err();
+    let _ = tokio::task::spawn_blocking(move || {
+        let Some(aside) = aside else { return };
+        if put_back {
+            if let Err(e) = shared.place_package(&aside, &file) {
+                tracing::error!(error = %e, file, "put a package back after a failed delete");
+            }
+        } else if let Err(e) = std::fs::remove_file(&aside) {
+            tracing::warn!(error = %e, path = %aside.display(), "remove a deleted package's file");
+        }
+    })
+    .await;
+    match deleted? {
+        Some(gone) => Ok(Json(shown(&gone)).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no package {package_id} version {version}"
+        ))),
+    }
+}
+
+/// A shared-store failure: logged with its path, answered without it.
+pub(super) fn store_failed(e: cuttle_storage::Error) -> ApiError {
+    tracing::error!(error = %e, "package file operation failed");
+    ApiError::new(
+        cuttle_core::ErrorCode::Unavailable,
+        "the shared file store failed; see the node's log",
+    )
+}

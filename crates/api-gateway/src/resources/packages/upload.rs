@@ -1,0 +1,425 @@
+//! Receiving a package, whatever its size, without holding it: the body's pieces go through a
+//! small bounded channel to a blocking writer that hashes and writes them under this node's
+//! in-progress folder; only a complete upload whose size and hash check out is fsynced, renamed
+//! into its content-named place and recorded. Anything else — a client gone half-way, an idle
+//! body, too many bytes, a bad name, a lost race — leaves no file and no row.
+
+use std::path::PathBuf;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use cuttle_core::{
+    package_version_key, parse_package_version, validate_package_id, ErrorCode, PackageFileName,
+    PackageFormat, SemVer,
+};
+use cuttle_storage::{Audit, IncomingFile, NewPackage, PackageRecord, SharedStore};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::multipart::{boundary, Event, Multipart};
+use super::{flag, shown, store_failed};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiResult, PathParams, QueryMap};
+use crate::resources::documents::{resolve_space, space_id};
+use crate::AppState;
+
+/// Pieces of the body in flight to the writer: what bounds an upload's memory.
+const IN_FLIGHT: usize = 8;
+/// Bytes kept from the file's start to check it is the format it claims.
+const HEAD: usize = 512;
+
+enum Piece {
+    Data(Bytes),
+    /// The body is complete: sync and keep the file.
+    End,
+}
+
+/// The package being received, once its name is known.
+struct Named {
+    package_id: String,
+    version: SemVer,
+    format: PackageFormat,
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the package is over this server's limit of {max} bytes (CUTTLE_PACKAGE_MAX_BYTES)"
+        ),
+    )
+}
+
+/// Checks the name, and that the version is not there already (unless it is to be replaced):
+/// a conflict is answered before the body is read. Gives the id in the case the repository
+/// already knows it by.
+async fn check_name(
+    s: &AppState,
+    space: &str,
+    named: &mut Named,
+    replace: bool,
+) -> Result<(), ApiError> {
+    validate_package_id(&named.package_id)?;
+    let versions = s
+        .store
+        .list_packages(Some(space), Some(&named.package_id))
+        .await?;
+    if let Some(first) = versions.first() {
+        named.package_id = first.package_id.clone();
+    }
+    let key = package_version_key(&named.version);
+    let exists = versions.iter().any(|p| {
+        p.version
+            .parse::<SemVer>()
+            .is_ok_and(|v| package_version_key(&v) == key)
+    });
+    if exists && !replace {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "package {} version {} is already in the repository (upload with \
+                 replace=true to overwrite it)",
+                named.package_id, named.version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Does the file start the way its format does?
+fn looks_like(format: PackageFormat, head: &[u8]) -> bool {
+    if format.is_zip() {
+        head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")
+    } else if format.is_gzip() {
+        head.starts_with(&[0x1f, 0x8b])
+    } else {
+        head.get(257..262) == Some(b"ustar")
+    }
+}
+
+/// The writer's end: size, SHA-256 and the synced in-progress file.
+type Written = tokio::task::JoinHandle<Result<(u64, String, PathBuf), cuttle_storage::Error>>;
+
+/// Starts the blocking writer of a new in-progress file.
+fn start_writer(shared: SharedStore, node: String) -> (mpsc::Sender<Piece>, Written) {
+    let (tx, mut rx) = mpsc::channel::<Piece>(IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut file = IncomingFile::create(shared.package_temp(&node)?)?;
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Piece::Data(b) => file.write(&b)?,
+                Piece::End => return file.finish(),
+            }
+        }
+        // The handler went away before the end: the file is dropped, and with it removed.
+        Err(cuttle_storage::Error::Invalid("upload abandoned".into()))
+    });
+    (tx, writer)
+}
+
+/// Most of a refused upload's body read and dropped before the answer, so that a client that
+/// sends its whole body before reading (no `Expect: 100-continue`) hears why instead of a reset.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+type BodyStream = axum::body::BodyDataStream;
+
+pub(super) async fn upload(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams(space): PathParams<String>,
+    query: QueryMap,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let mut stream = body.into_data_stream();
+    let result = receive(&s, caller, space, query, &headers, &mut stream).await;
+    let waits_to_send = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if result.is_err() && !waits_to_send {
+        let idle = s.config.limits.body_timeout;
+        let mut drained = 0u64;
+        while drained < DRAIN_LIMIT {
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(b))) => drained += b.len() as u64,
+                _ => break,
+            }
+        }
+    }
+    result
+}
+
+async fn receive(
+    s: &AppState,
+    caller: Caller,
+    space: String,
+    query: QueryMap,
+    headers: &HeaderMap,
+    stream: &mut BodyStream,
+) -> ApiResult {
+    let q = query.only(&["package_id", "version", "format", "replace"])?;
+    let replace = flag(q.get("replace"), "replace")?;
+    let expected = match headers.get("x-content-sha256") {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+            if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ApiError::bad_request(
+                    "X-Content-SHA256 must be 64 hexadecimal digits",
+                ));
+            }
+            Some(v)
+        }
+    };
+    let max = s.config.package_max_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(max), Some(n)) = (max, declared) {
+        if n > max {
+            return Err(too_large(max));
+        }
+    }
+    let space = space_id(&resolve_space(s, &space).await?);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut multipart = match boundary(content_type) {
+        Some(Ok(b)) => {
+            if ["package_id", "version", "format"]
+                .iter()
+                .any(|k| q.contains_key(*k))
+            {
+                return Err(ApiError::bad_request(
+                    "a multipart upload is named by its file part (PackageId.Version.ext); \
+                     package_id, version and format are for a raw body",
+                ));
+            }
+            Some(Multipart::new(&b))
+        }
+        Some(Err(e)) => return Err(ApiError::bad_request(e)),
+        None => None,
+    };
+    let mut named = match &multipart {
+        Some(_) => None,
+        None => {
+            let need = |k: &str| {
+                q.get(k).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "a raw upload needs ?package_id=, ?version= and ?format= (missing {k}); \
+                         or send multipart/form-data with a file named PackageId.Version.ext"
+                    ))
+                })
+            };
+            let mut n = Named {
+                package_id: need("package_id")?.clone(),
+                version: parse_package_version(need("version")?)?,
+                format: PackageFormat::parse(need("format")?)?,
+            };
+            check_name(s, &space, &mut n, replace).await?;
+            Some(n)
+        }
+    };
+
+    let (tx, writer) = start_writer(s.shared.clone(), s.config.node_name.clone());
+    let idle = s.config.limits.body_timeout;
+    let mut received = 0u64;
+    let mut head = Vec::with_capacity(HEAD);
+    loop {
+        let piece = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "the upload stalled: no bytes for {} s; nothing was kept",
+                        idle.as_secs_f32()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::info!(error = %e, received, "package upload cut short");
+                return Err(ApiError::bad_request(format!(
+                    "the upload was cut short after {received} bytes ({e}); nothing was kept"
+                )));
+            }
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        received += piece.len() as u64;
+        if let Some(max) = max.filter(|m| received > *m) {
+            return Err(too_large(max));
+        }
+        let mut data = Vec::new();
+        match &mut multipart {
+            None => data.push(piece),
+            Some(m) => {
+                let mut file_name = None;
+                m.feed(&piece, &mut |e| {
+                    match e {
+                        Event::File(name) => file_name = Some(name),
+                        Event::Data(d) => data.push(Bytes::copy_from_slice(d)),
+                    }
+                    Ok(())
+                })
+                .map_err(ApiError::bad_request)?;
+                if let Some(name) = file_name {
+                    let parsed = PackageFileName::parse(&name)?;
+                    let mut n = Named {
+                        package_id: parsed.package_id,
+                        version: parsed.version,
+                        format: parsed.format,
+                    };
+                    check_name(s, &space, &mut n, replace).await?;
+                    named = Some(n);
+                }
+            }
+        }
+        for d in data {
+            let file_bytes = writer_bytes(&head, &d);
+            head.extend_from_slice(file_bytes);
+            if tx.send(Piece::Data(d)).await.is_err() {
+                break; // the writer failed: its error is below
+            }
+        }
+    }
+    if let Some(m) = &multipart {
+        m.finish().map_err(ApiError::bad_request)?;
+    }
+    let Some(named) = named else {
+        return Err(ApiError::bad_request("the upload named no package"));
+    };
+    let _ = tx.send(Piece::End).await;
+    drop(tx);
+    let (size, sha256, temp) = writer
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(store_failed)?;
+    // From here the complete file is ours to place or remove.
+    let discard = |path: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(path);
+        })
+    };
+    if let Some(want) = &expected {
+        if *want != sha256 {
+            discard(temp).await.ok();
+            return Err(ApiError::bad_request(format!(
+                "the body's SHA-256 is {sha256}, not the {want} X-Content-SHA256 gave; \
+                 nothing was kept"
+            )));
+        }
+    }
+    if size == 0 || !looks_like(named.format, &head) {
+        discard(temp).await.ok();
+        return Err(ApiError::bad_request(format!(
+            "the file is not a {} archive (its first bytes say otherwise); nothing was kept",
+            named.format
+        )));
+    }
+    let version = named.version.to_string();
+    let file =
+        SharedStore::package_file_name(&space, &named.package_id, &version, &sha256, named.format);
+    let (shared, placed) = (s.shared.clone(), file.clone());
+    tokio::task::spawn_blocking(move || shared.place_package(&temp, &placed))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(store_failed)?;
+
+    let by = caller.clone();
+    let audit: Audit<PackageRecord> = Box::new(move |p| {
+        by.event(
+            "package.upload",
+            format!("{}.{}", p.package_id, p.version),
+            json!({"sha256": p.sha256, "size": p.size, "format": p.format.extension()}),
+        )
+    });
+    let uploaded_by = caller.actor();
+    let added = s
+        .store
+        .add_package(
+            &NewPackage {
+                space: &space,
+                package_id: &named.package_id,
+                version: &version,
+                version_key: &package_version_key(&named.version),
+                format: named.format,
+                size,
+                sha256: &sha256,
+                file: &file,
+                uploaded_by: &uploaded_by,
+            },
+            replace,
+            Some(audit),
+        )
+        .await;
+    let added = match added {
+        Ok(a) => a,
+        Err(e) => {
+            // Lost a race (or the database failed): keep the file only if the winner's row
+            // names the very same file (same bytes).
+            let winner = s
+                .store
+                .get_package(
+                    &space,
+                    &named.package_id,
+                    &package_version_key(&named.version),
+                )
+                .await
+                .ok()
+                .flatten();
+            if winner.is_none_or(|w| w.file != file) {
+                let shared = s.shared.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || shared.remove_package_file(&file)).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(old) = added.replaced.filter(|old| old.file != added.added.file) {
+        let shared = s.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = shared.remove_package_file(&old.file) {
+                tracing::warn!(error = %e, "remove a replaced package's file");
+            }
+        })
+        .await;
+    }
+    tracing::info!(
+        package = %added.added.package_id,
+        version = %added.added.version,
+        size,
+        "package uploaded"
+    );
+    Ok((StatusCode::CREATED, Json(shown(&added.added))).into_response())
+}
+
+/// The part of `d` that still fits in the file's first [`HEAD`] bytes.
+fn writer_bytes<'a>(head: &[u8], d: &'a [u8]) -> &'a [u8] {
+    &d[..d.len().min(HEAD.saturating_sub(head.len()))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_are_recognised_by_their_first_bytes() {
+        assert!(looks_like(PackageFormat::Zip, b"PK\x03\x04rest"));
+        assert!(looks_like(PackageFormat::Nupkg, b"PK\x05\x06"));
+        assert!(looks_like(PackageFormat::TarGz, &[0x1f, 0x8b, 8]));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(looks_like(PackageFormat::Tar, &tar));
+        assert!(!looks_like(PackageFormat::Zip, b"<html>"));
+        assert!(!looks_like(PackageFormat::Tgz, b"PK\x03\x04"));
+        assert!(!looks_like(PackageFormat::Tar, &[0u8; 100]));
+    }
+}
