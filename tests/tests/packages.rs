@@ -87,7 +87,7 @@ fn error_of(v: &Value) -> String {
 
 fn the_repository_keeps_each_version_whole_once_and_serves_it_by_range(db: Database) {
     let cluster = Cluster::new(db).unwrap();
-    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
     let n2 = cluster.start(NodeOptions::named("n2", 0));
     let packages = cluster.shared_dir().join("Packages");
     let (deployer, reader, operator) = (
@@ -404,6 +404,96 @@ fn the_repository_keeps_each_version_whole_once_and_serves_it_by_range(db: Datab
         .collect();
     stored.sort();
     assert_eq!(listed, stored);
+
+    // Re-indexed after hands touched the store: a version whose file went is removed, a file
+    // put there by hand is indexed, a leftover of a version another file holds is removed; a
+    // file that does not hash to its name, or that is still fresh, is left alone.
+    let dir = packages.join("Spaces-1");
+    let other = files_under(&dir)
+        .into_iter()
+        .find(|f| f.starts_with("Other.Tool/"))
+        .unwrap();
+    std::fs::remove_file(dir.join(&other)).unwrap();
+    let hand = Generated::gzip(10, 4096);
+    let hand_name = format!(
+        "Hand.Made/Hand.Made.2.1.0-rc.1_{}.tgz",
+        &hand.sha256()[..16]
+    );
+    let leftover = format!(
+        "Acme.Web/Acme.Web.1.0.0_{}.zip",
+        &Generated::zip(11, 10).sha256()[..16]
+    );
+    let corrupt = format!("Acme.Web/Acme.Web.7.0.0_{}.zip", "0123456789abcdef");
+    let fresh = format!(
+        "Acme.Web/Acme.Web.8.0.0_{}.zip",
+        &Generated::zip(12, 10).sha256()[..16]
+    );
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for (name, bytes, when) in [
+        (&hand_name, hand.to_vec(), Some(old)),
+        (&leftover, Generated::zip(11, 10).to_vec(), Some(old)),
+        (&corrupt, Generated::zip(13, 10).to_vec(), Some(old)),
+        (&fresh, Generated::zip(12, 10).to_vec(), None),
+    ] {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        if let Some(t) = when {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+    }
+    let (status, bad) = n1.post(
+        "/api/tasks",
+        &json!({"kind": "PackageReindex", "arguments": {"x": 1}}),
+    );
+    assert_eq!(status, 400, "{bad}");
+    let task = n2.enqueue(json!({"kind": "PackageReindex", "arguments": {}}));
+    let done = n1.wait_finished(&task, Duration::from_secs(60));
+    let log = n1.task_log(&task);
+    assert_eq!(done["state"], "Success", "{log}");
+    assert_eq!(done["concurrency_tag"], "PackageReindex");
+    assert!(log.contains("1 indexed, 1 version(s) without a file removed, 1 leftover file(s) removed, 2 file(s) left alone"), "{log}");
+    let (_, all) = n1.get("/api/spaces/Spaces-1/packages?limit=1000");
+    let mut now: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{}",
+                p["package_id"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    now.sort();
+    assert_eq!(
+        now,
+        [
+            "Acme.Web@1.0.0+build.9",
+            "Acme.Web@1.10.0-beta.1",
+            "Evil@1.0.0",
+            "Hand.Made@2.1.0-rc.1"
+        ]
+    );
+    let got = download(
+        n2.http(),
+        &n2.url("/api/spaces/Spaces-1/packages/Hand.Made/2.1.0-rc.1/raw"),
+        &reader,
+        &[],
+    );
+    assert!(got.status == 200 && got.body == hand.to_vec());
+    assert!(!dir.join(&leftover).exists());
+    assert!(dir.join(&corrupt).exists() && dir.join(&fresh).exists());
+    // Again: nothing left to do.
+    let again = n1.enqueue(json!({"kind": "PackageReindex", "arguments": {}}));
+    n1.wait_finished(&again, Duration::from_secs(60));
+    assert!(n1.task_log(&again).contains("0 indexed, 0 version(s) without a file removed, 0 leftover file(s) removed, 2 file(s) left alone"));
 }
 
 /// Sends `len` bytes of a raw upload on a plain connection and then `stop`s: the bytes sent so

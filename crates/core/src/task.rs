@@ -126,6 +126,10 @@ pub enum TaskKind {
     Deploy(DeployArgs),
     /// Runs a runbook's published process in an environment. Made by `POST …/runbooks/{id}/runs`.
     RunbookRun(RunbookArgs),
+    /// Rebuilds the package repository's metadata from its files: versions whose file is gone
+    /// are removed, files no version names are indexed (or, when another file holds that
+    /// version, removed). Safe on any node at any time.
+    PackageReindex,
 }
 
 /// What a runbook run's task runs: a runbook's published snapshot in an environment.
@@ -295,6 +299,11 @@ fn on_targets(
     Ok(on)
 }
 
+/// A kind that takes no arguments: `{}` only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScriptArgs {
@@ -311,7 +320,7 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "Sleep",
         "AdHocScript",
         "HealthCheck",
@@ -319,6 +328,7 @@ impl TaskKind {
         "PullFile",
         "Deploy",
         "RunbookRun",
+        "PackageReindex",
     ];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
@@ -420,6 +430,10 @@ impl TaskKind {
                 let a: RunbookArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 Ok(TaskKind::RunbookRun(a))
             }
+            "PackageReindex" => {
+                let _: NoArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                Ok(TaskKind::PackageReindex)
+            }
             other => Err(ValidationError::new(format!(
                 "unknown task kind {other:?}: expected one of {}",
                 Self::NAMES.join(", ")
@@ -436,6 +450,7 @@ impl TaskKind {
             TaskKind::PullFile { .. } => "PullFile",
             TaskKind::Deploy(_) => "Deploy",
             TaskKind::RunbookRun(_) => "RunbookRun",
+            TaskKind::PackageReindex => "PackageReindex",
         }
     }
 
@@ -479,6 +494,7 @@ impl TaskKind {
             }
             TaskKind::Deploy(a) => serde_json::to_value(a).unwrap_or(Value::Null),
             TaskKind::RunbookRun(a) => serde_json::to_value(a).unwrap_or(Value::Null),
+            TaskKind::PackageReindex => serde_json::json!({}),
         }
     }
 
@@ -494,6 +510,8 @@ impl TaskKind {
             TaskKind::HealthCheck { .. } => true,
             // A file is put in place whole or not at all; sending it again gives the same file.
             TaskKind::PushFile { .. } | TaskKind::PullFile { .. } => true,
+            // Compares files with rows and repairs the difference: running it again finds none.
+            TaskKind::PackageReindex => true,
         }
     }
 }

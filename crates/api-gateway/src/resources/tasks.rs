@@ -39,7 +39,11 @@ async fn create_task(
     Extension(caller): Extension<Caller>,
     RawBody(bytes): RawBody,
 ) -> ApiResult {
-    let task = NewTask::from_json(&bytes)?;
+    let mut task = NewTask::from_json(&bytes)?;
+    if task.kind == cuttle_core::TaskKind::PackageReindex && task.concurrency_tag.is_none() {
+        // Two re-indexes at once would only repeat each other's work.
+        task.concurrency_tag = Some("PackageReindex".to_owned());
+    }
     match task.kind {
         cuttle_core::TaskKind::Deploy(_) => {
             return Err(ApiError::bad_request(

@@ -5,6 +5,7 @@
 
 mod deploy;
 mod health_check;
+mod package_reindex;
 mod pull_file;
 mod push_file;
 mod script;
@@ -65,6 +66,7 @@ pub(crate) async fn run(kind: TaskKind, key: Execution, ctx: &TaskCtx) -> TaskRe
         TaskKind::HealthCheck { on } => guarded(&health_check::HealthCheck { on }, key, ctx).await,
         TaskKind::Deploy(args) => guarded(&deploy::Order::from(args), key, ctx).await,
         TaskKind::RunbookRun(args) => guarded(&deploy::Order::from(args), key, ctx).await,
+        TaskKind::PackageReindex => guarded(&package_reindex::PackageReindex, key, ctx).await,
     }
 }
 
