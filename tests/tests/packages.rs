@@ -405,6 +405,76 @@ fn the_repository_keeps_each_version_whole_once_and_serves_it_by_range(db: Datab
     stored.sort();
     assert_eq!(listed, stored);
 
+    // The CLI: upload (hash sent, so a changed copy is refused), list, download (hash checked),
+    // delete.
+    let work = cuttle_e2e::temp_dir("package-cli");
+    let cli = |key: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new(cuttle_e2e::cli_binary());
+        cmd.args(args)
+            .env("CUTTLE_SERVER", n1.url(""))
+            .env("CUTTLE_API_KEY", key)
+            .current_dir(work.path());
+        cuttle_e2e::run_to_exit(cmd, Duration::from_secs(60)).unwrap()
+    };
+    let file = work.path().join("Cli.Tool.3.2.1-rc.2+sha.abc.tar.gz");
+    let cli_pkg = Generated::gzip(20, 3 << 20);
+    std::fs::write(&file, cli_pkg.to_vec()).unwrap();
+    let (st, out, err) = cli(&deployer, &["package", "upload", file.to_str().unwrap()]);
+    assert!(st.success(), "{out}{err}");
+    assert!(
+        out.contains("uploaded Cli.Tool 3.2.1-rc.2+sha.abc (3145728 bytes"),
+        "{out}"
+    );
+    let (st, _, err) = cli(&deployer, &["package", "upload", file.to_str().unwrap()]);
+    assert!(
+        !st.success() && err.contains("409") && err.contains("replace=true"),
+        "{err}"
+    );
+    let (st, out, err) = cli(
+        &deployer,
+        &["package", "upload", "--replace", file.to_str().unwrap()],
+    );
+    assert!(st.success(), "{out}{err}");
+    let (st, _, err) = cli(
+        &deployer,
+        &[
+            "package",
+            "upload",
+            work.path().join("nope.zip").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !st.success() && err.contains("PackageId.Version.ext"),
+        "{err}"
+    );
+    let (st, out, _) = cli(&reader, &["package", "list", "--package-id", "cli.tool"]);
+    assert!(
+        st.success() && out.contains("3.2.1-rc.2+sha.abc") && out.contains("tar.gz"),
+        "{out}"
+    );
+    let (st, out, err) = cli(
+        &reader,
+        &["package", "download", "Cli.Tool", "3.2.1-rc.2+sha.abc"],
+    );
+    assert!(st.success(), "{out}{err}");
+    let fetched = std::fs::read(work.path().join("Cli.Tool.3.2.1-rc.2+sha.abc.tar.gz")).unwrap();
+    assert!(fetched == cli_pkg.to_vec());
+    let (st, _, err) = cli(
+        &deployer,
+        &["package", "delete", "Cli.Tool", "3.2.1-rc.2+sha.abc"],
+    );
+    assert!(!st.success() && err.contains("403"), "{err}");
+    let (st, out, err) = cli(
+        &operator,
+        &["package", "delete", "Cli.Tool", "3.2.1-rc.2+sha.abc"],
+    );
+    assert!(st.success(), "{out}{err}");
+    assert_eq!(
+        n1.get("/api/spaces/Spaces-1/packages?package_id=Cli.Tool")
+            .1["items"],
+        json!([])
+    );
+
     // Re-indexed after hands touched the store: a version whose file went is removed, a file
     // put there by hand is indexed, a leftover of a version another file holds is removed; a
     // file that does not hash to its name, or that is still fresh, is left alone.

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cuttle_core::check_server_url;
 
 mod deploy;
+mod package;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -90,6 +91,11 @@ enum Command {
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
+    },
+    /// Packages of the built-in repository: upload, list, download, delete
+    Package {
+        #[command(subcommand)]
+        action: PackageCmd,
     },
     /// API keys: create, list, revoke (admin keys only)
     ApiKey {
@@ -203,6 +209,50 @@ enum ReleaseCmd {
         #[arg(long)]
         notes: Option<String>,
         /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackageCmd {
+    /// Upload a package file named PackageId.Version.ext (zip, tar.gz, tgz, tar, nupkg)
+    Upload {
+        file: std::path::PathBuf,
+        /// Overwrite the version if the repository already has it
+        #[arg(long)]
+        replace: bool,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Package versions, newest first (every package's latest with --latest)
+    List {
+        /// Only this package id's versions
+        #[arg(long)]
+        package_id: Option<String>,
+        /// Only ids containing this text
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long)]
+        latest: bool,
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Download a version; its SHA-256 is checked before it is put in place
+    Download {
+        package_id: String,
+        version: String,
+        /// A file, or a folder for PackageId.Version.ext (default: the current folder)
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Delete a version (operator keys)
+    Delete {
+        package_id: String,
+        version: String,
         #[arg(long, default_value = "default")]
         space: String,
     },
@@ -358,6 +408,15 @@ const KEY_COLS: &[&str] = &[
 ];
 
 const PROJECT_COLS: &[&str] = &["id", "name", "lifecycle_id", "version", "modified_at"];
+
+const PACKAGE_COLS: &[&str] = &[
+    "package_id",
+    "version",
+    "format",
+    "size",
+    "uploaded_by",
+    "uploaded_at",
+];
 
 const NODE_COLS: &[&str] = &[
     "name",
@@ -517,6 +576,63 @@ fn run(cli: Cli) -> Result<()> {
             KeyCmd::Revoke { id } => {
                 api.json("DELETE", &format!("/api/keys/{id}"), None)?;
                 println!("revoked API key {id}");
+            }
+        },
+        Command::Package { action } => match action {
+            PackageCmd::Upload {
+                file,
+                replace,
+                space,
+            } => {
+                let p = package::upload(&api, &space, &file, replace)?;
+                if out == Output::Json {
+                    show(out, &p, PACKAGE_COLS);
+                } else {
+                    println!(
+                        "uploaded {} {} ({} bytes, SHA-256 {})",
+                        p["package_id"].as_str().unwrap_or_default(),
+                        p["version"].as_str().unwrap_or_default(),
+                        p["size"],
+                        p["sha256"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            PackageCmd::List {
+                package_id,
+                filter,
+                latest,
+                space,
+            } => {
+                let mut path = format!("/api/spaces/{space}/packages?limit=1000&latest={latest}");
+                if let Some(id) = package_id {
+                    path.push_str(&format!("&package_id={id}"));
+                }
+                if let Some(f) = filter {
+                    path.push_str(&format!("&filter={f}"));
+                }
+                show(out, &api.json("GET", &path, None)?, PACKAGE_COLS)
+            }
+            PackageCmd::Download {
+                package_id,
+                version,
+                out: dest,
+                space,
+            } => {
+                let path = package::download(&api, &space, &package_id, &version, dest)?;
+                println!("downloaded {package_id} {version} to {}", path.display());
+            }
+            PackageCmd::Delete {
+                package_id,
+                version,
+                space,
+            } => {
+                let v = version.replace('+', "%2B");
+                api.json(
+                    "DELETE",
+                    &format!("/api/spaces/{space}/packages/{package_id}/{v}"),
+                    None,
+                )?;
+                println!("deleted {package_id} {version}");
             }
         },
         Command::Task { action } => match action {
