@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
 use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
 use cuttle_proto::v1::{
-    script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, PullFileRequest,
-    PushFileReply, RunScriptRequest, ScriptEvent,
+    script_event, CapabilitiesReply, CapabilitiesRequest, ExtractPackageReply,
+    ExtractPackageRequest, FileChunk, PullFileRequest, PushFileReply, RunScriptRequest,
+    ScriptEvent,
 };
 use cuttle_tls::{Identity, Thumbprint, Trusted};
 use serde_json::json;
@@ -52,6 +53,13 @@ impl Tentacle for Sim {
         &self,
         _: Request<Streaming<FileChunk>>,
     ) -> Result<Response<PushFileReply>, Status> {
+        Err(Status::unimplemented("not simulated"))
+    }
+
+    async fn extract_package(
+        &self,
+        _: Request<ExtractPackageRequest>,
+    ) -> Result<Response<ExtractPackageReply>, Status> {
         Err(Status::unimplemented("not simulated"))
     }
 

@@ -4,6 +4,7 @@
 mod capacity;
 mod error;
 mod event;
+mod glob;
 mod node;
 mod package;
 pub mod plan;
@@ -19,6 +20,7 @@ mod time;
 pub use capacity::{plan_capacity, CapacityPlan};
 pub use error::{ErrorCode, ValidationError};
 pub use event::{EventRecord, NewEvent};
+pub use glob::{glob_match, validate_glob, MAX_GLOBS};
 pub use node::{validate_node_name, NodePatch, NodeRecord, MAX_TASK_CAP};
 pub use package::{
     package_version_key, parse_package_version, validate_package_id, PackageFileName,

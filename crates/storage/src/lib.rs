@@ -16,11 +16,11 @@ pub use blob::{
 pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
 pub use crypto::MasterKey;
 pub use db::{
-    audit_as, AddedPackage, ApiKeyRow, Audit, ClaimedTask, Completion, DeploymentFilter,
-    DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode, MigrationReport, NewApiKey,
-    NewDeployment, NewPackage, NewRelease, NodeRegistration, NodeState, OwnedTask, PackageRecord,
-    Release, Store, StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, SCHEMA_VERSION,
-    SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
+    audit_as, newest_package, AddedPackage, ApiKeyRow, Audit, ClaimedTask, Completion,
+    DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
+    MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NodeRegistration, NodeState,
+    OwnedTask, PackageRecord, Release, Store, StoreOptions, Written, MAX_DOCUMENT_NAME_LEN,
+    SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
 };
 pub use error::Error;
 

@@ -10,7 +10,10 @@ use std::time::Duration;
 use cuttle_core::{Comms, TargetRecord, TargetSelection};
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_client::TentacleRelayClient;
-use cuttle_proto::v1::{script_event, RelayRunScript, RunScriptRequest, ScriptEvent};
+use cuttle_proto::v1::{
+    script_event, ExtractPackageReply, ExtractPackageRequest, FileHeader, PushFileReply,
+    RelayExtractPackage, RelayRunScript, RunScriptRequest, ScriptEvent,
+};
 use cuttle_storage::{Execution, SharedStore, Store};
 use cuttle_tls::{Thumbprint, Trusted};
 use tonic::Streaming;
@@ -265,4 +268,81 @@ pub(crate) async fn run_script_on(
     }
     .map_err(|e| format!("{}: {e}", t.name))?;
     follow(key, t, stream, out, ctx).await
+}
+
+/// Sends a file from the shared store to a target's files folder (read as the transport asks,
+/// never held whole); checked by size and SHA-256 on arrival. Errors name the target.
+pub(crate) async fn send_file(
+    t: &TargetRecord,
+    path: &std::path::Path,
+    header: &FileHeader,
+    ctx: &TaskCtx,
+) -> Result<PushFileReply, String> {
+    let reply: Result<PushFileReply, String> = match t.comms {
+        Comms::Polling => {
+            relayed(t, ctx, |mut client| async move {
+                let chunks = cuttle_proto::files::chunks(path, header.clone())
+                    .await
+                    .map_err(|e| {
+                        tonic::Status::internal(format!("read {}: {e}", path.display()))
+                    })?;
+                let mut request = tonic::Request::new(chunks);
+                if let Ok(v) = t.id.0.to_string().parse() {
+                    request
+                        .metadata_mut()
+                        .insert(cuttle_proto::TARGET_METADATA, v);
+                }
+                client.push_file(request).await
+            })
+            .await
+        }
+        Comms::Listening => match listening(t, ctx).await {
+            Ok(mut client) => match cuttle_proto::files::chunks(path, header.clone()).await {
+                Ok(chunks) => client
+                    .push_file(chunks)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| s.message().to_owned()),
+                Err(e) => Err(format!("read {}: {e}", path.display())),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    let reply = reply.map_err(|e| format!("{}: {e}", t.name))?;
+    if reply.size != header.size || reply.sha256 != header.sha256 {
+        return Err(format!(
+            "{}: received {} bytes with SHA-256 {}",
+            t.name, reply.size, reply.sha256
+        ));
+    }
+    Ok(reply)
+}
+
+/// Unpacks a package already sent to a target (see `ExtractPackage`). Errors name the target.
+pub(crate) async fn extract_on(
+    t: &TargetRecord,
+    request: ExtractPackageRequest,
+    ctx: &TaskCtx,
+) -> Result<ExtractPackageReply, String> {
+    let reply = match t.comms {
+        Comms::Polling => {
+            relayed(t, ctx, |mut client| {
+                let relayed = RelayExtractPackage {
+                    target_id: t.id.0,
+                    request: Some(request.clone()),
+                };
+                async move { client.extract_package(relayed).await }
+            })
+            .await
+        }
+        Comms::Listening => match listening(t, ctx).await {
+            Ok(mut client) => client
+                .extract_package(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.message().to_owned()),
+            Err(e) => Err(e),
+        },
+    };
+    reply.map_err(|e| format!("{}: {e}", t.name))
 }

@@ -5,8 +5,8 @@ use cuttle_core::TargetId;
 use cuttle_proto::v1::tentacle_client::TentacleClient;
 use cuttle_proto::v1::tentacle_relay_server::{TentacleRelay, TentacleRelayServer};
 use cuttle_proto::v1::{
-    CapabilitiesReply, FileChunk, PushFileReply, RelayCapabilities, RelayPullFile, RelayRunScript,
-    ScriptEvent,
+    CapabilitiesReply, ExtractPackageReply, FileChunk, PushFileReply, RelayCapabilities,
+    RelayExtractPackage, RelayPullFile, RelayRunScript, ScriptEvent,
 };
 use cuttle_proto::TARGET_METADATA;
 use tokio_stream::StreamExt;
@@ -108,6 +108,18 @@ impl TentacleRelay for TentacleRelayService {
             .request
             .ok_or_else(|| Status::invalid_argument("no pull request"))?;
         client.pull_file(pull).await
+    }
+
+    async fn extract_package(
+        &self,
+        request: Request<RelayExtractPackage>,
+    ) -> Result<Response<ExtractPackageReply>, Status> {
+        let req = request.into_inner();
+        let mut client = self.client(req.target_id).await?;
+        let extract = req
+            .request
+            .ok_or_else(|| Status::invalid_argument("no extract request"))?;
+        client.extract_package(extract).await
     }
 
     type RunScriptStream = Streaming<ScriptEvent>;

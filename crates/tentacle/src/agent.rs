@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cuttle_proto::lines::OutputLines;
 use cuttle_proto::v1::tentacle_server::{Tentacle, TentacleServer};
 use cuttle_proto::v1::{
-    file_chunk, script_event, CapabilitiesReply, CapabilitiesRequest, FileChunk, OutputLine,
-    PullFileRequest, PushFileReply, RunScriptRequest, ScriptEvent,
+    file_chunk, script_event, CapabilitiesReply, CapabilitiesRequest, ExtractPackageReply,
+    ExtractPackageRequest, FileChunk, OutputLine, PullFileRequest, PushFileReply, RunScriptRequest,
+    ScriptEvent,
 };
 use cuttle_tls::{Thumbprint, Trusted};
 use sha2::{Digest, Sha256};
@@ -143,6 +144,16 @@ impl Tentacle for Connection {
         };
         let dest = self.files_root.join(safe_relative(&header.path)?);
         let dir = dest.parent().unwrap_or(&self.files_root).to_owned();
+        if header.skip_if_present && present(&dest, &header).await {
+            // Answered before the data is read: the sender stops sending.
+            tracing::info!(path = %dest.display(), "file already here; not received again");
+            return Ok(Response::new(PushFileReply {
+                path: dest.display().to_string(),
+                size: header.size,
+                sha256: header.sha256.to_ascii_lowercase(),
+                already_present: true,
+            }));
+        }
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
@@ -176,6 +187,7 @@ impl Tentacle for Connection {
             path: dest.display().to_string(),
             size,
             sha256,
+            already_present: false,
         }))
     }
 
@@ -206,11 +218,44 @@ impl Tentacle for Connection {
             path: rel,
             size,
             sha256,
+            skip_if_present: false,
         };
         let chunks = cuttle_proto::files::chunks(&path, header)
             .await
             .map_err(|e| Status::internal(format!("open {}: {e}", path.display())))?;
         Ok(Response::new(Box::pin(chunks.map(Ok))))
+    }
+
+    async fn extract_package(
+        &self,
+        request: Request<ExtractPackageRequest>,
+    ) -> Result<Response<ExtractPackageReply>, Status> {
+        let req = request.into_inner();
+        let package = self.files_root.join(safe_relative(&req.package_path)?);
+        let format = cuttle_core::PackageFormat::parse(&req.format)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let destination = safe_relative(&req.destination)?;
+        for g in &req.substitute_in_files {
+            cuttle_core::validate_glob("substitute_in_files", g)
+                .map_err(|e| Status::invalid_argument(e.0))?;
+        }
+        let apps = self.home.join("Applications");
+        let variables = req.variables.into_iter().collect();
+        let globs = req.substitute_in_files;
+        let done = tokio::task::spawn_blocking(move || {
+            crate::extract::extract(&package, format, &apps, &destination, &globs, &variables)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::failed_precondition)?;
+        tracing::info!(path = %done.path.display(), files = done.files, "package extracted");
+        Ok(Response::new(ExtractPackageReply {
+            path: done.path.display().to_string(),
+            files: done.files,
+            bytes: done.bytes,
+            substituted: done.substituted,
+            has_deploy_script: done.has_deploy_script,
+        }))
     }
 
     type RunScriptStream = Events;
@@ -305,6 +350,23 @@ impl Tentacle for Connection {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Does `dest` already hold the file `header` announces (size, then SHA-256)?
+async fn present(dest: &std::path::Path, header: &cuttle_proto::v1::FileHeader) -> bool {
+    let same_size = tokio::fs::metadata(dest)
+        .await
+        .is_ok_and(|m| m.is_file() && m.len() == header.size);
+    if !same_size {
+        return false;
+    }
+    let path = dest.to_owned();
+    let want = header.sha256.to_ascii_lowercase();
+    tokio::task::spawn_blocking(move || cuttle_proto::files::sha256_file(&path))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|(_, sha)| sha == want)
 }
 
 /// A pushed file's path: relative, plain components only, so it stays under the files root.

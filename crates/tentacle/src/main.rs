@@ -5,6 +5,7 @@
 
 mod agent;
 mod comms;
+mod extract;
 mod home;
 
 use std::net::SocketAddr;

@@ -40,6 +40,67 @@ pub enum Action {
         #[serde(default = "default_timeout")]
         timeout_secs: u64,
     },
+    /// Sends a package from the built-in repository to each target (unless it already holds
+    /// it), unpacks it into `Applications/{environment}/{package_id}/{version}`, replaces
+    /// `#{Variable}`s in the files `substitute_in_files` names, runs the package's own
+    /// `deploy.sh` if it has one, then `script` if given — both in the unpacked folder.
+    DeployPackage {
+        package_id: String,
+        /// The version to deploy; the newest when a release is made without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        substitute_in_files: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        script: Option<String>,
+        #[serde(default = "default_shell")]
+        shell: String,
+        #[serde(default = "default_timeout")]
+        timeout_secs: u64,
+    },
+}
+
+impl Action {
+    /// The script's shell and time limit (a package step's `deploy.sh` and script share them).
+    pub fn shell_and_limit(&self) -> (&str, u64) {
+        match self {
+            Action::Script {
+                shell,
+                timeout_secs,
+                ..
+            }
+            | Action::DeployPackage {
+                shell,
+                timeout_secs,
+                ..
+            } => (shell, *timeout_secs),
+        }
+    }
+}
+
+fn check_script(
+    at: &str,
+    script: &str,
+    shell: &str,
+    timeout_secs: u64,
+) -> Result<(), ValidationError> {
+    if script.trim().is_empty() || script.len() > MAX_SCRIPT_LEN {
+        return Err(ValidationError::new(format!(
+            "{at}.action.script: 1 byte to {} KiB",
+            MAX_SCRIPT_LEN / 1024
+        )));
+    }
+    if !["sh", "bash", "pwsh"].contains(&shell) {
+        return Err(ValidationError::new(format!(
+            "{at}.action.shell: sh, bash or pwsh, not {shell:?}"
+        )));
+    }
+    if !(1..=MAX_SCRIPT_TIMEOUT_SECS).contains(&timeout_secs) {
+        return Err(ValidationError::new(format!(
+            "{at}.action.timeout_secs: 1 to {MAX_SCRIPT_TIMEOUT_SECS}"
+        )));
+    }
+    Ok(())
 }
 
 fn default_shell() -> String {
@@ -134,21 +195,41 @@ impl Process {
                     script,
                     shell,
                     timeout_secs,
+                } => check_script(&at, script, shell, *timeout_secs)?,
+                Action::DeployPackage {
+                    package_id,
+                    version,
+                    substitute_in_files,
+                    script,
+                    shell,
+                    timeout_secs,
                 } => {
-                    if script.trim().is_empty() || script.len() > MAX_SCRIPT_LEN {
+                    let field = |f: &str, e: ValidationError| {
+                        ValidationError::new(format!("{at}.action.{f}: {}", e.0))
+                    };
+                    crate::validate_package_id(package_id).map_err(|e| field("package_id", e))?;
+                    if let Some(v) = version {
+                        crate::parse_package_version(v).map_err(|e| field("version", e))?;
+                    }
+                    if substitute_in_files.len() > crate::MAX_GLOBS {
                         return Err(ValidationError::new(format!(
-                            "{at}.action.script: 1 byte to {} KiB",
-                            MAX_SCRIPT_LEN / 1024
+                            "{at}.action.substitute_in_files: at most {}",
+                            crate::MAX_GLOBS
                         )));
                     }
-                    if !["sh", "bash", "pwsh"].contains(&shell.as_str()) {
-                        return Err(ValidationError::new(format!(
-                            "{at}.action.shell: sh, bash or pwsh, not {shell:?}"
-                        )));
+                    for g in substitute_in_files {
+                        crate::validate_glob(&format!("{at}.action.substitute_in_files"), g)?;
                     }
-                    if !(1..=MAX_SCRIPT_TIMEOUT_SECS).contains(timeout_secs) {
+                    // The shell and limit apply to `deploy.sh` even without a script.
+                    check_script(
+                        &at,
+                        script.as_deref().unwrap_or("true"),
+                        shell,
+                        *timeout_secs,
+                    )?;
+                    if step.target_roles.is_empty() {
                         return Err(ValidationError::new(format!(
-                            "{at}.action.timeout_secs: 1 to {MAX_SCRIPT_TIMEOUT_SECS}"
+                            "{at}.target_roles: a package is deployed to targets; name their roles"
                         )));
                     }
                 }
@@ -275,5 +356,47 @@ mod tests {
             steps: (0..=MAX_STEPS).map(|i| step(&format!("S{i}"))).collect(),
         };
         assert!(many.validate().is_err());
+    }
+
+    #[test]
+    fn a_package_step_names_a_valid_package_safe_globs_and_roles() {
+        let parse = |json: &str| {
+            let step: Step = serde_json::from_str(json).unwrap();
+            Process { steps: vec![step] }.validate()
+        };
+        let ok = r#"{"name": "P", "target_roles": ["web"], "action": {"type": "deploy-package",
+            "package_id": "Acme.Web", "version": "1.2.0", "substitute_in_files": ["**/*.json"],
+            "script": "./start.sh"}}"#;
+        parse(ok).unwrap();
+        let step: Step = serde_json::from_str(ok).unwrap();
+        assert_eq!(
+            step.action.shell_and_limit(),
+            ("sh", DEFAULT_STEP_TIMEOUT_SECS)
+        );
+        for (json, field) in [
+            (
+                r#"{"name": "P", "action": {"type": "deploy-package", "package_id": "A"}}"#,
+                "target_roles",
+            ),
+            (
+                r#"{"name": "P", "target_roles": ["w"], "action": {"type": "deploy-package", "package_id": "../A"}}"#,
+                "package_id",
+            ),
+            (
+                r#"{"name": "P", "target_roles": ["w"], "action": {"type": "deploy-package", "package_id": "A", "version": "1.0"}}"#,
+                "version",
+            ),
+            (
+                r#"{"name": "P", "target_roles": ["w"], "action": {"type": "deploy-package", "package_id": "A", "substitute_in_files": ["../x"]}}"#,
+                "substitute_in_files",
+            ),
+            (
+                r#"{"name": "P", "target_roles": ["w"], "action": {"type": "deploy-package", "package_id": "A", "shell": "zsh"}}"#,
+                "shell",
+            ),
+        ] {
+            let e = parse(json).unwrap_err();
+            assert!(e.0.contains(field), "{json}: {e}");
+        }
     }
 }

@@ -2,14 +2,14 @@
 //! twice from the store (to hash it, then to send it), never held in memory; checked by size
 //! and SHA-256 on arrival.
 
-use cuttle_core::{Comms, TargetRecord, TargetSelection};
-use cuttle_proto::v1::{FileHeader, PushFileReply};
+use cuttle_core::{TargetRecord, TargetSelection};
+use cuttle_proto::v1::FileHeader;
 use cuttle_storage::Execution;
 use futures_util::future::join_all;
 
 use super::Executor;
 use crate::ctx::{TaskCtx, TaskResult};
-use crate::tentacles::{all_succeeded, listening, relayed, selected};
+use crate::tentacles::{all_succeeded, selected, send_file};
 
 pub(crate) struct PushFile {
     pub(crate) source: String,
@@ -56,6 +56,7 @@ async fn push(
         path: destination.to_owned(),
         size,
         sha256,
+        skip_if_present: false,
     };
     ctx.until_stopped(async {
         all_succeeded(join_all(chosen.iter().map(|t| push_one(key, t, &path, &header, ctx))).await)
@@ -71,43 +72,7 @@ async fn push_one(
     ctx: &TaskCtx,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let reply: Result<PushFileReply, String> = match t.comms {
-        Comms::Polling => {
-            relayed(t, ctx, |mut client| async move {
-                let chunks = cuttle_proto::files::chunks(path, header.clone())
-                    .await
-                    .map_err(|e| {
-                        tonic::Status::internal(format!("read {}: {e}", path.display()))
-                    })?;
-                let mut request = tonic::Request::new(chunks);
-                if let Ok(v) = t.id.0.to_string().parse() {
-                    request
-                        .metadata_mut()
-                        .insert(cuttle_proto::TARGET_METADATA, v);
-                }
-                client.push_file(request).await
-            })
-            .await
-        }
-        Comms::Listening => match listening(t, ctx).await {
-            Ok(mut client) => match cuttle_proto::files::chunks(path, header.clone()).await {
-                Ok(chunks) => client
-                    .push_file(chunks)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| s.message().to_owned()),
-                Err(e) => Err(format!("read {}: {e}", path.display())),
-            },
-            Err(e) => Err(e),
-        },
-    };
-    let reply = reply.map_err(|e| format!("{}: {e}", t.name))?;
-    if reply.size != header.size || reply.sha256 != header.sha256 {
-        return Err(format!(
-            "{}: received {} bytes with SHA-256 {}",
-            t.name, reply.size, reply.sha256
-        ));
-    }
+    let reply = send_file(t, path, header, ctx).await?;
     let secs = started.elapsed().as_secs_f64();
     ctx.logs
         .line(

@@ -41,6 +41,78 @@ struct ReleaseWrite {
     version: String,
     #[serde(default)]
     notes: String,
+    /// Package versions by step name, for package steps that should not take the version the
+    /// step names (or the newest).
+    #[serde(default)]
+    packages: std::collections::BTreeMap<String, String>,
+}
+
+/// The package version each package step of `process` deploys: the one asked for, else the one
+/// the step names, else the newest in the repository. 400 naming the step when there is none.
+async fn choose_packages(
+    s: &AppState,
+    space: &str,
+    process: &cuttle_core::plan::Process,
+    asked: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    use cuttle_core::plan::Action;
+    let mut chosen = serde_json::Map::new();
+    for step in asked.keys() {
+        let is_package_step = process
+            .steps
+            .iter()
+            .any(|st| st.name == *step && matches!(st.action, Action::DeployPackage { .. }));
+        if !is_package_step {
+            return Err(ApiError::bad_request(format!(
+                "packages: the process has no package step named {step:?}"
+            )));
+        }
+    }
+    for step in &process.steps {
+        let Action::DeployPackage {
+            package_id,
+            version,
+            ..
+        } = &step.action
+        else {
+            continue;
+        };
+        let wanted = asked.get(&step.name).or(version.as_ref());
+        let found = match wanted {
+            Some(v) => {
+                let parsed = cuttle_core::parse_package_version(v).map_err(|e| {
+                    ApiError::bad_request(format!("packages.{}: {}", step.name, e.0))
+                })?;
+                s.store
+                    .get_package(
+                        space,
+                        package_id,
+                        &cuttle_core::package_version_key(&parsed),
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "step {:?}: package {package_id} version {v} is not in the repository",
+                            step.name
+                        ))
+                    })?
+            }
+            None => cuttle_storage::newest_package(
+                s.store.list_packages(Some(space), Some(package_id)).await?,
+            )
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "step {:?}: the repository has no package {package_id}; upload one first",
+                    step.name
+                ))
+            })?,
+        };
+        chosen.insert(
+            step.name.clone(),
+            json!({"package_id": found.package_id, "version": found.version, "sha256": found.sha256}),
+        );
+    }
+    Ok(chosen)
 }
 
 /// A release as shown: its snapshot's process, and its variables without sensitive values. A
@@ -66,6 +138,7 @@ fn shown(r: &Release) -> Result<Value, ApiError> {
         "created_by": r.created_by,
         "created_at": format_rfc3339_ms(r.created_at),
         "process": r.snapshot.get("process").cloned().unwrap_or(json!({"steps": []})),
+        "packages": r.snapshot.get("packages").cloned().unwrap_or(json!({})),
         "variables": variables,
     }))
 }
@@ -102,7 +175,9 @@ async fn create(
     // Read (and so checked) before it is frozen: a release never holds what cannot be read.
     let process = process_of(&doc)?;
     let variables = variables_of(&doc)?;
+    let packages = choose_packages(&s, &space_id(&space), &process, &w.packages).await?;
     let snapshot = json!({
+        "packages": packages,
         "project_name": doc.name,
         "project_version": doc.version,
         "lifecycle_id": doc.body.get("lifecycle_id").cloned().unwrap_or(Value::Null),

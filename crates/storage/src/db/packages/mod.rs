@@ -5,7 +5,7 @@ mod mssql;
 mod postgres;
 mod sqlite;
 
-use cuttle_core::{PackageFormat, UnixMs};
+use cuttle_core::{PackageFormat, SemVer, UnixMs};
 
 use super::{dispatch, Audit, Store};
 use crate::{Error, Result};
@@ -83,6 +83,16 @@ impl PackageRow {
 /// to milliseconds in its own list).
 pub(crate) const PACKAGE_COLUMNS: &str = "seq, space, package_id, version, format, size_bytes, \
      sha256, file, uploaded_by, uploaded_at_ms";
+
+/// The newest of some versions by SemVer precedence (versions that do not parse are passed
+/// over).
+pub fn newest_package(versions: Vec<PackageRecord>) -> Option<PackageRecord> {
+    versions
+        .into_iter()
+        .filter_map(|p| p.version.parse::<SemVer>().ok().map(|v| (v, p)))
+        .max_by(|(a, _), (b, _)| a.precedence(b))
+        .map(|(_, p)| p)
+}
 
 /// What was added, and the version it replaced (whose file the caller removes).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! `Deploy` and `RunbookRun`: run a release's process (or a runbook's published one) in an
 //! environment, planned by `cuttle_core::plan` step by
 //! step (which steps run, where, in which batches, with which script and variables) while this
-//! module does the I/O. The log has a section per step and a line per target with its end and
+//! module does the I/O; `package.rs` is what a package step does on each target. The log has a section per step and a line per target with its end and
 //! how long it took; sensitive values are masked wherever they appear in output.
 //!
 //! Steps start in groups (a step `parallel_with_previous` joins the one before). A step runs on
@@ -22,6 +22,8 @@ use cuttle_core::{DeployArgs, RunbookArgs, TargetRecord};
 use cuttle_proto::v1::RunScriptRequest;
 use cuttle_storage::{DeploymentFilter, Execution};
 use futures_util::future::join_all;
+
+mod package;
 
 use super::Executor;
 use crate::ctx::{TaskCtx, TaskError, TaskResult};
@@ -75,7 +77,10 @@ impl Executor for Order {
 
 /// What every step of one deployment shares.
 struct Plan {
+    space: String,
     process: Process,
+    /// The package versions a release chose, by step name (none for a runbook).
+    packages: serde_json::Map<String, serde_json::Value>,
     variables: Vec<Variable>,
     built_ins: BTreeMap<String, String>,
     environment_id: String,
@@ -182,8 +187,15 @@ async fn prepare(a: &Order, key: Execution, ctx: &TaskCtx) -> Result<Plan, TaskE
     built_ins.insert("Cuttle.Project.Name".to_owned(), project);
     built_ins.insert("Cuttle.Environment.Name".to_owned(), env.name.clone());
     built_ins.insert("Cuttle.Task.Id".to_owned(), key.task.to_string());
+    let packages = snapshot
+        .get("packages")
+        .and_then(|p| p.as_object())
+        .cloned()
+        .unwrap_or_default();
     Ok(Plan {
+        space: a.space.clone(),
         process,
+        packages,
         variables,
         built_ins,
         environment_id: a.environment.clone(),
@@ -296,12 +308,12 @@ async fn run_step(
             format!("INFO  === step {}: {} ===", index + 1, step.name),
         )
         .await;
-    let Action::Script {
-        script,
-        shell,
-        timeout_secs,
-    } = &step.action;
-    let limit = Duration::from_secs(*timeout_secs);
+    let (shell, timeout_secs) = step.action.shell_and_limit();
+    let limit = Duration::from_secs(timeout_secs);
+    let package = match &step.action {
+        Action::DeployPackage { .. } => Some(package::resolve(step, plan, key, ctx).await?),
+        Action::Script { .. } => None,
+    };
     let targets = ctx
         .targets
         .store
@@ -310,6 +322,9 @@ async fn run_step(
         .map_err(|e| failed(format!("read targets: {e}")))?;
     let result = match place(step, &plan.environment_name, &targets, &a.targets) {
         Placement::OnNode => {
+            let Action::Script { script, .. } = &step.action else {
+                return Err(failed("a package step runs on targets, not on the node"));
+            };
             let values = values_at(plan, step, outputs, None);
             let script = substitute(script, &values).map_err(|e| failed(e.to_string()))?;
             let out = Arc::new(Output::step(secrets(&values)));
@@ -336,8 +351,27 @@ async fn run_step(
                     .await;
                 let ran = ctx
                     .until_stopped(async {
-                        Ok(join_all(batch.iter().map(|t| {
-                            on_target(t, step, script, shell, limit, plan, outputs, key, ctx)
+                        Ok(join_all(batch.iter().map(|t| async {
+                            match (&step.action, &package) {
+                                (Action::Script { script, .. }, _) => {
+                                    on_target(
+                                        t, step, script, shell, limit, plan, outputs, key, ctx,
+                                    )
+                                    .await
+                                }
+                                (Action::DeployPackage { .. }, Some(p)) => {
+                                    let at = package::At {
+                                        plan,
+                                        outputs,
+                                        key,
+                                        ctx,
+                                    };
+                                    package::on_target(t, step, p, shell, limit, &at).await
+                                }
+                                (Action::DeployPackage { .. }, None) => {
+                                    Err("no package chosen".to_owned())
+                                }
+                            }
                         }))
                         .await)
                     })
