@@ -877,7 +877,14 @@ fn a_package_step_unpacks_substitutes_and_runs_deploy_sh_on_three_tentacles() {
         "name": "Deploy app", "target_roles": ["web"],
         "action": {"type": "deploy-package", "package_id": "Acme.App",
                    "substitute_in_files": ["config/*.json", "missing/*.txt"],
-                   "script": "echo \"step script in $(pwd) for #{Cuttle.Target.Name}\"; cat config/app.json"},
+                   "script": "echo \"step script in $(pwd) for #{Cuttle.Target.Name}\"; cat config/app.json; echo\n\
+                              echo \"report of #{Cuttle.Target.Name}\" > report.txt\n\
+                              echo \"##cuttle[createArtifact path='report.txt']\"\n\
+                              echo \"##cuttle[createArtifact path='/no/such/file' name='ghost']\""},
+    }, {
+        "name": "Summarise", "condition": "always",
+        "action": {"type": "script", "script": "mkdir -p out && seq 1 10000 > out/numbers.txt\n\
+                   echo \"##cuttle[createArtifact path='out/numbers.txt' name='../../numbers.txt']\""},
     }]});
     let (status, saved) = n1.request(
         "PUT",
@@ -986,6 +993,68 @@ fn a_package_step_unpacks_substitutes_and_runs_deploy_sh_on_three_tentacles() {
         3,
         "{log}"
     );
+
+    // Artifacts: each target's report, and the node's file under a name that cannot escape.
+    let task = t["id"].as_str().unwrap();
+    let (status, arts) = n2.get(&format!("/api/tasks/{task}/artifacts"));
+    assert_eq!(status, 200, "{arts}");
+    let mut names: Vec<String> = arts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["source"].as_str().unwrap(),
+                a["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    let on_node = format!("@{}:../../numbers.txt", t["node"].as_str().unwrap());
+    assert_eq!(
+        names,
+        [
+            on_node.as_str(),
+            "w1:report.txt",
+            "w2:report.txt",
+            "w3:report.txt"
+        ],
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("artifact \"ghost\" was not collected").count(),
+        3,
+        "{log}"
+    );
+    for a in arts["items"].as_array().unwrap() {
+        let url = n2.url(a["links"]["raw"].as_str().unwrap());
+        let got = download(n2.http(), &url, &n2.api_key(), &[]);
+        assert_eq!(got.status, 200, "{a}");
+        if a["source"].as_str().unwrap().starts_with('@') {
+            let numbers: String = (1..=10000).map(|i| format!("{i}\n")).collect();
+            assert_eq!(got.body, numbers.as_bytes());
+            let part = download(n2.http(), &url, &n2.api_key(), &[("Range", "bytes=0-1")]);
+            assert_eq!((part.status, part.body), (206, b"1\n".to_vec()));
+        } else {
+            assert_eq!(
+                String::from_utf8(got.body).unwrap(),
+                format!("report of {}\n", a["source"].as_str().unwrap())
+            );
+        }
+    }
+    for w in [&w1, &w2, &w3] {
+        let held = w.home.join("files/.artifacts");
+        assert_eq!(
+            std::fs::read_dir(&held).map(|d| d.count()).unwrap_or(0),
+            0,
+            "the tentacle's copies are removed once pulled"
+        );
+    }
+    for bad in ["..%2F..%2FTaskLogs", "w1/..%2F..%2Fx", "nope"] {
+        let (status, _) = n1.get(&format!("/api/tasks/{task}/artifacts/{bad}"));
+        assert_eq!(status, 404, "{bad}");
+    }
     assert_eq!(
         log.matches("no file matches \"missing/*.txt\"").count(),
         3,

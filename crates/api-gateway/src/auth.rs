@@ -155,6 +155,12 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
     ("GET", "/api/tasks/{id}", need(Scope::Reader)),
     ("GET", "/api/tasks/{id}/log", need(Scope::Reader)),
     ("POST", "/api/tasks/{id}/cancel", need(Scope::Deployer)),
+    ("GET", "/api/tasks/{id}/artifacts", need(Scope::Reader)),
+    (
+        "GET",
+        "/api/tasks/{id}/artifacts/{*artifact}",
+        need(Scope::Reader),
+    ),
     ("GET", "/api/events", need(Scope::Reader)),
     ("GET", "/api/targets", need(Scope::Reader)),
     ("POST", "/api/targets", need_or_own_target(Scope::Operator)),

@@ -15,8 +15,8 @@ use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::extract::too_large;
 use crate::resources::{
-    deployments, environments, events, keys, lifecycles, metrics, nodes, packages, ping, projects,
-    runbooks, spaces, targets, tasks,
+    artifacts, deployments, environments, events, keys, lifecycles, metrics, nodes, packages, ping,
+    projects, runbooks, spaces, targets, tasks,
 };
 use crate::{AppState, MAX_JSON_BODY};
 
@@ -24,6 +24,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let private = Router::new()
         .merge(nodes::routes())
         .merge(tasks::routes())
+        .merge(artifacts::routes())
         .merge(events::routes())
         .merge(keys::routes())
         .merge(targets::routes())

@@ -10,7 +10,7 @@ mod db;
 mod error;
 
 pub use blob::{
-    Execution, IncomingFile, PackageFile, SharedStore, TaskLog, TaskLogWriter,
+    ArtifactFile, Execution, IncomingFile, PackageFile, SharedStore, TaskLog, TaskLogWriter,
     DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
 };
 pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};

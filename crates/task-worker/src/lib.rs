@@ -1,6 +1,7 @@
 //! The worker role: claims queued tasks up to the node's task cap, runs them, writes their
 //! logs, and reports outcomes — in batches, so the database sees few round trips per task.
 
+mod artifacts;
 mod ctx;
 mod exec;
 mod groups;

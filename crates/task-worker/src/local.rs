@@ -94,6 +94,10 @@ pub(crate) async fn on_node(
                 .await;
         }
     }
+    let asked = out.take_artifacts(None);
+    if !asked.is_empty() {
+        crate::artifacts::collect_on_node(key, &dir, asked, ctx).await;
+    }
     let _ = tokio::fs::remove_dir_all(&dir).await;
     match ended {
         Ended::Exited(Ok(status)) if status.success() => Ok(()),

@@ -1,9 +1,10 @@
 //! What becomes of a script's output lines on their way to the task log: sensitive values
-//! masked, and output variables (`##cuttle[setVariable name='X' value='Y']`) collected.
+//! masked, output variables (`##cuttle[setVariable name='X' value='Y']`) and artifact requests
+//! (`##cuttle[createArtifact path='…']`) collected.
 
 use std::sync::Mutex;
 
-use cuttle_core::plan::{mask, parse_set_variable};
+use cuttle_core::plan::{mask, parse_create_artifact, parse_set_variable, ArtifactRequest};
 
 /// An output variable a script set: on which target (`None`: the node), its name and value.
 pub(crate) type SetVariable = (Option<String>, String, String);
@@ -16,6 +17,8 @@ pub(crate) struct Output {
     /// Whether `setVariable` lines are collected.
     capture: bool,
     set: Mutex<Vec<SetVariable>>,
+    /// Artifacts asked for, by target (`None`: the node); collected whatever the mode.
+    artifacts: Mutex<Vec<(Option<String>, ArtifactRequest)>>,
 }
 
 impl Output {
@@ -29,7 +32,7 @@ impl Output {
         Output {
             secrets,
             capture: true,
-            set: Mutex::new(Vec::new()),
+            ..Output::default()
         }
     }
 
@@ -37,6 +40,17 @@ impl Output {
     /// `setVariable` line is logged with why it was not taken.
     pub(crate) fn line(&self, target: Option<&str>, text: &str) -> String {
         let shown = mask(text, &self.secrets);
+        match parse_create_artifact(text) {
+            None => {}
+            Some(Ok(a)) => {
+                self.artifacts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((target.map(str::to_owned), a));
+                return shown;
+            }
+            Some(Err(e)) => return format!("{shown}   (not taken: {e})"),
+        }
         if !self.capture {
             return shown;
         }
@@ -52,6 +66,16 @@ impl Output {
             }
             Some(Err(e)) => format!("{shown}   (not taken: {e})"),
         }
+    }
+
+    /// The artifacts asked for on `target` (`None`: the node), in order; taken out.
+    pub(crate) fn take_artifacts(&self, target: Option<&str>) -> Vec<ArtifactRequest> {
+        let mut all = self.artifacts.lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|(t, _)| t.as_deref() == target);
+        *all = rest;
+        mine.into_iter().map(|(_, a)| a).collect()
     }
 
     /// The output variables collected, in the order they were set.

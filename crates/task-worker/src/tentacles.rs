@@ -267,7 +267,13 @@ pub(crate) async fn run_script_on(
         Comms::Listening => direct(t, request, ctx).await,
     }
     .map_err(|e| format!("{}: {e}", t.name))?;
-    follow(key, t, stream, out, ctx).await
+    let ran = follow(key, t, stream, out, ctx).await;
+    // Whatever the script's end: what it handed over is kept.
+    let asked = out.take_artifacts(Some(&t.name));
+    if !asked.is_empty() {
+        crate::artifacts::collect_from_target(key, t, asked, ctx).await;
+    }
+    ran
 }
 
 /// Sends a file from the shared store to a target's files folder (read as the transport asks,

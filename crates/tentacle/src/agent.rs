@@ -198,7 +198,8 @@ impl Tentacle for Connection {
         &self,
         request: Request<PullFileRequest>,
     ) -> Result<Response<Self::PullFileStream>, Status> {
-        let rel = request.into_inner().path;
+        let req = request.into_inner();
+        let (rel, remove_after) = (req.path, req.remove_after);
         let path = self.files_root.join(safe_relative(&rel)?);
         // Hashed first (one read), then sent (a second read): the header carries the checksum
         // and the file is never held in memory.
@@ -223,7 +224,15 @@ impl Tentacle for Connection {
         let chunks = cuttle_proto::files::chunks(&path, header)
             .await
             .map_err(|e| Status::internal(format!("open {}: {e}", path.display())))?;
-        Ok(Response::new(Box::pin(chunks.map(Ok))))
+        if !remove_after {
+            return Ok(Response::new(Box::pin(chunks.map(Ok))));
+        }
+        // The copy goes once every chunk was taken (its data is held open until then).
+        let done = tokio_stream::once(()).filter_map(move |()| {
+            let _ = std::fs::remove_file(&path);
+            None::<Result<FileChunk, Status>>
+        });
+        Ok(Response::new(Box::pin(chunks.map(Ok).chain(done))))
     }
 
     async fn extract_package(
@@ -303,15 +312,19 @@ impl Tentacle for Connection {
             .spawn()
             .map_err(|e| Status::internal(format!("start {shell}: {e}")))?;
         tracing::info!(pid = ?child.id(), "script started");
+        let collector = Collector {
+            dir: dir.clone(),
+            files_root: self.files_root.clone(),
+        };
         let (tx, rx) = mpsc::channel(256);
         let out = child
             .stdout
             .take()
-            .map(|o| tokio::spawn(pump(o, false, tx.clone())));
+            .map(|o| tokio::spawn(pump(o, false, tx.clone(), collector.clone())));
         let err = child
             .stderr
             .take()
-            .map(|e| tokio::spawn(pump(e, true, tx.clone())));
+            .map(|e| tokio::spawn(pump(e, true, tx.clone(), collector.clone())));
         tokio::spawn(async move {
             let pgid = child.id();
             let status = tokio::select! {
@@ -469,13 +482,65 @@ fn now_ms() -> i64 {
 }
 
 /// Sends a script's output line by line as it is produced.
+/// Where a script runs and where its artifacts' copies go.
+#[derive(Clone)]
+struct Collector {
+    dir: PathBuf,
+    files_root: PathBuf,
+}
+
+impl Collector {
+    /// Copies the file a `createArtifact` line names while the script's folder still exists;
+    /// the line as passed on (naming the copy, or saying why there is none).
+    async fn collect(&self, text: String) -> String {
+        let Some(asked) = cuttle_core::plan::parse_create_artifact(&text) else {
+            return text;
+        };
+        let mut a = match asked {
+            Ok(a) => a,
+            Err(_) => return text, // the caller says why it is malformed
+        };
+        // Only this tentacle says where a copy is, or why there is none.
+        a.held = None;
+        a.failed = None;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let held = format!(".artifacts/{}-{n}", std::process::id());
+        let from = self.dir.join(&a.path);
+        let to = self.files_root.join(&held);
+        let copied = tokio::task::spawn_blocking(move || {
+            if let Some(d) = to.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::copy(&from, &to).map(|_| ())
+        })
+        .await;
+        match copied {
+            Ok(Ok(())) => {
+                a.held = Some(held);
+                cuttle_core::plan::create_artifact_line(&a)
+            }
+            Ok(Err(e)) => {
+                a.failed = Some(e.to_string());
+                cuttle_core::plan::create_artifact_line(&a)
+            }
+            Err(e) => {
+                a.failed = Some(e.to_string());
+                cuttle_core::plan::create_artifact_line(&a)
+            }
+        }
+    }
+}
+
 async fn pump<R: AsyncRead + Unpin>(
     r: R,
     stderr: bool,
     tx: mpsc::Sender<Result<ScriptEvent, Status>>,
+    collector: Collector,
 ) {
     let mut lines = OutputLines::new(r);
     while let Some(text) = lines.next_line().await {
+        let text = collector.collect(text).await;
         let event = script_event::Event::Line(OutputLine {
             at_ms: now_ms(),
             stderr,

@@ -1,10 +1,12 @@
 //! The REST resources, one module each, each exporting its routes. Cross-cutting parts (auth,
 //! body deadline, the node header) are layered on in `routes.rs`.
 
+pub(crate) mod artifacts;
 pub(crate) mod deployments;
 pub(crate) mod documents;
 pub(crate) mod environments;
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod keys;
 pub(crate) mod lifecycles;
 pub(crate) mod metrics;

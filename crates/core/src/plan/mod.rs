@@ -4,15 +4,19 @@
 //! the I/O.
 
 pub mod lifecycle;
+pub mod messages;
 pub mod process;
 pub mod run;
 pub mod variables;
 
 pub use lifecycle::{check_promotion, effective_phases, PhaseSpec, PromotionError};
+pub use messages::{
+    create_artifact_line, parse_create_artifact, parse_set_variable, ArtifactRequest,
+    MAX_ARTIFACT_NAME_LEN,
+};
 pub use process::{Action, Condition, Process, Step, DEFAULT_STEP_TIMEOUT_SECS, MAX_STEPS};
 pub use run::{batches, decide, groups, place, Decision, Placement};
 pub use variables::{
-    env_name, environment, mask, parse_set_variable, resolve, secrets, substitute,
-    validate_variables, Context, StoredVariable, SubstitutionError, Value, Variable, VariableScope,
-    MASK,
+    env_name, environment, mask, resolve, secrets, substitute, validate_variables, Context,
+    StoredVariable, SubstitutionError, Value, Variable, VariableScope, MASK,
 };

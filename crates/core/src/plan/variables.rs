@@ -281,75 +281,6 @@ pub fn mask(line: &str, secrets: &[String]) -> String {
     out
 }
 
-/// An output variable a script set: a line `##cuttle[setVariable name='X' value='Y']`
-/// (values in single quotes; `\'` and `\\` escape a quote and a backslash). `None` for any
-/// other line.
-pub fn parse_set_variable(line: &str) -> Option<Result<(String, String), ValidationError>> {
-    let rest = line.trim().strip_prefix("##cuttle[setVariable ")?;
-    let Some(body) = rest.strip_suffix(']') else {
-        return Some(Err(ValidationError::new(
-            "setVariable: the line must end with ]",
-        )));
-    };
-    let mut fields = BTreeMap::new();
-    let mut chars = body.chars().peekable();
-    loop {
-        while chars.peek() == Some(&' ') {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if chars.next() != Some('\'') {
-            return Some(Err(ValidationError::new(format!(
-                "setVariable: {key:?} needs a value in single quotes"
-            ))));
-        }
-        let mut value = String::new();
-        let mut closed = false;
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some(e @ ('\'' | '\\')) => value.push(e),
-                    Some(other) => {
-                        value.push('\\');
-                        value.push(other);
-                    }
-                    None => break,
-                },
-                '\'' => {
-                    closed = true;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        if !closed {
-            return Some(Err(ValidationError::new(format!(
-                "setVariable: the value of {key:?} is not closed"
-            ))));
-        }
-        fields.insert(key.trim().to_owned(), value);
-    }
-    let (Some(name), Some(value)) = (fields.remove("name"), fields.remove("value")) else {
-        return Some(Err(ValidationError::new(
-            "setVariable: needs name='…' and value='…'",
-        )));
-    };
-    if let Some(extra) = fields.keys().next() {
-        return Some(Err(ValidationError::new(format!(
-            "setVariable: unknown field {extra:?}"
-        ))));
-    }
-    if name.is_empty() || name.len() > MAX_VARIABLE_NAME_LEN || name.contains(['#', '{', '}']) {
-        return Some(Err(ValidationError::new(format!(
-            "setVariable: invalid name {name:?}"
-        ))));
-    }
-    Some(Ok((name, value)))
-}
-
 /// Checks a project's variables as written; errors name the entry (`variables[3].name: …`).
 pub fn validate_variables(vars: &[Variable]) -> Result<(), ValidationError> {
     for (i, v) in vars.iter().enumerate() {
@@ -590,40 +521,6 @@ mod tests {
             "pw=******** long=******** hello"
         );
         assert_eq!(mask("nothing here", &s), "nothing here");
-    }
-
-    #[test]
-    fn output_variables_are_read_from_their_line_and_anything_else_is_ignored() {
-        assert_eq!(
-            parse_set_variable("##cuttle[setVariable name='Version' value='1.4.2']")
-                .unwrap()
-                .unwrap(),
-            ("Version".into(), "1.4.2".into())
-        );
-        assert_eq!(
-            parse_set_variable(r"  ##cuttle[setVariable value='it\'s a \\ path' name='Msg']")
-                .unwrap()
-                .unwrap(),
-            ("Msg".into(), r"it's a \ path".into())
-        );
-        assert_eq!(
-            parse_set_variable("##cuttle[setVariable name='Empty' value='']")
-                .unwrap()
-                .unwrap(),
-            ("Empty".into(), String::new())
-        );
-        assert!(parse_set_variable("echo hello").is_none());
-        assert!(parse_set_variable("##cuttle[createArtifact path='x']").is_none());
-        for bad in [
-            "##cuttle[setVariable name='X']",
-            "##cuttle[setVariable name='X' value='unclosed]",
-            "##cuttle[setVariable name=X value='1']",
-            "##cuttle[setVariable name='X' value='1' colour='red']",
-            "##cuttle[setVariable name='#{X}' value='1']",
-            "##cuttle[setVariable name='X' value='1'",
-        ] {
-            assert!(parse_set_variable(bad).unwrap().is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The shared file store: its layout, the start-up probe, and the task logs.
 
+mod artifacts;
 mod packages;
 mod task_log;
 
+pub use artifacts::ArtifactFile;
 pub use packages::{IncomingFile, PackageFile};
 pub use task_log::{Execution, TaskLog, TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES};
 
@@ -59,47 +61,7 @@ impl SharedStore {
     }
 }
 
-/// A name safe as one path component: separators and a leading dot are replaced.
-fn component(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if matches!(c, '/' | '\\' | '\0') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if s.starts_with('.') || s.is_empty() {
-        s.insert(0, '_');
-    }
-    s
-}
-
 impl SharedStore {
-    /// Where an artifact collected by a task from a target is kept.
-    pub fn artifact_path(&self, task: cuttle_core::TaskId, target: &str, file: &str) -> PathBuf {
-        self.root
-            .join("Artifacts")
-            .join(task.to_string())
-            .join(component(target))
-            .join(component(file))
-    }
-
-    /// A fresh temporary path for an artifact being received by `node`.
-    pub fn artifact_temp(&self, node: &str) -> Result<PathBuf> {
-        self.temp_in("Artifacts", node)
-    }
-
-    /// Moves a complete, synced artifact from its temporary path into place.
-    pub fn place_artifact(&self, temp: &Path, dest: &Path) -> Result<()> {
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
-        }
-        std::fs::rename(temp, dest).map_err(|e| Error::io("put artifact in place", dest, e))
-    }
-
     /// A fresh temporary path under `{folder}/InProgress/{node}/`, which only that node writes
     /// and which it empties at start-up (and a scheduler empties when the node is lost).
     pub(crate) fn temp_in(&self, folder: &str, node: &str) -> Result<PathBuf> {

@@ -3,7 +3,6 @@
 //! `GET …/packages/{package_id}/{version}` shows one version, `…/raw` downloads it (Range,
 //! ETag), `DELETE` removes it. Versions sort by SemVer precedence, newest first.
 
-mod download;
 mod multipart;
 mod upload;
 
@@ -23,6 +22,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, PathParams, QueryMap};
 use crate::resources::documents::{resolve_space, space_id};
+use crate::resources::files::{serve, store_failed, Served};
 use crate::AppState;
 
 /// The upload routes: outside the 1 MiB body limit and the whole-body deadline every other
@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/api/spaces/{space}/packages/{package_id}/{version}/raw",
-            get(download::download),
+            get(download),
         )
 }
 
@@ -218,11 +218,20 @@ async fn delete(
     }
 }
 
-/// A shared-store failure: logged with its path, answered without it.
-pub(super) fn store_failed(e: cuttle_storage::Error) -> ApiError {
-    tracing::error!(error = %e, "package file operation failed");
-    ApiError::new(
-        cuttle_core::ErrorCode::Unavailable,
-        "the shared file store failed; see the node's log",
-    )
+/// `GET …/packages/{package_id}/{version}/raw`: the file, its SHA-256 as the `ETag`.
+async fn download(
+    State(s): State<AppState>,
+    PathParams((space, package_id, version)): PathParams<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
+    let p = find(&s, &space, &package_id, &version).await?;
+    let name = format!("{}.{}.{}", p.package_id, p.version, p.format.extension());
+    let served = Served {
+        path: &s.shared.package_path(&p.file),
+        size: p.size,
+        etag: format!("\"{}\"", p.sha256),
+        content_type: p.format.content_type(),
+        file_name: &name,
+    };
+    serve(served, &headers).await
 }

@@ -21,11 +21,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::multipart::{boundary, Event, Multipart};
-use super::{flag, shown, store_failed};
+use super::{flag, shown};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, PathParams, QueryMap};
 use crate::resources::documents::{resolve_space, space_id};
+use crate::resources::files::store_failed;
 use crate::AppState;
 
 /// Pieces of the body in flight to the writer: what bounds an upload's memory.

@@ -1,21 +1,18 @@
-//! `GET …/packages/{package_id}/{version}/raw`: the file streamed from the shared store, with
-//! `Content-Length`, the SHA-256 as its `ETag`, one byte range (`206`) when asked, and `304` when
-//! the client already holds it.
+//! Files of the shared store served whole or by range (packages, artifacts): streamed, never
+//! read whole, with `Content-Length`, an `ETag`, one byte range (`206`) when asked, and `304`
+//! when the client already holds it.
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::find;
 use crate::error::ApiError;
-use crate::extract::{ApiResult, PathParams};
-use crate::AppState;
+use crate::extract::ApiResult;
 
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Wanted {
+pub(crate) enum Wanted {
     Whole,
     /// First and last byte, inclusive.
     Part(u64, u64),
@@ -24,7 +21,7 @@ pub(super) enum Wanted {
 
 /// One `bytes=` range (`a-b`, `a-`, `-n`); several ranges, another unit or a malformed header
 /// are answered with the whole file, as RFC 9110 allows.
-pub(super) fn wanted(range: Option<&str>, size: u64) -> Wanted {
+pub(crate) fn wanted(range: Option<&str>, size: u64) -> Wanted {
     let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
         return Wanted::Whole;
     };
@@ -68,47 +65,45 @@ fn matches(if_none_match: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag)
 }
 
-pub(super) async fn download(
-    State(s): State<AppState>,
-    PathParams((space, package_id, version)): PathParams<(String, String, String)>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let p = find(&s, &space, &package_id, &version).await?;
-    let etag = format!("\"{}\"", p.sha256);
+/// A file of the shared store as an answer: streamed, `Content-Length`, `ETag`, one byte range
+/// (`206`, `416` beyond the end), `304` when the client holds this `etag` already.
+pub(crate) struct Served<'a> {
+    pub(crate) path: &'a std::path::Path,
+    pub(crate) size: u64,
+    /// Quoted.
+    pub(crate) etag: String,
+    pub(crate) content_type: &'static str,
+    /// For `Content-Disposition: attachment`.
+    pub(crate) file_name: &'a str,
+}
+
+pub(crate) async fn serve(f: Served<'_>, headers: &HeaderMap) -> ApiResult {
     let header_str = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     let mut common = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(&f.etag) {
         common.insert(header::ETAG, v);
     }
     common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if header_str(header::IF_NONE_MATCH).is_some_and(|v| matches(v, &etag)) {
+    if header_str(header::IF_NONE_MATCH).is_some_and(|v| matches(v, &f.etag)) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
-    let path = s.shared.package_path(&p.file);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
+    let mut file = match tokio::fs::File::open(f.path).await {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::error!(path = %path.display(), "a package's file is missing");
+            tracing::error!(path = %f.path.display(), "a file the database names is missing");
             return Err(ApiError::not_found(format!(
-                "package {} version {}: its file is missing from the shared store (a \
-                 PackageReindex task removes versions whose file is gone)",
-                p.package_id, p.version
+                "{}: its file is missing from the shared store",
+                f.file_name
             )));
         }
-        Err(e) => {
-            return Err(super::store_failed(cuttle_storage::Error::io(
-                "open package",
-                &path,
-                e,
-            )))
-        }
+        Err(e) => return Err(store_failed(cuttle_storage::Error::io("open", f.path, e))),
     };
     // A range applies only while the client's copy is this one (`If-Range`).
     let range = match header_str(header::IF_RANGE) {
-        Some(tag) if tag.trim() != etag => None,
+        Some(tag) if tag.trim() != f.etag => None,
         _ => header_str(header::RANGE),
     };
-    let size = p.size;
+    let size = f.size;
     let (status, first, len) = match wanted(range, size) {
         Wanted::Whole => (StatusCode::OK, 0, size),
         Wanted::Part(first, last) => {
@@ -128,21 +123,30 @@ pub(super) async fn download(
     if first > 0 {
         file.seek(std::io::SeekFrom::Start(first))
             .await
-            .map_err(|e| super::store_failed(cuttle_storage::Error::io("seek", &path, e)))?;
+            .map_err(|e| store_failed(cuttle_storage::Error::io("seek", f.path, e)))?;
     }
     common.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(p.format.content_type()),
+        HeaderValue::from_static(f.content_type),
     );
     common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let name = format!("{}.{}.{}", p.package_id, p.version, p.format.extension());
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+    let quoted = f.file_name.replace(['"', '\\'], "_");
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{quoted}\"")) {
         common.insert(header::CONTENT_DISPOSITION, v);
     }
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
     let mut resp: Response = (status, common).into_response();
     *resp.body_mut() = Body::from_stream(stream);
     Ok(resp)
+}
+
+/// A shared-store failure: logged with its path, answered without it.
+pub(crate) fn store_failed(e: cuttle_storage::Error) -> ApiError {
+    tracing::error!(error = %e, "shared store file operation failed");
+    ApiError::new(
+        cuttle_core::ErrorCode::Unavailable,
+        "the shared file store failed; see the node's log",
+    )
 }
 
 #[cfg(test)]
