@@ -251,6 +251,9 @@ impl Cluster {
                 opts.offline_after_secs.to_string(),
             )
             .env("CUTTLE_POLL_MS", opts.poll_ms.to_string())
+            // Retention and the audit archive only where a test asks for them: their periodic
+            // tasks would otherwise join every test's queue.
+            .env("CUTTLE_MAINTENANCE_SECS", "0")
             .env(
                 "CUTTLE_SHUTDOWN_GRACE_SECS",
                 opts.shutdown_grace_secs.to_string(),

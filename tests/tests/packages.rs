@@ -526,7 +526,7 @@ fn the_repository_keeps_each_version_whole_once_and_serves_it_by_range(db: Datab
     let done = n1.wait_finished(&task, Duration::from_secs(60));
     let log = n1.task_log(&task);
     assert_eq!(done["state"], "Success", "{log}");
-    assert_eq!(done["concurrency_tag"], "PackageReindex");
+    assert_eq!(done["concurrency_tag"], "system/package-reindex");
     assert!(log.contains("1 indexed, 1 version(s) without a file removed, 1 leftover file(s) removed, 2 file(s) left alone"), "{log}");
     let (_, all) = n1.get("/api/spaces/Spaces-1/packages?limit=1000");
     let mut now: Vec<String> = all["items"]

@@ -162,6 +162,7 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         need(Scope::Reader),
     ),
     ("GET", "/api/events", need(Scope::Reader)),
+    ("GET", "/api/events/export", need(Scope::Reader)),
     ("GET", "/api/targets", need(Scope::Reader)),
     ("POST", "/api/targets", need_or_own_target(Scope::Operator)),
     (

@@ -97,6 +97,11 @@ enum Command {
         #[command(subcommand)]
         action: PackageCmd,
     },
+    /// Audit events: export a time range (archived and current) as JSON lines
+    Events {
+        #[command(subcommand)]
+        action: EventsCmd,
+    },
     /// API keys: create, list, revoke (admin keys only)
     ApiKey {
         #[command(subcommand)]
@@ -211,6 +216,18 @@ enum ReleaseCmd {
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Every event from --from to --to (UTC: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ), oldest first,
+    /// one JSON object per line on stdout, whether archived or still in the database
+    Export {
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -578,6 +595,9 @@ fn run(cli: Cli) -> Result<()> {
                 println!("revoked API key {id}");
             }
         },
+        Command::Events {
+            action: EventsCmd::Export { from, to },
+        } => package::export_events(&api, from.as_deref(), to.as_deref())?,
         Command::Package { action } => match action {
             PackageCmd::Upload {
                 file,

@@ -1,4 +1,5 @@
-//! `cuttle package upload|list|download|delete`: the built-in repository from a build pipeline.
+//! `cuttle package upload|list|download|delete`: the built-in repository from a build pipeline;
+//! and `cuttle events export`, the other command that streams.
 //! Uploads stream the file (hashed first, so the server can refuse a copy that changed on the
 //! way) with a progress line on a terminal; downloads are written beside their destination and
 //! renamed into place only once their hash matches.
@@ -224,4 +225,30 @@ pub(crate) fn download(
     }
     std::fs::rename(&partial, &dest).with_context(|| format!("rename to {}", dest.display()))?;
     Ok(dest)
+}
+
+/// Streams `GET /api/events/export` to stdout.
+pub(crate) fn export_events(api: &Api, from: Option<&str>, to: Option<&str>) -> Result<()> {
+    let mut url = format!("{}/api/events/export", api.base);
+    let mut sep = '?';
+    for (k, v) in [("from", from), ("to", to)] {
+        if let Some(v) = v {
+            url.push_str(&format!("{sep}{k}={v}"));
+            sep = '&';
+        }
+    }
+    let mut resp = streaming_agent()
+        .get(&url)
+        .header("X-Api-Key", api.key.as_deref().unwrap_or_default())
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    if status >= 400 {
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        bail!("{}", error_text(status, &text));
+    }
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let stdout = std::io::stdout();
+    std::io::copy(&mut reader, &mut stdout.lock()).context("write the events")?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod node;
 mod package;
 pub mod plan;
 mod proxies;
+pub mod retention;
 mod role;
 mod scope;
 mod semver;
@@ -36,8 +37,8 @@ pub use target::{
     TargetPatch, TargetRecord,
 };
 pub use task::{
-    validate_relative_path, DeployArgs, NewTask, RunbookArgs, TargetSelection, TaskId, TaskKind,
-    TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN, MAX_SCRIPT_TIMEOUT_SECS,
+    system_tag, validate_relative_path, DeployArgs, NewTask, RunbookArgs, TargetSelection, TaskId,
+    TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN, MAX_SCRIPT_TIMEOUT_SECS,
     MAX_SLEEP_MS, MAX_TAG_LEN,
 };
-pub use time::{format_rfc3339_ms, UnixMs};
+pub use time::{civil_date, days_from_civil, format_rfc3339_ms, parse_time, UnixMs, DAY_MS};

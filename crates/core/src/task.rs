@@ -130,6 +130,13 @@ pub enum TaskKind {
     /// are removed, files no version names are indexed (or, when another file holds that
     /// version, removed). Safe on any node at any time.
     PackageReindex,
+    /// Applies retention: releases projects no longer keep, logs and artifacts of deployments
+    /// of older releases, and package versions beyond the newest `package_versions_to_keep` of
+    /// each id (0: all), never one a kept release uses. Queued periodically by the scheduler.
+    Retention { package_versions_to_keep: u32 },
+    /// Moves audit events older than `older_than_secs` out of the database into day files in
+    /// the shared store (whole days only). Queued periodically by the scheduler.
+    EventArchive { older_than_secs: u64 },
 }
 
 /// What a runbook run's task runs: a runbook's published snapshot in an environment.
@@ -163,6 +170,16 @@ pub struct DeployArgs {
     /// Only these targets (by name); all of the environment's when empty.
     #[serde(default)]
     pub targets: Vec<String>,
+}
+
+/// The concurrency tag a system task always runs under (one at a time across the cluster).
+pub fn system_tag(kind: &TaskKind) -> Option<&'static str> {
+    match kind {
+        TaskKind::PackageReindex => Some("system/package-reindex"),
+        TaskKind::Retention { .. } => Some("system/retention"),
+        TaskKind::EventArchive { .. } => Some("system/event-archive"),
+        _ => None,
+    }
 }
 
 /// A path that must stay inside the folder it is relative to: not empty, not absolute, only
@@ -299,6 +316,19 @@ fn on_targets(
     Ok(on)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionArgs {
+    #[serde(default)]
+    package_versions_to_keep: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventArchiveArgs {
+    older_than_secs: u64,
+}
+
 /// A kind that takes no arguments: `{}` only.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,7 +350,7 @@ struct ScriptArgs {
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "Sleep",
         "AdHocScript",
         "HealthCheck",
@@ -329,6 +359,8 @@ impl TaskKind {
         "Deploy",
         "RunbookRun",
         "PackageReindex",
+        "Retention",
+        "EventArchive",
     ];
 
     /// Parses and validates `kind` with its `arguments` as they arrive over the API.
@@ -434,6 +466,23 @@ impl TaskKind {
                 let _: NoArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 Ok(TaskKind::PackageReindex)
             }
+            "Retention" => {
+                let a: RetentionArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                Ok(TaskKind::Retention {
+                    package_versions_to_keep: a.package_versions_to_keep,
+                })
+            }
+            "EventArchive" => {
+                let a: EventArchiveArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
+                if a.older_than_secs < 60 {
+                    return Err(ValidationError::new(
+                        "EventArchive older_than_secs: at least 60",
+                    ));
+                }
+                Ok(TaskKind::EventArchive {
+                    older_than_secs: a.older_than_secs,
+                })
+            }
             other => Err(ValidationError::new(format!(
                 "unknown task kind {other:?}: expected one of {}",
                 Self::NAMES.join(", ")
@@ -451,6 +500,8 @@ impl TaskKind {
             TaskKind::Deploy(_) => "Deploy",
             TaskKind::RunbookRun(_) => "RunbookRun",
             TaskKind::PackageReindex => "PackageReindex",
+            TaskKind::Retention { .. } => "Retention",
+            TaskKind::EventArchive { .. } => "EventArchive",
         }
     }
 
@@ -495,6 +546,12 @@ impl TaskKind {
             TaskKind::Deploy(a) => serde_json::to_value(a).unwrap_or(Value::Null),
             TaskKind::RunbookRun(a) => serde_json::to_value(a).unwrap_or(Value::Null),
             TaskKind::PackageReindex => serde_json::json!({}),
+            TaskKind::Retention {
+                package_versions_to_keep,
+            } => serde_json::json!({ "package_versions_to_keep": package_versions_to_keep }),
+            TaskKind::EventArchive { older_than_secs } => {
+                serde_json::json!({ "older_than_secs": older_than_secs })
+            }
         }
     }
 
@@ -512,6 +569,8 @@ impl TaskKind {
             TaskKind::PushFile { .. } | TaskKind::PullFile { .. } => true,
             // Compares files with rows and repairs the difference: running it again finds none.
             TaskKind::PackageReindex => true,
+            // Each decides from what is there now and removes only what is still there.
+            TaskKind::Retention { .. } | TaskKind::EventArchive { .. } => true,
         }
     }
 }

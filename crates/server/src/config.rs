@@ -89,6 +89,15 @@ pub(crate) struct RawConfig {
     /// Seconds between periodic health checks of all targets; 0 turns them off [env: CUTTLE_HEALTH_CHECK_SECS]
     #[arg(long, global = true)]
     pub(crate) health_check_secs: Option<u64>,
+    /// Seconds between retention and audit-archive runs; 0 turns both off [env: CUTTLE_MAINTENANCE_SECS]
+    #[arg(long, global = true)]
+    pub(crate) maintenance_secs: Option<u64>,
+    /// Versions of each package the repository keeps; 0 keeps all [env: CUTTLE_PACKAGE_VERSIONS_TO_KEEP]
+    #[arg(long, global = true)]
+    pub(crate) package_versions_to_keep: Option<u32>,
+    /// Audit events older than this many seconds move to the archive; 0 keeps them [env: CUTTLE_EVENT_ARCHIVE_AFTER_SECS]
+    #[arg(long, global = true)]
+    pub(crate) event_archive_after_secs: Option<u64>,
     /// Worker fallback poll interval in ms [env: CUTTLE_POLL_MS]
     #[arg(long, global = true)]
     pub(crate) poll_ms: Option<u64>,
@@ -156,6 +165,9 @@ impl RawConfig {
             heartbeat_secs,
             offline_after_secs,
             health_check_secs,
+            maintenance_secs,
+            package_versions_to_keep,
+            event_archive_after_secs,
             poll_ms,
             admin_api_key,
             trusted_proxies,
@@ -221,6 +233,9 @@ impl RawConfig {
             heartbeat_secs: num(env, "CUTTLE_HEARTBEAT_SECS")?,
             offline_after_secs: num(env, "CUTTLE_OFFLINE_AFTER_SECS")?,
             health_check_secs: num(env, "CUTTLE_HEALTH_CHECK_SECS")?,
+            maintenance_secs: num(env, "CUTTLE_MAINTENANCE_SECS")?,
+            package_versions_to_keep: num(env, "CUTTLE_PACKAGE_VERSIONS_TO_KEEP")?,
+            event_archive_after_secs: num(env, "CUTTLE_EVENT_ARCHIVE_AFTER_SECS")?,
             poll_ms: num(env, "CUTTLE_POLL_MS")?,
             admin_api_key: s("CUTTLE_ADMIN_API_KEY"),
             trusted_proxies: s("CUTTLE_TRUSTED_PROXIES"),
@@ -303,6 +318,8 @@ pub(crate) struct Config {
     pub(crate) offline_after: Duration,
     /// `None`: no periodic health checks.
     pub(crate) health_check: Option<Duration>,
+    /// Retention and the audit archive; `None`: off.
+    pub(crate) maintenance: Option<cuttle_task_scheduler::Maintenance>,
     pub(crate) poll: Duration,
     pub(crate) admin_api_key: Option<String>,
     pub(crate) trusted_proxies: TrustedProxies,
@@ -470,6 +487,25 @@ impl Config {
                     bail!("CUTTLE_HEALTH_CHECK_SECS ({s}) must be at most a week (604800), or 0 for none")
                 }
                 s => Some(Duration::from_secs(s)),
+            },
+            maintenance: match raw.maintenance_secs.unwrap_or(3600) {
+                0 => None,
+                s if !(10..=7 * 86_400).contains(&s) => bail!(
+                    "CUTTLE_MAINTENANCE_SECS ({s}) must be 10 to 604800 (a week), or 0 for none"
+                ),
+                s => Some(cuttle_task_scheduler::Maintenance {
+                    every: Duration::from_secs(s),
+                    package_versions_to_keep: raw.package_versions_to_keep.unwrap_or(0),
+                    archive_events_after: match raw.event_archive_after_secs.unwrap_or(90 * 86_400)
+                    {
+                        0 => None,
+                        a if a < 60 => bail!(
+                            "CUTTLE_EVENT_ARCHIVE_AFTER_SECS ({a}) must be at least 60, or 0 to keep \
+                             every event in the database"
+                        ),
+                        a => Some(Duration::from_secs(a)),
+                    },
+                }),
             },
             poll: Duration::from_millis(poll_ms),
             admin_api_key: raw.admin_api_key,

@@ -123,6 +123,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     if cfg.roles.contains(Role::Scheduler) {
         let sched = SchedulerConfig {
             health_check_every: cfg.health_check,
+            maintenance: cfg.maintenance.clone(),
             ..SchedulerConfig::new(cfg.offline_after)
         };
         let local = worker_handle.clone();

@@ -10,8 +10,8 @@ mod db;
 mod error;
 
 pub use blob::{
-    ArtifactFile, Execution, IncomingFile, PackageFile, SharedStore, TaskLog, TaskLogWriter,
-    DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
+    ArtifactFile, DayExport, Execution, IncomingFile, PackageFile, SharedStore, TaskLog,
+    TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
 };
 pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
 pub use crypto::MasterKey;

@@ -16,6 +16,63 @@ pub struct SchedulerConfig {
     pub check_interval: Duration,
     /// How often every target's health is checked; `None`: never.
     pub health_check_every: Option<Duration>,
+    /// Retention and the audit-event archive; `None`: neither runs by itself.
+    pub maintenance: Option<Maintenance>,
+}
+
+/// The periodic upkeep of what the cluster keeps.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// How often each runs (once per period across the cluster).
+    pub every: Duration,
+    /// Versions of each package the repository keeps (0: all).
+    pub package_versions_to_keep: u32,
+    /// Audit events older than this leave the database for the archive; `None`: they stay.
+    pub archive_events_after: Option<Duration>,
+}
+
+impl Maintenance {
+    fn jobs(&self) -> Vec<Periodic> {
+        let keep = self.package_versions_to_keep;
+        let mut jobs = vec![Periodic {
+            job: "retention_period",
+            every: self.every,
+            task: std::sync::Arc::new(move |period| {
+                system_task(
+                    format!("Periodic retention (period {period})"),
+                    TaskKind::Retention {
+                        package_versions_to_keep: keep,
+                    },
+                )
+            }),
+            only_with_targets: false,
+        }];
+        if let Some(after) = self.archive_events_after {
+            jobs.push(Periodic {
+                job: "event_archive_period",
+                every: self.every,
+                task: std::sync::Arc::new(move |period| {
+                    system_task(
+                        format!("Periodic audit-event archive (period {period})"),
+                        TaskKind::EventArchive {
+                            older_than_secs: after.as_secs().max(60),
+                        },
+                    )
+                }),
+                only_with_targets: false,
+            });
+        }
+        jobs
+    }
+}
+
+/// A system task, under the tag that keeps it to one at a time.
+fn system_task(description: String, kind: TaskKind) -> NewTask {
+    NewTask {
+        description,
+        concurrency_tag: cuttle_core::system_tag(&kind).map(str::to_owned),
+        kind,
+    }
 }
 
 impl SchedulerConfig {
@@ -28,6 +85,7 @@ impl SchedulerConfig {
             offline_after,
             check_interval,
             health_check_every: None,
+            maintenance: None,
         }
     }
 }
@@ -42,9 +100,21 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let wake_local = std::sync::Arc::new(wake_local);
+    let mut jobs = Vec::new();
     if let Some(every) = config.health_check_every {
+        jobs.push(Periodic {
+            job: "health_check_period",
+            every,
+            task: std::sync::Arc::new(health_check),
+            only_with_targets: true,
+        });
+    }
+    if let Some(m) = &config.maintenance {
+        jobs.extend(m.jobs());
+    }
+    for job in jobs {
         let (store, wake, stop) = (store.clone(), wake_local.clone(), shutdown.clone());
-        tokio::spawn(periodic_health_checks(every, store, move || wake(), stop));
+        tokio::spawn(periodic(job, store, move || wake(), stop));
     }
     let mut tick = tokio::time::interval(config.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -74,62 +144,74 @@ pub async fn serve(
     }
 }
 
-const HEALTH_CHECK_JOB: &str = "health_check_period";
-
-/// Enqueues a `HealthCheck` of every target once per period, counted from the Unix epoch:
-/// every scheduler tries at each period's start and the store lets exactly one succeed. A
-/// node that dies between winning a period and enqueuing skips that period's check.
-async fn periodic_health_checks(
+/// A job the cluster runs once per period: what each period's winner enqueues.
+#[derive(Clone)]
+struct Periodic {
+    /// The key its periods are claimed under.
+    job: &'static str,
     every: Duration,
-    store: Store,
-    wake_local: impl Fn(),
-    shutdown: CancellationToken,
-) {
-    let period_ms = every.as_millis().max(1) as i64;
+    /// What to enqueue for a period.
+    task: std::sync::Arc<dyn Fn(i64) -> NewTask + Send + Sync>,
+    /// Skip the period when there is nothing to work on (no targets for a health check).
+    only_with_targets: bool,
+}
+
+/// Enqueues a job's task once per period, counted from the Unix epoch: every scheduler tries
+/// at each period's start and the store lets exactly one succeed. A node that dies between
+/// winning a period and enqueuing skips that period (each job catches up at the next: it works
+/// from what is there then).
+async fn periodic(job: Periodic, store: Store, wake_local: impl Fn(), shutdown: CancellationToken) {
+    let period_ms = job.every.as_millis().max(1) as i64;
     loop {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let period = now / period_ms;
-        let wait = match store.claim_period(HEALTH_CHECK_JOB, period).await {
+        let wait = match store.claim_period(job.job, period).await {
             Ok(won) => {
                 // A cluster without targets has nothing to check: no task, no noise.
-                let any_target = won
-                    && match store.list_targets(None, Duration::ZERO).await {
-                        Ok(t) => !t.is_empty(),
-                        Err(_) => true, // let the task report the problem
-                    };
-                if any_target {
-                    let task = NewTask {
-                        kind: TaskKind::HealthCheck {
-                            on: TargetSelection::default(),
-                        },
-                        description: format!("Periodic health check (period {period})"),
-                        // One at a time: a slow check never overlaps the next.
-                        concurrency_tag: Some("system/health-check".into()),
-                    };
+                let worth_it = won
+                    && (!job.only_with_targets
+                        || match store.list_targets(None, Duration::ZERO).await {
+                            Ok(t) => !t.is_empty(),
+                            Err(_) => true, // let the task report the problem
+                        });
+                if worth_it {
+                    let task = (job.task)(period);
                     match store.enqueue(&task, None).await {
                         Ok(t) => {
-                            tracing::info!(task = %t.id, period, "periodic health check queued");
+                            tracing::info!(task = %t.id, period, job = job.job, "periodic task queued");
                             wake_local();
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, period, "queue the periodic health check")
+                            tracing::warn!(error = %e, period, job = job.job, "queue a periodic task")
                         }
                     }
                 }
                 Duration::from_millis(((period + 1) * period_ms - now).max(1) as u64)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "periodic health check: will try again");
-                Duration::from_secs(5).min(every)
+                tracing::warn!(error = %e, job = job.job, "periodic task: will try again");
+                Duration::from_secs(5).min(job.every)
             }
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+fn health_check(period: i64) -> NewTask {
+    let kind = TaskKind::HealthCheck {
+        on: TargetSelection::default(),
+    };
+    NewTask {
+        description: format!("Periodic health check (period {period})"),
+        // One at a time: a slow check never overlaps the next.
+        concurrency_tag: Some("system/health-check".into()),
+        kind,
     }
 }
 

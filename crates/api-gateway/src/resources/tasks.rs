@@ -40,9 +40,9 @@ async fn create_task(
     RawBody(bytes): RawBody,
 ) -> ApiResult {
     let mut task = NewTask::from_json(&bytes)?;
-    if task.kind == cuttle_core::TaskKind::PackageReindex && task.concurrency_tag.is_none() {
-        // Two re-indexes at once would only repeat each other's work.
-        task.concurrency_tag = Some("PackageReindex".to_owned());
+    if task.concurrency_tag.is_none() {
+        // Two of these at once would only repeat each other's work.
+        task.concurrency_tag = cuttle_core::system_tag(&task.kind).map(str::to_owned);
     }
     match task.kind {
         cuttle_core::TaskKind::Deploy(_) => {

@@ -1,10 +1,12 @@
 //! The shared file store: its layout, the start-up probe, and the task logs.
 
 mod artifacts;
+mod event_exports;
 mod packages;
 mod task_log;
 
 pub use artifacts::ArtifactFile;
+pub use event_exports::DayExport;
 pub use packages::{IncomingFile, PackageFile};
 pub use task_log::{Execution, TaskLog, TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES};
 
@@ -83,7 +85,7 @@ impl SharedStore {
     /// node's start-up, or by a scheduler once the node is lost. How many files went.
     pub fn clear_in_progress(&self, node: &str) -> Result<usize> {
         let mut removed = 0;
-        for folder in ["Artifacts", "Packages"] {
+        for folder in ["Artifacts", "Packages", "EventExports"] {
             let dir = self.root.join(folder).join("InProgress").join(node);
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,

@@ -526,6 +526,45 @@ fn append_after_salvage(mine: &mut File, partial: &Path, done: &Path) -> std::io
     std::fs::rename(&tmp, done)
 }
 
+/// What a log cleared by retention says instead.
+const CLEARED: &str = "removed by retention";
+
+impl SharedStore {
+    /// Replaces each complete part of a finished task's log with one line saying it was removed
+    /// by retention and why (each part written beside it and renamed over it, so a reader sees
+    /// one or the other). False when there was nothing left to remove.
+    pub fn clear_task_log(&self, task: &TaskRecord, why: &str) -> Result<bool> {
+        let mut changed = false;
+        for epoch in 1..=task.claim_epoch {
+            let path = self.task_log_path(Execution {
+                task: task.id,
+                epoch,
+            });
+            let small = match std::fs::metadata(&path) {
+                Ok(m) => m.len() < 4096,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read task log", &path, e)),
+            };
+            if small && std::fs::read_to_string(&path).is_ok_and(|t| t.contains(CLEARED)) {
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let line = format!(
+                "{} INFO  this log was {CLEARED}: {why}\n",
+                cuttle_core::format_rfc3339_ms(now)
+            );
+            let temp = path.with_extension("log.clearing");
+            std::fs::write(&temp, line).map_err(|e| Error::io("write task log", &temp, e))?;
+            std::fs::rename(&temp, &path).map_err(|e| Error::io("replace task log", &path, e))?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,12 @@
 //! followed by [`TaskError::Interrupted`].
 
 mod deploy;
+mod event_archive;
 mod health_check;
 mod package_reindex;
 mod pull_file;
 mod push_file;
+mod retention;
 mod script;
 mod sleep;
 
@@ -67,6 +69,20 @@ pub(crate) async fn run(kind: TaskKind, key: Execution, ctx: &TaskCtx) -> TaskRe
         TaskKind::Deploy(args) => guarded(&deploy::Order::from(args), key, ctx).await,
         TaskKind::RunbookRun(args) => guarded(&deploy::Order::from(args), key, ctx).await,
         TaskKind::PackageReindex => guarded(&package_reindex::PackageReindex, key, ctx).await,
+        TaskKind::Retention {
+            package_versions_to_keep,
+        } => {
+            let r = retention::Retention {
+                package_versions_to_keep,
+            };
+            guarded(&r, key, ctx).await
+        }
+        TaskKind::EventArchive { older_than_secs } => {
+            let a = event_archive::EventArchive {
+                older_than: std::time::Duration::from_secs(older_than_secs),
+            };
+            guarded(&a, key, ctx).await
+        }
     }
 }
 

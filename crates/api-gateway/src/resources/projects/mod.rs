@@ -25,12 +25,17 @@ pub(crate) const PROJECT: &str = "Project";
 
 pub(crate) struct Projects;
 
-/// How many releases to keep (0: all of them).
+/// What a project keeps (0: all of it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Retention {
+    /// The newest releases kept (older ones no deployment needs are removed).
     #[serde(default)]
     releases_to_keep: u32,
+    /// In each environment, the deployments of the newest N releases deployed there keep their
+    /// logs and artifacts; older ones lose them (by the periodic `Retention` task).
+    #[serde(default)]
+    releases_per_environment: u32,
 }
 
 /// What a client writes about the project itself.

@@ -243,25 +243,14 @@ async fn retain(
             limit: 1000,
         })
         .await?;
-    let mut needed = std::collections::HashSet::new();
-    let mut seen_env = std::collections::HashSet::new();
-    let mut seen_success = std::collections::HashSet::new();
-    for d in &deployments {
-        if !d.state.is_terminal() {
-            needed.insert(d.release);
-        }
-        if seen_env.insert(d.environment.clone()) {
-            needed.insert(d.release);
-        }
-        if d.state == cuttle_core::TaskState::Success && seen_success.insert(d.environment.clone())
-        {
-            needed.insert(d.release);
-        }
-    }
-    for r in &releases[..releases.len() - keep] {
-        if needed.contains(&r.id) {
-            continue;
-        }
+    let facts: Vec<_> = deployments
+        .iter()
+        .map(cuttle_storage::DeploymentRecord::facts)
+        .collect();
+    let in_use = cuttle_core::retention::releases_in_use(&facts);
+    let ids: Vec<i64> = releases.iter().map(|r| r.id).collect();
+    let gone = cuttle_core::retention::releases_to_remove(&ids, keep, &in_use);
+    for r in releases.iter().filter(|r| gone.contains(&r.id)) {
         let audit = cuttle_storage::audit_as(caller.event(
             "release.delete",
             format!("{RELEASE_PREFIX}{}", r.id),

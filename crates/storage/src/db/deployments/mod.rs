@@ -62,6 +62,19 @@ pub struct DeploymentRecord {
     pub completed_at: Option<UnixMs>,
 }
 
+impl DeploymentRecord {
+    /// What retention decides on.
+    pub fn facts(&self) -> cuttle_core::retention::DeploymentFacts {
+        cuttle_core::retention::DeploymentFacts {
+            release: self.release,
+            environment: self.environment.clone(),
+            task: self.task,
+            finished: self.state.is_terminal(),
+            succeeded: self.state == TaskState::Success,
+        }
+    }
+}
+
 /// A `deployments` row joined with its task, as stored.
 pub(crate) struct DeploymentRow {
     pub(crate) id: i64,
