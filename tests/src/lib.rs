@@ -23,7 +23,7 @@ pub use node::{
 };
 pub use packages::{download, multipart, peak_rss_kib, upload, Downloaded, Generated};
 pub use pg::{TestCertificates, TestPostgres};
-pub use tentacle::{tentacle_binary, Tentacle};
+pub use tentacle::{tentacle_binary, use_tentacle_binary, Tentacle};
 pub use util::{
     free_port, parse_rfc3339_ms, process_gone, read_pid, report, temp_dir, wait_until, Rng,
     SetOnDrop, TempDir,

@@ -6,9 +6,16 @@ use std::sync::OnceLock;
 
 use crate::node::workspace_binary;
 
+static BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every tentacle this process starts run `path` (a release build for benchmarks). Has
+/// no effect once a tentacle was made.
+pub fn use_tentacle_binary(path: PathBuf) {
+    let _ = BIN.set(path);
+}
+
 /// The `cuttle-tentacle` binary: `CUTTLE_TENTACLE_BIN`, or the workspace's debug build.
 pub fn tentacle_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         workspace_binary("CUTTLE_TENTACLE_BIN", "cuttle-tentacle", "cuttle-tentacle")
     })

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod deploy;
 mod tentacles;
+mod upload;
 
 use anyhow::{bail, Context, Result};
 use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
@@ -19,7 +20,8 @@ const USAGE: &str = "usage: cuttle-bench queue [--tasks N] [--workers K] [--cap 
 [--clients E] [--db sqlite|postgres|sqlserver|both] [--idle-samples S]
        (sqlserver: a database on the server CUTTLE_TEST_MSSQL_URL names)
        cuttle-bench tentacles [--count N[,N…]] [--samples S]
-       cuttle-bench deploy [--count N[,N…]]";
+       cuttle-bench deploy [--count N[,N…]]
+       cuttle-bench upload [--size-mib M] [--push-mib P] [--runs R]";
 
 struct Opts {
     tasks: usize,
@@ -136,6 +138,32 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some("upload") => {
+            let (mut size, mut push, mut runs) = (1024u64, 100u64, 3usize);
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                let v = it
+                    .next()
+                    .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
+                match a.as_str() {
+                    "--size-mib" => size = v.parse()?,
+                    "--push-mib" => push = v.parse()?,
+                    "--runs" => runs = v.parse()?,
+                    other => bail!("unknown argument {other}\n{USAGE}"),
+                }
+            }
+            if size == 0 || push == 0 || runs == 0 {
+                bail!("--size-mib, --push-mib and --runs must be positive");
+            }
+            cuttle_e2e::use_server_binary(release_server()?);
+            if std::env::var_os("CUTTLE_TENTACLE_BIN").is_none() {
+                cuttle_e2e::use_tentacle_binary(
+                    release_server()?.with_file_name("cuttle-tentacle"),
+                );
+            }
+            print_machine("upload");
+            upload::run(size, push, runs)
+        }
         _ => bail!("{USAGE}"),
     }
 }
@@ -149,12 +177,20 @@ fn release_server() -> Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "cuttle-server"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "cuttle-server",
+            "-p",
+            "cuttle-tentacle",
+        ])
         .current_dir(&root)
         .status()
         .context("run cargo build --release")?;
     if !st.success() {
-        bail!("cargo build --release -p cuttle-server failed");
+        bail!("cargo build --release -p cuttle-server -p cuttle-tentacle failed");
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
