@@ -129,3 +129,93 @@ impl Drop for Haproxy {
         let _ = self.child.wait();
     }
 }
+
+/// A real nginx (Debian's package) running `deploy/nginx/cuttle.conf` in front of three nodes,
+/// with the example addresses rewritten to this test's loopback ports and a certificate made
+/// here. Killed on drop.
+pub struct Nginx {
+    child: Child,
+    pub https_port: u16,
+    pub ca_pem: String,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    pub fn start(nodes: [&Node; 3]) -> Result<Nginx> {
+        let shipped = std::fs::read_to_string(deploy_dir().join("nginx/cuttle.conf"))
+            .context("read deploy/nginx/cuttle.conf")?;
+        let (http_port, https_port) = (free_port(), free_port());
+        let dir = temp_dir("nginx");
+        let certs = TestCertificates::new(&["127.0.0.1"])?;
+        let (crt, key) = (dir.path().join("cuttle.crt"), dir.path().join("cuttle.key"));
+        std::fs::write(&crt, &certs.cert_pem)?;
+        std::fs::write(&key, &certs.key_pem)?;
+        let mut cfg = shipped
+            .replace("listen 80;", &format!("listen 127.0.0.1:{http_port};"))
+            .replace(
+                "listen 443 ssl;",
+                &format!("listen 127.0.0.1:{https_port} ssl;"),
+            )
+            .replace("/etc/nginx/certs/cuttle.crt", &crt.display().to_string())
+            .replace("/etc/nginx/certs/cuttle.key", &key.display().to_string());
+        for (i, node) in nodes.iter().enumerate() {
+            cfg = cfg.replace(
+                &format!("10.0.0.1{}:8080", i + 1),
+                &format!("127.0.0.1:{}", node.http_port),
+            );
+        }
+        if cfg
+            .lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("10.0.0."))
+        {
+            bail!("the shipped cuttle.conf no longer matches the test's rewriting");
+        }
+        let site = dir.path().join("cuttle.conf");
+        std::fs::write(&site, cfg)?;
+        let d = dir.path().display();
+        let main = format!(
+            "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+             proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {};\n}}\n",
+            site.display()
+        );
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, main)?;
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start nginx (install Debian's nginx package)")?;
+        let lb = Nginx {
+            child,
+            https_port,
+            ca_pem: certs.ca_pem,
+            _dir: dir,
+        };
+        let agent = lb.agent();
+        wait_until("nginx to answer", Duration::from_secs(30), || {
+            let r = agent.get(&lb.url("/api/nodes/ping")).call().ok()?;
+            (r.status().as_u16() == 200).then_some(())
+        });
+        Ok(lb)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.https_port)
+    }
+
+    pub fn agent(&self) -> ureq::Agent {
+        crate::agent(Some(&HttpsTrust::Ca(self.ca_pem.clone())))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -15,7 +15,7 @@ mod pg;
 mod tentacle;
 mod util;
 
-pub use lb::{deploy_dir, Haproxy};
+pub use lb::{deploy_dir, Haproxy, Nginx};
 pub use mssql::TestSqlServer;
 pub use node::{
     agent, cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database,
