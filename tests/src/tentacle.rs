@@ -61,6 +61,37 @@ impl Tentacle {
         )
     }
 
+    /// Registers this tentacle with the cluster at `server` (`--role role`, `--comms comms`, one
+    /// `--environment` per name, then `extra`); panics unless it succeeds.
+    pub fn register(
+        &self,
+        server: &str,
+        key: &str,
+        role: &str,
+        comms: &str,
+        environments: &[&str],
+        extra: &[&str],
+    ) -> String {
+        let mut args = vec![
+            "register",
+            "--server",
+            server,
+            "--api-key",
+            key,
+            "--name",
+            &self.name,
+            "--role",
+            role,
+            "--comms",
+            comms,
+        ];
+        for e in environments {
+            args.extend(["--environment", e]);
+        }
+        args.extend_from_slice(extra);
+        self.command(&args)
+    }
+
     /// Runs a command to completion; panics with its output unless it succeeds. Returns stdout.
     pub fn command(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.try_command(args);

@@ -14,31 +14,10 @@ const SECRET: &str = "Sup3r-S3cret-Db-Pw";
 
 cuttle_e2e::on_every_database!(a_release_goes_through_its_lifecycle_onto_tentacles,);
 
-/// Registers a tentacle in every environment named, with one role.
+/// Registers a tentacle in the three environments, with one role.
 fn register(t: &Tentacle, node: &Node, role: &str, comms: &str, extra: &[&str]) {
-    let server = node.url("");
-    let key = node.api_key();
-    let mut args = vec![
-        "register",
-        "--server",
-        &server,
-        "--api-key",
-        &key,
-        "--name",
-        &t.name,
-        "--role",
-        role,
-        "--comms",
-        comms,
-        "--environment",
-        "Development",
-        "--environment",
-        "Test",
-        "--environment",
-        "Production",
-    ];
-    args.extend_from_slice(extra);
-    t.command(&args);
+    let envs = ["Development", "Test", "Production"];
+    t.register(&node.url(""), &node.api_key(), role, comms, &envs, extra);
 }
 
 fn id(v: &Value) -> String {

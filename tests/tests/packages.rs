@@ -780,25 +780,14 @@ fn a_gigabyte_goes_through_haproxy_in_bounded_memory_and_unfinished_uploads_leav
 
 /// Registers a tentacle with role `web` in Development.
 fn register_web(t: &cuttle_e2e::Tentacle, node: &Node, comms: &str, extra: &[&str]) {
-    let server = node.url("");
-    let key = node.api_key();
-    let mut args = vec![
-        "register",
-        "--server",
-        &server,
-        "--api-key",
-        &key,
-        "--name",
-        &t.name,
-        "--role",
+    t.register(
+        &node.url(""),
+        &node.api_key(),
         "web",
-        "--comms",
         comms,
-        "--environment",
-        "Development",
-    ];
-    args.extend_from_slice(extra);
-    t.command(&args);
+        &["Development"],
+        extra,
+    );
 }
 
 /// A real tar.gz made by tar(1) from files given as (path, text, executable).

@@ -156,21 +156,7 @@ fn push(cluster: &Cluster, node: &Node, mib: u64, work: &Path) -> Result<()> {
     let server = node.url("");
     let key = node.api_key();
     for t in &tentacles {
-        t.command(&[
-            "register",
-            "--server",
-            &server,
-            "--api-key",
-            &key,
-            "--name",
-            &t.name,
-            "--role",
-            "web",
-            "--comms",
-            "polling",
-            "--environment",
-            "Bench",
-        ]);
+        t.register(&server, &key, "web", "polling", &["Bench"], &[]);
     }
     for t in &mut tentacles {
         t.start();
