@@ -76,3 +76,54 @@ pub(crate) async fn changes_are_written_with_their_audit_events(fx: &Fixture) {
         .all(|w| w[0].occurred_at >= w[1].occurred_at));
     assert_eq!(s.list_events(2).await.unwrap(), events[..2]);
 }
+
+/// What the audit archive reads and deletes: events in a time range, paged by sequence number,
+/// and the oldest event's time.
+pub(crate) async fn events_are_read_by_time_in_pages_and_deleted_by_range(fx: &Fixture) {
+    let s = fx.migrated().await;
+    assert_eq!(s.oldest_event_at().await.unwrap(), None);
+    for _ in 0..3 {
+        let created: Audit<TaskRecord> =
+            Box::new(|t| event("task.create", t.id, serde_json::json!({"kind": t.kind})));
+        s.enqueue(&sleep_task(None), Some(created)).await.unwrap();
+    }
+    let oldest = s.oldest_event_at().await.unwrap().expect("an oldest event");
+    let day = 86_400_000;
+    assert!(oldest > 1_700_000_000_000);
+    let first = s
+        .events_between(oldest - day, oldest + day, 0, 2)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].0 < first[1].0, "oldest first");
+    assert_eq!(first[0].1.occurred_at, oldest);
+    assert_eq!(first[0].1.details["kind"], "Sleep");
+    let rest = s
+        .events_between(oldest - day, oldest + day, first[1].0, 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(s
+        .events_between(oldest + day, oldest + 2 * day, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The end is exclusive: nothing before the oldest.
+    assert_eq!(
+        s.delete_events_between(oldest - day, oldest).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.delete_events_between(oldest - day, oldest + day)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        s.delete_events_between(oldest - day, oldest + day)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.oldest_event_at().await.unwrap(), None);
+}

@@ -138,6 +138,7 @@ conformance!(
     queue::concurrent_claimers_take_each_task_once,
     queue::complete_and_claim_in_one_call,
     events::changes_are_written_with_their_audit_events,
+    events::events_are_read_by_time_in_pages_and_deleted_by_range,
     targets::targets_and_their_gateway_sessions,
     settings::periodic_jobs_run_once_per_period_and_health_is_recorded,
     queue::unstarted_claims_go_back_to_the_queue_in_their_place,
