@@ -231,6 +231,7 @@ async fn receive(
     };
 
     let (tx, writer) = start_writer(s.shared.clone(), s.config.node_name.clone());
+    let started = std::time::Instant::now();
     let idle = s.config.limits.body_timeout;
     let mut received = 0u64;
     let mut head = Vec::with_capacity(HEAD);
@@ -299,6 +300,7 @@ async fn receive(
     };
     let _ = tx.send(Piece::End).await;
     drop(tx);
+    let received_in = started.elapsed();
     let (size, sha256, temp) = writer
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
@@ -397,6 +399,8 @@ async fn receive(
         package = %added.added.package_id,
         version = %added.added.version,
         size,
+        received_secs = received_in.as_secs_f64(),
+        total_secs = started.elapsed().as_secs_f64(),
         "package uploaded"
     );
     Ok((StatusCode::CREATED, Json(shown(&added.added))).into_response())
