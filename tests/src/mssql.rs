@@ -31,8 +31,15 @@ impl TestSqlServer {
                  trust_server_certificate=true to run the SQL Server tests"
             )
         })?;
+        // The process id alone is not enough: ids are reused, and a database an earlier test
+        // process left behind (killed before it dropped it) would be taken over, schema and
+        // all. The clock's nanoseconds make the name new.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let db = format!(
-            "cuttle_t{}_{}",
+            "cuttle_t{}_{}_{nanos:08x}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );

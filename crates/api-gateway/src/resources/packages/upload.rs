@@ -235,7 +235,7 @@ async fn receive(
     let idle = s.config.limits.body_timeout;
     let mut received = 0u64;
     let mut head = Vec::with_capacity(HEAD);
-    loop {
+    'body: loop {
         let piece = match tokio::time::timeout(idle, stream.next()).await {
             Err(_) => {
                 return Err(ApiError::new(
@@ -288,9 +288,18 @@ async fn receive(
             let file_bytes = writer_bytes(&head, &d);
             head.extend_from_slice(file_bytes);
             if tx.send(Piece::Data(d)).await.is_err() {
-                break; // the writer failed: its error is below
+                // The writer failed (a full disk, say): stop reading; its error is below.
+                break 'body;
             }
         }
+    }
+    if tx.is_closed() {
+        return Err(writer
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(store_failed)
+            .err()
+            .unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "the upload's writer stopped")));
     }
     if let Some(m) = &multipart {
         m.finish().map_err(ApiError::bad_request)?;
