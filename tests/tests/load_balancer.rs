@@ -359,3 +359,38 @@ fn audit_events_believe_forwarded_for_only_from_trusted_proxies() {
     let (status, _) = nodes[0].get("/api/events?limit=0");
     assert_eq!(status, 400);
 }
+
+#[test]
+fn the_shipped_nginx_config_streams_uploads_and_keeps_the_json_limit() {
+    let cluster = Cluster::sqlite();
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 0)))
+        .collect();
+    let lb = cuttle_e2e::Nginx::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let key = nodes[0].api_key();
+    // Far past the 1 MiB the other routes get: streamed (no request buffering) to a node.
+    let big = cuttle_e2e::Generated::zip(50, 300 << 20);
+    let sha = big.sha256();
+    let (status, p) = cuttle_e2e::upload(
+        &lb.agent(),
+        &lb.url("/api/Spaces-1/packages/raw?package_id=Via.Nginx&version=1.0.0&format=zip"),
+        &key,
+        "application/octet-stream",
+        big.clone(),
+        big.size,
+        &[("X-Content-SHA256", &sha)],
+    );
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["size"].as_u64(), Some(300 << 20));
+    // Any other route keeps nginx's 1 MiB limit.
+    let (status, _) = cuttle_e2e::upload(
+        &lb.agent(),
+        &lb.url("/api/tasks"),
+        &key,
+        "application/json",
+        cuttle_e2e::Generated::zip(51, 2 << 20),
+        2 << 20,
+        &[],
+    );
+    assert_eq!(status, 413);
+}
