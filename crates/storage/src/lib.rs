@@ -8,6 +8,7 @@ mod blob;
 mod crypto;
 mod db;
 mod error;
+mod repository;
 
 pub use blob::{
     ArtifactFile, DayExport, Execution, IncomingFile, PackageFile, SharedStore, TaskLog,
@@ -23,5 +24,6 @@ pub use db::{
     SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
 };
 pub use error::Error;
+pub use repository::remove_package;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

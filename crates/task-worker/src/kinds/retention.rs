@@ -267,15 +267,17 @@ async fn package_retention(
                 format!("{}.{}", p.package_id, p.version),
                 serde_json::json!({"reason": format!("retention: keep {keep} versions")}),
             ));
-            let gone = store
-                .delete_package(&space, &p.package_id, &version_key, Some(audit))
-                .await
-                .map_err(|e| failed(format!("remove {} {}: {e}", p.package_id, p.version)))?;
-            if let Some(gone) = gone {
-                let shared = ctx.targets.shared.clone();
-                let file = gone.file.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || shared.remove_package_file(&file)).await;
+            let gone = cuttle_storage::remove_package(
+                store,
+                &ctx.targets.shared,
+                &ctx.node,
+                p,
+                &version_key,
+                Some(audit),
+            )
+            .await
+            .map_err(|e| failed(format!("remove {} {}: {e}", p.package_id, p.version)))?;
+            if gone.is_some() {
                 removed.packages += 1;
                 ctx.logs
                     .line(

@@ -166,19 +166,13 @@ async fn get_one(
     Ok(Json(shown(&p)).into_response())
 }
 
-/// Deletes a version: its file is set aside first, the row deleted (with its event), then the
-/// file removed; if the row cannot be deleted the file is put back.
+/// Deletes a version, row and file (`cuttle_storage::remove_package`).
 async fn delete(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathParams((space, package_id, version)): PathParams<(String, String, String)>,
 ) -> ApiResult {
     let p = find(&s, &space, &package_id, &version).await?;
-    let (shared, node, file) = (s.shared.clone(), s.config.node_name.clone(), p.file.clone());
-    let aside = tokio::task::spawn_blocking(move || shared.set_package_aside(&node, &file))
-        .await
-        .map_err(|e| ApiError::new(cuttle_core::ErrorCode::Internal, e.to_string()))?
-        .map_err(store_failed)?;
     let by = caller.clone();
     let audit: Audit<PackageRecord> = Box::new(move |p| {
         by.event(
@@ -187,29 +181,20 @@ async fn delete(
             json!({"sha256": p.sha256, "size": p.size}),
         )
     });
-    let deleted = s
-        .store
-        .delete_package(
-            &p.space,
-            &p.package_id,
-            &version_in_path(&package_id, &version)?,
-            Some(audit),
-        )
-        .await;
-    let shared = s.shared.clone();
-    let file = p.file.clone();
-    let put_back = deleted.is_err();
-    let _ = tokio::task::spawn_blocking(move || {
-        let Some(aside) = aside else { return };
-        if put_back {
-            if let Err(e) = shared.place_package(&aside, &file) {
-                tracing::error!(error = %e, file, "put a package back after a failed delete");
-            }
-        } else if let Err(e) = std::fs::remove_file(&aside) {
-            tracing::warn!(error = %e, path = %aside.display(), "remove a deleted package's file");
-        }
-    })
-    .await;
+    let key = version_in_path(&package_id, &version)?;
+    let deleted = cuttle_storage::remove_package(
+        &s.store,
+        &s.shared,
+        &s.config.node_name,
+        &p,
+        &key,
+        Some(audit),
+    )
+    .await
+    .map_err(|e| match e {
+        cuttle_storage::Error::Io { .. } => store_failed(e),
+        other => other.into(),
+    });
     match deleted? {
         Some(gone) => Ok(Json(shown(&gone)).into_response()),
         None => Err(ApiError::not_found(format!(
