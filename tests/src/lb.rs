@@ -22,6 +22,18 @@ pub struct Haproxy {
     _dir: TempDir,
 }
 
+/// Waits until the balancer answers the ping with a node's 200.
+fn routes_to_a_node(what: &str, agent: &ureq::Agent, ping: &str) {
+    wait_until(
+        &format!("{what} to route to a healthy node"),
+        Duration::from_secs(30),
+        || {
+            let r = agent.get(ping).call().ok()?;
+            (r.status().as_u16() == 200).then_some(())
+        },
+    );
+}
+
 /// The repository's `deploy/` folder.
 pub fn deploy_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -100,15 +112,7 @@ impl Haproxy {
             tentacle_port,
             _dir: dir,
         };
-        let agent = lb.agent();
-        wait_until(
-            "haproxy to route to a healthy node",
-            Duration::from_secs(30),
-            || {
-                let r = agent.get(&lb.url("/api/nodes/ping")).call().ok()?;
-                (r.status().as_u16() == 200).then_some(())
-            },
-        );
+        routes_to_a_node("haproxy", &lb.agent(), &lb.url("/api/nodes/ping"));
         Ok(lb)
     }
 
@@ -196,11 +200,7 @@ impl Nginx {
             ca_pem: certs.ca_pem,
             _dir: dir,
         };
-        let agent = lb.agent();
-        wait_until("nginx to answer", Duration::from_secs(30), || {
-            let r = agent.get(&lb.url("/api/nodes/ping")).call().ok()?;
-            (r.status().as_u16() == 200).then_some(())
-        });
+        routes_to_a_node("nginx", &lb.agent(), &lb.url("/api/nodes/ping"));
         Ok(lb)
     }
 

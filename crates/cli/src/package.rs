@@ -111,6 +111,22 @@ fn streaming_agent() -> ureq::Agent {
         .into()
 }
 
+/// `GET url` with the key, its body left to be streamed; an error status is the server's
+/// message.
+fn streamed_get(api: &Api, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
+    let mut resp = streaming_agent()
+        .get(url)
+        .header("X-Api-Key", api.key.as_deref().unwrap_or_default())
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    if status >= 400 {
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        bail!("{}", error_text(status, &text));
+    }
+    Ok(resp)
+}
+
 fn error_text(status: u16, text: &str) -> String {
     let msg = serde_json::from_str::<Value>(text)
         .ok()
@@ -191,16 +207,7 @@ pub(crate) fn download(
         api.base,
         version.replace('+', "%2B")
     );
-    let mut resp = streaming_agent()
-        .get(&url)
-        .header("X-Api-Key", api.key.as_deref().unwrap_or_default())
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let status = resp.status().as_u16();
-    if status >= 400 {
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        bail!("{}", error_text(status, &text));
-    }
+    let mut resp = streamed_get(api, &url)?;
     let partial = dest.with_extension("partial");
     let mut file =
         std::fs::File::create(&partial).with_context(|| format!("create {}", partial.display()))?;
@@ -237,16 +244,7 @@ pub(crate) fn export_events(api: &Api, from: Option<&str>, to: Option<&str>) -> 
             sep = '&';
         }
     }
-    let mut resp = streaming_agent()
-        .get(&url)
-        .header("X-Api-Key", api.key.as_deref().unwrap_or_default())
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let status = resp.status().as_u16();
-    if status >= 400 {
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        bail!("{}", error_text(status, &text));
-    }
+    let mut resp = streamed_get(api, &url)?;
     let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
     let stdout = std::io::stdout();
     std::io::copy(&mut reader, &mut stdout.lock()).context("write the events")?;
