@@ -426,22 +426,8 @@ pub(crate) async fn require_api_key(
             "an API key is required: send X-Api-Key or Authorization: Bearer",
         ));
     };
-    let client = client_address(&state, &req);
-    let hash = state.hasher.hash(key);
-    let cached = {
-        let known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
-        known
-            .get(&hash)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(k, _)| k.clone())
-    };
-    let found = match cached {
-        Some(k) => k,
-        None => lookup(&state, key, hash, client).await?,
-    };
-    if let Some(at) = found.expires_at.filter(|at| *at <= now_ms()) {
-        return Err(expired(&found, at));
-    }
+    let client = client_address(&state, req.headers(), req.extensions());
+    let found = authenticate(&state, key, client).await?;
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -461,6 +447,31 @@ pub(crate) async fn require_api_key(
         target: found.target_name,
     });
     Ok(next.run(req).await)
+}
+
+/// The key a presented secret is (from this node's cache for a second at most, else the
+/// database), refusing an unknown or expired one, and a client that guessed too often.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    key: &str,
+    client: Option<IpAddr>,
+) -> Result<ApiKeyRow, ApiError> {
+    let hash = state.hasher.hash(key);
+    let cached = {
+        let known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(k, _)| k.clone())
+    };
+    let found = match cached {
+        Some(k) => k,
+        None => lookup(state, key, hash, client).await?,
+    };
+    if let Some(at) = found.expires_at.filter(|at| *at <= now_ms()) {
+        return Err(expired(&found, at));
+    }
+    Ok(found)
 }
 
 fn expired(key: &ApiKeyRow, at: UnixMs) -> ApiError {
@@ -521,15 +532,17 @@ async fn lookup(
 }
 
 /// The client's address: the socket peer, or what a trusted proxy says it forwarded for.
-fn client_address(state: &AppState, req: &Request) -> Option<IpAddr> {
-    let peer = req
-        .extensions()
+pub(crate) fn client_address(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Option<IpAddr> {
+    let peer = extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())?;
     // Proxies may add their own header line instead of extending the client's; several lines
     // mean the same as one comma-joined line, in order.
-    let forwarded: Vec<&str> = req
-        .headers()
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())

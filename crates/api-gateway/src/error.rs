@@ -34,7 +34,6 @@ impl ApiError {
         Self::new(ErrorCode::NotFound, message)
     }
 
-    #[cfg(test)]
     pub(crate) fn code(&self) -> ErrorCode {
         self.code
     }

@@ -10,6 +10,7 @@ mod https;
 mod listener;
 mod resources;
 mod routes;
+mod ui;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};

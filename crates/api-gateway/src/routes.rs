@@ -45,6 +45,8 @@ pub(crate) fn router(state: AppState) -> Router {
         // No key: a tentacle checks the cluster it was told to pin before it sends one. The
         // thumbprint is public (every gateway handshake presents it).
         .route("/api/cluster/identity", get(targets::cluster_identity))
+        // The web UI signs people in itself (a session cookie, not an API key header).
+        .merge(crate::ui::routes())
         .merge(private)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,249 @@
+//! The web UI over plain HTTP: signing in on one node and reading pages from another, the
+//! cookie's attributes, CSRF and cross-site refusals, the security headers, and what a person
+//! can put on a page rendered as text. (The browser-driven tests come with the pages that act.)
+
+use cuttle_e2e::{Cluster, Database, Node, NodeOptions};
+use serde_json::json;
+
+/// A client that shows redirects instead of following them.
+fn browser() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+struct Answer {
+    status: u16,
+    location: String,
+    set_cookie: String,
+    csp: String,
+    body: String,
+}
+
+fn send(
+    node: &Node,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let agent = browser();
+    let url = node.url(path);
+    let cookie = cookie.map(|c| format!("cuttle_session={c}"));
+    let mut resp = match method {
+        "GET" => {
+            let mut r = agent.get(&url);
+            if let Some(c) = &cookie {
+                r = r.header("Cookie", c);
+            }
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded");
+            if let Some(c) = &cookie {
+                r = r.header("Cookie", c);
+            }
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send(form.unwrap_or(""))
+        }
+    }
+    .unwrap();
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (location, set_cookie, csp) =
+        (h("location"), h("set-cookie"), h("content-security-policy"));
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Answer {
+        status,
+        location,
+        set_cookie,
+        csp,
+        body,
+    }
+}
+
+fn session_of(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|p| p.strip_prefix("cuttle_session="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn form_token(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form token") + 19;
+    page[at..at + 32].to_owned()
+}
+
+#[test]
+fn a_sign_in_on_one_node_opens_the_nodes_page_on_another_and_ends_with_its_key() {
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+
+    // Not signed in: the address the server prints leads to the sign-in page.
+    let home = send(&n1, "GET", "/", None, None, &[]);
+    assert_eq!((home.status, home.location.as_str()), (303, "/ui/nodes"));
+    let nodes = send(&n1, "GET", "/ui/nodes", None, None, &[]);
+    assert_eq!(
+        (nodes.status, nodes.location.as_str()),
+        (303, "/ui/sign-in")
+    );
+    let page = send(&n1, "GET", "/ui/sign-in", None, None, &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<label for=\"api_key\">API key</label>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.csp.contains("script-src 'self'") && !page.csp.contains("unsafe-inline"),
+        "{}",
+        page.csp
+    );
+    let css = send(&n2, "GET", "/ui/assets/cuttle.css", None, None, &[]);
+    assert!(css.status == 200 && css.body.contains("focus-visible"));
+
+    // A key whose name is markup: it is shown as text.
+    let (status, made) = n1.post(
+        "/api/keys",
+        &json!({"name": "<script>alert('x')</script>", "scope": "reader"}),
+    );
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let form = format!(
+        "api_key={}",
+        key.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+
+    let wrong = send(&n1, "POST", "/ui/sign-in", None, Some("api_key=nope"), &[]);
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.body.contains("unknown, revoked or expired"),
+        "{}",
+        wrong.body
+    );
+    assert!(wrong.set_cookie.is_empty());
+    let cross = send(
+        &n1,
+        "POST",
+        "/ui/sign-in",
+        None,
+        Some(&form),
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(cross.status, 403, "a sign-in posted from another site");
+
+    let signed = send(&n1, "POST", "/ui/sign-in", None, Some(&form), &[]);
+    assert_eq!(
+        (signed.status, signed.location.as_str()),
+        (303, "/ui/nodes")
+    );
+    assert!(
+        signed.set_cookie.contains("HttpOnly") && signed.set_cookie.contains("SameSite=Strict"),
+        "{}",
+        signed.set_cookie
+    );
+    let cookie = session_of(&signed.set_cookie);
+    assert!(
+        !cookie.contains(&key),
+        "the key is sealed, not stored in clear"
+    );
+
+    // The other node accepts the session: the page lists both nodes, the name as text.
+    let page = send(&n2, "GET", "/ui/nodes", Some(&cookie), None, &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    for name in ["n1", "n2"] {
+        assert!(
+            page.body
+                .contains(&format!("<th scope=\"row\">{name}</th>")),
+            "{}",
+            page.body
+        );
+    }
+    assert!(
+        (page.body.contains("&lt;script&gt;") || page.body.contains("&#60;script&#62;"))
+            && !page.body.contains("<script>alert"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<main id=\"main\">") && page.body.contains("<caption>"));
+    let token = form_token(&page.body);
+
+    // Sign-out needs the session's own form token, from this site.
+    let forged = send(
+        &n1,
+        "POST",
+        "/ui/sign-out",
+        Some(&cookie),
+        Some("csrf=00000000000000000000000000000000"),
+        &[],
+    );
+    assert_eq!(forged.status, 403);
+    let cross = send(
+        &n1,
+        "POST",
+        "/ui/sign-out",
+        Some(&cookie),
+        Some(&format!("csrf={token}")),
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(cross.status, 403);
+    let out = send(
+        &n1,
+        "POST",
+        "/ui/sign-out",
+        Some(&cookie),
+        Some(&format!("csrf={token}")),
+        &[],
+    );
+    assert_eq!((out.status, out.location.as_str()), (303, "/ui/sign-in"));
+    assert!(out.set_cookie.contains("Max-Age=0"), "{}", out.set_cookie);
+
+    // A revoked key ends every session made with it, on every node.
+    let (status, keys) = n1.get("/api/keys");
+    assert_eq!(status, 200);
+    let id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "<script>alert('x')</script>")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        n1.request("DELETE", &format!("/api/keys/{id}"), None).0,
+        204
+    );
+    cuttle_e2e::wait_until(
+        "the revoked key's session to end",
+        std::time::Duration::from_secs(10),
+        || {
+            let page = send(&n2, "GET", "/ui/nodes", Some(&cookie), None, &[]);
+            (page.status == 303).then_some(())
+        },
+    );
+    // A cookie that is not ours opens nothing.
+    let junk = send(&n1, "GET", "/ui/nodes", Some("AAAA"), None, &[]);
+    assert_eq!((junk.status, junk.location.as_str()), (303, "/ui/sign-in"));
+}
