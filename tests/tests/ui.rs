@@ -187,6 +187,10 @@ fn a_sign_in_on_one_node_opens_the_nodes_page_on_another_and_ends_with_its_key()
         page.body
     );
     assert!(page.body.contains("<main id=\"main\">") && page.body.contains("<caption>"));
+    assert!(
+        !page.body.contains("/ui/nodes/n1\""),
+        "a reader's page offers no changes"
+    );
     let token = form_token(&page.body);
 
     // Sign-out needs the session's own form token, from this site.
@@ -243,6 +247,105 @@ fn a_sign_in_on_one_node_opens_the_nodes_page_on_another_and_ends_with_its_key()
             (page.status == 303).then_some(())
         },
     );
+    // An operator changes nodes from the page: the database and the ping show it, audited.
+    let (status, op) = n1.post("/api/keys", &json!({"name": "ops", "scope": "operator"}));
+    assert_eq!(status, 201, "{op}");
+    let op_key = op["key"].as_str().unwrap();
+    let op_form = format!(
+        "api_key={}",
+        op_key
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    let op_cookie =
+        session_of(&send(&n2, "POST", "/ui/sign-in", None, Some(&op_form), &[]).set_cookie);
+    let page = send(&n1, "GET", "/ui/nodes", Some(&op_cookie), None, &[]);
+    assert!(
+        page.body.contains("action=\"/ui/nodes/n2\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("0 makes a UI-only node"),
+        "the guide's advice is inline"
+    );
+    let op_token = form_token(&page.body);
+    let act = |form: &str| {
+        send(
+            &n2,
+            "POST",
+            "/ui/nodes/n2",
+            Some(&op_cookie),
+            Some(&format!("csrf={op_token}&{form}")),
+            &[],
+        )
+    };
+    let done = act("action=cap&task_cap=3");
+    assert_eq!(done.status, 303);
+    assert!(
+        done.location.starts_with("/ui/nodes?message="),
+        "{}",
+        done.location
+    );
+    assert_eq!(n1.get("/api/nodes/n2").1["task_cap"], 3);
+    assert_eq!(act("action=drain").status, 303);
+    assert_eq!(n1.get("/api/nodes/n2").1["draining"], true);
+    cuttle_e2e::wait_until(
+        "n2's ping to say draining",
+        std::time::Duration::from_secs(10),
+        || (n2.ping() == 418).then_some(()),
+    );
+    let refused = act("action=delete");
+    assert!(refused.location.contains("confirm"), "{}", refused.location);
+    assert_eq!(
+        n1.get("/api/nodes/n2").0,
+        200,
+        "not deleted without the confirmation"
+    );
+    assert_eq!(act("action=undrain").status, 303);
+    assert_eq!(n1.get("/api/nodes/n2").1["draining"], false);
+    let (_, events) = n1.get("/api/events?limit=20");
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "node.update"
+                && e["actor"].as_str().unwrap().starts_with("ops ("))
+    );
+    let forged = send(
+        &n2,
+        "POST",
+        "/ui/nodes/n2",
+        Some(&op_cookie),
+        Some("csrf=x&action=drain"),
+        &[],
+    );
+    assert_eq!(forged.status, 403);
+
+    // The calculator: the guide's formula, with JavaScript or without.
+    let calc = send(
+        &n1,
+        "GET",
+        "/ui/nodes?projects=50&minutes=30&window=120&nodes=2",
+        Some(&op_cookie),
+        None,
+        &[],
+    );
+    assert!(
+        calc.body.contains("at least <strong>13</strong>"),
+        "{}",
+        calc.body
+    );
+    assert!(
+        calc.body
+            .contains("<strong>9</strong> per node on 2 node(s)"),
+        "{}",
+        calc.body
+    );
+    assert!(calc.body.contains("2 cores / 4 GB RAM"));
+
     // A cookie that is not ours opens nothing.
     let junk = send(&n1, "GET", "/ui/nodes", Some("AAAA"), None, &[]);
     assert_eq!((junk.status, junk.location.as_str()), (303, "/ui/sign-in"));

@@ -38,7 +38,6 @@ impl ApiError {
         self.code
     }
 
-    #[cfg(test)]
     pub(crate) fn message(&self) -> &str {
         &self.message
     }

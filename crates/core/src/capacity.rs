@@ -13,6 +13,19 @@ pub struct CapacityPlan {
     pub per_node_cap: u32,
 }
 
+/// The HA guide's baseline of compute resources for a node running `per_node_cap` tasks at
+/// once (its Windows column), the row at or above the cap; a warning past 160.
+pub fn guide_baseline(per_node_cap: u32) -> &'static str {
+    match per_node_cap {
+        0..=10 => "2 cores / 4 GB RAM",
+        11..=20 => "4 cores / 8 GB RAM",
+        21..=40 => "8 cores / 16 GB RAM",
+        41..=80 => "16 cores / 32 GB RAM",
+        81..=160 => "32 cores / 64 GB RAM",
+        _ => "more than 160 tasks on one node is not recommended: add nodes instead",
+    }
+}
+
 /// Plans capacity; `None` when an input is zero.
 pub fn plan_capacity(projects: u32, minutes: u32, window: u32, nodes: u32) -> Option<CapacityPlan> {
     if projects == 0 || minutes == 0 || window == 0 || nodes == 0 {
@@ -45,5 +58,14 @@ mod tests {
         assert!(p.recommended_total_cap >= 16);
         assert_eq!(plan_capacity(0, 30, 120, 2), None);
         assert_eq!(plan_capacity(1, 1, 1000, 3).unwrap().minimum_total_cap, 1);
+    }
+
+    #[test]
+    fn the_guides_baselines_go_by_the_row_at_or_above_the_cap() {
+        assert_eq!(guide_baseline(5), "2 cores / 4 GB RAM");
+        assert_eq!(guide_baseline(10), "2 cores / 4 GB RAM");
+        assert_eq!(guide_baseline(11), "4 cores / 8 GB RAM");
+        assert_eq!(guide_baseline(80), "16 cores / 32 GB RAM");
+        assert!(guide_baseline(161).contains("not recommended"));
     }
 }

@@ -18,7 +18,7 @@ mod target;
 mod task;
 mod time;
 
-pub use capacity::{plan_capacity, CapacityPlan};
+pub use capacity::{guide_baseline, plan_capacity, CapacityPlan};
 pub use error::{ErrorCode, ValidationError};
 pub use event::{EventRecord, NewEvent};
 pub use glob::{glob_match, validate_glob, MAX_GLOBS};

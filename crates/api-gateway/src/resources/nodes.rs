@@ -40,22 +40,30 @@ async fn patch_node(
     PathParams(raw): PathParams<String>,
     JsonBody(patch): JsonBody<NodePatch>,
 ) -> ApiResult {
-    let name = raw;
-    validate_node_name(&name)
-        .map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
+    let node = change_node(&s, &caller, &raw, &patch).await?;
+    Ok(Json(node).into_response())
+}
+
+/// Changes a node's task cap or draining flag (audited); the node as it is now. The API's and
+/// the web UI's one way to do it.
+pub(crate) async fn change_node(
+    s: &AppState,
+    caller: &Caller,
+    name: &str,
+    patch: &NodePatch,
+) -> Result<cuttle_core::NodeRecord, ApiError> {
+    validate_node_name(name).map_err(|_| ApiError::not_found(format!("no node named {name:?}")))?;
     patch.validate()?;
     let details = json!({"task_cap": patch.task_cap, "draining": patch.draining});
-    let audit = audit_as(caller.event("node.update", &name, details));
-    if !s.store.patch_node(&name, &patch, Some(audit)).await? {
+    let audit = audit_as(caller.event("node.update", name, details));
+    if !s.store.patch_node(name, patch, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
     tracing::info!(node = %name, by = %caller.name, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
-    let node = s
-        .store
-        .get_node(&name, s.config.offline_after)
+    s.store
+        .get_node(name, s.config.offline_after)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no node named {name:?}")))?;
-    Ok(Json(node).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no node named {name:?}")))
 }
 
 async fn delete_node(
@@ -63,8 +71,13 @@ async fn delete_node(
     Extension(caller): Extension<Caller>,
     PathParams(raw): PathParams<String>,
 ) -> ApiResult {
-    let name = raw;
-    let Some(node) = s.store.get_node(&name, s.config.offline_after).await? else {
+    remove_node(&s, &caller, &raw).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Deletes a node's row (audited), refused while it owns executing tasks.
+pub(crate) async fn remove_node(s: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    let Some(node) = s.store.get_node(name, s.config.offline_after).await? else {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     };
     // The lost-node loop works from node rows: deleting the row of a node that still owns tasks
@@ -79,10 +92,10 @@ async fn delete_node(
             ),
         ));
     }
-    let audit = audit_as(caller.event("node.delete", &name, json!({})));
-    if !s.store.delete_node(&name, Some(audit)).await? {
+    let audit = audit_as(caller.event("node.delete", name, json!({})));
+    if !s.store.delete_node(name, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
     tracing::info!(node = %name, by = %caller.name, "node deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }

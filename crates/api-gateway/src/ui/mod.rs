@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/nodes", get(nodes))
+        .route("/ui/nodes/{name}", post(node_action))
         .route("/ui/assets/cuttle.css", get(css))
         .route("/ui/assets/cuttle.js", get(js))
         .layer(axum::middleware::from_fn(security_headers))
@@ -60,6 +61,10 @@ pub(crate) struct Who {
     pub(crate) scope: String,
     /// The token this session's forms carry.
     pub(crate) csrf: String,
+    /// May change nodes (operator and admin keys): the pages offer their forms.
+    pub(crate) may_operate: bool,
+    /// Who the audit trail names for what they do.
+    pub(crate) caller: crate::auth::Caller,
 }
 
 /// The signed-in session of a request, or the answer that sends the browser to sign in.
@@ -86,10 +91,20 @@ async fn signed_in(
         )
             .into_response());
     }
+    let address = client_address(s, headers, extensions)
+        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
     Ok(Who {
-        name: found.name,
         scope: found.scope.to_string(),
         csrf: session::csrf_token(s, cookie),
+        may_operate: found.scope.grants(cuttle_core::Scope::Operator),
+        caller: crate::auth::Caller {
+            name: found.name.clone(),
+            address,
+            key_id: found.id,
+            scope: found.scope,
+            target: found.target_name,
+        },
+        name: found.name,
     })
 }
 
@@ -227,6 +242,16 @@ struct NodeRow {
     last_seen: String,
 }
 
+/// The task-cap calculator's inputs and answer (the HA guide's formula and baselines).
+struct Calculator {
+    projects: u32,
+    minutes: u32,
+    window: u32,
+    nodes: u32,
+    plan: Option<cuttle_core::CapacityPlan>,
+    baseline: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "nodes.html")]
 struct NodesPage {
@@ -235,9 +260,26 @@ struct NodesPage {
     online: usize,
     total_cap: u32,
     running: u32,
+    queued: String,
+    oldest_queued: String,
+    message: Option<String>,
+    calc: Calculator,
+    may_operate: bool,
+    csrf: String,
 }
 
-async fn nodes(State(s): State<AppState>, req: Request) -> Response {
+fn number(q: &std::collections::HashMap<String, String>, k: &str, default: u32) -> u32 {
+    q.get(k)
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| (1..=100_000).contains(n))
+        .unwrap_or(default)
+}
+
+async fn nodes(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    req: Request,
+) -> Response {
     let (parts, _) = req.into_parts();
     let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
         Ok(w) => w,
@@ -247,6 +289,18 @@ async fn nodes(State(s): State<AppState>, req: Request) -> Response {
         Ok(n) => n,
         Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
+    // The queue: how many wait (up to a thousand counted), and for how long the oldest has.
+    let queued = s
+        .store
+        .list_tasks(Some(cuttle_core::TaskState::Queued), None, 1000)
+        .await
+        .unwrap_or_default();
+    let now = crate::auth::now_ms();
+    let oldest_queued = queued.iter().map(|t| t.queued_at).min().map_or_else(
+        || "none waiting".to_owned(),
+        |at| format!("{} s", ((now - at).max(0) / 1000)),
+    );
+    let online = found.iter().filter(|n| n.online).count();
     let rows: Vec<NodeRow> = found
         .iter()
         .map(|n| NodeRow {
@@ -261,14 +315,126 @@ async fn nodes(State(s): State<AppState>, req: Request) -> Response {
             last_seen: cuttle_core::format_rfc3339_ms(n.last_seen),
         })
         .collect();
+    let calc_nodes = number(&q, "nodes", (online as u32).max(1));
+    let (projects, minutes, window) = (
+        number(&q, "projects", 100),
+        number(&q, "minutes", 30),
+        number(&q, "window", 240),
+    );
+    let plan = cuttle_core::plan_capacity(projects, minutes, window, calc_nodes);
     let page = NodesPage {
-        online: found.iter().filter(|n| n.online).count(),
+        online,
         total_cap: found.iter().filter(|n| n.online).map(|n| n.task_cap).sum(),
         running: found.iter().map(|n| n.running_tasks).sum(),
+        queued: if queued.len() == 1000 {
+            "1000 or more".to_owned()
+        } else {
+            queued.len().to_string()
+        },
+        oldest_queued,
+        message: q.get("message").cloned(),
+        calc: Calculator {
+            baseline: plan.map_or("", |p| cuttle_core::guide_baseline(p.per_node_cap)),
+            projects,
+            minutes,
+            window,
+            nodes: calc_nodes,
+            plan,
+        },
         nodes: rows,
+        may_operate: who.may_operate,
+        csrf: who.csrf.clone(),
         who: Some(who),
     };
     html(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+struct NodeForm {
+    #[serde(default)]
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    task_cap: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// Back to the nodes page, saying what happened.
+fn back(message: &str) -> Response {
+    let encoded: String = message
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Redirect::to(&format!("/ui/nodes?message={encoded}")).into_response()
+}
+
+/// `POST /ui/nodes/{name}`: change a node's task cap, drain or undrain it, or delete it.
+async fn node_action(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
+        Ok(w) => w,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let Ok(Form(f)) =
+        Form::<NodeForm>::from_request(Request::from_parts(parts.clone(), body), &s).await
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "This form is not one of the nodes page's.",
+        )
+            .into_response();
+    };
+    let cookie = session::cookie(&parts.headers).unwrap_or_default();
+    if !session::same_origin(&parts.headers) || !session::csrf_ok(&s, cookie, &f.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "This form did not come from your session.",
+        )
+            .into_response();
+    }
+    if !who.may_operate {
+        return back(&format!(
+            "A key of scope {} may not change nodes.",
+            who.scope
+        ));
+    }
+    let patch = |task_cap, draining| cuttle_core::NodePatch { task_cap, draining };
+    let done = match f.action.as_str() {
+        "cap" => match f.task_cap.trim().parse::<u32>() {
+            Ok(cap) => crate::resources::nodes::change_node(&s, &who.caller, &name, &patch(Some(cap), None))
+                .await
+                .map(|n| format!("{} now runs at most {} task(s) at once.", n.name, n.task_cap)),
+            Err(_) => Ok(format!("A task cap is a whole number, not {:?}.", f.task_cap)),
+        },
+        "drain" => crate::resources::nodes::change_node(&s, &who.caller, &name, &patch(None, Some(true)))
+            .await
+            .map(|n| format!("{} is draining: it finishes its tasks and takes no new ones.", n.name)),
+        "undrain" => crate::resources::nodes::change_node(&s, &who.caller, &name, &patch(None, Some(false)))
+            .await
+            .map(|n| format!("{} takes tasks again.", n.name)),
+        "delete" if f.confirm.is_none() => Ok(
+            "Tick the box to confirm: a node that is still running adds itself again at its next heartbeat.".to_owned(),
+        ),
+        "delete" => crate::resources::nodes::remove_node(&s, &who.caller, &name)
+            .await
+            .map(|()| format!("{name} was deleted (a live node adds itself again at its next heartbeat).")),
+        other => Ok(format!("Unknown action {other:?}.")),
+    };
+    match done {
+        Ok(m) => back(&m),
+        Err(e) => back(e.message()),
+    }
 }
 
 async fn css() -> Response {
