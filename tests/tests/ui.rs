@@ -350,3 +350,140 @@ fn a_sign_in_on_one_node_opens_the_nodes_page_on_another_and_ends_with_its_key()
     let junk = send(&n1, "GET", "/ui/nodes", Some("AAAA"), None, &[]);
     assert_eq!((junk.status, junk.location.as_str()), (303, "/ui/sign-in"));
 }
+
+#[test]
+fn a_running_tasks_log_follows_live_on_a_page_served_by_another_node() {
+    use std::io::{BufRead, BufReader};
+    let cluster = Cluster::new(Database::Sqlite).unwrap();
+    let runner = cluster.start(NodeOptions::named("runner", 1));
+    let viewer = cluster.start(NodeOptions::named("viewer", 0));
+    let key = runner.api_key();
+    let form = format!(
+        "api_key={}",
+        key.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    let cookie =
+        session_of(&send(&viewer, "POST", "/ui/sign-in", None, Some(&form), &[]).set_cookie);
+    let task = runner.enqueue(json!({
+        "kind": "AdHocScript",
+        "description": "<script>alert('task')</script>",
+        "arguments": {"script": "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done"},
+    }));
+    cuttle_e2e::wait_until(
+        "the script to start",
+        std::time::Duration::from_secs(30),
+        || runner.task_log(&task).contains("tick 1").then_some(()),
+    );
+
+    // The page, from the node that does not run the task: escaped, and live.
+    let page = send(
+        &viewer,
+        "GET",
+        &format!("/ui/tasks/{task}"),
+        Some(&cookie),
+        None,
+        &[],
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        !page.body.contains("<script>alert") && page.body.contains("alert(&#39;task&#39;)"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("data-live="), "{}", page.body);
+    let at = page.body.find("offset=").unwrap() + 7;
+    let offset: String = page.body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+
+    // The events the page's script follows: the lines written after the page, then the end.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&viewer.url(&format!("/ui/tasks/{task}/log/events?offset={offset}")))
+        .header("Cookie", &format!("cuttle_session={cookie}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let reader = BufReader::new(resp.body_mut().as_reader());
+    let mut seen = String::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if line == "event: end" {
+            break;
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert!(seen.contains("tick 6"), "{seen}");
+    assert!(
+        !seen.contains("tick 1\n") || !page.body.contains("tick 1"),
+        "lines already shown are not sent again"
+    );
+    assert_eq!(runner.task(&task)["state"], "Success");
+
+    // The list shows it; a finished task's page is whole and not live.
+    let list = send(
+        &viewer,
+        "GET",
+        "/ui/tasks?state=Success",
+        Some(&cookie),
+        None,
+        &[],
+    );
+    assert!(
+        list.body.contains(&format!("href=\"/ui/tasks/{task}\"")),
+        "{}",
+        list.body
+    );
+    let done = send(
+        &viewer,
+        "GET",
+        &format!("/ui/tasks/{task}"),
+        Some(&cookie),
+        None,
+        &[],
+    );
+    assert!(
+        done.body.contains("tick 6") && !done.body.contains("data-live="),
+        "{}",
+        done.body
+    );
+
+    // Cancel from the page: a queued task is cancelled at once.
+    let blocked = runner.enqueue(
+        json!({"kind": "Sleep", "arguments": {"duration_ms": 60000}, "concurrency_tag": "t"}),
+    );
+    let queued = runner
+        .enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 1}, "concurrency_tag": "t"}));
+    let page = send(
+        &viewer,
+        "GET",
+        &format!("/ui/tasks/{queued}"),
+        Some(&cookie),
+        None,
+        &[],
+    );
+    let token = form_token(&page.body);
+    let cancelled = send(
+        &viewer,
+        "POST",
+        &format!("/ui/tasks/{queued}/cancel"),
+        Some(&cookie),
+        Some(&format!("csrf={token}")),
+        &[],
+    );
+    assert_eq!(cancelled.status, 303, "{}", cancelled.body);
+    assert_eq!(runner.task(&queued)["state"], "Canceled");
+    runner.request("POST", &format!("/api/tasks/{blocked}/cancel"), None);
+}

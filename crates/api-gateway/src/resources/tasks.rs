@@ -130,6 +130,17 @@ async fn cancel_task(
     PathParams(raw): PathParams<String>,
 ) -> ApiResult {
     let id = task_id(&raw)?;
+    let task = cancel(&s, &caller, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
+
+/// Cancels a task (audited): a queued one at once, an executing one through its node. The
+/// API's and the web UI's one way to do it.
+pub(crate) async fn cancel(
+    s: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<TaskRecord, ApiError> {
     let Some(before) = s.store.get_task(id).await? else {
         return Err(ApiError::not_found(format!("no task {id}")));
     };
@@ -153,5 +164,5 @@ async fn cancel_task(
             s.waker.cancelled(node.clone());
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+    Ok(task)
 }

@@ -5,6 +5,7 @@
 //! balancer may send each request anywhere. Pages read with JavaScript off.
 
 mod session;
+mod tasks;
 
 use askama::Template;
 use axum::extract::{Form, FromRequest, Request, State};
@@ -26,6 +27,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/nodes", get(nodes))
         .route("/ui/nodes/{name}", post(node_action))
+        .route("/ui/tasks", get(tasks::list))
+        .route("/ui/tasks/{id}", get(tasks::page))
+        .route("/ui/tasks/{id}/log/events", get(tasks::events))
+        .route("/ui/tasks/{id}/cancel", post(tasks::cancel))
         .route("/ui/assets/cuttle.css", get(css))
         .route("/ui/assets/cuttle.js", get(js))
         .layer(axum::middleware::from_fn(security_headers))
@@ -360,9 +365,9 @@ struct NodeForm {
     confirm: Option<String>,
 }
 
-/// Back to the nodes page, saying what happened.
-fn back(message: &str) -> Response {
-    let encoded: String = message
+/// A message as a query-string value.
+pub(crate) fn encode(message: &str) -> String {
+    message
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() {
@@ -371,8 +376,12 @@ fn back(message: &str) -> Response {
                 format!("%{b:02X}")
             }
         })
-        .collect();
-    Redirect::to(&format!("/ui/nodes?message={encoded}")).into_response()
+        .collect()
+}
+
+/// Back to the nodes page, saying what happened.
+fn back(message: &str) -> Response {
+    Redirect::to(&format!("/ui/nodes?message={}", encode(message))).into_response()
 }
 
 /// `POST /ui/nodes/{name}`: change a node's task cap, drain or undrain it, or delete it.

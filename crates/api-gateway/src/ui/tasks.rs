@@ -1,0 +1,356 @@
+//! Tasks: the list (newest first, by state and kind, a page at a time) and a task's page with
+//! its log, which follows a running task live (server-sent events read from the shared store,
+//! so any node serves the page whichever node runs the task), and a cancel button.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Form, FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use cuttle_core::{format_rfc3339_ms, TaskId, TaskRecord, TaskState};
+use serde::Deserialize;
+
+use super::{html, session, signed_in, Who};
+use crate::AppState;
+
+/// Tasks on one page of the list.
+const PAGE: u32 = 50;
+/// The most of a log a page shows at once (the rest follows live or on the next load).
+const LOG_CHUNK: u64 = 1 << 20;
+
+struct Row {
+    id: String,
+    kind: String,
+    state: String,
+    description: String,
+    node: String,
+    queued_at: String,
+}
+
+fn row(t: &TaskRecord) -> Row {
+    Row {
+        id: t.id.to_string(),
+        kind: t.kind.clone(),
+        state: t.state.as_str().to_owned(),
+        description: t.description.clone(),
+        node: t.node.clone().unwrap_or_default(),
+        queued_at: format_rfc3339_ms(t.queued_at),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "tasks.html")]
+struct TasksPage {
+    who: Option<Who>,
+    tasks: Vec<Row>,
+    state: String,
+    kind: String,
+    /// Each state, and whether it is the one filtered on.
+    states: Vec<(&'static str, bool)>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    before: Option<String>,
+}
+
+pub(super) async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
+        Ok(w) => w,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let state = q.state.parse::<TaskState>().ok();
+    let before = q.before.as_deref().and_then(|b| b.parse::<TaskId>().ok());
+    let found = match s.store.list_tasks(state, before, PAGE).await {
+        Ok(t) => t,
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    };
+    let next = (found.len() == PAGE as usize)
+        .then(|| found.last().map(|t| t.id.to_string()))
+        .flatten();
+    let tasks = found
+        .iter()
+        .filter(|t| q.kind.is_empty() || t.kind.eq_ignore_ascii_case(&q.kind))
+        .map(row)
+        .collect();
+    let page = TasksPage {
+        who: Some(who),
+        tasks,
+        states: [
+            "Queued",
+            "Executing",
+            "Cancelling",
+            "Success",
+            "Failed",
+            "Canceled",
+            "TimedOut",
+        ]
+        .into_iter()
+        .map(|name| (name, state.is_some_and(|s| s.as_str() == name)))
+        .collect(),
+        state: state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        kind: q.kind,
+        next,
+    };
+    html(StatusCode::OK, &page)
+}
+
+/// Up to `max` bytes of a task's log from `offset`, whole lines only unless the log is complete;
+/// the text, where it ends, and whether that is the end of a complete log.
+fn read_log(
+    s: &AppState,
+    task: &TaskRecord,
+    offset: u64,
+    max: u64,
+) -> Result<(String, u64, bool), String> {
+    let log = s.shared.open_task_log(task).map_err(|e| e.to_string())?;
+    let mut skipped = 0u64;
+    let mut bytes = Vec::new();
+    let mut total = 0u64;
+    for mut part in log.parts {
+        let len = part.metadata().map(|m| m.len()).unwrap_or(0);
+        total += len;
+        if skipped + len <= offset {
+            skipped += len;
+            continue;
+        }
+        let from = offset.saturating_sub(skipped);
+        skipped += len;
+        part.seek(SeekFrom::Start(from))
+            .map_err(|e| e.to_string())?;
+        let room = max.saturating_sub(bytes.len() as u64);
+        part.take(room)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 >= max {
+            break;
+        }
+    }
+    let at_end = offset + bytes.len() as u64 >= total;
+    if !(log.complete && at_end) {
+        // A line still being written is sent once it is whole.
+        match bytes.iter().rposition(|b| *b == b'\n') {
+            Some(i) => bytes.truncate(i + 1),
+            None => bytes.clear(),
+        }
+    }
+    let end = offset + bytes.len() as u64;
+    Ok((
+        String::from_utf8_lossy(&bytes).into_owned(),
+        end,
+        log.complete && end >= total,
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "task.html")]
+struct TaskPage {
+    who: Option<Who>,
+    id: String,
+    kind: String,
+    state: String,
+    description: String,
+    node: String,
+    queued_at: String,
+    started_at: String,
+    completed_at: String,
+    error: String,
+    log: String,
+    offset: u64,
+    live: bool,
+    may_cancel: bool,
+    csrf: String,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct TaskQuery {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn task_or_404(s: &AppState, raw: &str) -> Result<TaskRecord, Response> {
+    let missing = || (StatusCode::NOT_FOUND, format!("No task {raw}.")).into_response();
+    let id = raw.parse::<TaskId>().map_err(|_| missing())?;
+    match s.store.get_task(id).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(crate::error::ApiError::from(e).into_response()),
+    }
+}
+
+pub(super) async fn page(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<TaskQuery>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
+        Ok(w) => w,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let task = match task_or_404(&s, &raw).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (s2, t2) = (s.clone(), task.clone());
+    let read = tokio::task::spawn_blocking(move || read_log(&s2, &t2, 0, LOG_CHUNK)).await;
+    let (log, offset, whole) = match read {
+        Ok(Ok(r)) => r,
+        _ => (
+            String::from("(the log cannot be read from the shared store now)\n"),
+            0,
+            false,
+        ),
+    };
+    let time = |t: Option<i64>| t.map(format_rfc3339_ms).unwrap_or_default();
+    let page = TaskPage {
+        id: task.id.to_string(),
+        kind: task.kind.clone(),
+        state: task.state.as_str().to_owned(),
+        description: task.description.clone(),
+        node: task.node.clone().unwrap_or_default(),
+        queued_at: format_rfc3339_ms(task.queued_at),
+        started_at: time(task.started_at),
+        completed_at: time(task.completed_at),
+        error: task.error.clone().unwrap_or_default(),
+        log,
+        offset,
+        live: !whole,
+        may_cancel: !task.state.is_terminal()
+            && who.caller.scope.grants(cuttle_core::Scope::Deployer),
+        csrf: who.csrf.clone(),
+        message: q.message,
+        who: Some(who),
+    };
+    html(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub(super) struct Offset {
+    #[serde(default)]
+    offset: u64,
+}
+
+/// Server-sent events: each `data` is new whole lines of the log; an `end` event once the task
+/// has finished and its log is complete.
+pub(super) async fn events(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Query(o): Query<Offset>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    if let Err(to_sign_in) = signed_in(&s, &parts.headers, &parts.extensions).await {
+        return to_sign_in;
+    }
+    let task = match task_or_404(&s, &raw).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let id = task.id;
+    let stream = futures_util::stream::unfold((o.offset, false), move |(offset, done)| {
+        let s = s.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let Ok(Some(task)) = s.store.get_task(id).await else {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Event::default().event("end").data("")),
+                        (offset, true),
+                    ));
+                };
+                let s2 = s.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || read_log(&s2, &task, offset, LOG_CHUNK))
+                        .await;
+                let Ok(Ok((text, end, complete))) = read else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                if !text.is_empty() {
+                    // An event's data may not hold a carriage return (logs have none: the
+                    // writer replaces control characters; this is for safety).
+                    let text = text.replace('\r', "");
+                    return Some((
+                        Ok(Event::default().data(text).id(end.to_string())),
+                        (end, false),
+                    ));
+                }
+                if complete {
+                    return Some((Ok(Event::default().event("end").data("")), (end, true)));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct CancelForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub(super) async fn cancel(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
+        Ok(w) => w,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let Ok(Form(f)) =
+        Form::<CancelForm>::from_request(Request::from_parts(parts.clone(), body), &s).await
+    else {
+        return (StatusCode::BAD_REQUEST, "This form is not the task page's.").into_response();
+    };
+    let cookie = session::cookie(&parts.headers).unwrap_or_default();
+    if !session::same_origin(&parts.headers) || !session::csrf_ok(&s, cookie, &f.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "This form did not come from your session.",
+        )
+            .into_response();
+    }
+    let task = match task_or_404(&s, &raw).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let message = if !who.caller.scope.grants(cuttle_core::Scope::Deployer) {
+        format!("A key of scope {} may not cancel tasks.", who.scope)
+    } else {
+        match crate::resources::tasks::cancel(&s, &who.caller, task.id).await {
+            Ok(t) => format!("Cancel requested: the task is {}.", t.state.as_str()),
+            Err(e) => e.message().to_owned(),
+        }
+    };
+    Redirect::to(&format!(
+        "/ui/tasks/{}?message={}",
+        task.id,
+        super::encode(&message)
+    ))
+    .into_response()
+}
