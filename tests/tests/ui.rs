@@ -486,4 +486,61 @@ fn a_running_tasks_log_follows_live_on_a_page_served_by_another_node() {
     assert_eq!(cancelled.status, 303, "{}", cancelled.body);
     assert_eq!(runner.task(&queued)["state"], "Canceled");
     runner.request("POST", &format!("/api/tasks/{blocked}/cancel"), None);
+
+    // The dashboard: each project's latest deployment to each environment.
+    let empty = send(&viewer, "GET", "/ui/dashboard", Some(&cookie), None, &[]);
+    assert!(empty.body.contains("No project yet"), "{}", empty.body);
+    let (_, env) = runner.post("/api/spaces/default/environments", &json!({"name": "Dev"}));
+    let (_, shop) = runner.post("/api/spaces/default/projects", &json!({"name": "Shop <b>"}));
+    let path = format!(
+        "/api/spaces/default/projects/{}",
+        shop["id"].as_str().unwrap()
+    );
+    let process = json!({"version": 1, "steps": [{"name": "Say", "action": {"type": "script", "script": "echo hi"}}]});
+    runner.request(
+        "PUT",
+        &format!("{path}/deploymentprocess"),
+        Some(&process.to_string()),
+    );
+    let (_, release) = runner.post(&format!("{path}/releases"), &json!({"version": "2.3.4"}));
+    let (status, d) = runner.post(
+        "/api/spaces/default/deployments",
+        &json!({"release_id": release["id"], "environment_id": env["id"]}),
+    );
+    assert_eq!(status, 201, "{d}");
+    runner.wait_finished(
+        d["task_id"].as_str().unwrap(),
+        std::time::Duration::from_secs(60),
+    );
+    let grid = send(&viewer, "GET", "/ui/dashboard", Some(&cookie), None, &[]);
+    assert!(
+        grid.body.contains("<th scope=\"col\">Dev</th>"),
+        "{}",
+        grid.body
+    );
+    assert!(
+        grid.body.contains("Shop &#60;b&#62;") || grid.body.contains("Shop &lt;b&gt;"),
+        "{}",
+        grid.body
+    );
+    assert!(
+        grid.body.contains("<strong>2.3.4</strong>") && grid.body.contains("Success"),
+        "{}",
+        grid.body
+    );
+
+    // The audit page: who did what, filterable.
+    let audit = send(
+        &viewer,
+        "GET",
+        "/ui/events?action=deployment",
+        Some(&cookie),
+        None,
+        &[],
+    );
+    assert!(
+        audit.body.contains("deployment.create") && !audit.body.contains("project.create"),
+        "{}",
+        audit.body
+    );
 }

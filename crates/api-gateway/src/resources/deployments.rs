@@ -321,39 +321,68 @@ async fn get_one(
 const DASHBOARD_DEPTH: u32 = 1000;
 
 /// Per project and environment, the latest deployment and its state.
-async fn dashboard(State(s): State<AppState>, PathParams(space): PathParams<String>) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let sid = space_id(&space);
-    let projects = s.store.list_documents(&sid, PROJECT).await?;
-    let environments = s.store.list_documents(&sid, ENVIRONMENT).await?;
+/// What a space's dashboard shows: its projects and environments in order, and for each pair
+/// the latest deployment with its release's version. The API's and the web UI's one source.
+pub(crate) struct Dashboard {
+    pub(crate) projects: Vec<cuttle_storage::Document>,
+    pub(crate) environments: Vec<cuttle_storage::Document>,
+    /// (project number, environment id) → the latest deployment and its release's version.
+    pub(crate) latest: BTreeMap<(i64, String), (DeploymentRecord, Option<String>)>,
+}
+
+pub(crate) async fn dashboard_of(s: &AppState, sid: &str) -> Result<Dashboard, ApiError> {
+    let projects = s.store.list_documents(sid, PROJECT).await?;
+    let environments = s.store.list_documents(sid, ENVIRONMENT).await?;
     let deployments = s
         .store
         .list_deployments(DeploymentFilter::Space {
-            space: &sid,
+            space: sid,
             project: None,
             before: None,
             limit: DASHBOARD_DEPTH,
         })
         .await?;
-    let mut latest: BTreeMap<(i64, String), &DeploymentRecord> = BTreeMap::new();
-    for d in &deployments {
-        latest
-            .entry((d.project, d.environment.clone()))
-            .or_insert(d);
-    }
-    let mut versions: BTreeMap<i64, String> = BTreeMap::new();
-    for d in latest.values() {
-        if let std::collections::btree_map::Entry::Vacant(e) = versions.entry(d.release) {
-            if let Some(r) = s.store.get_release(&sid, d.release).await? {
-                e.insert(r.version);
-            }
+    let mut latest: BTreeMap<(i64, String), (DeploymentRecord, Option<String>)> = BTreeMap::new();
+    let mut versions: BTreeMap<i64, Option<String>> = BTreeMap::new();
+    for d in deployments {
+        let key = (d.project, d.environment.clone());
+        if latest.contains_key(&key) {
+            continue;
         }
+        let version = match versions.get(&d.release) {
+            Some(v) => v.clone(),
+            None => {
+                let v = s
+                    .store
+                    .get_release(sid, d.release)
+                    .await?
+                    .map(|r| r.version);
+                versions.insert(d.release, v.clone());
+                v
+            }
+        };
+        latest.insert(key, (d, version));
     }
+    Ok(Dashboard {
+        projects,
+        environments,
+        latest,
+    })
+}
+
+async fn dashboard(State(s): State<AppState>, PathParams(space): PathParams<String>) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let sid = space_id(&space);
+    let Dashboard {
+        projects,
+        environments,
+        latest,
+    } = dashboard_of(&s, &sid).await?;
     let cells: Vec<Value> = latest
         .values()
-        .map(|d| {
+        .map(|(d, version)| {
             let mut v = shown(d);
-            v["release_version"] = json!(versions.get(&d.release));
+            v["release_version"] = json!(version);
             v
         })
         .collect();

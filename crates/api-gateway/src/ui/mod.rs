@@ -4,6 +4,7 @@
 //! Stateless: a sign-in is a sealed cookie every node accepts (`session.rs`), so a load
 //! balancer may send each request anywhere. Pages read with JavaScript off.
 
+mod overview;
 mod session;
 mod tasks;
 
@@ -27,6 +28,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/nodes", get(nodes))
         .route("/ui/nodes/{name}", post(node_action))
+        .route("/ui/dashboard", get(overview::dashboard))
+        .route("/ui/events", get(overview::events))
         .route("/ui/tasks", get(tasks::list))
         .route("/ui/tasks/{id}", get(tasks::page))
         .route("/ui/tasks/{id}/log/events", get(tasks::events))
