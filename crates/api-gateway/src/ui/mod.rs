@@ -75,6 +75,61 @@ pub(crate) struct Who {
     pub(crate) caller: crate::auth::Caller,
 }
 
+impl axum::extract::FromRequestParts<AppState> for Who {
+    type Rejection = Response;
+
+    /// A page's signed-in person; the browser is sent to sign in otherwise.
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Who, Response> {
+        signed_in(s, &parts.headers, &parts.extensions).await
+    }
+}
+
+/// A state-changing form of a signed-in person: it must come from this site and carry the
+/// session's token (`csrf`); its other fields are `T`.
+pub(crate) struct SignedForm<T>(pub(crate) Who, pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for SignedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let who = signed_in(s, &parts.headers, &parts.extensions).await?;
+        let forged = || {
+            (
+                StatusCode::FORBIDDEN,
+                "This form did not come from your session.",
+            )
+                .into_response()
+        };
+        let cookie = session::cookie(&parts.headers)
+            .ok_or_else(forged)?
+            .to_owned();
+        if !session::same_origin(&parts.headers) {
+            return Err(forged());
+        }
+        let not_ours = |why: String| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("This form is not one of these pages': {why}"),
+            )
+                .into_response()
+        };
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts, body), s)
+            .await
+            .map_err(|e| not_ours(e.body_text()))?;
+        let token: FormToken =
+            serde_urlencoded::from_bytes(&bytes).map_err(|e| not_ours(e.to_string()))?;
+        if !session::csrf_ok(s, &cookie, &token.csrf) {
+            return Err(forged());
+        }
+        let fields = serde_urlencoded::from_bytes(&bytes).map_err(|e| not_ours(e.to_string()))?;
+        Ok(SignedForm(who, fields))
+    }
+}
+
 /// The signed-in session of a request, or the answer that sends the browser to sign in.
 async fn signed_in(
     s: &AppState,
@@ -216,20 +271,15 @@ struct FormToken {
     csrf: String,
 }
 
+/// A form with nothing but its token.
+#[derive(Deserialize)]
+pub(crate) struct NoFields {}
+
 async fn sign_out(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<FormToken>,
+    SignedForm(_, NoFields {}): SignedForm<NoFields>,
 ) -> Response {
-    let ok = session::cookie(&headers)
-        .is_some_and(|c| session::same_origin(&headers) && session::csrf_ok(&s, c, &f.csrf));
-    if !ok {
-        return (
-            StatusCode::FORBIDDEN,
-            "This form did not come from your session.",
-        )
-            .into_response();
-    }
     let mut resp = Redirect::to("/ui/sign-in").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie(None, over_https(&s, &headers))) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -285,14 +335,9 @@ fn number(q: &std::collections::HashMap<String, String>, k: &str, default: u32) 
 
 async fn nodes(
     State(s): State<AppState>,
+    who: Who,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
-    req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
     let found = match s.store.list_nodes(s.config.offline_after).await {
         Ok(n) => n,
         Err(e) => return crate::error::ApiError::from(e).into_response(),
@@ -359,8 +404,6 @@ async fn nodes(
 
 #[derive(Deserialize)]
 struct NodeForm {
-    #[serde(default)]
-    csrf: String,
     action: String,
     #[serde(default)]
     task_cap: String,
@@ -391,30 +434,8 @@ fn back(message: &str) -> Response {
 async fn node_action(
     State(s): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
-    req: Request,
+    SignedForm(who, f): SignedForm<NodeForm>,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
-    let Ok(Form(f)) =
-        Form::<NodeForm>::from_request(Request::from_parts(parts.clone(), body), &s).await
-    else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "This form is not one of the nodes page's.",
-        )
-            .into_response();
-    };
-    let cookie = session::cookie(&parts.headers).unwrap_or_default();
-    if !session::same_origin(&parts.headers) || !session::csrf_ok(&s, cookie, &f.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "This form did not come from your session.",
-        )
-            .into_response();
-    }
     if !who.may_operate {
         return back(&format!(
             "A key of scope {} may not change nodes.",

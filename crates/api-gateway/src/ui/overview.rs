@@ -3,13 +3,13 @@
 //! (who did what, when, from where; filterable).
 
 use askama::Template;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cuttle_core::format_rfc3339_ms;
 use serde::Deserialize;
 
-use super::{html, signed_in, Who};
+use super::{html, Who};
 use crate::resources::deployments::{dashboard_of, Dashboard};
 use crate::AppState;
 
@@ -34,12 +34,7 @@ struct DashboardPage {
     projects: Vec<ProjectRow>,
 }
 
-pub(super) async fn dashboard(State(s): State<AppState>, req: Request) -> Response {
-    let (parts, _) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
+pub(super) async fn dashboard(State(s): State<AppState>, who: Who) -> Response {
     // The default space (its id is Spaces-1 in every cluster).
     let Dashboard {
         projects,
@@ -105,14 +100,9 @@ pub(super) struct EventFilter {
 
 pub(super) async fn events(
     State(s): State<AppState>,
+    who: Who,
     Query(f): Query<EventFilter>,
-    req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
     let found = match s.store.list_events(1000).await {
         Ok(e) => e,
         Err(e) => return crate::error::ApiError::from(e).into_response(),

@@ -6,14 +6,14 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Form, FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use cuttle_core::{format_rfc3339_ms, TaskId, TaskRecord, TaskState};
 use serde::Deserialize;
 
-use super::{html, session, signed_in, Who};
+use super::{html, NoFields, SignedForm, Who};
 use crate::AppState;
 
 /// Tasks on one page of the list.
@@ -65,14 +65,9 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list(
     State(s): State<AppState>,
+    who: Who,
     Query(q): Query<ListQuery>,
-    req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
     let state = q.state.parse::<TaskState>().ok();
     let before = q.before.as_deref().and_then(|b| b.parse::<TaskId>().ok());
     let found = match s.store.list_tasks(state, before, PAGE).await {
@@ -195,15 +190,10 @@ async fn task_or_404(s: &AppState, raw: &str) -> Result<TaskRecord, Response> {
 
 pub(super) async fn page(
     State(s): State<AppState>,
+    who: Who,
     Path(raw): Path<String>,
     Query(q): Query<TaskQuery>,
-    req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
     let task = match task_or_404(&s, &raw).await {
         Ok(t) => t,
         Err(r) => return r,
@@ -251,14 +241,10 @@ pub(super) struct Offset {
 /// has finished and its log is complete.
 pub(super) async fn events(
     State(s): State<AppState>,
+    _who: Who,
     Path(raw): Path<String>,
     Query(o): Query<Offset>,
-    req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    if let Err(to_sign_in) = signed_in(&s, &parts.headers, &parts.extensions).await {
-        return to_sign_in;
-    }
     let task = match task_or_404(&s, &raw).await {
         Ok(t) => t,
         Err(r) => return r,
@@ -306,35 +292,11 @@ pub(super) async fn events(
         .into_response()
 }
 
-#[derive(Deserialize)]
-pub(super) struct CancelForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub(super) async fn cancel(
     State(s): State<AppState>,
     Path(raw): Path<String>,
-    req: Request,
+    SignedForm(who, NoFields {}): SignedForm<NoFields>,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let who = match signed_in(&s, &parts.headers, &parts.extensions).await {
-        Ok(w) => w,
-        Err(to_sign_in) => return to_sign_in,
-    };
-    let Ok(Form(f)) =
-        Form::<CancelForm>::from_request(Request::from_parts(parts.clone(), body), &s).await
-    else {
-        return (StatusCode::BAD_REQUEST, "This form is not the task page's.").into_response();
-    };
-    let cookie = session::cookie(&parts.headers).unwrap_or_default();
-    if !session::same_origin(&parts.headers) || !session::csrf_ok(&s, cookie, &f.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "This form did not come from your session.",
-        )
-            .into_response();
-    }
     let task = match task_or_404(&s, &raw).await {
         Ok(t) => t,
         Err(r) => return r,
