@@ -84,23 +84,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("tentacles") => {
-            let (mut counts, mut samples) = (vec![1_000, 10_000], 200);
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
-                let v = it
-                    .next()
-                    .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
-                match a.as_str() {
-                    "--count" => {
-                        counts = v
-                            .split(',')
-                            .map(str::parse)
-                            .collect::<std::result::Result<_, _>>()?
-                    }
-                    "--samples" => samples = v.parse()?,
-                    other => bail!("unknown argument {other}\n{USAGE}"),
-                }
-            }
+            let a = flags(&args[1..], &["--count", "--samples"])?;
+            let counts = a
+                .get("--count")
+                .map_or(Ok(vec![1_000, 10_000]), |v| counts_of(v))?;
+            let samples: usize = a.get("--samples").map_or(Ok(200), |v| v.parse())?;
             if counts.contains(&0) || samples == 0 {
                 bail!("--count and --samples must be positive");
             }
@@ -112,22 +100,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("deploy") => {
-            let mut counts = vec![100, 1_000];
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
-                let v = it
-                    .next()
-                    .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
-                match a.as_str() {
-                    "--count" => {
-                        counts = v
-                            .split(',')
-                            .map(str::parse)
-                            .collect::<std::result::Result<_, _>>()?
-                    }
-                    other => bail!("unknown argument {other}\n{USAGE}"),
-                }
-            }
+            let a = flags(&args[1..], &["--count"])?;
+            let counts = a
+                .get("--count")
+                .map_or(Ok(vec![100, 1_000]), |v| counts_of(v))?;
             if counts.contains(&0) {
                 bail!("--count must be positive");
             }
@@ -139,19 +115,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("upload") => {
-            let (mut size, mut push, mut runs) = (1024u64, 100u64, 3usize);
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
-                let v = it
-                    .next()
-                    .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
-                match a.as_str() {
-                    "--size-mib" => size = v.parse()?,
-                    "--push-mib" => push = v.parse()?,
-                    "--runs" => runs = v.parse()?,
-                    other => bail!("unknown argument {other}\n{USAGE}"),
-                }
-            }
+            let a = flags(&args[1..], &["--size-mib", "--push-mib", "--runs"])?;
+            let size: u64 = a.get("--size-mib").map_or(Ok(1024), |v| v.parse())?;
+            let push: u64 = a.get("--push-mib").map_or(Ok(100), |v| v.parse())?;
+            let runs: usize = a.get("--runs").map_or(Ok(3), |v| v.parse())?;
             if size == 0 || push == 0 || runs == 0 {
                 bail!("--size-mib, --push-mib and --runs must be positive");
             }
@@ -170,6 +137,29 @@ fn main() -> Result<()> {
 
 /// The release build of `cuttle-server`, built if needed: a benchmark of a debug build
 /// measures the wrong thing.
+/// `--name value` pairs of a subcommand, each name one of `known`.
+fn flags(args: &[String], known: &[&str]) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if !known.contains(&a.as_str()) {
+            bail!("unknown argument {a}\n{USAGE}");
+        }
+        let v = it
+            .next()
+            .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
+        out.insert(a.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+/// `N[,N…]`.
+fn counts_of(v: &str) -> Result<Vec<usize>> {
+    Ok(v.split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 fn release_server() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("CUTTLE_SERVER_BIN") {
         return Ok(PathBuf::from(p));
