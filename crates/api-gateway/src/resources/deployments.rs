@@ -38,13 +38,13 @@ pub(crate) fn routes() -> Router<AppState> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeploymentWrite {
-    release_id: String,
-    environment_id: String,
+pub(crate) struct DeploymentWrite {
+    pub(crate) release_id: String,
+    pub(crate) environment_id: String,
     #[serde(default)]
-    skip_steps: Vec<String>,
+    pub(crate) skip_steps: Vec<String>,
     #[serde(default)]
-    targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
 }
 
 fn shown(d: &DeploymentRecord) -> Value {
@@ -63,7 +63,7 @@ fn shown(d: &DeploymentRecord) -> Value {
 }
 
 /// The phases a project's releases go through: its lifecycle's, or one per environment.
-async fn phases(
+pub(crate) async fn phases(
     s: &AppState,
     space: &Document,
     project: &Document,
@@ -110,7 +110,20 @@ async fn create(
     PathParams(space): PathParams<String>,
     JsonBody(w): JsonBody<DeploymentWrite>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
+    let deployment = create_deployment(&s, &caller, &space, &w).await?;
+    Ok((StatusCode::CREATED, Json(shown(&deployment))).into_response())
+}
+
+/// Queues a deployment of a release to an environment once the project's lifecycle allows it
+/// (409 naming the phase that must succeed first otherwise), with its audit event. The API's
+/// and the web UI's one way to deploy.
+pub(crate) async fn create_deployment(
+    s: &AppState,
+    caller: &Caller,
+    space: &str,
+    w: &DeploymentWrite,
+) -> Result<DeploymentRecord, ApiError> {
+    let space = resolve_space(s, space).await?;
     let sid = space_id(&space);
     let release_n = w
         .release_id
@@ -195,7 +208,7 @@ async fn create(
         .filter(|d| d.state == TaskState::Success)
         .map(|d| d.environment)
         .collect();
-    let phases = phases(&s, &space, &project).await?;
+    let phases = phases(s, &space, &project).await?;
     if let Err(e) = check_promotion(&phases, &w.environment_id, &succeeded) {
         let why = match e {
             PromotionError::NotInLifecycle => format!(
@@ -253,7 +266,7 @@ async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no deployment {PREFIX}{id}")))?;
     tracing::info!(deployment = %format!("{PREFIX}{id}"), task = %deployment.task, by = %caller.name, "deployment queued");
-    Ok((StatusCode::CREATED, Json(shown(&deployment))).into_response())
+    Ok(deployment)
 }
 
 async fn list(

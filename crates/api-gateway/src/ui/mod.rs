@@ -4,7 +4,10 @@
 //! Stateless: a sign-in is a sealed cookie every node accepts (`session.rs`), so a load
 //! balancer may send each request anywhere. Pages read with JavaScript off.
 
+mod infrastructure;
+mod log_sections;
 mod overview;
+mod projects;
 mod session;
 mod tasks;
 
@@ -30,6 +33,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/nodes/{name}", post(node_action))
         .route("/ui/dashboard", get(overview::dashboard))
         .route("/ui/events", get(overview::events))
+        .route("/ui/projects", get(projects::list))
+        .route("/ui/projects/{id}", get(projects::page))
+        .route("/ui/projects/{id}/releases", post(projects::create))
+        .route("/ui/projects/{id}/deploy", post(projects::deploy))
+        .route("/ui/environments", get(infrastructure::environments))
+        .route("/ui/lifecycles", get(infrastructure::lifecycles))
+        .route("/ui/targets", get(infrastructure::targets))
         .route("/ui/tasks", get(tasks::list))
         .route("/ui/tasks/{id}", get(tasks::page))
         .route("/ui/tasks/{id}/log/events", get(tasks::events))
@@ -71,6 +81,8 @@ pub(crate) struct Who {
     pub(crate) csrf: String,
     /// May change nodes (operator and admin keys): the pages offer their forms.
     pub(crate) may_operate: bool,
+    /// May make releases, deploy and cancel (deployer keys and above).
+    pub(crate) may_deploy: bool,
     /// Who the audit trail names for what they do.
     pub(crate) caller: crate::auth::Caller,
 }
@@ -160,6 +172,7 @@ async fn signed_in(
         scope: found.scope.to_string(),
         csrf: session::csrf_token(s, cookie),
         may_operate: found.scope.grants(cuttle_core::Scope::Operator),
+        may_deploy: found.scope.grants(cuttle_core::Scope::Deployer),
         caller: crate::auth::Caller {
             name: found.name.clone(),
             address,

@@ -1,5 +1,6 @@
 //! The deployment dashboard (projects × environments, each cell the latest deployment's
-//! release and state, the page refreshing itself every few seconds) and the audit events page
+//! release and state, updated in place every few seconds by the page's script, or reloaded
+//! without it) and the audit events page
 //! (who did what, when, from where; filterable).
 
 use askama::Template;
@@ -22,6 +23,7 @@ struct Cell {
 }
 
 struct ProjectRow {
+    id: String,
     name: String,
     cells: Vec<Option<Cell>>,
 }
@@ -51,6 +53,7 @@ pub(super) async fn dashboard(State(s): State<AppState>, who: Who) -> Response {
     let rows = projects
         .iter()
         .map(|p| ProjectRow {
+            id: format!("Projects-{}", p.id),
             name: p.name.clone(),
             cells: env_ids
                 .iter()

@@ -165,6 +165,8 @@ struct TaskPage {
     completed_at: String,
     error: String,
     log: String,
+    /// A deployment's log by step and target (empty for a log without steps).
+    sections: Vec<super::log_sections::Section>,
     offset: u64,
     live: bool,
     may_cancel: bool,
@@ -219,6 +221,7 @@ pub(super) async fn page(
         started_at: time(task.started_at),
         completed_at: time(task.completed_at),
         error: task.error.clone().unwrap_or_default(),
+        sections: super::log_sections::sections(&log),
         log,
         offset,
         live: !whole,

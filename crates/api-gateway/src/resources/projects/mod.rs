@@ -7,6 +7,7 @@ mod process;
 mod releases;
 mod variables;
 
+pub(crate) use releases::{create_release, ReleaseWrite, RELEASE_PREFIX};
 pub(crate) use variables::variables_of;
 
 use axum::routing::get;

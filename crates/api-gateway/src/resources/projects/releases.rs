@@ -37,14 +37,14 @@ pub(crate) fn routes() -> Router<AppState> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReleaseWrite {
-    version: String,
+pub(crate) struct ReleaseWrite {
+    pub(crate) version: String,
     #[serde(default)]
-    notes: String,
+    pub(crate) notes: String,
     /// Package versions by step name, for package steps that should not take the version the
     /// step names (or the newest).
     #[serde(default)]
-    packages: std::collections::BTreeMap<String, String>,
+    pub(crate) packages: std::collections::BTreeMap<String, String>,
 }
 
 /// The package version each package step of `process` deploys: the one asked for, else the one
@@ -159,7 +159,21 @@ async fn create(
     PathParams((space, raw)): PathParams<(String, String)>,
     JsonBody(w): JsonBody<ReleaseWrite>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
+    let release = create_release(&s, &caller, &space, &raw, &w).await?;
+    Ok((StatusCode::CREATED, Json(shown(&release)?)).into_response())
+}
+
+/// Makes a release of a project: its process and variables frozen, each package step's version
+/// chosen, with its audit event; then the project's release retention. The API's and the web
+/// UI's one way to make a release.
+pub(crate) async fn create_release(
+    s: &AppState,
+    caller: &Caller,
+    space: &str,
+    raw: &str,
+    w: &ReleaseWrite,
+) -> Result<Release, ApiError> {
+    let space = resolve_space(s, space).await?;
     let version: SemVer = w
         .version
         .parse()
@@ -171,11 +185,11 @@ async fn create(
             "notes: at most {MAX_NOTES} characters"
         )));
     }
-    let doc = project(&s, &space, &raw).await?;
+    let doc = project(s, &space, raw).await?;
     // Read (and so checked) before it is frozen: a release never holds what cannot be read.
     let process = process_of(&doc)?;
     let variables = variables_of(&doc)?;
-    let packages = choose_packages(&s, &space_id(&space), &process, &w.packages).await?;
+    let packages = choose_packages(s, &space_id(&space), &process, &w.packages).await?;
     let snapshot = json!({
         "packages": packages,
         "project_name": doc.name,
@@ -209,10 +223,10 @@ async fn create(
         )
         .await?;
     // Retention runs after the release is made: a failure to prune is logged, not the caller's.
-    if let Err(e) = retain(&s, &caller, &space_id(&space), &doc).await {
+    if let Err(e) = retain(s, caller, &space_id(&space), &doc).await {
         tracing::warn!(project = %doc.name, error = ?e, "apply release retention");
     }
-    Ok((StatusCode::CREATED, Json(shown(&release)?)).into_response())
+    Ok(release)
 }
 
 /// Keeps the project's newest `retention.releases_to_keep` releases (0: all), and any older one
