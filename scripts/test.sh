@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
-# haproxy and nginx, from the distribution's packages), builds once, then runs every test with
-# cargo-nextest (or cargo test when nextest is not installed), the SQL Server variants too when
-# CUTTLE_TEST_MSSQL_URL is set.
+# haproxy, nginx, Chromium and its WebDriver, from the distribution's packages), builds once,
+# then runs every test with cargo-nextest (or cargo test when nextest is not installed), the
+# SQL Server variants too when CUTTLE_TEST_MSSQL_URL is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,9 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+# The web UI's browser test drives a headless Chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing ${need[*]}"

@@ -7,6 +7,7 @@
 //! to run the SQL Server variants of the conformance and cluster tests (ignored otherwise;
 //! `scripts/test.sh` runs them when it is set).
 
+mod browser;
 mod lb;
 mod mssql;
 mod node;
@@ -15,6 +16,7 @@ mod pg;
 mod tentacle;
 mod util;
 
+pub use browser::{Browser, Element};
 pub use lb::{deploy_dir, Haproxy, Nginx};
 pub use mssql::TestSqlServer;
 pub use node::{

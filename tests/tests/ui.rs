@@ -417,10 +417,17 @@ fn a_running_tasks_log_follows_live_on_a_page_served_by_another_node() {
         .starts_with("text/event-stream"));
     let reader = BufReader::new(resp.body_mut().as_reader());
     let mut seen = String::new();
-    for line in reader.lines() {
+    let mut lines = reader.lines();
+    let mut last_id = String::new();
+    while let Some(line) = lines.next() {
         let line = line.unwrap();
         if line == "event: end" {
+            // A browser dispatches no event without data.
+            assert_eq!(lines.next().unwrap().unwrap(), "data: done");
             break;
+        }
+        if let Some(id) = line.strip_prefix("id: ") {
+            last_id = id.to_owned();
         }
         seen.push_str(&line);
         seen.push('\n');
@@ -431,6 +438,19 @@ fn a_running_tasks_log_follows_live_on_a_page_served_by_another_node() {
         "lines already shown are not sent again"
     );
     assert_eq!(runner.task(&task)["state"], "Success");
+    // A browser coming back with the last event's id goes on from there: nothing again.
+    let mut resp = agent
+        .get(&viewer.url(&format!("/ui/tasks/{task}/log/events?offset={offset}")))
+        .header("Cookie", &format!("cuttle_session={cookie}"))
+        .header("Last-Event-ID", &last_id)
+        .call()
+        .unwrap();
+    let again = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(
+        again.trim(),
+        "event: end\ndata: done",
+        "resumed at {last_id}"
+    );
 
     // The list shows it; a finished task's page is whole and not live.
     let list = send(

@@ -83,6 +83,9 @@ pub(crate) struct Who {
     pub(crate) may_operate: bool,
     /// May make releases, deploy and cancel (deployer keys and above).
     pub(crate) may_deploy: bool,
+    /// The node serving the page (behind a balancer, the first thing to know when one
+    /// misbehaves).
+    pub(crate) node: String,
     /// Who the audit trail names for what they do.
     pub(crate) caller: crate::auth::Caller,
 }
@@ -173,6 +176,7 @@ async fn signed_in(
         csrf: session::csrf_token(s, cookie),
         may_operate: found.scope.grants(cuttle_core::Scope::Operator),
         may_deploy: found.scope.grants(cuttle_core::Scope::Deployer),
+        node: s.config.node_name.clone(),
         caller: crate::auth::Caller {
             name: found.name.clone(),
             address,

@@ -224,7 +224,7 @@ pub(super) async fn page(
         sections: super::log_sections::sections(&log),
         log,
         offset,
-        live: !whole,
+        live: !whole || !task.state.is_terminal(),
         may_cancel: !task.state.is_terminal()
             && who.caller.scope.grants(cuttle_core::Scope::Deployer),
         csrf: who.csrf.clone(),
@@ -241,19 +241,27 @@ pub(super) struct Offset {
 }
 
 /// Server-sent events: each `data` is new whole lines of the log; an `end` event once the task
-/// has finished and its log is complete.
+/// has finished (its state says so) and its log is complete.
 pub(super) async fn events(
     State(s): State<AppState>,
     _who: Who,
     Path(raw): Path<String>,
     Query(o): Query<Offset>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let task = match task_or_404(&s, &raw).await {
         Ok(t) => t,
         Err(r) => return r,
     };
     let id = task.id;
-    let stream = futures_util::stream::unfold((o.offset, false), move |(offset, done)| {
+    // A browser that lost the stream (its node stopped, the balancer timed it out) comes back
+    // with the id of the last event it had: the offset it had read to. It goes on from there.
+    let start = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(o.offset);
+    let stream = futures_util::stream::unfold((start, false), move |(offset, done)| {
         let s = s.clone();
         async move {
             if done {
@@ -262,10 +270,15 @@ pub(super) async fn events(
             loop {
                 let Ok(Some(task)) = s.store.get_task(id).await else {
                     return Some((
-                        Ok::<_, std::convert::Infallible>(Event::default().event("end").data("")),
+                        Ok::<_, std::convert::Infallible>(
+                            Event::default().event("end").data("done"),
+                        ),
                         (offset, true),
                     ));
                 };
+                // The log is complete a moment before the task's state says it ended: the
+                // end waits for both, so the reloaded page shows how it ended.
+                let finished = task.state.is_terminal();
                 let s2 = s.clone();
                 let read =
                     tokio::task::spawn_blocking(move || read_log(&s2, &task, offset, LOG_CHUNK))
@@ -283,8 +296,9 @@ pub(super) async fn events(
                         (end, false),
                     ));
                 }
-                if complete {
-                    return Some((Ok(Event::default().event("end").data("")), (end, true)));
+                // (A browser dispatches no event without data: the end says "done".)
+                if complete && finished {
+                    return Some((Ok(Event::default().event("end").data("done")), (end, true)));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
