@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod deploy;
 mod tentacles;
+mod ui;
 mod upload;
 
 use anyhow::{bail, Context, Result};
@@ -21,7 +22,8 @@ const USAGE: &str = "usage: cuttle-bench queue [--tasks N] [--workers K] [--cap 
        (sqlserver: a database on the server CUTTLE_TEST_MSSQL_URL names)
        cuttle-bench tentacles [--count N[,N…]] [--samples S]
        cuttle-bench deploy [--count N[,N…]]
-       cuttle-bench upload [--size-mib M] [--push-mib P] [--runs R]";
+       cuttle-bench upload [--size-mib M] [--push-mib P] [--runs R]
+       cuttle-bench ui [--tasks N] [--targets T] [--samples S]";
 
 struct Opts {
     tasks: usize,
@@ -130,6 +132,18 @@ fn main() -> Result<()> {
             }
             print_machine("upload");
             upload::run(size, push, runs)
+        }
+        Some("ui") => {
+            let a = flags(&args[1..], &["--tasks", "--targets", "--samples"])?;
+            let tasks: usize = a.get("--tasks").map_or(Ok(1_000), |v| v.parse())?;
+            let targets: usize = a.get("--targets").map_or(Ok(100), |v| v.parse())?;
+            let samples: usize = a.get("--samples").map_or(Ok(50), |v| v.parse())?;
+            if tasks == 0 || targets == 0 || samples == 0 {
+                bail!("--tasks, --targets and --samples must be positive");
+            }
+            cuttle_e2e::use_server_binary(release_server()?);
+            print_machine("ui");
+            ui::run(tasks, targets, samples)
         }
         _ => bail!("{USAGE}"),
     }

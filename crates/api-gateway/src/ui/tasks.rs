@@ -304,9 +304,15 @@ pub(super) async fn events(
             }
         }
     });
-    Sse::new(stream)
+    let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response();
+    // nginx would otherwise hold the events in its buffers.
+    resp.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    resp
 }
 
 pub(super) async fn cancel(
