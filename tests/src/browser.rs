@@ -212,6 +212,16 @@ impl Browser {
         })
     }
 
+    /// Resizes the window (a phone's width, a laptop's).
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .map(drop)
+    }
+
     /// Writes a PNG of the window to `path`.
     pub fn screenshot(&self, path: &Path) -> Result<()> {
         let v = self.call("GET", "/screenshot", None)?;

@@ -42,6 +42,17 @@ fn served_by_other(b: &Browser, lb: &Haproxy, path: &str, not: &str) -> String {
     )
 }
 
+/// On a phone's width the page folds instead of scrolling sideways (screenshot `{name}-phone`).
+fn fits_a_phone(b: &Browser, name: &str) {
+    b.resize(390, 844).unwrap();
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth;";
+    wait_until(&format!("the {name} page to fit a phone"), WAIT, || {
+        (b.run(fits, json!([])).ok()? == json!(true)).then_some(())
+    });
+    shot(b, &format!("{name}-phone"));
+    b.resize(1280, 900).unwrap();
+}
+
 /// A node's row on the nodes page: (task cap, state) as shown.
 fn node_row(b: &Browser, name: &str) -> (String, String) {
     let cap = b
@@ -176,6 +187,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
             .then_some(())
     });
     shot(&b, "nodes");
+    fits_a_phone(&b, "nodes");
 
     // A task (only node-1 may run one now) whose log arrives in a page node-3 serves.
     let gate = cluster.dir().join("gate");
@@ -300,6 +312,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     );
     assert!(b.current_url().unwrap().contains("/ui/projects/"));
     shot(&b, "project");
+    fits_a_phone(&b, "project");
 
     // Test: the browser follows the deployment to its end.
     pick("Test");
@@ -319,6 +332,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
         target.contains("web-1") && target.contains("in Test"),
         "{target}"
     );
+    shot(&b, "deployment");
 
     // The dashboard, left open, changes in place when Production gets the release.
     b.goto(&lb.url("/ui/dashboard")).unwrap();
