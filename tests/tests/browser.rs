@@ -124,13 +124,34 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     let key = n1.api_key();
     let b = Browser::start(1280, 900).unwrap();
 
-    // Sign in through the balancer: the nodes page shows three live nodes.
+    // An admin made with `cuttle-server admin create` signs in through the balancer: the
+    // nodes page shows three live nodes.
+    let mut create = cluster.server_command(&[
+        "admin",
+        "create",
+        "--username",
+        "ops-lead",
+        "--password-stdin",
+    ]);
+    let mut child = create
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a long admin password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
     b.goto(&lb.url("/")).unwrap();
     assert!(b.current_url().unwrap().ends_with("/ui/sign-in"));
-    b.fill(&b.find("#api_key").unwrap(), &key).unwrap();
-    b.click(&b.find("form button[type=submit]").unwrap())
+    b.fill(&b.find("#username").unwrap(), "ops-lead").unwrap();
+    b.fill(&b.find("#password").unwrap(), "a long admin password")
         .unwrap();
+    b.click(&b.find("#sign-in-user").unwrap()).unwrap();
     b.wait_text("h1", "Configuration → Nodes", WAIT);
+    assert!(b
+        .text_of("header")
+        .unwrap()
+        .contains("Signed in as ops-lead (admin)"));
     for n in ["node-1", "node-2", "node-3"] {
         let (cap, state) = node_row(&b, n);
         assert_eq!((cap.as_str(), state.as_str()), ("2", "online"), "{n}");
@@ -288,6 +309,11 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
         .unwrap();
     b.click(&b.find("#create-release").unwrap()).unwrap();
     b.wait_text("#message", "Release 1.0.0 was made.", WAIT);
+    let made = b.text_of("table[aria-labelledby='releases-h']").unwrap();
+    assert!(
+        made.contains("by ops-lead (Users-"),
+        "made under the user's name: {made}"
+    );
 
     // Production first: the lifecycle refuses, and the page says why.
     let pick = |env: &str| {

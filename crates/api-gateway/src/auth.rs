@@ -44,7 +44,7 @@ impl KeyCache {
     }
 
     /// `Some(wait)` while `client` has used up its failures for the current window.
-    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+    pub(crate) fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (n, since) = failures.get(&client)?;
         let left = FAILURE_WINDOW
@@ -53,7 +53,7 @@ impl KeyCache {
         (*n >= MAX_FAILURES).then_some(left)
     }
 
-    fn failed(&self, client: IpAddr, now: Instant) {
+    pub(crate) fn failed(&self, client: IpAddr, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= FAILURES_MAX && !failures.contains_key(&client) {
             failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
@@ -75,16 +75,18 @@ impl KeyCache {
 pub(crate) struct Caller {
     pub(crate) name: String,
     pub(crate) address: String,
-    pub(crate) key_id: i64,
+    /// The API key (`ApiKeys-3`) or web UI user (`Users-2`) acting.
+    pub(crate) principal: String,
     pub(crate) scope: Scope,
     /// For a `register-target` key: the one target it may register.
     pub(crate) target: Option<String>,
 }
 
 impl Caller {
-    /// Who this is in audit events and records: the key's name and id (`ci (ApiKeys-3)`).
+    /// Who this is in audit events and records: the key's or user's name and id
+    /// (`ci (ApiKeys-3)`, `alice (Users-2)`).
     pub(crate) fn actor(&self) -> String {
-        format!("{} (ApiKeys-{})", self.name, self.key_id)
+        format!("{} ({})", self.name, self.principal)
     }
 
     /// For a `register-target` key, refuses any target but its own (operators and admins may
@@ -442,7 +444,7 @@ pub(crate) async fn require_api_key(
     req.extensions_mut().insert(Caller {
         name: found.name,
         address,
-        key_id: found.id,
+        principal: format!("ApiKeys-{}", found.id),
         scope: found.scope,
         target: found.target_name,
     });

@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
 
+mod admin;
 mod advertise;
 mod cluster_cert;
 mod config;
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         action: ApiKeyAction,
     },
+    /// People who sign in to the web UI with a name and password
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// The cluster certificate: rotate it without losing a tentacle
     ClusterCertificate {
         #[command(subcommand)]
@@ -82,6 +88,37 @@ enum ApiKeyAction {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create a user of the web UI (the password: typed twice, or --password-stdin)
+    Create {
+        /// The name they sign in with (letters, digits, '.', '_', '-', '@')
+        #[arg(long)]
+        username: String,
+        /// admin, operator, deployer or reader
+        #[arg(long, default_value = "admin")]
+        scope: String,
+        /// Read the password from one line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Give a user a new password; their earlier sessions end
+    SetPassword {
+        #[arg(long)]
+        username: String,
+        /// Read the password from one line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user; their sessions end
+    Delete {
+        #[arg(long)]
+        username: String,
+    },
+    /// List the users and their scopes
+    List,
 }
 
 #[derive(Subcommand)]
@@ -214,6 +251,32 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             );
             println!("{key}");
             Ok(())
+        }
+        Command::Admin { action } => {
+            // The password is read before the database is reached: a typo costs no connection.
+            let password = match &action {
+                AdminAction::Create { password_stdin, .. }
+                | AdminAction::SetPassword { password_stdin, .. } => {
+                    Some(admin::read_password(*password_stdin)?)
+                }
+                _ => None,
+            };
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            match action {
+                AdminAction::Create {
+                    username, scope, ..
+                } => {
+                    let password = password.unwrap_or_default();
+                    admin::create(&store, &username, scope.parse()?, &password).await
+                }
+                AdminAction::SetPassword { username, .. } => {
+                    let password = password.unwrap_or_default();
+                    admin::set_password(&store, &username, &password).await
+                }
+                AdminAction::Delete { username } => admin::delete(&store, &username).await,
+                AdminAction::List => admin::list(&store).await,
+            }
         }
         Command::ClusterCertificate { action } => {
             let store = startup::connect(&cfg).await?;

@@ -9,12 +9,14 @@ mod crypto;
 mod db;
 mod error;
 mod repository;
+mod users;
 
 pub use blob::{
     ArtifactFile, DayExport, Execution, IncomingFile, PackageFile, SharedStore, TaskLog,
     TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
 };
 pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
+pub use crypto::passwords;
 pub use crypto::MasterKey;
 pub use db::{
     audit_as, newest_package, AddedPackage, ApiKeyRow, Audit, ClaimedTask, Completion,
@@ -25,5 +27,6 @@ pub use db::{
 };
 pub use error::Error;
 pub use repository::remove_package;
+pub use users::{check_user_name, User, USER, USER_PREFIX};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

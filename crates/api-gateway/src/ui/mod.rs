@@ -145,6 +145,14 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for SignedForm<T> {
     }
 }
 
+/// Who a session is, as the checks found them: (name, principal, scope, target).
+struct Principal {
+    name: String,
+    principal: String,
+    scope: cuttle_core::Scope,
+    target: Option<String>,
+}
+
 /// The signed-in session of a request, or the answer that sends the browser to sign in.
 async fn signed_in(
     s: &AppState,
@@ -153,11 +161,31 @@ async fn signed_in(
 ) -> Result<Who, Response> {
     let to_sign_in = || Redirect::to("/ui/sign-in").into_response();
     let cookie = session::cookie(headers).ok_or_else(to_sign_in)?;
-    let key = session::open(s, cookie).ok_or_else(to_sign_in)?;
-    // The key is checked as on every API call: a revoked or expired one ends the session.
-    let found = authenticate(s, &key, client_address(s, headers, extensions))
-        .await
-        .map_err(|_| to_sign_in())?;
+    let found = match session::open(s, cookie).ok_or_else(to_sign_in)? {
+        // The key is checked as on every API call: a revoked or expired one ends the session.
+        session::Signed::Key(key) => {
+            let k = authenticate(s, &key, client_address(s, headers, extensions))
+                .await
+                .map_err(|_| to_sign_in())?;
+            Principal {
+                principal: format!("ApiKeys-{}", k.id),
+                name: k.name,
+                scope: k.scope,
+                target: k.target_name,
+            }
+        }
+        // The user must still exist with the password the session was made with.
+        session::Signed::User { id, version } => match s.store.get_user(id).await {
+            Ok(Some(u)) if u.version == version => Principal {
+                principal: format!("{}{}", cuttle_storage::USER_PREFIX, u.id),
+                name: u.name,
+                scope: u.scope,
+                target: None,
+            },
+            Ok(_) => return Err(to_sign_in()),
+            Err(e) => return Err(crate::error::ApiError::from(e).into_response()),
+        },
+    };
     // Every page reads the cluster: a key that may not (register-target) is refused.
     if !found.scope.grants(cuttle_core::Scope::Reader) {
         return Err((
@@ -180,9 +208,9 @@ async fn signed_in(
         caller: crate::auth::Caller {
             name: found.name.clone(),
             address,
-            key_id: found.id,
+            principal: found.principal,
             scope: found.scope,
-            target: found.target_name,
+            target: found.target,
         },
         name: found.name,
     })
@@ -235,7 +263,59 @@ async fn sign_in_page() -> Response {
 
 #[derive(Deserialize)]
 struct SignIn {
+    #[serde(default)]
     api_key: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Checks a user's name and password; the cookie value of their session, or why not. Failures
+/// count toward the address's limit like wrong API keys; an unknown name costs as much to
+/// check as a known one.
+async fn user_session(
+    s: &AppState,
+    client: Option<std::net::IpAddr>,
+    username: &str,
+    password: String,
+) -> Result<String, (StatusCode, &'static str)> {
+    let now = std::time::Instant::now();
+    if client.is_some_and(|c| s.keys.blocked(c, now).is_some()) {
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins from here; wait a minute.",
+        ));
+    }
+    let user = s.store.find_user(username).await.map_err(|e| {
+        tracing::error!(error = %e, "web sign-in: read user");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The cluster's database cannot be read now; try again.",
+        )
+    })?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = tokio::task::spawn_blocking(move || {
+        cuttle_storage::passwords::verify_password(&password, stored.as_deref())
+    })
+    .await
+    .unwrap_or(false);
+    match user.filter(|_| matches) {
+        Some(u) => session::seal_user(s, u.id, u.version).ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The session could not be made.",
+        )),
+        None => {
+            if let Some(c) = client {
+                s.keys.failed(c, now);
+            }
+            tracing::info!(client = ?client, "web sign-in refused: wrong name or password");
+            Err((
+                StatusCode::UNAUTHORIZED,
+                "That name and password do not match.",
+            ))
+        }
+    }
 }
 
 async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
@@ -254,25 +334,44 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     }
     let request = Request::from_parts(parts.clone(), body);
     let Ok(Form(form)) = Form::<SignIn>::from_request(request, &s).await else {
-        return problem(StatusCode::BAD_REQUEST, "Enter an API key.");
-    };
-    let key = form.api_key.trim();
-    let client = client_address(&s, &parts.headers, &parts.extensions);
-    if let Err(e) = authenticate(&s, key, client).await {
-        tracing::info!(client = ?client, "web sign-in refused");
-        let why = match e.code() {
-            cuttle_core::ErrorCode::TooManyRequests => {
-                "Too many failed sign-ins from here; wait a minute."
-            }
-            _ => "That API key is unknown, revoked or expired.",
-        };
-        return problem(StatusCode::UNAUTHORIZED, why);
-    }
-    let Some(sealed) = session::seal(&s, key) else {
         return problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The session could not be made.",
+            StatusCode::BAD_REQUEST,
+            "Enter a name and password, or an API key.",
         );
+    };
+    let client = client_address(&s, &parts.headers, &parts.extensions);
+    let sealed = if !form.username.trim().is_empty() {
+        match user_session(&s, client, form.username.trim(), form.password).await {
+            Ok(sealed) => sealed,
+            Err((status, why)) => return problem(status, why),
+        }
+    } else {
+        let key = form.api_key.trim();
+        if key.is_empty() {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Enter a name and password, or an API key.",
+            );
+        }
+        if let Err(e) = authenticate(&s, key, client).await {
+            tracing::info!(client = ?client, "web sign-in refused");
+            let why = match e.code() {
+                cuttle_core::ErrorCode::TooManyRequests => {
+                    "Too many failed sign-ins from here; wait a minute."
+                }
+                _ => "That API key is unknown, revoked or expired.",
+            };
+            return problem(StatusCode::UNAUTHORIZED, why);
+        }
+        match session::seal(&s, key) {
+            Some(sealed) => sealed,
+            None => {
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The session could not be made.",
+                )
+            }
+        }
     };
     let cookie = session::set_cookie(Some(&sealed), over_https(&s, &parts.headers));
     let mut resp = Redirect::to("/ui/nodes").into_response();

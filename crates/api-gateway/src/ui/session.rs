@@ -1,7 +1,9 @@
-//! The web UI's sign-in: the API key a person signs in with, kept sealed (AES-GCM under the
+//! The web UI's sign-in: the API key a person signs in with — or, for a user made with
+//! `cuttle-server admin create`, their id and record version — kept sealed (AES-GCM under the
 //! cluster's variable key, which every node holds) with its expiry in an HttpOnly,
-//! SameSite=Strict cookie (Secure under HTTPS). Every request re-checks the key the normal way,
-//! so a revoked or expired key signs the browser out on every node within a second. State-
+//! SameSite=Strict cookie (Secure under HTTPS). Every request re-checks the key the normal way
+//! (or that the user still exists at that version), so a revoked key, a deleted user or a new
+//! password signs the browser out on every node within a second. State-
 //! changing forms carry a token derived from the cookie (HMAC under the cluster's API-key
 //! secret): another site can neither read it nor forge it.
 
@@ -17,27 +19,64 @@ pub(crate) const SESSION_SECS: i64 = 12 * 3600;
 
 #[derive(Serialize, Deserialize)]
 struct Sealed {
-    /// The API key.
+    /// The API key (empty for a user's session).
+    #[serde(default)]
     k: String,
+    /// A user's session: their id and the version of their record it was made at (a new
+    /// password makes a new version, ending the session).
+    #[serde(default)]
+    u: Option<(i64, i64)>,
     /// Expiry, Unix milliseconds.
     e: i64,
 }
 
-/// The cookie value for a sign-in with `key`.
-pub(crate) fn seal(s: &AppState, key: &str) -> Option<String> {
-    let body = serde_json::to_vec(&Sealed {
-        k: key.to_owned(),
-        e: now_ms() + SESSION_SECS * 1000,
-    })
-    .ok()?;
+/// Who a session is.
+pub(crate) enum Signed {
+    Key(String),
+    User { id: i64, version: i64 },
+}
+
+fn seal_body(s: &AppState, sealed: &Sealed) -> Option<String> {
+    let body = serde_json::to_vec(sealed).ok()?;
     s.variable_key.encrypt(&body).ok()
 }
 
-/// The API key a cookie value holds, if it is one of ours and has not expired.
-pub(crate) fn open(s: &AppState, value: &str) -> Option<String> {
+/// The cookie value for a sign-in with `key`.
+pub(crate) fn seal(s: &AppState, key: &str) -> Option<String> {
+    seal_body(
+        s,
+        &Sealed {
+            k: key.to_owned(),
+            u: None,
+            e: now_ms() + SESSION_SECS * 1000,
+        },
+    )
+}
+
+/// The cookie value for a user's sign-in.
+pub(crate) fn seal_user(s: &AppState, id: i64, version: i64) -> Option<String> {
+    seal_body(
+        s,
+        &Sealed {
+            k: String::new(),
+            u: Some((id, version)),
+            e: now_ms() + SESSION_SECS * 1000,
+        },
+    )
+}
+
+/// Who a cookie value signs in, if it is one of ours and has not expired.
+pub(crate) fn open(s: &AppState, value: &str) -> Option<Signed> {
     let plain = s.variable_key.decrypt(value).ok()?;
     let sealed: Sealed = serde_json::from_slice(&plain).ok()?;
-    (sealed.e > now_ms()).then_some(sealed.k)
+    if sealed.e <= now_ms() {
+        return None;
+    }
+    match sealed.u {
+        Some((id, version)) => Some(Signed::User { id, version }),
+        None if !sealed.k.is_empty() => Some(Signed::Key(sealed.k)),
+        None => None,
+    }
 }
 
 /// The session cookie's value in a request, if any.

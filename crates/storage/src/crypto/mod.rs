@@ -9,6 +9,7 @@ use base64::Engine as _;
 use crate::{Error, Result};
 
 pub(crate) mod api_keys;
+pub mod passwords;
 
 /// The plaintext whose encryption is the key-check value.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"cuttle master key check v1";

@@ -194,3 +194,70 @@ pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: 
     assert_eq!(revokes, 1, "an event only for the revoke that happened");
     assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
 }
+
+pub(crate) async fn users_are_named_once_their_passwords_replaced_in_turn_and_audited(
+    fx: &Fixture,
+) {
+    let s = fx.migrated().await;
+    let hash = |n: u8| format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${n}");
+    let created = |d: &cuttle_storage::Document| {
+        event(
+            "user.create",
+            format!("Users-{}", d.id),
+            serde_json::json!({}),
+        )
+    };
+    let alice = s
+        .create_user("alice", Scope::Admin, &hash(1), Some(Box::new(created)))
+        .await
+        .unwrap();
+    assert_eq!((alice.name.as_str(), alice.scope), ("alice", Scope::Admin));
+    let taken = s
+        .create_user("ALICE", Scope::Reader, &hash(2), Some(Box::new(created)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(taken, cuttle_storage::Error::Conflict(_)),
+        "{taken}"
+    );
+    assert!(s
+        .create_user("no spaces", Scope::Reader, &hash(2), None)
+        .await
+        .is_err());
+    assert_eq!(s.find_user("Alice").await.unwrap().unwrap(), alice);
+    assert_eq!(s.get_user(alice.id).await.unwrap().unwrap(), alice);
+    assert_eq!(s.find_user("bob").await.unwrap(), None);
+
+    // A new password is a new version; a change made from an older read is refused.
+    let changed = s.set_user_password(&alice, &hash(3), None).await.unwrap();
+    assert_eq!(changed.version, alice.version + 1);
+    assert_eq!(changed.password_hash, hash(3));
+    assert!(matches!(
+        s.set_user_password(&alice, &hash(4), None).await,
+        Err(cuttle_storage::Error::Conflict(_))
+    ));
+    assert_eq!(
+        s.get_user(alice.id).await.unwrap().unwrap().password_hash,
+        hash(3)
+    );
+    // Users are not a space's documents: no space lists them.
+    assert!(s
+        .list_documents("Spaces-1", "User")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
+
+    let events: Vec<_> = s
+        .list_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "user.create")
+        .map(|e| e.target)
+        .collect();
+    assert_eq!(events, [format!("Users-{}", alice.id)]);
+    assert!(s.delete_user(&changed, None).await.unwrap());
+    assert!(!s.delete_user(&changed, None).await.unwrap());
+    assert_eq!(s.find_user("alice").await.unwrap(), None);
+}

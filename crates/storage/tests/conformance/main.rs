@@ -134,6 +134,7 @@ conformance!(
     keys::api_keys_are_stored_once_with_scope_expiry_and_target,
     keys::keys_stored_before_schema_5_keep_working_and_are_rehashed,
     keys::api_keys_are_listed_and_revoked_with_their_audit_events,
+    keys::users_are_named_once_their_passwords_replaced_in_turn_and_audited,
     queue::lists_tasks_newest_first_with_filter,
     queue::concurrent_claimers_take_each_task_once,
     queue::complete_and_claim_in_one_call,
