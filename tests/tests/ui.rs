@@ -466,6 +466,45 @@ fn a_running_tasks_log_follows_live_on_a_page_served_by_another_node() {
         "{}",
         list.body
     );
+    // Filtered by kind, a page is filled from further back: 60 newer tasks of another kind do
+    // not hide it.
+    let sleeps: Vec<String> = (0..60)
+        .map(|_| runner.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 0}})))
+        .collect();
+    let by_kind = send(
+        &viewer,
+        "GET",
+        "/ui/tasks?kind=adhocscript",
+        Some(&cookie),
+        None,
+        &[],
+    );
+    assert!(
+        by_kind.body.contains(&format!("href=\"/ui/tasks/{task}\""))
+            && !by_kind
+                .body
+                .contains(&format!("href=\"/ui/tasks/{}\"", sleeps[0])),
+        "{}",
+        by_kind.body
+    );
+    let sleeping = send(
+        &viewer,
+        "GET",
+        "/ui/tasks?kind=Sleep",
+        Some(&cookie),
+        None,
+        &[],
+    );
+    assert_eq!(
+        sleeping.body.matches("<tr>").count() - 1,
+        50,
+        "a full page of 50"
+    );
+    assert!(
+        sleeping.body.contains("kind=Sleep&amp;before="),
+        "{}",
+        sleeping.body
+    );
     let done = send(
         &viewer,
         "GET",

@@ -18,6 +18,9 @@ use crate::AppState;
 
 /// Tasks on one page of the list.
 const PAGE: u32 = 50;
+/// Tasks read at a time while filling a page of one kind, and at most per page.
+const SCAN: u32 = 200;
+const MAX_SCAN: usize = 2000;
 /// The most of a log a page shows at once (the rest follows live or on the next load).
 const LOG_CHUNK: u64 = 1 << 20;
 
@@ -69,19 +72,34 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let state = q.state.parse::<TaskState>().ok();
-    let before = q.before.as_deref().and_then(|b| b.parse::<TaskId>().ok());
-    let found = match s.store.list_tasks(state, before, PAGE).await {
-        Ok(t) => t,
-        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    let mut before = q.before.as_deref().and_then(|b| b.parse::<TaskId>().ok());
+    let kind = q.kind.trim();
+    // The queue is listed by state; a kind is picked out here, reading on (a bounded number
+    // of tasks per page) until a page is full, so a rare kind does not give empty pages.
+    let mut tasks = Vec::new();
+    let mut scanned = 0;
+    let batch = if kind.is_empty() { PAGE } else { SCAN };
+    let next = loop {
+        let found = match s.store.list_tasks(state, before, batch).await {
+            Ok(t) => t,
+            Err(e) => return crate::error::ApiError::from(e).into_response(),
+        };
+        let full = found.len() == batch as usize;
+        for t in &found {
+            scanned += 1;
+            before = Some(t.id);
+            if kind.is_empty() || t.kind.eq_ignore_ascii_case(kind) {
+                tasks.push(row(t));
+            }
+            if tasks.len() == PAGE as usize {
+                break;
+            }
+        }
+        let more = full || found.last().map(|t| t.id) != before;
+        if tasks.len() == PAGE as usize || scanned >= MAX_SCAN || !full {
+            break more.then(|| before.map(|b| b.to_string())).flatten();
+        }
     };
-    let next = (found.len() == PAGE as usize)
-        .then(|| found.last().map(|t| t.id.to_string()))
-        .flatten();
-    let tasks = found
-        .iter()
-        .filter(|t| q.kind.is_empty() || t.kind.eq_ignore_ascii_case(&q.kind))
-        .map(row)
-        .collect();
     let page = TasksPage {
         who: Some(who),
         tasks,
@@ -98,7 +116,7 @@ pub(super) async fn list(
         .map(|name| (name, state.is_some_and(|s| s.as_str() == name)))
         .collect(),
         state: state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-        kind: q.kind,
+        kind: kind.to_owned(),
         next,
     };
     html(StatusCode::OK, &page)
