@@ -766,6 +766,57 @@ fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
         200
     );
 
+    // A reader sees no forms, and a form posted anyway changes nothing.
+    let (ok, out) = server(
+        &cluster,
+        &[
+            "admin",
+            "create",
+            "--username",
+            "viewer",
+            "--scope",
+            "reader",
+            "--password-stdin",
+        ],
+        "a reader's long password\n",
+    );
+    assert!(ok, "{out}");
+    let reader = session_of(
+        &send(
+            &n1,
+            "POST",
+            "/ui/sign-in",
+            None,
+            Some("username=viewer&password=a+reader%27s+long+password"),
+            &[],
+        )
+        .set_cookie,
+    );
+    let page = send(&n1, "GET", "/ui/nodes", Some(&reader), None, &[]);
+    assert!(
+        page.body.contains("(reader)") && !page.body.contains(">Drain<"),
+        "{}",
+        page.body
+    );
+    let token = form_token(&page.body);
+    let refused = send(
+        &n1,
+        "POST",
+        "/ui/nodes/n2",
+        Some(&reader),
+        Some(&format!("csrf={token}&action=drain")),
+        &[],
+    );
+    let shown = send(&n1, "GET", &refused.location, Some(&reader), None, &[]);
+    assert!(
+        shown
+            .body
+            .contains("Signed in as viewer (reader), you may not change nodes."),
+        "{}",
+        shown.body
+    );
+    assert_eq!(n2.ping(), 200, "n2 still takes work");
+
     // Deleting the user ends that session too.
     let (ok, out) = server(&cluster, &["admin", "delete", "--username", "alice"], "");
     assert!(ok, "{out}");

@@ -127,21 +127,9 @@ fn sign_in(node: &Node) -> Result<String> {
         .max_redirects(0)
         .build()
         .into();
-    let key: String = node
-        .api_key()
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
     let resp = agent
         .post(&node.url("/ui/sign-in"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .send(format!("api_key={key}"))?;
+        .send_form([("api_key", node.api_key().as_str())])?;
     let cookie = resp
         .headers()
         .get("set-cookie")

@@ -90,6 +90,16 @@ pub(crate) struct Who {
     pub(crate) caller: crate::auth::Caller,
 }
 
+impl Who {
+    /// Why a page refuses what this person's scope does not allow.
+    pub(crate) fn may_not(&self, what: &str) -> String {
+        format!(
+            "Signed in as {} ({}), you may not {what}.",
+            self.name, self.scope
+        )
+    }
+}
+
 impl axum::extract::FromRequestParts<AppState> for Who {
     type Rejection = Response;
 
@@ -553,10 +563,7 @@ async fn node_action(
     SignedForm(who, f): SignedForm<NodeForm>,
 ) -> Response {
     if !who.may_operate {
-        return back(&format!(
-            "A key of scope {} may not change nodes.",
-            who.scope
-        ));
+        return back(&who.may_not("change nodes"));
     }
     let patch = |task_cap, draining| cuttle_core::NodePatch { task_cap, draining };
     let done = match f.action.as_str() {

@@ -392,10 +392,7 @@ pub(super) async fn create(
     SignedForm(who, f): SignedForm<ReleaseForm>,
 ) -> Response {
     if !who.may_deploy {
-        return back(
-            &id,
-            &format!("A key of scope {} may not make releases.", who.scope),
-        );
+        return back(&id, &who.may_not("make releases"));
     }
     let w = ReleaseWrite {
         version: f.version.trim().to_owned(),
@@ -421,10 +418,7 @@ pub(super) async fn deploy(
     SignedForm(who, f): SignedForm<DeployForm>,
 ) -> Response {
     if !who.may_deploy {
-        return back(
-            &id,
-            &format!("A key of scope {} may not deploy.", who.scope),
-        );
+        return back(&id, &who.may_not("deploy"));
     }
     let w = DeploymentWrite {
         release_id: f.release_id,

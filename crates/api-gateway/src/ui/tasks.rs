@@ -343,7 +343,7 @@ pub(super) async fn cancel(
         Err(r) => return r,
     };
     let message = if !who.caller.scope.grants(cuttle_core::Scope::Deployer) {
-        format!("A key of scope {} may not cancel tasks.", who.scope)
+        who.may_not("cancel tasks")
     } else {
         match crate::resources::tasks::cancel(&s, &who.caller, task.id).await {
             Ok(t) => format!("Cancel requested: the task is {}.", t.state.as_str()),
