@@ -53,6 +53,29 @@ fn fits_a_phone(b: &Browser, name: &str) {
     b.resize(1280, 900).unwrap();
 }
 
+/// What a keyboard or screen-reader user needs from a page: the skip link comes first, every
+/// field has a label, every button a name, and there is one main landmark and one h1.
+fn accessible(b: &Browser, name: &str) {
+    let problems = b
+        .run(
+            "const out = [];
+             const first = document.querySelector('a[href], button, input, select, textarea');
+             if (!first || first.getAttribute('href') !== '#main') out.push('skip link not first');
+             document.querySelectorAll('input:not([type=hidden]), select, textarea').forEach(f => {
+               if (f.labels.length === 0 && !f.getAttribute('aria-label')) out.push('unlabelled ' + (f.id || f.name));
+             });
+             document.querySelectorAll('button').forEach(x => {
+               if (!x.textContent.trim() && !x.getAttribute('aria-label')) out.push('unnamed button');
+             });
+             if (document.querySelectorAll('main').length !== 1) out.push('main landmarks');
+             if (document.querySelectorAll('h1').length !== 1) out.push('h1 count');
+             return out;",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(problems, json!([]), "the {name} page");
+}
+
 /// A node's row on the nodes page: (task cap, state) as shown.
 fn node_row(b: &Browser, name: &str) -> (String, String) {
     let cap = b
@@ -209,6 +232,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     });
     shot(&b, "nodes");
     fits_a_phone(&b, "nodes");
+    accessible(&b, "nodes");
 
     // A task (only node-1 may run one now) whose log arrives in a page node-3 serves.
     let gate = cluster.dir().join("gate");
@@ -339,6 +363,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     assert!(b.current_url().unwrap().contains("/ui/projects/"));
     shot(&b, "project");
     fits_a_phone(&b, "project");
+    accessible(&b, "project");
 
     // Test: the browser follows the deployment to its end.
     pick("Test");
@@ -359,6 +384,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
         "{target}"
     );
     shot(&b, "deployment");
+    accessible(&b, "deployment");
 
     // The dashboard, left open, changes in place when Production gets the release.
     b.goto(&lb.url("/ui/dashboard")).unwrap();
@@ -388,4 +414,15 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
         "the cells changed without a reload"
     );
     shot(&b, "dashboard");
+    accessible(&b, "dashboard");
+    for page in [
+        "/ui/tasks",
+        "/ui/targets",
+        "/ui/environments",
+        "/ui/lifecycles",
+        "/ui/events",
+    ] {
+        b.goto(&lb.url(page)).unwrap();
+        accessible(&b, page);
+    }
 }

@@ -175,6 +175,8 @@ pub(crate) fn run(tasks: usize, targets: usize, samples: usize) -> Result<()> {
         "/ui/nodes".to_owned(),
         "/ui/tasks".to_owned(),
         "/ui/tasks?state=Success".to_owned(),
+        // A rare kind: the list reads back through every task to fill its page.
+        "/ui/tasks?kind=Deploy".to_owned(),
         format!("/ui/tasks/{newest}"),
         "/ui/dashboard".to_owned(),
         "/ui/projects".to_owned(),
