@@ -15,6 +15,7 @@ mod packages;
 mod pg;
 mod tentacle;
 mod util;
+pub mod web;
 
 pub use browser::{Browser, Element};
 pub use lb::{deploy_dir, Haproxy, Nginx};

@@ -415,7 +415,35 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     );
     shot(&b, "dashboard");
     accessible(&b, "dashboard");
+    // Library → Packages lists what the repository holds.
+    let pkg = cluster.dir().join("web.tar.gz");
+    let made = std::process::Command::new("tar")
+        .args([
+            "czf",
+            pkg.to_str().unwrap(),
+            "-C",
+            cluster.dir().to_str().unwrap(),
+            "gate",
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(&pkg).unwrap();
+    let (status, uploaded) = cuttle_e2e::upload(
+        n1.http(),
+        &n1.url("/api/spaces/default/packages/raw?package_id=Shop.Web&version=1.2.3&format=tar.gz"),
+        &key,
+        "application/octet-stream",
+        &bytes[..],
+        bytes.len() as u64,
+        &[],
+    );
+    assert_eq!(status, 201, "{uploaded}");
+    b.goto(&lb.url("/ui/packages")).unwrap();
+    let row = b.wait_text("tbody tr", "Shop.Web", WAIT);
+    assert!(row.contains("1.2.3") && row.contains("tar.gz"), "{row}");
     for page in [
+        "/ui/packages",
         "/ui/tasks",
         "/ui/targets",
         "/ui/environments",

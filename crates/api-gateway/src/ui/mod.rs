@@ -7,6 +7,7 @@
 mod infrastructure;
 mod log_sections;
 mod overview;
+mod packages;
 mod projects;
 mod session;
 mod tasks;
@@ -40,6 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/environments", get(infrastructure::environments))
         .route("/ui/lifecycles", get(infrastructure::lifecycles))
         .route("/ui/targets", get(infrastructure::targets))
+        .route("/ui/packages", get(packages::list))
         .route("/ui/tasks", get(tasks::list))
         .route("/ui/tasks/{id}", get(tasks::page))
         .route("/ui/tasks/{id}/log/events", get(tasks::events))
