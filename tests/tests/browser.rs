@@ -88,8 +88,9 @@ fn node_row(b: &Browser, name: &str) -> (String, String) {
 }
 
 /// The model the deployment part uses: Test then Production in a lifecycle, a project with a
-/// step on the node and one on the tentacle, a plain and a sensitive variable.
-fn model(n: &Node) -> (String, String) {
+/// step on the node and one on the tentacle (which waits for `gate`, then for `gate.2`), a plain
+/// and a sensitive variable.
+fn model(n: &Node, gate: &std::path::Path) -> (String, String) {
     let envs = "/api/spaces/default/environments";
     let test = id(&n.post(envs, &json!({"name": "Test"})).1);
     let prod = id(&n.post(envs, &json!({"name": "Production"})).1);
@@ -114,9 +115,12 @@ fn model(n: &Node) -> (String, String) {
         Some(
             &json!({"version": 1, "steps": [
                 {"name": "Prepare", "action": script("echo preparing #{Cuttle.Release.Number}")},
-                {"name": "Web", "target_roles": ["web"], "action": script(
-                    "echo \"on #{Cuttle.Target.Name} in #{Cuttle.Environment.Name} greeting=#{Greeting}\""
-                )},
+                {"name": "Web", "target_roles": ["web"], "action": script(&format!(
+                    "echo \"on #{{Cuttle.Target.Name}} in #{{Cuttle.Environment.Name}} greeting=#{{Greeting}}\"\n\
+                     while [ ! -e {g} ]; do sleep 0.1; done\necho 'web <i>done</i>'\n\
+                     while [ ! -e {g}.2 ]; do sleep 0.1; done",
+                    g = gate.display()
+                ))},
             ]})
             .to_string(),
         ),
@@ -285,7 +289,8 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     shot(&b, "task");
 
     // A polling tentacle for the deployment's target step.
-    let (project, prod) = model(&n1);
+    let web_gate = cluster.dir().join("web-gate");
+    let (project, prod) = model(&n1, &web_gate);
     let home = cluster.dir().join("tentacles");
     std::fs::create_dir_all(&home).unwrap();
     let mut web = Tentacle::new(&home, "web-1");
@@ -365,10 +370,34 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     fits_a_phone(&b, "project");
     accessible(&b, "project");
 
-    // Test: the browser follows the deployment to its end.
+    // Test: the browser follows the deployment; lines arriving live go to their step's and
+    // target's sections.
     pick("Test");
     b.wait_text("h1", "Deploy", WAIT);
+    let live = b.wait_text(
+        "details.section[data-step='2'] details.target[data-target='web-1']",
+        "greeting=hello",
+        WAIT,
+    );
+    assert!(live.contains("in Test"), "{live}");
+    assert!(b.text_of("#task-state").unwrap().contains("Executing"));
+    b.run("window.samePage = true;", json!([])).unwrap();
+    std::fs::write(&web_gate, "").unwrap();
+    b.wait_text(
+        "details.section[data-step='2'] details.target[data-target='web-1']",
+        "web <i>done</i>",
+        WAIT,
+    );
+    assert_eq!(
+        b.run("return window.samePage === true;", json!([]))
+            .unwrap(),
+        json!(true),
+        "the line arrived without a reload"
+    );
+    std::fs::write(web_gate.with_extension("2"), "").unwrap();
     b.wait_text("#task-state", "Success", Duration::from_secs(60));
+    let after = b.wait_text("details.section", "After the steps", WAIT);
+    assert!(after.contains("Success"), "{after}");
     let web_section = b.wait_text("details.section", "Step 2: Web", WAIT);
     assert!(web_section.contains("succeeded"), "{web_section}");
     // A succeeded step is folded; opening it shows its target's own section.

@@ -59,6 +59,10 @@
       return;
     }
     if (!current) current = section(log, "Before the steps", "");
+    // After a step ended, lines until the next step (the outcome, at the end) are their own.
+    else if (current.getAttribute("data-step") !== "" && current.querySelector("summary .outcome:not(.outcome-running)")) {
+      current = section(log, "After the steps", "");
+    }
     const tagged = /^\[([^\]\s]+)\](?: |$)/.exec(msg);
     if (tagged && current.getAttribute("data-step") !== "") {
       let target = null;
@@ -86,9 +90,10 @@
     if (!url || !window.EventSource) return;
     const source = new EventSource(url);
     source.onmessage = function (e) {
+      // An event holds every whole line written since the last one.
       const line = e.data.endsWith("\n") ? e.data : e.data + "\n";
       if (log.classList.contains("log-sections")) {
-        sectioned(log, line);
+        line.slice(0, -1).split("\n").forEach(function (l) { sectioned(log, l + "\n"); });
         return;
       }
       const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;

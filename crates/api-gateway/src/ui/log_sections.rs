@@ -82,14 +82,17 @@ fn target(msg: &str) -> Option<&str> {
     (!name.is_empty() && !name.contains(char::is_whitespace)).then_some(name)
 }
 
-/// The log's sections, in order; empty when the log has no step at all.
+/// Does the log have any step (or is it one section of lines before any)?
+pub(super) fn has_steps(sections: &[Section]) -> bool {
+    sections.iter().any(|s| s.number.is_some())
+}
+
+/// The log's sections, in order (a log without steps is one section: "Before the steps").
 pub(super) fn sections(log: &str) -> Vec<Section> {
     let mut out: Vec<Section> = Vec::new();
-    let mut any_step = false;
     for line in log.split_inclusive('\n') {
         let msg = message(line.trim_end_matches(['\n', '\r']));
         if let Some((n, name)) = header(msg) {
-            any_step = true;
             out.push(Section {
                 title: format!("Step {n}: {name}"),
                 outcome: "running",
@@ -100,7 +103,6 @@ pub(super) fn sections(log: &str) -> Vec<Section> {
             continue;
         }
         if let Some((n, outcome)) = end(msg) {
-            any_step = true;
             // A skipped step has no header: its end line is its whole section.
             match out.iter_mut().rev().find(|s| s.number == Some(n)) {
                 Some(s) if outcome != "skipped" => {
@@ -116,6 +118,20 @@ pub(super) fn sections(log: &str) -> Vec<Section> {
                 }),
             }
             continue;
+        }
+        // Lines after a step ended and before another starts (the outcome, at the end) are a
+        // section of their own, not the ended step's.
+        let ended = out
+            .last()
+            .is_some_and(|s| s.number.is_some() && s.outcome != "running");
+        if ended {
+            out.push(Section {
+                title: "After the steps".to_owned(),
+                outcome: "",
+                lines: String::new(),
+                targets: Vec::new(),
+                number: None,
+            });
         }
         if out.is_empty() {
             out.push(Section {
@@ -138,15 +154,12 @@ pub(super) fn sections(log: &str) -> Vec<Section> {
             None => current.lines.push_str(line),
         }
     }
-    if !any_step {
-        return Vec::new();
-    }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sections;
+    use super::{has_steps, sections};
 
     const LOG: &str = "\
 2026-11-29T10:00:00.000Z INFO  deploying release 1.0.0 to Production
@@ -161,6 +174,7 @@ mod tests {
 2026-11-29T10:00:00.600Z ERROR [web-2] failed in 0.1 s: web-2 exited with code 3
 2026-11-29T10:00:00.700Z ERROR === step 2: Web: failed in 0.3 s: web-2 exited with code 3
 2026-11-29T10:00:00.800Z INFO  === step 3: Notify: skipped (an earlier step failed)
+2026-11-29T10:00:00.900Z ERROR Failed: step \"Web\": web-2 exited with code 3
 ";
 
     #[test]
@@ -174,8 +188,10 @@ mod tests {
                 ("Step 1: Migrate", "succeeded"),
                 ("Step 2: Web", "failed"),
                 ("Step 3", "skipped"),
+                ("After the steps", ""),
             ]
         );
+        assert!(s[4].lines.contains("Failed: step"));
         assert!(s[1].lines.contains("migrating") && s[1].targets.is_empty());
         assert!(!s[1].open() && s[2].open() && !s[3].open());
         let web: Vec<(&str, usize)> = s[2]
@@ -205,7 +221,9 @@ mod tests {
         let s = sections(&LOG[..LOG.find("2026-11-29T10:00:00.520Z").unwrap()]);
         assert_eq!(s.last().unwrap().outcome, "running");
         assert!(s.last().unwrap().open());
-        assert!(sections("2026-11-29T10:00:00.000Z OUT   [x] just a script\n").is_empty());
+        let plain = sections("2026-11-29T10:00:00.000Z OUT   [x] just a script\n");
+        assert!(!has_steps(&plain) && plain.len() == 1 && plain[0].targets.is_empty());
         assert!(sections("").is_empty());
+        assert!(has_steps(&s));
     }
 }

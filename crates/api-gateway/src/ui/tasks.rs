@@ -185,6 +185,9 @@ struct TaskPage {
     log: String,
     /// A deployment's log by step and target (empty for a log without steps).
     sections: Vec<super::log_sections::Section>,
+    /// Shown by step and target: a deployment or runbook run (from its first line, even before
+    /// it has one), or any log with steps.
+    sectioned: bool,
     offset: u64,
     live: bool,
     may_cancel: bool,
@@ -229,6 +232,7 @@ pub(super) async fn page(
         ),
     };
     let time = |t: Option<i64>| t.map(format_rfc3339_ms).unwrap_or_default();
+    let sections = super::log_sections::sections(&log);
     let page = TaskPage {
         id: task.id.to_string(),
         kind: task.kind.clone(),
@@ -239,7 +243,9 @@ pub(super) async fn page(
         started_at: time(task.started_at),
         completed_at: time(task.completed_at),
         error: task.error.clone().unwrap_or_default(),
-        sections: super::log_sections::sections(&log),
+        sectioned: matches!(task.kind.as_str(), "Deploy" | "RunbookRun")
+            || super::log_sections::has_steps(&sections),
+        sections,
         log,
         offset,
         live: !whole || !task.state.is_terminal(),
