@@ -46,6 +46,12 @@ impl Browser {
     /// Starts `chromedriver` and a headless Chromium of `width`×`height` pixels, trusting any
     /// certificate (the tests' balancers have certificates made by the tests).
     pub fn start(width: u32, height: u32) -> Result<Browser> {
+        Self::start_with(width, height, true)
+    }
+
+    /// Like [`Browser::start`], with JavaScript turned off when `javascript` is false (to check
+    /// that pages read without it).
+    pub fn start_with(width: u32, height: u32, javascript: bool) -> Result<Browser> {
         let driver_bin = program(&["chromedriver", "/usr/lib/chromium/chromedriver"])
             .context("chromedriver is not installed (Debian: apt-get install chromium-driver)")?;
         let chromium = program(&["chromium", "/usr/lib/chromium/chromium", "chromium-browser"])
@@ -82,6 +88,10 @@ impl Browser {
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.display()),
                 ],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript":
+                        if javascript { 1 } else { 2 },
+                },
             },
         }}});
         let mut b = Browser {

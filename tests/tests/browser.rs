@@ -3,7 +3,8 @@
 //! Everything is done from the pages as a person would: sign in, run the cluster from
 //! Configuration → Nodes, watch a task's log arrive live on a page another node serves, make and
 //! deploy a release (the lifecycle's refusal shown as a message), watch the dashboard change by
-//! itself. Screenshots go to `target/ui-screenshots/`.
+//! itself. Screenshots go to `target/ui-screenshots/`. A second test reads the pages with
+//! JavaScript off.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -482,4 +483,44 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
         b.goto(&lb.url(page)).unwrap();
         accessible(&b, page);
     }
+}
+
+#[test]
+fn the_web_ui_reads_with_javascript_off() {
+    let cluster = Cluster::sqlite();
+    let node = cluster.start(NodeOptions::named("node-1", 1));
+    let task = node.enqueue(json!({
+        "kind": "AdHocScript",
+        "description": "a script <em>to read</em>",
+        "arguments": {"script": "echo read-me"},
+    }));
+    node.wait_finished(&task, WAIT);
+    let b = Browser::start_with(1280, 900, false).unwrap();
+    // Signing in is a plain form post.
+    b.goto(&node.url("/ui/sign-in")).unwrap();
+    b.fill(&b.find("#api_key").unwrap(), &node.api_key())
+        .unwrap();
+    b.click(&b.find("#sign-in-key").unwrap()).unwrap();
+    b.wait_text("h1", "Configuration → Nodes", WAIT);
+    let row = b.text_of("tr[data-node='node-1']").unwrap();
+    assert!(row.contains("online"), "{row}");
+    // Times show as written when no script turns them into "… ago" (this proves scripts are
+    // off: with them, the page's own script rewrites them at once).
+    assert!(
+        !row.contains(" ago") && row.contains('T') && row.contains('Z'),
+        "{row}"
+    );
+    b.goto(&node.url(&format!("/ui/tasks/{task}"))).unwrap();
+    assert_eq!(
+        b.text_of("#task-description").unwrap(),
+        "a script <em>to read</em>"
+    );
+    assert!(b.text_of("#log").unwrap().contains("read-me"));
+    b.goto(&node.url("/ui/tasks")).unwrap();
+    b.wait_text("tbody", &task, WAIT);
+    // The calculator answers a plain GET form.
+    b.goto(&node.url("/ui/nodes?projects=50&minutes=30&window=120&nodes=2"))
+        .unwrap();
+    let calc = b.text_of("section[aria-labelledby='calc-h']").unwrap();
+    assert!(calc.contains("50") && calc.contains("per node"), "{calc}");
 }
