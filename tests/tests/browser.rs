@@ -416,6 +416,16 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     shot(&b, "deployment");
     accessible(&b, "deployment");
 
+    // Back on the project page, Production is open now and offered first.
+    b.goto(&lb.url(&format!("/ui/projects/{project}"))).unwrap();
+    let offered = b
+        .run(
+            "return document.querySelector('select[name=environment_id]').selectedOptions[0].textContent;",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(offered, json!("Production"));
+
     // The dashboard, left open, changes in place when Production gets the release.
     b.goto(&lb.url("/ui/dashboard")).unwrap();
     let grid = b.wait_text("#dashboard", "1.0.0", WAIT);

@@ -126,6 +126,20 @@ struct Destination {
     id: String,
     name: String,
     refusal: Option<String>,
+    /// The one offered first: the earliest environment open to the release and not yet
+    /// deployed to successfully (the next promotion).
+    suggested: bool,
+}
+
+/// Marks the next promotion among a release's destinations.
+fn suggest(mut destinations: Vec<Destination>, succeeded: &HashSet<String>) -> Vec<Destination> {
+    if let Some(d) = destinations
+        .iter_mut()
+        .find(|d| d.refusal.is_none() && !succeeded.contains(&d.id))
+    {
+        d.suggested = true;
+    }
+    destinations
 }
 
 struct ReleaseRow {
@@ -325,20 +339,24 @@ async fn build_page(s: &AppState, who: &Who, raw: &str) -> Result<ProjectPage, A
                         )
                     })
                     .collect(),
-                destinations: lifecycle_envs
-                    .iter()
-                    .map(|e| Destination {
-                        id: e.clone(),
-                        name: name_of(&environments, e),
-                        refusal: match check_promotion(&phases, e, done) {
-                            Ok(()) => None,
-                            Err(PromotionError::NotInLifecycle) => {
-                                Some("not in the lifecycle".to_owned())
-                            }
-                            Err(other) => Some(other.to_string()),
-                        },
-                    })
-                    .collect(),
+                destinations: suggest(
+                    lifecycle_envs
+                        .iter()
+                        .map(|e| Destination {
+                            id: e.clone(),
+                            name: name_of(&environments, e),
+                            refusal: match check_promotion(&phases, e, done) {
+                                Ok(()) => None,
+                                Err(PromotionError::NotInLifecycle) => {
+                                    Some("not in the lifecycle".to_owned())
+                                }
+                                Err(other) => Some(other.to_string()),
+                            },
+                            suggested: false,
+                        })
+                        .collect(),
+                    done,
+                ),
             }
         })
         .collect();
@@ -435,6 +453,29 @@ pub(super) async fn deploy(
 #[cfg(test)]
 mod tests {
     use super::next_version;
+
+    #[test]
+    fn the_next_promotion_is_offered_first() {
+        let d = |id: &str, refused: bool| super::Destination {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            refusal: refused.then(|| "phase first".to_owned()),
+            suggested: false,
+        };
+        let done: std::collections::HashSet<String> = ["Dev".to_owned()].into();
+        let picked = |ds: Vec<super::Destination>| -> Vec<String> {
+            super::suggest(ds, &done)
+                .into_iter()
+                .filter(|d| d.suggested)
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(
+            picked(vec![d("Dev", false), d("Test", false), d("Prod", true)]),
+            ["Test"]
+        );
+        assert!(picked(vec![d("Dev", false), d("Prod", true)]).is_empty());
+    }
 
     #[test]
     fn a_new_release_is_offered_the_newest_versions_next_patch() {
