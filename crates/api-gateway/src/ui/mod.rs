@@ -610,3 +610,54 @@ async fn js() -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    /// A colour of the stylesheet's `:root`, as (r, g, b).
+    fn colour(css: &str, name: &str) -> (u8, u8, u8) {
+        let at = css.find(&format!("--{name}: #")).expect(name) + name.len() + 5;
+        let hex = &css[at..at + 6];
+        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).expect(hex);
+        (byte(0), byte(2), byte(4))
+    }
+
+    /// WCAG 2 relative luminance and contrast ratio.
+    fn contrast(a: (u8, u8, u8), b: (u8, u8, u8)) -> f64 {
+        let lum = |(r, g, b): (u8, u8, u8)| {
+            let c = |v: u8| {
+                let v = f64::from(v) / 255.0;
+                if v <= 0.039_28 {
+                    v / 12.92
+                } else {
+                    ((v + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * c(r) + 0.7152 * c(g) + 0.0722 * c(b)
+        };
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn every_text_colour_meets_wcag_aa_on_every_background() {
+        let css = include_str!("../../assets/cuttle.css");
+        let white = colour(css, "bg");
+        // The log's background, and the white text of buttons on the accent colour.
+        let log = (0xf4, 0xf6, 0xf8);
+        assert!(
+            css.contains("background: #f4f6f8"),
+            "the log background changed"
+        );
+        for text in ["fg", "muted", "accent", "ok", "bad", "warn"] {
+            for (bg, on) in [("page", white), ("log", log)] {
+                let ratio = contrast(colour(css, text), on);
+                assert!(ratio >= 4.5, "--{text} on the {bg}: {ratio:.2}:1");
+            }
+        }
+        for bg in ["accent", "bad"] {
+            let ratio = contrast((255, 255, 255), colour(css, bg));
+            assert!(ratio >= 4.5, "white on --{bg}: {ratio:.2}:1");
+        }
+        assert!((contrast((0, 0, 0), (255, 255, 255)) - 21.0).abs() < 1e-9);
+    }
+}
