@@ -222,6 +222,21 @@ impl Browser {
         })
     }
 
+    /// Presses and releases one key (a W3C code point such as `"\u{E004}"` for Tab) in the
+    /// focused element, as a keyboard would.
+    pub fn press(&self, key: &str) -> Result<()> {
+        self.call(
+            "POST",
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                    {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key},
+                ]}]}),
+            ),
+        )
+        .map(drop)
+    }
+
     /// Resizes the window (a phone's width, a laptop's).
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
         self.call(
