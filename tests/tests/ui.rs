@@ -401,6 +401,19 @@ fn a_running_tasks_log_follows_live_on_a_page_served_by_another_node() {
         "{}",
         by_kind.body
     );
+    // The API filters the same way.
+    let (status, api) = runner.get("/api/tasks?kind=adhocscript&limit=100");
+    assert_eq!(status, 200, "{api}");
+    let kinds: Vec<&str> = api["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "AdHocScript"),
+        "{api}"
+    );
     let sleeping = send(
         &viewer,
         "GET",

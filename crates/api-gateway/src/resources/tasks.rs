@@ -70,11 +70,12 @@ async fn create_task(
 }
 
 async fn list_tasks(State(s): State<AppState>, q: QueryMap) -> ApiResult {
-    let q = q.only(&["state", "limit", "before"])?;
+    let q = q.only(&["state", "kind", "limit", "before"])?;
     let before = q.get("before").map(|b| b.parse::<TaskId>()).transpose()?;
     let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
+    let kind = q.get("kind").map(|k| k.trim()).filter(|k| !k.is_empty());
     let limit = parse_limit(q.get("limit"))?;
-    let tasks = s.store.list_tasks(state, before, limit).await?;
+    let tasks = s.store.list_tasks(state, kind, before, limit).await?;
     // A full page may have more behind it: `next` is where the following page starts.
     let next = (tasks.len() == limit as usize)
         .then(|| tasks.last().map(|t| t.id.to_string()))

@@ -173,10 +173,11 @@ async fn signed_in(
 ) -> Result<Who, Response> {
     let to_sign_in = || Redirect::to("/ui/sign-in").into_response();
     let cookie = session::cookie(headers).ok_or_else(to_sign_in)?;
+    let client = client_address(s, headers, extensions);
     let found = match session::open(s, cookie).ok_or_else(to_sign_in)? {
         // The key is checked as on every API call: a revoked or expired one ends the session.
         session::Signed::Key(key) => {
-            let k = authenticate(s, &key, client_address(s, headers, extensions))
+            let k = authenticate(s, &key, client)
                 .await
                 .map_err(|_| to_sign_in())?;
             Principal {
@@ -209,8 +210,7 @@ async fn signed_in(
         )
             .into_response());
     }
-    let address = client_address(s, headers, extensions)
-        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
     Ok(Who {
         scope: found.scope.to_string(),
         csrf: session::csrf_token(s, cookie),
@@ -473,7 +473,7 @@ async fn nodes(
     // The queue: how many wait (up to a thousand counted), and for how long the oldest has.
     let queued = s
         .store
-        .list_tasks(Some(cuttle_core::TaskState::Queued), None, 1000)
+        .list_tasks(Some(cuttle_core::TaskState::Queued), None, None, 1000)
         .await
         .unwrap_or_default();
     let now = crate::auth::now_ms();

@@ -18,9 +18,6 @@ use crate::AppState;
 
 /// Tasks on one page of the list.
 const PAGE: u32 = 50;
-/// Tasks read at a time while filling a page of one kind, and at most per page.
-const SCAN: u32 = 200;
-const MAX_SCAN: usize = 2000;
 /// The most of a log a page shows at once (the rest follows live or on the next load).
 const LOG_CHUNK: u64 = 1 << 20;
 
@@ -72,34 +69,20 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let state = q.state.parse::<TaskState>().ok();
-    let mut before = q.before.as_deref().and_then(|b| b.parse::<TaskId>().ok());
+    let before = q.before.as_deref().and_then(|b| b.parse::<TaskId>().ok());
     let kind = q.kind.trim();
-    // The queue is listed by state; a kind is picked out here, reading on (a bounded number
-    // of tasks per page) until a page is full, so a rare kind does not give empty pages.
-    let mut tasks = Vec::new();
-    let mut scanned = 0;
-    let batch = if kind.is_empty() { PAGE } else { SCAN };
-    let next = loop {
-        let found = match s.store.list_tasks(state, before, batch).await {
-            Ok(t) => t,
-            Err(e) => return crate::error::ApiError::from(e).into_response(),
-        };
-        let full = found.len() == batch as usize;
-        for t in &found {
-            scanned += 1;
-            before = Some(t.id);
-            if kind.is_empty() || t.kind.eq_ignore_ascii_case(kind) {
-                tasks.push(row(t));
-            }
-            if tasks.len() == PAGE as usize {
-                break;
-            }
-        }
-        let more = full || found.last().map(|t| t.id) != before;
-        if tasks.len() == PAGE as usize || scanned >= MAX_SCAN || !full {
-            break more.then(|| before.map(|b| b.to_string())).flatten();
-        }
+    let found = match s
+        .store
+        .list_tasks(state, (!kind.is_empty()).then_some(kind), before, PAGE)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
+    let next = (found.len() == PAGE as usize)
+        .then(|| found.last().map(|t| t.id.to_string()))
+        .flatten();
+    let tasks = found.iter().map(row).collect();
     let page = TasksPage {
         who: Some(who),
         tasks,
@@ -173,12 +156,8 @@ fn read_log(
 #[template(path = "task.html")]
 struct TaskPage {
     who: Option<Who>,
-    id: String,
-    kind: String,
-    state: String,
-    description: String,
-    node: String,
-    queued_at: String,
+    /// What the list shows of it.
+    task: Row,
     started_at: String,
     completed_at: String,
     error: String,
@@ -234,12 +213,7 @@ pub(super) async fn page(
     let time = |t: Option<i64>| t.map(format_rfc3339_ms).unwrap_or_default();
     let sections = super::log_sections::sections(&log);
     let page = TaskPage {
-        id: task.id.to_string(),
-        kind: task.kind.clone(),
-        state: task.state.as_str().to_owned(),
-        description: task.description.clone(),
-        node: task.node.clone().unwrap_or_default(),
-        queued_at: format_rfc3339_ms(task.queued_at),
+        task: row(&task),
         started_at: time(task.started_at),
         completed_at: time(task.completed_at),
         error: task.error.clone().unwrap_or_default(),
@@ -249,8 +223,7 @@ pub(super) async fn page(
         log,
         offset,
         live: !whole || !task.state.is_terminal(),
-        may_cancel: !task.state.is_terminal()
-            && who.caller.scope.grants(cuttle_core::Scope::Deployer),
+        may_cancel: !task.state.is_terminal() && who.may_deploy,
         csrf: who.csrf.clone(),
         message: q.message,
         who: Some(who),
@@ -348,7 +321,7 @@ pub(super) async fn cancel(
         Ok(t) => t,
         Err(r) => return r,
     };
-    let message = if !who.caller.scope.grants(cuttle_core::Scope::Deployer) {
+    let message = if !who.may_deploy {
         who.may_not("cancel tasks")
     } else {
         match crate::resources::tasks::cancel(&s, &who.caller, task.id).await {

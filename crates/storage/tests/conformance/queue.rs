@@ -289,7 +289,7 @@ pub(crate) async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {
     let ids = enqueue_n(&s, 4).await;
     s.claim("n1", 1).await.unwrap();
     let all: Vec<TaskId> = s
-        .list_tasks(None, None, 10)
+        .list_tasks(None, None, None, 10)
         .await
         .unwrap()
         .iter()
@@ -297,7 +297,7 @@ pub(crate) async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {
         .collect();
     assert_eq!(all, ids.iter().rev().copied().collect::<Vec<_>>());
     let queued = s
-        .list_tasks(Some(TaskState::Queued), None, 2)
+        .list_tasks(Some(TaskState::Queued), None, None, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -305,11 +305,41 @@ pub(crate) async fn lists_tasks_newest_first_with_filter(fx: &Fixture) {
         vec![ids[3], ids[2]]
     );
     let executing = s
-        .list_tasks(Some(TaskState::Executing), None, 10)
+        .list_tasks(Some(TaskState::Executing), None, None, 10)
         .await
         .unwrap();
     assert_eq!(executing.len(), 1);
     assert_eq!(executing[0].kind, "Sleep");
+    // By kind, whatever its case, with the state and paging.
+    let reindex = s
+        .enqueue(
+            &NewTask {
+                kind: TaskKind::PackageReindex,
+                description: "s".into(),
+                concurrency_tag: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let by_kind = |kind: &'static str, state, before| {
+        let s = &s;
+        async move {
+            s.list_tasks(state, Some(kind), before, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_kind("packagereindex", None, None).await, [reindex.id]);
+    assert_eq!(
+        by_kind("SLEEP", Some(TaskState::Queued), None).await,
+        [ids[3], ids[2], ids[1]]
+    );
+    assert_eq!(by_kind("Sleep", None, Some(ids[2])).await, [ids[1], ids[0]]);
+    assert!(by_kind("Deploy", None, None).await.is_empty());
     assert_eq!(
         executing[0].arguments,
         serde_json::json!({"duration_ms": 0})
@@ -351,7 +381,7 @@ pub(crate) async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {
     assert_eq!(seen.len(), TASKS, "every task claimed exactly once");
     assert_eq!(unique, ids);
     let left = s
-        .list_tasks(Some(TaskState::Success), None, 1000)
+        .list_tasks(Some(TaskState::Success), None, None, 1000)
         .await
         .unwrap();
     assert_eq!(left.len(), TASKS);

@@ -62,14 +62,17 @@ impl Store {
         dispatch!(self, b => b.get_task(id).await)
     }
 
-    /// Newest first; with `before`, only tasks older than that one (for paging).
+    /// Newest first, of one state and one kind (whatever its case) when given; with `before`,
+    /// only tasks older than that one (for paging).
     pub async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        kind: Option<&str>,
         before: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>> {
-        dispatch!(self, b => b.list_tasks(state, before, limit).await)
+        let kind = kind.map(str::to_lowercase);
+        dispatch!(self, b => b.list_tasks(state, kind.as_deref(), before, limit).await)
     }
 
     /// Claims up to `max` queued tasks for `node` in FIFO order, in one atomic statement. Claims

@@ -304,6 +304,7 @@ impl Mssql {
     pub(in crate::db) async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        kind: Option<&str>,
         before: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>> {
@@ -313,13 +314,15 @@ impl Mssql {
             " FROM tasks t
              WHERE (@P1 IS NULL OR t.state = CAST(@P1 AS NVARCHAR(4000)))
                AND (@P3 IS NULL OR t.seq < @P3)
+               AND (@P4 IS NULL OR LOWER(t.kind) = CAST(@P4 AS NVARCHAR(4000)))
              ORDER BY t.seq DESC"
         );
         let state = OptText(state.map(|s| s.as_str()));
+        let kind = OptText(kind);
         let before = before.map(|b| b.0);
         let limit = i64::from(limit);
         let rows = run!(self, Retry::Idempotent, |c| {
-            rows(c, SQL, &[&state, &limit, &before]).await
+            rows(c, SQL, &[&state, &limit, &before, &kind]).await
         })?;
         Ok(rows.iter().map(task_from_row).collect())
     }

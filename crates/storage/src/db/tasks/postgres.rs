@@ -266,6 +266,7 @@ impl Postgres {
     pub(in crate::db) async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        kind: Option<&str>,
         before: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>> {
@@ -275,9 +276,10 @@ impl Postgres {
             .query(
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE ($1::text IS NULL OR state = $1) AND ($3::bigint IS NULL OR seq < $3)
+                       AND ($4::text IS NULL OR LOWER(kind) = $4)
                      ORDER BY seq DESC LIMIT $2"
                 ),
-                &[&state, &(limit as i64), &before.map(|b| b.0)],
+                &[&state, &(limit as i64), &before.map(|b| b.0), &kind],
             )
             .await
             .map_err(|e| self.map_err(e))?;

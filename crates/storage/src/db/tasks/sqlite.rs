@@ -224,18 +224,21 @@ impl Sqlite {
     pub(in crate::db) async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        kind: Option<&str>,
         before: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>> {
+        let kind = kind.map(str::to_owned);
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR seq < ?3)
+                       AND (?4 IS NULL OR LOWER(kind) = ?4)
                      ORDER BY seq DESC LIMIT ?2"
                 ))
                 .map_err(db_err)?;
             let rows = stmt
-                .query_map(params![state.map(|s| s.as_str()), limit, before.map(|b| b.0)], task_from_row)
+                .query_map(params![state.map(|s| s.as_str()), limit, before.map(|b| b.0), kind], task_from_row)
                 .map_err(db_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
         })
