@@ -285,6 +285,31 @@ impl Cluster {
         cmd
     }
 
+    /// Runs a `cuttle-server` command (see [`Cluster::server_command`]) to its end with
+    /// `stdin` as its input: whether it succeeded, and its stdout then stderr.
+    pub fn run_server(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = self
+            .server_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cuttle-server");
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes()).expect("write its input");
+        }
+        let out = child.wait_with_output().expect("wait for cuttle-server");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// Spawns a node without waiting for it to be ready.
     pub fn spawn(&self, mut opts: NodeOptions) -> Node {
         let (http_port, grpc_port, gateway_port) = (free_port(), free_port(), free_port());

@@ -4,7 +4,7 @@
 use crate::Node;
 
 /// A client that shows redirects instead of following them.
-fn no_redirects() -> ureq::Agent {
+pub fn no_redirects() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)

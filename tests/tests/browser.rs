@@ -162,21 +162,17 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
 
     // An admin made with `cuttle-server admin create` signs in through the balancer: the
     // nodes page shows three live nodes.
-    let mut create = cluster.server_command(&[
-        "admin",
-        "create",
-        "--username",
-        "ops-lead",
-        "--password-stdin",
-    ]);
-    let mut child = create
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a long admin password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let (ok, out) = cluster.run_server(
+        &[
+            "admin",
+            "create",
+            "--username",
+            "ops-lead",
+            "--password-stdin",
+        ],
+        "a long admin password\n",
+    );
+    assert!(ok, "{out}");
     b.goto(&lb.url("/")).unwrap();
     assert!(b.current_url().unwrap().ends_with("/ui/sign-in"));
     b.fill(&b.find("#username").unwrap(), "ops-lead").unwrap();

@@ -5,33 +5,6 @@
 use cuttle_e2e::web::{form_token, send, session_of};
 use cuttle_e2e::{Cluster, Database, NodeOptions};
 
-/// Runs `cuttle-server ARGS` against the cluster's database with `stdin`: (success, output).
-fn server(cluster: &Cluster, args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = cluster
-        .server_command(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
     let cluster = Cluster::new(Database::Sqlite).unwrap();
@@ -45,20 +18,15 @@ fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
         "--scope",
         "operator",
     ];
-    let (ok, out) = server(
-        &cluster,
-        &[&create[..], &["--password-stdin"]].concat(),
-        "short\n",
-    );
+    let (ok, out) = cluster.run_server(&[&create[..], &["--password-stdin"]].concat(), "short\n");
     assert!(!ok && out.contains("at least 12 characters"), "{out}");
-    let (ok, out) = server(&cluster, &create, "");
+    let (ok, out) = cluster.run_server(&create, "");
     assert!(
         !ok && out.contains("--password-stdin"),
         "not a terminal: {out}"
     );
     let password = "correct horse battery staple";
-    let (ok, out) = server(
-        &cluster,
+    let (ok, out) = cluster.run_server(
         &[&create[..], &["--password-stdin"]].concat(),
         &format!("{password}\n"),
     );
@@ -66,13 +34,12 @@ fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
         ok && out.contains("created operator user \"alice\""),
         "{out}"
     );
-    let (ok, out) = server(
-        &cluster,
+    let (ok, out) = cluster.run_server(
         &["admin", "create", "--username", "ALICE", "--password-stdin"],
         &format!("{password}\n"),
     );
     assert!(!ok && out.contains("already exists"), "{out}");
-    let (ok, out) = server(&cluster, &["admin", "list"], "");
+    let (ok, out) = cluster.run_server(&["admin", "list"], "");
     assert!(
         ok && out.contains("\talice\toperator\t") && !out.contains("argon2"),
         "{out}"
@@ -131,8 +98,7 @@ fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
 
     // A new password ends the session made with the old one, on every node.
     let new_password = "a much longer passphrase now";
-    let (ok, out) = server(
-        &cluster,
+    let (ok, out) = cluster.run_server(
         &[
             "admin",
             "set-password",
@@ -168,8 +134,7 @@ fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
     );
 
     // A reader sees no forms, and a form posted anyway changes nothing.
-    let (ok, out) = server(
-        &cluster,
+    let (ok, out) = cluster.run_server(
         &[
             "admin",
             "create",
@@ -219,7 +184,7 @@ fn a_user_made_with_admin_create_signs_in_with_a_password_until_it_changes() {
     assert_eq!(n2.ping(), 200, "n2 still takes work");
 
     // Deleting the user ends that session too.
-    let (ok, out) = server(&cluster, &["admin", "delete", "--username", "alice"], "");
+    let (ok, out) = cluster.run_server(&["admin", "delete", "--username", "alice"], "");
     assert!(ok, "{out}");
     let gone = send(&n1, "GET", "/ui/tasks", Some(&cookie), None, &[]);
     assert_eq!((gone.status, gone.location.as_str()), (303, "/ui/sign-in"));

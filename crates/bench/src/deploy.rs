@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::tentacles::{rss_of, start_sims};
 
-fn id(v: &Value) -> Result<String> {
+/// The `id` of an API answer.
+pub(crate) fn id(v: &Value) -> Result<String> {
     v["id"]
         .as_str()
         .map(str::to_owned)

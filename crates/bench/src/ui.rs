@@ -6,18 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use cuttle_e2e::web::{no_redirects, session_of};
 use cuttle_e2e::{wait_until, Cluster, Database, Node, NodeOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::deploy::id;
 use crate::{percentile, sleep0};
-
-fn id(v: &Value) -> Result<String> {
-    v["id"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no id in {v}"))
-}
 
 /// Finished tasks, pushed by `clients` threads, then waited for.
 fn seed_tasks(node: &Node, count: usize) -> Result<()> {
@@ -122,22 +117,19 @@ fn seed_projects(node: &Node, projects: usize, environments: &[String]) -> Resul
 
 /// A signed-in session's cookie value.
 fn sign_in(node: &Node) -> Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let resp = agent
+    let resp = no_redirects()
         .post(&node.url("/ui/sign-in"))
         .send_form([("api_key", node.api_key().as_str())])?;
-    let cookie = resp
+    let set = resp
         .headers()
         .get("set-cookie")
         .and_then(|v| v.to_str().ok())
-        .and_then(|c| c.strip_prefix("cuttle_session="))
-        .and_then(|c| c.split(';').next())
-        .context("no session cookie")?;
-    Ok(cookie.to_owned())
+        .unwrap_or_default();
+    let cookie = session_of(set);
+    if cookie.is_empty() {
+        bail!("no session cookie from the sign-in: {}", resp.status());
+    }
+    Ok(cookie)
 }
 
 pub(crate) fn run(tasks: usize, targets: usize, samples: usize) -> Result<()> {
@@ -166,11 +158,7 @@ pub(crate) fn run(tasks: usize, targets: usize, samples: usize) -> Result<()> {
     println!("seeded in {:.1} s", started.elapsed().as_secs_f64());
 
     let cookie = format!("cuttle_session={}", sign_in(&node)?);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
+    let agent = no_redirects();
     let pages = [
         "/ui/nodes".to_owned(),
         "/ui/tasks".to_owned(),

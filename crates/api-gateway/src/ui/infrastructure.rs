@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cuttle_core::{format_rfc3339_ms, Comms, TargetRecord};
 
-use super::projects::{name_of, names, SPACE};
+use super::projects::{id_of, name_of, names, SPACE};
 use super::{html, Who};
 use crate::error::ApiError;
-use crate::resources::environments::ENVIRONMENT;
+use crate::resources::environments::{Environments, ENVIRONMENT};
 use crate::resources::lifecycles::{Lifecycles, LIFECYCLE};
 use crate::resources::projects::PROJECT;
 use crate::AppState;
@@ -38,7 +38,7 @@ pub(super) async fn environments(State(s): State<AppState>, who: Who) -> Respons
             .await?
             .into_iter()
             .map(|e| {
-                let id = format!("Environments-{}", e.id);
+                let id = id_of::<Environments>(&e);
                 EnvironmentRow {
                     description: e.body["description"].as_str().unwrap_or("").to_owned(),
                     targets: targets
@@ -88,7 +88,7 @@ struct LifecyclesPage {
 
 pub(super) async fn lifecycles(State(s): State<AppState>, who: Who) -> Response {
     let found = async {
-        let environments = names(&s, SPACE, ENVIRONMENT, "Environments-").await?;
+        let environments = names::<Environments>(&s, SPACE).await?;
         let projects = s.store.list_documents(SPACE, PROJECT).await?;
         let following = |id: Option<&str>| -> Vec<String> {
             projects
@@ -119,7 +119,7 @@ pub(super) async fn lifecycles(State(s): State<AppState>, who: Who) -> Response 
             rows.push(LifecycleRow {
                 description: l.body["description"].as_str().unwrap_or("").to_owned(),
                 phases,
-                projects: following(Some(&format!("Lifecycles-{}", l.id))),
+                projects: following(Some(&id_of::<Lifecycles>(&l))),
                 name: l.name,
             });
         }
@@ -189,7 +189,7 @@ struct TargetsPage {
 
 pub(super) async fn targets(State(s): State<AppState>, who: Who) -> Response {
     let found = async {
-        let environments = names(&s, SPACE, ENVIRONMENT, "Environments-").await?;
+        let environments = names::<Environments>(&s, SPACE).await?;
         let targets = s.store.list_targets(None, s.config.offline_after).await?;
         Ok::<_, ApiError>(
             targets

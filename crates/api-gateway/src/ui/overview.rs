@@ -10,8 +10,11 @@ use axum::response::{IntoResponse, Response};
 use cuttle_core::format_rfc3339_ms;
 use serde::Deserialize;
 
+use super::projects::id_of;
 use super::{html, Who};
 use crate::resources::deployments::{dashboard_of, Dashboard};
+use crate::resources::environments::Environments;
+use crate::resources::projects::Projects;
 use crate::AppState;
 
 /// One cell of the dashboard.
@@ -46,14 +49,11 @@ pub(super) async fn dashboard(State(s): State<AppState>, who: Who) -> Response {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let env_ids: Vec<String> = environments
-        .iter()
-        .map(|e| format!("Environments-{}", e.id))
-        .collect();
+    let env_ids: Vec<String> = environments.iter().map(id_of::<Environments>).collect();
     let rows = projects
         .iter()
         .map(|p| ProjectRow {
-            id: format!("Projects-{}", p.id),
+            id: id_of::<Projects>(p),
             name: p.name.clone(),
             cells: env_ids
                 .iter()

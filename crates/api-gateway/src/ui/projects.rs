@@ -19,8 +19,8 @@ use super::{encode, html, SignedForm, Who};
 use crate::error::ApiError;
 use crate::resources::deployments::{create_deployment, phases, DeploymentWrite};
 use crate::resources::documents::{resolve_space, space_id, DocumentResource};
-use crate::resources::environments::ENVIRONMENT;
-use crate::resources::lifecycles::LIFECYCLE;
+use crate::resources::environments::Environments;
+use crate::resources::lifecycles::Lifecycles;
 use crate::resources::process_part::process_of;
 use crate::resources::projects::{
     create_release, project, variables_of, Projects, ReleaseWrite, PROJECT, RELEASE_PREFIX,
@@ -46,18 +46,21 @@ struct ProjectsPage {
     projects: Vec<ProjectRow>,
 }
 
-/// Names of a space's documents of one kind, by id (`{prefix}{n}`).
-pub(super) async fn names(
+/// The id (`Environments-3`) of a document of resource `R`.
+pub(super) fn id_of<R: DocumentResource>(d: &Document) -> String {
+    format!("{}{}", R::ID_PREFIX, d.id)
+}
+
+/// Names of a space's documents of resource `R`, by id.
+pub(super) async fn names<R: DocumentResource>(
     s: &AppState,
     sid: &str,
-    kind: &str,
-    prefix: &str,
 ) -> Result<Vec<(String, String)>, ApiError> {
     Ok(s.store
-        .list_documents(sid, kind)
+        .list_documents(sid, R::KIND)
         .await?
         .into_iter()
-        .map(|d| (format!("{prefix}{}", d.id), d.name))
+        .map(|d| (id_of::<R>(&d), d.name))
         .collect())
 }
 
@@ -81,11 +84,11 @@ fn lifecycle_name(doc: &Document, lifecycles: &[(String, String)]) -> String {
 
 pub(super) async fn list(State(s): State<AppState>, who: Who) -> Response {
     let found = async {
-        let lifecycles = names(&s, SPACE, LIFECYCLE, "Lifecycles-").await?;
+        let lifecycles = names::<Lifecycles>(&s, SPACE).await?;
         let mut rows = Vec::new();
         for p in s.store.list_documents(SPACE, PROJECT).await? {
             rows.push(ProjectRow {
-                id: format!("{}{}", Projects::ID_PREFIX, p.id),
+                id: id_of::<Projects>(&p),
                 lifecycle: lifecycle_name(&p, &lifecycles),
                 releases: s.store.list_releases(p.id).await?.len(),
                 name: p.name,
@@ -220,8 +223,8 @@ async fn build_page(s: &AppState, who: &Who, raw: &str) -> Result<ProjectPage, A
     let space = resolve_space(s, SPACE).await?;
     let sid = space_id(&space);
     let doc = project(s, &space, raw).await?;
-    let environments = names(s, &sid, ENVIRONMENT, "Environments-").await?;
-    let lifecycles = names(s, &sid, LIFECYCLE, "Lifecycles-").await?;
+    let environments = names::<Environments>(s, &sid).await?;
+    let lifecycles = names::<Lifecycles>(s, &sid).await?;
     let process = process_of(&doc)?;
     let steps = process
         .steps
@@ -362,7 +365,7 @@ async fn build_page(s: &AppState, who: &Who, raw: &str) -> Result<ProjectPage, A
         .collect();
     Ok(ProjectPage {
         who: None,
-        id: format!("{}{}", Projects::ID_PREFIX, doc.id),
+        id: id_of::<Projects>(&doc),
         description: doc.body["description"].as_str().unwrap_or("").to_owned(),
         lifecycle: lifecycle_name(&doc, &lifecycles),
         name: doc.name,
