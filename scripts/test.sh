@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
-# haproxy, nginx, Chromium and its WebDriver, from the distribution's packages), builds once,
+# haproxy, nginx, Chromium and its WebDriver, bubblewrap, from the distribution's packages, and
+# the user scripts on a node run as), builds once,
 # then runs every test with cargo-nextest (or cargo test when nextest is not installed), the
 # SQL Server variants too when CUTTLE_TEST_MSSQL_URL is set.
 set -euo pipefail
@@ -20,6 +21,8 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx)
 # The web UI's browser test drives a headless Chromium over WebDriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# Scripts on a node run isolated: in a bubblewrap sandbox, as a user of their own.
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing ${need[*]}"
@@ -30,6 +33,17 @@ if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! id cuttle-script >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "scripts on a node run as the user cuttle-script, which does not exist and this is" \
+            "not root: useradd --system --user-group --no-create-home --shell /usr/sbin/nologin" \
+            "cuttle-script" >&2
+        exit 1
+    fi
+    echo "==> creating the user cuttle-script (scripts on a node run as it)"
+    useradd --system --user-group --no-create-home --shell /usr/sbin/nologin cuttle-script
 fi
 
 echo "==> building"

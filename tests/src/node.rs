@@ -159,6 +159,13 @@ impl Cluster {
     pub fn new(db: Database) -> Result<Cluster> {
         let dir = temp_dir("cluster");
         std::fs::create_dir_all(dir.path().join("shared"))?;
+        // Scripts on the nodes run as their own user, and write only here (see scripts_dir).
+        let scripts = dir.path().join("scripts");
+        std::fs::create_dir_all(&scripts)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&scripts, std::fs::Permissions::from_mode(0o1777))?;
+        }
         let (db_url, pg, mssql) = match db {
             Database::Sqlite => (
                 format!("sqlite://{}", dir.path().join("cuttle.db").display()),
@@ -223,6 +230,13 @@ impl Cluster {
         self.dir.path().join("shared")
     }
 
+    /// The one host directory scripts on the nodes may write (`CUTTLE_BUILTIN_WORKER_BIND`):
+    /// where tests and scripts leave each other files. Everything else a node script sees is
+    /// read-only or hidden.
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.dir.path().join("scripts")
+    }
+
     /// The command that starts a node with these options (not yet spawned).
     pub fn command(&self, opts: &NodeOptions, http_port: u16, grpc_port: u16) -> Command {
         let node_dir = self.dir.path().join(&opts.name);
@@ -259,6 +273,7 @@ impl Cluster {
                 opts.shutdown_grace_secs.to_string(),
             )
             .env("CUTTLE_DB_WAIT_SECS", "10")
+            .env("CUTTLE_BUILTIN_WORKER_BIND", self.scripts_dir())
             .env(
                 "CUTTLE_LOG",
                 "info,cuttle_api_gateway=debug,cuttle_task_worker=debug,cuttle_storage=debug",
@@ -415,6 +430,23 @@ impl Node {
 
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Creates an API key with the admin key (`body` as `POST /api/keys` takes it): its id
+    /// and the key.
+    pub fn create_key(&self, body: &Value) -> (String, String) {
+        let (status, created) = self.post("/api/keys", body);
+        assert_eq!(status, 201, "{created}");
+        (
+            created["id"].as_str().expect("key id").to_owned(),
+            created["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    /// Creates an API key of `scope` named `name`; the key.
+    pub fn key_with_scope(&self, name: &str, scope: &str) -> String {
+        self.create_key(&serde_json::json!({"name": name, "scope": scope}))
+            .1
     }
 
     fn wait_ready(&mut self) {

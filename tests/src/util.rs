@@ -130,8 +130,44 @@ pub fn read_pid(path: &std::path::Path) -> i32 {
 /// True once process `pid` has exited (a zombie awaiting its parent counts as exited).
 pub fn process_gone(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+        .map(|s| {
+            // The command name (field 2) may hold spaces: the state follows its ')'.
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        })
         .unwrap_or(true)
+}
+
+/// Live processes on this host whose command line is exactly `argv`: how a test finds a
+/// script's process from outside its sandbox (inside, process ids are the sandbox's own). Give
+/// each test's script a command line no other test uses (`sleep 600.17`).
+pub fn processes_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .filter(|pid| !process_gone(*pid))
+        .collect()
+}
+
+/// The one process running `argv` (see [`processes_running`]), once it runs.
+pub fn wait_for_process(argv: &[&str], timeout: Duration) -> i32 {
+    wait_until(
+        &format!("a process running {argv:?}"),
+        timeout,
+        || match processes_running(argv).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        },
+    )
 }
 
 /// Parses the API's RFC 3339 UTC times (`2026-11-26T07:35:00.123Z`) to Unix milliseconds, so

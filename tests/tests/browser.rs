@@ -261,7 +261,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     assert!(b.current_url().unwrap().ends_with("#main"));
 
     // A task (only node-1 may run one now) whose log arrives in a page node-3 serves.
-    let gate = cluster.dir().join("gate");
+    let gate = cluster.scripts_dir().join("gate");
     let task = n1.enqueue(json!({
         "kind": "AdHocScript",
         "description": "<script>window.pwned = 1</script> nightly check",
@@ -483,7 +483,7 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
             "czf",
             pkg.to_str().unwrap(),
             "-C",
-            cluster.dir().to_str().unwrap(),
+            cluster.scripts_dir().to_str().unwrap(),
             "gate",
         ])
         .status()

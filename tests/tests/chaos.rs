@@ -28,7 +28,7 @@ fn random_kills_and_a_database_restart_lose_and_repeat_nothing() {
         .map(|i| cluster.start(opts(&format!("n{i}"))))
         .collect();
     let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
-    let executions = cluster.dir().join("executions");
+    let executions = cluster.scripts_dir().join("executions");
     let stop = AtomicBool::new(false);
     let (mut kills, mut db_restarts) = (0, 0);
 

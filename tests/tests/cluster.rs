@@ -169,7 +169,7 @@ fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
     let cluster = Cluster::new(db).unwrap();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
     let n2 = cluster.start(NodeOptions::named("n2", 0));
-    let marker = cluster.dir().join("ran-to-the-end");
+    let marker = cluster.scripts_dir().join("ran-to-the-end");
     let script = format!("echo begun; sleep 8; touch {}", marker.display());
     let id = n2.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
     wait_until("script to start", MIN, || {
@@ -375,16 +375,15 @@ fn sigterm_drains_then_exits_zero() {
 fn cancel_kills_a_running_script_and_its_children() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
-    let pidfile = cluster.dir().join("child.pid");
-    let script = format!(
-        "sleep 600 & echo $! > {}; echo started; wait",
-        pidfile.display()
-    );
+    // A child in the background and one in a session of its own: both would outlive a kill of
+    // the shell alone, or of its process group.
+    let script = "sleep 600.21 & setsid sleep 600.22 & echo started; wait";
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
     wait_until("script to start", MIN, || {
         n1.task_log(&id).contains("OUT   started").then_some(())
     });
-    let pid = cuttle_e2e::read_pid(&pidfile);
+    let pid = cuttle_e2e::wait_for_process(&["sleep", "600.21"], MIN);
+    let escaped = cuttle_e2e::wait_for_process(&["sleep", "600.22"], MIN);
     let (status, t) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 202);
     assert!(
@@ -393,8 +392,8 @@ fn cancel_kills_a_running_script_and_its_children() {
     );
     let t = n1.wait_finished(&id, MIN);
     assert_eq!(t["state"], "Canceled");
-    wait_until("the script's child to die", MIN, || {
-        cuttle_e2e::process_gone(pid).then_some(())
+    wait_until("the script's children to die", MIN, || {
+        (cuttle_e2e::process_gone(pid) && cuttle_e2e::process_gone(escaped)).then_some(())
     });
     let (status, body) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 409, "{body}");
@@ -434,7 +433,7 @@ fn what_the_node_writes_is_its_own_and_what_scripts_write_is_not() {
     };
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
-    let deployed = cluster.dir().join("deployed.txt");
+    let deployed = cluster.scripts_dir().join("deployed.txt");
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
         "script": format!("echo hello > {}", deployed.display())}}));
     assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
@@ -443,7 +442,8 @@ fn what_the_node_writes_is_its_own_and_what_scripts_write_is_not() {
     let logs = cluster.shared_dir().join("TaskLogs");
     assert_eq!(mode(&logs), 0o700);
     assert_eq!(mode(&logs.join(format!("{id}.log"))), 0o600);
-    assert_eq!(mode(&cluster.dir().join("n1").join("work")), 0o700);
+    // Traversable (not listable) by the scripts' user, to reach its own work directory.
+    assert_eq!(mode(&cluster.dir().join("n1").join("work")), 0o711);
     // A script's: the usual umask.
     assert_eq!(mode(&deployed), 0o644);
 }
@@ -736,7 +736,7 @@ fn sql_server_connection_strings_are_checked_and_passwords_never_shown() {
 fn a_claim_whose_answer_was_lost_goes_back_to_the_queue_and_runs_once() {
     let cluster = Cluster::new(Database::Postgres).unwrap();
     let n1 = cluster.start(NodeOptions::named("n1", 0));
-    let runs = cluster.dir().join("runs");
+    let runs = cluster.scripts_dir().join("runs");
     let script = format!("echo $CUTTLE_TASK_ID >> {}", runs.display());
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
     let seq: i64 = id.trim_start_matches("ServerTasks-").parse().unwrap();

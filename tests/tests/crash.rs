@@ -82,29 +82,22 @@ fn killed_mid_write_logs_are_salvaged_and_never_served_half_written() {
 }
 
 #[test]
-fn scripts_left_running_by_a_killed_node_are_stopped_when_it_restarts() {
+fn scripts_of_a_killed_node_end_with_it_and_its_restart_fails_their_tasks() {
     let cluster = Cluster::new(Database::Sqlite).unwrap();
     let mut n1 = cluster.start(NodeOptions::named("n1", 1));
-    let pidfile = cluster.dir().join("orphan.pid");
     // The script's child never writes, so nothing (no SIGPIPE) ends it when the node dies.
-    let script = format!(
-        "sleep 600 & echo $! > {}; echo started; wait",
-        pidfile.display()
-    );
+    let script = "sleep 600.31 & echo started; wait";
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
     wait_until("the script to start", MIN, || {
         n1.task_log(&id).contains("OUT   started").then_some(())
     });
-    let pid = cuttle_e2e::read_pid(&pidfile);
+    let pid = cuttle_e2e::wait_for_process(&["sleep", "600.31"], MIN);
     n1.kill9();
-    assert!(
-        !cuttle_e2e::process_gone(pid),
-        "the orphan outlives the node's process"
-    );
-    cluster.restart(&mut n1);
-    wait_until("the restarted node to stop the orphan", MIN, || {
+    // The sandbox dies with the node's process, and every process in it with the sandbox.
+    wait_until("the script to end with the node", MIN, || {
         cuttle_e2e::process_gone(pid).then_some(())
     });
+    cluster.restart(&mut n1);
     let t = n1.task(&id);
     assert_eq!(t["state"], "Failed", "{t}");
 }

@@ -91,7 +91,7 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
              echo \"##cuttle[setVariable name='Build' value='b-#{Cuttle.Target.Name}']\""
         )},
         {"name": "Migrate", "target_roles": ["db"], "action": script(
-            "echo \"migrating after #{Output.Deploy web.Build} (w1 had #{Output.Deploy web[w1].Build})\"\n\
+            "printf '%s (w1 had %s)\\n' \"migrating after $CUTTLE_VAR_OUTPUT_DEPLOY_WEB_BUILD\" #{Output.Deploy web[w1].Build}\n\
              test \"#{FailHere}\" != yes"
         )},
         {"name": "Notify", "condition": "always", "action": script(

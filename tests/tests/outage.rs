@@ -27,13 +27,18 @@ fn node_cut_off_from_the_database_stops_its_tasks_and_recovers(db: Database) {
         expected_errors: vec!["heartbeat".into()],
         ..NodeOptions::named("n1", 1)
     });
-    let pidfile = cluster.dir().join("script.pid");
-    let script = format!("echo $$ > {}; echo begun; sleep 600", pidfile.display());
+    // Unique to this database's variant: the three may run at once.
+    let argv = [
+        "sleep".to_owned(),
+        format!("600.4{}", cluster.db_url.len() % 10),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let script = format!("echo begun; {}", argv.join(" "));
     let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
     wait_until("the script to start", MIN, || {
         n1.task_log(&id).contains("OUT   begun").then_some(())
     });
-    let pid = cuttle_e2e::read_pid(&pidfile);
+    let pid = cuttle_e2e::wait_for_process(&argv, MIN);
 
     cluster.stop_database().unwrap();
     wait_until("ping 503 while the database is down", MIN, || {
@@ -235,7 +240,7 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
         ..NodeOptions::named(name, 4)
     };
     let nodes = [cluster.start(node("n1")), cluster.start(node("n2"))];
-    let executions = cluster.dir().join("executions");
+    let executions = cluster.scripts_dir().join("executions");
     // Every fifth task of the load runs for 3 s, so some end while the database is away.
     let script = |i: usize| {
         let secs = if i.is_multiple_of(5) { "3" } else { "0.2" };
@@ -247,8 +252,8 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
     // Two tasks are held running until the database is down, then end during the outage: their
     // outcomes must be recorded once it is back. Held by a file rather than a duration, so a slow
     // database stop cannot let them finish first (bounded at 2 min in case the test dies).
-    let release = cluster.dir().join("release");
-    let finished = cluster.dir().join("finished");
+    let release = cluster.scripts_dir().join("release");
+    let finished = cluster.scripts_dir().join("finished");
     let held_script = format!(
         "echo $CUTTLE_TASK_ID >> {exe}; n=0; \
          until [ -e {release} ] || [ $n -ge 2400 ]; do sleep 0.05; n=$((n+1)); done; \

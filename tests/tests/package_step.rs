@@ -122,7 +122,7 @@ fn a_package_step_unpacks_substitutes_and_runs_deploy_sh_on_three_tentacles() {
                    "script": "echo \"step script in $(pwd) for #{Cuttle.Target.Name}\"; cat config/app.json; echo\n\
                               echo \"report of #{Cuttle.Target.Name}\" > report.txt\n\
                               echo \"##cuttle[createArtifact path='report.txt']\"\n\
-                              echo \"##cuttle[createArtifact path='/no/such/file' name='ghost']\""},
+                              echo \"##cuttle[createArtifact path='no/such/file' name='ghost']\""},
     }, {
         "name": "Summarise", "condition": "always",
         "action": {"type": "script", "script": "mkdir -p out && seq 1 10000 > out/numbers.txt\n\

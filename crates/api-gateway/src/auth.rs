@@ -30,14 +30,37 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Client addresses whose failures are remembered at once (bounded memory under a flood).
 const FAILURES_MAX: usize = 10_000;
 
+/// The id of the admin key a node minted into its data directory (`ApiKeys-N` as a number).
+pub const SETTING_FIRST_ADMIN_KEY: &str = "first_admin_key";
+/// Set (to the node that saw it) once that key has been used: its file is then removed.
+pub const SETTING_FIRST_ADMIN_KEY_USED: &str = "first_admin_key_used";
+
 #[derive(Default)]
 pub(crate) struct KeyCache {
     known: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
     /// Failed authentications per client address: how many, since when.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// The minted first admin key, until this node has recorded its first use.
+    first_key: Option<i64>,
+    first_use_noted: std::sync::atomic::AtomicBool,
 }
 
 impl KeyCache {
+    pub(crate) fn watching_first(first_key: Option<i64>) -> KeyCache {
+        KeyCache {
+            first_key,
+            ..KeyCache::default()
+        }
+    }
+
+    /// Whether `id` is the minted first key, used here for the first time.
+    fn first_use(&self, id: i64) -> bool {
+        self.first_key == Some(id)
+            && !self
+                .first_use_noted
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Forgets every known key (after a revoke on this node: it takes effect here at once).
     pub(crate) fn forget_all(&self) {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -87,6 +110,22 @@ impl Caller {
     /// (`ci (ApiKeys-3)`, `alice (Users-2)`).
     pub(crate) fn actor(&self) -> String {
         format!("{} ({})", self.name, self.principal)
+    }
+
+    /// Refuses to queue or cancel a task of a kind this caller's scope does not reach (a 403
+    /// naming the scope the kind needs).
+    pub(crate) fn check_kind(&self, kind: &str) -> Result<(), ApiError> {
+        let needed = cuttle_core::kind_queue_scope(kind);
+        if self.scope.grants(needed) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "a {kind} task needs scope {needed}; {} has scope {}",
+                self.name, self.scope
+            ),
+        ))
     }
 
     /// For a `register-target` key, refuses any target but its own (operators and admins may
@@ -524,6 +563,18 @@ async fn lookup(
             Ok(()) => tracing::info!(key = found.key.id, "API key re-hashed with HMAC-SHA-256"),
             Err(e) => tracing::warn!(key = found.key.id, error = %e, "re-hash API key"),
         }
+    }
+    if state.keys.first_use(found.key.id) {
+        // The node that minted it removes its file from its data directory.
+        let (store, node) = (state.store.clone(), state.config.node_name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .init_setting(SETTING_FIRST_ADMIN_KEY_USED, &node)
+                .await
+            {
+                tracing::warn!(error = %e, "record the first use of the first admin key");
+            }
+        });
     }
     let mut known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
     if known.len() >= CACHE_MAX {

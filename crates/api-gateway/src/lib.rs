@@ -23,6 +23,7 @@ use cuttle_storage::{ApiKeyHasher, MasterKey, SharedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{SETTING_FIRST_ADMIN_KEY, SETTING_FIRST_ADMIN_KEY_USED};
 pub use https::Https;
 pub use listener::ConnectionLimits;
 pub use wake::{LocalWake, WakeReason};
@@ -97,12 +98,20 @@ pub async fn serve(
         deps.cluster,
         shutdown.clone(),
     );
+    // The first admin key's file is removed once that key has been used (on any node).
+    let first_key = deps
+        .store
+        .get_setting(auth::SETTING_FIRST_ADMIN_KEY)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok());
     let state = AppState {
         config: Arc::new(config),
         store: deps.store,
         shared: deps.shared,
         shutting_down: deps.shutting_down,
-        keys: Arc::new(auth::KeyCache::default()),
+        keys: Arc::new(auth::KeyCache::watching_first(first_key)),
         hasher: deps.key_hasher,
         variable_key: deps.variable_key,
         waker,

@@ -37,8 +37,8 @@ pub use target::{
     TargetPatch, TargetRecord,
 };
 pub use task::{
-    system_tag, validate_relative_path, DeployArgs, NewTask, RunbookArgs, TargetSelection, TaskId,
-    TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN, MAX_SCRIPT_TIMEOUT_SECS,
-    MAX_SLEEP_MS, MAX_TAG_LEN,
+    kind_queue_scope, system_tag, validate_relative_path, DeployArgs, NewTask, RunbookArgs,
+    TargetSelection, TaskId, TaskKind, TaskRecord, TaskState, MAX_DESCRIPTION_LEN, MAX_SCRIPT_LEN,
+    MAX_SCRIPT_TIMEOUT_SECS, MAX_SLEEP_MS, MAX_TAG_LEN,
 };
 pub use time::{civil_date, days_from_civil, format_rfc3339_ms, parse_time, UnixMs, DAY_MS};

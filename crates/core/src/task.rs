@@ -555,6 +555,14 @@ impl TaskKind {
         }
     }
 
+    /// The scope a caller needs to queue (or cancel) a task of this kind. Deployers deploy
+    /// releases and run runbooks through their lifecycles; running arbitrary scripts or moving
+    /// files (on a node or on targets) and the cluster's own maintenance are an operator's —
+    /// and moving audit events out of the database an admin's.
+    pub fn queue_scope(&self) -> crate::Scope {
+        kind_queue_scope(self.name())
+    }
+
     /// Whether a task of this kind may run again after its node was lost mid-run. Deployments
     /// and scripts never are: running them twice can do harm. Only idempotent system work is.
     pub fn retry_safe(&self) -> bool {
@@ -572,6 +580,17 @@ impl TaskKind {
             // Each decides from what is there now and removes only what is still there.
             TaskKind::Retention { .. } | TaskKind::EventArchive { .. } => true,
         }
+    }
+}
+
+/// Who may queue or cancel each kind of task, by its name (see [`TaskKind::queue_scope`]); an
+/// unknown kind needs `admin`.
+pub fn kind_queue_scope(kind: &str) -> crate::Scope {
+    use crate::Scope;
+    match kind {
+        "Sleep" | "HealthCheck" | "Deploy" | "RunbookRun" => Scope::Deployer,
+        "AdHocScript" | "PushFile" | "PullFile" | "PackageReindex" | "Retention" => Scope::Operator,
+        _ => Scope::Admin,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Script output as lines, the same way on both ends (the worker for local scripts, the
 //! tentacle for remote ones): each line as soon as it is complete, a line longer than
-//! [`MAX_LINE`] split into pieces of that size, so memory stays bounded whatever a script prints.
+//! [`MAX_LINE`] split into pieces of at most that size (never inside a UTF-8 character), so
+//! memory stays bounded whatever a script prints. A piece says whether its line goes on, so
+//! whoever masks secrets can mask one that straddles two pieces.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -24,6 +26,12 @@ impl<R: AsyncRead + Unpin> OutputLines<R> {
     /// The next line without its line ending (invalid UTF-8 replaced), or `None` at the end of
     /// the output or on a read error. A last line without a newline is returned too.
     pub async fn next_line(&mut self) -> Option<String> {
+        self.next_piece().await.map(|(text, _)| text)
+    }
+
+    /// The next piece of output: a whole line, or — for a line longer than [`MAX_LINE`] — the
+    /// next part of it, with `true` while the line goes on in the next piece.
+    pub async fn next_piece(&mut self) -> Option<(String, bool)> {
         while let Ok(buf) = self.reader.fill_buf().await {
             if buf.is_empty() {
                 break;
@@ -34,19 +42,31 @@ impl<R: AsyncRead + Unpin> OutputLines<R> {
             };
             self.line.extend_from_slice(&buf[..take]);
             self.reader.consume(take);
-            if complete || self.line.len() >= MAX_LINE {
-                return Some(self.take());
+            if complete {
+                return Some((self.take(self.line.len()), false));
+            }
+            if self.line.len() >= MAX_LINE {
+                // Cut before a character the piece would end in the middle of.
+                let cut = match std::str::from_utf8(&self.line) {
+                    Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+                    _ => self.line.len(),
+                };
+                return Some((self.take(cut), true));
             }
         }
-        (!self.line.is_empty()).then(|| self.take())
+        (!self.line.is_empty())
+            .then(|| self.take(self.line.len()))
+            .map(|t| (t, false))
     }
 
-    fn take(&mut self) -> String {
+    /// The first `n` bytes as text (a line's ending dropped); the rest stays for the next piece.
+    fn take(&mut self, n: usize) -> String {
+        let rest = self.line.split_off(n);
         while matches!(self.line.last(), Some(b'\n' | b'\r')) {
             self.line.pop();
         }
         let text = String::from_utf8_lossy(&self.line).into_owned();
-        self.line.clear();
+        self.line = rest;
         text
     }
 }
@@ -80,5 +100,26 @@ mod tests {
         let lines = all(&input).await;
         let lens: Vec<usize> = lines.iter().map(String::len).collect();
         assert_eq!(lens, vec![MAX_LINE, MAX_LINE, 10]);
+    }
+
+    #[tokio::test]
+    async fn pieces_say_whether_their_line_goes_on_and_keep_characters_whole() {
+        // A three-byte character across the MAX_LINE boundary, then a short line.
+        let mut input = vec![b'x'; MAX_LINE - 1];
+        input.extend_from_slice("€ end\nnext\n".as_bytes());
+        let mut lines = OutputLines::new(&input[..]);
+        let mut pieces = Vec::new();
+        while let Some(p) = lines.next_piece().await {
+            pieces.push(p);
+        }
+        assert_eq!(
+            pieces.len(),
+            3,
+            "{:?}",
+            pieces.iter().map(|(t, c)| (t.len(), c)).collect::<Vec<_>>()
+        );
+        assert_eq!((pieces[0].0.len(), pieces[0].1), (MAX_LINE - 1, true));
+        assert_eq!(pieces[1], ("€ end".to_owned(), false));
+        assert_eq!(pieces[2], ("next".to_owned(), false));
     }
 }

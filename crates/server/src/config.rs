@@ -128,6 +128,15 @@ pub(crate) struct RawConfig {
     /// On SIGTERM, seconds running tasks may take before they are cancelled [env: CUTTLE_SHUTDOWN_GRACE_SECS]
     #[arg(long, global = true)]
     pub(crate) shutdown_grace_secs: Option<u64>,
+    /// Scripts on the node itself: `isolated` (the default) or `off` [env: CUTTLE_BUILTIN_WORKER]
+    #[arg(long, global = true)]
+    pub(crate) builtin_worker: Option<String>,
+    /// The user scripts on the node run as (default cuttle-script) [env: CUTTLE_BUILTIN_WORKER_USER]
+    #[arg(long, global = true)]
+    pub(crate) builtin_worker_user: Option<String>,
+    /// Comma-separated directories scripts on the node may write [env: CUTTLE_BUILTIN_WORKER_BIND]
+    #[arg(long, global = true)]
+    pub(crate) builtin_worker_bind: Option<String>,
 }
 
 macro_rules! overlay {
@@ -177,7 +186,10 @@ impl RawConfig {
             db_pool_size,
             db_connect_timeout_secs,
             db_command_timeout_secs,
-            shutdown_grace_secs
+            shutdown_grace_secs,
+            builtin_worker,
+            builtin_worker_user,
+            builtin_worker_bind
         );
         self
     }
@@ -246,6 +258,9 @@ impl RawConfig {
             db_connect_timeout_secs: num(env, "CUTTLE_DB_CONNECT_TIMEOUT_SECS")?,
             db_command_timeout_secs: num(env, "CUTTLE_DB_COMMAND_TIMEOUT_SECS")?,
             shutdown_grace_secs: num(env, "CUTTLE_SHUTDOWN_GRACE_SECS")?,
+            builtin_worker: s("CUTTLE_BUILTIN_WORKER"),
+            builtin_worker_user: s("CUTTLE_BUILTIN_WORKER_USER"),
+            builtin_worker_bind: s("CUTTLE_BUILTIN_WORKER_BIND"),
         })
     }
 }
@@ -330,6 +345,38 @@ pub(crate) struct Config {
     pub(crate) db_connect_timeout: Duration,
     pub(crate) db_command_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    /// Scripts on the node: isolated or off, as whom, and what they may write.
+    pub(crate) builtin_worker: cuttle_task_worker::BuiltinWorker,
+    pub(crate) builtin_worker_user: String,
+    pub(crate) builtin_worker_bind: Vec<PathBuf>,
+    /// The `--config` file, hidden from scripts.
+    pub(crate) config_file: Option<PathBuf>,
+}
+
+/// Where scripts on a node may write: absolute directories, none holding or inside the data
+/// directory.
+fn writable_dirs(list: Option<&str>, data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in list
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let p = PathBuf::from(d);
+        if !p.is_absolute() {
+            bail!("CUTTLE_BUILTIN_WORKER_BIND: {d:?} is not an absolute path");
+        }
+        if p.starts_with(data_dir) || data_dir.starts_with(&p) {
+            bail!(
+                "CUTTLE_BUILTIN_WORKER_BIND: {d:?} overlaps the data directory {}, which scripts \
+                 must never see",
+                data_dir.display()
+            );
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 fn addr(name: &str, v: Option<String>, default: &str) -> Result<SocketAddr> {
@@ -460,7 +507,20 @@ impl Config {
         if !(1..=3600).contains(&db_command_timeout) {
             bail!("CUTTLE_DB_COMMAND_TIMEOUT_SECS must be 1..=3600, got {db_command_timeout}");
         }
+        let builtin_worker = match raw.builtin_worker.as_deref() {
+            None => cuttle_task_worker::BuiltinWorker::Isolated,
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("CUTTLE_BUILTIN_WORKER {e}"))?,
+        };
+        let builtin_worker_bind = writable_dirs(raw.builtin_worker_bind.as_deref(), &data_dir)?;
         Ok(Config {
+            builtin_worker,
+            builtin_worker_user: raw
+                .builtin_worker_user
+                .unwrap_or_else(|| cuttle_task_worker::DEFAULT_SCRIPT_USER.to_owned()),
+            builtin_worker_bind,
+            config_file: None,
             data_dir,
             database_url,
             master_key: raw.master_key,
@@ -653,6 +713,21 @@ mod tests {
             (
                 &[("CUTTLE_TRUSTED_PROXIES", "10.0.0.0/99")],
                 "CUTTLE_TRUSTED_PROXIES",
+            ),
+            (
+                &[("CUTTLE_BUILTIN_WORKER", "unisolated")],
+                "CUTTLE_BUILTIN_WORKER",
+            ),
+            (
+                &[("CUTTLE_BUILTIN_WORKER_BIND", "relative/dir")],
+                "CUTTLE_BUILTIN_WORKER_BIND",
+            ),
+            (
+                &[
+                    ("CUTTLE_DATA_DIR", "/srv/cuttle"),
+                    ("CUTTLE_BUILTIN_WORKER_BIND", "/srv"),
+                ],
+                "CUTTLE_BUILTIN_WORKER_BIND",
             ),
         ];
         for (vars, want) in cases {

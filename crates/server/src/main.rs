@@ -6,6 +6,7 @@ mod admin;
 mod advertise;
 mod cluster_cert;
 mod config;
+mod harden;
 mod node;
 mod rotate;
 mod startup;
@@ -184,7 +185,12 @@ fn load(cli: &Cli) -> Result<Config> {
         print!("{}", toml::to_string(&shown).context("render settings")?);
         std::process::exit(0);
     }
-    Config::validate(raw)
+    let mut cfg = Config::validate(raw)?;
+    cfg.config_file = cli
+        .config
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    Ok(cfg)
 }
 
 fn init_logging(cfg: &Config) {
@@ -381,6 +387,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The secrets are in `cfg` now: wiped from the environment before any thread starts.
+    harden::harden_process();
     init_logging(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -205,6 +205,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             shutdown_grace: cfg.shutdown_grace,
             work_root: cfg.data_dir.join("work"),
             offline_after: cfg.offline_after,
+            sandbox: sandbox_config(&cfg, &shared)?,
         };
         let deps = WorkerDeps {
             store: store.clone(),
@@ -259,10 +260,15 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     }
     if let Some(path) = generated_key {
         println!(
-            "The first admin API key is in {} (readable by this user only): move it somewhere \
-             safe and delete the file",
+            "The first admin API key is in {} (readable by this user only) until it is first \
+             used: move it somewhere safe",
             path.display()
         );
+        rest.spawn(startup::remove_first_key_when_used(
+            store.clone(),
+            path,
+            rest_stop.clone(),
+        ));
     }
 
     wait_for_signal().await?;
@@ -286,6 +292,33 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// How scripts on this node are isolated: what they must not see (the data directory, the
+/// shared store, the configuration file, the TLS key) and what they may write.
+fn sandbox_config(cfg: &Config, shared: &SharedStore) -> Result<cuttle_task_worker::SandboxConfig> {
+    let shared_root = shared.root().to_owned();
+    for w in &cfg.builtin_worker_bind {
+        if w.starts_with(&shared_root) || shared_root.starts_with(w) {
+            anyhow::bail!(
+                "CUTTLE_BUILTIN_WORKER_BIND: {} overlaps the shared store {}, which scripts must \
+                 never see",
+                w.display(),
+                shared_root.display()
+            );
+        }
+    }
+    let mut hidden = vec![cfg.data_dir.clone(), shared_root];
+    hidden.extend(cfg.config_file.clone());
+    if let HttpTls::Files { key, .. } = &cfg.http_tls {
+        hidden.push(key.clone());
+    }
+    Ok(cuttle_task_worker::SandboxConfig {
+        mode: cfg.builtin_worker,
+        user: cfg.builtin_worker_user.clone(),
+        hidden,
+        writable: cfg.builtin_worker_bind.clone(),
+    })
 }
 
 /// Cleans up after this node's previous process, before the worker claims anything: tasks

@@ -205,11 +205,48 @@ pub(crate) async fn bootstrap_api_key(
     let path = cfg.data_dir.join(FIRST_KEY_FILE);
     write_private(&path, format!("{key}\n").as_bytes())
         .with_context(|| format!("write the first admin key to {}", path.display()))?;
-    store
+    let id = store
         .insert_api_key(&admin_key("admin", &key, hasher), None)
         .await?;
+    if let Some(id) = id {
+        store
+            .set_setting(cuttle_api_gateway::SETTING_FIRST_ADMIN_KEY, &id.to_string())
+            .await?;
+    }
     tracing::info!(file = %path.display(), "minted the first admin API key");
     Ok(Some(path))
+}
+
+/// Removes the first admin key's file from the data directory once the key has been used on
+/// any node (checked every 2 s while the file is there): a key that works is no longer left
+/// readable on disk.
+pub(crate) async fn remove_first_key_when_used(
+    store: Store,
+    path: PathBuf,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    while path.exists() {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        match store
+            .get_setting(cuttle_api_gateway::SETTING_FIRST_ADMIN_KEY_USED)
+            .await
+        {
+            Ok(Some(node)) => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(file = %path.display(), used_on = %node,
+                        "the first admin API key has been used: removed its file"),
+                    Err(e) => tracing::warn!(file = %path.display(), error = %e,
+                        "remove the first admin API key's file"),
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "check the first admin key's use"),
+        }
+    }
 }
 
 /// An admin key that never expires.

@@ -4,6 +4,7 @@
 //! whole under a name no other artifact of the task has.
 
 use std::path::Path;
+use std::process::Stdio;
 
 use cuttle_core::plan::ArtifactRequest;
 use cuttle_core::{Comms, TargetRecord};
@@ -12,6 +13,7 @@ use cuttle_storage::Execution;
 use tonic::Streaming;
 
 use crate::ctx::TaskCtx;
+use crate::sandbox::WorkDir;
 use crate::tentacles::{listening, relayed};
 
 /// Pulls `path` (relative to the target's files folder) into the store as artifact `name` of
@@ -134,46 +136,80 @@ pub(crate) async fn collect_from_target(
     }
 }
 
-/// Copies the artifacts a script on this node asked for from its folder `dir` (paths relative
-/// to it, or absolute), logging each.
+/// Checks, in the script's own sandbox and as its user, that `$1` resolves to a regular file
+/// inside the working directory, then writes it to standard output.
+const READ_ARTIFACT: &str = r#"d=$(pwd -P) || exit 3
+p=$(realpath -e -- "$1" 2>/dev/null) || { echo "there is no such file" >&2; exit 3; }
+case "$p" in "$d"/*) ;; *) echo "it leads out of the script's working directory" >&2; exit 3;; esac
+[ -f "$p" ] || { echo "it is not a regular file" >&2; exit 3; }
+exec cat -- "$p""#;
+
+/// Copies the artifacts a script on this node asked for out of its work directory, logging
+/// each. Read in the script's sandbox as its user, so a script can hand over only what it
+/// could read itself, and only from its own directory.
 pub(crate) async fn collect_on_node(
     key: Execution,
-    dir: &Path,
+    dir: &WorkDir,
     asked: Vec<ArtifactRequest>,
     ctx: &TaskCtx,
 ) {
     let source = format!("@{}", ctx.node);
     for a in asked {
-        let from = dir.join(&a.path);
-        let shared = ctx.targets.shared.clone();
-        let (node, task, name, src) = (ctx.node.clone(), key.task, a.name.clone(), source.clone());
-        let placed = tokio::task::spawn_blocking(move || {
-            let temp = shared.artifact_temp(&node).map_err(|e| e.to_string())?;
-            let copied = std::fs::copy(&from, &temp).and_then(|n| {
-                std::fs::File::open(&temp)
-                    .and_then(|f| f.sync_all())
-                    .map(|()| n)
-            });
-            match copied {
-                Ok(n) => shared
-                    .place_artifact(&temp, task, &src, &name)
-                    .map(|id| (id, n))
-                    .map_err(|e| e.to_string()),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&temp);
-                    Err(format!("read {}: {e}", from.display()))
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        let line = match placed {
+        let line = match copy_out(key, dir, &a, &source, ctx).await {
             Ok((id, size)) => format!(
                 "INFO  artifact {:?} collected ({size} bytes) as {id}",
                 a.name
             ),
-            Err(e) => format!("WARN  artifact {:?} was not collected: {e}", a.name),
+            Err(e) => format!(
+                "WARN  artifact {:?} was not collected: {}: {e}",
+                a.name, a.path
+            ),
         };
         ctx.logs.line(key, line).await;
     }
+}
+
+async fn copy_out(
+    key: Execution,
+    dir: &WorkDir,
+    a: &ArtifactRequest,
+    source: &str,
+    ctx: &TaskCtx,
+) -> Result<(String, u64), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    cuttle_core::plan::validate_artifact_path(&a.path).map_err(|e| e.to_string())?;
+    let shared = &ctx.targets.shared;
+    let temp = shared.artifact_temp(&ctx.node).map_err(|e| e.to_string())?;
+    let mut child = ctx
+        .sandbox
+        .helper(dir, &["/bin/sh", "-c", READ_ARTIFACT, "sh", &a.path])?
+        .spawn(Stdio::piped(), Stdio::piped())
+        .map_err(|e| format!("start the sandbox: {e}"))?;
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("the sandbox's output is missing".into());
+    };
+    let copied = async {
+        let mut file = tokio::fs::File::create(&temp).await?;
+        let n = tokio::io::copy(&mut stdout, &mut file).await?;
+        file.flush().await?;
+        file.sync_all().await?;
+        Ok::<u64, std::io::Error>(n)
+    }
+    .await;
+    let mut why = String::new();
+    let _ = stderr.take(1024).read_to_string(&mut why).await;
+    let status = child.wait().await.map_err(|e| e.to_string());
+    let placed = match (copied, status) {
+        (Ok(n), Ok(st)) if st.success() => shared
+            .place_artifact(&temp, key.task, source, &a.name)
+            .map(|id| (id, n))
+            .map_err(|e| e.to_string()),
+        (Err(e), _) => Err(format!("copy: {e}")),
+        (_, Err(e)) => Err(e),
+        (Ok(_), Ok(_)) => Err(why.trim().to_owned()),
+    };
+    if placed.is_err() {
+        let _ = tokio::fs::remove_file(&temp).await;
+    }
+    placed
 }

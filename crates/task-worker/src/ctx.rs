@@ -31,6 +31,8 @@ pub(crate) struct TaskCtx {
     pub(crate) reason: Arc<OnceLock<StopReason>>,
     pub(crate) work_root: PathBuf,
     pub(crate) targets: Arc<Targets>,
+    /// How scripts on this node run (isolated), or why they are refused.
+    pub(crate) sandbox: Arc<crate::sandbox::Sandbox>,
 }
 
 /// Why a task did not succeed.

@@ -98,6 +98,10 @@ mod tests {
                 cuttle_tls::ClusterTls::single(cuttle_tls::Identity::generate("test", 1).unwrap()),
                 Duration::from_secs(60),
             )),
+            sandbox: Arc::new(crate::sandbox::Sandbox::probe(
+                &crate::sandbox::SandboxConfig::isolated(vec![dir.clone()]),
+                &dir.join("work"),
+            )),
         };
         Fixture {
             store,
@@ -155,61 +159,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn timeout_and_cancel_kill_the_whole_process_group() {
+    async fn timeout_and_cancel_kill_every_process_of_the_script() {
         let fx = fixture("kill").await;
-        let pidfile = fx.ctx.work_root.parent().unwrap().join("child.pid");
-        // A child in the background that would outlive a naive kill of the shell.
-        let s = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
-        let out = run(&script(4, &s, Some(1)), &fx.ctx).await;
+        // A child in the background, and one in a session of its own: both would outlive a
+        // kill of the shell, or of its process group.
+        let s = "sleep 300.4 & setsid sleep 300.41 & wait";
+        let out = run(&script(4, s, Some(1)), &fx.ctx).await;
         assert_eq!(out.state, TaskState::TimedOut);
         assert_eq!(out.error.as_deref(), Some("timed out after 1 s"));
-        assert_gone(&pidfile, "the timeout");
+        assert_gone(&["sleep", "300.4"], "the timeout");
+        assert_gone(&["sleep", "300.41"], "the timeout");
 
         // The deadline stopped that task through its own stop token; the next task has its own.
         let mut fx = fx;
         fx.ctx.stop = CancellationToken::new();
         fx.ctx.reason = Arc::new(OnceLock::new());
-        // Cancel once the script is provably running (it wrote its pid), then check it died.
-        let pidfile2 = pidfile.with_extension("2");
-        let _ = std::fs::remove_file(&pidfile2);
+        // Cancel once the script provably runs, then check that nothing of it is left.
         let stop = fx.ctx.stop.clone();
         let reason = fx.ctx.reason.clone();
-        let watch = pidfile2.clone();
         let canceller = tokio::spawn(async move {
-            // The shell creates the file before `echo` writes to it: wait for the whole line.
-            let written =
-                |p: &std::path::Path| std::fs::read_to_string(p).is_ok_and(|s| s.ends_with('\n'));
-            while !written(&watch) {
+            while processes(&["sleep", "300.5"]).is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let _ = reason.set(StopReason::Canceled);
             stop.cancel();
         });
-        let s = format!("sleep 300 & echo $! > {}; wait", pidfile2.display());
-        let out = run(&script(5, &s, None), &fx.ctx).await;
+        let out = run(&script(5, "sleep 300.5 & wait", None), &fx.ctx).await;
         canceller.await.unwrap();
         assert_eq!(out.state, TaskState::Canceled);
-        assert_gone(&pidfile2, "the cancel");
+        assert_gone(&["sleep", "300.5"], "the cancel");
     }
 
-    /// The process whose pid the script wrote to `pidfile` no longer runs.
-    fn assert_gone(pidfile: &std::path::Path, after: &str) {
-        let pid: i32 = std::fs::read_to_string(pidfile)
+    /// Live (not zombie) processes whose command line is exactly `argv`.
+    fn processes(argv: &[&str]) -> Vec<i32> {
+        let want: Vec<u8> = argv
+            .iter()
+            .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+            .collect();
+        std::fs::read_dir("/proc")
             .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // SAFETY: signal 0 only checks for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        assert!(
-            !alive || is_zombie(pid),
-            "background child {pid} survived {after}"
-        );
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+            .filter(|pid| !is_zombie(*pid))
+            .collect()
+    }
+
+    /// No process runs `argv` any more.
+    fn assert_gone(argv: &[&str], after: &str) {
+        // The kernel ends a sandbox's processes as its first one dies: give it a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !processes(argv).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = processes(argv);
+        assert!(left.is_empty(), "{argv:?} survived {after}: {left:?}");
     }
 
     fn is_zombie(pid: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    == Some("Z")
+            })
             .unwrap_or(true)
     }
 

@@ -9,8 +9,10 @@ mod grpc;
 mod kinds;
 mod local;
 mod output;
+mod sandbox;
 mod tentacles;
 mod worker;
 
 pub use grpc::WorkerControlService;
+pub use sandbox::{BuiltinWorker, SandboxConfig, DEFAULT_SCRIPT_USER};
 pub use worker::{serve, DbContact, Error, WorkerConfig, WorkerDeps, WorkerHandle};

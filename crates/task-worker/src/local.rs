@@ -1,5 +1,7 @@
-//! Scripts on the node itself: `/bin/sh` in a work directory of its own, a clean environment,
-//! its own process group (killed, whole, when the task ends for any reason).
+//! Scripts on the node itself: `/bin/sh` isolated in a sandbox as a user of their own
+//! (`sandbox.rs`), in a work directory of their own, with a clean environment; the sandbox's
+//! process group is killed when the task ends for any reason, and with it every process the
+//! script started.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -21,9 +23,9 @@ enum Ended {
     Stopped,
 }
 
-/// Runs `script` with `/bin/sh` on this node, in a work directory of its own and a clean
-/// environment (plus `env`); its lines go through `out` to the log; a stop kills its whole
-/// process group.
+/// Runs `script` with `/bin/sh` on this node, isolated, in a work directory of its own and a
+/// clean environment (plus `env`); its lines go through `out` to the log; a stop kills it and
+/// everything it started. Refused, with the reason, on a node that cannot isolate scripts.
 pub(crate) async fn on_node(
     key: Execution,
     script: &str,
@@ -32,37 +34,30 @@ pub(crate) async fn on_node(
     ctx: &TaskCtx,
 ) -> TaskResult {
     let id = key.task;
-    let dir = ctx.work_root.join(id.to_string());
-    if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-        return Err(format!("create work directory {}: {e}", dir.display()).into());
+    let sandbox = ctx.sandbox.clone();
+    if let Some(why) = sandbox.refusal() {
+        return Err(why.to_owned().into());
     }
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    // Never the node's own environment: it holds the master key and the database URL.
-    cuttle_proto::script_env::clean(&mut cmd);
-    cmd.arg("-c")
-        .arg(script)
-        .current_dir(&dir)
-        .env("CUTTLE_TASK_ID", id.to_string())
-        .env("CUTTLE_NODE_NAME", &ctx.node)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a cancel reaches every process the script started.
-        .process_group(0)
-        .kill_on_drop(true);
-    // The node runs with umask 077 (its files are its own); what a script deploys gets the
-    // usual 022.
-    // SAFETY: umask is async-signal-safe and changes only the child's own mask.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::umask(0o022);
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
+    let dir = {
+        let sandbox = sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.work_dir(id))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let mut vars = sandbox.base_env(&dir);
+    vars.push(("CUTTLE_TASK_ID".into(), id.to_string().into()));
+    vars.push(("CUTTLE_NODE_NAME".into(), ctx.node.clone().into()));
+    vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    let spawned = sandbox.script(&dir, script, vars).and_then(|s| {
+        s.spawn(Stdio::piped(), Stdio::piped())
+            .map_err(|e| format!("start the sandbox: {e}"))
+    });
+    let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => return Err(format!("start /bin/sh: {e}").into()),
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || sandbox.remove(dir)).await;
+            return Err(e.into());
+        }
     };
     let pgid = child.id();
     // Kept until the group is killed below: if this node dies first, its next start kills it.
@@ -79,7 +74,8 @@ pub(crate) async fn on_node(
         status = child.wait() => Ended::Exited(status),
         () = ctx.stop.cancelled() => Ended::Stopped,
     };
-    // Whatever ended it, no process of the script outlives the task.
+    // Whatever ended it, no process of the script outlives the task: the sandbox's first
+    // process dies with its group, and the kernel ends every process of its namespace.
     if let Some(pgid) = pgid {
         kill_group(pgid);
     }
@@ -98,8 +94,9 @@ pub(crate) async fn on_node(
     if !asked.is_empty() {
         crate::artifacts::collect_on_node(key, &dir, asked, ctx).await;
     }
-    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let _ = tokio::task::spawn_blocking(move || sandbox.remove(dir)).await;
     match ended {
+        // The sandbox passes the script's exit status on.
         Ended::Exited(Ok(status)) if status.success() => Ok(()),
         Ended::Exited(Ok(status)) => match status.code() {
             Some(code) => Err(format!("script exited with code {code}").into()),
@@ -129,9 +126,14 @@ async fn pump<R: AsyncRead + Unpin>(
     prefix: &'static str,
     out: Arc<Output>,
 ) {
+    let stderr = prefix.starts_with("ERR");
     let mut lines = OutputLines::new(r);
-    while let Some(text) = lines.next_line().await {
-        logs.line(key, format!("{prefix}{}", out.line(None, &text)))
-            .await;
+    while let Some((text, continues)) = lines.next_piece().await {
+        if let Some(shown) = out.piece(None, stderr, &text, continues) {
+            logs.line(key, format!("{prefix}{shown}")).await;
+        }
+    }
+    if let Some(rest) = out.rest(None, stderr) {
+        logs.line(key, format!("{prefix}{rest}")).await;
     }
 }

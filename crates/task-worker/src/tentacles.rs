@@ -217,6 +217,26 @@ async fn follow(
     out: &Output,
     ctx: &TaskCtx,
 ) -> Result<(), String> {
+    let ended = follow_lines(key, t, &mut stream, out, ctx).await;
+    // A line cut short by the end of the output: what masking held back of it.
+    for stderr in [false, true] {
+        if let Some(rest) = out.rest(Some(&t.name), stderr) {
+            let prefix = if stderr { "ERR  " } else { "OUT  " };
+            ctx.logs
+                .line(key, format!("{prefix} [{}] {rest}", t.name))
+                .await;
+        }
+    }
+    ended
+}
+
+async fn follow_lines(
+    key: Execution,
+    t: &TargetRecord,
+    stream: &mut Streaming<ScriptEvent>,
+    out: &Output,
+    ctx: &TaskCtx,
+) -> Result<(), String> {
     loop {
         let event = stream
             .message()
@@ -225,10 +245,11 @@ async fn follow(
         match event.and_then(|e| e.event) {
             Some(script_event::Event::Line(l)) => {
                 let prefix = if l.stderr { "ERR  " } else { "OUT  " };
-                let text = out.line(Some(&t.name), &l.text);
-                ctx.logs
-                    .line(key, format!("{prefix} [{}] {text}", t.name))
-                    .await;
+                if let Some(text) = out.piece(Some(&t.name), l.stderr, &l.text, l.continues) {
+                    ctx.logs
+                        .line(key, format!("{prefix} [{}] {text}", t.name))
+                        .await;
+                }
             }
             Some(script_event::Event::ExitCode(0)) => return Ok(()),
             Some(script_event::Event::ExitCode(code)) => {

@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::{self, Outcome, StopReason, TaskCtx};
+use crate::sandbox::Sandbox;
 
 /// Why the worker could not finish cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum Error {
         count: usize,
         source: cuttle_storage::Error,
     },
+    #[error("{0}")]
+    Start(String),
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct WorkerConfig {
     /// Out of touch with the database for this long, the node stops its running tasks: the
     /// rest of the cluster has declared it lost and failed them.
     pub offline_after: Duration,
+    /// How scripts on this node are isolated (`CUTTLE_BUILTIN_WORKER`).
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 pub struct WorkerDeps {
@@ -175,7 +180,15 @@ pub async fn serve(
     );
     targets.variable_key = Some(deps.variable_key);
     let targets = Arc::new(targets);
+    let sandbox = {
+        let (cfg, root) = (config.sandbox.clone(), config.work_root.clone());
+        tokio::task::spawn_blocking(move || Sandbox::probe(&cfg, &root))
+            .await
+            .map(Arc::new)
+            .map_err(|e| Error::Start(format!("check the scripts' sandbox: {e}")))?
+    };
     let mut w = Worker {
+        sandbox,
         node: config.node_name.clone(),
         config,
         targets,
@@ -238,6 +251,7 @@ pub async fn serve(
 
 struct Worker {
     node: String,
+    sandbox: Arc<Sandbox>,
     config: WorkerConfig,
     store: Store,
     logs: TaskLogWriter,
@@ -450,6 +464,7 @@ impl Worker {
             reason: running.reason.clone(),
             work_root: self.config.work_root.clone(),
             targets: self.targets.clone(),
+            sandbox: self.sandbox.clone(),
         };
         let (id, epoch) = (task.id, task.epoch);
         tracing::debug!(task = %id, kind = %task.kind, "task claimed");

@@ -295,12 +295,23 @@ impl Tentacle for Connection {
                 Status::internal(format!("create working directory {}: {e}", dir.display()))
             })?;
         }
+        // The script (its variables substituted, secrets included) goes in a file only this
+        // user can read, never on a command line every local user sees in `ps`.
+        let file = match write_script(&self.work_root, shell, &req.script).await {
+            Ok(f) => f,
+            Err(e) => {
+                if temporary {
+                    let _ = tokio::fs::remove_dir_all(&dir).await;
+                }
+                return Err(Status::internal(format!("write the script: {e}")));
+            }
+        };
         let mut cmd = tokio::process::Command::new(shell);
         // Never the agent's own environment: only the basics, then the task's variables.
         cuttle_proto::script_env::clean(&mut cmd);
-        let mut child = cmd
+        let spawned = cmd
             .args(script_args(shell))
-            .arg(&req.script)
+            .arg(&file)
             .envs(&req.env)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -309,8 +320,14 @@ impl Tentacle for Connection {
             // Its own process group, so a cancel reaches every process the script started.
             .process_group(0)
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Status::internal(format!("start {shell}: {e}")))?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&file).await;
+                return Err(Status::internal(format!("start {shell}: {e}")));
+            }
+        };
         tracing::info!(pid = ?child.id(), "script started");
         let collector = Collector {
             dir: dir.clone(),
@@ -343,6 +360,7 @@ impl Tentacle for Connection {
             for pump in [out, err].into_iter().flatten() {
                 let _ = tokio::time::timeout(PIPE_DRAIN, pump).await;
             }
+            let _ = tokio::fs::remove_file(&file).await;
             if temporary {
                 let _ = tokio::fs::remove_dir_all(&dir).await;
             }
@@ -449,13 +467,44 @@ fn shell_path(name: &str) -> Option<&'static str> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
-/// How each shell is told to run a script given on its command line.
+/// How each shell is told to run a script file (its path follows).
 fn script_args(shell: &str) -> &'static [&'static str] {
     if shell.ends_with("pwsh") {
-        &["-NoProfile", "-NonInteractive", "-Command"]
+        &["-NoProfile", "-NonInteractive", "-File"]
     } else {
-        &["-c"]
+        &[]
     }
+}
+
+/// Writes `script` to a new file readable by this user only (0600 from creation), under the
+/// tentacle's own work folder; its path. Removed when the script ends.
+async fn write_script(
+    work_root: &std::path::Path,
+    shell: &str,
+    script: &str,
+) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = work_root.join(".scripts");
+    // PowerShell runs only files named .ps1.
+    let ext = if shell.ends_with("pwsh") { "ps1" } else { "sh" };
+    let path = dir.join(format!("{}-{n}.{ext}", std::process::id()));
+    let (p, text) = (path.clone(), script.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        std::fs::create_dir_all(&dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)?;
+        f.write_all(text.as_bytes())?;
+        f.flush()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(path)
 }
 
 fn free_disk(dir: &std::path::Path) -> u64 {
@@ -506,13 +555,16 @@ impl Collector {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let held = format!(".artifacts/{}-{n}", std::process::id());
-        let from = self.dir.join(&a.path);
+        let (dir, path) = (self.dir.clone(), a.path.clone());
         let to = self.files_root.join(&held);
+        // Only a regular file inside the script's folder, reached without following links.
         let copied = tokio::task::spawn_blocking(move || {
+            let mut from = crate::beneath::open_beneath(&dir, &path)?;
             if let Some(d) = to.parent() {
                 std::fs::create_dir_all(d)?;
             }
-            std::fs::copy(&from, &to).map(|_| ())
+            let mut out = std::fs::File::create(&to)?;
+            std::io::copy(&mut from, &mut out).map(|_| ())
         })
         .await;
         match copied {
@@ -539,12 +591,13 @@ async fn pump<R: AsyncRead + Unpin>(
     collector: Collector,
 ) {
     let mut lines = OutputLines::new(r);
-    while let Some(text) = lines.next_line().await {
+    while let Some((text, continues)) = lines.next_piece().await {
         let text = collector.collect(text).await;
         let event = script_event::Event::Line(OutputLine {
             at_ms: now_ms(),
             stderr,
             text,
+            continues,
         });
         if tx
             .send(Ok(ScriptEvent { event: Some(event) }))

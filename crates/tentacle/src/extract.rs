@@ -267,13 +267,7 @@ fn substitute_files(
     }
     let values: BTreeMap<String, Value> = variables
         .iter()
-        .map(|(k, v)| {
-            let value = Value {
-                value: v.clone(),
-                sensitive: false,
-            };
-            (k.clone(), value)
-        })
+        .map(|(k, v)| (k.clone(), Value::plain(v.clone(), false)))
         .collect();
     let mut done = Vec::new();
     for rel in files_under(root) {

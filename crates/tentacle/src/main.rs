@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports here
 
 mod agent;
+mod beneath;
 mod comms;
 mod extract;
 mod home;

@@ -58,6 +58,7 @@ async fn create_task(
         }
         _ => {}
     }
+    caller.check_kind(task.kind.name())?;
     let by = caller.clone();
     let audit: Audit<TaskRecord> = Box::new(move |t| {
         let details = json!({"kind": t.kind, "concurrency_tag": t.concurrency_tag});
@@ -151,6 +152,7 @@ pub(crate) async fn cancel(
             format!("task {id} already finished ({})", before.state.as_str()),
         ));
     }
+    caller.check_kind(&before.kind)?;
     let by = caller.clone();
     let audit: Audit<TaskRecord> =
         Box::new(move |t| by.event("task.cancel", t.id, json!({"state": t.state.as_str()})));

@@ -85,27 +85,49 @@ fn take(
     Ok(out)
 }
 
-/// An output variable a script set: `##cuttle[setVariable name='X' value='Y']`.
-pub fn parse_set_variable(line: &str) -> Option<Result<(String, String), ValidationError>> {
+/// An output variable a script set: `##cuttle[setVariable name='X' value='Y']`, with
+/// `sensitive='True'` when its value must be masked like a sensitive variable's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetVariable {
+    pub name: String,
+    pub value: String,
+    pub sensitive: bool,
+}
+
+/// Reads a `setVariable` line; `None` for any other line.
+pub fn parse_set_variable(line: &str) -> Option<Result<SetVariable, ValidationError>> {
     let f = fields(line, "setVariable")?;
     Some(f.and_then(|f| {
-        let mut v = take("setVariable", f, &["name", "value"], &[])?
-            .into_iter()
-            .flatten();
-        let (name, value) = (v.next().unwrap_or_default(), v.next().unwrap_or_default());
+        let mut v = take("setVariable", f, &["name", "value"], &["sensitive"])?.into_iter();
+        let name = v.next().flatten().unwrap_or_default();
+        let value = v.next().flatten().unwrap_or_default();
+        let sensitive = match v.next().flatten().as_deref() {
+            None => false,
+            Some(s) if s.eq_ignore_ascii_case("true") => true,
+            Some(s) if s.eq_ignore_ascii_case("false") => false,
+            Some(other) => {
+                return Err(ValidationError::new(format!(
+                    "setVariable: sensitive must be 'True' or 'False', got {other:?}"
+                )))
+            }
+        };
         if name.is_empty() || name.len() > MAX_VARIABLE_NAME_LEN || name.contains(['#', '{', '}']) {
             return Err(ValidationError::new(format!(
                 "setVariable: invalid name {name:?}"
             )));
         }
-        Ok((name, value))
+        Ok(SetVariable {
+            name,
+            value,
+            sensitive,
+        })
     }))
 }
 
 /// A file a script hands over as an artifact of its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactRequest {
-    /// As the script gave it: relative to its working folder, or absolute.
+    /// As the script gave it: relative to its working folder, inside it.
     pub path: String,
     /// What it is called (its file name when not given).
     pub name: String,
@@ -118,6 +140,19 @@ pub struct ArtifactRequest {
 /// Longest artifact name.
 pub const MAX_ARTIFACT_NAME_LEN: usize = 200;
 
+/// An artifact's path: relative to the script's working directory and staying inside it (no
+/// absolute path, no `..`); a leading `./` is allowed. Where links lead is checked when the
+/// file is read.
+pub fn validate_artifact_path(path: &str) -> Result<(), ValidationError> {
+    let rest = path.strip_prefix("./").unwrap_or(path);
+    crate::validate_relative_path("createArtifact: path", rest).map_err(|_| {
+        ValidationError::new(format!(
+            "createArtifact: path {path:?} must be relative to the script's working directory, \
+             without \"..\""
+        ))
+    })
+}
+
 /// `##cuttle[createArtifact path='…' name='…']` (`name` optional).
 pub fn parse_create_artifact(line: &str) -> Option<Result<ArtifactRequest, ValidationError>> {
     let f = fields(line, "createArtifact")?;
@@ -127,9 +162,7 @@ pub fn parse_create_artifact(line: &str) -> Option<Result<ArtifactRequest, Valid
         let name = v.next().flatten();
         let held = v.next().flatten();
         let failed = v.next().flatten();
-        if path.is_empty() || path.contains('\0') {
-            return Err(ValidationError::new("createArtifact: path is empty"));
-        }
+        validate_artifact_path(&path)?;
         let name = name.unwrap_or_else(|| path.rsplit('/').next().unwrap_or(&path).to_owned());
         if name.is_empty()
             || name.chars().count() > MAX_ARTIFACT_NAME_LEN
@@ -173,23 +206,25 @@ mod tests {
 
     #[test]
     fn output_variables_are_read_from_their_line_and_anything_else_is_ignored() {
+        let set = |line: &str| {
+            let v = parse_set_variable(line).unwrap().unwrap();
+            (v.name, v.value, v.sensitive)
+        };
         assert_eq!(
-            parse_set_variable("##cuttle[setVariable name='Version' value='1.4.2']")
-                .unwrap()
-                .unwrap(),
-            ("Version".into(), "1.4.2".into())
+            set("##cuttle[setVariable name='Version' value='1.4.2']"),
+            ("Version".into(), "1.4.2".into(), false)
         );
         assert_eq!(
-            parse_set_variable(r"  ##cuttle[setVariable value='it\'s a \\ path' name='Msg']")
-                .unwrap()
-                .unwrap(),
-            ("Msg".into(), r"it's a \ path".into())
+            set(r"  ##cuttle[setVariable value='it\'s a \\ path' name='Msg']"),
+            ("Msg".into(), r"it's a \ path".into(), false)
         );
         assert_eq!(
-            parse_set_variable("##cuttle[setVariable name='Empty' value='']")
-                .unwrap()
-                .unwrap(),
-            ("Empty".into(), String::new())
+            set("##cuttle[setVariable name='Empty' value='']"),
+            ("Empty".into(), String::new(), false)
+        );
+        assert_eq!(
+            set("##cuttle[setVariable name='Token' value='s3cr3t-t0ken' sensitive='True']"),
+            ("Token".into(), "s3cr3t-t0ken".into(), true)
         );
         assert!(parse_set_variable("echo hello").is_none());
         assert!(parse_set_variable("##cuttle[createArtifact path='x']").is_none());
@@ -198,6 +233,7 @@ mod tests {
             "##cuttle[setVariable name='X' value='unclosed]",
             "##cuttle[setVariable name=X value='1']",
             "##cuttle[setVariable name='X' value='1' colour='red']",
+            "##cuttle[setVariable name='X' value='1' sensitive='yes']",
             "##cuttle[setVariable name='#{X}' value='1']",
             "##cuttle[setVariable name='X' value='1'",
         ] {
@@ -215,7 +251,7 @@ mod tests {
             ("out/report.html", "report.html", None)
         );
         let mut b =
-            parse_create_artifact("##cuttle[createArtifact path='/tmp/x y.log' name='it\\'s.log']")
+            parse_create_artifact("##cuttle[createArtifact path='./x y.log' name='it\\'s.log']")
                 .unwrap()
                 .unwrap();
         assert_eq!(b.name, "it's.log");
@@ -228,6 +264,10 @@ mod tests {
             "##cuttle[createArtifact path='']",
             "##cuttle[createArtifact path='a' name='']",
             "##cuttle[createArtifact path='a' size='1']",
+            // Only what is inside the script's working directory.
+            "##cuttle[createArtifact path='/proc/self/environ']",
+            "##cuttle[createArtifact path='../master.key']",
+            "##cuttle[createArtifact path='out/../../x']",
         ] {
             assert!(parse_create_artifact(bad).unwrap().is_err(), "{bad}");
         }

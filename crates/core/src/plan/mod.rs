@@ -11,12 +11,13 @@ pub mod variables;
 
 pub use lifecycle::{check_promotion, effective_phases, PhaseSpec, PromotionError};
 pub use messages::{
-    create_artifact_line, parse_create_artifact, parse_set_variable, ArtifactRequest,
-    MAX_ARTIFACT_NAME_LEN,
+    create_artifact_line, parse_create_artifact, parse_set_variable, validate_artifact_path,
+    ArtifactRequest, SetVariable, MAX_ARTIFACT_NAME_LEN,
 };
 pub use process::{Action, Condition, Process, Step, DEFAULT_STEP_TIMEOUT_SECS, MAX_STEPS};
 pub use run::{batches, decide, groups, place, Decision, Placement};
 pub use variables::{
-    env_name, environment, mask, resolve, secrets, substitute, validate_variables, Context,
-    StoredVariable, SubstitutionError, Value, Variable, VariableScope, MASK,
+    env_name, environment, literal_values, mask, mask_piece, resolve, secrets, substitute,
+    substitute_script, validate_variables, Context, Shell, StoredVariable, SubstitutionError,
+    Value, Variable, VariableScope, MASK, MIN_MASKED_LEN,
 };

@@ -122,6 +122,61 @@ pub struct Context<'a> {
 pub struct Value {
     pub value: String,
     pub sensitive: bool,
+    /// Set by a script's output (`Output.…`): whoever runs that script chose it. Never expanded
+    /// further, and quoted for the shell wherever it lands in a script's text.
+    pub from_output: bool,
+}
+
+impl Value {
+    /// A value Cuttle or the project's authors gave.
+    pub fn plain(value: impl Into<String>, sensitive: bool) -> Value {
+        Value {
+            value: value.into(),
+            sensitive,
+            from_output: false,
+        }
+    }
+}
+
+/// The shell a script is written for: how a value set by another script's output is quoted
+/// when it is substituted into the script's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// `sh` and `bash`: single quotes, a quote as `'\''`.
+    Posix,
+    /// PowerShell: single quotes, every kind of single quote doubled.
+    PowerShell,
+}
+
+impl Shell {
+    /// The shell of a step's `shell` setting (`sh`, `bash`, `pwsh`).
+    pub fn of(name: &str) -> Shell {
+        if name == "pwsh" {
+            Shell::PowerShell
+        } else {
+            Shell::Posix
+        }
+    }
+
+    /// `value` as one literal word of this shell.
+    pub fn quote(self, value: &str) -> String {
+        match self {
+            Shell::Posix => format!("'{}'", value.replace('\'', "'\\''")),
+            Shell::PowerShell => {
+                let mut out = String::with_capacity(value.len() + 2);
+                out.push('\'');
+                for c in value.chars() {
+                    // PowerShell takes the typographic single quotes as quotes too.
+                    if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+                        out.push(c);
+                    }
+                    out.push(c);
+                }
+                out.push('\'');
+                out
+            }
+        }
+    }
 }
 
 /// The values that apply at `at`, one per name: the project's, then `built_ins` (which no
@@ -147,24 +202,10 @@ pub fn resolve(
     }
     let mut out: BTreeMap<String, Value> = best
         .into_iter()
-        .map(|(name, (_, v))| {
-            (
-                name.to_owned(),
-                Value {
-                    value: v.value.clone(),
-                    sensitive: v.sensitive,
-                },
-            )
-        })
+        .map(|(name, (_, v))| (name.to_owned(), Value::plain(v.value.clone(), v.sensitive)))
         .collect();
     for (k, v) in built_ins {
-        out.insert(
-            k.clone(),
-            Value {
-                value: v.clone(),
-                sensitive: false,
-            },
-        );
+        out.insert(k.clone(), Value::plain(v.clone(), false));
     }
     for (k, v) in outputs {
         out.insert(k.clone(), v.clone());
@@ -183,19 +224,50 @@ pub enum SubstitutionError {
     Unclosed(usize),
 }
 
-/// Replaces every `#{Name}` in `text` with its value (values may themselves hold `#{…}`);
-/// `##{` stands for a literal `#{`. An undefined name is an error naming it.
+/// Replaces every `#{Name}` in `text` with its value (values may themselves hold `#{…}`, except
+/// values from a script's output, which are taken as they are); `##{` stands for a literal
+/// `#{`. An undefined name is an error naming it. For files; a script's text goes through
+/// [`substitute_script`].
 pub fn substitute(
     text: &str,
     values: &BTreeMap<String, Value>,
 ) -> Result<String, SubstitutionError> {
-    expand(text, values, &mut Vec::new())
+    expand(text, values, &mut Vec::new(), None)
+}
+
+/// [`substitute`] for a script's text: a value from a script's output lands quoted for `shell`
+/// (one word, whatever it holds), so no output can add code to a later script.
+pub fn substitute_script(
+    text: &str,
+    values: &BTreeMap<String, Value>,
+    shell: Shell,
+) -> Result<String, SubstitutionError> {
+    expand(text, values, &mut Vec::new(), Some(shell))
+}
+
+/// Every value fully substituted, for a party that substitutes again with plain strings (a
+/// tentacle unpacking a package): a `#{` left in a value is escaped (`##{`), so that party
+/// takes it as text and never looks another variable up through it.
+pub fn literal_values(values: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|(k, v)| {
+            let full = if v.from_output {
+                v.value.clone()
+            } else {
+                expand(&v.value, values, &mut vec![k.clone()], None)
+                    .unwrap_or_else(|_| v.value.clone())
+            };
+            (k.clone(), full.replace("#{", "##{"))
+        })
+        .collect()
 }
 
 fn expand(
     text: &str,
     values: &BTreeMap<String, Value>,
     stack: &mut Vec<String>,
+    shell: Option<Shell>,
 ) -> Result<String, SubstitutionError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -221,9 +293,17 @@ fn expand(
         if stack.iter().any(|n| n == name) || stack.len() >= MAX_DEPTH {
             return Err(SubstitutionError::Cycle(name.to_owned()));
         }
-        stack.push(name.to_owned());
-        out.push_str(&expand(&value.value, values, stack)?);
-        stack.pop();
+        if value.from_output {
+            // Taken as it is: never looked into for `#{…}`, quoted in a script.
+            match shell {
+                Some(sh) => out.push_str(&sh.quote(&value.value)),
+                None => out.push_str(&value.value),
+            }
+        } else {
+            stack.push(name.to_owned());
+            out.push_str(&expand(&value.value, values, stack, shell)?);
+            stack.pop();
+        }
         rest = &after[end + 1..];
         offset += i + 2 + end + 1;
     }
@@ -257,14 +337,32 @@ pub fn environment(values: &BTreeMap<String, Value>) -> BTreeMap<String, String>
         .collect()
 }
 
-/// The sensitive values among `values`, longest first (so a value containing another is masked
-/// whole), for [`mask`].
+/// Shortest sensitive value (and line of a multi-line one) that is masked: a shorter one would
+/// mask every such run of characters in every log, garbling it and hinting at the value.
+pub const MIN_MASKED_LEN: usize = 4;
+
+/// What to mask for the sensitive values among `values`, longest first (so a value containing
+/// another is masked whole), for [`mask`]: each value, and each line of a multi-line value
+/// (output comes line by line, so a PEM key is masked line by line). Lines shorter than
+/// [`MIN_MASKED_LEN`] of a multi-line value are not masked.
 pub fn secrets(values: &BTreeMap<String, Value>) -> Vec<String> {
-    let mut s: Vec<String> = values
+    let mut s: Vec<String> = Vec::new();
+    for v in values
         .values()
         .filter(|v| v.sensitive && !v.value.is_empty())
-        .map(|v| v.value.clone())
-        .collect();
+    {
+        if v.value.contains('\n') {
+            s.extend(
+                v.value
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').trim())
+                    .filter(|l| l.len() >= MIN_MASKED_LEN)
+                    .map(str::to_owned),
+            );
+        } else {
+            s.push(v.value.clone());
+        }
+    }
     s.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     s.dedup();
     s
@@ -279,6 +377,42 @@ pub fn mask(line: &str, secrets: &[String]) -> String {
         }
     }
     out
+}
+
+/// Masks the next piece of a line that output split in pieces (`carry`: what the previous piece
+/// held back). Returns what can be shown now; while the line `continues`, the tail that could
+/// still be the start of a secret stays in `carry`, so a secret straddling two pieces is
+/// masked whole.
+pub fn mask_piece(carry: &mut String, piece: &str, continues: bool, secrets: &[String]) -> String {
+    let mut whole = std::mem::take(carry);
+    whole.push_str(piece);
+    let longest = secrets.iter().map(String::len).max().unwrap_or(0);
+    if !continues || longest == 0 {
+        return mask(&whole, secrets);
+    }
+    let mut cut = whole.len().saturating_sub(longest - 1);
+    // Never between the two ends of a secret found whole.
+    loop {
+        let spanning = secrets
+            .iter()
+            .flat_map(|s| {
+                whole
+                    .match_indices(s.as_str())
+                    .map(move |(i, _)| (i, s.len()))
+            })
+            .filter(|(i, n)| *i < cut && i + n > cut)
+            .map(|(i, _)| i)
+            .min();
+        match spanning {
+            Some(i) => cut = i,
+            None => break,
+        }
+    }
+    while !whole.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    *carry = whole[cut..].to_owned();
+    mask(&whole[..cut], secrets)
 }
 
 /// Checks a project's variables as written; errors name the entry (`variables[3].name: …`).
@@ -306,6 +440,13 @@ pub fn validate_variables(vars: &[Variable]) -> Result<(), ValidationError> {
             return Err(ValidationError::new(format!(
                 "{at}.value: at most {} KiB",
                 MAX_VARIABLE_VALUE_LEN / 1024
+            )));
+        }
+        if v.sensitive && !v.value.is_empty() && v.value.trim().len() < MIN_MASKED_LEN {
+            return Err(ValidationError::new(format!(
+                "{at}.value: a sensitive value of fewer than {MIN_MASKED_LEN} characters cannot \
+                 be masked in logs safely (every such run of characters would be); use a \
+                 longer secret, or make it not sensitive"
             )));
         }
         crate::target::validate_tags(&format!("{at}.scope.roles"), &v.scope.roles)?;
@@ -422,6 +563,7 @@ mod tests {
             Value {
                 value: "1.2".into(),
                 sensitive: false,
+                from_output: true,
             },
         )]);
         let none: [String; 0] = [];
@@ -437,16 +579,101 @@ mod tests {
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
         pairs
             .iter()
-            .map(|(k, v)| {
-                (
-                    (*k).to_owned(),
-                    Value {
-                        value: (*v).to_owned(),
-                        sensitive: false,
-                    },
-                )
-            })
+            .map(|(k, v)| ((*k).to_owned(), Value::plain(*v, false)))
             .collect()
+    }
+
+    #[test]
+    fn values_from_outputs_are_taken_as_they_are_and_quoted_in_scripts() {
+        let mut v = values(&[("Secret", "hunter2-long"), ("Greeting", "hi #{Cuttle.X}")]);
+        v.insert("Cuttle.X".into(), Value::plain("x", false));
+        let out = |value: &str| Value {
+            value: value.into(),
+            sensitive: false,
+            from_output: true,
+        };
+        v.insert("Output.A.V".into(), out("1.2'; rm -rf / #"));
+        v.insert("Output.A.Ref".into(), out("#{Secret}"));
+        v.insert("Wraps".into(), Value::plain("v=#{Output.A.V}", false));
+        // In a script: one quoted word, whatever it holds; never looked into.
+        assert_eq!(
+            substitute_script("echo #{Output.A.V}", &v, Shell::Posix).unwrap(),
+            "echo '1.2'\\''; rm -rf / #'"
+        );
+        assert_eq!(
+            substitute_script("echo #{Wraps}", &v, Shell::Posix).unwrap(),
+            "echo v='1.2'\\''; rm -rf / #'"
+        );
+        assert_eq!(
+            substitute_script("echo #{Output.A.Ref}", &v, Shell::Posix).unwrap(),
+            "echo '#{Secret}'"
+        );
+        assert_eq!(
+            substitute_script("Write-Output #{Output.A.V}", &v, Shell::PowerShell).unwrap(),
+            "Write-Output '1.2''; rm -rf / #'"
+        );
+        assert_eq!(
+            Shell::PowerShell.quote("a\u{2019}b"),
+            "'a\u{2019}\u{2019}b'"
+        );
+        // The quoting holds in a real shell: the word comes back as it was.
+        let quoted = Shell::Posix.quote("it's $(id) `id` \\ \"q\"");
+        let echoed = std::process::Command::new("/bin/sh")
+            .args(["-c", &format!("printf %s {quoted}")])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&echoed.stdout),
+            "it's $(id) `id` \\ \"q\""
+        );
+        // In files: as they are, still never looked into.
+        assert_eq!(substitute("#{Output.A.Ref}", &v).unwrap(), "#{Secret}");
+        assert_eq!(substitute("#{Greeting}", &v).unwrap(), "hi x");
+        // For a tentacle: substituted whole, with what is left of #{ escaped.
+        let lit = literal_values(&v);
+        assert_eq!(lit["Greeting"], "hi x");
+        assert_eq!(lit["Output.A.Ref"], "##{Secret}");
+        let again: BTreeMap<String, Value> = lit
+            .iter()
+            .map(|(k, x)| (k.clone(), Value::plain(x.clone(), false)))
+            .collect();
+        assert_eq!(substitute("#{Output.A.Ref}", &again).unwrap(), "#{Secret}");
+    }
+
+    #[test]
+    fn multi_line_secrets_are_masked_line_by_line_and_across_pieces() {
+        let mut v = values(&[]);
+        let pem =
+            "-----BEGIN KEY-----\nMIIEvQIBADANBgkq\r\nhkiG9w0BAQEFAASC\nAB\n-----END KEY-----\n";
+        v.insert("Key".into(), Value::plain(pem, true));
+        v.insert("Pw".into(), Value::plain("correct-horse", true));
+        let s = secrets(&v);
+        for line in ["MIIEvQIBADANBgkq", "hkiG9w0BAQEFAASC", "correct-horse"] {
+            assert!(s.contains(&line.to_owned()), "{s:?}");
+        }
+        assert!(!s.contains(&"AB".to_owned()), "too short to mask: {s:?}");
+        assert_eq!(mask("MIIEvQIBADANBgkq", &s), MASK);
+        // A secret cut in two by a line split is masked whole, wherever the cut falls.
+        let text = format!("{}correct-horse{}", "x".repeat(50), "y".repeat(50));
+        for cut in 40..70 {
+            let mut carry = String::new();
+            let first = mask_piece(&mut carry, &text[..cut], true, &s);
+            let second = mask_piece(&mut carry, &text[cut..], false, &s);
+            let shown = format!("{first}{second}");
+            assert_eq!(
+                shown,
+                format!("{}{MASK}{}", "x".repeat(50), "y".repeat(50)),
+                "cut at {cut}"
+            );
+            assert!(
+                !first.contains("correct") && !second.contains("horse"),
+                "cut at {cut}"
+            );
+        }
+        // Without secrets, nothing is held back.
+        let mut carry = String::new();
+        assert_eq!(mask_piece(&mut carry, "abc", true, &[]), "abc");
+        assert!(carry.is_empty());
     }
 
     #[test]
@@ -506,13 +733,7 @@ mod tests {
     #[test]
     fn sensitive_values_are_masked_longest_first() {
         let mut v = values(&[("Pw", "hunter2"), ("Plain", "hello")]);
-        v.insert(
-            "Long".into(),
-            Value {
-                value: "hunter2-extra".into(),
-                sensitive: true,
-            },
-        );
+        v.insert("Long".into(), Value::plain("hunter2-extra", true));
         v.get_mut("Pw").unwrap().sensitive = true;
         let s = secrets(&v);
         assert_eq!(s, ["hunter2-extra", "hunter2"]);
@@ -548,6 +769,13 @@ mod tests {
             (
                 var("V", "x", scope(&[], &[""], &[])),
                 "variables[0].scope.roles",
+            ),
+            (
+                Variable {
+                    sensitive: true,
+                    ..var("V", "abc", VariableScope::default())
+                },
+                "cannot be masked",
             ),
         ] {
             let e = validate_variables(&[v]).unwrap_err();

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cuttle_core::plan::{
-    batches, decide, environment, groups, place, resolve, secrets, substitute, Action, Context,
-    Decision, Placement, Process, Step, StoredVariable, Value, Variable,
+    batches, decide, environment, groups, place, resolve, secrets, substitute_script, Action,
+    Context, Decision, Placement, Process, Shell, Step, StoredVariable, Value, Variable,
 };
 use cuttle_core::{DeployArgs, RunbookArgs, TargetRecord};
 use cuttle_proto::v1::RunScriptRequest;
@@ -28,7 +28,7 @@ mod package;
 use super::Executor;
 use crate::ctx::{TaskCtx, TaskError, TaskResult};
 use crate::local::on_node;
-use crate::output::{Output, SetVariable};
+use crate::output::{Output, SetOutput};
 use crate::tentacles::run_script_on;
 
 /// What to run where: a release's snapshot, or a runbook's published one, in an environment.
@@ -278,16 +278,17 @@ async fn deploy(a: &Order, key: Execution, ctx: &TaskCtx) -> TaskResult {
 
 /// Output variables of a step: `Output.<step>.<name>` (the last value set across its targets)
 /// and `Output.<step>[<target>].<name>` (each target's).
-fn record_outputs(outputs: &mut BTreeMap<String, Value>, step: &str, set: Vec<SetVariable>) {
-    for (target, name, value) in set {
+fn record_outputs(outputs: &mut BTreeMap<String, Value>, step: &str, set: Vec<SetOutput>) {
+    for o in set {
         let v = Value {
-            value,
-            sensitive: false,
+            value: o.value,
+            sensitive: o.sensitive,
+            from_output: true,
         };
-        if let Some(t) = &target {
-            outputs.insert(format!("Output.{step}[{t}].{name}"), v.clone());
+        if let Some(t) = &o.target {
+            outputs.insert(format!("Output.{step}[{t}].{}", o.name), v.clone());
         }
-        outputs.insert(format!("Output.{step}.{name}"), v);
+        outputs.insert(format!("Output.{step}.{}", o.name), v);
     }
 }
 
@@ -300,7 +301,7 @@ async fn run_step(
     a: &Order,
     key: Execution,
     ctx: &TaskCtx,
-) -> Result<Vec<SetVariable>, TaskError> {
+) -> Result<Vec<SetOutput>, TaskError> {
     let started = Instant::now();
     ctx.logs
         .line(
@@ -326,7 +327,9 @@ async fn run_step(
                 return Err(failed("a package step runs on targets, not on the node"));
             };
             let values = values_at(plan, step, outputs, None);
-            let script = substitute(script, &values).map_err(|e| failed(e.to_string()))?;
+            // On the node: /bin/sh.
+            let script = substitute_script(script, &values, Shell::Posix)
+                .map_err(|e| failed(e.to_string()))?;
             let out = Arc::new(Output::step(secrets(&values)));
             let ran = tokio::time::timeout(
                 limit,
@@ -450,10 +453,11 @@ async fn on_target(
     outputs: &BTreeMap<String, Value>,
     key: Execution,
     ctx: &TaskCtx,
-) -> Result<Vec<SetVariable>, String> {
+) -> Result<Vec<SetOutput>, String> {
     let started = Instant::now();
     let values = values_at(plan, step, outputs, Some(t));
-    let script = substitute(script, &values).map_err(|e| format!("{}: {e}", t.name))?;
+    let script = substitute_script(script, &values, Shell::of(shell))
+        .map_err(|e| format!("{}: {e}", t.name))?;
     let mut env: HashMap<String, String> = environment(&values).into_iter().collect();
     env.insert("CUTTLE_TASK_ID".into(), key.task.to_string());
     env.insert("CUTTLE_TARGET_NAME".into(), t.name.clone());

@@ -6,14 +6,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use cuttle_core::plan::{environment, secrets, substitute, Action, Step, Value};
+use cuttle_core::plan::{
+    environment, literal_values, secrets, substitute_script, Action, Shell, Step, Value,
+};
 use cuttle_core::{glob_match, package_version_key, parse_package_version, TargetRecord};
 use cuttle_proto::v1::{ExtractPackageRequest, FileHeader, RunScriptRequest};
 use cuttle_storage::{Execution, PackageRecord};
 
 use super::{failed, values_at, Plan};
 use crate::ctx::{TaskCtx, TaskError};
-use crate::output::{Output, SetVariable};
+use crate::output::{Output, SetOutput};
 use crate::tentacles::{extract_on, run_script_on, send_file};
 
 /// What a target-side call of a package step needs from its deployment.
@@ -107,7 +109,7 @@ pub(super) async fn on_target(
     shell: &str,
     limit: Duration,
     at: &At<'_>,
-) -> Result<Vec<SetVariable>, String> {
+) -> Result<Vec<SetOutput>, String> {
     let started = Instant::now();
     let ran = tokio::time::timeout(limit, deploy_to(t, step, p, shell, at))
         .await
@@ -127,7 +129,7 @@ async fn deploy_to(
     p: &PackageRecord,
     shell: &str,
     at: &At<'_>,
-) -> Result<Vec<SetVariable>, String> {
+) -> Result<Vec<SetOutput>, String> {
     let Action::DeployPackage {
         substitute_in_files,
         script,
@@ -175,10 +177,9 @@ async fn deploy_to(
         format: p.format.extension().to_owned(),
         destination,
         substitute_in_files: substitute_in_files.clone(),
-        variables: values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect(),
+        // Substituted here: the tentacle puts them in files as they are, never looking
+        // another variable up through a value a script's output chose.
+        variables: literal_values(&values).into_iter().collect(),
     };
     let unpacked = extract_on(t, request, ctx).await?;
     ctx.logs
@@ -220,7 +221,8 @@ async fn deploy_to(
         scripts.push(("deploy.sh", "sh ./deploy.sh".to_owned(), "sh"));
     }
     if let Some(s) = script {
-        let s = substitute(s, &values).map_err(|e| format!("{}: {e}", t.name))?;
+        let s = substitute_script(s, &values, Shell::of(shell))
+            .map_err(|e| format!("{}: {e}", t.name))?;
         scripts.push(("the step's script", s, shell));
     }
     for (what, script, shell) in scripts {
