@@ -203,3 +203,250 @@ fn c1_a_node_that_cannot_isolate_refuses_scripts_saying_why() {
         "{t}"
     );
 }
+
+/// Starts `t` as a polling tentacle of `n` in Production with the role `web`, and waits until a
+/// gateway holds its session.
+fn web_tentacle(n: &cuttle_e2e::Node, t: &mut cuttle_e2e::Tentacle, api_key: &str) {
+    production(n);
+    let out = t.register(&n.url(""), api_key, "web", "polling", &["Production"], &[]);
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("Machines-"))
+        .unwrap_or_else(|| panic!("no target id in {out:?}"))
+        .to_owned();
+    t.start();
+    cuttle_e2e::wait_until("the tentacle's session", MIN, || {
+        let (_, target) = n.get(&format!("/api/targets/{id}"));
+        (!target["connected_nodes"].as_array()?.is_empty()).then_some(())
+    });
+}
+
+/// The id of the environment "Production", made if it is not there yet.
+fn production(n: &cuttle_e2e::Node) -> String {
+    let envs = "/api/spaces/default/environments";
+    let (_, list) = n.get(envs);
+    if let Some(e) = list["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "Production"))
+    {
+        return e["id"].as_str().unwrap().to_owned();
+    }
+    let (status, made) = n.post(envs, &json!({"name": "Production"}));
+    assert_eq!(status, 201, "{made}");
+    made["id"].as_str().unwrap().to_owned()
+}
+
+/// A project "Shop" with one environment, `steps` as its process and `variables`, released as
+/// 1.0.0 and deployed: the deployment's task, once finished, and its log.
+fn deploy_once(
+    n: &cuttle_e2e::Node,
+    steps: serde_json::Value,
+    variables: serde_json::Value,
+) -> (serde_json::Value, String) {
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_owned();
+    let env = production(n);
+    let (_, project) = n.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
+    let path = format!("/api/spaces/default/projects/{}", id(&project));
+    let (status, saved) = n.request(
+        "PUT",
+        &format!("{path}/deploymentprocess"),
+        Some(&json!({"version": 1, "steps": steps}).to_string()),
+    );
+    assert_eq!(status, 200, "{saved}");
+    let (status, saved) = n.request(
+        "PUT",
+        &format!("{path}/variables"),
+        Some(&json!({"version": 2, "variables": variables}).to_string()),
+    );
+    assert_eq!(status, 200, "{saved}");
+    let (status, release) = n.post(&format!("{path}/releases"), &json!({"version": "1.0.0"}));
+    assert_eq!(status, 201, "{release}");
+    let (status, d) = n.post(
+        "/api/spaces/default/deployments",
+        &json!({"release_id": id(&release), "environment_id": env}),
+    );
+    assert_eq!(status, 201, "{d}");
+    let task = d["task_id"].as_str().unwrap();
+    (n.wait_finished(task, MIN), n.task_log(task))
+}
+
+/// H-1 (output variables): what one script prints as an output variable reaches a later script
+/// as data — quoted for its shell, never run, never searched for another variable to reveal.
+#[test]
+fn h1_an_output_variable_cannot_add_code_to_a_later_script() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let script = |s: &str| json!({"type": "script", "script": s});
+    let (t, log) = deploy_once(
+        &n1,
+        json!([
+            {"name": "Build", "action": script(
+                "echo \"##cuttle[setVariable name='V' value='1.0; echo INJECTED-\\$(id -u)']\"\n\
+                 echo \"##cuttle[setVariable name='Q' value='x\\\\' ; echo QUOTED-ESCAPE ; echo \\\\'']\"\n\
+                 echo \"##cuttle[setVariable name='Ref' value='##{Internal}']\""
+            )},
+            {"name": "Use", "action": script(
+                "echo got #{Output.Build.V}\necho q #{Output.Build.Q}\necho ref #{Output.Build.Ref}"
+            )},
+        ]),
+        json!([{"name": "Internal", "value": "internal-value-42"}]),
+    );
+    assert_eq!(t["state"], "Success", "{t}\n{log}");
+    assert!(
+        log.contains("OUT   got 1.0; echo INJECTED-$(id -u)"),
+        "the value arrives whole, as text:\n{log}"
+    );
+    assert!(
+        log.contains("OUT   q x' ; echo QUOTED-ESCAPE ; echo '"),
+        "{log}"
+    );
+    assert!(log.contains("OUT   ref #{Internal}"), "{log}");
+    for injected in [
+        "OUT   INJECTED-",
+        "OUT   QUOTED-ESCAPE",
+        "internal-value-42",
+    ] {
+        assert!(!log.contains(injected), "{injected:?} in\n{log}");
+    }
+}
+
+/// H-2: `createArtifact` publishes only a regular file inside the script's working directory —
+/// not `/proc/self/environ`, not a link to a file elsewhere — on a node and on a tentacle.
+#[test]
+fn h2_artifacts_cannot_publish_files_outside_the_script_s_folder() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = cuttle_e2e::temp_dir("attack-artifacts");
+    let mut web = cuttle_e2e::Tentacle::new(dir.path(), "web-1");
+    web_tentacle(&n1, &mut web, &cluster.api_key);
+    let key_file = web.home.join("tentacle.key");
+    let attempts = |secret: &str| {
+        format!(
+            "echo ok > legit.txt\n\
+             ln -s {secret} link\n\
+             ln {secret} hard 2>/dev/null\n\
+             mkfifo fifo\n\
+             echo \"##cuttle[createArtifact path='/proc/self/environ']\"\n\
+             echo \"##cuttle[createArtifact path='{secret}']\"\n\
+             echo \"##cuttle[createArtifact path='../../{base}']\"\n\
+             echo \"##cuttle[createArtifact path='link']\"\n\
+             echo \"##cuttle[createArtifact path='hard']\"\n\
+             echo \"##cuttle[createArtifact path='fifo']\"\n\
+             echo \"##cuttle[createArtifact path='legit.txt']\"",
+            base = std::path::Path::new(secret)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        )
+    };
+    // On the node: its master key is what a link would reach for.
+    let on_node = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
+        "script": attempts(&cluster.dir().join("n1").join("cuttle.db").display().to_string())}}));
+    let on_target = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
+        "script": attempts(&key_file.display().to_string()), "roles": ["web"]}}));
+    for id in [&on_node, &on_target] {
+        let t = n1.wait_finished(id, MIN);
+        let log = n1.task_log(id);
+        let (_, arts) = n1.get(&format!("/api/tasks/{id}/artifacts"));
+        let names: Vec<&str> = arts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["legit.txt"], "{t}\n{log}");
+        assert!(
+            log.contains("not taken") && log.contains("not collected"),
+            "{log}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(&key_file)
+            .unwrap()
+            .contains("PRIVATE KEY"),
+        "the tentacle's key is still where it was"
+    );
+}
+
+/// H-3: a sensitive value is masked whole wherever output carries it — each line of a PEM
+/// key, a value cut in two where a long line is split — on a node and on a target.
+#[test]
+fn h3_multi_line_and_split_secrets_are_masked_whole() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = cuttle_e2e::temp_dir("attack-masking");
+    let mut web = cuttle_e2e::Tentacle::new(dir.path(), "web-1");
+    web_tentacle(&n1, &mut web, &cluster.api_key);
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n\
+               VJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDu\n-----END PRIVATE KEY-----";
+    let password = "long-Secret-Value-0123456789";
+    // Lines are split every 65,536 bytes: the password starts 10 bytes before the split.
+    let pad = 64 * 1024 - 10;
+    let script =
+        format!("cat <<'EOF'\n#{{Pem}}\nEOF\nprintf '%{pad}s#{{Password}}tail\\n' x | tr ' ' p");
+    let step = |name: &str, roles: serde_json::Value| {
+        json!({"name": name, "target_roles": roles, "condition": "always",
+               "action": {"type": "script", "script": script}})
+    };
+    let (t, log) = deploy_once(
+        &n1,
+        json!([
+            step("On the node", json!([])),
+            step("On the target", json!(["web"]))
+        ]),
+        json!([
+            {"name": "Pem", "value": pem, "sensitive": true},
+            {"name": "Password", "value": password, "sensitive": true},
+        ]),
+    );
+    assert_eq!(t["state"], "Success", "{t}");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "a line of the key is in the log");
+    }
+    assert!(
+        log.contains("OUT   ********") && log.contains("OUT   [web-1] ********"),
+        "the key's lines are there, masked, from the node and the target"
+    );
+    for half in [&password[..10], &password[10..]] {
+        assert!(
+            !log.contains(half),
+            "part of the password ({half}) is in the log"
+        );
+    }
+    assert_eq!(
+        log.matches("********tail").count(),
+        2,
+        "masked where it was split"
+    );
+}
+
+/// H-3: a script's text (with the secrets substituted into it) is never on a command line,
+/// where `ps` shows it to every local user: not on the node, not on a target.
+#[test]
+fn h3_a_script_s_text_is_never_on_a_command_line() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = cuttle_e2e::temp_dir("attack-ps");
+    let mut web = cuttle_e2e::Tentacle::new(dir.path(), "web-1");
+    web_tentacle(&n1, &mut web, &cluster.api_key);
+    let script = "secret=marker-in-the-script-text; sleep 600.62";
+    let on_node = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    let on_target = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {
+        "script": script, "roles": ["web"]}}));
+    cuttle_e2e::wait_until("both scripts to run", MIN, || {
+        (cuttle_e2e::processes_running(&["sleep", "600.62"]).len() == 2).then_some(())
+    });
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains("marker-in-the-script-text") {
+                seen.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            }
+        }
+    }
+    for id in [&on_node, &on_target] {
+        n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
+        n1.wait_finished(id, MIN);
+    }
+    assert!(seen.is_empty(), "on a command line: {seen:?}");
+}
