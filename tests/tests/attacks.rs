@@ -450,3 +450,95 @@ fn h3_a_script_s_text_is_never_on_a_command_line() {
     }
     assert!(seen.is_empty(), "on a command line: {seen:?}");
 }
+
+/// H-4: released bytes never change. A deployer cannot replace a version; nobody can replace
+/// one a release names; and bytes that changed under a release anyway (deleted and uploaded
+/// again) are not deployed.
+#[test]
+fn h4_a_released_package_version_is_never_replaced_under_its_release() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = cuttle_e2e::temp_dir("attack-packages");
+    let mut web = cuttle_e2e::Tentacle::new(dir.path(), "web-1");
+    web_tentacle(&n1, &mut web, &cluster.api_key);
+    let deployer = n1.key_with_scope("ci", "deployer");
+    let operator = n1.key_with_scope("ops", "operator");
+    let upload = |key: &str, bytes: &[u8], replace: bool| {
+        let q = if replace { "&replace=true" } else { "" };
+        cuttle_e2e::upload(
+            n1.http(),
+            &n1.url(&format!(
+                "/api/spaces/default/packages/raw?package_id=Shop.Web&version=1.0.0&format=tar.gz{q}"
+            )),
+            key,
+            "application/octet-stream",
+            bytes,
+            bytes.len() as u64,
+            &[],
+        )
+    };
+    let tarball = |text: &str| {
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("version.txt"), text).unwrap();
+        let out = dir.path().join("pkg.tar.gz");
+        let ok = std::process::Command::new("tar")
+            .args([
+                "czf",
+                out.to_str().unwrap(),
+                "-C",
+                src.to_str().unwrap(),
+                "version.txt",
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        std::fs::read(out).unwrap()
+    };
+    let (good, evil) = (tarball("good build"), tarball("evil build"));
+    let (status, body) = upload(&deployer, &good, false);
+    assert_eq!(status, 201, "{body}");
+    // Released: the release records what it deploys, SHA-256 included.
+    let step = json!([{"name": "Web", "target_roles": ["web"], "action": {
+        "type": "deploy-package", "package_id": "Shop.Web",
+        "script": "cat version.txt"}}]);
+    let (t, log) = deploy_once(&n1, step, json!([]));
+    assert_eq!(t["state"], "Success", "{t}\n{log}");
+    assert!(log.contains("OUT   [web-1] good build"), "{log}");
+
+    // The deployer's attack: replace the released version.
+    let (status, err) = upload(&deployer, &evil, true);
+    assert_eq!(status, 403, "{err}");
+    // Not even an operator replaces a version a release names.
+    let (status, err) = upload(&operator, &evil, true);
+    assert_eq!(status, 409, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("release 1.0.0 of Shop"), "{msg}");
+
+    // Deleted and uploaded again with other bytes: the release refuses to deploy them.
+    let (status, _) = n1.request_with_key(
+        &operator,
+        "DELETE",
+        "/api/spaces/default/packages/Shop.Web/1.0.0",
+        None,
+    );
+    assert_eq!(status, 200);
+    let (status, body) = upload(&operator, &evil, false);
+    assert_eq!(status, 201, "{body}");
+    let (_, releases) = n1.get("/api/spaces/default/deployments");
+    let first = &releases["items"][0];
+    let (status, d) = n1.post(
+        "/api/spaces/default/deployments",
+        &json!({"release_id": first["release_id"], "environment_id": first["environment_id"]}),
+    );
+    assert_eq!(status, 201, "{d}");
+    let task = d["task_id"].as_str().unwrap();
+    let t = n1.wait_finished(task, MIN);
+    let log = n1.task_log(task);
+    assert_eq!(t["state"], "Failed", "{t}\n{log}");
+    assert!(
+        log.contains("is not the one the release was made with"),
+        "{log}"
+    );
+    assert!(!log.contains("evil build"), "{log}");
+}

@@ -174,9 +174,19 @@ fn the_repository_keeps_each_version_whole_once_and_serves_it_by_range(db: Datab
         .into_iter()
         .find(|f| f.contains("Acme.Web.1.0.0_"))
         .unwrap();
-    let (status, replaced) = raw_upload(
+    // Replacing is an operator's call, never a deployer's.
+    let (status, err) = raw_upload(
         &n2,
         &deployer,
+        "package_id=ACME.WEB&version=1.0.0%2Bbuild.9&format=zip&replace=true",
+        &v1b,
+        &[],
+    );
+    assert_eq!(status, 403, "{err}");
+    assert!(error_of(&err).contains("needs scope operator"), "{err}");
+    let (status, replaced) = raw_upload(
+        &n2,
+        &operator,
         "package_id=ACME.WEB&version=1.0.0%2Bbuild.9&format=zip&replace=true",
         &v1b,
         &[],
@@ -430,8 +440,16 @@ fn the_repository_keeps_each_version_whole_once_and_serves_it_by_range(db: Datab
         !st.success() && err.contains("409") && err.contains("replace=true"),
         "{err}"
     );
-    let (st, out, err) = cli(
+    let (st, _, err) = cli(
         &deployer,
+        &["package", "upload", "--replace", file.to_str().unwrap()],
+    );
+    assert!(
+        !st.success() && err.contains("needs scope operator"),
+        "{err}"
+    );
+    let (st, out, err) = cli(
+        &operator,
         &["package", "upload", "--replace", file.to_str().unwrap()],
     );
     assert!(st.success(), "{out}{err}");

@@ -8,6 +8,7 @@ mod blob;
 mod crypto;
 mod db;
 mod error;
+mod pins;
 mod repository;
 mod users;
 
@@ -26,6 +27,7 @@ pub use db::{
     SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
 };
 pub use error::Error;
+pub use pins::{package_pins, PackagePin};
 pub use repository::remove_package;
 pub use users::{check_user_name, User, USER, USER_PREFIX};
 

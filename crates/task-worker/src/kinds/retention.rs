@@ -66,8 +66,16 @@ async fn retain(key: Execution, keep_versions: u32, ctx: &TaskCtx) -> TaskResult
             .await
             .map_err(|e| failed(format!("read projects: {e}")))?;
         for project in projects {
-            project_retention(key, &space_id, &project, &mut removed, &mut in_use, ctx).await?;
+            project_retention(key, &space_id, &project, &mut removed, ctx).await?;
         }
+        // What the remaining releases deploy, and what processes and published runbooks name.
+        let pins = cuttle_storage::package_pins(store, &space_id)
+            .await
+            .map_err(|e| failed(format!("read what names package versions: {e}")))?;
+        in_use.extend(
+            pins.into_iter()
+                .map(|p| (p.space, p.package_id, p.version_key)),
+        );
     }
     if keep_versions > 0 {
         package_retention(key, keep_versions as usize, &in_use, &mut removed, ctx).await?;
@@ -119,7 +127,6 @@ async fn project_retention(
     space: &str,
     project: &Document,
     removed: &mut Removed,
-    in_use: &mut HashSet<(String, String, String)>,
     ctx: &TaskCtx,
 ) -> TaskResult {
     let store = &ctx.targets.store;
@@ -205,17 +212,6 @@ async fn project_retention(
                     ),
                 )
                 .await;
-        }
-    }
-    for r in &releases {
-        let chosen = r.snapshot.get("packages").and_then(|p| p.as_object());
-        for p in chosen.into_iter().flat_map(|m| m.values()) {
-            let (Some(id), Some(v)) = (p["package_id"].as_str(), p["version"].as_str()) else {
-                continue;
-            };
-            if let Ok(v) = v.parse::<SemVer>() {
-                in_use.insert((space.to_owned(), id.to_lowercase(), package_version_key(&v)));
-            }
         }
     }
     Ok(())

@@ -61,6 +61,7 @@ fn too_large(max: u64) -> ApiError {
 /// already knows it by.
 async fn check_name(
     s: &AppState,
+    caller: &Caller,
     space: &str,
     named: &mut Named,
     replace: bool,
@@ -83,11 +84,40 @@ async fn check_name(
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
-                "package {} version {} is already in the repository (upload with \
-                 replace=true to overwrite it)",
+                "package {} version {} is already in the repository (upload it as a new \
+                 version; an operator may replace a version nothing has released yet with \
+                 replace=true)",
                 named.package_id, named.version
             ),
         ));
+    }
+    if exists {
+        // Released bytes never change under a release: a version something names stays.
+        if !caller.scope.grants(cuttle_core::Scope::Operator) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "replacing a package version needs scope operator; {} has scope {} (upload \
+                     it as a new version)",
+                    caller.name, caller.scope
+                ),
+            ));
+        }
+        let id = named.package_id.to_lowercase();
+        if let Some(pin) = cuttle_storage::package_pins(&s.store, space)
+            .await?
+            .into_iter()
+            .find(|p| p.package_id == id && p.version_key == key)
+        {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "package {} version {} cannot be replaced: {} names it (upload it as a new \
+                     version)",
+                    named.package_id, named.version, pin.by
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -225,7 +255,7 @@ async fn receive(
                 version: parse_package_version(need("version")?)?,
                 format: PackageFormat::parse(need("format")?)?,
             };
-            check_name(s, &space, &mut n, replace).await?;
+            check_name(s, &caller, &space, &mut n, replace).await?;
             Some(n)
         }
     };
@@ -279,7 +309,7 @@ async fn receive(
                         version: parsed.version,
                         format: parsed.format,
                     };
-                    check_name(s, &space, &mut n, replace).await?;
+                    check_name(s, &caller, &space, &mut n, replace).await?;
                     named = Some(n);
                 }
             }

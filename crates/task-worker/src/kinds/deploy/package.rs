@@ -71,6 +71,21 @@ pub(super) async fn resolve(
         )
         .ok_or_else(|| failed(format!("the repository has no package {package_id}")))?,
     };
+    // A release deploys exactly the bytes it was made with: the SHA-256 it recorded.
+    let recorded = plan
+        .packages
+        .get(&step.name)
+        .and_then(|p| p.get("sha256"))
+        .and_then(|v| v.as_str());
+    if let Some(recorded) = recorded {
+        if !recorded.eq_ignore_ascii_case(&found.sha256) {
+            return Err(failed(format!(
+                "package {} version {} in the repository (SHA-256 {}) is not the one the release \
+                 was made with (SHA-256 {recorded}): not deployed",
+                found.package_id, found.version, found.sha256
+            )));
+        }
+    }
     ctx.logs
         .line(
             key,
