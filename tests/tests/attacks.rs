@@ -542,3 +542,91 @@ fn h4_a_released_package_version_is_never_replaced_under_its_release() {
     );
     assert!(!log.contains("evil build"), "{log}");
 }
+
+/// H-1: a register-target key puts its target only where it was made to, registers once, and
+/// never changes a target afterwards — its own or another's.
+#[test]
+fn h1_a_register_target_key_claims_only_what_it_was_granted() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    for env in ["Test", "Production"] {
+        n1.post("/api/spaces/default/environments", &json!({"name": env}));
+    }
+    let thumb = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    let (_, prod_web) = n1.post(
+        "/api/targets",
+        &json!({"name": "prod-web", "environments": ["Production"], "roles": ["web"],
+                "comms": "polling", "thumbprint": thumb('A')}),
+    );
+    let prod_path = format!("/api/targets/{}", prod_web["id"].as_str().unwrap());
+    let (_, key) = n1.create_key(
+        &json!({"name": "web-9 bootstrap", "scope": "register-target",
+        "target": "web-9", "environments": ["Test"], "roles": ["web"]}),
+    );
+    let dir = cuttle_e2e::temp_dir("attack-register");
+    let t = cuttle_e2e::Tentacle::new(dir.path(), "web-9");
+    let server = n1.url("");
+    let register = |envs: &[&str], role: &str| {
+        let mut args = vec![
+            "register",
+            "--server",
+            &server,
+            "--api-key",
+            &key,
+            "--name",
+            "web-9",
+            "--role",
+            role,
+            "--comms",
+            "polling",
+        ];
+        for e in envs {
+            args.extend(["--environment", e]);
+        }
+        t.try_command(&args)
+    };
+    // The attack: Production, to receive its deployments and their secrets; or another role.
+    let (ok, out, err) = register(&["Production"], "web");
+    assert!(!ok && err.contains("[Production]"), "{out}{err}");
+    let (ok, out, err) = register(&["Test"], "db");
+    assert!(!ok && err.contains("the roles [db]"), "{out}{err}");
+    // What it was made for works, once.
+    let (ok, out, err) = register(&["Test"], "web");
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = register(&["Test"], "web");
+    assert!(!ok && err.contains("401"), "the key is used up: {err}");
+    // Nor does a key that may register again change anything afterwards.
+    let (_, again) = n1.create_key(
+        &json!({"name": "api-1 bootstrap", "scope": "register-target",
+        "target": "api-1", "environments": ["Test"], "roles": ["api"], "reusable": true}),
+    );
+    let (status, own) = n1.request_with_key(
+        &again,
+        "POST",
+        "/api/targets",
+        Some(
+            &json!({"name": "api-1", "environments": ["Test"], "roles": ["api"],
+                    "comms": "polling", "thumbprint": thumb('B')})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 201, "{own}");
+    let own_path = format!("/api/targets/{}", own["id"].as_str().unwrap());
+    for (path, change) in [
+        (&own_path, json!({"environments": ["Production"]})),
+        (
+            &own_path,
+            json!({"endpoint": "10.0.0.1:22", "comms": "listening"}),
+        ),
+        (&prod_path, json!({"thumbprint": thumb('C')})),
+        (&prod_path, json!({"environments": ["Test"]})),
+    ] {
+        let (status, err) = n1.request_with_key(&again, "PATCH", path, Some(&change.to_string()));
+        assert_eq!(status, 403, "{path} {change}: {err}");
+    }
+    let (_, prod) = n1.get(&prod_path);
+    assert_eq!(
+        (&prod["thumbprint"], &prod["environments"]),
+        (&json!(thumb('A')), &json!(["Production"]))
+    );
+}

@@ -462,22 +462,23 @@ fn scoped_keys_do_only_what_their_scope_allows() {
             .contains("\"web-01\""),
         "{err}"
     );
-    let (status, own) = call(&agent, "POST", "/api/targets", Some(target("web-01", 'A')));
+    // It claims no role it was not granted (this key grants none).
+    let (status, err) = call(&agent, "POST", "/api/targets", Some(target("web-01", 'A')));
+    assert_eq!(status, 403, "{err}");
+    assert!(err.to_string().contains("the roles [web]"), "{err}");
+    let mut bare = target("web-01", 'A');
+    bare["roles"] = json!([]);
+    let (status, own) = call(&agent, "POST", "/api/targets", Some(bare));
     assert_eq!(status, 201, "{own}");
     let own_path = format!("/api/targets/{}", own["id"].as_str().unwrap());
-    let (status, patched) = call(
+    // Used up by that registration: the key is revoked, and it never changed the target.
+    let (status, err) = call(
         &agent,
         "PATCH",
         &own_path,
         Some(json!({"roles": ["web", "api"]})),
     );
-    assert_eq!(
-        (status, patched["roles"].clone()),
-        (200, json!(["web", "api"]))
-    );
-    assert_eq!(call(&agent, "GET", &own_path, None).0, 200);
-    let (status, _) = call(&agent, "PATCH", &own_path, Some(json!({"name": "db-01"})));
-    assert_eq!(status, 403, "cannot rename its registration away");
+    assert_eq!(status, 401, "{err}");
     let (_, other) = call(
         &operator,
         "POST",
@@ -485,13 +486,39 @@ fn scoped_keys_do_only_what_their_scope_allows() {
         Some(target("db-01", 'C')),
     );
     let other_path = format!("/api/targets/{}", other["id"].as_str().unwrap());
+    // A reusable key, granted the role: its own target only, and never a change.
+    let (_, agent) = create_key(
+        &n1,
+        json!({"name": "db-01 bootstrap", "scope": "register-target", "target": "db-02",
+               "roles": ["db"], "reusable": true}),
+    );
     assert_eq!(call(&agent, "GET", &other_path, None).0, 403);
-    assert_eq!(
-        call(&agent, "PATCH", &other_path, Some(json!({"roles": []}))).0,
-        403
+    refused(
+        &agent,
+        "PATCH",
+        &other_path,
+        Some(json!({"roles": []})),
+        "operator",
+    );
+    let (status, db2) = call(
+        &agent,
+        "POST",
+        "/api/targets",
+        Some(json!({"name": "db-02",
+        "comms": "polling", "thumbprint": thumb('D'), "roles": ["db"]})),
+    );
+    assert_eq!(status, 201, "{db2}");
+    let db2_path = format!("/api/targets/{}", db2["id"].as_str().unwrap());
+    assert_eq!(call(&agent, "GET", &db2_path, None).0, 200);
+    refused(
+        &agent,
+        "PATCH",
+        &db2_path,
+        Some(json!({"roles": ["db", "web"]})),
+        "operator",
     );
     refused(&agent, "GET", "/api/targets", None, "reader");
-    refused(&agent, "DELETE", &own_path, None, "operator");
+    refused(&agent, "DELETE", &db2_path, None, "operator");
     refused(&agent, "GET", "/api/tasks", None, "reader");
 
     // Listed with scope, prefix, target and expiry; never the key.
@@ -509,11 +536,23 @@ fn scoped_keys_do_only_what_their_scope_allows() {
         (Some("deployer"), Some(false))
     );
     assert!(ci["expires_at"].as_str().is_some(), "{ci}");
-    let web = items
+    let bootstraps: Vec<&Value> = items
         .iter()
-        .find(|k| k["scope"] == "register-target")
-        .unwrap();
-    assert_eq!(web["target"], "web-01");
+        .filter(|k| k["scope"] == "register-target")
+        .collect();
+    assert_eq!(
+        bootstraps.len(),
+        1,
+        "the single-use key is gone: {bootstraps:?}"
+    );
+    assert_eq!(
+        (
+            &bootstraps[0]["target"],
+            &bootstraps[0]["roles"],
+            &bootstraps[0]["reusable"]
+        ),
+        (&json!("db-02"), &json!(["db"]), &json!(true))
+    );
     // Audit: who made each key, naming the key they used.
     let (_, events) = n1.get("/api/events?limit=50");
     let made = events["items"]
@@ -522,7 +561,7 @@ fn scoped_keys_do_only_what_their_scope_allows() {
         .iter()
         .filter(|e| e["action"] == "api_key.create")
         .collect::<Vec<_>>();
-    assert_eq!(made.len(), 4, "{events}");
+    assert_eq!(made.len(), 5, "{events}");
     assert!(
         made.iter().all(|e| e["actor"] == "admin (ApiKeys-1)"),
         "{events}"

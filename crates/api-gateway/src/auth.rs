@@ -103,6 +103,8 @@ pub(crate) struct Caller {
     pub(crate) scope: Scope,
     /// For a `register-target` key: the one target it may register.
     pub(crate) target: Option<String>,
+    /// For a `register-target` key: what that target may claim (none: nothing).
+    pub(crate) grant: Option<cuttle_core::TargetGrant>,
 }
 
 impl Caller {
@@ -211,11 +213,8 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         "/api/targets/{id}",
         need_or_own_target(Scope::Reader),
     ),
-    (
-        "PATCH",
-        "/api/targets/{id}",
-        need_or_own_target(Scope::Operator),
-    ),
+    // A register-target key registers its target once; changing it is an operator's.
+    ("PATCH", "/api/targets/{id}", need(Scope::Operator)),
     ("DELETE", "/api/targets/{id}", need(Scope::Operator)),
     ("GET", "/api/keys", need(Scope::Admin)),
     ("POST", "/api/keys", need(Scope::Admin)),
@@ -486,6 +485,7 @@ pub(crate) async fn require_api_key(
         principal: format!("ApiKeys-{}", found.id),
         scope: found.scope,
         target: found.target_name,
+        grant: found.grant,
     });
     Ok(next.run(req).await)
 }
@@ -639,8 +639,8 @@ mod tests {
         assert!(check(Scope::Admin, &post, "/api/keys").is_ok());
         // register-target: its own registration and nothing else.
         assert!(check(Scope::RegisterTarget, &post, "/api/targets").is_ok());
-        assert!(check(Scope::RegisterTarget, &Method::PATCH, "/api/targets/{id}").is_ok());
         for (m, r) in [
+            (&Method::PATCH, "/api/targets/{id}"),
             (&get, "/api/targets"),
             (&get, "/api/tasks"),
             (&post, "/api/tasks"),

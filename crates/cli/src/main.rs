@@ -165,6 +165,15 @@ enum KeyCmd {
         /// For a register-target key: the one target it may register
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// For a register-target key: an environment its target may claim (repeat for more)
+        #[arg(long = "environment", value_name = "NAME")]
+        environments: Vec<String>,
+        /// For a register-target key: a role its target may claim (repeat for more)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// For a register-target key: keep working after its first registration
+        #[arg(long)]
+        reusable: bool,
     },
     /// Every key's id, name, scope, prefix and expiry (never the key)
     List,
@@ -576,9 +585,13 @@ fn run(cli: Cli) -> Result<()> {
                 scope,
                 expires_in,
                 target,
+                environments,
+                roles,
+                reusable,
             } => {
                 let body = json!({
                     "name": name, "scope": scope, "expires_in": expires_in, "target": target,
+                    "environments": environments, "roles": roles, "reusable": reusable,
                 });
                 let created = api.json("POST", "/api/keys", Some(body))?;
                 println!(

@@ -29,7 +29,9 @@ pub use package::{
 };
 pub use proxies::TrustedProxies;
 pub use role::{Role, RoleSet};
-pub use scope::{parse_lifetime, ApiKeyRequest, Scope, MAX_KEY_LIFETIME_SECS, MAX_KEY_NAME_LEN};
+pub use scope::{
+    parse_lifetime, ApiKeyRequest, Scope, TargetGrant, MAX_KEY_LIFETIME_SECS, MAX_KEY_NAME_LEN,
+};
 pub use semver::{SemVer, MAX_VERSION_LEN};
 pub use server_url::check_server_url;
 pub use target::{

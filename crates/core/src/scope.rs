@@ -109,9 +109,91 @@ pub struct ApiKeyRequest {
     /// target the key may register.
     #[serde(default)]
     pub target: Option<String>,
+    /// For `register-target` keys: the environments (names) its target may claim; none: it
+    /// registers in no environment, for an operator to place.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// For `register-target` keys: the roles its target may claim.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// For `register-target` keys: keep working after the first registration (a key is used
+    /// up by its first one otherwise).
+    #[serde(default)]
+    pub reusable: bool,
+}
+
+/// What a `register-target` key lets its target claim, fixed when the key is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGrant {
+    /// Environment names the target may be registered in.
+    pub environments: Vec<String>,
+    /// Roles it may be registered with.
+    pub roles: Vec<String>,
+    /// Whether the key survives its first successful registration.
+    pub reusable: bool,
+}
+
+impl TargetGrant {
+    /// Refuses environments or roles the grant does not list (names compared whatever their
+    /// case), saying what it does allow.
+    pub fn allows(&self, environments: &[String], roles: &[String]) -> Result<(), String> {
+        let within = |asked: &[String], granted: &[String]| -> Vec<String> {
+            asked
+                .iter()
+                .filter(|a| !granted.iter().any(|g| g.eq_ignore_ascii_case(a)))
+                .cloned()
+                .collect()
+        };
+        let (envs, rls) = (
+            within(environments, &self.environments),
+            within(roles, &self.roles),
+        );
+        if envs.is_empty() && rls.is_empty() {
+            return Ok(());
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        Err(format!(
+            "this register-target key may claim the environments [{}] and the roles [{}]; not \
+             {}{}{} (register without them and an operator assigns them, or make a key that \
+             grants them)",
+            list(&self.environments),
+            list(&self.roles),
+            if envs.is_empty() {
+                String::new()
+            } else {
+                format!("the environments [{}]", envs.join(", "))
+            },
+            if !envs.is_empty() && !rls.is_empty() {
+                " and "
+            } else {
+                ""
+            },
+            if rls.is_empty() {
+                String::new()
+            } else {
+                format!("the roles [{}]", rls.join(", "))
+            },
+        ))
+    }
 }
 
 impl ApiKeyRequest {
+    /// What a `register-target` key grants its target; `None` for other scopes.
+    pub fn grant(&self) -> Option<TargetGrant> {
+        (self.scope == Scope::RegisterTarget).then(|| TargetGrant {
+            environments: self.environments.clone(),
+            roles: self.roles.clone(),
+            reusable: self.reusable,
+        })
+    }
+
     /// Checks every field; returns the lifetime in seconds, if any.
     pub fn validate(&self) -> Result<Option<u64>, ValidationError> {
         let name = self.name.trim();
@@ -123,6 +205,16 @@ impl ApiKeyRequest {
                 "name: 1 to {MAX_KEY_NAME_LEN} characters, no control characters"
             )));
         }
+        if self.scope != Scope::RegisterTarget
+            && (!self.environments.is_empty() || !self.roles.is_empty() || self.reusable)
+        {
+            return Err(ValidationError::new(
+                "environments, roles, reusable: only register-target keys grant what their \
+                 target may claim",
+            ));
+        }
+        crate::target::validate_tags("environments", &self.environments)?;
+        crate::target::validate_tags("roles", &self.roles)?;
         match (self.scope, &self.target) {
             (Scope::RegisterTarget, None) => {
                 return Err(ValidationError::new(
@@ -242,6 +334,9 @@ mod tests {
             scope,
             expires_in: Some("1h".into()),
             target: target.map(str::to_owned),
+            environments: Vec::new(),
+            roles: Vec::new(),
+            reusable: false,
         };
         assert_eq!(req(Scope::Reader, None).validate().unwrap(), Some(3600));
         assert!(req(Scope::Reader, Some("web-01")).validate().is_err());
@@ -253,5 +348,33 @@ mod tests {
         let mut blank = req(Scope::Admin, None);
         blank.name = "  ".into();
         assert!(blank.validate().unwrap_err().0.starts_with("name:"));
+        let mut granting = req(Scope::Deployer, None);
+        granting.roles = vec!["web".into()];
+        assert!(
+            granting.validate().is_err(),
+            "only register-target keys grant"
+        );
+    }
+
+    #[test]
+    fn a_grant_allows_only_what_it_lists() {
+        let g = TargetGrant {
+            environments: vec!["Test".into()],
+            roles: vec!["web".into(), "api".into()],
+            reusable: false,
+        };
+        let v = |x: &[&str]| x.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(g.allows(&v(&["test"]), &v(&["WEB"])).is_ok());
+        assert!(g.allows(&v(&[]), &v(&[])).is_ok());
+        let e = g
+            .allows(&v(&["Production"]), &v(&["web", "db"]))
+            .unwrap_err();
+        assert!(e.contains("[Production]") && e.contains("[db]"), "{e}");
+        let none = TargetGrant::default();
+        assert!(none.allows(&v(&[]), &v(&[])).is_ok());
+        assert!(none
+            .allows(&v(&["Test"]), &v(&[]))
+            .unwrap_err()
+            .contains("[none]"));
     }
 }

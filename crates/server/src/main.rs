@@ -88,6 +88,15 @@ enum ApiKeyAction {
         /// For a register-target key: the one target it may register
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// For a register-target key: an environment its target may claim (repeat for more)
+        #[arg(long = "environment", value_name = "NAME")]
+        environments: Vec<String>,
+        /// For a register-target key: a role its target may claim (repeat for more)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// For a register-target key: keep working after its first registration
+        #[arg(long)]
+        reusable: bool,
     },
 }
 
@@ -237,6 +246,9 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
                     scope,
                     expires_in,
                     target,
+                    environments,
+                    roles,
+                    reusable,
                 },
         } => {
             let req = cuttle_core::ApiKeyRequest {
@@ -244,6 +256,9 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
                 scope: scope.parse()?,
                 expires_in,
                 target,
+                environments,
+                roles,
+                reusable,
             };
             req.validate()?;
             let store = startup::connect(&cfg).await?;

@@ -258,6 +258,7 @@ fn admin_key(name: &str, key: &str, hasher: &ApiKeyHasher) -> NewApiKey {
         hash: hasher.hash(key),
         expires_in_secs: None,
         target_name: None,
+        grant: None,
     }
 }
 
@@ -321,10 +322,11 @@ pub(crate) async fn create_api_key(
         // At most ten years: fits.
         expires_in_secs: lifetime.map(|l| l as u32),
         target_name: req.target.clone(),
+        grant: req.grant(),
     };
     let details = serde_json::json!({
         "name": new.name, "scope": new.scope, "prefix": new.prefix,
-        "expires_in": req.expires_in, "target": new.target_name,
+        "expires_in": req.expires_in, "target": new.target_name, "grant": new.grant,
     });
     let audit: Audit<i64> = Box::new(move |id| NewEvent {
         actor: "cuttle-server api-key create".into(),

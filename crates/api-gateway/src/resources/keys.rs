@@ -37,6 +37,9 @@ fn shown(k: &ApiKeyRow) -> Value {
         "scope": k.scope,
         "prefix": k.prefix,
         "target": k.target_name,
+        "environments": k.grant.as_ref().map(|g| g.environments.clone()),
+        "roles": k.grant.as_ref().map(|g| g.roles.clone()),
+        "reusable": k.grant.as_ref().map(|g| g.reusable),
         "created_at": format_rfc3339_ms(k.created_at),
         "expires_at": k.expires_at.map(format_rfc3339_ms),
         "expired": k.expires_at.is_some_and(|at| at <= now_ms()),
@@ -66,10 +69,11 @@ async fn create(
         // At most ten years: fits.
         expires_in_secs: lifetime.map(|l| l as u32),
         target_name: req.target.clone(),
+        grant: req.grant(),
     };
     let details = json!({
         "name": new.name, "scope": new.scope, "prefix": new.prefix,
-        "expires_in": req.expires_in, "target": new.target_name,
+        "expires_in": req.expires_in, "target": new.target_name, "grant": new.grant,
     });
     let by = caller.clone();
     let audit: Audit<i64> = Box::new(move |id| {

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use cuttle_core::{NewTarget, Role, TargetId, TargetPatch};
+use cuttle_core::{ErrorCode, NewTarget, Role, Scope, TargetId, TargetPatch};
 use cuttle_storage::{audit_as, Audit};
 use serde_json::json;
 
@@ -43,13 +43,49 @@ async fn create(
 ) -> ApiResult {
     let target = target.validate()?;
     caller.check_own_target(&target.name)?;
-    let details =
-        json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
+    let registering = caller.scope == Scope::RegisterTarget;
+    let grant = caller.grant.clone().unwrap_or_default();
+    if registering {
+        // Only what the key was made to grant: never Production because the tentacle says so.
+        grant
+            .allows(&target.environments, &target.roles)
+            .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
+    }
+    let details = json!({
+        "name": target.name, "comms": target.comms, "thumbprint": target.thumbprint,
+        "environments": target.environments, "roles": target.roles,
+    });
     let by = caller.clone();
     let audit: Audit<TargetId> = Box::new(move |id| by.event("target.create", id, details.clone()));
     let id = s.store.create_target(&target, Some(audit)).await?;
     tracing::info!(target = %id, name = %target.name, comms = target.comms.as_str(), by = %caller.name, "target registered");
+    if registering && !grant.reusable {
+        use_up(&s, &caller).await;
+    }
     Ok((StatusCode::CREATED, Json(fetch(&s, id).await?)).into_response())
+}
+
+/// A register-target key made for one registration is revoked by it (audited); every node
+/// refuses it within a second.
+async fn use_up(s: &AppState, caller: &Caller) {
+    let Some(id) = caller
+        .principal
+        .strip_prefix("ApiKeys-")
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return;
+    };
+    let audit = audit_as(caller.event(
+        "api_key.revoke",
+        &caller.principal,
+        json!({"reason": "used: a register-target key registers its target once"}),
+    ));
+    match s.store.delete_api_key(id, Some(audit)).await {
+        Ok(_) => s.keys.forget_all(),
+        Err(e) => {
+            tracing::warn!(key = %caller.principal, error = %e, "revoke a used register-target key")
+        }
+    }
 }
 
 async fn list(State(s): State<AppState>) -> ApiResult {

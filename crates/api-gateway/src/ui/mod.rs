@@ -223,6 +223,8 @@ async fn signed_in(
             principal: found.principal,
             scope: found.scope,
             target: found.target,
+            // The web UI registers no target.
+            grant: None,
         },
         name: found.name,
     })

@@ -52,6 +52,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/mssql/0008_deployments.sql"),
     ),
     (9, include_str!("../../migrations/mssql/0009_packages.sql")),
+    (
+        10,
+        include_str!("../../migrations/mssql/0010_key_grants.sql"),
+    ),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

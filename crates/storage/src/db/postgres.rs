@@ -53,6 +53,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         9,
         include_str!("../../migrations/postgres/0009_packages.sql"),
     ),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_key_grants.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

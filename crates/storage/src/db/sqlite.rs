@@ -37,6 +37,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/sqlite/0008_deployments.sql"),
     ),
     (9, include_str!("../../migrations/sqlite/0009_packages.sql")),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_key_grants.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -62,6 +62,11 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
     let mut agent = new_key("web-01 registration", "hash-agent");
     agent.scope = Scope::RegisterTarget;
     agent.target_name = Some("web-01".into());
+    agent.grant = Some(cuttle_core::TargetGrant {
+        environments: vec!["Test".into(), "Production".into()],
+        roles: vec!["web".into()],
+        reusable: true,
+    });
     s.insert_api_key(&agent, None).await.unwrap().unwrap();
 
     let ci = s.find_api_key("hash-ci", "x").await.unwrap().unwrap();
@@ -86,6 +91,16 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
         .key;
     assert_eq!(agent.scope, Scope::RegisterTarget);
     assert_eq!(agent.target_name.as_deref(), Some("web-01"));
+    let grant = agent.grant.expect("the grant is kept with the key");
+    assert_eq!(
+        (grant.environments, grant.roles, grant.reusable),
+        (
+            vec!["Test".to_owned(), "Production".to_owned()],
+            vec!["web".to_owned()],
+            true
+        )
+    );
+    assert!(ci.key.grant.is_none(), "other keys grant nothing");
     let names: Vec<String> = s
         .list_api_keys()
         .await
@@ -98,6 +113,10 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
         ["ops", "ci", "old", "web-01 registration"],
         "oldest first"
     );
+    // A grant this binary cannot read is an error, never "grants nothing" or "grants all".
+    fx.raw("UPDATE api_keys SET target_grant = '{\"environments\": 7}' WHERE name = 'web-01 registration'");
+    let e = s.find_api_key("hash-agent", "x").await.unwrap_err();
+    assert!(e.to_string().contains("target_grant"), "{e}");
 }
 
 /// A key stored before schema 5 (bare SHA-256, no scope) still works as the admin key it was,

@@ -196,6 +196,7 @@ pub(crate) fn new_key(name: &str, hash: &str) -> NewApiKey {
         hash: hash.into(),
         expires_in_secs: None,
         target_name: None,
+        grant: None,
     }
 }
 

@@ -5,7 +5,7 @@ mod mssql;
 mod postgres;
 mod sqlite;
 
-use cuttle_core::{Scope, UnixMs};
+use cuttle_core::{Scope, TargetGrant, UnixMs};
 
 use super::{dispatch, Audit, Store};
 use crate::crypto::api_keys::{ApiKeyHasher, HMAC_SHA256, LEGACY_SHA256};
@@ -31,6 +31,8 @@ pub struct NewApiKey {
     pub expires_in_secs: Option<u32>,
     /// For `register-target` keys: the one target the key may register.
     pub target_name: Option<String>,
+    /// For `register-target` keys: what that target may claim.
+    pub grant: Option<TargetGrant>,
 }
 
 /// An API key as stored, without its hash.
@@ -43,6 +45,8 @@ pub struct ApiKeyRow {
     pub created_at: UnixMs,
     pub expires_at: Option<UnixMs>,
     pub target_name: Option<String>,
+    /// For `register-target` keys: what its target may claim (none stored: nothing).
+    pub grant: Option<TargetGrant>,
     /// Still stored as bare SHA-256 (made before schema 5 and not used since).
     pub legacy_hash: bool,
 }
@@ -58,7 +62,12 @@ pub struct FoundApiKey {
 /// The columns every dialect reads into an [`ApiKeyRow`], in order (SQL Server converts its
 /// DATETIME2 columns to milliseconds in its own list).
 pub(super) const KEY_COLUMNS: &str =
-    "id, name, scope, prefix, created_at_ms, expires_at_ms, target_name, algorithm";
+    "id, name, scope, prefix, created_at_ms, expires_at_ms, target_name, algorithm, target_grant";
+
+/// A grant as stored (JSON), or none.
+pub(super) fn grant_text(grant: Option<&TargetGrant>) -> Option<String> {
+    grant.map(|g| serde_json::to_string(g).unwrap_or_default())
+}
 
 /// Builds a row from its stored text, refusing a scope or algorithm this binary does not know
 /// (a row from a newer version, or a damaged one) rather than guessing.
@@ -72,7 +81,12 @@ pub(super) fn key_row(
     expires_at: Option<UnixMs>,
     target_name: Option<String>,
     algorithm: &str,
+    grant: Option<String>,
 ) -> Result<ApiKeyRow> {
+    let grant = grant
+        .map(|g| serde_json::from_str::<TargetGrant>(&g))
+        .transpose()
+        .map_err(|e| Error::Database(format!("api_keys row {id}: target_grant: {e}")))?;
     let scope = scope
         .parse()
         .map_err(|e| Error::Database(format!("api_keys row {id}: {e}")))?;
@@ -93,6 +107,7 @@ pub(super) fn key_row(
         created_at,
         expires_at,
         target_name,
+        grant,
         legacy_hash,
     })
 }

@@ -6,7 +6,7 @@ use super::super::mssql::{
     execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text, Mssql,
     OptText, Retry,
 };
-use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey};
+use super::{grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey};
 use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::{Error, Result};
@@ -19,7 +19,7 @@ macro_rules! key_columns {
             ms!("created_at"),
             ", ",
             ms!("expires_at"),
-            ", target_name, algorithm"
+            ", target_name, algorithm, target_grant"
         )
     };
 }
@@ -34,6 +34,7 @@ fn to_row(r: &Row) -> Result<ApiKeyRow> {
         r.get::<i64, _>(5),
         opt_text(r, 6),
         &text(r, 7),
+        opt_text(r, 8),
     )
 }
 
@@ -53,16 +54,19 @@ impl Mssql {
         // DATEADD takes an INT: ten years of seconds fit.
         let expires = key.expires_in_secs.map(|s| s.min(i32::MAX as u32) as i32);
         let target = OptText(key.target_name.as_deref());
+        let grant_json = grant_text(key.grant.as_ref());
+        let grant = OptText(grant_json.as_deref());
         let scope = key.scope.as_str();
         let inserted = run_in_transaction!(self, |c| {
             let found = rows(
                 c,
                 "IF NOT EXISTS (SELECT 1 FROM api_keys WITH (UPDLOCK, HOLDLOCK) WHERE key_hash = @P2)
                      INSERT INTO api_keys (name, key_hash, created_at, scope, prefix, algorithm,
-                         expires_at, target_name)
+                         expires_at, target_name, target_grant)
                      OUTPUT inserted.id
                      VALUES (@P1, @P2, SYSUTCDATETIME(), @P3, @P4, @P5,
-                         DATEADD(SECOND, @P6, SYSUTCDATETIME()), CAST(@P7 AS NVARCHAR(MAX)));",
+                         DATEADD(SECOND, @P6, SYSUTCDATETIME()), CAST(@P7 AS NVARCHAR(MAX)),
+                         CAST(@P8 AS NVARCHAR(MAX)));",
                 &[
                     &key.name.as_str(),
                     &key.hash.as_str(),
@@ -71,6 +75,7 @@ impl Mssql {
                     &HMAC_SHA256,
                     &expires,
                     &target,
+                    &grant,
                 ],
             )
             .await?;
@@ -108,7 +113,7 @@ impl Mssql {
             .map(|r| {
                 Ok(FoundApiKey {
                     key: to_row(r)?,
-                    expired: r.get::<i32, _>(8).unwrap_or(0) == 1,
+                    expired: r.get::<i32, _>(9).unwrap_or(0) == 1,
                 })
             })
             .transpose()

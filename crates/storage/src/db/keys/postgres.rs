@@ -3,7 +3,7 @@
 use tokio_postgres::Row;
 
 use super::super::postgres::{in_transaction, insert_event, Postgres, NOW};
-use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
+use super::{grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
 use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::Result;
@@ -19,6 +19,7 @@ fn to_row(r: &Row) -> Result<ApiKeyRow> {
         r.get(5),
         r.get(6),
         r.get(7),
+        r.get(8),
     )
 }
 
@@ -39,12 +40,13 @@ impl Postgres {
     ) -> Result<Option<i64>> {
         let sql = format!(
             "INSERT INTO api_keys (name, key_hash, created_at_ms, scope, prefix, algorithm,
-                 expires_at_ms, target_name)
-             VALUES ($1, $2, {NOW}, $3, $4, $5, {NOW} + $6::bigint * 1000, $7)
+                 expires_at_ms, target_name, target_grant)
+             VALUES ($1, $2, {NOW}, $3, $4, $5, {NOW} + $6::bigint * 1000, $7, $8)
              ON CONFLICT (key_hash) DO NOTHING
              RETURNING id"
         );
         let expires = key.expires_in_secs.map(i64::from);
+        let grant = grant_text(key.grant.as_ref());
         let id = in_transaction!(self, |tx| {
             let row = tx
                 .query_opt(
@@ -57,6 +59,7 @@ impl Postgres {
                         &HMAC_SHA256,
                         &expires,
                         &key.target_name,
+                        &grant,
                     ],
                 )
                 .await?;
@@ -90,7 +93,7 @@ impl Postgres {
         row.map(|r| {
             Ok(FoundApiKey {
                 key: to_row(&r)?,
-                expired: r.get(8),
+                expired: r.get(9),
             })
         })
         .transpose()

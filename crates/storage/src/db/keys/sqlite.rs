@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::super::sqlite::{db_err, insert_event, Sqlite, NOW};
-use super::{key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
+use super::{grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
 use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::Result;
@@ -18,6 +18,7 @@ type Raw = (
     Option<i64>,
     Option<String>,
     String,
+    Option<String>,
 );
 
 /// Reads [`KEY_COLUMNS`] from column 0 on.
@@ -31,14 +32,15 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Raw> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     ))
 }
 
 fn to_row(
-    (id, name, scope, prefix, created, expires, target, algorithm): Raw,
+    (id, name, scope, prefix, created, expires, target, algorithm, grant): Raw,
 ) -> Result<ApiKeyRow> {
     key_row(
-        id, name, &scope, prefix, created, expires, target, &algorithm,
+        id, name, &scope, prefix, created, expires, target, &algorithm, grant,
     )
 }
 
@@ -62,8 +64,8 @@ impl Sqlite {
                 .query_row(
                     &format!(
                         "INSERT INTO api_keys (name, key_hash, created_at_ms, scope, prefix,
-                             algorithm, expires_at_ms, target_name)
-                         VALUES (?1, ?2, {NOW}, ?3, ?4, ?5, {NOW} + ?6 * 1000, ?7)
+                             algorithm, expires_at_ms, target_name, target_grant)
+                         VALUES (?1, ?2, {NOW}, ?3, ?4, ?5, {NOW} + ?6 * 1000, ?7, ?8)
                          ON CONFLICT (key_hash) DO NOTHING
                          RETURNING id"
                     ),
@@ -74,7 +76,8 @@ impl Sqlite {
                         k.prefix,
                         HMAC_SHA256,
                         k.expires_in_secs,
-                        k.target_name
+                        k.target_name,
+                        grant_text(k.grant.as_ref())
                     ],
                     |r| r.get(0),
                 )
@@ -101,7 +104,7 @@ impl Sqlite {
                          ORDER BY algorithm = 'sha256' LIMIT 1"
                     ),
                     [hash, legacy],
-                    |r| Ok((read(r)?, r.get::<_, bool>(8)?)),
+                    |r| Ok((read(r)?, r.get::<_, bool>(9)?)),
                 )
                 .optional()
                 .map_err(db_err)?;
