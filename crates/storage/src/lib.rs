@@ -23,7 +23,8 @@ pub use db::{
     audit_as, newest_package, AddedPackage, ApiKeyRow, Audit, ClaimedTask, Completion,
     DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
     MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NodeRegistration, NodeState,
-    OwnedTask, PackageRecord, Release, Store, StoreOptions, Written, MAX_DOCUMENT_NAME_LEN,
+    NewSession, OwnedTask, PackageRecord, Release, SessionOf, SessionRow, Store, StoreOptions,
+    Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS,
     SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
 };
 pub use error::Error;

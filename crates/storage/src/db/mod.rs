@@ -12,6 +12,7 @@ mod packages;
 mod postgres;
 mod postgres_tls;
 mod releases;
+mod sessions;
 mod settings;
 mod sqlite;
 mod targets;
@@ -28,12 +29,13 @@ pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
 pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
 pub use packages::{newest_package, AddedPackage, NewPackage, PackageRecord};
 pub use releases::{NewRelease, Release};
+pub use sessions::{NewSession, SessionOf, SessionRow, MAX_SESSION_SECS};
 
 use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 10;
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]

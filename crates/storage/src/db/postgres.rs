@@ -57,6 +57,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         10,
         include_str!("../../migrations/postgres/0010_key_grants.sql"),
     ),
+    (
+        11,
+        include_str!("../../migrations/postgres/0011_sessions.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -13,6 +13,7 @@ mod migrations;
 mod nodes;
 mod packages;
 mod queue;
+mod sessions;
 mod settings;
 mod targets;
 
@@ -59,7 +60,8 @@ impl Fixture {
             Fixture::Sqlite(d) => {
                 let sql = sql
                     .replace("{now_ms}", "CAST(unixepoch('subsec') * 1000 AS INTEGER)")
-                    .replace("{created_at}", "created_at_ms");
+                    .replace("{created_at}", "created_at_ms")
+                    .replace("{expires}", "expires_at_ms = 0");
                 rusqlite::Connection::open(d.path().join("cuttle.db"))
                     .and_then(|c| c.execute_batch(&sql))
                     .expect("sqlite statement");
@@ -70,13 +72,15 @@ impl Fixture {
                         "{now_ms}",
                         "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
                     )
-                    .replace("{created_at}", "created_at_ms");
+                    .replace("{created_at}", "created_at_ms")
+                    .replace("{expires}", "expires_at_ms = 0");
                 pg.psql(&sql).expect("postgres statement");
             }
             Fixture::SqlServer(ms) => {
                 ms.sql(
                     &sql.replace("{now_ms}", "SYSUTCDATETIME()")
-                        .replace("{created_at}", "created_at"),
+                        .replace("{created_at}", "created_at")
+                        .replace("{expires}", "expires_at = '2000-01-01'"),
                 )
                 .expect("SQL Server statement");
             }
@@ -147,6 +151,7 @@ conformance!(
     configuration::releases_are_numbered_once_per_project_and_keep_their_snapshot,
     configuration::deployments_are_queued_with_their_task_and_show_its_state,
     packages::package_versions_are_stored_once_replaced_whole_and_audited,
+    sessions::sessions_last_until_they_end_or_are_ended_and_are_audited,
 );
 
 pub(crate) fn reg(name: &str, cap: u32) -> NodeRegistration {
