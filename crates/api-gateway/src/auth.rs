@@ -23,13 +23,6 @@ use crate::AppState;
 /// working on every node within this.
 const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 1024;
-/// Unknown keys one client address may present per window; past this it gets 429 until the
-/// window ends, and its keys are not looked up.
-const MAX_FAILURES: u32 = 10;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Client addresses whose failures are remembered at once (bounded memory under a flood).
-const FAILURES_MAX: usize = 10_000;
-
 /// The id of the admin key a node minted into its data directory (`ApiKeys-N` as a number).
 pub const SETTING_FIRST_ADMIN_KEY: &str = "first_admin_key";
 /// Set (to the node that saw it) once that key has been used: its file is then removed.
@@ -38,11 +31,13 @@ pub const SETTING_FIRST_ADMIN_KEY_USED: &str = "first_admin_key_used";
 #[derive(Default)]
 pub(crate) struct KeyCache {
     known: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
-    /// Failed authentications per client address: how many, since when.
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed authentications: per client, per user name, per node.
+    pub(crate) throttle: crate::throttle::Throttle,
     /// The minted first admin key, until this node has recorded its first use.
     first_key: Option<i64>,
     first_use_noted: std::sync::atomic::AtomicBool,
+    /// Web UI sessions read from the database, by the HMAC of their id: whose, since when.
+    sessions: Mutex<HashMap<String, (cuttle_storage::SessionOf, Instant)>>,
 }
 
 impl KeyCache {
@@ -51,6 +46,34 @@ impl KeyCache {
             first_key,
             ..KeyCache::default()
         }
+    }
+
+    /// A session read less than `ttl` ago.
+    pub(crate) fn cached_session(
+        &self,
+        hash: &str,
+        ttl: Duration,
+    ) -> Option<cuttle_storage::SessionOf> {
+        let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(of, _)| of.clone())
+    }
+
+    pub(crate) fn cache_session(&self, hash: String, of: cuttle_storage::SessionOf, max: usize) {
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= max {
+            cache.clear();
+        }
+        cache.insert(hash, (of, Instant::now()));
+    }
+
+    pub(crate) fn forget_session(&self, hash: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
     }
 
     /// Whether `id` is the minted first key, used here for the first time.
@@ -64,31 +87,6 @@ impl KeyCache {
     /// Forgets every known key (after a revoke on this node: it takes effect here at once).
     pub(crate) fn forget_all(&self) {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    /// `Some(wait)` while `client` has used up its failures for the current window.
-    pub(crate) fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (n, since) = failures.get(&client)?;
-        let left = FAILURE_WINDOW
-            .checked_sub(now.duration_since(*since))
-            .filter(|left| !left.is_zero())?;
-        (*n >= MAX_FAILURES).then_some(left)
-    }
-
-    pub(crate) fn failed(&self, client: IpAddr, now: Instant) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= FAILURES_MAX && !failures.contains_key(&client) {
-            failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
-            if failures.len() >= FAILURES_MAX {
-                failures.clear();
-            }
-        }
-        let entry = failures.entry(client).or_insert((0, now));
-        if now.duration_since(entry.1) >= FAILURE_WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
     }
 }
 
@@ -515,6 +513,36 @@ pub(crate) async fn authenticate(
     Ok(found)
 }
 
+/// The key stored under `hash` (a web session made with it), refusing a revoked or expired one:
+/// from this node's cache for a second at most, else the database.
+pub(crate) async fn authenticate_hash(state: &AppState, hash: &str) -> Result<ApiKeyRow, ApiError> {
+    let cached = {
+        let known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(k, _)| k.clone())
+    };
+    let found = match cached {
+        Some(k) => k,
+        None => {
+            let Some(found) = state.store.find_api_key(hash, hash).await? else {
+                return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key"));
+            };
+            let mut known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= CACHE_MAX {
+                known.clear();
+            }
+            known.insert(hash.to_owned(), (found.key.clone(), Instant::now()));
+            found.key
+        }
+    };
+    if let Some(at) = found.expires_at.filter(|at| *at <= now_ms()) {
+        return Err(expired(&found, at));
+    }
+    Ok(found)
+}
+
 fn expired(key: &ApiKeyRow, at: UnixMs) -> ApiError {
     ApiError::new(
         ErrorCode::Unauthorized,
@@ -536,7 +564,7 @@ async fn lookup(
     client: Option<IpAddr>,
 ) -> Result<ApiKeyRow, ApiError> {
     // A client guessing keys is stopped here, without a database query per guess.
-    if let Some(wait) = client.and_then(|c| state.keys.blocked(c, Instant::now())) {
+    if let Some(wait) = client.and_then(|c| state.keys.throttle.client_blocked(c, Instant::now())) {
         let secs = wait.as_secs().max(1);
         return Err(ApiError::new(
             ErrorCode::TooManyRequests,
@@ -547,7 +575,7 @@ async fn lookup(
     let legacy = ApiKeyHasher::legacy_hash(key);
     let Some(found) = state.store.find_api_key(&hash, &legacy).await? else {
         if let Some(c) = client {
-            state.keys.failed(c, Instant::now());
+            state.keys.throttle.client_failed(c, Instant::now());
         }
         tracing::info!(client = ?client, "unknown API key");
         return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key"));
@@ -666,26 +694,28 @@ mod tests {
 
     #[test]
     fn a_client_that_keeps_failing_waits_out_the_window() {
+        use crate::throttle::{PER_CLIENT, WINDOW};
         let cache = KeyCache::default();
+        let t = &cache.throttle;
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let t0 = Instant::now();
-        for _ in 0..MAX_FAILURES {
-            assert!(cache.blocked(a, t0).is_none());
-            cache.failed(a, t0);
+        for _ in 0..PER_CLIENT {
+            assert!(t.client_blocked(a, t0).is_none());
+            t.client_failed(a, t0);
         }
-        let wait = cache.blocked(a, t0 + Duration::from_secs(5)).unwrap();
-        assert_eq!(wait, FAILURE_WINDOW - Duration::from_secs(5));
+        let wait = t.client_blocked(a, t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(wait, WINDOW - Duration::from_secs(5));
         assert!(
-            cache.blocked(b, t0).is_none(),
+            t.client_blocked(b, t0).is_none(),
             "other clients are not affected"
         );
         assert!(
-            cache.blocked(a, t0 + FAILURE_WINDOW).is_none(),
+            t.client_blocked(a, t0 + WINDOW).is_none(),
             "the window ends"
         );
-        cache.failed(a, t0 + FAILURE_WINDOW);
+        t.client_failed(a, t0 + WINDOW);
         assert!(
-            cache.blocked(a, t0 + FAILURE_WINDOW).is_none(),
+            t.client_blocked(a, t0 + WINDOW).is_none(),
             "a new window counts afresh"
         );
     }

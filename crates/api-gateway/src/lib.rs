@@ -10,6 +10,7 @@ mod https;
 mod listener;
 mod resources;
 mod routes;
+mod throttle;
 mod ui;
 mod wake;
 
@@ -75,6 +76,10 @@ pub(crate) struct AppState {
     pub(crate) hasher: ApiKeyHasher,
     pub(crate) variable_key: MasterKey,
     pub(crate) waker: wake::Waker,
+    /// Checks web UI passwords on threads of its own.
+    pub(crate) passwords: Arc<throttle::PasswordPool>,
+    /// The web UI's live-log streams: how many each person holds, and one watcher per task.
+    pub(crate) streams: Arc<ui::streams::Streams>,
 }
 
 impl AppState {
@@ -115,6 +120,8 @@ pub async fn serve(
         hasher: deps.key_hasher,
         variable_key: deps.variable_key,
         waker,
+        passwords: Arc::new(throttle::PasswordPool::start()),
+        streams: Arc::new(ui::streams::Streams::default()),
     };
     let https = state.config.https.clone();
     let (limits, trusted) = (

@@ -16,16 +16,16 @@ pub use blob::{
     ArtifactFile, DayExport, Execution, IncomingFile, PackageFile, SharedStore, TaskLog,
     TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
 };
-pub use crypto::api_keys::{generate_api_key, key_prefix, ApiKeyHasher};
+pub use crypto::api_keys::{generate_api_key, generate_session_id, key_prefix, ApiKeyHasher};
 pub use crypto::passwords;
 pub use crypto::MasterKey;
 pub use db::{
     audit_as, newest_package, AddedPackage, ApiKeyRow, Audit, ClaimedTask, Completion,
     DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
-    MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NodeRegistration, NodeState,
-    NewSession, OwnedTask, PackageRecord, Release, SessionOf, SessionRow, Store, StoreOptions,
-    Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS,
-    SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
+    MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NewSession,
+    NodeRegistration, NodeState, OwnedTask, PackageRecord, Release, SessionOf, SessionRow, Store,
+    StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS, SCHEMA_VERSION,
+    SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
 };
 pub use error::Error;
 pub use pins::{package_pins, PackagePin};

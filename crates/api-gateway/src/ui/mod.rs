@@ -10,6 +10,7 @@ mod overview;
 mod packages;
 mod projects;
 mod session;
+pub(crate) mod streams;
 mod tasks;
 
 use askama::Template;
@@ -21,8 +22,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::auth::{authenticate, client_address};
+use crate::auth::{authenticate, authenticate_hash, client_address};
 use crate::AppState;
+use cuttle_storage::SessionOf;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -165,19 +167,13 @@ struct Principal {
     target: Option<String>,
 }
 
-/// The signed-in session of a request, or the answer that sends the browser to sign in.
-async fn signed_in(
-    s: &AppState,
-    headers: &HeaderMap,
-    extensions: &axum::http::Extensions,
-) -> Result<Who, Response> {
+/// Who a session is, checked as every request checks it: the key must still work, the user
+/// must still exist with the password the session was made with.
+async fn principal_of(s: &AppState, of: SessionOf) -> Result<Principal, Response> {
     let to_sign_in = || Redirect::to("/ui/sign-in").into_response();
-    let cookie = session::cookie(headers).ok_or_else(to_sign_in)?;
-    let client = client_address(s, headers, extensions);
-    let found = match session::open(s, cookie).ok_or_else(to_sign_in)? {
-        // The key is checked as on every API call: a revoked or expired one ends the session.
-        session::Signed::Key(key) => {
-            let k = authenticate(s, &key, client)
+    Ok(match of {
+        SessionOf::Key(hash) => {
+            let k = authenticate_hash(s, &hash)
                 .await
                 .map_err(|_| to_sign_in())?;
             Principal {
@@ -187,8 +183,7 @@ async fn signed_in(
                 target: k.target_name,
             }
         }
-        // The user must still exist with the password the session was made with.
-        session::Signed::User { id, version } => match s.store.get_user(id).await {
+        SessionOf::User { id, version } => match s.store.get_user(id).await {
             Ok(Some(u)) if u.version == version => Principal {
                 principal: format!("{}{}", cuttle_storage::USER_PREFIX, u.id),
                 name: u.name,
@@ -198,7 +193,32 @@ async fn signed_in(
             Ok(_) => return Err(to_sign_in()),
             Err(e) => return Err(crate::error::ApiError::from(e).into_response()),
         },
-    };
+    })
+}
+
+/// Whether the session a cookie value names still opens pages (signed out, revoked, expired or
+/// changed: no). For what runs long after its request was checked: live-log streams.
+pub(crate) async fn still_signed_in(s: &AppState, cookie: &str) -> bool {
+    match session::open(s, cookie).await {
+        Ok(Some(of)) => principal_of(s, of).await.is_ok(),
+        _ => false,
+    }
+}
+
+/// The signed-in session of a request, or the answer that sends the browser to sign in.
+async fn signed_in(
+    s: &AppState,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<Who, Response> {
+    let to_sign_in = || Redirect::to("/ui/sign-in").into_response();
+    let cookie = session::cookie(headers).ok_or_else(to_sign_in)?;
+    let client = client_address(s, headers, extensions);
+    let of = session::open(s, cookie)
+        .await
+        .map_err(IntoResponse::into_response)?
+        .ok_or_else(to_sign_in)?;
+    let found = principal_of(s, of).await?;
     // Every page reads the cluster: a key that may not (register-target) is refused.
     if !found.scope.grants(cuttle_core::Scope::Reader) {
         return Err((
@@ -285,22 +305,43 @@ struct SignIn {
     password: String,
 }
 
-/// Checks a user's name and password; the cookie value of their session, or why not. Failures
-/// count toward the address's limit like wrong API keys; an unknown name costs as much to
-/// check as a known one.
+/// Who a sign-in is for the audit event it makes (its session is not made yet).
+fn signing_in(
+    s: &AppState,
+    name: &str,
+    principal: String,
+    scope: cuttle_core::Scope,
+    client: Option<std::net::IpAddr>,
+) -> crate::auth::Caller {
+    let _ = s;
+    crate::auth::Caller {
+        name: name.to_owned(),
+        address: client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        principal,
+        scope,
+        target: None,
+        grant: None,
+    }
+}
+
+/// Checks a user's name and password; who they are, or why not. The attempt counts against the
+/// client's, the name's and the node's limits before the password is checked (and is given
+/// back when it matches); the check runs on the password pool, which says when it is full. An
+/// unknown name costs as much to check as a known one.
 async fn user_session(
     s: &AppState,
     client: Option<std::net::IpAddr>,
     username: &str,
     password: String,
-) -> Result<String, (StatusCode, &'static str)> {
+) -> Result<(SessionOf, crate::auth::Caller), (StatusCode, &'static str)> {
     let now = std::time::Instant::now();
-    if client.is_some_and(|c| s.keys.blocked(c, now).is_some()) {
+    let Ok(attempt) = s.keys.throttle.password_attempt(client, username, now) else {
+        tracing::info!(client = ?client, "web sign-in refused: too many attempts");
         return Err((
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins from here; wait a minute.",
+            "Too many failed sign-ins; wait a minute.",
         ));
-    }
+    };
     let user = s.store.find_user(username).await.map_err(|e| {
         tracing::error!(error = %e, "web sign-in: read user");
         (
@@ -309,20 +350,28 @@ async fn user_session(
         )
     })?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = tokio::task::spawn_blocking(move || {
-        cuttle_storage::passwords::verify_password(&password, stored.as_deref())
-    })
-    .await
-    .unwrap_or(false);
+    let Ok(matches) = s.passwords.verify(password, stored).await else {
+        // Not checked at all: it does not count as a failure.
+        s.keys.throttle.succeeded(attempt);
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many sign-ins at once; try again in a moment.",
+        ));
+    };
     match user.filter(|_| matches) {
-        Some(u) => session::seal_user(s, u.id, u.version).ok_or((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The session could not be made.",
-        )),
+        Some(u) => {
+            s.keys.throttle.succeeded(attempt);
+            let principal = format!("{}{}", cuttle_storage::USER_PREFIX, u.id);
+            let by = signing_in(s, &u.name, principal, u.scope, client);
+            Ok((
+                SessionOf::User {
+                    id: u.id,
+                    version: u.version,
+                },
+                by,
+            ))
+        }
         None => {
-            if let Some(c) = client {
-                s.keys.failed(c, now);
-            }
             tracing::info!(client = ?client, "web sign-in refused: wrong name or password");
             Err((
                 StatusCode::UNAUTHORIZED,
@@ -354,9 +403,9 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         );
     };
     let client = client_address(&s, &parts.headers, &parts.extensions);
-    let sealed = if !form.username.trim().is_empty() {
+    let (of, by) = if !form.username.trim().is_empty() {
         match user_session(&s, client, form.username.trim(), form.password).await {
-            Ok(sealed) => sealed,
+            Ok(found) => found,
             Err((status, why)) => return problem(status, why),
         }
     } else {
@@ -367,27 +416,34 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
                 "Enter a name and password, or an API key.",
             );
         }
-        if let Err(e) = authenticate(&s, key, client).await {
-            tracing::info!(client = ?client, "web sign-in refused");
-            let why = match e.code() {
-                cuttle_core::ErrorCode::TooManyRequests => {
-                    "Too many failed sign-ins from here; wait a minute."
-                }
-                _ => "That API key is unknown, revoked or expired.",
-            };
-            return problem(StatusCode::UNAUTHORIZED, why);
-        }
-        match session::seal(&s, key) {
-            Some(sealed) => sealed,
-            None => {
-                return problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The session could not be made.",
-                )
+        match authenticate(&s, key, client).await {
+            Ok(k) => (
+                SessionOf::Key(s.hasher.hash(key)),
+                signing_in(&s, &k.name, format!("ApiKeys-{}", k.id), k.scope, client),
+            ),
+            Err(e) => {
+                tracing::info!(client = ?client, "web sign-in refused");
+                let why = match e.code() {
+                    cuttle_core::ErrorCode::TooManyRequests => {
+                        "Too many failed sign-ins from here; wait a minute."
+                    }
+                    _ => "That API key is unknown, revoked or expired.",
+                };
+                return problem(StatusCode::UNAUTHORIZED, why);
             }
         }
     };
-    let cookie = session::set_cookie(Some(&sealed), over_https(&s, &parts.headers));
+    let id = match session::start(&s, of, &by).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "start a web session");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The session could not be made; try again.",
+            );
+        }
+    };
+    let cookie = session::set_cookie(Some(&id), over_https(&s, &parts.headers));
     let mut resp = Redirect::to("/ui/nodes").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -408,8 +464,12 @@ pub(crate) struct NoFields {}
 async fn sign_out(
     State(s): State<AppState>,
     headers: HeaderMap,
-    SignedForm(_, NoFields {}): SignedForm<NoFields>,
+    SignedForm(who, NoFields {}): SignedForm<NoFields>,
 ) -> Response {
+    // Ended where it is kept: the cookie no longer opens anything, on any node.
+    if let Some(cookie) = session::cookie(&headers) {
+        session::end(&s, cookie, &who.caller).await;
+    }
     let mut resp = Redirect::to("/ui/sign-in").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie(None, over_https(&s, &headers))) {
         resp.headers_mut().insert(header::SET_COOKIE, v);

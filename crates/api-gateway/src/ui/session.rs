@@ -1,81 +1,91 @@
-//! The web UI's sign-in: the API key a person signs in with — or, for a user made with
-//! `cuttle-server admin create`, their id and record version — kept sealed (AES-GCM under the
-//! cluster's variable key, which every node holds) with its expiry in an HttpOnly,
-//! SameSite=Strict cookie (Secure under HTTPS). Every request re-checks the key the normal way
-//! (or that the user still exists at that version), so a revoked key, a deleted user or a new
-//! password signs the browser out on every node within a second. State-
-//! changing forms carry a token derived from the cookie (HMAC under the cluster's API-key
-//! secret): another site can neither read it nor forge it.
+//! The web UI's sign-in: a session the cluster keeps (`ui_sessions`). The browser's cookie holds
+//! only a random id (256 bits; HttpOnly, SameSite=Strict, Secure under HTTPS); the database holds
+//! its HMAC, who signed in — the HMAC of the API key they used, or a user's id and the version of
+//! their record — and an expiry the database clock fixed when it was made (12 hours). Signing out
+//! deletes the row, so the cookie stops working on every node (each trusts what it read for a
+//! second at most). Every request also re-checks the key the normal way (or that the user still
+//! exists at that version), so a revoked key, a deleted user or a new password signs the browser
+//! out too. Nothing in the cookie can be forged or replayed after sign-out: it is not sealed data,
+//! only a name for a row. State-changing forms carry a token derived from the cookie (HMAC under
+//! the cluster's API-key secret): another site can neither read it nor forge it.
+
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
-use serde::{Deserialize, Serialize};
+use cuttle_storage::{generate_session_id, NewSession, SessionOf, MAX_SESSION_SECS};
 
-use crate::auth::now_ms;
+use crate::auth::Caller;
 use crate::AppState;
 
 pub(crate) const COOKIE: &str = "cuttle_session";
 /// How long a sign-in lasts.
-pub(crate) const SESSION_SECS: i64 = 12 * 3600;
+pub(crate) const SESSION_SECS: i64 = MAX_SESSION_SECS as i64;
+/// How long a node trusts a session it read without reading it again: a sign-out elsewhere
+/// reaches it within this.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+const CACHE_MAX: usize = 4096;
 
-#[derive(Serialize, Deserialize)]
-struct Sealed {
-    /// The API key (empty for a user's session).
-    #[serde(default)]
-    k: String,
-    /// A user's session: their id and the version of their record it was made at (a new
-    /// password makes a new version, ending the session).
-    #[serde(default)]
-    u: Option<(i64, i64)>,
-    /// Expiry, Unix milliseconds.
-    e: i64,
+/// The HMAC a session's id is stored under.
+fn id_hash(s: &AppState, id: &str) -> String {
+    s.hasher.hash(&format!("ui-session {id}"))
 }
 
-/// Who a session is.
-pub(crate) enum Signed {
-    Key(String),
-    User { id: i64, version: i64 },
+/// Starts a session for `of`: its row (with the sign-in's audit event, `by` as the actor), and
+/// the cookie value naming it.
+pub(crate) async fn start(
+    s: &AppState,
+    of: SessionOf,
+    by: &Caller,
+) -> Result<String, crate::error::ApiError> {
+    let id = generate_session_id()?;
+    let audit =
+        cuttle_storage::audit_as(by.event("ui.sign_in", &by.principal, serde_json::json!({})));
+    s.store
+        .create_session(
+            &NewSession {
+                id_hash: id_hash(s, &id),
+                of,
+                lifetime_secs: MAX_SESSION_SECS,
+            },
+            Some(audit),
+        )
+        .await?;
+    Ok(id)
 }
 
-fn seal_body(s: &AppState, sealed: &Sealed) -> Option<String> {
-    let body = serde_json::to_vec(sealed).ok()?;
-    s.variable_key.encrypt(&body).ok()
-}
-
-/// The cookie value for a sign-in with `key`.
-pub(crate) fn seal(s: &AppState, key: &str) -> Option<String> {
-    seal_body(
-        s,
-        &Sealed {
-            k: key.to_owned(),
-            u: None,
-            e: now_ms() + SESSION_SECS * 1000,
-        },
-    )
-}
-
-/// The cookie value for a user's sign-in.
-pub(crate) fn seal_user(s: &AppState, id: i64, version: i64) -> Option<String> {
-    seal_body(
-        s,
-        &Sealed {
-            k: String::new(),
-            u: Some((id, version)),
-            e: now_ms() + SESSION_SECS * 1000,
-        },
-    )
-}
-
-/// Who a cookie value signs in, if it is one of ours and has not expired.
-pub(crate) fn open(s: &AppState, value: &str) -> Option<Signed> {
-    let plain = s.variable_key.decrypt(value).ok()?;
-    let sealed: Sealed = serde_json::from_slice(&plain).ok()?;
-    if sealed.e <= now_ms() {
-        return None;
+/// Who a cookie value signs in, while its session lasts (from this node's cache for a second
+/// at most, else the database).
+pub(crate) async fn open(
+    s: &AppState,
+    value: &str,
+) -> Result<Option<SessionOf>, crate::error::ApiError> {
+    // Not one of ours: no need to ask the database.
+    if value.len() != 43
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Ok(None);
     }
-    match sealed.u {
-        Some((id, version)) => Some(Signed::User { id, version }),
-        None if !sealed.k.is_empty() => Some(Signed::Key(sealed.k)),
-        None => None,
+    let hash = id_hash(s, value);
+    if let Some(of) = s.keys.cached_session(&hash, CACHE_TTL) {
+        return Ok(Some(of));
+    }
+    let found = s.store.find_session(&hash).await?.map(|r| r.of);
+    if let Some(of) = &found {
+        s.keys.cache_session(hash, of.clone(), CACHE_MAX);
+    }
+    Ok(found)
+}
+
+/// Ends the session a cookie value names (sign-out), on every node.
+pub(crate) async fn end(s: &AppState, value: &str, by: &Caller) {
+    let hash = id_hash(s, value);
+    s.keys.forget_session(&hash);
+    let audit =
+        cuttle_storage::audit_as(by.event("ui.sign_out", &by.principal, serde_json::json!({})));
+    if let Err(e) = s.store.end_session(&hash, Some(audit)).await {
+        tracing::warn!(error = %e, "end a web session");
     }
 }
 

@@ -237,11 +237,19 @@ pub(super) struct Offset {
     offset: u64,
 }
 
+/// How often a live-log stream checks that its session still opens pages.
+const RECHECK: Duration = Duration::from_secs(5);
+/// How often a live-log stream looks for new lines.
+const FOLLOW: Duration = Duration::from_millis(500);
+
 /// Server-sent events: each `data` is new whole lines of the log; an `end` event once the task
-/// has finished (its state says so) and its log is complete.
+/// has finished (its state says so) and its log is complete, or once the session no longer
+/// opens pages (signed out, key revoked: checked every few seconds). A person holds at most a
+/// few streams per node, and however many follow a task, the node reads it from the database
+/// once per poll.
 pub(super) async fn events(
     State(s): State<AppState>,
-    _who: Who,
+    who: Who,
     Path(raw): Path<String>,
     Query(o): Query<Offset>,
     headers: axum::http::HeaderMap,
@@ -250,7 +258,21 @@ pub(super) async fn events(
         Ok(t) => t,
         Err(r) => return r,
     };
+    let Some(slot) = s.streams.open(&who.caller.actor()) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "You follow {} live logs on this node already; close one.",
+                super::streams::PER_PERSON
+            ),
+        )
+            .into_response();
+    };
+    let cookie = super::session::cookie(&headers)
+        .unwrap_or_default()
+        .to_owned();
     let id = task.id;
+    let watched = s.streams.watch(&s, id);
     // A browser that lost the stream (its node stopped, the balancer timed it out) comes back
     // with the id of the last event it had: the offset it had read to. It goes on from there.
     let start = headers
@@ -258,29 +280,52 @@ pub(super) async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(o.offset);
-    let stream = futures_util::stream::unfold((start, false), move |(offset, done)| {
-        let s = s.clone();
+    let state = Follow {
+        offset: start,
+        done: false,
+        checked: std::time::Instant::now(),
+        watched,
+        _slot: slot,
+    };
+    let stream = futures_util::stream::unfold(state, move |mut f| {
+        let (s, cookie) = (s.clone(), cookie.clone());
         async move {
-            if done {
+            if f.done {
                 return None;
             }
+            let end = |f: Follow, why: &'static str| {
+                Some((
+                    Ok::<_, std::convert::Infallible>(Event::default().event("end").data(why)),
+                    Follow { done: true, ..f },
+                ))
+            };
             loop {
-                let Ok(Some(task)) = s.store.get_task(id).await else {
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(
-                            Event::default().event("end").data("done"),
-                        ),
-                        (offset, true),
-                    ));
+                if f.checked.elapsed() >= RECHECK {
+                    if !super::still_signed_in(&s, &cookie).await {
+                        return end(f, "signed-out");
+                    }
+                    f.checked = std::time::Instant::now();
+                }
+                let task = match &*f.watched.borrow() {
+                    super::streams::Watched::Gone => None,
+                    super::streams::Watched::Pending => Some(None),
+                    super::streams::Watched::Task(t) => Some(Some((**t).clone())),
+                };
+                let Some(task) = task else {
+                    return end(f, "done");
+                };
+                let Some(task) = task else {
+                    let _ = tokio::time::timeout(FOLLOW, f.watched.changed()).await;
+                    continue;
                 };
                 // The log is complete a moment before the task's state says it ended: the
                 // end waits for both, so the reloaded page shows how it ended.
                 let finished = task.state.is_terminal();
-                let s2 = s.clone();
+                let (s2, offset) = (s.clone(), f.offset);
                 let read =
                     tokio::task::spawn_blocking(move || read_log(&s2, &task, offset, LOG_CHUNK))
                         .await;
-                let Ok(Ok((text, end, complete))) = read else {
+                let Ok(Ok((text, end_at, complete))) = read else {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 };
@@ -288,16 +333,15 @@ pub(super) async fn events(
                     // An event's data may not hold a carriage return (logs have none: the
                     // writer replaces control characters; this is for safety).
                     let text = text.replace('\r', "");
-                    return Some((
-                        Ok(Event::default().data(text).id(end.to_string())),
-                        (end, false),
-                    ));
+                    f.offset = end_at;
+                    return Some((Ok(Event::default().data(text).id(end_at.to_string())), f));
                 }
                 // (A browser dispatches no event without data: the end says "done".)
                 if complete && finished {
-                    return Some((Ok(Event::default().event("end").data("done")), (end, true)));
+                    f.offset = end_at;
+                    return end(f, "done");
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(FOLLOW).await;
             }
         }
     });
@@ -310,6 +354,16 @@ pub(super) async fn events(
         axum::http::HeaderValue::from_static("no"),
     );
     resp
+}
+
+/// Where a live-log stream is.
+struct Follow {
+    offset: u64,
+    done: bool,
+    checked: std::time::Instant,
+    watched: tokio::sync::watch::Receiver<super::streams::Watched>,
+    /// Its place among its person's streams, given back when the stream ends.
+    _slot: super::streams::Slot,
 }
 
 pub(super) async fn cancel(

@@ -79,6 +79,14 @@ pub fn generate_api_key() -> Result<String> {
     Ok(format!("API-{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 
+/// A new web UI session id: 256 random bits, URL-safe base64 (a cookie value as it is).
+pub fn generate_session_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| Error::MasterKey(format!("no randomness for a session: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// The start of a key kept in clear to tell keys apart in lists: 8 characters of a generated
 /// key (`API-` and 24 random bits), 4 of any other (an operator-chosen `CUTTLE_ADMIN_API_KEY`
 /// may be as short as 22 characters; it keeps over 100 bits hidden).

@@ -56,10 +56,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         10,
         include_str!("../../migrations/mssql/0010_key_grants.sql"),
     ),
-    (
-        11,
-        include_str!("../../migrations/mssql/0011_sessions.sql"),
-    ),
+    (11, include_str!("../../migrations/mssql/0011_sessions.sql")),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

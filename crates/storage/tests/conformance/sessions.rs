@@ -32,7 +32,13 @@ pub(crate) async fn sessions_last_until_they_end_or_are_ended_and_are_audited(fx
     // Longer than the cap, or none at all: refused.
     for lifetime_secs in [0, MAX_SESSION_SECS + 1] {
         let e = s
-            .create_session(&NewSession { lifetime_secs, ..key.clone() }, None)
+            .create_session(
+                &NewSession {
+                    lifetime_secs,
+                    ..key.clone()
+                },
+                None,
+            )
             .await
             .unwrap_err();
         assert!(e.to_string().contains("seconds"), "{e}");

@@ -69,7 +69,11 @@ impl Mssql {
         id_hash: &str,
         audit: Option<Audit<()>>,
     ) -> Result<bool> {
-        self.delete_with_event("DELETE FROM ui_sessions WHERE id_hash = @P1", &id_hash, audit)
-            .await
+        self.delete_with_event(
+            "DELETE FROM ui_sessions WHERE id_hash = @P1",
+            &id_hash,
+            audit,
+        )
+        .await
     }
 }

@@ -51,7 +51,11 @@ impl Postgres {
         id_hash: &str,
         audit: Option<Audit<()>>,
     ) -> Result<bool> {
-        self.delete_with_event("DELETE FROM ui_sessions WHERE id_hash = $1", &id_hash, audit)
-            .await
+        self.delete_with_event(
+            "DELETE FROM ui_sessions WHERE id_hash = $1",
+            &id_hash,
+            audit,
+        )
+        .await
     }
 }
