@@ -860,3 +860,40 @@ fn h5_password_sign_ins_are_limited_before_they_are_checked_and_bounded_in_memor
     assert!(grown_mib < 200, "the node grew by {grown_mib} MiB");
     assert_eq!(n1.ping(), 200, "and keeps answering");
 }
+
+/// M-6: a request without a valid key is answered from its headers: none of its body is read
+/// (the review's 200 keyless connections each sending 1 MiB took 200 MiB).
+#[test]
+fn m6_a_keyless_request_is_refused_before_its_body_is_read() {
+    use std::io::{Read, Write};
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let addr = n1.url("").trim_start_matches("http://").to_owned();
+    let rss = || cuttle_e2e::peak_rss_kib(n1.pid().unwrap());
+    let before = rss();
+    // Headers announcing a 1 MiB body that never comes: answered at once, not after the body
+    // deadline (30 s).
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 1048000\r\n\r\n"
+        )
+        .unwrap();
+        // Half of them send the body anyway.
+        if conns.len() % 2 == 0 {
+            let _ = c.write_all(&vec![b' '; 1_048_000]);
+        }
+        conns.push(c);
+    }
+    for c in &mut conns {
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 401", "refused from its headers");
+    }
+    let grown_mib = rss().saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "the node grew by {grown_mib} MiB");
+}

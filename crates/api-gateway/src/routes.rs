@@ -36,6 +36,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(deployments::routes())
         .merge(runbooks::routes())
         .merge(packages::routes())
+        // The key first, from the headers: a caller without one has none of its body read.
+        .route_layer(from_fn_with_state(state.clone(), read_body_in_time))
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     // Uploads stream past the JSON body limit and whole-body deadline (they have their own).
     let streaming =
@@ -45,12 +47,14 @@ pub(crate) fn router(state: AppState) -> Router {
         // No key: a tentacle checks the cluster it was told to pin before it sends one. The
         // thumbprint is public (every gateway handshake presents it).
         .route("/api/cluster/identity", get(targets::cluster_identity))
-        // The web UI signs people in itself (a session cookie, not an API key header).
-        .merge(crate::ui::routes())
+        // The web UI signs people in itself (a session cookie, not an API key header); its
+        // forms are small.
+        .merge(
+            crate::ui::routes().route_layer(from_fn_with_state(state.clone(), read_form_in_time)),
+        )
         .merge(private)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), read_body_in_time))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .merge(streaming)
         .layer(axum::middleware::map_response_with_state(
@@ -92,13 +96,34 @@ pub(crate) async fn refuse_declared_oversize(request: Request, next: Next) -> Re
     }
 }
 
-/// Reads a request's body (every route takes at most 1 MiB of JSON) within the body deadline: a
-/// client that sends its headers and then trickles or withholds the body gets 408 instead of
-/// holding the connection and a task.
+/// Reads an authenticated request's body (every route takes at most 1 MiB of JSON) within the
+/// body deadline: a client that sends its headers and then trickles or withholds the body gets
+/// 408 instead of holding the connection and a task.
 async fn read_body_in_time(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    read_within(s, request, next, MAX_JSON_BODY).await
+}
+
+/// The most a web UI form takes: a sign-in or a change is a few fields. Read before anyone is
+/// known (a sign-in), so kept small.
+const MAX_FORM_BODY: usize = 64 * 1024;
+
+/// [`read_body_in_time`] for the web UI's forms, at most [`MAX_FORM_BODY`].
+async fn read_form_in_time(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    read_within(s, request, next, MAX_FORM_BODY).await
+}
+
+async fn read_within(s: AppState, request: Request, next: Next, max: usize) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large().into_response();
+    }
     let (parts, body) = request.into_parts();
     let limit = s.config.limits.body_timeout;
-    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_JSON_BODY)).await {
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => return too_large().into_response(),
         Err(_) => {
