@@ -92,6 +92,9 @@ pub struct NodeOptions {
     /// The node serves its API over HTTPS (set `CUTTLE_HTTP_TLS*` in `env`); the harness
     /// talks to it so.
     pub https: Option<HttpsTrust>,
+    /// The most file descriptors the node may hold (soft and hard limit), as a small host's
+    /// default would be; the system's when `None`.
+    pub open_files: Option<u64>,
 }
 
 /// How the harness trusts a node's HTTPS certificate.
@@ -116,6 +119,7 @@ impl Default for NodeOptions {
             env: Vec::new(),
             expected_errors: Vec::new(),
             https: None,
+            open_files: None,
         }
     }
 }
@@ -281,6 +285,23 @@ impl Cluster {
             .stdin(Stdio::null());
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = opts.open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         cmd
     }

@@ -897,3 +897,51 @@ fn m6_a_keyless_request_is_refused_before_its_body_is_read() {
     let grown_mib = rss().saturating_sub(before) / 1024;
     assert!(grown_mib < 64, "the node grew by {grown_mib} MiB");
 }
+
+/// M-5: idle connections from many addresses to the internal gRPC port and the tentacle
+/// gateway do not exhaust a node's descriptors: handshakes are bounded (the oldest ends to make
+/// room), and the node goes on working — its API, its tasks, a tentacle's session.
+#[test]
+fn m5_idle_connections_to_every_listener_do_not_exhaust_a_node() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions {
+        open_files: Some(1024),
+        ..NodeOptions::named("n1", 2)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 1,100 to each port, eight per address (127.0.x.y: every loopback address is this host).
+    let held: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut held = Vec::new();
+        for port in [n1.grpc_port, n1.gateway_port] {
+            for i in 0..1100u32 {
+                let from =
+                    std::net::Ipv4Addr::new(127, 1, (i / 8 / 250) as u8, (i / 8 % 250 + 1) as u8);
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind((from, 0).into()).unwrap();
+                let connect = socket.connect(([127, 0, 0, 1], port).into());
+                match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                    Ok(Ok(c)) => held.push(c),
+                    Ok(Err(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        held
+    });
+    assert!(held.len() > 1000, "only {} connections opened", held.len());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", n1.pid().unwrap()))
+        .unwrap()
+        .count();
+    assert!(fds < 900, "the node holds {fds} descriptors");
+    // It works while they are all held: the API, a task, a tentacle's session.
+    assert_eq!(n1.ping(), 200);
+    let task = n1.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 1}}));
+    assert_eq!(n1.wait_finished(&task, MIN)["state"], "Success");
+    let dir = cuttle_e2e::temp_dir("attack-fds");
+    let mut web = cuttle_e2e::Tentacle::new(dir.path(), "web-1");
+    web_tentacle(&n1, &mut web, &cluster.api_key);
+    drop(held);
+}

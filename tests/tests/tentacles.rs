@@ -829,7 +829,7 @@ fn the_cluster_certificate_is_rotated_without_losing_a_tentacle() {
     // l1 registers with a key good for its own registration and nothing else.
     let (status, made) = n1.post(
         "/api/keys",
-        &json!({"name": "l1 bootstrap", "scope": "register-target", "target": "l1", "expires_in": "1h"}),
+        &json!({"name": "l1 bootstrap", "scope": "register-target", "target": "l1", "expires_in": "1h", "environments": ["Test"], "roles": ["web"]}),
     );
     assert_eq!(status, 201, "{made}");
     let l1_key = made["key"].as_str().unwrap().to_owned();

@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("cuttle.v1");
 }
 
+pub mod admission;
 pub mod files;
 pub mod lines;
 pub mod per_address;

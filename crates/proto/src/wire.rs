@@ -110,6 +110,7 @@ pub async fn serve_tls<S>(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     service: S,
+    admission: std::sync::Arc<crate::admission::Admission>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: tower::Service<
@@ -128,17 +129,34 @@ pub async fn serve_tls<S>(
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
+                    // Out of descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "accept on the internal gRPC port");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let (acceptor, service) = (acceptor.clone(), service.clone());
+        let Some(handshake) = admission.begin(peer.ip()) else {
+            tracing::debug!(%peer, "too many handshakes from one address; closed");
+            continue;
+        };
+        let (acceptor, service, admission) = (acceptor.clone(), service.clone(), admission.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let shaken = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                () = handshake.evicted() => {
+                    tracing::debug!(%peer, "internal gRPC handshake ended to make room");
+                    return;
+                }
+            };
+            drop(handshake);
+            match shaken {
                 Ok(Ok(tls)) => {
+                    let Some(_place) = admission.establish() else {
+                        tracing::warn!(%peer, "internal gRPC connection refused: too many open");
+                        return;
+                    };
                     if let Err(e) = serve(tls, service).await {
                         tracing::debug!(%peer, error = %e, "internal gRPC connection ended");
                     }

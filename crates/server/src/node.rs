@@ -33,6 +33,21 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener> {
 
 #[allow(clippy::print_stdout)] // the URL and a generated key are the command's output
 pub(crate) async fn run(cfg: Config) -> Result<()> {
+    // Every listener's caps come from the descriptors the process may hold.
+    let open_files = cuttle_proto::admission::raise_open_file_limit();
+    let internal_limits =
+        cuttle_proto::admission::Limits::from_open_files(open_files, 1.0 / 8.0, 1024);
+    let gateway_limits = cuttle_proto::admission::Limits::from_open_files(open_files, 0.5, 100_000);
+    if (cfg.http_limits.max_connections as u64) > open_files / 4 {
+        tracing::warn!(open_files, max_connections = cfg.http_limits.max_connections,
+            "CUTTLE_HTTP_MAX_CONNECTIONS exceeds a quarter of the open-file limit: raise LimitNOFILE");
+    }
+    tracing::info!(
+        open_files,
+        internal = internal_limits.max_established,
+        gateway = gateway_limits.max_established,
+        "connection limits"
+    );
     let store = startup::connect(&cfg).await?;
     startup::prepare_schema(&store).await?;
     let master_key = startup::master_key(&cfg, &store).await?;
@@ -155,6 +170,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             store: store.clone(),
             identity: cluster.identity.clone(),
             sessions: sessions.clone(),
+            admission: cuttle_proto::admission::Admission::new(gateway_limits),
         };
         rest.spawn(async move {
             if let Err(e) = cuttle_tentacle_gateway::serve(listener, deps, stop).await {
@@ -184,6 +200,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             listener,
             acceptor,
             routes.routes().prepare(),
+            cuttle_proto::admission::Admission::new(internal_limits),
             stop.cancelled_owned(),
         ));
     }

@@ -141,6 +141,8 @@ pub struct GatewayDeps {
     /// The cluster certificate, presented to every tentacle.
     pub identity: Identity,
     pub sessions: Sessions,
+    /// Handshakes and sessions the gateway admits at once.
+    pub admission: std::sync::Arc<cuttle_proto::admission::Admission>,
 }
 
 /// Serves the gateway on a bound listener until `shutdown`.
@@ -188,6 +190,10 @@ pub async fn serve(
             },
         };
         serial += 1;
+        let Some(handshake) = deps.admission.begin(peer.ip()) else {
+            tracing::debug!(%peer, "too many handshakes from one address; closed");
+            continue;
+        };
         let (acceptor, targets, deps, stop) = (
             acceptor.clone(),
             targets.clone(),
@@ -196,7 +202,19 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let shaken = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                () = handshake.evicted() => {
+                    tracing::debug!(%peer, "tentacle handshake ended to make room");
+                    return;
+                }
+            };
+            drop(handshake);
+            let Some(_place) = deps.admission.establish() else {
+                tracing::warn!(%peer, "refused a tentacle connection: too many open");
+                return;
+            };
+            let tls = match shaken {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "refused a tentacle connection");

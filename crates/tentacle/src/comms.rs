@@ -84,12 +84,14 @@ fn jitter(d: Duration) -> Duration {
     d + d / 4 * (nanos % 1000) / 1000
 }
 
-/// Connections a listening tentacle holds at once (workers of every node included); past this,
-/// new ones wait in the kernel's backlog.
+/// Connections from the cluster a listening tentacle holds at once (workers of every node
+/// included), once their certificate is accepted; past this, new ones are closed.
 const MAX_CONNECTIONS: usize = 256;
-/// Connections from one address at once; past this, new ones are closed at once. A node opens
-/// one per running script and file transfer, far fewer than this.
-const MAX_PER_PEER: usize = 32;
+/// Connections still in their TLS handshake at once: past this, the one waiting longest is
+/// ended to make room, so idle connections from anywhere cannot hold the door.
+const MAX_HANDSHAKES: usize = 32;
+/// Handshakes from one address at once; past this, new ones are closed at once.
+const MAX_HANDSHAKES_PER_PEER: usize = 8;
 /// A peer gets this long to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -110,10 +112,12 @@ pub(crate) async fn listen(
         .with_context(|| format!("listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "listening for the cluster");
     let agent = Arc::new(agent);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let per_peer = Arc::new(cuttle_proto::per_address::PerAddress::default());
+    let admission = cuttle_proto::admission::Admission::new(cuttle_proto::admission::Limits {
+        max_pending: MAX_HANDSHAKES,
+        max_pending_per_peer: MAX_HANDSHAKES_PER_PEER,
+        max_established: MAX_CONNECTIONS,
+    });
     loop {
-        let permit = slots.clone().acquire_owned().await?;
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -122,18 +126,29 @@ pub(crate) async fn listen(
                 continue;
             }
         };
-        let Some(peer_slot) = per_peer.enter(peer.ip(), MAX_PER_PEER, false) else {
-            tracing::debug!(%peer, "too many connections from one address; closed");
+        let Some(handshake) = admission.begin(peer.ip()) else {
+            tracing::debug!(%peer, "too many handshakes from one address; closed");
             continue;
         };
         let acceptor = acceptor.clone();
-        let agent = agent.clone();
+        let (agent, admission) = (agent.clone(), admission.clone());
         tokio::spawn(async move {
-            let _held = (permit, peer_slot);
             // Refused here, before any request is read, unless the peer holds the cluster
-            // certificate.
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            // certificate; a handshake that waits too long makes room for newer ones.
+            let shaken = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                () = handshake.evicted() => {
+                    tracing::debug!(%peer, "handshake ended to make room");
+                    return;
+                }
+            };
+            drop(handshake);
+            match shaken {
                 Ok(Ok(tls)) => {
+                    let Some(_place) = admission.establish() else {
+                        tracing::warn!(%peer, "too many connections from the cluster; closed");
+                        return;
+                    };
                     let peer_cert = cuttle_tls::peer_thumbprint(tls.get_ref().1);
                     if let Err(e) =
                         cuttle_proto::wire::serve(tls, (*agent).clone().server(peer_cert)).await

@@ -271,6 +271,8 @@ fn hostname() -> Result<String> {
 }
 
 async fn run_agent(home: &Home) -> Result<()> {
+    let open_files = cuttle_proto::admission::raise_open_file_limit();
+    tracing::debug!(open_files, "open-file limit");
     let config = home.load()?;
     let identity = home.identity()?;
     let cluster = cuttle_tls::Trusted::new(config.trusted_clusters()?);
