@@ -35,6 +35,16 @@ struct Cli {
     /// Allow plain http:// to another host (the key crosses the network in clear text)
     #[arg(long, global = true)]
     insecure: bool,
+    /// The SHA-256 thumbprint of the certificate the server must present over HTTPS (a cluster
+    /// serving its own certificate, CUTTLE_HTTP_TLS=cluster): any other is refused before the
+    /// key is sent
+    #[arg(
+        long,
+        env = "CUTTLE_SERVER_THUMBPRINT",
+        global = true,
+        value_name = "THUMBPRINT"
+    )]
+    server_thumbprint: Option<cuttle_tls::Thumbprint>,
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     #[command(subcommand)]
@@ -307,24 +317,48 @@ enum TaskCmd {
     },
 }
 
+/// An agent with `config`: over HTTPS it accepts only the pinned certificate, when there is one
+/// (else what a public certificate authority vouches for).
+fn agent_for(
+    config: ureq::config::Config,
+    pin: Option<cuttle_tls::Thumbprint>,
+) -> Result<ureq::Agent> {
+    Ok(match pin {
+        Some(t) => cuttle_tls::pinned_agent(config, cuttle_tls::Pin::Only(t))?,
+        None => config.into(),
+    })
+}
+
 pub(crate) struct Api {
     base: String,
     key: Option<String>,
     agent: ureq::Agent,
+    /// The certificate the server must present, when pinned.
+    pin: Option<cuttle_tls::Thumbprint>,
 }
 
 impl Api {
-    fn new(base: &str, key: Option<String>) -> Api {
-        let agent = ureq::Agent::config_builder()
+    fn new(base: &str, key: Option<String>, pin: Option<cuttle_tls::Thumbprint>) -> Result<Api> {
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Api {
+            .build();
+        Ok(Api {
             base: base.trim_end_matches('/').to_owned(),
             key,
-            agent,
-        }
+            agent: agent_for(config, pin)?,
+            pin,
+        })
+    }
+
+    /// An agent without the API calls' overall deadline: a large package takes what it takes
+    /// (the server ends a stalled upload itself).
+    pub(crate) fn streaming_agent(&self) -> Result<ureq::Agent> {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .build();
+        agent_for(config, self.pin)
     }
 
     pub(crate) fn call(
@@ -465,7 +499,7 @@ const TASK_COLS: &[&str] = &[
 
 fn run(cli: Cli) -> Result<()> {
     check_server_url(&cli.server, cli.insecure)?;
-    let api = Api::new(&cli.server, cli.api_key);
+    let api = Api::new(&cli.server, cli.api_key, cli.server_thumbprint)?;
     let out = cli.output;
     match cli.command {
         Command::Node { action } => match action {

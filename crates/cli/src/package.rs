@@ -101,20 +101,11 @@ impl<R: Read> Read for Progress<R> {
     }
 }
 
-/// An agent without the API calls' overall deadline: a large package takes what it takes (the
-/// server ends a stalled upload itself).
-fn streaming_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
 /// `GET url` with the key, its body left to be streamed; an error status is the server's
 /// message.
 fn streamed_get(api: &Api, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
-    let mut resp = streaming_agent()
+    let mut resp = api
+        .streaming_agent()?
         .get(url)
         .header("X-Api-Key", api.key.as_deref().unwrap_or_default())
         .call()
@@ -158,7 +149,8 @@ pub(crate) fn upload(api: &Api, space: &str, file: &Path, replace: bool) -> Resu
         format!("uploading {} {version}", parsed.package_id),
         size,
     );
-    let resp = streaming_agent()
+    let resp = api
+        .streaming_agent()?
         .post(&url)
         .header("X-Api-Key", api.key.as_deref().unwrap_or_default())
         .header("Content-Type", "application/octet-stream")

@@ -55,7 +55,7 @@ enum Command {
     /// Print this tentacle's certificate thumbprint
     ShowThumbprint,
     /// Register this machine as a deployment target and remember how to reach the cluster
-    Register(Registration),
+    Register(Box<Registration>),
     /// Add one more gateway (HOST:PORT) for a polling tentacle to keep a session with
     PollServer {
         #[arg(long)]
@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", home.identity()?.thumbprint());
             Ok(())
         }
-        Command::Register(r) => register(&home, r),
+        Command::Register(r) => register(&home, *r),
         Command::PollServer { server } => {
             let mut config = home.load()?;
             if config.comms != "polling" {
@@ -146,10 +146,16 @@ struct Registration {
     /// Where a listening tentacle listens
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// The cluster's thumbprint (from `GET /api/cluster/identity`, or any node's log): refuse
-    /// a server that presents another cluster, before the API key is sent
+    /// The cluster's thumbprint (any node logs it at start): over HTTPS the server must present
+    /// this certificate (a cluster serving its own, CUTTLE_HTTP_TLS=cluster) or one a public
+    /// certificate authority vouches for, and it must name this cluster — checked before the
+    /// API key is sent
     #[arg(long)]
     cluster_thumbprint: Option<Thumbprint>,
+    /// The certificate the server must present over HTTPS, exactly (when it is not the
+    /// cluster's: a balancer's own self-signed one, say)
+    #[arg(long)]
+    server_thumbprint: Option<Thumbprint>,
     /// Allow plain http:// to another host (the key crosses the network in clear text)
     #[arg(long)]
     insecure: bool,
@@ -158,17 +164,31 @@ struct Registration {
 fn register(home: &Home, r: Registration) -> Result<()> {
     cuttle_core::check_server_url(&r.server, r.insecure)?;
     let identity = home.identity()?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+        .build();
+    // The server is checked in the TLS handshake, by the certificate it proves it holds — not
+    // by what it says.
+    let agent: ureq::Agent = match (r.server_thumbprint, r.cluster_thumbprint) {
+        (Some(t), _) => cuttle_tls::pinned_agent(config, cuttle_tls::Pin::Only(t))?,
+        (None, Some(t)) => cuttle_tls::pinned_agent(config, cuttle_tls::Pin::OrPublicCa(t))?,
+        (None, None) => config.into(),
+    };
     let base = r.server.trim_end_matches('/');
     // Asked without the key: a server that is not the pinned cluster never sees it.
     let resp = agent
         .get(format!("{base}/api/cluster/identity"))
         .call()
-        .context("reach the server")?;
+        .map_err(|e| {
+            let hint = if base.starts_with("https://") && r.cluster_thumbprint.is_none() {
+                " (a cluster serving its own certificate needs --cluster-thumbprint: any \
+                 node logs it at start, `cluster certificate thumbprint=…`)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("reach the server: {e}{hint}")
+        })?;
     let cluster = expect_status(resp, 200, "the server's cluster identity")?;
     let thumbprint: Thumbprint = cluster["thumbprint"]
         .as_str()

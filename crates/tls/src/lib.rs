@@ -5,8 +5,12 @@
 //! is ever read from it.
 
 mod https;
+#[cfg(feature = "http-client")]
+mod pinned_http;
 
 pub use https::{certified_key_from_pem, https_server_config, ServedCertificate};
+#[cfg(feature = "http-client")]
+pub use pinned_http::{pinned_agent, Pin};
 
 use std::collections::HashSet;
 use std::fmt;
