@@ -80,6 +80,8 @@ pub(crate) struct AppState {
     pub(crate) passwords: Arc<throttle::PasswordPool>,
     /// The web UI's live-log streams: how many each person holds, and one watcher per task.
     pub(crate) streams: Arc<ui::streams::Streams>,
+    /// Package uploads in progress, in all and per key.
+    pub(crate) uploads: Arc<resources::packages::Uploads>,
 }
 
 impl AppState {
@@ -122,6 +124,7 @@ pub async fn serve(
         waker,
         passwords: Arc::new(throttle::PasswordPool::start()),
         streams: Arc::new(ui::streams::Streams::default()),
+        uploads: Arc::new(resources::packages::Uploads::default()),
     };
     let https = state.config.https.clone();
     let (limits, trusted) = (

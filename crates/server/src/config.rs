@@ -77,7 +77,7 @@ pub(crate) struct RawConfig {
     /// Bytes one task log may hold; the rest of its output is dropped [env: CUTTLE_TASK_LOG_MAX_BYTES]
     #[arg(long, global = true)]
     pub(crate) task_log_max_bytes: Option<u64>,
-    /// Largest package upload in bytes; 0 for no limit (the default) [env: CUTTLE_PACKAGE_MAX_BYTES]
+    /// Largest package upload in bytes (default 4 GiB); 0 for no limit [env: CUTTLE_PACKAGE_MAX_BYTES]
     #[arg(long, global = true)]
     pub(crate) package_max_bytes: Option<u64>,
     /// Seconds between heartbeats [env: CUTTLE_HEARTBEAT_SECS]
@@ -304,6 +304,9 @@ impl HttpTls {
         })
     }
 }
+
+/// The largest package upload a node takes unless told otherwise: 4 GiB.
+pub(crate) const DEFAULT_PACKAGE_MAX_BYTES: u64 = 4 << 30;
 
 /// Validated settings, as the node uses them.
 #[derive(Debug, Clone)]
@@ -538,7 +541,12 @@ impl Config {
             http_tls,
             http_limits,
             task_log_max_bytes,
-            package_max_bytes: raw.package_max_bytes.filter(|n| *n > 0),
+            // 0 for no limit, as an explicit choice.
+            package_max_bytes: match raw.package_max_bytes {
+                None => Some(DEFAULT_PACKAGE_MAX_BYTES),
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
             heartbeat: Duration::from_secs(heartbeat_secs),
             offline_after: Duration::from_secs(offline_after_secs),
             health_check: match raw.health_check_secs.unwrap_or(3600) {

@@ -507,7 +507,7 @@ async fn write_script(
     Ok(path)
 }
 
-fn free_disk(dir: &std::path::Path) -> u64 {
+pub(crate) fn free_disk(dir: &std::path::Path) -> u64 {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return 0;

@@ -1,7 +1,10 @@
 //! Unpacking a package (zip, nupkg, tar, tar.gz) into `{home}/Applications/…`, then replacing
 //! `#{Variable}`s in the files a step names. An archive is untrusted input: no entry may land
 //! outside the folder (absolute paths, `..`, writes through a symlink that leads out), no symlink
-//! may point out of it, and only files, folders and symlinks are made. It is unpacked beside
+//! may point out of it, and only files, folders and symlinks are made. It is bounded, counted as
+//! it is written: at most [`MAX_FILES`] entries and [`Limits::bytes`] bytes — [`MAX_RATIO`] times
+//! the archive's size, at most [`MAX_BYTES`], and never the disk's last [`RESERVE`] — so a small
+//! archive that unpacks to a huge one (a "zip bomb") stops early and leaves nothing. It is unpacked beside
 //! its destination and swapped in whole, so a failed unpack leaves the previous one in place.
 //! Blocking: run it off the async threads.
 
@@ -62,12 +65,45 @@ fn lexical(path: &Path) -> Option<PathBuf> {
     Some(out.iter().collect())
 }
 
+/// Entries one package may unpack to.
+pub(crate) const MAX_FILES: u64 = 200_000;
+/// Bytes one package may unpack to, as a multiple of its own size.
+pub(crate) const MAX_RATIO: u64 = 200;
+/// Bytes one package may unpack to, whatever its size.
+pub(crate) const MAX_BYTES: u64 = 16 << 30;
+/// Disk space an unpack always leaves free.
+pub(crate) const RESERVE: u64 = 256 << 20;
+
+/// What one unpack may write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) files: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Limits {
+    /// For an archive of `size` bytes, with `free` bytes free where it unpacks.
+    pub(crate) fn for_archive(size: u64, free: u64) -> Limits {
+        Limits {
+            files: MAX_FILES,
+            bytes: size
+                .saturating_mul(MAX_RATIO)
+                .max(1 << 20)
+                .min(MAX_BYTES)
+                .min(free.saturating_sub(RESERVE)),
+        }
+    }
+}
+
 struct Unpacker {
     root: PathBuf,
+    limits: Limits,
     /// `root` as the file system resolves it: every write's folder must be under it.
     real_root: PathBuf,
     files: u64,
     bytes: u64,
+    /// Files, folders and links made, against [`Limits::files`].
+    entries: u64,
     links: Vec<PathBuf>,
 }
 
@@ -90,14 +126,27 @@ impl Unpacker {
     }
 
     fn file(&mut self, rel: &Path, mode: Option<u32>, data: &mut dyn Read) -> Result<(), String> {
+        self.count_entry()?;
         self.folder_for(rel)?;
         let path = self.root.join(rel);
         if path.symlink_metadata().is_ok() {
             std::fs::remove_file(&path).map_err(|e| format!("replace {}: {e}", rel.display()))?;
         }
         let mut f = File::create(&path).map_err(|e| format!("create {}: {e}", rel.display()))?;
-        let n =
-            std::io::copy(data, &mut f).map_err(|e| format!("unpack {}: {e}", rel.display()))?;
+        // One byte past what is left tells a file that would go over.
+        let left = self.limits.bytes.saturating_sub(self.bytes);
+        let n = std::io::copy(&mut data.take(left.saturating_add(1)), &mut f)
+            .map_err(|e| format!("unpack {}: {e}", rel.display()))?;
+        if n > left {
+            return Err(format!(
+                "the package unpacks to more than {} bytes, the most this unpack may write ({} \
+                 times the package's size, at most {} GiB, leaving {} MiB of the disk free)",
+                self.limits.bytes,
+                MAX_RATIO,
+                MAX_BYTES >> 30,
+                RESERVE >> 20
+            ));
+        }
         if let Some(mode) = mode {
             use std::os::unix::fs::PermissionsExt;
             // Owner always reads and writes; never set-id bits.
@@ -111,11 +160,24 @@ impl Unpacker {
     }
 
     fn folder(&mut self, rel: &Path) -> Result<(), String> {
+        self.count_entry()?;
         self.folder_for(&rel.join("x"))?;
         Ok(())
     }
 
+    fn count_entry(&mut self) -> Result<(), String> {
+        self.entries += 1;
+        if self.entries > self.limits.files {
+            return Err(format!(
+                "the package holds more than {} entries, the most one unpack makes",
+                self.limits.files
+            ));
+        }
+        Ok(())
+    }
+
     fn symlink(&mut self, rel: &Path, target: &Path) -> Result<(), String> {
+        self.count_entry()?;
         let within = rel.parent().unwrap_or(Path::new("")).join(target);
         if target.is_absolute() || lexical(&within).is_none() {
             return Err(format!(
@@ -311,11 +373,16 @@ pub(crate) fn extract(
     let real_root = staging
         .canonicalize()
         .map_err(|e| format!("resolve {}: {e}", staging.display()))?;
+    let size = std::fs::metadata(package)
+        .map_err(|e| format!("read the package: {e}"))?
+        .len();
     let mut u = Unpacker {
         root: staging.clone(),
+        limits: Limits::for_archive(size, crate::agent::free_disk(&parent)),
         real_root,
         files: 0,
         bytes: 0,
+        entries: 0,
         links: Vec::new(),
     };
     let unpacked = (|| {
@@ -511,6 +578,58 @@ mod tests {
                 .unwrap_or(0);
             assert_eq!(left, 0, "{entries:?}");
         }
+    }
+
+    #[test]
+    fn a_package_that_unpacks_to_far_more_than_its_size_stops_and_leaves_nothing() {
+        let d = temp("bomb");
+        let apps = d.join("Applications");
+        // 64 MiB of zeros: a few tens of KiB packed, more than 200 times that unpacked.
+        let zeros = vec![0u8; 64 << 20];
+        let pkg = tar_gz(&d, &[("big.bin", tar::EntryType::Regular, &zeros[..], "")]);
+        let packed = std::fs::metadata(&pkg).unwrap().len();
+        assert!(packed < (64 << 20) / MAX_RATIO, "{packed}");
+        let e = extract(
+            &pkg,
+            PackageFormat::TarGz,
+            &apps,
+            Path::new("E/P/1.0.0"),
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(e.contains("unpacks to more than"), "{e}");
+        let left = std::fs::read_dir(apps.join("E/P"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "nothing is left of it");
+        // Limits: a multiple of the size, at most MAX_BYTES, never the disk's reserve.
+        assert_eq!(Limits::for_archive(1 << 20, u64::MAX).bytes, 200 << 20);
+        assert_eq!(Limits::for_archive(1 << 40, u64::MAX).bytes, MAX_BYTES);
+        assert_eq!(Limits::for_archive(1 << 20, RESERVE + 5).bytes, 5);
+    }
+
+    #[test]
+    fn too_many_entries_are_refused() {
+        let d = temp("entries");
+        let mut u = Unpacker {
+            root: d.clone(),
+            real_root: d.canonicalize().unwrap(),
+            limits: Limits {
+                files: 3,
+                bytes: 1 << 20,
+            },
+            files: 0,
+            bytes: 0,
+            entries: 0,
+            links: Vec::new(),
+        };
+        for i in 0..3 {
+            u.file(Path::new(&format!("f{i}")), None, &mut &b"x"[..])
+                .unwrap();
+        }
+        let e = u.folder(Path::new("more")).unwrap_err();
+        assert!(e.contains("more than 3 entries"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 mod multipart;
 mod upload;
 
+pub(crate) use upload::Uploads;
+
 use std::cmp::Ordering;
 
 use axum::extract::State;

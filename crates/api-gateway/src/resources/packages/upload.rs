@@ -134,23 +134,110 @@ fn looks_like(format: PackageFormat, head: &[u8]) -> bool {
 }
 
 /// The writer's end: size, SHA-256 and the synced in-progress file.
-type Written = tokio::task::JoinHandle<Result<(u64, String, PathBuf), cuttle_storage::Error>>;
+type Written =
+    tokio::sync::oneshot::Receiver<Result<(u64, String, PathBuf), cuttle_storage::Error>>;
 
-/// Starts the blocking writer of a new in-progress file.
+/// Starts the writer of a new in-progress file on a thread of its own: a long upload never
+/// holds one of the blocking threads every other request shares (database calls on SQLite,
+/// log reads). How many run at once is bounded by [`Uploads`].
 fn start_writer(shared: SharedStore, node: String) -> (mpsc::Sender<Piece>, Written) {
     let (tx, mut rx) = mpsc::channel::<Piece>(IN_FLIGHT);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut file = IncomingFile::create(shared.package_temp(&node)?)?;
-        while let Some(piece) = rx.blocking_recv() {
-            match piece {
-                Piece::Data(b) => file.write(&b)?,
-                Piece::End => return file.finish(),
+    let (done, written) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("cuttle-upload".into())
+        .spawn(move || {
+            let mut write = || {
+                let mut file = IncomingFile::create(shared.package_temp(&node)?)?;
+                while let Some(piece) = rx.blocking_recv() {
+                    match piece {
+                        Piece::Data(b) => file.write(&b)?,
+                        Piece::End => return file.finish(),
+                    }
+                }
+                // The handler went away before the end: the file is dropped, and with it
+                // removed.
+                Err(cuttle_storage::Error::Invalid("upload abandoned".into()))
+            };
+            let _ = done.send(write());
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "start an upload's writer");
+    }
+    (tx, written)
+}
+
+/// Uploads a node takes at once, in all and per API key: each holds a writer thread and a file
+/// in progress.
+pub(crate) struct Uploads {
+    all: std::sync::Arc<tokio::sync::Semaphore>,
+    per_key: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Uploads at once per node, and per API key.
+const UPLOADS_PER_NODE: usize = 32;
+pub(crate) const UPLOADS_PER_KEY: usize = 4;
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Uploads {
+            all: std::sync::Arc::new(tokio::sync::Semaphore::new(UPLOADS_PER_NODE)),
+            per_key: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+/// One upload's place; given back when dropped.
+pub(crate) struct UploadSlot<'a> {
+    uploads: &'a Uploads,
+    key: String,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        let mut per_key = self
+            .uploads
+            .per_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_key.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_key.remove(&self.key);
             }
         }
-        // The handler went away before the end: the file is dropped, and with it removed.
-        Err(cuttle_storage::Error::Invalid("upload abandoned".into()))
-    });
-    (tx, writer)
+    }
+}
+
+impl Uploads {
+    /// A place for one more upload by `key` (the caller's principal): 429 past its share,
+    /// 503 when the node takes no more.
+    fn enter(&self, key: &str) -> Result<UploadSlot<'_>, ApiError> {
+        let all = self.all.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("this node takes {UPLOADS_PER_NODE} uploads at once; retry shortly"),
+            )
+            .retry_after(5)
+        })?;
+        let mut per_key = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_key.entry(key.to_owned()).or_default();
+        if *n >= UPLOADS_PER_KEY {
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "at most {UPLOADS_PER_KEY} uploads at once per API key; retry when one ends"
+                ),
+            )
+            .retry_after(5));
+        }
+        *n += 1;
+        Ok(UploadSlot {
+            uploads: self,
+            key: key.to_owned(),
+            _all: all,
+        })
+    }
 }
 
 /// Most of a refused upload's body read and dropped before the answer, so that a client that
@@ -194,6 +281,7 @@ async fn receive(
     headers: &HeaderMap,
     stream: &mut BodyStream,
 ) -> ApiResult {
+    let _slot = s.uploads.enter(&caller.principal)?;
     let q = query.only(&["package_id", "version", "format", "replace"])?;
     let replace = flag(q.get("replace"), "replace")?;
     let expected = match headers.get("x-content-sha256") {
