@@ -88,8 +88,7 @@ impl Limits {
             files: MAX_FILES,
             bytes: size
                 .saturating_mul(MAX_RATIO)
-                .max(1 << 20)
-                .min(MAX_BYTES)
+                .clamp(1 << 20, MAX_BYTES)
                 .min(free.saturating_sub(RESERVE)),
         }
     }
