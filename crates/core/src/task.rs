@@ -429,6 +429,7 @@ impl TaskKind {
             "PushFile" => {
                 let a: PushFileArgs = serde_json::from_value(arguments.clone()).map_err(bad)?;
                 validate_relative_path("PushFile source", &a.source)?;
+                validate_push_source(&a.source)?;
                 validate_relative_path("PushFile destination", &a.destination)?;
                 let on = selection(kind, &a.targets, a.roles, a.environments)?;
                 let on = on_targets(kind, on, "to send the file to")?;
@@ -580,6 +581,23 @@ impl TaskKind {
             // Each decides from what is there now and removes only what is still there.
             TaskKind::Retention { .. } | TaskKind::EventArchive { .. } => true,
         }
+    }
+}
+
+/// The shared-store folders a `PushFile` may send from: packages and artifacts — never task
+/// logs, the audit archive or what a node has in progress.
+pub const PUSH_SOURCES: [&str; 2] = ["Packages/", "Artifacts/"];
+
+fn validate_push_source(source: &str) -> Result<(), ValidationError> {
+    if PUSH_SOURCES.iter().any(|p| source.starts_with(p))
+        && !source.split('/').any(|part| part == "InProgress")
+    {
+        Ok(())
+    } else {
+        Err(ValidationError::new(format!(
+            "PushFile source {source:?}: files are sent from {} only",
+            PUSH_SOURCES.join(" or ")
+        )))
     }
 }
 
@@ -772,6 +790,19 @@ mod tests {
             (
                 br#"{"kind":"Sleep","arguments":{"duration_ms":1},"concurrency_tag":""}"#,
                 "empty",
+            ),
+            // Files go to targets from the repository and artifacts, nothing else.
+            (
+                br#"{"kind":"PushFile","arguments":{"source":"TaskLogs/ServerTasks-1.log","destination":"x","targets":["Machines-1"]}}"#,
+                "Packages/ or Artifacts/ only",
+            ),
+            (
+                br#"{"kind":"PushFile","arguments":{"source":"EventExports/2026/01/01.jsonl.gz","destination":"x","targets":["Machines-1"]}}"#,
+                "Packages/ or Artifacts/ only",
+            ),
+            (
+                br#"{"kind":"PushFile","arguments":{"source":"Packages/InProgress/n1/x","destination":"x","targets":["Machines-1"]}}"#,
+                "Packages/ or Artifacts/ only",
             ),
         ];
         for (body, want) in cases {
