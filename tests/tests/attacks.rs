@@ -1211,3 +1211,23 @@ fn walk_size(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// Low: `--dump-config` shows the database URL without its password, whatever its form.
+#[test]
+fn low_dump_config_never_prints_the_database_password() {
+    let cluster = Cluster::sqlite();
+    for url in [
+        "postgres://cuttle:Pa55w0rd-dump@db.internal:5432/cuttle",
+        "host=db.internal user=cuttle password=Pa55w0rd-dump dbname=cuttle",
+        "Server=tcp:sql.internal,1433;Database=cuttle;User Id=cuttle;Password=Pa55w0rd-dump;Encrypt=true",
+    ] {
+        let out = cluster
+            .server_command(&["--dump-config", "run"])
+            .env("CUTTLE_DATABASE_URL", url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("database_url"), "{text}");
+        assert!(!text.contains("Pa55w0rd-dump"), "{text}");
+    }
+}

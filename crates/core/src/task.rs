@@ -586,7 +586,7 @@ impl TaskKind {
 
 /// The shared-store folders a `PushFile` may send from: packages and artifacts — never task
 /// logs, the audit archive or what a node has in progress.
-pub const PUSH_SOURCES: [&str; 2] = ["Packages/", "Artifacts/"];
+const PUSH_SOURCES: [&str; 2] = ["Packages/", "Artifacts/"];
 
 fn validate_push_source(source: &str) -> Result<(), ValidationError> {
     if PUSH_SOURCES.iter().any(|p| source.starts_with(p))

@@ -191,6 +191,9 @@ fn load(cli: &Cli) -> Result<Config> {
         if shown.admin_api_key.is_some() {
             shown.admin_api_key = Some("<redacted>".into());
         }
+        if let Some(url) = &shown.database_url {
+            shown.database_url = Some(cuttle_storage::redact_database_url(url));
+        }
         print!("{}", toml::to_string(&shown).context("render settings")?);
         std::process::exit(0);
     }

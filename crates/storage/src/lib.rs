@@ -20,8 +20,8 @@ pub use crypto::api_keys::{generate_api_key, generate_session_id, key_prefix, Ap
 pub use crypto::passwords;
 pub use crypto::MasterKey;
 pub use db::{
-    audit_as, newest_package, AddedPackage, ApiKeyRow, Audit, ClaimedTask, Completion,
-    DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
+    audit_as, newest_package, redact_database_url, AddedPackage, ApiKeyRow, Audit, ClaimedTask,
+    Completion, DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
     MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NewSession,
     NodeRegistration, NodeState, OwnedTask, PackageRecord, Release, SessionOf, SessionRow, Store,
     StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS, SCHEMA_VERSION,

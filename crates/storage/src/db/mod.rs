@@ -244,6 +244,48 @@ fn ms(d: Duration) -> UnixMs {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
+/// A database URL or connection string with its password replaced by `<redacted>`, whatever
+/// its form: `scheme://user:password@…`, libpq's `password=…`, ADO.NET's `Password=…;`/`Pwd=…;`.
+pub fn redact_database_url(url: &str) -> String {
+    if let (Some(s), Some(at)) = (url.find("://"), url.rfind('@')) {
+        if at > s {
+            let user_info = &url[s + 3..at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            return redact_pairs(&format!("{}{user}:<redacted>{}", &url[..s + 3], &url[at..]));
+        }
+    }
+    redact_pairs(url)
+}
+
+/// `password=…` / `pwd=…` values in `key=value` text (`;`, `&` or space separated) redacted.
+fn redact_pairs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let hit = ["password=", "pwd="]
+            .iter()
+            .filter_map(|k| {
+                lower
+                    .match_indices(k)
+                    .find(|(i, _)| {
+                        *i == 0 || matches!(lower.as_bytes()[i - 1], b';' | b'&' | b' ' | b'?')
+                    })
+                    .map(|(i, _)| (i, k.len()))
+            })
+            .min();
+        let Some((i, klen)) = hit else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i + klen]);
+        out.push_str("<redacted>");
+        let value = &rest[i + klen..];
+        let end = value.find([';', '&', ' ']).unwrap_or(value.len());
+        rest = &value[end..];
+    }
+}
+
 /// Drops user info from a URL for messages.
 pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -321,5 +363,41 @@ mod tests {
             "postgres://***@db:5432/x"
         );
         assert_eq!(super::redact_url("sqlite:///a/b"), "sqlite:///a/b");
+    }
+
+    #[test]
+    fn database_urls_are_shown_without_their_password_whatever_their_form() {
+        for (url, secret, shown) in [
+            (
+                "postgres://cuttle:s3cret@db:5432/x?sslmode=verify-full",
+                "s3cret",
+                "postgres://cuttle:<redacted>@db:5432/x?sslmode=verify-full",
+            ),
+            (
+                "host=db user=cuttle password=s3cret dbname=x",
+                "s3cret",
+                "host=db user=cuttle password=<redacted> dbname=x",
+            ),
+            (
+                "Server=tcp:sql,1433;User Id=cuttle;Password=s3cret;Encrypt=true",
+                "s3cret",
+                "Server=tcp:sql,1433;User Id=cuttle;Password=<redacted>;Encrypt=true",
+            ),
+            (
+                "Data Source=sql;Pwd=s3cret",
+                "s3cret",
+                "Data Source=sql;Pwd=<redacted>",
+            ),
+            (
+                "mssql://sa:s3cret@sql:1433/master?password=again",
+                "again",
+                "mssql://sa:<redacted>@sql:1433/master?password=<redacted>",
+            ),
+        ] {
+            let got = super::redact_database_url(url);
+            assert_eq!(got, shown);
+            assert!(!got.contains(secret));
+        }
+        assert_eq!(super::redact_database_url("sqlite:///a/b"), "sqlite:///a/b");
     }
 }

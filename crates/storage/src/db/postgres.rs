@@ -233,6 +233,12 @@ impl Postgres {
         config.connect_timeout(opts.connect_timeout);
         config.application_name("cuttle-server");
         let target = describe(&config);
+        if !tls_params.verifies() && !is_local(&config) {
+            tracing::warn!(database = %target, sslmode = tls_params.mode_name(),
+                "the database's certificate is not checked: anyone on the path can pose as it and \
+                 read what this node sends, its password included; add sslmode=verify-full (and \
+                 sslrootcert) to CUTTLE_DATABASE_URL");
+        }
         let last_failure = ConnectFailure::default();
         let manager = Manager {
             config: config.clone(),
@@ -398,6 +404,22 @@ pub(super) async fn insert_event<R>(
     Ok(())
 }
 
+/// Whether every host the configuration names is this machine (a Unix socket, loopback).
+fn is_local(config: &Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts = config.get_hosts();
+    !hosts.is_empty()
+        && hosts.iter().all(|h| match h {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        })
+}
+
 /// "postgres host:port/db", for messages; never the password.
 fn describe(config: &Config) -> String {
     use tokio_postgres::config::Host;
@@ -441,6 +463,23 @@ impl Postgres {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_this_host_is_local_and_only_checking_modes_verify() {
+        let local = |url: &str| super::is_local(&url.parse::<tokio_postgres::Config>().unwrap());
+        assert!(local("postgres://u@localhost/db"));
+        assert!(local("postgres://u@127.0.0.1/db"));
+        assert!(local("host=/run/postgresql dbname=db"));
+        assert!(!local("postgres://u@db.internal/db"));
+        assert!(!local("host=localhost,db.internal dbname=db"));
+        let verifies = |url: &str| super::postgres_tls::split(url).unwrap().1.verifies();
+        assert!(!verifies("postgres://u@db/x"));
+        assert!(!verifies("postgres://u@db/x?sslmode=require"));
+        assert!(verifies(
+            "postgres://u@db/x?sslmode=require&sslrootcert=%2Fca.pem"
+        ));
+        assert!(verifies("postgres://u@db/x?sslmode=verify-full"));
+    }
+
     #[test]
     fn migrations_run_from_one_to_the_schema_version() {
         let versions: Vec<u32> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();

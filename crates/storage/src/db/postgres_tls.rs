@@ -78,6 +78,29 @@ pub(super) struct TlsParams {
     pub(super) root_cert: Option<PathBuf>,
 }
 
+impl TlsParams {
+    /// Whether the server's certificate is checked at all (`verify-ca`, `verify-full`, or
+    /// `require` with `sslrootcert`): otherwise anyone on the path can pose as the database.
+    pub(super) fn verifies(&self) -> bool {
+        match self.mode {
+            SslMode::VerifyCa | SslMode::VerifyFull => true,
+            SslMode::Require => self.root_cert.is_some(),
+            SslMode::Disable | SslMode::Prefer => false,
+        }
+    }
+
+    /// The mode as written in a connection string.
+    pub(super) fn mode_name(&self) -> &'static str {
+        match self.mode {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 /// Takes `sslmode` and `sslrootcert` off a `postgres://` URL or a `key=value` string, and
 /// returns the rest for tokio-postgres.
 pub(super) fn split(url: &str) -> Result<(String, TlsParams)> {
