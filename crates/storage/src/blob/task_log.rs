@@ -251,11 +251,13 @@ pub(crate) const MAX_LOG_LINE: usize = 64 * 1024;
 pub const DEFAULT_TASK_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
 
 /// `text` as the log lines it is written as: each at most [`MAX_LOG_LINE`] bytes (split at a
-/// character boundary), with every control character but tab and escape (which scripts use
-/// for colour) shown as U+FFFD. So no one — a script, a tentacle — can start a line of their
-/// own in a log: every line starts with the writer's time stamp.
+/// character boundary), with every control character but tab — escape and the C1 controls
+/// included — shown as U+FFFD. So no one — a script, a tentacle — can start a line of their
+/// own in a log (every line starts with the writer's time stamp), nor send a terminal that
+/// shows the log escape sequences (colours, but also a new window title, a hidden hyperlink, a
+/// write to the clipboard).
 fn log_lines(text: &str) -> Vec<Cow<'_, str>> {
-    let neutralised = |c: char| c.is_control() && c != '\t' && c != '\u{1b}';
+    let neutralised = |c: char| c.is_control() && c != '\t';
     // The common line, short and clean, is passed on as it is: no copy on the hot path.
     let clean: Cow<'_, str> = if text.chars().any(neutralised) {
         Cow::Owned(
@@ -750,8 +752,8 @@ mod tests {
             vec!["ok\u{fffd}2026-01-01T00:00:00.000Z INFO  task succeeded\u{fffd}"]
         );
         assert_eq!(
-            log_lines("tab\tand \u{1b}[31mcolour"),
-            vec!["tab\tand \u{1b}[31mcolour"]
+            log_lines("tab\tand \u{1b}[31mcolour \u{1b}]52;c;cm0gLXJm\u{7} \u{9b}2J"),
+            vec!["tab\tand \u{fffd}[31mcolour \u{fffd}]52;c;cm0gLXJm\u{fffd} \u{fffd}2J"]
         );
         let long = "é".repeat(MAX_LOG_LINE); // two bytes each
         let lines = log_lines(&long);
