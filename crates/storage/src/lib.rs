@@ -23,8 +23,8 @@ pub use db::{
     audit_as, newest_package, redact_database_url, AddedPackage, ApiKeyRow, Audit, ClaimedTask,
     Completion, DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
     MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NewSession,
-    NodeRegistration, NodeState, OwnedTask, PackageRecord, Release, SessionOf, SessionRow, Store,
-    StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS, SCHEMA_VERSION,
+    NodeRegistration, NodeState, OwnedTask, PackageRecord, Release, Revoke, SessionOf, SessionRow,
+    Store, StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS, SCHEMA_VERSION,
     SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
 };
 pub use error::Error;

@@ -6,8 +6,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
-use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode, Scope};
-use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey};
+use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode};
+use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey, Revoke};
 use serde_json::{json, Value};
 
 use crate::auth::{now_ms, Caller};
@@ -123,23 +123,19 @@ async fn revoke(
     PathParams(raw): PathParams<String>,
 ) -> ApiResult {
     let id = key_id(&raw)?;
-    let keys = s.store.list_api_keys().await?;
-    let Some(key) = keys.iter().find(|k| k.id == id) else {
-        return Err(ApiError::not_found(format!("no API key {ID_PREFIX}{id}")));
-    };
-    let now = now_ms();
-    let working_admin =
-        |k: &&ApiKeyRow| k.scope == Scope::Admin && k.expires_at.is_none_or(|at| at > now);
-    if working_admin(&key) && keys.iter().filter(working_admin).count() == 1 {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            "this is the cluster's last working admin key: create another admin key before \
-             revoking it",
-        ));
-    }
     let audit = audit_as(caller.event("api_key.revoke", format!("{ID_PREFIX}{id}"), json!({})));
-    if !s.store.delete_api_key(id, Some(audit)).await? {
-        return Err(ApiError::not_found(format!("no API key {ID_PREFIX}{id}")));
+    // Decided where the key is deleted, in one transaction: two revokes at once never leave
+    // the cluster without a working admin key.
+    match s.store.revoke_api_key(id, Some(audit)).await? {
+        Revoke::Revoked => {}
+        Revoke::NotFound => return Err(ApiError::not_found(format!("no API key {ID_PREFIX}{id}"))),
+        Revoke::LastAdmin => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this is the cluster's last working admin key: create another admin key before \
+                 revoking it",
+            ))
+        }
     }
     s.keys.forget_all();
     tracing::info!(key = %format!("{ID_PREFIX}{id}"), by = %caller.name, "API key revoked");

@@ -80,7 +80,7 @@ async fn use_up(s: &AppState, caller: &Caller) {
         &caller.principal,
         json!({"reason": "used: a register-target key registers its target once"}),
     ));
-    match s.store.delete_api_key(id, Some(audit)).await {
+    match s.store.revoke_api_key(id, Some(audit)).await {
         Ok(_) => s.keys.forget_all(),
         Err(e) => {
             tracing::warn!(key = %caller.principal, error = %e, "revoke a used register-target key")

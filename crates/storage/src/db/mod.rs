@@ -26,7 +26,9 @@ use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 
 pub use deployments::{DeploymentFilter, DeploymentRecord, NewDeployment};
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
-pub use keys::{ApiKeyRow, FoundApiKey, NewApiKey, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
+pub use keys::{
+    ApiKeyRow, FoundApiKey, NewApiKey, Revoke, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
+};
 pub use packages::{newest_package, AddedPackage, NewPackage, PackageRecord};
 pub use releases::{NewRelease, Release};
 pub use sessions::{NewSession, SessionOf, SessionRow, MAX_SESSION_SECS};

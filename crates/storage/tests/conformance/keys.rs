@@ -184,7 +184,10 @@ pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: 
             serde_json::json!({}),
         ))
     };
-    assert!(s.delete_api_key(ci, Some(revoke(ci))).await.unwrap());
+    assert_eq!(
+        s.revoke_api_key(ci, Some(revoke(ci))).await.unwrap(),
+        Revoke::Revoked
+    );
     assert_eq!(
         s.find_api_key("hash-ci", "x").await.unwrap(),
         None,
@@ -199,8 +202,9 @@ pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: 
             .name,
         "ops"
     );
-    assert!(
-        !s.delete_api_key(ci, Some(revoke(ci))).await.unwrap(),
+    assert_eq!(
+        s.revoke_api_key(ci, Some(revoke(ci))).await.unwrap(),
+        Revoke::NotFound,
         "already gone"
     );
     let revokes = s
@@ -212,6 +216,68 @@ pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: 
         .count();
     assert_eq!(revokes, 1, "an event only for the revoke that happened");
     assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
+}
+
+/// The last working admin key is never revoked — not even by two revokes at once of the last
+/// two, from two connections (two nodes): exactly one of them happens.
+pub(crate) async fn the_last_working_admin_key_is_kept_whatever_revokes_race(fx: &Fixture) {
+    let s = fx.migrated().await;
+    // A second store: another node's connections.
+    let other = fx.open().await;
+    let admin = |name: &str| NewApiKey {
+        scope: Scope::Admin,
+        ..new_key(name, &format!("hash-{name}"))
+    };
+    let working_admins = || async {
+        s.list_api_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.scope == Scope::Admin && k.expires_at.is_none())
+            .map(|k| k.id)
+            .collect::<Vec<_>>()
+    };
+    let mut survivor = s
+        .insert_api_key(&admin("first"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    for round in 0..5 {
+        let newcomer = s
+            .insert_api_key(&admin(&format!("k{round}")), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let (a, b) = tokio::join!(
+            s.revoke_api_key(survivor, None),
+            other.revoke_api_key(newcomer, None)
+        );
+        let results = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            results.iter().filter(|r| **r == Revoke::Revoked).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        assert!(results.contains(&Revoke::LastAdmin), "{results:?}");
+        let left = working_admins().await;
+        assert_eq!(left.len(), 1, "round {round}: {left:?}");
+        survivor = left[0];
+    }
+    // An expired admin key does not count as one that works.
+    let mut expired = admin("expired");
+    expired.expires_in_secs = Some(0);
+    s.insert_api_key(&expired, None).await.unwrap().unwrap();
+    assert_eq!(
+        s.revoke_api_key(survivor, None).await.unwrap(),
+        Revoke::LastAdmin
+    );
+    // Other scopes are revoked whatever the admin keys.
+    let ops = s
+        .insert_api_key(&new_key("ops", "hash-ops"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.revoke_api_key(ops, None).await.unwrap(), Revoke::Revoked);
 }
 
 pub(crate) async fn users_are_named_once_their_passwords_replaced_in_turn_and_audited(

@@ -27,7 +27,8 @@ use cuttle_core::{
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
     audit_as, Audit, Completion, DeploymentFilter, DocumentWrite, Execution, NewApiKey,
-    NewDeployment, NewRelease, NodeRegistration, Store, StoreOptions, Written, SCHEMA_VERSION,
+    NewDeployment, NewRelease, NodeRegistration, Revoke, Store, StoreOptions, Written,
+    SCHEMA_VERSION,
 };
 
 /// One empty database, and a way to open more connections (as other nodes would) to it.
@@ -138,6 +139,7 @@ conformance!(
     keys::api_keys_are_stored_once_with_scope_expiry_and_target,
     keys::keys_stored_before_schema_5_keep_working_and_are_rehashed,
     keys::api_keys_are_listed_and_revoked_with_their_audit_events,
+    keys::the_last_working_admin_key_is_kept_whatever_revokes_race,
     keys::users_are_named_once_their_passwords_replaced_in_turn_and_audited,
     queue::lists_tasks_newest_first_with_filter,
     queue::concurrent_claimers_take_each_task_once,

@@ -51,6 +51,27 @@ pub struct ApiKeyRow {
     pub legacy_hash: bool,
 }
 
+/// What a revoke did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    Revoked,
+    NotFound,
+    /// It is the last admin key that works: kept.
+    LastAdmin,
+}
+
+/// How a revoke decides, from what it read under its lock: the key's scope and whether it still
+/// works, and how many other admin keys still work.
+pub(super) fn decide_revoke(key: Option<(String, bool)>, other_working_admins: i64) -> Revoke {
+    match key {
+        None => Revoke::NotFound,
+        Some((scope, working)) if scope == "admin" && working && other_working_admins == 0 => {
+            Revoke::LastAdmin
+        }
+        Some(_) => Revoke::Revoked,
+    }
+}
+
 /// A key found by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundApiKey {
@@ -172,8 +193,10 @@ impl Store {
         dispatch!(self, b => b.list_api_keys().await)
     }
 
-    /// Deletes (revokes) an API key; false when no such key (and then no event is written).
-    pub async fn delete_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<bool> {
-        dispatch!(self, b => b.delete_api_key(id, audit).await)
+    /// Revokes (deletes) an API key with its audit event — unless it is the cluster's last
+    /// working admin key: then nothing changes. Decided in the one transaction that deletes,
+    /// holding every admin key, so two revokes at once never leave the cluster without one.
+    pub async fn revoke_api_key(&self, id: i64, audit: Option<Audit<()>>) -> Result<Revoke> {
+        dispatch!(self, b => b.revoke_api_key(id, audit).await)
     }
 }

@@ -6,7 +6,7 @@ use super::super::mssql::{
     execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, text, Mssql,
     OptText, Retry,
 };
-use super::{grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey};
+use super::{decide_revoke, grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, Revoke};
 use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::{Error, Result};
@@ -139,12 +139,50 @@ impl Mssql {
         rows.iter().map(to_row).collect()
     }
 
-    pub(in crate::db) async fn delete_api_key(
+    pub(in crate::db) async fn revoke_api_key(
         &self,
         id: i64,
         audit: Option<Audit<()>>,
-    ) -> Result<bool> {
-        self.delete_with_event("DELETE FROM api_keys WHERE id = @P1", &id, audit)
-            .await
+    ) -> Result<Revoke> {
+        // An application lock taken in the transaction holds every revoke until this one ends
+        // (correctness never rests on table hints, which Babelfish ignores).
+        let decided = run_in_transaction!(self, |c| {
+            execute(
+                c,
+                "DECLARE @locked INT;
+                 EXEC @locked = sp_getapplock @Resource = N'cuttle-api-keys',
+                     @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 30000;",
+                &[],
+            )
+            .await?;
+            let found = rows(
+                c,
+                "SELECT scope,
+                     CASE WHEN expires_at IS NULL OR expires_at > SYSUTCDATETIME() THEN 1 ELSE 0 END,
+                     (SELECT COUNT_BIG(*) FROM api_keys o
+                      WHERE o.scope = N'admin' AND o.id <> @P1
+                        AND (o.expires_at IS NULL OR o.expires_at > SYSUTCDATETIME()))
+                 FROM api_keys WHERE id = @P1",
+                &[&id],
+            )
+            .await?;
+            let (key, others) = match found.first() {
+                Some(r) => (
+                    Some((text(r, 0), r.get::<i32, _>(1).unwrap_or(0) == 1)),
+                    int64(r, 2),
+                ),
+                None => (None, 0),
+            };
+            let decided = decide_revoke(key, others);
+            if decided == Revoke::Revoked {
+                execute(c, "DELETE FROM api_keys WHERE id = @P1", &[&id]).await?;
+                insert_event(c, audit.as_ref(), Some(&())).await?;
+            }
+            decided
+        })?;
+        if decided == Revoke::Revoked {
+            self.committed();
+        }
+        Ok(decided)
     }
 }

@@ -3,7 +3,9 @@
 use tokio_postgres::Row;
 
 use super::super::postgres::{in_transaction, insert_event, Postgres, NOW};
-use super::{grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
+use super::{
+    decide_revoke, grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, Revoke, KEY_COLUMNS,
+};
 use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::Result;
@@ -124,12 +126,39 @@ impl Postgres {
         rows.iter().map(to_row).collect()
     }
 
-    pub(in crate::db) async fn delete_api_key(
+    pub(in crate::db) async fn revoke_api_key(
         &self,
         id: i64,
         audit: Option<Audit<()>>,
-    ) -> Result<bool> {
-        self.delete_with_event("DELETE FROM api_keys WHERE id = $1", &id, audit)
-            .await
+    ) -> Result<Revoke> {
+        let working = format!("(expires_at_ms IS NULL OR expires_at_ms > {NOW})");
+        let lock =
+            "SELECT id FROM api_keys WHERE scope = 'admin' OR id = $1 ORDER BY id FOR UPDATE";
+        let read = format!("SELECT scope, {working} FROM api_keys WHERE id = $1");
+        let count = format!(
+            "SELECT COUNT(*) FROM api_keys WHERE scope = 'admin' AND id <> $1 AND {working}"
+        );
+        let decided = in_transaction!(self, |tx| {
+            // Every admin key held until the end: a revoke racing this one waits, then sees
+            // what this one did.
+            tx.query(lock, &[&id]).await?;
+            let key = tx
+                .query_opt(&read, &[&id])
+                .await?
+                .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)));
+            let others: i64 = tx.query_one(&count, &[&id]).await?.get(0);
+            let decided = decide_revoke(key, others);
+            if decided == Revoke::Revoked {
+                tx.execute("DELETE FROM api_keys WHERE id = $1", &[&id])
+                    .await?;
+                insert_event(&tx, audit.as_ref(), Some(&())).await?;
+            }
+            decided
+        })
+        .map_err(|e| self.map_err(e))?;
+        if decided == Revoke::Revoked {
+            self.committed();
+        }
+        Ok(decided)
     }
 }

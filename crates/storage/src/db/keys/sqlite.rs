@@ -3,7 +3,9 @@
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::super::sqlite::{db_err, insert_event, Sqlite, NOW};
-use super::{grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, KEY_COLUMNS};
+use super::{
+    decide_revoke, grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, Revoke, KEY_COLUMNS,
+};
 use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::Result;
@@ -149,17 +151,39 @@ impl Sqlite {
         .await
     }
 
-    pub(in crate::db) async fn delete_api_key(
+    pub(in crate::db) async fn revoke_api_key(
         &self,
         id: i64,
         audit: Option<Audit<()>>,
-    ) -> Result<bool> {
+    ) -> Result<Revoke> {
+        // The write transaction (BEGIN IMMEDIATE) holds the database: nothing changes between
+        // the count and the delete.
         self.write(move |tx| {
-            let n = tx
-                .execute("DELETE FROM api_keys WHERE id = ?1", [id])
+            let working = format!("(expires_at_ms IS NULL OR expires_at_ms > {NOW})");
+            let key: Option<(String, bool)> = tx
+                .query_row(
+                    &format!("SELECT scope, {working} FROM api_keys WHERE id = ?1"),
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
                 .map_err(db_err)?;
-            insert_event(tx, audit.as_ref(), (n > 0).then_some(&()))?;
-            Ok(n > 0)
+            let others: i64 = tx
+                .query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM api_keys WHERE scope = 'admin' AND id <> ?1 AND {working}"
+                    ),
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let decided = decide_revoke(key, others);
+            if decided == Revoke::Revoked {
+                tx.execute("DELETE FROM api_keys WHERE id = ?1", [id])
+                    .map_err(db_err)?;
+                insert_event(tx, audit.as_ref(), Some(&()))?;
+            }
+            Ok(decided)
         })
         .await
     }
