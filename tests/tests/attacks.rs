@@ -1231,3 +1231,52 @@ fn low_dump_config_never_prints_the_database_password() {
         assert!(!text.contains("Pa55w0rd-dump"), "{text}");
     }
 }
+
+/// Low: `/api/cluster/identity` tells a caller without a key the cluster's thumbprint (which
+/// every gateway handshake presents anyway) and nothing else — no gateway address, and never a
+/// database error naming its host.
+#[test]
+fn low_the_identity_shows_gateways_only_to_a_key_and_never_the_database() {
+    let cluster = Cluster::postgres();
+    let n1 = cluster.start(NodeOptions {
+        expected_errors: vec!["heartbeat".into()],
+        ..NodeOptions::named("n1", 1)
+    });
+    let anonymous = || {
+        let mut r = cuttle_e2e::agent(None)
+            .get(&n1.url("/api/cluster/identity"))
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = anonymous();
+    assert_eq!(status, 200);
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        shown["thumbprint"].is_string() && shown.get("gateways").is_none(),
+        "{body}"
+    );
+    let (_, with_key) = n1.get("/api/cluster/identity");
+    assert_eq!(
+        with_key["gateways"].as_array().map(Vec::len),
+        Some(1),
+        "{with_key}"
+    );
+    // The database away: the thumbprint still, and no word of where the database is.
+    cluster.stop_database().unwrap();
+    let host_port = cluster
+        .db_url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, body) = anonymous();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = n1.get("/api/cluster/identity");
+    assert!(!body.to_string().contains(&host_port), "{status} {body}");
+    cluster.start_database().unwrap();
+}

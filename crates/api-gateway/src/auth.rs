@@ -444,7 +444,7 @@ pub(crate) fn now_ms() -> UnixMs {
         .map_or(0, |d| d.as_millis() as UnixMs)
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim());
     }

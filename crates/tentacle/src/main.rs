@@ -225,6 +225,14 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         "name": r.name, "environments": r.environments, "roles": r.roles, "comms": comms,
         "thumbprint": identity.thumbprint().to_string(), "endpoint": endpoint,
     });
+    // The gateways are shown to a caller with a key only: asked now that the server is known
+    // to be the cluster (the key may be used up by the registration).
+    let resp = agent
+        .get(format!("{base}/api/cluster/identity"))
+        .header("X-Api-Key", &r.api_key)
+        .call()
+        .context("reach the server")?;
+    let cluster = expect_status(resp, 200, "the cluster's gateways")?;
     let resp = agent
         .post(format!("{base}/api/targets"))
         .header("X-Api-Key", &r.api_key)

@@ -139,17 +139,47 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The cluster certificate's thumbprint and the gateway address of every online gateway node.
-pub(crate) async fn cluster_identity(State(s): State<AppState>) -> ApiResult {
-    let nodes = s.store.list_nodes(s.config.offline_after).await?;
+/// The cluster certificate's thumbprint — public: every gateway handshake presents it — and,
+/// to a caller with a working API key (a register-target key included), the gateway address of
+/// every online gateway node. Never a database error: an unauthenticated caller learns nothing
+/// of the cluster's insides.
+pub(crate) async fn cluster_identity(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    request: axum::extract::Request,
+) -> ApiResult {
+    let thumbprint = s.config.cluster_thumbprint.clone();
+    let key = crate::auth::presented_key(&headers).filter(|k| !k.is_empty());
+    let client = crate::auth::client_address(&s, &headers, request.extensions());
+    let Some(key) = key else {
+        return Ok(Json(json!({"thumbprint": thumbprint})).into_response());
+    };
+    crate::auth::authenticate(&s, key, client)
+        .await
+        .map_err(|e| match e.code() {
+            ErrorCode::Unauthorized | ErrorCode::TooManyRequests => e,
+            _ => unavailable(),
+        })?;
+    let nodes = s
+        .store
+        .list_nodes(s.config.offline_after)
+        .await
+        .map_err(|_| unavailable())?;
     let gateways: Vec<String> = nodes
         .into_iter()
         .filter(|n| n.online && n.roles.iter().any(|r| r == Role::Gateway.as_str()))
         .filter_map(|n| n.gateway_address)
         .collect();
     Ok(Json(json!({
-        "thumbprint": s.config.cluster_thumbprint,
+        "thumbprint": thumbprint,
         "gateways": gateways,
     }))
     .into_response())
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the cluster cannot answer now; try again",
+    )
 }
