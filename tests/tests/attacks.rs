@@ -1280,3 +1280,48 @@ fn low_the_identity_shows_gateways_only_to_a_key_and_never_the_database() {
     assert!(!body.to_string().contains(&host_port), "{status} {body}");
     cluster.start_database().unwrap();
 }
+
+/// Low: a page shows the message a form sent it back with only when the cluster sealed it — a
+/// link cannot put words of its own in the UI.
+#[test]
+fn low_pages_show_only_messages_the_cluster_sealed() {
+    use cuttle_e2e::web::{form_token, send, session_of};
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 1));
+    let n2 = cluster.start(NodeOptions::named("n2", 1));
+    let signed = send(
+        &n1,
+        "POST",
+        "/ui/sign-in",
+        None,
+        Some(&format!("api_key={}", cluster.api_key)),
+        &[],
+    );
+    let cookie = session_of(&signed.set_cookie);
+    let page = send(&n1, "GET", "/ui/nodes", Some(&cookie), None, &[]);
+    let token = form_token(&page.body);
+    let done = send(
+        &n1,
+        "POST",
+        "/ui/nodes/n2",
+        Some(&cookie),
+        Some(&format!("csrf={token}&action=cap&task_cap=3")),
+        &[],
+    );
+    assert_eq!(done.status, 303);
+    assert!(done.location.contains("&seal="), "{}", done.location);
+    // Followed on another node: shown.
+    let shown = send(&n2, "GET", &done.location, Some(&cookie), None, &[]);
+    let text = "task cap";
+    assert!(shown.body.to_lowercase().contains(text), "{}", shown.body);
+    // Someone else's words, with or without a seal of their own making: not shown.
+    let forged = "Your+cluster+was+compromised%3A+call+555-0100";
+    for link in [
+        format!("/ui/nodes?message={forged}"),
+        format!("/ui/nodes?message={forged}&seal=00000000000000000000000000000000"),
+    ] {
+        let page = send(&n2, "GET", &link, Some(&cookie), None, &[]);
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains("555-0100"), "{}", page.body);
+    }
+}

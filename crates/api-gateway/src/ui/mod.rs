@@ -575,7 +575,7 @@ async fn nodes(
             queued.len().to_string()
         },
         oldest_queued,
-        message: q.get("message").cloned(),
+        message: sealed_message(&s, q.get("message").cloned(), q.get("seal").cloned()),
         calc: Calculator {
             baseline: plan.map_or("", |p| cuttle_core::guide_baseline(p.per_node_cap)),
             projects,
@@ -615,9 +615,41 @@ pub(crate) fn encode(message: &str) -> String {
         .collect()
 }
 
+/// A message for the page a form sends the browser back to, as query parameters: the text and
+/// its seal (HMAC under the cluster's API-key secret, so any node shows it). A page shows a
+/// message only with its seal: nobody can make a link that puts words of theirs in the UI.
+pub(crate) fn message_query(s: &AppState, message: &str) -> String {
+    format!(
+        "message={}&seal={}",
+        encode(message),
+        message_seal(s, message)
+    )
+}
+
+fn message_seal(s: &AppState, message: &str) -> String {
+    s.hasher.hash(&format!("ui-message {message}"))[..32].to_owned()
+}
+
+/// The message a page was sent back with, if its seal is ours.
+pub(crate) fn sealed_message(
+    s: &AppState,
+    message: Option<String>,
+    seal: Option<String>,
+) -> Option<String> {
+    let (message, seal) = (message?, seal?);
+    let want = message_seal(s, &message);
+    let same = want.len() == seal.len()
+        && want
+            .bytes()
+            .zip(seal.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    same.then_some(message)
+}
+
 /// Back to the nodes page, saying what happened.
-fn back(message: &str) -> Response {
-    Redirect::to(&format!("/ui/nodes?message={}", encode(message))).into_response()
+fn back(s: &AppState, message: &str) -> Response {
+    Redirect::to(&format!("/ui/nodes?{}", message_query(s, message))).into_response()
 }
 
 /// `POST /ui/nodes/{name}`: change a node's task cap, drain or undrain it, or delete it.
@@ -627,7 +659,7 @@ async fn node_action(
     SignedForm(who, f): SignedForm<NodeForm>,
 ) -> Response {
     if !who.may_operate {
-        return back(&who.may_not("change nodes"));
+        return back(&s, &who.may_not("change nodes"));
     }
     let patch = |task_cap, draining| cuttle_core::NodePatch { task_cap, draining };
     let done = match f.action.as_str() {
@@ -652,8 +684,8 @@ async fn node_action(
         other => Ok(format!("Unknown action {other:?}.")),
     };
     match done {
-        Ok(m) => back(&m),
-        Err(e) => back(e.message()),
+        Ok(m) => back(&s, &m),
+        Err(e) => back(&s, e.message()),
     }
 }
 

@@ -178,6 +178,8 @@ struct ProjectPage {
 pub(super) struct Message {
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    seal: Option<String>,
 }
 
 fn join_or(items: Vec<String>, none: &str) -> String {
@@ -386,15 +388,16 @@ pub(super) async fn page(
     Path(id): Path<String>,
     Query(q): Query<Message>,
 ) -> Response {
-    project_page(&s, who, &id, q.message).await
+    let message = super::sealed_message(&s, q.message, q.seal);
+    project_page(&s, who, &id, message).await
 }
 
 /// Back to the project's page, saying what happened.
-fn back(id: &str, message: &str) -> Response {
+fn back(s: &AppState, id: &str, message: &str) -> Response {
     Redirect::to(&format!(
-        "/ui/projects/{}?message={}",
+        "/ui/projects/{}?{}",
         encode(id),
-        encode(message)
+        super::message_query(s, message)
     ))
     .into_response()
 }
@@ -413,7 +416,7 @@ pub(super) async fn create(
     SignedForm(who, f): SignedForm<ReleaseForm>,
 ) -> Response {
     if !who.may_deploy {
-        return back(&id, &who.may_not("make releases"));
+        return back(&s, &id, &who.may_not("make releases"));
     }
     let w = ReleaseWrite {
         version: f.version.trim().to_owned(),
@@ -421,8 +424,8 @@ pub(super) async fn create(
         packages: BTreeMap::new(),
     };
     match create_release(&s, &who.caller, SPACE, &id, &w).await {
-        Ok(r) => back(&id, &format!("Release {} was made.", r.version)),
-        Err(e) => back(&id, &format!("No release was made: {}", e.message())),
+        Ok(r) => back(&s, &id, &format!("Release {} was made.", r.version)),
+        Err(e) => back(&s, &id, &format!("No release was made: {}", e.message())),
     }
 }
 
@@ -439,7 +442,7 @@ pub(super) async fn deploy(
     SignedForm(who, f): SignedForm<DeployForm>,
 ) -> Response {
     if !who.may_deploy {
-        return back(&id, &who.may_not("deploy"));
+        return back(&s, &id, &who.may_not("deploy"));
     }
     let w = DeploymentWrite {
         release_id: f.release_id,
@@ -449,7 +452,7 @@ pub(super) async fn deploy(
     };
     match create_deployment(&s, &who.caller, SPACE, &w).await {
         Ok(d) => Redirect::to(&format!("/ui/tasks/{}", d.task)).into_response(),
-        Err(e) => back(&id, &format!("Not deployed: {}", e.message())),
+        Err(e) => back(&s, &id, &format!("Not deployed: {}", e.message())),
     }
 }
 

@@ -178,6 +178,8 @@ struct TaskPage {
 pub(super) struct TaskQuery {
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    seal: Option<String>,
 }
 
 async fn task_or_404(s: &AppState, raw: &str) -> Result<TaskRecord, Response> {
@@ -225,7 +227,7 @@ pub(super) async fn page(
         live: !whole || !task.state.is_terminal(),
         may_cancel: !task.state.is_terminal() && who.may_deploy,
         csrf: who.csrf.clone(),
-        message: q.message,
+        message: super::sealed_message(&s, q.message, q.seal),
         who: Some(who),
     };
     html(StatusCode::OK, &page)
@@ -384,9 +386,9 @@ pub(super) async fn cancel(
         }
     };
     Redirect::to(&format!(
-        "/ui/tasks/{}?message={}",
+        "/ui/tasks/{}?{}",
         task.id,
-        super::encode(&message)
+        super::message_query(&s, &message)
     ))
     .into_response()
 }
