@@ -1,7 +1,9 @@
 //! Archived audit events: one gzipped JSON-lines file per UTC day,
 //! `EventExports/{yyyy}/{mm}/{dd}.jsonl.gz`. A day's file is written whole under the node's
-//! in-progress folder, synced, and renamed into place (replacing one an interrupted archive
-//! wrote: the same day's events again), so a file in place is always a complete day.
+//! in-progress folder, synced, and renamed into place, so a file in place is always complete.
+//! A day archived again **merges** into what is there: the new file starts with every event the
+//! old one holds, and an event already there (an interrupted archive redone) is not written
+//! twice — an archive never loses what an earlier one kept.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -20,12 +22,18 @@ pub struct DayExport {
     temp: PathBuf,
     dest: PathBuf,
     out: Option<GzEncoder<BufWriter<std::fs::File>>>,
+    /// Events written by this archive (not those it kept from an earlier one).
     pub events: u64,
+    /// Ids of the events already in the file (kept from an earlier archive of the day).
+    seen: std::collections::HashSet<String>,
 }
 
 impl DayExport {
-    /// Appends one event as a JSON line.
+    /// Appends one event as a JSON line, unless the day's archive holds it already.
     pub fn write(&mut self, e: &EventRecord) -> Result<()> {
+        if self.seen.contains(&e.id) {
+            return Ok(());
+        }
         let line = serde_json::to_string(e)
             .map_err(|err| Error::Invalid(format!("event {}: {err}", e.id)))?;
         let out = self
@@ -82,12 +90,13 @@ impl SharedStore {
             .join(format!("{d:02}.jsonl.gz"))
     }
 
-    /// Starts writing day `day`'s archive on `node`.
+    /// Starts writing day `day`'s archive on `node`, holding every event an earlier archive of
+    /// the day kept.
     pub fn start_day_export(&self, node: &str, day: i64) -> Result<DayExport> {
         let temp = self.temp_in(EVENT_EXPORTS, node)?;
         let file =
             std::fs::File::create(&temp).map_err(|e| Error::io("create event export", &temp, e))?;
-        Ok(DayExport {
+        let mut x = DayExport {
             dest: self.event_export_path(day),
             out: Some(GzEncoder::new(
                 BufWriter::with_capacity(1 << 16, file),
@@ -95,7 +104,33 @@ impl SharedStore {
             )),
             temp,
             events: 0,
-        })
+            seen: std::collections::HashSet::new(),
+        };
+        let mut kept: Result<()> = Ok(());
+        self.read_day_export(day, |v| {
+            let id = v.get("id").and_then(|i| i.as_str()).map(str::to_owned);
+            let line = v.to_string();
+            let written = match x.out.as_mut() {
+                Some(out) => out
+                    .write_all(line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(|err| Error::io("write event export", &x.temp, err)),
+                None => Ok(()),
+            };
+            match (written, id) {
+                (Ok(()), Some(id)) => {
+                    x.seen.insert(id);
+                    true
+                }
+                (Ok(()), None) => true,
+                (Err(e), _) => {
+                    kept = Err(e);
+                    false
+                }
+            }
+        })?;
+        kept?;
+        Ok(x)
     }
 
     /// The days that have an archive, oldest first.
@@ -185,7 +220,7 @@ mod tests {
         drop(half);
         assert!(!store.event_export_path(20_000).exists());
         assert_eq!(store.clear_in_progress("n1").unwrap(), 0);
-        // Written twice (an archive redone): the second replaces the first.
+        // Written twice (an archive redone): each event once.
         for _ in 0..2 {
             let mut x = store.start_day_export("n1", 20_000).unwrap();
             for n in 1..=3 {
@@ -193,14 +228,25 @@ mod tests {
             }
             x.finish().unwrap();
         }
-        let mut read = Vec::new();
-        store
-            .read_day_export(20_000, |v| {
-                read.push(v["id"].as_str().unwrap().to_owned());
-                true
-            })
-            .unwrap();
-        assert_eq!(read, ["Events-1", "Events-2", "Events-3"]);
+        let read_ids = || {
+            let mut read = Vec::new();
+            store
+                .read_day_export(20_000, |v| {
+                    read.push(v["id"].as_str().unwrap().to_owned());
+                    true
+                })
+                .unwrap();
+            read
+        };
+        assert_eq!(read_ids(), ["Events-1", "Events-2", "Events-3"]);
+        // Archived again with other events of the day: merged, nothing lost.
+        let mut x = store.start_day_export("n1", 20_000).unwrap();
+        for n in [3, 4] {
+            x.write(&event(n)).unwrap();
+        }
+        assert_eq!(x.events, 1, "only the new one is written");
+        x.finish().unwrap();
+        assert_eq!(read_ids(), ["Events-1", "Events-2", "Events-3", "Events-4"]);
         store
             .read_day_export(19_999, |_| panic!("no such day"))
             .unwrap();
