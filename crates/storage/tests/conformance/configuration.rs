@@ -444,6 +444,20 @@ pub(crate) async fn deployments_are_queued_with_their_task_and_show_its_state(fx
         .map(|d| d.id)
         .collect();
     assert_eq!(older, [d2, d1]);
+    // Every deployment of a project, past the first page of a thousand: the oldest one (of
+    // an old release, perhaps still running) is not forgotten.
+    for _ in 0..1000 {
+        s.enqueue_deployment(&sleep_task(None), &deployment(11, "Environments-1"), None)
+            .await
+            .unwrap();
+    }
+    let all = s.all_deployments_of("Spaces-1", 5).await.unwrap();
+    assert_eq!(all.len(), 1003);
+    assert_eq!(
+        all.last().map(|d| d.id),
+        Some(d1),
+        "the oldest is there too"
+    );
     let events = s.list_events(10).await.unwrap();
     assert_eq!(
         events

@@ -11,7 +11,7 @@ use cuttle_core::retention::{
     releases_in_use, releases_to_remove, tasks_losing_logs, versions_to_remove, DeploymentFacts,
 };
 use cuttle_core::{package_version_key, NewEvent, SemVer};
-use cuttle_storage::{audit_as, DeploymentFilter, Document, Execution, PackageRecord};
+use cuttle_storage::{audit_as, Document, Execution, PackageRecord};
 
 use super::Executor;
 use crate::ctx::{TaskCtx, TaskError, TaskResult};
@@ -99,27 +99,13 @@ async fn deployments_of(
     project: i64,
     ctx: &TaskCtx,
 ) -> Result<Vec<DeploymentFacts>, TaskError> {
-    let mut all = Vec::new();
-    let mut before = None;
-    loop {
-        let page = ctx
-            .targets
-            .store
-            .list_deployments(DeploymentFilter::Space {
-                space,
-                project: Some(project),
-                before,
-                limit: 1000,
-            })
-            .await
-            .map_err(|e| failed(format!("read deployments: {e}")))?;
-        let full = page.len() == 1000;
-        before = page.last().map(|d| d.id);
-        all.extend(page.iter().map(|d| d.facts()));
-        if !full {
-            return Ok(all);
-        }
-    }
+    let all = ctx
+        .targets
+        .store
+        .all_deployments_of(space, project)
+        .await
+        .map_err(|e| failed(format!("read deployments: {e}")))?;
+    Ok(all.iter().map(|d| d.facts()).collect())
 }
 
 async fn project_retention(

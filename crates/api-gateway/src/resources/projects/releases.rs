@@ -248,15 +248,8 @@ async fn retain(
     if releases.len() <= keep {
         return Ok(());
     }
-    let deployments = s
-        .store
-        .list_deployments(cuttle_storage::DeploymentFilter::Space {
-            space,
-            project: Some(project.id),
-            before: None,
-            limit: 1000,
-        })
-        .await?;
+    // Every deployment, not the newest page: one still running of an old release keeps it.
+    let deployments = s.store.all_deployments_of(space, project.id).await?;
     let facts: Vec<_> = deployments
         .iter()
         .map(cuttle_storage::DeploymentRecord::facts)

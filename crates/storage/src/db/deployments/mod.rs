@@ -139,6 +139,34 @@ impl Store {
         Ok((task, id))
     }
 
+    /// Every deployment of a project, newest first, read a page at a time (a project may have
+    /// many thousands): what retention decides from.
+    pub async fn all_deployments_of(
+        &self,
+        space: &str,
+        project: i64,
+    ) -> Result<Vec<DeploymentRecord>> {
+        const PAGE: u32 = 1000;
+        let mut all = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .list_deployments(DeploymentFilter::Space {
+                    space,
+                    project: Some(project),
+                    before,
+                    limit: PAGE,
+                })
+                .await?;
+            let full = page.len() == PAGE as usize;
+            before = page.last().map(|d| d.id);
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Deployments with their task's state, newest first.
     pub async fn list_deployments(
         &self,
