@@ -28,8 +28,8 @@ pub use packages::{download, multipart, peak_rss_kib, upload, Downloaded, Genera
 pub use pg::{TestCertificates, TestPostgres};
 pub use tentacle::{tentacle_binary, use_tentacle_binary, Tentacle};
 pub use util::{
-    free_port, parse_rfc3339_ms, process_gone, processes_running, read_pid, report, temp_dir,
-    wait_for_process, wait_until, Rng, SetOnDrop, TempDir,
+    free_port, parse_rfc3339_ms, process_gone, processes_running, raise_open_file_limit, read_pid,
+    report, temp_dir, wait_for_process, wait_until, Rng, SetOnDrop, TempDir,
 };
 
 /// One test per database for each named function taking a [`Database`], in modules `sqlite`,

@@ -804,6 +804,8 @@ fn m4_live_log_streams_end_with_their_session_and_are_capped_per_person() {
 /// the node a bounded amount of memory while it keeps answering.
 #[test]
 fn h5_password_sign_ins_are_limited_before_they_are_checked_and_bounded_in_memory() {
+    // A thousand connections at once from this process.
+    cuttle_e2e::raise_open_file_limit();
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions {
         env: vec![("CUTTLE_TRUSTED_PROXIES".into(), "127.0.0.1".into())],
@@ -811,14 +813,21 @@ fn h5_password_sign_ins_are_limited_before_they_are_checked_and_bounded_in_memor
     });
     make_user(&cluster, "correct horse battery staple");
     let url = n1.url("/ui/sign-in");
+    // A connection the kernel's accept queue dropped (a thousand arrive in the same instant) is
+    // tried again, as any client would: what is measured is what the node does with them.
     let attempt = |from: &str, name: &str| -> u16 {
-        cuttle_e2e::web::no_redirects()
-            .post(&url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .header("X-Forwarded-For", from)
-            .send(format!("username={name}&password=wrong+password+guess"))
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
+        for _ in 0..50 {
+            let sent = cuttle_e2e::web::no_redirects()
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .header("X-Forwarded-For", from)
+                .send(format!("username={name}&password=wrong+password+guess"));
+            match sent {
+                Ok(r) => return r.status().as_u16(),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        0
     };
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let all: Vec<_> = (0..40)
@@ -903,6 +912,7 @@ fn m6_a_keyless_request_is_refused_before_its_body_is_read() {
 /// room), and the node goes on working — its API, its tasks, a tentacle's session.
 #[test]
 fn m5_idle_connections_to_every_listener_do_not_exhaust_a_node() {
+    cuttle_e2e::raise_open_file_limit();
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions {
         open_files: Some(1024),
@@ -1324,4 +1334,150 @@ fn low_pages_show_only_messages_the_cluster_sealed() {
         assert_eq!(page.status, 200);
         assert!(!page.body.contains("555-0100"), "{}", page.body);
     }
+}
+
+/// C-1, as a node is installed: run as a user of its own (not root) with exactly the
+/// capabilities the shipped systemd unit gives it, a node still runs scripts isolated — as the
+/// script user, with no capability left — stops every process of theirs, and cleans up after
+/// them.
+#[test]
+fn c1_a_node_with_the_unit_s_capabilities_isolates_scripts_without_root() {
+    let unit =
+        std::fs::read_to_string(cuttle_e2e::deploy_dir().join("systemd/cuttle-server.service"))
+            .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit gives the node capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let dir = cuttle_e2e::temp_dir("unprivileged-node");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // `nobody` plays the unit's service user: it owns the data directory and nothing else.
+    let ok = std::process::Command::new("chown")
+        .args(["nobody:nogroup", data.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let key = format!("API-{}", "Unpriv1legedNodeKey0123456789abcdefXYZ");
+    let http = cuttle_e2e::free_port();
+    let mut node = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            "--no-new-privs",
+        ])
+        .arg(cuttle_e2e::server_binary())
+        .arg("run")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CUTTLE_DATA_DIR", &data)
+        .env("CUTTLE_NODE_NAME", "unprivileged")
+        .env("CUTTLE_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env(
+            "CUTTLE_GRPC_LISTEN",
+            format!("127.0.0.1:{}", cuttle_e2e::free_port()),
+        )
+        .env(
+            "CUTTLE_GATEWAY_LISTEN",
+            format!("127.0.0.1:{}", cuttle_e2e::free_port()),
+        )
+        .env("CUTTLE_ADMIN_API_KEY", &key)
+        .env("CUTTLE_MAINTENANCE_SECS", "0")
+        .env("CUTTLE_HEALTH_CHECK_SECS", "0")
+        .env("CUTTLE_POLL_MS", "200")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("node.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _stop = scopeguard(move || {
+        let _ = node.kill();
+        let _ = node.wait();
+    });
+    let agent = cuttle_e2e::agent(None);
+    let url = |p: &str| format!("http://127.0.0.1:{http}{p}");
+    cuttle_e2e::wait_until("the node to answer", MIN, || {
+        agent
+            .get(&url("/api/nodes/ping"))
+            .call()
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    });
+    cuttle_e2e::wait_until("the node to say its scripts run isolated", MIN, || {
+        let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+        assert!(!log.contains("cannot run scripts isolated"), "{log}");
+        log.contains("scripts on this node run isolated")
+            .then_some(())
+    });
+    let script =
+        "id; grep Cap /proc/self/status; sleep 600.71 & setsid sleep 600.72 & echo started";
+    let mut r = agent
+        .post(&url("/api/tasks"))
+        .header("X-Api-Key", &key)
+        .header("Content-Type", "application/json")
+        .send(json!({"kind": "AdHocScript", "arguments": {"script": script}}).to_string())
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let task: serde_json::Value = r.body_mut().read_json().unwrap();
+    let id = task["id"].as_str().unwrap().to_owned();
+    let finished = cuttle_e2e::wait_until("the script to end", MIN, || {
+        let mut r = agent
+            .get(&url(&format!("/api/tasks/{id}")))
+            .header("X-Api-Key", &key)
+            .call()
+            .ok()?;
+        let t: serde_json::Value = r.body_mut().read_json().ok()?;
+        (t["completed_at"].is_string()).then_some(t)
+    });
+    assert_eq!(finished["state"], "Success", "{finished}");
+    let text = agent
+        .get(&url(&format!("/api/tasks/{id}/log")))
+        .header("X-Api-Key", &key)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(text.contains("(cuttle-script)"), "{text}");
+    for cap in ["CapPrm", "CapEff", "CapAmb"] {
+        assert!(
+            text.contains(&format!("{cap}:\t0000000000000000")),
+            "{cap}: {text}"
+        );
+    }
+    // Every process of the script ended with it; its work directory is gone.
+    for marker in ["600.71", "600.72"] {
+        cuttle_e2e::wait_until("the script's processes to end", MIN, || {
+            cuttle_e2e::processes_running(&["sleep", marker])
+                .is_empty()
+                .then_some(())
+        });
+    }
+    let left: Vec<String> = std::fs::read_dir(data.join("work"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "work directories left: {left:?}");
+}
+
+/// Runs `f` when dropped (a panic included).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -36,9 +36,11 @@ impl<R: AsyncRead + Unpin> OutputLines<R> {
             if buf.is_empty() {
                 break;
             }
+            // A line ends here only if it fits; a longer one is split at MAX_LINE however the
+            // reads happen to fall.
             let (take, complete) = match buf.iter().position(|b| *b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (buf.len().min(MAX_LINE - self.line.len()), false),
+                Some(i) if self.line.len() + i <= MAX_LINE => (i + 1, true),
+                _ => (buf.len().min(MAX_LINE - self.line.len()), false),
             };
             self.line.extend_from_slice(&buf[..take]);
             self.reader.consume(take);
@@ -100,6 +102,27 @@ mod tests {
         let lines = all(&input).await;
         let lens: Vec<usize> = lines.iter().map(String::len).collect();
         assert_eq!(lens, vec![MAX_LINE, MAX_LINE, 10]);
+    }
+
+    #[tokio::test]
+    async fn a_line_just_over_max_line_is_split_however_it_is_read() {
+        // Read in small chunks (as from a pipe), the end of the line arrives in the same read
+        // as the bytes past MAX_LINE: still split there.
+        let mut input = vec![b'y'; MAX_LINE + 22];
+        input.push(b'\n');
+        let (client, mut server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in input.chunks(4000) {
+                server.write_all(chunk).await.unwrap();
+            }
+        });
+        let mut lines = OutputLines::new(client);
+        let first = lines.next_piece().await.unwrap();
+        let second = lines.next_piece().await.unwrap();
+        writer.await.unwrap();
+        assert_eq!((first.0.len(), first.1), (MAX_LINE, true));
+        assert_eq!((second.0.len(), second.1), (22, false));
     }
 
     #[tokio::test]
