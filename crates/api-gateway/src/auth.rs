@@ -495,7 +495,8 @@ pub(crate) async fn authenticate(
     key: &str,
     client: Option<IpAddr>,
 ) -> Result<ApiKeyRow, ApiError> {
-    let hash = state.hasher.hash(key);
+    let keys = state.data_keys.get();
+    let hash = keys.hasher.hash(key);
     let cached = {
         let known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
         known
@@ -505,7 +506,7 @@ pub(crate) async fn authenticate(
     };
     let found = match cached {
         Some(k) => k,
-        None => lookup(state, key, hash, client).await?,
+        None => lookup(state, key, &keys.hasher, hash, client).await?,
     };
     if let Some(at) = found.expires_at.filter(|at| *at <= now_ms()) {
         return Err(expired(&found, at));
@@ -526,7 +527,7 @@ pub(crate) async fn authenticate_hash(state: &AppState, hash: &str) -> Result<Ap
     let found = match cached {
         Some(k) => k,
         None => {
-            let Some(found) = state.store.find_api_key(hash, hash).await? else {
+            let Some(found) = state.store.find_api_key(hash, &[]).await? else {
                 return Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key"));
             };
             let mut known = state.keys.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -555,11 +556,13 @@ fn expired(key: &ApiKeyRow, at: UnixMs) -> ApiError {
     )
 }
 
-/// Finds a key not in the cache: one query, by its HMAC or (made before schema 5) its bare
-/// SHA-256, which is then replaced by the HMAC.
+/// Finds a key not in the cache: one query, by its HMAC, its HMAC under the previous secret
+/// (during a rotation of the secret) or (made before schema 5) its bare SHA-256; a key found by
+/// either of those is then stored under its HMAC.
 async fn lookup(
     state: &AppState,
     key: &str,
+    hasher: &ApiKeyHasher,
     hash: String,
     client: Option<IpAddr>,
 ) -> Result<ApiKeyRow, ApiError> {
@@ -573,7 +576,13 @@ async fn lookup(
         .retry_after(secs));
     }
     let legacy = ApiKeyHasher::legacy_hash(key);
-    let Some(found) = state.store.find_api_key(&hash, &legacy).await? else {
+    let previous = hasher.previous_hash(key);
+    let others: Vec<&str> = previous
+        .iter()
+        .map(String::as_str)
+        .chain([legacy.as_str()])
+        .collect();
+    let Some(found) = state.store.find_api_key(&hash, &others).await? else {
         if let Some(c) = client {
             state.keys.throttle.client_failed(c, Instant::now());
         }
@@ -586,10 +595,16 @@ async fn lookup(
             found.key.expires_at.unwrap_or_default(),
         ));
     }
-    if found.key.legacy_hash {
-        match state.store.upgrade_api_key_hash(found.key.id, &hash).await {
-            Ok(()) => tracing::info!(key = found.key.id, "API key re-hashed with HMAC-SHA-256"),
-            Err(e) => tracing::warn!(key = found.key.id, error = %e, "re-hash API key"),
+    if found.stored_hash != hash || !hasher.is_current(&found.key.hashed_with) {
+        let (id, from) = (found.key.id, &found.stored_hash);
+        match state
+            .store
+            .upgrade_api_key_hash(id, from, &hash, &hasher.algorithm())
+            .await
+        {
+            Ok(_) => tracing::info!(key = id, secret = %hasher.secret_id(),
+                "API key re-hashed under the current secret"),
+            Err(e) => tracing::warn!(key = id, error = %e, "re-hash API key"),
         }
     }
     if state.keys.first_use(found.key.id) {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use cuttle_core::TrustedProxies;
-use cuttle_storage::{ApiKeyHasher, MasterKey, SharedStore, Store};
+use cuttle_storage::{Keyring, SharedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,10 +60,8 @@ pub struct ApiDeps {
     pub local_wake: Option<LocalWake>,
     /// The cluster certificate: other nodes' internal gRPC accepts only it.
     pub cluster: cuttle_tls::ClusterTls,
-    /// Hashes presented API keys the way they are stored.
-    pub key_hasher: ApiKeyHasher,
-    /// Encrypts sensitive variable values.
-    pub variable_key: MasterKey,
+    /// The data keys: hash presented API keys the way they are stored, seal sensitive values.
+    pub data_keys: Keyring,
 }
 
 #[derive(Clone)]
@@ -73,8 +71,7 @@ pub(crate) struct AppState {
     pub(crate) shared: SharedStore,
     pub(crate) shutting_down: Arc<AtomicBool>,
     pub(crate) keys: Arc<auth::KeyCache>,
-    pub(crate) hasher: ApiKeyHasher,
-    pub(crate) variable_key: MasterKey,
+    pub(crate) data_keys: Keyring,
     pub(crate) waker: wake::Waker,
     /// Checks web UI passwords on threads of its own.
     pub(crate) passwords: Arc<throttle::PasswordPool>,
@@ -119,8 +116,7 @@ pub async fn serve(
         shared: deps.shared,
         shutting_down: deps.shutting_down,
         keys: Arc::new(auth::KeyCache::watching_first(first_key)),
-        hasher: deps.key_hasher,
-        variable_key: deps.variable_key,
+        data_keys: deps.data_keys,
         waker,
         passwords: Arc::new(throttle::PasswordPool::start()),
         streams: Arc::new(ui::streams::Streams::default()),

@@ -6,6 +6,7 @@ mod admin;
 mod advertise;
 mod cluster_cert;
 mod config;
+mod data_keys;
 mod harden;
 mod node;
 mod rotate;
@@ -65,6 +66,16 @@ enum Command {
     MasterKey {
         #[command(subcommand)]
         action: MasterKeyAction,
+    },
+    /// The key sensitive values are sealed with (under the master key)
+    VariableKey {
+        #[command(subcommand)]
+        action: VariableKeyAction,
+    },
+    /// The secret API keys and web sessions are hashed with (under the master key)
+    ApiKeySecret {
+        #[command(subcommand)]
+        action: ApiKeySecretAction,
     },
     /// Apply pending database migrations, then exit
     UpgradeDatabase,
@@ -169,6 +180,28 @@ enum MasterKeyAction {
         /// Generate the new key and write it to this new file (mode 0600)
         #[arg(long, value_name = "FILE")]
         generate: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VariableKeyAction {
+    /// Replace the variable key: every sensitive value is re-sealed under a new one and the old
+    /// one forgotten, while the cluster runs
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum ApiKeySecretAction {
+    /// Replace the secret: every key keeps working and is re-hashed at its next use; web
+    /// sessions end
+    Rotate,
+    /// The secrets, and the keys `finish` waits for
+    Status,
+    /// Forget the previous secret; refused while a working key is not re-hashed yet
+    Finish {
+        /// Finish even so: keys not re-hashed yet are revoked
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -360,6 +393,50 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
                  them one at a time. A node started with the old key now refuses to start.",
                 file.display()
             );
+            Ok(())
+        }
+        Command::VariableKey {
+            action: VariableKeyAction::Rotate,
+        } => {
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            let key = startup::master_key(&cfg, &store).await?;
+            let done = data_keys::rotate_variable_key(&store, &key, cfg.offline_after, |line| {
+                println!("{line}")
+            })
+            .await?;
+            println!(
+                "variable key rotated: {} sensitive value(s) re-sealed in {} document(s) and {} \
+                 release(s)",
+                done.values, done.documents, done.releases
+            );
+            Ok(())
+        }
+        Command::ApiKeySecret { action } => {
+            let store = startup::connect(&cfg).await?;
+            startup::prepare_schema(&store).await?;
+            let key = startup::master_key(&cfg, &store).await?;
+            match action {
+                ApiKeySecretAction::Rotate => {
+                    let id =
+                        data_keys::rotate_api_key_secret(&store, &key, cfg.offline_after).await?;
+                    println!(
+                        "API-key secret {id} is current: every node takes it up within seconds; \
+                         each key is re-hashed at its next use (`status` lists those waiting), \
+                         web sessions end. Then run `finish`."
+                    );
+                }
+                ApiKeySecretAction::Status => {
+                    print!("{}", data_keys::api_key_secret_status(&store, &key).await?);
+                }
+                ApiKeySecretAction::Finish { force } => {
+                    let revoked = data_keys::finish_api_key_secret(&store, &key, force).await?;
+                    println!(
+                        "the previous API-key secret is forgotten ({revoked} key(s) not re-hashed \
+                         were revoked)"
+                    );
+                }
+            }
             Ok(())
         }
         Command::UpgradeDatabase => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cuttle_api_gateway::{ApiConfig, ApiDeps, LocalWake, WakeReason};
 use cuttle_core::Role;
-use cuttle_storage::{NodeRegistration, NodeState, SharedStore, Store, TaskLogWriter};
+use cuttle_storage::{Keyring, NodeRegistration, NodeState, SharedStore, Store, TaskLogWriter};
 use cuttle_task_scheduler::SchedulerConfig;
 use cuttle_task_worker::{DbContact, WorkerConfig, WorkerControlService, WorkerDeps, WorkerHandle};
 use cuttle_tentacle_gateway::{GatewayDeps, TentacleRelayService};
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HttpTls};
 use crate::startup;
-use crate::{advertise, cluster_cert};
+use crate::{advertise, cluster_cert, data_keys};
 
 /// How long non-worker roles get to stop once the worker has drained.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,9 +54,8 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let cluster = cluster_cert::load(&store, &master_key).await?;
     tracing::info!(thumbprint = %cluster.identity.thumbprint(), "cluster certificate");
     let shared = startup::shared_store(&cfg, &store).await?;
-    let key_hasher = store.api_key_hasher(&master_key).await?;
-    let variable_key = store.variable_key(&master_key).await?;
-    let generated_key = startup::bootstrap_api_key(&cfg, &store, &key_hasher).await?;
+    let data_keys = Keyring::load(&store, &master_key).await?;
+    let generated_key = startup::bootstrap_api_key(&cfg, &store, &data_keys.get().hasher).await?;
 
     let http = if cfg.roles.contains(Role::Api) {
         Some(bind("http", cfg.http_listen).await?)
@@ -162,6 +161,11 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         cluster.clone(),
         rest_stop.clone(),
     ));
+    // So do the data keys (`variable-key rotate`, `api-key-secret rotate`).
+    rest.spawn(data_keys::keep_refreshed(
+        data_keys.clone(),
+        rest_stop.clone(),
+    ));
     let sessions = cuttle_tentacle_gateway::Sessions::default();
     if let Some(listener) = gateway {
         let stop = rest_stop.clone();
@@ -231,7 +235,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             db_contact: db_contact.clone(),
             cluster: cluster.clone(),
             shared: shared.clone(),
-            variable_key: variable_key.clone(),
+            data_keys: data_keys.clone(),
         };
         worker = Some(tokio::spawn(cuttle_task_worker::serve(
             wcfg,
@@ -259,8 +263,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             shutting_down: shutting_down.clone(),
             local_wake,
             cluster: cluster.clone(),
-            key_hasher: key_hasher.clone(),
-            variable_key: variable_key.clone(),
+            data_keys: data_keys.clone(),
         };
         let stop = rest_stop.clone();
         rest.spawn(async move {

@@ -3,17 +3,22 @@
 //!
 //! Running nodes are not disturbed: they hold what they decrypted at start-up. From the commit
 //! on, a node must start with the new key (one started with the old key refuses, naming the
-//! key-check value), so nodes are restarted one at a time with the new key.
+//! key-check value), so nodes are restarted one at a time with the new key. The data keys under
+//! it are re-sealed, not changed: `variable-key rotate` and `api-key-secret rotate` replace
+//! them (see `data_keys`), once every node runs with the new master key.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use cuttle_storage::{MasterKey, Store, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY};
+use cuttle_storage::{
+    MasterKey, Store, SETTING_API_KEY_SECRET, SETTING_API_KEY_SECRET_PREVIOUS,
+    SETTING_MASTER_KEY_CHECK as SETTING_KEY_CHECK, SETTING_MASTER_KEY_ROTATED_AT,
+    SETTING_VARIABLE_KEY, SETTING_VARIABLE_KEY_PREVIOUS,
+};
 use serde_json::Value;
 
 use crate::cluster_cert::SEALED_SETTINGS;
-use crate::startup::SETTING_KEY_CHECK;
 
 /// Where the new key comes from.
 pub(crate) enum NewKey<'a> {
@@ -51,9 +56,15 @@ pub(crate) async fn rotate_master_key(
         bail!("the new master key is the one in use: nothing to rotate");
     }
     let mut changes = vec![(SETTING_KEY_CHECK.to_owned(), check, new.key_check_value()?)];
-    // Secrets sealed whole with the master key: the API-key secret, the variables' key.
-    for setting in [SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY] {
-        if let Some(sealed) = store.get_setting(setting).await? {
+    // Secrets sealed whole with the master key: the API-key secret, the variables' key, and
+    // their previous ones during their own rotation.
+    for setting in [
+        SETTING_API_KEY_SECRET,
+        SETTING_VARIABLE_KEY,
+        SETTING_API_KEY_SECRET_PREVIOUS,
+        SETTING_VARIABLE_KEY_PREVIOUS,
+    ] {
+        if let Some(sealed) = store.get_setting(setting).await?.filter(|s| !s.is_empty()) {
             let secret = old
                 .decrypt(&sealed)
                 .with_context(|| format!("the secret in setting {setting}"))?;
@@ -75,13 +86,29 @@ pub(crate) async fn rotate_master_key(
         v["key"] = Value::String(new.encrypt(&private_key)?);
         changes.push((setting.to_owned(), stored, v.to_string()));
     }
+    let secrets = changes.len() - 1;
+    // When: nodes started before it hold the old key (a data-key rotation waits for them).
+    let rotated_at = store
+        .init_setting(SETTING_MASTER_KEY_ROTATED_AT, "0")
+        .await?;
+    changes.push((
+        SETTING_MASTER_KEY_ROTATED_AT.to_owned(),
+        rotated_at,
+        now_ms().to_string(),
+    ));
     if !store.replace_settings(&changes).await? {
         bail!(
             "a secret changed while it was being re-encrypted (a node was creating one): nothing \
              was changed; run the command again"
         );
     }
-    Ok(changes.len() - 1)
+    Ok(secrets)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes a new file readable by its owner only, from its creation; refuses to overwrite one.

@@ -10,12 +10,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use cuttle_core::{ApiKeyRequest, NewEvent, Scope};
 use cuttle_storage::{
     generate_api_key, key_prefix, ApiKeyHasher, Audit, MasterKey, NewApiKey, SharedStore, Store,
-    StoreOptions,
+    StoreOptions, SETTING_MASTER_KEY_CHECK as SETTING_KEY_CHECK,
 };
 
 use crate::config::Config;
 
-pub(crate) const SETTING_KEY_CHECK: &str = "master_key_check";
 const SETTING_SHARED_PATH: &str = "shared_path";
 const SETTING_FIRST_KEY_MINTER: &str = "first_admin_key_minter";
 
@@ -256,6 +255,7 @@ fn admin_key(name: &str, key: &str, hasher: &ApiKeyHasher) -> NewApiKey {
         scope: Scope::Admin,
         prefix: key_prefix(key),
         hash: hasher.hash(key),
+        algorithm: hasher.algorithm(),
         expires_in_secs: None,
         target_name: None,
         grant: None,
@@ -319,6 +319,7 @@ pub(crate) async fn create_api_key(
         scope: req.scope,
         prefix: key_prefix(&key),
         hash: hasher.hash(&key),
+        algorithm: hasher.algorithm(),
         // At most ten years: fits.
         expires_in_secs: lifetime.map(|l| l as u32),
         target_name: req.target.clone(),

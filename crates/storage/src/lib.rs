@@ -8,6 +8,7 @@ mod blob;
 mod crypto;
 mod db;
 mod error;
+mod keyring;
 mod pins;
 mod repository;
 mod users;
@@ -16,18 +17,22 @@ pub use blob::{
     ArtifactFile, DayExport, Execution, IncomingFile, PackageFile, SharedStore, TaskLog,
     TaskLogWriter, DEFAULT_TASK_LOG_MAX_BYTES, SHARED_FOLDERS,
 };
-pub use crypto::api_keys::{generate_api_key, generate_session_id, key_prefix, ApiKeyHasher};
+pub use crypto::api_keys::{
+    generate_api_key, generate_session_id, key_prefix, ApiKeyHasher, HashedWith,
+};
 pub use crypto::passwords;
-pub use crypto::MasterKey;
+pub use crypto::{MasterKey, VariableKeys};
 pub use db::{
     audit_as, newest_package, redact_database_url, AddedPackage, ApiKeyRow, Audit, ClaimedTask,
     Completion, DeploymentFilter, DeploymentRecord, Document, DocumentWrite, FoundApiKey, LostNode,
     MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease, NewSession,
-    NodeRegistration, NodeState, OwnedTask, PackageRecord, Release, Revoke, SessionOf, SessionRow,
-    Store, StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS, SCHEMA_VERSION,
-    SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
+    NodeRegistration, NodeState, OwnedTask, PackageRecord, Release, Revoke, SealedDataKeys,
+    SessionOf, SessionRow, Store, StoreOptions, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS,
+    SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_API_KEY_SECRET_PREVIOUS, SETTING_VARIABLE_KEY,
+    SETTING_VARIABLE_KEY_PREVIOUS,
 };
 pub use error::Error;
+pub use keyring::{Keyring, Keys, SETTING_MASTER_KEY_CHECK, SETTING_MASTER_KEY_ROTATED_AT};
 pub use pins::{package_pins, PackagePin};
 pub use repository::remove_package;
 pub use users::{check_user_name, User, USER, USER_PREFIX};

@@ -35,7 +35,7 @@ pub(crate) struct Targets {
     /// call through it.
     pub(crate) channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     /// Opens sensitive variable values (deployments); `None` in tests that deploy nothing.
-    pub(crate) variable_key: Option<cuttle_storage::MasterKey>,
+    pub(crate) data_keys: Option<cuttle_storage::Keyring>,
 }
 
 impl Targets {
@@ -51,7 +51,7 @@ impl Targets {
             cluster,
             offline_after,
             channels: Mutex::new(HashMap::new()),
-            variable_key: None,
+            data_keys: None,
         }
     }
 

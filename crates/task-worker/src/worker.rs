@@ -55,7 +55,7 @@ pub struct WorkerDeps {
     /// The shared store: where files pushed to targets come from.
     pub shared: cuttle_storage::SharedStore,
     /// Opens sensitive variable values for the scripts of a deployment.
-    pub variable_key: cuttle_storage::MasterKey,
+    pub data_keys: cuttle_storage::Keyring,
 }
 
 /// When the node last wrote its heartbeat. Cheap to clone; shared by the heartbeat (which
@@ -178,7 +178,7 @@ pub async fn serve(
         deps.cluster,
         config.offline_after,
     );
-    targets.variable_key = Some(deps.variable_key);
+    targets.data_keys = Some(deps.data_keys);
     let targets = Arc::new(targets);
     let sandbox = {
         let (cfg, root) = (config.sandbox.clone(), config.work_root.clone());

@@ -61,11 +61,14 @@ async fn create(
     let lifetime = req.validate()?;
     let key = generate_api_key()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
+    // Hashed under the secret stored now: a key made during a rotation is made current.
+    let hasher = &s.data_keys.fresh().await?.hasher;
     let new = NewApiKey {
         name: req.name.trim().to_owned(),
         scope: req.scope,
         prefix: key_prefix(&key),
-        hash: s.hasher.hash(&key),
+        hash: hasher.hash(&key),
+        algorithm: hasher.algorithm(),
         // At most ten years: fits.
         expires_in_secs: lifetime.map(|l| l as u32),
         target_name: req.target.clone(),
@@ -96,7 +99,7 @@ async fn create(
     // Read back by its hash: one indexed lookup, not the whole list.
     let row = s
         .store
-        .find_api_key(&new.hash, &new.hash)
+        .find_api_key(&new.hash, &[])
         .await?
         .map(|f| f.key)
         .filter(|k| k.id == id)

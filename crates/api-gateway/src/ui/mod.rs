@@ -418,7 +418,7 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         }
         match authenticate(&s, key, client).await {
             Ok(k) => (
-                SessionOf::Key(s.hasher.hash(key)),
+                SessionOf::Key(s.data_keys.get().hasher.hash(key)),
                 signing_in(&s, &k.name, format!("ApiKeys-{}", k.id), k.scope, client),
             ),
             Err(e) => {
@@ -627,7 +627,11 @@ pub(crate) fn message_query(s: &AppState, message: &str) -> String {
 }
 
 fn message_seal(s: &AppState, message: &str) -> String {
-    s.hasher.hash(&format!("ui-message {message}"))[..32].to_owned()
+    s.data_keys
+        .get()
+        .hasher
+        .hash(&format!("ui-message {message}"))[..32]
+        .to_owned()
 }
 
 /// The message a page was sent back with, if its seal is ours.

@@ -27,7 +27,7 @@ const CACHE_MAX: usize = 4096;
 
 /// The HMAC a session's id is stored under.
 fn id_hash(s: &AppState, id: &str) -> String {
-    s.hasher.hash(&format!("ui-session {id}"))
+    s.data_keys.get().hasher.hash(&format!("ui-session {id}"))
 }
 
 /// Starts a session for `of`: its row (with the sign-in's audit event, `by` as the actor), and
@@ -103,7 +103,11 @@ pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// The form token of a session.
 pub(crate) fn csrf_token(s: &AppState, cookie_value: &str) -> String {
-    s.hasher.hash(&format!("ui-form {cookie_value}"))[..32].to_owned()
+    s.data_keys
+        .get()
+        .hasher
+        .hash(&format!("ui-form {cookie_value}"))[..32]
+        .to_owned()
 }
 
 /// Does a token match the session's (in constant time)?

@@ -121,9 +121,78 @@ impl MasterKey {
     }
 }
 
+/// The keys sensitive values are sealed with: the current one, and during a rotation the one
+/// before, which still opens values not re-sealed yet. `Debug` shows no key.
+#[derive(Clone, Debug)]
+pub struct VariableKeys {
+    current: MasterKey,
+    previous: Option<MasterKey>,
+}
+
+impl VariableKeys {
+    pub fn new(current: MasterKey, previous: Option<MasterKey>) -> VariableKeys {
+        VariableKeys { current, previous }
+    }
+
+    /// Seals with the current key.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<String> {
+        self.current.encrypt(plaintext)
+    }
+
+    /// Opens with the current key, else the previous one.
+    pub fn decrypt(&self, sealed: &str) -> Result<Vec<u8>> {
+        match (self.current.decrypt(sealed), &self.previous) {
+            (Ok(p), _) => Ok(p),
+            (Err(_), Some(previous)) => previous.decrypt(sealed),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// A value only the previous key opens, sealed again with the current one; `None` when the
+    /// current key opens it already. A value neither key opens is an error.
+    pub fn reseal(&self, sealed: &str) -> Result<Option<String>> {
+        if self.current.decrypt(sealed).is_ok() {
+            return Ok(None);
+        }
+        let previous = self.previous.as_ref().ok_or_else(|| {
+            Error::MasterKey("a sensitive value the variable key does not open".into())
+        })?;
+        let plain = previous
+            .decrypt(sealed)
+            .map_err(|_| Error::MasterKey("a sensitive value neither variable key opens".into()))?;
+        self.current.encrypt(&plain).map(Some)
+    }
+
+    /// Whether a previous key is still held (a rotation not finished).
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variable_keys_open_both_generations_and_reseal_only_the_old_one() {
+        let (old, _) = MasterKey::generate().unwrap();
+        let (new, _) = MasterKey::generate().unwrap();
+        let sealed_old = old.encrypt(b"hunter2").unwrap();
+        let ring = VariableKeys::new(new.clone(), Some(old.clone()));
+        assert_eq!(ring.decrypt(&sealed_old).unwrap(), b"hunter2");
+        let resealed = ring.reseal(&sealed_old).unwrap().expect("re-sealed");
+        assert!(
+            old.decrypt(&resealed).is_err(),
+            "the old key no longer opens it"
+        );
+        assert_eq!(new.decrypt(&resealed).unwrap(), b"hunter2");
+        assert_eq!(ring.reseal(&resealed).unwrap(), None, "current already");
+        let (other, _) = MasterKey::generate().unwrap();
+        assert!(ring.reseal(&other.encrypt(b"x").unwrap()).is_err());
+        let only_new = VariableKeys::new(new, None);
+        assert!(only_new.decrypt(&sealed_old).is_err());
+        assert!(only_new.reseal(&sealed_old).is_err());
+    }
 
     #[test]
     fn round_trips_and_detects_wrong_keys() {

@@ -27,7 +27,8 @@ use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 pub use deployments::{DeploymentFilter, DeploymentRecord, NewDeployment};
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
 pub use keys::{
-    ApiKeyRow, FoundApiKey, NewApiKey, Revoke, SETTING_API_KEY_SECRET, SETTING_VARIABLE_KEY,
+    ApiKeyRow, FoundApiKey, NewApiKey, Revoke, SealedDataKeys, SETTING_API_KEY_SECRET,
+    SETTING_API_KEY_SECRET_PREVIOUS, SETTING_VARIABLE_KEY, SETTING_VARIABLE_KEY_PREVIOUS,
 };
 pub use packages::{newest_package, AddedPackage, NewPackage, PackageRecord};
 pub use releases::{NewRelease, Release};

@@ -467,3 +467,54 @@ pub(crate) async fn deployments_are_queued_with_their_task_and_show_its_state(fx
         1
     );
 }
+
+/// A variable-key rotation re-seals a release's snapshot: written only if it is still the text
+/// read, and it must stay JSON.
+pub(crate) async fn release_snapshots_are_replaced_only_if_unchanged(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let snapshot =
+        serde_json::json!({"variables": [{"name": "A", "ciphertext": "old", "sensitive": true}]});
+    let r = s
+        .create_release(
+            &NewRelease {
+                space: "Spaces-1",
+                project: 3,
+                version: "1.0.0",
+                notes: "",
+                snapshot: &snapshot,
+                created_by: "ci",
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let read = s.release_snapshots(3).await.unwrap();
+    assert_eq!(read.len(), 1);
+    let (id, text) = &read[0];
+    assert_eq!(*id, r.id);
+    let mut resealed = snapshot.clone();
+    resealed["variables"][0]["ciphertext"] = "new".into();
+    let new_text = resealed.to_string();
+    assert!(s
+        .replace_release_snapshot(r.id, text, &new_text)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_release("Spaces-1", r.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot,
+        resealed
+    );
+    assert!(
+        !s.replace_release_snapshot(r.id, text, "{}").await.unwrap(),
+        "the text read is gone: nothing changes"
+    );
+    assert!(s
+        .replace_release_snapshot(r.id, &new_text, "not json")
+        .await
+        .is_err());
+    assert_eq!(s.release_snapshots(3).await.unwrap()[0].1, new_text);
+    assert!(s.release_snapshots(4).await.unwrap().is_empty());
+}

@@ -39,7 +39,7 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
     );
 
     let found = s
-        .find_api_key("hash1", "no-legacy")
+        .find_api_key("hash1", &["no-legacy"])
         .await
         .unwrap()
         .expect("found");
@@ -49,8 +49,12 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
         ("ops", Scope::Operator)
     );
     assert_eq!(found.key.prefix, "API-abcd");
-    assert!(!found.expired && !found.key.legacy_hash && found.key.expires_at.is_none());
-    assert_eq!(s.find_api_key("nope", "nope").await.unwrap(), None);
+    assert!(
+        !found.expired
+            && !(found.key.hashed_with == HashedWith::Legacy)
+            && found.key.expires_at.is_none()
+    );
+    assert_eq!(s.find_api_key("nope", &["nope"]).await.unwrap(), None);
 
     let mut expiring = new_key("ci", "hash-ci");
     expiring.scope = Scope::Deployer;
@@ -69,7 +73,7 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
     });
     s.insert_api_key(&agent, None).await.unwrap().unwrap();
 
-    let ci = s.find_api_key("hash-ci", "x").await.unwrap().unwrap();
+    let ci = s.find_api_key("hash-ci", &["x"]).await.unwrap().unwrap();
     assert!(!ci.expired);
     let left = ci.key.expires_at.unwrap() - ci.key.created_at;
     assert!(
@@ -77,14 +81,14 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
         "expires an hour after creation: {left}"
     );
     assert!(
-        s.find_api_key("hash-old", "x")
+        s.find_api_key("hash-old", &["x"])
             .await
             .unwrap()
             .unwrap()
             .expired
     );
     let agent = s
-        .find_api_key("hash-agent", "x")
+        .find_api_key("hash-agent", &["x"])
         .await
         .unwrap()
         .unwrap()
@@ -115,7 +119,7 @@ pub(crate) async fn api_keys_are_stored_once_with_scope_expiry_and_target(fx: &F
     );
     // A grant this binary cannot read is an error, never "grants nothing" or "grants all".
     fx.raw("UPDATE api_keys SET target_grant = '{\"environments\": 7}' WHERE name = 'web-01 registration'");
-    let e = s.find_api_key("hash-agent", "x").await.unwrap_err();
+    let e = s.find_api_key("hash-agent", &["x"]).await.unwrap_err();
     assert!(e.to_string().contains("target_grant"), "{e}");
 }
 
@@ -125,40 +129,116 @@ pub(crate) async fn keys_stored_before_schema_5_keep_working_and_are_rehashed(fx
     let s = fx.migrated().await;
     fx.raw("INSERT INTO api_keys (name, key_hash, {created_at}) VALUES ('legacy', 'sha-of-key', {now_ms})");
     let found = s
-        .find_api_key("hmac-of-key", "sha-of-key")
+        .find_api_key("hmac-of-key", &["sha-of-key"])
         .await
         .unwrap()
         .expect("found");
-    assert!(found.key.legacy_hash && !found.expired);
+    assert!((found.key.hashed_with == HashedWith::Legacy) && !found.expired);
     assert_eq!(
         (found.key.scope, found.key.prefix.as_str()),
         (Scope::Admin, "")
     );
-    s.upgrade_api_key_hash(found.key.id, "hmac-of-key")
+    assert_eq!(found.stored_hash, "sha-of-key");
+    let label = "hmac-sha256/0000aaaa";
+    assert!(s
+        .upgrade_api_key_hash(found.key.id, "sha-of-key", "hmac-of-key", label)
         .await
-        .unwrap();
+        .unwrap());
     let again = s
-        .find_api_key("hmac-of-key", "sha-of-key")
+        .find_api_key("hmac-of-key", &["sha-of-key"])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(again.key.id, found.key.id);
-    assert!(!again.key.legacy_hash, "stored as HMAC now");
     assert_eq!(
-        s.find_api_key("x", "sha-of-key").await.unwrap(),
+        again.key.hashed_with,
+        HashedWith::Secret("0000aaaa".into()),
+        "stored as HMAC now"
+    );
+    assert_eq!(again.stored_hash, "hmac-of-key");
+    assert_eq!(
+        s.find_api_key("x", &["sha-of-key"]).await.unwrap(),
         None,
         "the SHA-256 is gone"
     );
-    s.upgrade_api_key_hash(found.key.id, "other").await.unwrap();
     assert!(
-        s.find_api_key("hmac-of-key", "x").await.unwrap().is_some(),
-        "upgraded once: a second upgrade changes nothing"
+        !s.upgrade_api_key_hash(found.key.id, "sha-of-key", "other", label)
+            .await
+            .unwrap(),
+        "upgraded once: a second upgrade (another node's) changes nothing"
     );
+    assert!(s
+        .find_api_key("hmac-of-key", &["x"])
+        .await
+        .unwrap()
+        .is_some());
     // A row this binary cannot read is an error, never a guess.
     fx.raw("UPDATE api_keys SET scope = 'root'");
     let err = s.list_api_keys().await.unwrap_err().to_string();
     assert!(err.contains("unknown scope"), "{err}");
-    assert!(s.find_api_key("hmac-of-key", "x").await.is_err());
+    assert!(s.find_api_key("hmac-of-key", &["x"]).await.is_err());
+}
+
+/// A rotation of the HMAC secret: keys stored before secrets had ids are named, a key is found
+/// by any of three hashes in one query (the one it is stored under is said), and re-hashed.
+pub(crate) async fn keys_are_found_under_a_previous_secret_and_rehashed(fx: &Fixture) {
+    let s = fx.migrated().await;
+    let mut unnamed = new_key("ops", "hash-under-first");
+    unnamed.algorithm = "hmac-sha256".into();
+    let id = s.insert_api_key(&unnamed, None).await.unwrap().unwrap();
+    s.insert_api_key(&new_key("legacy-like", "other-hash"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let row = |rows: Vec<cuttle_storage::ApiKeyRow>| rows.into_iter().find(|k| k.id == id).unwrap();
+    assert_eq!(
+        row(s.list_api_keys().await.unwrap()).hashed_with,
+        HashedWith::UnnamedSecret
+    );
+    assert_eq!(
+        s.name_unnamed_key_hashes("hmac-sha256/1111bbbb")
+            .await
+            .unwrap(),
+        1,
+        "only the unnamed key is named"
+    );
+    assert_eq!(
+        row(s.list_api_keys().await.unwrap()).hashed_with,
+        HashedWith::Secret("1111bbbb".into())
+    );
+    // Found by its hash under the previous secret, third in the list.
+    let found = s
+        .find_api_key("hash-under-new", &["nothing", "hash-under-first"])
+        .await
+        .unwrap()
+        .expect("found under the previous secret");
+    assert_eq!(
+        (found.key.id, found.stored_hash.as_str()),
+        (id, "hash-under-first")
+    );
+    assert!(s
+        .upgrade_api_key_hash(
+            id,
+            "hash-under-first",
+            "hash-under-new",
+            "hmac-sha256/2222cccc"
+        )
+        .await
+        .unwrap());
+    let found = s
+        .find_api_key("hash-under-new", &["hash-under-first"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.stored_hash, "hash-under-new");
+    assert_eq!(found.key.hashed_with, HashedWith::Secret("2222cccc".into()));
+    assert!(
+        s.find_api_key("a", &["b", "c", "d"]).await.is_err(),
+        "three at most"
+    );
+    fx.raw("UPDATE api_keys SET algorithm = 'hmac-sha256/NOTHEX!!'");
+    let err = s.list_api_keys().await.unwrap_err().to_string();
+    assert!(err.contains("unknown hash algorithm"), "{err}");
 }
 
 pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: &Fixture) {
@@ -189,12 +269,12 @@ pub(crate) async fn api_keys_are_listed_and_revoked_with_their_audit_events(fx: 
         Revoke::Revoked
     );
     assert_eq!(
-        s.find_api_key("hash-ci", "x").await.unwrap(),
+        s.find_api_key("hash-ci", &["x"]).await.unwrap(),
         None,
         "revoked"
     );
     assert_eq!(
-        s.find_api_key("hash-ops", "x")
+        s.find_api_key("hash-ops", &["x"])
             .await
             .unwrap()
             .unwrap()

@@ -26,7 +26,7 @@ use cuttle_core::{
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, DeploymentFilter, DocumentWrite, Execution, NewApiKey,
+    audit_as, Audit, Completion, DeploymentFilter, DocumentWrite, Execution, HashedWith, NewApiKey,
     NewDeployment, NewRelease, NodeRegistration, Revoke, Store, StoreOptions, Written,
     SCHEMA_VERSION,
 };
@@ -138,6 +138,7 @@ conformance!(
     settings::settings_are_shared_and_initialised_once,
     keys::api_keys_are_stored_once_with_scope_expiry_and_target,
     keys::keys_stored_before_schema_5_keep_working_and_are_rehashed,
+    keys::keys_are_found_under_a_previous_secret_and_rehashed,
     keys::api_keys_are_listed_and_revoked_with_their_audit_events,
     keys::the_last_working_admin_key_is_kept_whatever_revokes_race,
     keys::users_are_named_once_their_passwords_replaced_in_turn_and_audited,
@@ -151,6 +152,7 @@ conformance!(
     queue::unstarted_claims_go_back_to_the_queue_in_their_place,
     configuration::documents_are_versioned_named_once_ordered_and_audited,
     configuration::releases_are_numbered_once_per_project_and_keep_their_snapshot,
+    configuration::release_snapshots_are_replaced_only_if_unchanged,
     configuration::deployments_are_queued_with_their_task_and_show_its_state,
     packages::package_versions_are_stored_once_replaced_whole_and_audited,
     sessions::sessions_last_until_they_end_or_are_ended_and_are_audited,
@@ -201,6 +203,7 @@ pub(crate) fn new_key(name: &str, hash: &str) -> NewApiKey {
         scope: Scope::Operator,
         prefix: "API-abcd".into(),
         hash: hash.into(),
+        algorithm: "hmac-sha256/0000aaaa".into(),
         expires_in_secs: None,
         target_name: None,
         grant: None,

@@ -179,7 +179,7 @@ async fn replace(
                 )))
             }
             (true, Some(value)) => {
-                let sealed = s.variable_key.encrypt(value.as_bytes()).map_err(|e| {
+                let sealed = s.data_keys.seal(value.as_bytes()).await.map_err(|e| {
                     ApiError::new(
                         ErrorCode::Internal,
                         format!("encrypt a sensitive value: {e}"),

@@ -8,15 +8,55 @@ mod sqlite;
 use cuttle_core::{Scope, TargetGrant, UnixMs};
 
 use super::{dispatch, Audit, Store};
-use crate::crypto::api_keys::{ApiKeyHasher, HMAC_SHA256, LEGACY_SHA256};
+use crate::crypto::api_keys::{ApiKeyHasher, HashedWith};
+use crate::crypto::VariableKeys;
 use crate::{Error, MasterKey, Result};
 
 /// The setting holding the API-key HMAC secret, encrypted with the master key.
 pub const SETTING_API_KEY_SECRET: &str = "api_key_hmac_key";
+/// During a rotation of the API-key secret, the previous one (empty otherwise).
+pub const SETTING_API_KEY_SECRET_PREVIOUS: &str = "api_key_hmac_key_previous";
 /// The setting holding the key sensitive variables are encrypted with, itself encrypted with
 /// the master key (envelope encryption: rotating the master key re-encrypts this one key, not
 /// every value).
 pub const SETTING_VARIABLE_KEY: &str = "variable_encryption_key";
+/// During a rotation of the variable key, the previous one (empty otherwise).
+pub const SETTING_VARIABLE_KEY_PREVIOUS: &str = "variable_encryption_key_previous";
+
+/// The data keys as stored, each sealed with the master key; a previous one is empty unless its
+/// rotation is under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedDataKeys {
+    pub secret: String,
+    pub secret_previous: String,
+    pub variable: String,
+    pub variable_previous: String,
+}
+
+impl SealedDataKeys {
+    /// The API-key hasher they hold.
+    pub fn open_hasher(&self, master: &MasterKey) -> Result<ApiKeyHasher> {
+        let previous = match self.secret_previous.as_str() {
+            "" => None,
+            sealed => Some(master.decrypt(sealed)?),
+        };
+        ApiKeyHasher::from_secrets(&master.decrypt(&self.secret)?, previous.as_deref())
+    }
+
+    /// The variable keys they hold.
+    pub fn open_variable_keys(&self, master: &MasterKey) -> Result<VariableKeys> {
+        let open = |sealed: &str| -> Result<MasterKey> {
+            let b64 = String::from_utf8(master.decrypt(sealed)?)
+                .map_err(|_| Error::MasterKey("the variable key is not text".into()))?;
+            MasterKey::parse(&b64)
+        };
+        let previous = match self.variable_previous.as_str() {
+            "" => None,
+            sealed => Some(open(sealed)?),
+        };
+        Ok(VariableKeys::new(open(&self.variable)?, previous))
+    }
+}
 
 /// A key to store: never the key itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +73,8 @@ pub struct NewApiKey {
     pub target_name: Option<String>,
     /// For `register-target` keys: what that target may claim.
     pub grant: Option<TargetGrant>,
+    /// [`ApiKeyHasher::algorithm`] of the hasher that made `hash`.
+    pub algorithm: String,
 }
 
 /// An API key as stored, without its hash.
@@ -47,8 +89,9 @@ pub struct ApiKeyRow {
     pub target_name: Option<String>,
     /// For `register-target` keys: what its target may claim (none stored: nothing).
     pub grant: Option<TargetGrant>,
-    /// Still stored as bare SHA-256 (made before schema 5 and not used since).
-    pub legacy_hash: bool,
+    /// What its stored hash was made with: bare SHA-256 (made before schema 5 and not used
+    /// since), or the HMAC secret named.
+    pub hashed_with: HashedWith,
 }
 
 /// What a revoke did.
@@ -78,6 +121,8 @@ pub struct FoundApiKey {
     pub key: ApiKeyRow,
     /// Past its expiry by the database clock.
     pub expired: bool,
+    /// Which of the hashes looked up it is stored under.
+    pub stored_hash: String,
 }
 
 /// The columns every dialect reads into an [`ApiKeyRow`], in order (SQL Server converts its
@@ -111,15 +156,11 @@ pub(super) fn key_row(
     let scope = scope
         .parse()
         .map_err(|e| Error::Database(format!("api_keys row {id}: {e}")))?;
-    let legacy_hash = match algorithm {
-        HMAC_SHA256 => false,
-        LEGACY_SHA256 => true,
-        other => {
-            return Err(Error::Database(format!(
-                "api_keys row {id}: unknown hash algorithm {other:?}"
-            )))
-        }
-    };
+    let hashed_with = HashedWith::parse(algorithm).ok_or_else(|| {
+        Error::Database(format!(
+            "api_keys row {id}: unknown hash algorithm {algorithm:?}"
+        ))
+    })?;
     Ok(ApiKeyRow {
         id,
         name,
@@ -129,28 +170,38 @@ pub(super) fn key_row(
         expires_at,
         target_name,
         grant,
-        legacy_hash,
+        hashed_with,
     })
 }
 
 impl Store {
     /// The cluster's API-key hasher: its secret is made by the first node to ask (two racing
-    /// nodes agree on one) and stored encrypted with the master key.
+    /// nodes agree on one) and stored encrypted with the master key; during a rotation, the
+    /// previous secret too.
     pub async fn api_key_hasher(&self, master: &MasterKey) -> Result<ApiKeyHasher> {
-        let sealed = match self.get_setting(SETTING_API_KEY_SECRET).await? {
+        let sealed = self.sealed_data_keys(master).await?;
+        sealed.open_hasher(master)
+    }
+
+    /// The cluster's keys for sensitive values: the current one, made by the first node to ask
+    /// (two racing nodes agree on one) and stored encrypted with the master key; during a
+    /// rotation, the previous one too.
+    pub async fn variable_keys(&self, master: &MasterKey) -> Result<VariableKeys> {
+        let sealed = self.sealed_data_keys(master).await?;
+        sealed.open_variable_keys(master)
+    }
+
+    /// The data keys as stored (sealed with the master key); a current one missing is made
+    /// (two racing nodes agree on one).
+    pub async fn sealed_data_keys(&self, master: &MasterKey) -> Result<SealedDataKeys> {
+        let secret = match self.get_setting(SETTING_API_KEY_SECRET).await? {
             Some(v) => v,
             None => {
                 let fresh = master.encrypt(&ApiKeyHasher::generate_secret()?)?;
                 self.init_setting(SETTING_API_KEY_SECRET, &fresh).await?
             }
         };
-        ApiKeyHasher::from_secret(&master.decrypt(&sealed)?)
-    }
-
-    /// The cluster's key for sensitive values: made by the first node to ask (two racing nodes
-    /// agree on one) and stored encrypted with the master key.
-    pub async fn variable_key(&self, master: &MasterKey) -> Result<MasterKey> {
-        let sealed = match self.get_setting(SETTING_VARIABLE_KEY).await? {
+        let variable = match self.get_setting(SETTING_VARIABLE_KEY).await? {
             Some(v) => v,
             None => {
                 let (_, b64) = MasterKey::generate()?;
@@ -158,9 +209,18 @@ impl Store {
                 self.init_setting(SETTING_VARIABLE_KEY, &fresh).await?
             }
         };
-        let b64 = String::from_utf8(master.decrypt(&sealed)?)
-            .map_err(|_| Error::MasterKey("the variable key is not text".into()))?;
-        MasterKey::parse(&b64)
+        Ok(SealedDataKeys {
+            secret,
+            secret_previous: self
+                .get_setting(SETTING_API_KEY_SECRET_PREVIOUS)
+                .await?
+                .unwrap_or_default(),
+            variable,
+            variable_previous: self
+                .get_setting(SETTING_VARIABLE_KEY_PREVIOUS)
+                .await?
+                .unwrap_or_default(),
+        })
     }
 
     pub async fn api_key_count(&self) -> Result<u64> {
@@ -177,15 +237,34 @@ impl Store {
         dispatch!(self, b => b.insert_api_key(key, audit).await)
     }
 
-    /// The key stored under `hash`, or under `legacy` (bare SHA-256) for a key made before
-    /// schema 5: one query either way.
-    pub async fn find_api_key(&self, hash: &str, legacy: &str) -> Result<Option<FoundApiKey>> {
-        dispatch!(self, b => b.find_api_key(hash, legacy).await)
+    /// The key stored under `hash`, or under one of `others` (at most two: the hash under the
+    /// previous HMAC secret during a rotation, the bare SHA-256 of a key made before schema 5):
+    /// one query whichever it is.
+    pub async fn find_api_key(&self, hash: &str, others: &[&str]) -> Result<Option<FoundApiKey>> {
+        if others.len() > 2 {
+            return Err(Error::Invalid("at most three hashes are looked up".into()));
+        }
+        let at = |i: usize| others.get(i).copied().unwrap_or(hash);
+        dispatch!(self, b => b.find_api_key([hash, at(0), at(1)]).await)
     }
 
-    /// Re-stores a legacy key under its HMAC hash (once: a key already upgraded is left alone).
-    pub async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
-        dispatch!(self, b => b.upgrade_api_key_hash(id, hash).await)
+    /// Re-stores a key under its hash made now (`algorithm` names how), if it is still stored
+    /// under `from`: a key already re-hashed (by another node) is left alone. True when changed.
+    pub async fn upgrade_api_key_hash(
+        &self,
+        id: i64,
+        from: &str,
+        to: &str,
+        algorithm: &str,
+    ) -> Result<bool> {
+        dispatch!(self, b => b.upgrade_api_key_hash(id, from, to, algorithm).await)
+    }
+
+    /// Names the secret of every key hashed before secrets had ids (`hmac-sha256`, the
+    /// cluster's first secret) as `algorithm`: done before that secret's first rotation, so
+    /// what still waits to be re-hashed under the next one is known. How many were named.
+    pub async fn name_unnamed_key_hashes(&self, algorithm: &str) -> Result<u64> {
+        dispatch!(self, b => b.name_unnamed_key_hashes(algorithm).await)
     }
 
     /// Every API key (never a key or its hash), oldest first.

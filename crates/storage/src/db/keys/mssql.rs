@@ -7,7 +7,6 @@ use super::super::mssql::{
     OptText, Retry,
 };
 use super::{decide_revoke, grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, Revoke};
-use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::{Error, Result};
 
@@ -72,7 +71,7 @@ impl Mssql {
                     &key.hash.as_str(),
                     &scope,
                     &key.prefix.as_str(),
-                    &HMAC_SHA256,
+                    &key.algorithm.as_str(),
                     &expires,
                     &target,
                     &grant,
@@ -95,18 +94,17 @@ impl Mssql {
 
     pub(in crate::db) async fn find_api_key(
         &self,
-        hash: &str,
-        legacy: &str,
+        [a, b, c]: [&str; 3],
     ) -> Result<Option<FoundApiKey>> {
         const SQL: &str = concat!(
             "SELECT TOP (1) ",
             key_columns!(),
-            ", CASE WHEN expires_at <= SYSUTCDATETIME() THEN 1 ELSE 0 END
-             FROM api_keys WHERE key_hash IN (@P1, @P2)
+            ", CASE WHEN expires_at <= SYSUTCDATETIME() THEN 1 ELSE 0 END, key_hash
+             FROM api_keys WHERE key_hash IN (@P1, @P2, @P3)
              ORDER BY CASE WHEN algorithm = N'sha256' THEN 1 ELSE 0 END"
         );
-        let found = run!(self, Retry::Idempotent, |c| {
-            rows(c, SQL, &[&hash, &legacy]).await
+        let found = run!(self, Retry::Idempotent, |conn| {
+            rows(conn, SQL, &[&a, &b, &c]).await
         })?;
         found
             .first()
@@ -114,23 +112,43 @@ impl Mssql {
                 Ok(FoundApiKey {
                     key: to_row(r)?,
                     expired: r.get::<i32, _>(9).unwrap_or(0) == 1,
+                    stored_hash: text(r, 10),
                 })
             })
             .transpose()
     }
 
-    pub(in crate::db) async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
-        run!(self, Retry::Idempotent, |c| {
+    pub(in crate::db) async fn upgrade_api_key_hash(
+        &self,
+        id: i64,
+        from: &str,
+        to: &str,
+        algorithm: &str,
+    ) -> Result<bool> {
+        let n = run!(self, Retry::Idempotent, |c| {
             execute(
                 c,
                 "UPDATE api_keys SET key_hash = @P1, algorithm = @P2
-                 WHERE id = @P3 AND algorithm = N'sha256'",
-                &[&hash, &HMAC_SHA256, &id],
+                 WHERE id = @P3 AND key_hash = @P4",
+                &[&to, &algorithm, &id, &from],
             )
             .await
         })?;
         self.committed();
-        Ok(())
+        Ok(n == 1)
+    }
+
+    pub(in crate::db) async fn name_unnamed_key_hashes(&self, algorithm: &str) -> Result<u64> {
+        let n = run!(self, Retry::Idempotent, |c| {
+            execute(
+                c,
+                "UPDATE api_keys SET algorithm = @P1 WHERE algorithm = N'hmac-sha256'",
+                &[&algorithm],
+            )
+            .await
+        })?;
+        self.committed();
+        Ok(n)
     }
 
     pub(in crate::db) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {

@@ -6,7 +6,6 @@ use super::super::postgres::{in_transaction, insert_event, Postgres, NOW};
 use super::{
     decide_revoke, grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, Revoke, KEY_COLUMNS,
 };
-use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::Result;
 
@@ -58,7 +57,7 @@ impl Postgres {
                         &key.hash,
                         &key.scope.as_str(),
                         &key.prefix,
-                        &HMAC_SHA256,
+                        &key.algorithm,
                         &expires,
                         &key.target_name,
                         &grant,
@@ -76,19 +75,18 @@ impl Postgres {
 
     pub(in crate::db) async fn find_api_key(
         &self,
-        hash: &str,
-        legacy: &str,
+        [a, b, c]: [&str; 3],
     ) -> Result<Option<FoundApiKey>> {
-        let c = self.conn().await?;
-        let row = c
+        let conn = self.conn().await?;
+        let row = conn
             .query_opt(
                 &format!(
                     "SELECT {KEY_COLUMNS},
-                         COALESCE(expires_at_ms <= {NOW}, FALSE)
-                     FROM api_keys WHERE key_hash IN ($1, $2)
+                         COALESCE(expires_at_ms <= {NOW}, FALSE), key_hash
+                     FROM api_keys WHERE key_hash IN ($1, $2, $3)
                      ORDER BY algorithm = 'sha256' LIMIT 1"
                 ),
-                &[&hash, &legacy],
+                &[&a, &b, &c],
             )
             .await
             .map_err(|e| self.map_err(e))?;
@@ -96,22 +94,42 @@ impl Postgres {
             Ok(FoundApiKey {
                 key: to_row(&r)?,
                 expired: r.get(9),
+                stored_hash: r.get(10),
             })
         })
         .transpose()
     }
 
-    pub(in crate::db) async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
+    pub(in crate::db) async fn upgrade_api_key_hash(
+        &self,
+        id: i64,
+        from: &str,
+        to: &str,
+        algorithm: &str,
+    ) -> Result<bool> {
         let c = self.conn().await?;
-        c.execute(
-            "UPDATE api_keys SET key_hash = $1, algorithm = $2
-             WHERE id = $3 AND algorithm = 'sha256'",
-            &[&hash, &HMAC_SHA256, &id],
-        )
-        .await
-        .map_err(|e| self.map_err(e))?;
+        let n = c
+            .execute(
+                "UPDATE api_keys SET key_hash = $1, algorithm = $2 WHERE id = $3 AND key_hash = $4",
+                &[&to, &algorithm, &id, &from],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
         self.committed();
-        Ok(())
+        Ok(n == 1)
+    }
+
+    pub(in crate::db) async fn name_unnamed_key_hashes(&self, algorithm: &str) -> Result<u64> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "UPDATE api_keys SET algorithm = $1 WHERE algorithm = 'hmac-sha256'",
+                &[&algorithm],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(n)
     }
 
     pub(in crate::db) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {

@@ -6,7 +6,6 @@ use super::super::sqlite::{db_err, insert_event, Sqlite, NOW};
 use super::{
     decide_revoke, grant_text, key_row, ApiKeyRow, FoundApiKey, NewApiKey, Revoke, KEY_COLUMNS,
 };
-use crate::crypto::api_keys::HMAC_SHA256;
 use crate::db::Audit;
 use crate::Result;
 
@@ -76,7 +75,7 @@ impl Sqlite {
                         k.hash,
                         k.scope.as_str(),
                         k.prefix,
-                        HMAC_SHA256,
+                        k.algorithm,
                         k.expires_in_secs,
                         k.target_name,
                         grant_text(k.grant.as_ref())
@@ -93,28 +92,29 @@ impl Sqlite {
 
     pub(in crate::db) async fn find_api_key(
         &self,
-        hash: &str,
-        legacy: &str,
+        hashes: [&str; 3],
     ) -> Result<Option<FoundApiKey>> {
-        let (hash, legacy) = (hash.to_owned(), legacy.to_owned());
+        let hashes = hashes.map(str::to_owned);
         self.with(move |c| {
             let found = c
                 .query_row(
                     &format!(
-                        "SELECT {KEY_COLUMNS}, expires_at_ms IS NOT NULL AND expires_at_ms <= {NOW}
-                         FROM api_keys WHERE key_hash IN (?1, ?2)
+                        "SELECT {KEY_COLUMNS}, expires_at_ms IS NOT NULL AND expires_at_ms <= {NOW},
+                             key_hash
+                         FROM api_keys WHERE key_hash IN (?1, ?2, ?3)
                          ORDER BY algorithm = 'sha256' LIMIT 1"
                     ),
-                    [hash, legacy],
-                    |r| Ok((read(r)?, r.get::<_, bool>(9)?)),
+                    hashes,
+                    |r| Ok((read(r)?, r.get::<_, bool>(9)?, r.get::<_, String>(10)?)),
                 )
                 .optional()
                 .map_err(db_err)?;
             found
-                .map(|(row, expired)| {
+                .map(|(row, expired, stored_hash)| {
                     Ok(FoundApiKey {
                         key: to_row(row)?,
                         expired,
+                        stored_hash,
                     })
                 })
                 .transpose()
@@ -122,16 +122,37 @@ impl Sqlite {
         .await
     }
 
-    pub(in crate::db) async fn upgrade_api_key_hash(&self, id: i64, hash: &str) -> Result<()> {
-        let hash = hash.to_owned();
+    pub(in crate::db) async fn upgrade_api_key_hash(
+        &self,
+        id: i64,
+        from: &str,
+        to: &str,
+        algorithm: &str,
+    ) -> Result<bool> {
+        let (from, to, algorithm) = (from.to_owned(), to.to_owned(), algorithm.to_owned());
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE api_keys SET key_hash = ?1, algorithm = ?2
-                 WHERE id = ?3 AND algorithm = 'sha256'",
-                params![hash, HMAC_SHA256, id],
-            )
-            .map_err(db_err)?;
-            Ok(())
+            let n = tx
+                .execute(
+                    "UPDATE api_keys SET key_hash = ?1, algorithm = ?2
+                     WHERE id = ?3 AND key_hash = ?4",
+                    params![to, algorithm, id, from],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn name_unnamed_key_hashes(&self, algorithm: &str) -> Result<u64> {
+        let algorithm = algorithm.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE api_keys SET algorithm = ?1 WHERE algorithm = 'hmac-sha256'",
+                    params![algorithm],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
         })
         .await
     }

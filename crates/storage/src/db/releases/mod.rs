@@ -121,4 +121,23 @@ impl Store {
             .map(ReleaseRow::parse)
             .collect()
     }
+
+    /// Every release of a project as `(id, snapshot as stored)`, oldest first: what a rotation
+    /// of the variable key re-seals, compared as text when it writes back.
+    pub async fn release_snapshots(&self, project: i64) -> Result<Vec<(i64, String)>> {
+        Ok(dispatch!(self, b => b.list_releases(project).await)?
+            .into_iter()
+            .map(|r| (r.id, r.snapshot))
+            .collect())
+    }
+
+    /// Replaces a release's snapshot if it is still `old` (as [`Store::release_snapshots`]
+    /// read it); false, and nothing changes, otherwise. Only a rotation of the variable key
+    /// writes a release after its creation: what it changes is sealed values, never what the
+    /// release deploys.
+    pub async fn replace_release_snapshot(&self, id: i64, old: &str, new: &str) -> Result<bool> {
+        serde_json::from_str::<serde_json::Value>(new)
+            .map_err(|e| Error::Invalid(format!("snapshot: {e}")))?;
+        dispatch!(self, b => b.replace_release_snapshot(id, old, new).await)
+    }
 }

@@ -128,4 +128,24 @@ impl Mssql {
         self.committed();
         Ok(found)
     }
+
+    /// The comparison follows the column's collation: a snapshot differing from `old` only in
+    /// case would match, and snapshots differ in their sealed values (random), never in case.
+    pub(in crate::db) async fn replace_release_snapshot(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let n = run!(self, Retry::Idempotent, |c| {
+            execute(
+                c,
+                "UPDATE releases SET snapshot = @P1 WHERE seq = @P2 AND snapshot = @P3",
+                &[&new, &id, &old],
+            )
+            .await
+        })?;
+        self.committed();
+        Ok(n == 1)
+    }
 }

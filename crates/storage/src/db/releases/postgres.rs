@@ -104,4 +104,22 @@ impl Postgres {
         });
         Ok(done)
     }
+
+    pub(in crate::db) async fn replace_release_snapshot(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "UPDATE releases SET snapshot = $1 WHERE seq = $2 AND snapshot = $3",
+                &[&new, &id, &old],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.committed();
+        Ok(n == 1)
+    }
 }

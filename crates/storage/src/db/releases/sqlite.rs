@@ -118,4 +118,23 @@ impl Sqlite {
         })
         .await
     }
+
+    pub(in crate::db) async fn replace_release_snapshot(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE releases SET snapshot = ?1 WHERE seq = ?2 AND snapshot = ?3",
+                    params![new, id, old],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
 }

@@ -162,23 +162,28 @@ async fn prepare(a: &Order, key: Execution, ctx: &TaskCtx) -> Result<Plan, TaskE
             .unwrap_or(serde_json::json!([])),
     )
     .map_err(|e| failed(format!("the variables to run with cannot be read: {e}")))?;
-    let variable_key = ctx
+    let data_keys = ctx
         .targets
-        .variable_key
+        .data_keys
         .as_ref()
         .ok_or_else(|| failed("this node cannot open sensitive values"))?;
-    let variables = stored
-        .iter()
-        .map(|v| {
-            v.open(|sealed| {
-                variable_key
-                    .decrypt(sealed)
+    let mut variables = Vec::with_capacity(stored.len());
+    for v in &stored {
+        let sealed = v.ciphertext.as_deref().filter(|_| v.sensitive);
+        let opened = match sealed {
+            Some(sealed) => Some(
+                data_keys
+                    .open(sealed)
+                    .await
                     .map_err(|e| e.to_string())
                     .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
-                    .map_err(|e| failed(format!("sensitive variable {:?}: {e}", v.name)))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+                    .map_err(|e| failed(format!("sensitive variable {:?}: {e}", v.name)))?,
+            ),
+            None => None,
+        };
+        // `open` asks for exactly the value opened above (sensitive, with a ciphertext).
+        variables.push(v.open(|_| Ok::<_, TaskError>(opened.clone().unwrap_or_default()))?);
+    }
     let project = snapshot
         .get("project_name")
         .and_then(|v| v.as_str())
