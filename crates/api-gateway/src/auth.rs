@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -23,6 +23,9 @@ use crate::AppState;
 /// working on every node within this.
 const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 1024;
+/// A key not found makes the node re-read the data keys if it last read them longer ago than
+/// this (a rotation of the API-key secret elsewhere): at most once a second, whatever is tried.
+const REREAD_KEYS_AFTER: Duration = Duration::from_secs(1);
 /// The id of the admin key a node minted into its data directory (`ApiKeys-N` as a number).
 pub const SETTING_FIRST_ADMIN_KEY: &str = "first_admin_key";
 /// Set (to the node that saw it) once that key has been used: its file is then removed.
@@ -506,7 +509,7 @@ pub(crate) async fn authenticate(
     };
     let found = match cached {
         Some(k) => k,
-        None => lookup(state, key, &keys.hasher, hash, client).await?,
+        None => lookup(state, key, &keys, client).await?,
     };
     if let Some(at) = found.expires_at.filter(|at| *at <= now_ms()) {
         return Err(expired(&found, at));
@@ -562,8 +565,7 @@ fn expired(key: &ApiKeyRow, at: UnixMs) -> ApiError {
 async fn lookup(
     state: &AppState,
     key: &str,
-    hasher: &ApiKeyHasher,
-    hash: String,
+    keys: &Arc<cuttle_storage::Keys>,
     client: Option<IpAddr>,
 ) -> Result<ApiKeyRow, ApiError> {
     // A client guessing keys is stopped here, without a database query per guess.
@@ -576,13 +578,35 @@ async fn lookup(
         .retry_after(secs));
     }
     let legacy = ApiKeyHasher::legacy_hash(key);
-    let previous = hasher.previous_hash(key);
-    let others: Vec<&str> = previous
-        .iter()
-        .map(String::as_str)
-        .chain([legacy.as_str()])
-        .collect();
-    let Some(found) = state.store.find_api_key(&hash, &others).await? else {
+    let find = |hasher: Arc<cuttle_storage::Keys>| {
+        let legacy = legacy.clone();
+        async move {
+            let hash = hasher.hasher.hash(key);
+            let previous = hasher.hasher.previous_hash(key);
+            let others: Vec<&str> = previous
+                .iter()
+                .map(String::as_str)
+                .chain([legacy.as_str()])
+                .collect();
+            let found = state.store.find_api_key(&hash, &others).await?;
+            Ok::<_, ApiError>((found, hash, hasher))
+        }
+    };
+    let (mut found, mut hash, mut keys) = find(keys.clone()).await?;
+    if found.is_none() {
+        // Another node may have re-hashed it under a secret this node has not read yet: read
+        // the keys (at most once a second) and look again if they changed.
+        if let Some(fresh) = state
+            .data_keys
+            .refresh_if_older(REREAD_KEYS_AFTER)
+            .await?
+            .filter(|k| k.hasher.secret_id() != keys.hasher.secret_id())
+        {
+            (found, hash, keys) = find(fresh).await?;
+        }
+    }
+    let hasher = &keys.hasher;
+    let Some(found) = found else {
         if let Some(c) = client {
             state.keys.throttle.client_failed(c, Instant::now());
         }
@@ -602,8 +626,9 @@ async fn lookup(
             .upgrade_api_key_hash(id, from, &hash, &hasher.algorithm())
             .await
         {
-            Ok(_) => tracing::info!(key = id, secret = %hasher.secret_id(),
+            Ok(true) => tracing::info!(key = id, secret = %hasher.secret_id(),
                 "API key re-hashed under the current secret"),
+            Ok(false) => {} // another node did it
             Err(e) => tracing::warn!(key = id, error = %e, "re-hash API key"),
         }
     }

@@ -11,9 +11,10 @@
 //! `--force`, which revokes such keys).
 //!
 //! Nodes re-read the keys every two seconds, seal a new value with the key stored at that
-//! moment, and re-read before failing to open a value. A node started before the master key's
-//! last rotation holds the previous master key and could not read new data keys: both
-//! rotations wait until no such node is left (restarted, or its row deleted).
+//! moment, and re-read before failing to open a value (see `cuttle_storage::Keyring`). A node
+//! started before the master key's last rotation holds the previous master key and could not
+//! read new data keys: both rotations wait until no such node is left (restarted, or its row
+//! deleted), and until every node runs this version.
 
 use std::time::Duration;
 
@@ -50,9 +51,11 @@ pub(crate) async fn keep_refreshed(keys: Keyring, stop: CancellationToken) {
     }
 }
 
-/// Refuses while a node — online or not — last started before the master key's last rotation:
-/// it holds the previous master key and could not read a new data key (a node frozen or cut
-/// off now may come back), so it would go on sealing and hashing with the old ones.
+/// Refuses while a node — online or not — last started before the master key's last rotation
+/// (both times on the database's clock): it holds the previous master key and could not read a
+/// new data key (a node frozen or cut off now may come back). Refuses too while a node runs
+/// another version of Cuttle: one from before the keys could be rotated would never take up
+/// the new ones.
 async fn check_nodes_hold_the_master_key(store: &Store, offline_after: Duration) -> Result<()> {
     let rotated_at: i64 = store
         .get_setting(SETTING_MASTER_KEY_ROTATED_AT)
@@ -60,18 +63,18 @@ async fn check_nodes_hold_the_master_key(store: &Store, offline_after: Duration)
         .map(|v| v.parse().context("setting master_key_rotated_at_ms"))
         .transpose()?
         .unwrap_or(0);
-    let stale: Vec<String> = store
-        .list_nodes(offline_after)
-        .await?
-        .into_iter()
+    let nodes = store.list_nodes(offline_after).await?;
+    let shown = |n: &cuttle_core::NodeRecord| {
+        if n.online {
+            n.name.clone()
+        } else {
+            format!("{} (offline)", n.name)
+        }
+    };
+    let stale: Vec<String> = nodes
+        .iter()
         .filter(|n| n.started_at < rotated_at)
-        .map(|n| {
-            if n.online {
-                n.name
-            } else {
-                format!("{} (offline)", n.name)
-            }
-        })
+        .map(shown)
         .collect();
     if !stale.is_empty() {
         bail!(
@@ -79,6 +82,19 @@ async fn check_nodes_hold_the_master_key(store: &Store, offline_after: Duration)
              one: restart them with the new master key first (a node that is gone for good: \
              `cuttle node delete NAME`)",
             stale.join(", ")
+        );
+    }
+    let ours = env!("CARGO_PKG_VERSION");
+    let other: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.version != ours)
+        .map(|n| format!("{} ({})", shown(n), n.version))
+        .collect();
+    if !other.is_empty() {
+        bail!(
+            "node(s) {} run another version than this command ({ours}): finish the upgrade \
+             first",
+            other.join(", ")
         );
     }
     Ok(())
@@ -160,7 +176,17 @@ pub(crate) async fn rotate_variable_key(
     {
         bail!("the previous variable key changed meanwhile (another rotation?): run the command again");
     }
-    progress("the previous variable key is forgotten: it opens nothing the database holds");
+    progress("the previous variable key is forgotten");
+    // A value sealed or copied under the old key just before a node took up the new one may
+    // still land: once every node has re-read the keys (every 2 s), one more pass with the old
+    // key, still held here, re-seals it.
+    tokio::time::sleep(REFRESH * 2 + Duration::from_secs(1)).await;
+    let late = reseal_everything(store, &keys).await?;
+    progress(&format!(
+        "last pass: re-sealed {} value(s) written during the rotation",
+        late.values
+    ));
+    total.add(late);
     Ok(total)
 }
 
@@ -178,12 +204,10 @@ async fn reseal_everything(store: &Store, keys: &VariableKeys) -> Result<Reseale
                 }
             }
         }
-        for project in store.list_documents(&space_id, "Project").await? {
-            let (values, releases) = reseal_releases(store, keys, project.id).await?;
-            done.values += values;
-            done.releases += releases;
-        }
     }
+    let (values, releases) = reseal_releases(store, keys).await?;
+    done.values += values;
+    done.releases += releases;
     Ok(done)
 }
 
@@ -225,38 +249,54 @@ async fn reseal_document(
     bail!("{kind}s-{} keeps changing: run the command again", doc.id)
 }
 
-/// Re-seals a project's releases; `(values, releases)` re-sealed.
-async fn reseal_releases(
-    store: &Store,
-    keys: &VariableKeys,
-    project: i64,
-) -> Result<(usize, usize)> {
-    let (mut values, mut releases) = (0, 0);
-    for _ in 0..MAX_ATTEMPTS {
-        let mut conflicts = 0;
-        for (id, text) in store.release_snapshots(project).await? {
-            let mut snapshot: Value = serde_json::from_str(&text)
-                .with_context(|| format!("release Releases-{id}: snapshot is not JSON"))?;
-            let n = reseal_values(&mut snapshot, keys)
-                .with_context(|| format!("release Releases-{id}"))?;
-            if n == 0 {
-                continue;
-            }
-            if store
-                .replace_release_snapshot(id, &text, &snapshot.to_string())
-                .await?
-            {
+/// Re-seals every release (a deleted project's too), a page at a time; `(values, releases)`
+/// re-sealed.
+async fn reseal_releases(store: &Store, keys: &VariableKeys) -> Result<(usize, usize)> {
+    const PAGE: u32 = 100;
+    let (mut values, mut releases, mut after) = (0, 0, 0);
+    loop {
+        let page = store.release_snapshots_after(after, PAGE).await?;
+        let Some(last) = page.last().map(|(id, _)| *id) else {
+            return Ok((values, releases));
+        };
+        for (id, text) in page {
+            let n = reseal_release(store, keys, id, text).await?;
+            if n > 0 {
                 values += n;
                 releases += 1;
-            } else {
-                conflicts += 1;
             }
         }
-        if conflicts == 0 {
-            return Ok((values, releases));
+        after = last;
+    }
+}
+
+/// Re-seals one release, written only if its snapshot is still the text read.
+async fn reseal_release(
+    store: &Store,
+    keys: &VariableKeys,
+    id: i64,
+    mut text: String,
+) -> Result<usize> {
+    for _ in 0..MAX_ATTEMPTS {
+        let mut snapshot: Value = serde_json::from_str(&text)
+            .with_context(|| format!("release Releases-{id}: snapshot is not JSON"))?;
+        let n =
+            reseal_values(&mut snapshot, keys).with_context(|| format!("release Releases-{id}"))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if store
+            .replace_release_snapshot(id, &text, &snapshot.to_string())
+            .await?
+        {
+            return Ok(n);
+        }
+        match store.release_snapshots_after(id - 1, 1).await?.pop() {
+            Some((found, again)) if found == id => text = again,
+            _ => return Ok(0), // deleted meanwhile (retention)
         }
     }
-    bail!("the releases of Projects-{project} keep changing: run the command again")
+    bail!("release Releases-{id} keeps changing: run the command again")
 }
 
 /// Re-seals under the current key every sensitive value in `v` that only the previous key
@@ -328,10 +368,17 @@ pub(crate) async fn rotate_api_key_secret(
     Ok(store.api_key_hasher(master).await?.secret_id())
 }
 
-/// Working keys still stored under the previous secret (not used since the rotation).
-fn keys_waiting(keys: Vec<ApiKeyRow>, hasher: &ApiKeyHasher, now: i64) -> Vec<ApiKeyRow> {
+/// Keys still stored under the previous secret (not used since the rotation).
+fn under_previous(keys: Vec<ApiKeyRow>, hasher: &ApiKeyHasher) -> Vec<ApiKeyRow> {
     keys.into_iter()
         .filter(|k| k.hashed_with != HashedWith::Legacy && !hasher.is_current(&k.hashed_with))
+        .collect()
+}
+
+/// Of those, the ones that still work: what a `finish` waits for.
+fn keys_waiting(keys: Vec<ApiKeyRow>, hasher: &ApiKeyHasher, now: i64) -> Vec<ApiKeyRow> {
+    under_previous(keys, hasher)
+        .into_iter()
         .filter(|k| k.expires_at.is_none_or(|at| at > now))
         .collect()
 }
@@ -365,14 +412,17 @@ pub(crate) async fn api_key_secret_status(store: &Store, master: &MasterKey) -> 
     Ok(out)
 }
 
-/// `api-key-secret finish`: the previous secret is forgotten (every node within seconds).
-/// Refused while a working key is still stored under it, unless `force`: then those keys are
-/// revoked (each with its audit event) — never the cluster's last working admin key.
+/// `api-key-secret finish`: the previous secret is forgotten (every node within seconds), and
+/// no key is left stored under it: expired keys still under it are deleted. Refused while a
+/// working key is still stored under it, unless `force`: then those keys are revoked (each with
+/// its audit event) — never the cluster's last working admin key.
 pub(crate) async fn finish_api_key_secret(
     store: &Store,
     master: &MasterKey,
+    offline_after: Duration,
     force: bool,
 ) -> Result<usize> {
+    check_nodes_hold_the_master_key(store, offline_after).await?;
     let sealed = store.sealed_data_keys(master).await?;
     if sealed.secret_previous.is_empty() {
         bail!("no rotation of the API-key secret to finish");
@@ -400,7 +450,11 @@ pub(crate) async fn finish_api_key_secret(
              cluster would be left without an admin key"
         );
     }
-    for k in &waiting {
+    let expired: Vec<ApiKeyRow> = under_previous(all, &hasher)
+        .into_iter()
+        .filter(|k| k.expires_at.is_some_and(|at| at <= now))
+        .collect();
+    for k in expired.iter().chain(&waiting) {
         let target = format!("ApiKeys-{}", k.id);
         let details = json!({"reason": "not re-hashed before api-key-secret finish"});
         let audit = audit_as(event("api_key.revoke", &target, details));

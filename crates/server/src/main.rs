@@ -430,7 +430,9 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
                     print!("{}", data_keys::api_key_secret_status(&store, &key).await?);
                 }
                 ApiKeySecretAction::Finish { force } => {
-                    let revoked = data_keys::finish_api_key_secret(&store, &key, force).await?;
+                    let revoked =
+                        data_keys::finish_api_key_secret(&store, &key, cfg.offline_after, force)
+                            .await?;
                     println!(
                         "the previous API-key secret is forgotten ({revoked} key(s) not re-hashed \
                          were revoked)"

@@ -109,6 +109,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         initial_task_cap: cfg.task_cap,
     };
     let state = store.register_node(&reg).await.context("register node")?;
+    startup::master_key_still_matches(&store, &master_key).await?;
     tracing::info!(node = %reg.name, roles = %reg.roles, http = %reg.http_address,
         task_cap = state.task_cap, draining = state.draining, "node registered");
     recover_previous_run(&store, &shared, &reg.name).await?;

@@ -87,14 +87,16 @@ pub(crate) async fn rotate_master_key(
         changes.push((setting.to_owned(), stored, v.to_string()));
     }
     let secrets = changes.len() - 1;
-    // When: nodes started before it hold the old key (a data-key rotation waits for them).
+    // When, on the database's clock (the one nodes' start times are on): written with the
+    // change, and again once it committed, so a node that checked the old key-check value
+    // before the commit started before the time recorded (a data-key rotation waits for it).
     let rotated_at = store
         .init_setting(SETTING_MASTER_KEY_ROTATED_AT, "0")
         .await?;
     changes.push((
         SETTING_MASTER_KEY_ROTATED_AT.to_owned(),
         rotated_at,
-        now_ms().to_string(),
+        store.now_ms().await?.to_string(),
     ));
     if !store.replace_settings(&changes).await? {
         bail!(
@@ -102,13 +104,13 @@ pub(crate) async fn rotate_master_key(
              was changed; run the command again"
         );
     }
+    store
+        .set_setting(
+            SETTING_MASTER_KEY_ROTATED_AT,
+            &store.now_ms().await?.to_string(),
+        )
+        .await?;
     Ok(secrets)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes a new file readable by its owner only, from its creation; refuses to overwrite one.

@@ -89,6 +89,20 @@ pub(crate) async fn master_key(cfg: &Config, store: &Store) -> Result<MasterKey>
     Ok(key)
 }
 
+/// Checks the key against the database once more, after the node registered: a master-key
+/// rotation that committed between the first check and the registration would otherwise leave
+/// a node holding the old key that looks started after it (a data-key rotation waits for
+/// every node started before the master key's rotation).
+pub(crate) async fn master_key_still_matches(store: &Store, key: &MasterKey) -> Result<()> {
+    let check = store
+        .get_setting(SETTING_KEY_CHECK)
+        .await?
+        .context("the master key's check value is gone from the database")?;
+    key.verify(&check)
+        .context("the master key was rotated while this node started")?;
+    Ok(())
+}
+
 /// Reads `master.key`, or generates it (mode 0600) when `may_create` and it is missing.
 fn key_from_file(path: &Path, may_create: bool) -> Result<MasterKey> {
     match std::fs::read_to_string(path) {

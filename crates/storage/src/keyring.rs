@@ -2,15 +2,20 @@
 //! one during a rotation — kept current while the node runs.
 //!
 //! A rotation (`cuttle-server variable-key rotate`, `api-key-secret rotate`) changes the stored
-//! keys while nodes run. A node re-reads them every few seconds ([`Keyring::refresh`]); it
-//! seals a new sensitive value only with the key stored at that moment ([`Keyring::seal`]), and
-//! a value its held keys cannot open makes it re-read them once before failing
-//! ([`Keyring::open`]). A node whose master key was rotated away (it runs until its restart
-//! with the new one) keeps the keys it holds: a data-key rotation waits until no such node is
-//! left.
+//! keys while nodes run. A node re-reads them every few seconds ([`Keyring::refresh`], one at a
+//! time, so an older read never replaces a newer one); it seals a new sensitive value, and
+//! hashes a new API key, only with the keys stored at that moment ([`Keyring::fresh`]); a value
+//! its held keys cannot open makes it re-read them once, and keys it held until a moment ago
+//! still open values for a minute ([`Keyring::open`]: a deployment that read a snapshot just
+//! before a rotation re-sealed it still runs).
+//!
+//! A node whose master key was rotated away (it runs until its restart with the new one) keeps
+//! the keys it holds for what it already does, but seals and hashes nothing new: it cannot know
+//! whether the keys changed since. A data-key rotation waits until no such node is left.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::crypto::api_keys::ApiKeyHasher;
 use crate::crypto::VariableKeys;
@@ -19,9 +24,11 @@ use crate::{Error, MasterKey, Result, Store};
 
 /// The setting holding the master key's key-check value.
 pub const SETTING_MASTER_KEY_CHECK: &str = "master_key_check";
-/// When the master key was last rotated (milliseconds since the epoch, the rotating host's
-/// clock): nodes started before it still hold the previous master key.
+/// When the master key was last rotated (milliseconds since the epoch, the database's clock,
+/// written once the rotation committed): nodes started before it hold the previous master key.
 pub const SETTING_MASTER_KEY_ROTATED_AT: &str = "master_key_rotated_at_ms";
+/// How long keys a node no longer holds still open values it read before.
+const RETIRED_FOR: Duration = Duration::from_secs(60);
 
 /// The data keys a node holds at one moment.
 #[derive(Debug)]
@@ -39,9 +46,19 @@ pub struct Keyring {
 struct Inner {
     store: Store,
     master: MasterKey,
-    held: RwLock<(SealedDataKeys, Arc<Keys>)>,
-    /// Said once: the master key was rotated and this node holds the previous one.
-    told_outdated: AtomicBool,
+    held: RwLock<Held>,
+    /// One refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    /// The master key no longer matches the cluster's (said once in the log).
+    outdated: AtomicBool,
+    /// Keys replaced by a refresh, and when: they still open values for [`RETIRED_FOR`].
+    retired: Mutex<Option<(Arc<Keys>, Instant)>>,
+}
+
+struct Held {
+    sealed: SealedDataKeys,
+    keys: Arc<Keys>,
+    read_at: Instant,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -59,8 +76,14 @@ impl Keyring {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 master: master.clone(),
-                held: RwLock::new((sealed, Arc::new(keys))),
-                told_outdated: AtomicBool::new(false),
+                held: RwLock::new(Held {
+                    sealed,
+                    keys: Arc::new(keys),
+                    read_at: Instant::now(),
+                }),
+                refreshing: tokio::sync::Mutex::new(()),
+                outdated: AtomicBool::new(false),
+                retired: Mutex::new(None),
             }),
         })
     }
@@ -68,73 +91,107 @@ impl Keyring {
     /// The keys held now.
     pub fn get(&self) -> Arc<Keys> {
         let held = self.inner.held.read().unwrap_or_else(|p| p.into_inner());
-        held.1.clone()
+        held.keys.clone()
     }
 
-    /// Re-reads the stored keys and holds them if they changed (a rotation). A node whose
-    /// master key no longer matches the cluster's keeps what it holds (said once in the log).
-    pub async fn refresh(&self) -> Result<()> {
+    /// Re-reads the stored keys, holds them if they changed (a rotation), and returns what is
+    /// held. A node whose master key no longer matches the cluster's keeps what it holds.
+    pub async fn refresh(&self) -> Result<Arc<Keys>> {
         let inner = &self.inner;
+        let _one = inner.refreshing.lock().await;
         let sealed = inner.store.sealed_data_keys(&inner.master).await?;
-        {
-            let held = inner.held.read().unwrap_or_else(|p| p.into_inner());
-            if held.0 == sealed {
-                return Ok(());
-            }
+        let unchanged = {
+            let mut held = inner.held.write().unwrap_or_else(|p| p.into_inner());
+            held.read_at = Instant::now();
+            (held.sealed == sealed).then(|| held.keys.clone())
+        };
+        if let Some(keys) = unchanged {
+            return Ok(keys);
         }
         let keys = match open(&sealed, &inner.master) {
-            Ok(k) => k,
+            Ok(k) => Arc::new(k),
             Err(e) => {
                 let check = inner.store.get_setting(SETTING_MASTER_KEY_CHECK).await?;
                 if check.is_some_and(|c| inner.master.verify(&c).is_err()) {
-                    if !inner.told_outdated.swap(true, Ordering::Relaxed) {
+                    if !inner.outdated.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
-                            "the master key was rotated: this node keeps the data keys it holds \
-                             until it is restarted with the new master key"
+                            "the master key was rotated: this node seals no new sensitive value \
+                             and makes no API key until it is restarted with the new master key"
                         );
                     }
-                    return Ok(());
+                    return Ok(self.get());
                 }
                 return Err(e);
             }
         };
-        let changed_secret = {
-            let held = inner.held.read().unwrap_or_else(|p| p.into_inner());
-            held.1.hasher.secret_id() != keys.hasher.secret_id()
-                || held.1.hasher.previous_id() != keys.hasher.previous_id()
+        let old = {
+            let mut held = inner.held.write().unwrap_or_else(|p| p.into_inner());
+            let old = std::mem::replace(&mut held.keys, keys.clone());
+            held.sealed = sealed;
+            old
         };
-        if changed_secret {
+        if old.hasher.secret_id() != keys.hasher.secret_id()
+            || old.hasher.previous_id() != keys.hasher.previous_id()
+        {
             tracing::info!(
                 secret = %keys.hasher.secret_id(),
                 previous = ?keys.hasher.previous_id(),
                 "API-key secret changed"
             );
         }
-        let mut held = inner.held.write().unwrap_or_else(|p| p.into_inner());
-        *held = (sealed, Arc::new(keys));
-        Ok(())
+        *inner.retired.lock().unwrap_or_else(|p| p.into_inner()) = Some((old, Instant::now()));
+        Ok(keys)
     }
 
-    /// The keys stored now (read again first): what a new API key is hashed with.
+    /// Re-reads the keys if they were last read more than `age` ago: what a node does before it
+    /// calls an API key unknown (another node may have re-hashed it under a new secret). The
+    /// keys, if read.
+    pub async fn refresh_if_older(&self, age: Duration) -> Result<Option<Arc<Keys>>> {
+        let stale = {
+            let held = self.inner.held.read().unwrap_or_else(|p| p.into_inner());
+            held.read_at.elapsed() > age
+        };
+        if stale {
+            self.refresh().await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The keys stored now (read again first): what a new sensitive value is sealed with and a
+    /// new API key hashed with. Refused on a node whose master key was rotated away.
     pub async fn fresh(&self) -> Result<Arc<Keys>> {
-        self.refresh().await?;
-        Ok(self.get())
-    }
-
-    /// Seals a sensitive value with the variable key stored now (read again first, so a value
-    /// written during a rotation is sealed with the new key).
-    pub async fn seal(&self, plaintext: &[u8]) -> Result<String> {
-        self.fresh().await?.variables.encrypt(plaintext)
+        let keys = self.refresh().await?;
+        if self.inner.outdated.load(Ordering::Relaxed) {
+            return Err(Error::MasterKey(
+                "the master key was rotated since this node started: restart it with the new \
+                 master key (another node can do this meanwhile)"
+                    .into(),
+            ));
+        }
+        Ok(keys)
     }
 
     /// Opens a sensitive value with the keys held, else with the ones stored now (another node
-    /// rotated them).
+    /// rotated them), else with the keys held until a moment ago.
     pub async fn open(&self, sealed: &str) -> Result<Vec<u8>> {
         if let Ok(plain) = self.get().variables.decrypt(sealed) {
             return Ok(plain);
         }
-        self.refresh().await?;
-        self.get().variables.decrypt(sealed)
+        let failed = match self.refresh().await?.variables.decrypt(sealed) {
+            Ok(plain) => return Ok(plain),
+            Err(e) => e,
+        };
+        let retired = self
+            .inner
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match retired {
+            Some((keys, at)) if at.elapsed() < RETIRED_FOR => keys.variables.decrypt(sealed),
+            _ => Err(failed),
+        }
     }
 }
 

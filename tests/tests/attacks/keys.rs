@@ -207,6 +207,25 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
     assert_eq!(status, 200, "{saved}");
     let (status, published) = n1.post(&format!("{runbook}/publish"), &json!({}));
     assert_eq!(status, 200, "{published}");
+    // A project deleted since: its release stays, and so does its sealed value.
+    let (_, old) = n1.post("/api/spaces/default/projects", &json!({"name": "Retired"}));
+    let old = format!(
+        "/api/spaces/default/projects/{}",
+        old["id"].as_str().unwrap()
+    );
+    let (status, saved) = n1.request(
+        "PUT",
+        &format!("{old}/variables"),
+        Some(
+            &json!({"version": 1, "variables": [
+                {"name": "Password", "value": "retired-password-1", "sensitive": true}]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 200, "{saved}");
+    let (status, release) = n1.post(&format!("{old}/releases"), &json!({"version": "0.9.0"}));
+    assert_eq!(status, 201, "{release}");
+    assert_eq!(n1.request("DELETE", &old, None).0, 204);
     let ci = n1.key_with_scope("ci", "deployer");
     let idle = n1.key_with_scope("idle", "reader");
 
@@ -246,8 +265,8 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
     let before = ciphertexts();
     assert_eq!(
         before.len(),
-        3,
-        "the project, its release, the published runbook: {before:?}"
+        4,
+        "the project, its release, the published runbook, a deleted project's release: {before:?}"
     );
     assert!(
         before
@@ -296,9 +315,29 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
         cmd.env("CUTTLE_MASTER_KEY", &new_master);
         cuttle_e2e::run_to_exit(cmd, MIN).unwrap()
     };
-    // Not while a node holds the old master key: it could not read the new data keys.
+    // Not while a node holds the old master key: it could not read the new data keys. Until
+    // it is restarted it seals no new value and makes no key, saying why.
     let (st, _, err) = with_new_key(&["variable-key", "rotate"]);
     assert!(!st.success() && err.contains("n1"), "{err}");
+    let (_, vars) = n1.get(&format!("/api/spaces/default/projects/{project}/variables"));
+    let (status, refused) = n1.request(
+        "PUT",
+        &format!("/api/spaces/default/projects/{project}/variables"),
+        Some(
+            &json!({"version": vars["version"], "variables": [
+                {"name": "Password", "value": "while-outdated", "sensitive": true}]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 503, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("restart it with the new master key"),
+        "{refused}"
+    );
+    let (status, refused) = n1.post("/api/keys", &json!({"name": "late", "scope": "reader"}));
+    assert_eq!(status, 503, "{refused}");
     n1.terminate();
     n1.wait_exit(MIN).unwrap();
     n1.opts
@@ -314,12 +353,12 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
 
     let (st, out, err) = with_new_key(&["variable-key", "rotate"]);
     assert!(st.success(), "{out}{err}");
-    assert!(out.contains("3 sensitive value(s) re-sealed"), "{out}");
+    assert!(out.contains("4 sensitive value(s) re-sealed"), "{out}");
     let (st, out, err) = with_new_key(&["api-key-secret", "rotate"]);
     assert!(st.success(), "{out}{err}");
 
     let after = ciphertexts();
-    assert_eq!(after.len(), 3);
+    assert_eq!(after.len(), 4);
     for c in &after {
         assert!(
             stolen_variable_key.decrypt(c).is_err(),
@@ -346,7 +385,7 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
     );
     assert_eq!(status, 200, "{saved}");
     let now = ciphertexts();
-    assert_eq!(now.len(), 4);
+    assert_eq!(now.len(), 5);
     assert!(now.iter().all(|c| stolen_variable_key.decrypt(c).is_err()));
     // The old release and the published runbook still deploy the right value.
     let env = production(&n1);
@@ -402,6 +441,17 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
     let (st, out, err) = with_new_key(&["api-key-secret", "finish", "--force"]);
     assert!(st.success() && out.contains("1 key(s)"), "{out}{err}");
     assert_eq!(setting("api_key_hmac_key_previous"), "");
+    let under_old = pg
+        .psql(&format!(
+            "SELECT COUNT(*) FROM api_keys WHERE algorithm IN ('hmac-sha256', 'hmac-sha256/{}')",
+            stolen_hasher.secret_id()
+        ))
+        .unwrap();
+    assert_eq!(
+        under_old.trim(),
+        "0",
+        "no key is left under the stolen secret"
+    );
     cuttle_e2e::wait_until("the idle key to stop working", MIN, || {
         (n1.request_with_key(&idle, "GET", "/api/tasks", None).0 == 401).then_some(())
     });

@@ -62,7 +62,13 @@ async fn create(
     let key = generate_api_key()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
     // Hashed under the secret stored now: a key made during a rotation is made current.
-    let hasher = &s.data_keys.fresh().await?.hasher;
+    let keys = s.data_keys.fresh().await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("this node cannot make an API key now: {e}"),
+        )
+    })?;
+    let hasher = &keys.hasher;
     let new = NewApiKey {
         name: req.name.trim().to_owned(),
         scope: req.scope,

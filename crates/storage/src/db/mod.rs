@@ -215,6 +215,12 @@ impl Store {
         dispatch!(self, b => b.ping().await)
     }
 
+    /// The database's clock, in milliseconds since the epoch: the clock every time it stores
+    /// (a node's start, last seen) is on.
+    pub async fn now_ms(&self) -> Result<UnixMs> {
+        dispatch!(self, b => b.now_ms().await)
+    }
+
     /// Brings the schema to [`SCHEMA_VERSION`] under a database-wide lock, so that when several
     /// nodes start on an empty database exactly one creates the schema while the others wait.
     pub async fn migrate(&self) -> Result<MigrationReport> {

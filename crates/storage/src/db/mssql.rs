@@ -479,6 +479,15 @@ impl Mssql {
         }
     }
 
+    pub(super) async fn now_ms(&self) -> Result<i64> {
+        const SQL: &str = concat!("SELECT ", ms!("SYSUTCDATETIME()"));
+        let found = run!(self, Retry::Idempotent, |c| rows(c, SQL, &[]).await)?;
+        found
+            .first()
+            .map(|r| int64(r, 0))
+            .ok_or_else(|| Error::Database("SYSUTCDATETIME() answered no row".into()))
+    }
+
     pub(super) async fn ping(&self) -> Result<()> {
         run!(self, Retry::Idempotent, |c| batch(c, "SELECT 1").await)?;
         Ok(())

@@ -283,6 +283,15 @@ impl Postgres {
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) async fn now_ms(&self) -> Result<i64> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one(&format!("SELECT {NOW}"), &[])
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.get(0))
+    }
+
     pub(super) async fn ping(&self) -> Result<()> {
         let c = self.conn().await?;
         c.simple_query("SELECT 1")

@@ -132,6 +132,14 @@ impl Sqlite {
         .await
     }
 
+    pub(super) async fn now_ms(&self) -> Result<i64> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {NOW}"), [], |r| r.get(0))
+                .map_err(db_err)
+        })
+        .await
+    }
+
     pub(super) async fn ping(&self) -> Result<()> {
         let path = self.path.clone();
         self.with(move |c| {

@@ -488,7 +488,7 @@ pub(crate) async fn release_snapshots_are_replaced_only_if_unchanged(fx: &Fixtur
         )
         .await
         .unwrap();
-    let read = s.release_snapshots(3).await.unwrap();
+    let read = s.release_snapshots_after(0, 10).await.unwrap();
     assert_eq!(read.len(), 1);
     let (id, text) = &read[0];
     assert_eq!(*id, r.id);
@@ -515,6 +515,33 @@ pub(crate) async fn release_snapshots_are_replaced_only_if_unchanged(fx: &Fixtur
         .replace_release_snapshot(r.id, &new_text, "not json")
         .await
         .is_err());
-    assert_eq!(s.release_snapshots(3).await.unwrap()[0].1, new_text);
-    assert!(s.release_snapshots(4).await.unwrap().is_empty());
+    assert_eq!(
+        s.release_snapshots_after(0, 10).await.unwrap()[0].1,
+        new_text
+    );
+    assert!(s
+        .release_snapshots_after(r.id, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Paged by id, every project's (a deleted project's releases too).
+    let more = |version: &'static str| NewRelease {
+        space: "Spaces-1",
+        project: 4,
+        version,
+        notes: "",
+        snapshot: &snapshot,
+        created_by: "ci",
+    };
+    let r2 = s.create_release(&more("1.0.0"), None).await.unwrap();
+    let r3 = s.create_release(&more("2.0.0"), None).await.unwrap();
+    let ids = |page: Vec<(i64, String)>| page.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.release_snapshots_after(0, 2).await.unwrap()),
+        [r.id, r2.id]
+    );
+    assert_eq!(
+        ids(s.release_snapshots_after(r2.id, 2).await.unwrap()),
+        [r3.id]
+    );
 }

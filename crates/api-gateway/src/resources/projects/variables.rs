@@ -154,6 +154,21 @@ async fn replace(
         write.variables.iter().flat_map(|v| &v.scope.environments),
     )
     .await?;
+    // The variable key stored now (read once, and only when there is something to seal).
+    let keys = if write
+        .variables
+        .iter()
+        .any(|v| v.sensitive && v.value.is_some())
+    {
+        Some(s.data_keys.fresh().await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("this node cannot seal a sensitive value now: {e}"),
+            )
+        })?)
+    } else {
+        None
+    };
     let mut stored = Vec::with_capacity(write.variables.len());
     for (i, v) in write.variables.into_iter().enumerate() {
         let at = format!("variables[{i}]");
@@ -179,7 +194,10 @@ async fn replace(
                 )))
             }
             (true, Some(value)) => {
-                let sealed = s.data_keys.seal(value.as_bytes()).await.map_err(|e| {
+                let keys = keys.as_ref().ok_or_else(|| {
+                    ApiError::new(ErrorCode::Internal, "no variable key was read")
+                })?;
+                let sealed = keys.variables.encrypt(value.as_bytes()).map_err(|e| {
                     ApiError::new(
                         ErrorCode::Internal,
                         format!("encrypt a sensitive value: {e}"),

@@ -192,8 +192,36 @@ impl Store {
     }
 
     /// The data keys as stored (sealed with the master key); a current one missing is made
-    /// (two racing nodes agree on one).
+    /// (two racing nodes agree on one). A consistent set: every rotation changes a current
+    /// key, so the current ones are read again after the previous ones, and all four again if a
+    /// rotation committed in between.
     pub async fn sealed_data_keys(&self, master: &MasterKey) -> Result<SealedDataKeys> {
+        for _ in 0..5 {
+            let (secret, variable) = self.current_data_keys(master).await?;
+            let secret_previous = self
+                .get_setting(SETTING_API_KEY_SECRET_PREVIOUS)
+                .await?
+                .unwrap_or_default();
+            let variable_previous = self
+                .get_setting(SETTING_VARIABLE_KEY_PREVIOUS)
+                .await?
+                .unwrap_or_default();
+            if self.current_data_keys(master).await? == (secret.clone(), variable.clone()) {
+                return Ok(SealedDataKeys {
+                    secret,
+                    secret_previous,
+                    variable,
+                    variable_previous,
+                });
+            }
+        }
+        Err(Error::Conflict(
+            "the data keys keep changing (rotations running): try again".into(),
+        ))
+    }
+
+    /// The current API-key secret and variable key as stored, each made when missing.
+    async fn current_data_keys(&self, master: &MasterKey) -> Result<(String, String)> {
         let secret = match self.get_setting(SETTING_API_KEY_SECRET).await? {
             Some(v) => v,
             None => {
@@ -209,18 +237,7 @@ impl Store {
                 self.init_setting(SETTING_VARIABLE_KEY, &fresh).await?
             }
         };
-        Ok(SealedDataKeys {
-            secret,
-            secret_previous: self
-                .get_setting(SETTING_API_KEY_SECRET_PREVIOUS)
-                .await?
-                .unwrap_or_default(),
-            variable,
-            variable_previous: self
-                .get_setting(SETTING_VARIABLE_KEY_PREVIOUS)
-                .await?
-                .unwrap_or_default(),
-        })
+        Ok((secret, variable))
     }
 
     pub async fn api_key_count(&self) -> Result<u64> {

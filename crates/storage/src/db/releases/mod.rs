@@ -122,13 +122,15 @@ impl Store {
             .collect()
     }
 
-    /// Every release of a project as `(id, snapshot as stored)`, oldest first: what a rotation
-    /// of the variable key re-seals, compared as text when it writes back.
-    pub async fn release_snapshots(&self, project: i64) -> Result<Vec<(i64, String)>> {
-        Ok(dispatch!(self, b => b.list_releases(project).await)?
-            .into_iter()
-            .map(|r| (r.id, r.snapshot))
-            .collect())
+    /// Releases after `after` (by id), at most `limit`, as `(id, snapshot as stored)`, oldest
+    /// first: what a rotation of the variable key re-seals, every release whether its project
+    /// still exists or not, a page at a time; compared as text when it writes back.
+    pub async fn release_snapshots_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String)>> {
+        dispatch!(self, b => b.release_snapshots_after(after, i64::from(limit)).await)
     }
 
     /// Replaces a release's snapshot if it is still `old` (as [`Store::release_snapshots`]

@@ -148,4 +148,20 @@ impl Mssql {
         self.committed();
         Ok(n == 1)
     }
+
+    pub(in crate::db) async fn release_snapshots_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let found = run!(self, Retry::Idempotent, |c| {
+            rows(
+                c,
+                "SELECT TOP (@P2) seq, snapshot FROM releases WHERE seq > @P1 ORDER BY seq",
+                &[&after, &limit],
+            )
+            .await
+        })?;
+        Ok(found.iter().map(|r| (int64(r, 0), text(r, 1))).collect())
+    }
 }

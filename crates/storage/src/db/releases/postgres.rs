@@ -122,4 +122,20 @@ impl Postgres {
         self.committed();
         Ok(n == 1)
     }
+
+    pub(in crate::db) async fn release_snapshots_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT seq, snapshot FROM releases WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }

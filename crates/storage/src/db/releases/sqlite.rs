@@ -137,4 +137,21 @@ impl Sqlite {
         })
         .await
     }
+
+    pub(in crate::db) async fn release_snapshots_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare("SELECT seq, snapshot FROM releases WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
 }

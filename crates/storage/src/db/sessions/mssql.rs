@@ -27,10 +27,11 @@ impl Mssql {
             .await?;
             execute(
                 c,
-                "INSERT INTO ui_sessions (id_hash, key_hash, user_id, user_version, created_at,
+                "DECLARE @now DATETIME2(3) = SYSUTCDATETIME();
+                 INSERT INTO ui_sessions (id_hash, key_hash, user_id, user_version, created_at,
                      expires_at)
-                 VALUES (@P1, CAST(@P2 AS NVARCHAR(128)), @P3, @P4, SYSUTCDATETIME(),
-                     DATEADD(SECOND, @P5, SYSUTCDATETIME()))",
+                 VALUES (@P1, CAST(@P2 AS NVARCHAR(128)), @P3, @P4, @now,
+                     DATEADD(SECOND, @P5, @now))",
                 &[&s.id_hash.as_str(), &key, &user, &version, &lifetime],
             )
             .await?;

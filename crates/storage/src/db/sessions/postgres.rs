@@ -13,9 +13,10 @@ impl Postgres {
     ) -> Result<()> {
         let purge = format!("DELETE FROM ui_sessions WHERE expires_at_ms <= {NOW}");
         let insert = format!(
-            "INSERT INTO ui_sessions (id_hash, key_hash, user_id, user_version, created_at_ms,
+            "WITH t AS (SELECT {NOW} AS now)
+             INSERT INTO ui_sessions (id_hash, key_hash, user_id, user_version, created_at_ms,
                  expires_at_ms)
-             VALUES ($1, $2, $3, $4, {NOW}, {NOW} + $5::bigint * 1000)"
+             VALUES ($1, $2, $3, $4, (SELECT now FROM t), (SELECT now FROM t) + $5::bigint * 1000)"
         );
         let (key, user, version) = columns(&s.of);
         let lifetime = i64::from(s.lifetime_secs);
