@@ -168,14 +168,25 @@ fn m7_a_zip_bomb_stops_early_and_one_key_holds_few_uploads() {
             &[],
         )
     };
-    // The held uploads reach the node in their own time: an attempt made before they are all
-    // counted may still be taken, so each attempt is a version of its own.
-    let attempt = std::cell::Cell::new(0);
-    cuttle_e2e::wait_until("the fifth upload to be refused", MIN, || {
-        attempt.set(attempt.get() + 1);
-        let (status, body) = slow(attempt.get());
-        (status == 429).then_some(body)
+    // Once the node counts the four held uploads, a fifth of that key is refused.
+    let metric = |n: &cuttle_e2e::Node| {
+        let mut resp = n
+            .http()
+            .get(&n.url("/metrics"))
+            .header("X-Api-Key", &cluster.api_key)
+            .call()
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cuttle_uploads_in_progress "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no upload gauge in\n{text}"))
+    };
+    cuttle_e2e::wait_until("the four held uploads to be counted", MIN, || {
+        (metric(&n1) == 4).then_some(())
     });
+    let (status, body) = slow(0);
+    assert_eq!(status, 429, "{body}");
     // Another key is not affected.
     let (status, body) = cuttle_e2e::upload(
         n1.http(),

@@ -19,6 +19,12 @@ async fn metrics(State(s): State<AppState>) -> ApiResult {
     out.push_str("# HELP cuttle_db_commits_total Database transactions committed by this node.\n");
     out.push_str("# TYPE cuttle_db_commits_total counter\n");
     out.push_str(&format!("cuttle_db_commits_total {}\n", s.store.commits()));
+    out.push_str("# HELP cuttle_uploads_in_progress Package uploads this node is receiving.\n");
+    out.push_str("# TYPE cuttle_uploads_in_progress gauge\n");
+    out.push_str(&format!(
+        "cuttle_uploads_in_progress {}\n",
+        s.uploads.in_progress()
+    ));
     out.push_str("# HELP cuttle_node_running_tasks Tasks executing on each node.\n");
     out.push_str("# TYPE cuttle_node_running_tasks gauge\n");
     for n in &nodes {

@@ -210,6 +210,11 @@ impl Drop for UploadSlot<'_> {
 }
 
 impl Uploads {
+    /// Uploads this node is receiving now.
+    pub(crate) fn in_progress(&self) -> usize {
+        UPLOADS_PER_NODE - self.all.available_permits()
+    }
+
     /// A place for one more upload by `key` (the caller's principal): 429 past its share,
     /// 503 when the node takes no more.
     fn enter(&self, key: &str) -> Result<UploadSlot<'_>, ApiError> {
