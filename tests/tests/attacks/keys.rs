@@ -237,15 +237,13 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
             .to_owned()
     };
     let old_master = MasterKey::parse(&cluster.master_key).unwrap();
-    let stolen_variable_key = MasterKey::parse(
-        &String::from_utf8(
-            old_master
-                .decrypt(&setting("variable_encryption_key"))
-                .unwrap(),
-        )
-        .unwrap(),
+    let stolen_variable_b64 = String::from_utf8(
+        old_master
+            .decrypt(&setting("variable_encryption_key"))
+            .unwrap(),
     )
     .unwrap();
+    let stolen_variable_key = MasterKey::parse(&stolen_variable_b64).unwrap();
     let stolen_secret = old_master.decrypt(&setting("api_key_hmac_key")).unwrap();
     let stolen_hasher = ApiKeyHasher::from_secrets(&stolen_secret, None).unwrap();
     let ciphertexts = || -> Vec<String> {
@@ -354,8 +352,25 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
     let (st, out, err) = with_new_key(&["variable-key", "rotate"]);
     assert!(st.success(), "{out}{err}");
     assert!(out.contains("4 sensitive value(s) re-sealed"), "{out}");
+    // A web session signed in before the secret's rotation ends with it.
+    let signed = send(
+        &n1,
+        "POST",
+        "/ui/sign-in",
+        None,
+        Some(&format!("api_key={}", cluster.api_key)),
+        &[],
+    );
+    let old_session = session_of(&signed.set_cookie);
+    assert_eq!(
+        send(&n1, "GET", "/ui/nodes", Some(&old_session), None, &[]).status,
+        200
+    );
     let (st, out, err) = with_new_key(&["api-key-secret", "rotate"]);
     assert!(st.success(), "{out}{err}");
+    cuttle_e2e::wait_until("the old web session to end", MIN, || {
+        (send(&n1, "GET", "/ui/nodes", Some(&old_session), None, &[]).status == 303).then_some(())
+    });
 
     let after = ciphertexts();
     assert_eq!(after.len(), 4);
@@ -456,6 +471,39 @@ fn low_rotated_data_keys_leave_stolen_ones_opening_and_signing_nothing() {
         (n1.request_with_key(&idle, "GET", "/api/tasks", None).0 == 401).then_some(())
     });
     assert_eq!(n1.request_with_key(&ci, "GET", "/api/tasks", None).0, 200);
+
+    // A variable-key rotation interrupted after it stored the new key (the old one still kept
+    // as the previous, a value still under it) is finished by the next run, not restarted.
+    let new_master_key = MasterKey::parse(&new_master).unwrap();
+    let current = setting("variable_encryption_key");
+    let previous = new_master_key
+        .encrypt(stolen_variable_b64.as_bytes())
+        .unwrap();
+    let late = stolen_variable_key.encrypt(b"interrupted").unwrap();
+    pg.psql(&format!(
+        "UPDATE settings SET value = '{previous}' WHERE key = 'variable_encryption_key_previous'; \
+         UPDATE documents SET body = jsonb_set(body::jsonb, '{{variables,0,ciphertext}}', \
+             to_jsonb('{late}'::text))::text WHERE kind = 'Project'"
+    ))
+    .unwrap();
+    assert!(ciphertexts()
+        .iter()
+        .any(|c| stolen_variable_key.decrypt(c).is_ok()));
+    let (st, out, err) = with_new_key(&["variable-key", "rotate"]);
+    assert!(st.success(), "{out}{err}");
+    assert!(
+        out.contains("interrupted") && out.contains("1 sensitive value(s) re-sealed"),
+        "{out}"
+    );
+    assert_eq!(
+        setting("variable_encryption_key"),
+        current,
+        "the same new key"
+    );
+    assert_eq!(setting("variable_encryption_key_previous"), "");
+    assert!(ciphertexts()
+        .iter()
+        .all(|c| stolen_variable_key.decrypt(c).is_err()));
 }
 
 /// Every `ciphertext` of a sensitive variable in a stored document or snapshot.
