@@ -19,6 +19,39 @@ fn run_ok(cmd: Command) -> String {
     out
 }
 
+/// `CUTTLE_DATABASE_URL` takes PostgreSQL's keyword form as the docs say, and a connection
+/// string that is refused — whatever its form — is never echoed with its password.
+#[test]
+fn the_database_is_named_in_any_documented_form_and_no_refusal_shows_its_password() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    // postgres://USER@HOST:PORT/DB, as the harness makes it, in libpq's keyword form.
+    let rest = cluster.db_url.strip_prefix("postgres://").unwrap();
+    let (user, rest) = rest.split_once('@').unwrap();
+    let (host_port, db) = rest.split_once('/').unwrap();
+    let (host, port) = host_port.split_once(':').unwrap();
+    let keywords = format!("host={host} port={port} user={user} dbname={db} sslmode=disable");
+    let mut cmd = server_cmd(&cluster, &["upgrade-database"]);
+    cmd.env("CUTTLE_DATABASE_URL", &keywords);
+    let out = run_ok(cmd);
+    assert!(out.contains("database schema upgraded"), "{out}");
+    for refused in [
+        "Database=cuttle;User Id=cuttle;Password=HUNTER2-secret",
+        "Initial Catalog=cuttle;Password=\"HUNTER2;secret\";Server=sql;Encrypt=maybe",
+        "host=127.0.0.1 user=u password=HUNTER2-secret dbname=x sslmode=sometimes",
+        "mysql://cuttle:HUNTER2-secret@db/cuttle",
+        "cuttle Password=HUNTER2-secret",
+    ] {
+        let mut cmd = server_cmd(&cluster, &["check"]);
+        cmd.env("CUTTLE_DATABASE_URL", refused);
+        let (st, out, err) = run_to_exit(cmd, MIN).unwrap();
+        assert!(!st.success(), "{refused} was taken: {out}");
+        assert!(
+            !out.contains("HUNTER2") && !err.contains("HUNTER2"),
+            "{refused}:\n{out}{err}"
+        );
+    }
+}
+
 #[test]
 fn database_commands_and_api_keys_on_postgres() {
     let mut cluster = Cluster::new(Database::Postgres).unwrap();

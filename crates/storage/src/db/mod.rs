@@ -179,7 +179,10 @@ impl Store {
             }
             let b = sqlite::Sqlite::open(path, commits.clone()).await?;
             (Backend::Sqlite(b), format!("sqlite file {path}"))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || is_libpq_keywords(url)
+        {
             let (b, target) = postgres::Postgres::connect(url, opts, commits.clone()).await?;
             (Backend::Postgres(b), target)
         } else if url.starts_with("mssql://") || is_ado_net(url) {
@@ -188,8 +191,9 @@ impl Store {
             (Backend::Mssql(b), target)
         } else {
             return Err(Error::InvalidUrl(format!(
-                "unsupported scheme in {:?}: expected sqlite://PATH, postgres://…, mssql://… or \
-                 an ADO.NET string (Server=…;Database=…;…)",
+                "unsupported scheme in {:?}: expected sqlite://PATH, postgres://…, PostgreSQL \
+                 keywords (host=… dbname=… …), mssql://… or an ADO.NET string \
+                 (Server=…;Database=…;…)",
                 redact_url(url)
             )));
         };
@@ -266,45 +270,109 @@ pub fn redact_database_url(url: &str) -> String {
     redact_pairs(url)
 }
 
-/// `password=…` / `pwd=…` values in `key=value` text (`;`, `&` or space separated) redacted.
+/// `password=…` / `pwd=…` values in `key=value` text (`;`, `&` or space separated, spaces
+/// allowed around `=`) redacted, a quoted value (`'…'` or `"…"`, with a doubled quote or a
+/// backslash-escaped one inside) whole.
 fn redact_pairs(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        let hit = ["password=", "pwd="]
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let at_boundary = i == 0 || matches!(bytes[i - 1], b';' | b'&' | b' ' | b'?');
+        let key_len = ["password", "pwd"]
             .iter()
-            .filter_map(|k| {
-                lower
-                    .match_indices(k)
-                    .find(|(i, _)| {
-                        *i == 0 || matches!(lower.as_bytes()[i - 1], b';' | b'&' | b' ' | b'?')
-                    })
-                    .map(|(i, _)| (i, k.len()))
-            })
-            .min();
-        let Some((i, klen)) = hit else {
-            out.push_str(rest);
-            return out;
+            .find(|k| at_boundary && lower[i..].starts_with(*k))
+            .map(|k| k.len());
+        let Some(key_len) = key_len else {
+            i += 1;
+            continue;
         };
-        out.push_str(&rest[..i + klen]);
+        let mut j = i + key_len;
+        while j < bytes.len() && bytes[j] == b' ' {
+            j += 1;
+        }
+        if j >= bytes.len() || bytes[j] != b'=' {
+            i += 1;
+            continue;
+        }
+        j += 1;
+        while j < bytes.len() && bytes[j] == b' ' {
+            j += 1;
+        }
+        out.push_str(&text[copied..j]);
         out.push_str("<redacted>");
-        let value = &rest[i + klen..];
-        let end = value.find([';', '&', ' ']).unwrap_or(value.len());
-        rest = &value[end..];
+        j = value_end(bytes, j);
+        copied = j;
+        i = j;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Where a value starting at `start` ends: past its closing quote when quoted (a doubled quote
+/// or `\`-escaped one inside does not close it; an unclosed quote runs to the end), else at
+/// the next `;`, `&` or space.
+fn value_end(bytes: &[u8], start: usize) -> usize {
+    match bytes.get(start) {
+        Some(&q @ (b'\'' | b'"')) => {
+            let mut k = start + 1;
+            while k < bytes.len() {
+                if bytes[k] == b'\\' {
+                    k += 2;
+                } else if bytes[k] == q && bytes.get(k + 1) == Some(&q) {
+                    k += 2;
+                } else if bytes[k] == q {
+                    return k + 1;
+                } else {
+                    k += 1;
+                }
+            }
+            bytes.len()
+        }
+        _ => bytes[start..]
+            .iter()
+            .position(|b| matches!(b, b';' | b'&' | b' '))
+            .map_or(bytes.len(), |n| start + n),
     }
 }
 
-/// Drops user info from a URL for messages.
+/// A connection string for messages: a URL without its password, key=value text without any
+/// password value ([`redact_database_url`]).
 pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
+    redact_database_url(url)
 }
 
-/// An ADO.NET connection string names its server with one of these keys.
+/// libpq's keyword/value form (`host=db port=5432 dbname=cuttle user=cuttle sslmode=…`): no
+/// scheme, no `;`, and its first key one of libpq's.
+fn is_libpq_keywords(text: &str) -> bool {
+    const KEYS: [&str; 9] = [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "sslmode",
+        "sslrootcert",
+        "connect_timeout",
+    ];
+    !text.contains("://")
+        && !text.contains(';')
+        && text
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.split_once('='))
+            .is_some_and(|(k, _)| KEYS.contains(&k.to_ascii_lowercase().as_str()))
+}
+
+/// An ADO.NET connection string: `key=value` pairs separated by `;` (its errors then come from
+/// its own parser, naming what is wrong — a missing server, an unknown key).
 fn is_ado_net(text: &str) -> bool {
+    if !text.contains("://") && text.contains(';') && text.contains('=') {
+        return true;
+    }
     let lower = text.trim_start().to_ascii_lowercase();
     [
         "server=",
@@ -369,9 +437,32 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(
             super::redact_url("postgres://u:secret@db:5432/x"),
-            "postgres://***@db:5432/x"
+            "postgres://u:<redacted>@db:5432/x"
         );
         assert_eq!(super::redact_url("sqlite:///a/b"), "sqlite:///a/b");
+        // Quoted values whole, spaces around `=`, any case.
+        for (text, shown) in [
+            (
+                "Server=sql;Password=\"a;b c\";Encrypt=true",
+                "Server=sql;Password=<redacted>;Encrypt=true",
+            ),
+            (
+                "Server=sql;Password='it''s;x'",
+                "Server=sql;Password=<redacted>",
+            ),
+            (
+                "host=db password='a \\' b' dbname=x",
+                "host=db password=<redacted> dbname=x",
+            ),
+            (
+                "host=db PASSWORD = hunter2 dbname=x",
+                "host=db PASSWORD = <redacted> dbname=x",
+            ),
+            ("Server=sql;Pwd=\"unclosed;x=1", "Server=sql;Pwd=<redacted>"),
+            ("passwordless=1;user=x", "passwordless=1;user=x"),
+        ] {
+            assert_eq!(super::redact_url(text), shown, "{text}");
+        }
     }
 
     #[test]
@@ -408,5 +499,47 @@ mod tests {
             assert!(!got.contains(secret));
         }
         assert_eq!(super::redact_database_url("sqlite:///a/b"), "sqlite:///a/b");
+    }
+
+    #[test]
+    fn connection_string_forms_are_told_apart() {
+        assert!(super::is_libpq_keywords(
+            "host=db port=5432 dbname=cuttle user=u password=p"
+        ));
+        assert!(super::is_libpq_keywords(
+            "dbname=cuttle host=/run/postgresql"
+        ));
+        assert!(!super::is_libpq_keywords("postgres://u@db/x?host=y"));
+        assert!(!super::is_libpq_keywords("Server=sql;Database=x"));
+        assert!(!super::is_libpq_keywords("nonsense"));
+        assert!(super::is_ado_net("Server=tcp:sql,1433;Database=x"));
+        assert!(super::is_ado_net("Database=x;Password=p;Data Source=sql"));
+        assert!(
+            super::is_ado_net("Database=x;Password=p"),
+            "its parser says what is missing"
+        );
+        assert!(!super::is_ado_net("mssql://u:p@sql/x?a=b;c"));
+    }
+
+    /// Whatever form a connection string has, an error about it never shows its password.
+    #[tokio::test]
+    async fn a_refused_connection_string_never_shows_its_password() {
+        let opts = super::StoreOptions {
+            connect_timeout: std::time::Duration::from_millis(200),
+            ..Default::default()
+        };
+        for url in [
+            "Database=x;Password=HUNTER2-secret;Encrypt=maybe",
+            "Initial Catalog=x;Password=\"HUNTER2-secret;still\";Unknown Thing=1",
+            "host=127.0.0.1 port=1 user=u password=HUNTER2-secret dbname=x sslmode=wrong",
+            "mysql://u:HUNTER2-secret@db/x",
+            "whatever Password=HUNTER2-secret",
+        ] {
+            let err = match super::Store::connect(url, &opts).await {
+                Ok(_) => panic!("{url} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(!err.contains("HUNTER2"), "{url}: {err}");
+        }
     }
 }

@@ -251,14 +251,27 @@ fn parse_ado(text: &str) -> Result<MssqlConfig> {
                      authentication (User Id and Password)"
                 )))
             }
-            // Accepted and ignored: pooling and the like are Cuttle's own settings.
+            // Accepted and ignored: pooling and the like are Cuttle's own settings, and what
+            // the Azure portal, RDS and SSMS put in the strings they hand out changes nothing
+            // Cuttle does (it runs one statement at a time per connection, without MARS, and
+            // bounds its statements itself).
             "pooling"
             | "min pool size"
             | "max pool size"
             | "persist security info"
             | "applicationintent"
             | "application intent"
-            | "packet size" => {}
+            | "packet size"
+            | "multipleactiveresultsets"
+            | "multiple active result sets"
+            | "command timeout"
+            | "connect retry count"
+            | "connectretrycount"
+            | "connect retry interval"
+            | "connectretryinterval"
+            | "load balance timeout"
+            | "workstation id"
+            | "wsid" => {}
             other => {
                 return Err(invalid(format!(
                     "SQL Server connection string: unknown setting {other:?}"
@@ -356,6 +369,28 @@ mod tests {
         assert_eq!((c.host.as_str(), c.encrypt), ("localhost", Encrypt::Off));
         let c = MssqlConfig::parse("Server=h;Database=d;User=u;Password=p;Encrypt=Strict").unwrap();
         assert_eq!(c.encrypt, Encrypt::Strict, "TDS 8.0");
+    }
+
+    /// What the Azure portal, SSMS and RDS hand out is taken as it is.
+    #[test]
+    fn strings_cloud_portals_and_tools_hand_out_are_accepted() {
+        for text in [
+            "Server=tcp:cuttle.database.windows.net,1433;Initial Catalog=cuttle;Persist Security \
+             Info=False;User ID=cuttle;Password=s3cret;MultipleActiveResultSets=False;\
+             Encrypt=True;TrustServerCertificate=False;Connection Timeout=30;",
+            "Data Source=sql.example.com;Initial Catalog=cuttle;User ID=cuttle;Password=s3cret;\
+             Connect Timeout=30;Encrypt=True;Trust Server Certificate=False;Application \
+             Intent=ReadWrite;Multi Subnet Failover=False;Connect Retry Count=1;\
+             Connect Retry Interval=10;Command Timeout=0",
+            "Server=db.abc.eu-west-1.rds.amazonaws.com,1433;Database=cuttle;User Id=cuttle;\
+             Password=s3cret;Encrypt=true;Workstation ID=build-01",
+        ] {
+            let c = MssqlConfig::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (c.database.as_str(), c.password.as_str()),
+                ("cuttle", "s3cret")
+            );
+        }
     }
 
     #[test]
