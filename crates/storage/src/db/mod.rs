@@ -319,9 +319,8 @@ fn value_end(bytes: &[u8], start: usize) -> usize {
         Some(&q @ (b'\'' | b'"')) => {
             let mut k = start + 1;
             while k < bytes.len() {
-                if bytes[k] == b'\\' {
-                    k += 2;
-                } else if bytes[k] == q && bytes.get(k + 1) == Some(&q) {
+                let escaped = bytes[k] == b'\\' || (bytes[k] == q && bytes.get(k + 1) == Some(&q));
+                if escaped {
                     k += 2;
                 } else if bytes[k] == q {
                     return k + 1;
