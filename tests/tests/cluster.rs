@@ -16,6 +16,7 @@ cuttle_e2e::on_every_database!(
     three_nodes_on_an_empty_database_migrate_once,
     enqueue_wakes_an_idle_worker_on_another_node,
     drain_returns_418_and_lets_running_tasks_finish,
+    a_new_task_cap_applies_at_once,
 );
 
 fn sleep(ms: u64) -> Value {
@@ -313,6 +314,52 @@ fn drain_returns_418_and_lets_running_tasks_finish(db: Database) {
     let (status, _) = n2.patch("/api/nodes/n1", &json!({"draining": false}));
     assert_eq!(status, 200);
     assert_eq!(n1.ping(), 200);
+}
+
+/// `PATCH /api/nodes/{name}` "takes effect at once": a raised cap fills at once and a lowered
+/// one holds from the node's next claim — long before the node's next heartbeat (60 s here).
+fn a_new_task_cap_applies_at_once(db: Database) {
+    let cluster = Cluster::new(db).unwrap();
+    let slow_beat = |name: &str, cap| NodeOptions {
+        heartbeat_secs: 60,
+        offline_after_secs: 180,
+        ..NodeOptions::named(name, cap)
+    };
+    let w = cluster.start(slow_beat("w", 1));
+    let api = cluster.start(slow_beat("api", 0));
+    let (status, node) = api.patch("/api/nodes/w", &json!({"task_cap": 3}));
+    assert_eq!((status, node["task_cap"].as_u64()), (200, Some(3)));
+    let long: Vec<String> = (0..3).map(|_| api.enqueue(sleep(60_000))).collect();
+    wait_until(
+        "three tasks executing at once under the raised cap",
+        MIN / 4,
+        || {
+            let executing = long
+                .iter()
+                .filter(|id| w.task(id)["state"] == "Executing")
+                .count();
+            (executing == 3).then_some(())
+        },
+    );
+    for id in &long {
+        let (status, _) = api.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
+        assert_eq!(status, 202);
+    }
+    wait_all_finished(&api, &long, MIN);
+
+    let (status, _) = api.patch("/api/nodes/w", &json!({"task_cap": 1}));
+    assert_eq!(status, 200);
+    let ids: Vec<String> = (0..3).map(|_| api.enqueue(sleep(700))).collect();
+    let tasks = wait_all_finished(&api, &ids, MIN);
+    let iv: Vec<(i64, i64)> = tasks
+        .iter()
+        .map(|t| (ms(t, "started_at"), ms(t, "completed_at")))
+        .collect();
+    assert_eq!(
+        max_overlap(&iv),
+        1,
+        "a cap of 1 ran tasks side by side: {iv:?}"
+    );
 }
 
 #[test]

@@ -18,6 +18,8 @@ use tonic::transport::Channel;
 pub enum WakeReason {
     Enqueued,
     Cancelled,
+    /// The node's task cap or draining flag changed: it reads them back now.
+    SettingsChanged,
 }
 
 /// An in-process wake for the worker hosted by this node, bypassing gRPC.
@@ -27,7 +29,7 @@ pub type LocalWake = Arc<dyn Fn(WakeReason) + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct Waker {
     enqueued: Arc<Notify>,
-    cancelled: mpsc::UnboundedSender<String>,
+    one: mpsc::UnboundedSender<(String, Reason)>,
 }
 
 impl Waker {
@@ -36,7 +38,13 @@ impl Waker {
     }
 
     pub(crate) fn cancelled(&self, node: String) {
-        let _ = self.cancelled.send(node);
+        let _ = self.one.send((node, Reason::Cancelled));
+    }
+
+    /// The node's task cap or draining flag was changed: it reads them back now rather than at
+    /// its next heartbeat, so a new cap applies to its next claim.
+    pub(crate) fn settings_changed(&self, node: String) {
+        let _ = self.one.send((node, Reason::SettingsChanged));
     }
 }
 
@@ -54,10 +62,10 @@ pub(crate) fn start(
     shutdown: CancellationToken,
 ) -> Waker {
     let enqueued = Arc::new(Notify::new());
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Reason)>();
     let waker = Waker {
         enqueued: enqueued.clone(),
-        cancelled: tx,
+        one: tx,
     };
     tokio::spawn(async move {
         let mut fan = Fanout {
@@ -75,11 +83,20 @@ pub(crate) fn start(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = enqueued.notified() => fan.wake_all().await,
-                Some(node) = rx.recv() => fan.wake_one(&node).await,
+                Some((node, reason)) = rx.recv() => fan.wake_one(&node, reason).await,
             }
         }
     });
     waker
+}
+
+#[derive(Clone)]
+struct WorkerNode {
+    name: String,
+    /// gRPC address.
+    address: String,
+    /// Neither draining nor capped at 0: worth waking for new tasks.
+    takes_work: bool,
 }
 
 struct Fanout {
@@ -89,8 +106,8 @@ struct Fanout {
     local: Option<LocalWake>,
     cluster: cuttle_tls::ClusterTls,
     clients: HashMap<String, WorkerControlClient<Channel>>,
-    /// (name, gRPC address) of online worker nodes.
-    workers: Vec<(String, String)>,
+    /// Online worker nodes, whether or not they take work now.
+    workers: Vec<WorkerNode>,
     read_at: Option<Instant>,
     /// Nodes with a wake call outstanding, and whether another wake arrived meanwhile (then
     /// the call is repeated once it returns, so no enqueue is left unannounced).
@@ -106,9 +123,12 @@ impl Fanout {
             Ok(nodes) => {
                 self.workers = nodes
                     .into_iter()
-                    .filter(|n| n.online && !n.draining && n.task_cap > 0)
-                    .filter(|n| n.roles.iter().any(|r| r == "worker"))
-                    .map(|n| (n.name, n.grpc_address))
+                    .filter(|n| n.online && n.roles.iter().any(|r| r == "worker"))
+                    .map(|n| WorkerNode {
+                        takes_work: !n.draining && n.task_cap > 0,
+                        name: n.name,
+                        address: n.grpc_address,
+                    })
                     .collect();
                 self.read_at = Some(Instant::now());
             }
@@ -121,24 +141,27 @@ impl Fanout {
             local(WakeReason::Enqueued);
         }
         self.refresh().await;
-        for (name, addr) in self.workers.clone() {
-            if name != self.self_name || self.local.is_none() {
-                self.call(name, &addr, Reason::Enqueued);
+        for w in self.workers.clone() {
+            if w.takes_work && (w.name != self.self_name || self.local.is_none()) {
+                self.call(w.name, &w.address, Reason::Enqueued);
             }
         }
     }
 
-    async fn wake_one(&mut self, node: &str) {
+    async fn wake_one(&mut self, node: &str, reason: Reason) {
         if node == self.self_name {
             if let Some(local) = &self.local {
-                local(WakeReason::Cancelled);
+                local(match reason {
+                    Reason::SettingsChanged => WakeReason::SettingsChanged,
+                    _ => WakeReason::Cancelled,
+                });
                 return;
             }
         }
         self.read_at = None;
         self.refresh().await;
-        if let Some((name, addr)) = self.workers.iter().find(|(n, _)| n == node).cloned() {
-            self.call(name, &addr, Reason::Cancelled);
+        if let Some(w) = self.workers.iter().find(|w| w.name == node).cloned() {
+            self.call(w.name, &w.address, reason);
         }
     }
 

@@ -123,18 +123,25 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let mut rest = JoinSet::new();
     let db_contact = DbContact::default();
     db_contact.touch(); // registration just succeeded
+                        // Created up front so the scheduler can wake this node's worker for re-queued tasks, and
+                        // an operator's change of its cap or draining flag can reach the heartbeat at once.
+    let worker_handle = cfg.roles.contains(Role::Worker).then(WorkerHandle::new);
+    let settings_changed = worker_handle
+        .as_ref()
+        .map(WorkerHandle::settings_notify)
+        .unwrap_or_default();
     rest.spawn(heartbeat(
         store.clone(),
         shared.clone(),
         reg.clone(),
-        cfg.heartbeat,
+        HeartbeatTimers {
+            every: cfg.heartbeat,
+            now: settings_changed,
+        },
         state_tx,
         db_contact.clone(),
         rest_stop.clone(),
     ));
-
-    // Created up front so the scheduler can wake this node's worker for re-queued tasks.
-    let worker_handle = cfg.roles.contains(Role::Worker).then(WorkerHandle::new);
     if cfg.roles.contains(Role::Scheduler) {
         let sched = SchedulerConfig {
             health_check_every: cfg.health_check,
@@ -220,6 +227,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         local_wake = Some(Arc::new(move |reason| match reason {
             WakeReason::Enqueued => h.wake_claim(),
             WakeReason::Cancelled => h.wake_reconcile(),
+            WakeReason::SettingsChanged => h.settings_changed(),
         }));
         let wcfg = WorkerConfig {
             node_name: cfg.node_name.clone(),
@@ -390,18 +398,25 @@ async fn recover_previous_run(store: &Store, shared: &SharedStore, node: &str) -
     Ok(())
 }
 
+/// When the heartbeat beats: every `every`, and at once when `now` is notified (an operator
+/// changed this node's cap or draining flag; the node reads them back without waiting).
+struct HeartbeatTimers {
+    every: Duration,
+    now: Arc<tokio::sync::Notify>,
+}
+
 /// Writes *last seen* every `every` on its own loop, so a busy worker or API never delays it;
 /// publishes the operator-controlled cap and draining flag it reads back.
 async fn heartbeat(
     store: Store,
     shared: SharedStore,
     reg: NodeRegistration,
-    every: Duration,
+    timers: HeartbeatTimers,
     state: watch::Sender<NodeState>,
     contact: DbContact,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(timers.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // registration just wrote last seen
     let mut failing = false;
@@ -410,6 +425,7 @@ async fn heartbeat(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = timers.now.notified() => tick.reset(),
         }
         let storage_ok = probe_shared_store(&shared, &mut storage_was_ok).await;
         match store.heartbeat(&reg, storage_ok).await {

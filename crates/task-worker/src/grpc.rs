@@ -20,6 +20,7 @@ impl WorkerControl for WorkerControlService {
     async fn wake(&self, request: Request<WakeRequest>) -> Result<Response<WakeReply>, Status> {
         match request.into_inner().reason() {
             Reason::Cancelled => self.handle.wake_reconcile(),
+            Reason::SettingsChanged => self.handle.settings_changed(),
             Reason::Enqueued | Reason::Unspecified => self.handle.wake_claim(),
         }
         Ok(Response::new(WakeReply {}))

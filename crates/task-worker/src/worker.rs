@@ -101,6 +101,7 @@ pub struct WorkerHandle {
 struct Shared {
     claim: Arc<Notify>,
     reconcile: Notify,
+    settings: Arc<Notify>,
     running: AtomicU32,
 }
 
@@ -117,6 +118,17 @@ impl WorkerHandle {
     /// A task this node runs may have been cancelled: check now.
     pub fn wake_reconcile(&self) {
         self.shared.reconcile.notify_one();
+    }
+
+    /// This node's task cap or draining flag was changed: whoever keeps the node's settings
+    /// (its heartbeat) reads them back now, so a new cap applies at once.
+    pub fn settings_changed(&self) {
+        self.shared.settings.notify_one();
+    }
+
+    /// The notifier behind [`WorkerHandle::settings_changed`].
+    pub fn settings_notify(&self) -> Arc<Notify> {
+        self.shared.settings.clone()
     }
 
     /// The notifier behind [`WorkerHandle::wake_claim`], for event sources that take one.

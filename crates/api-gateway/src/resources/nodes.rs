@@ -60,6 +60,7 @@ pub(crate) async fn change_node(
         return Err(ApiError::not_found(format!("no node named {name:?}")));
     }
     tracing::info!(node = %name, by = %caller.name, task_cap = ?patch.task_cap, draining = ?patch.draining, "node changed");
+    s.waker.settings_changed(name.to_owned());
     s.store
         .get_node(name, s.config.offline_after)
         .await?

@@ -128,6 +128,7 @@ conformance!(
     migrations::migrations_are_versioned_and_idempotent,
     migrations::concurrent_migrations_run_once,
     queue::claims_fifo_up_to_max,
+    queue::claims_never_pass_the_task_cap_as_stored_now,
     queue::draining_zero_cap_or_unknown_nodes_claim_nothing,
     queue::concurrency_tags_never_overlap,
     queue::completions_are_fenced_by_epoch,

@@ -21,6 +21,42 @@ pub(crate) async fn claims_fifo_up_to_max(fx: &Fixture) {
     assert_eq!(node.running_tasks, 5);
 }
 
+/// A claim never takes a node past its task cap as stored at that moment, whatever the worker
+/// asks for: a cap just lowered (or raised) applies at the next claim.
+pub(crate) async fn claims_never_pass_the_task_cap_as_stored_now(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("n1", 3)).await.unwrap();
+    enqueue_n(&s, 8).await;
+    let first = s.claim("n1", 10).await.unwrap();
+    assert_eq!(first.len(), 3, "the cap, not what was asked");
+    let cap = |n: u32| NodePatch {
+        task_cap: Some(n),
+        draining: None,
+    };
+    assert!(s.patch_node("n1", &cap(1), None).await.unwrap());
+    let one_done = [done(first[0].id, first[0].epoch)];
+    let (accepted, claimed) = s.complete_and_claim("n1", &one_done, 10).await.unwrap();
+    assert_eq!(
+        (accepted.len(), claimed.len()),
+        (1, 0),
+        "two still run: over the new cap"
+    );
+    let rest: Vec<Completion> = first[1..].iter().map(|c| done(c.id, c.epoch)).collect();
+    let (_, claimed) = s.complete_and_claim("n1", &rest, 10).await.unwrap();
+    assert_eq!(
+        claimed.len(),
+        1,
+        "the completions count: one under the cap of 1"
+    );
+    assert!(s.patch_node("n1", &cap(4), None).await.unwrap());
+    assert_eq!(
+        s.claim("n1", 10).await.unwrap().len(),
+        3,
+        "raised: up to 4 running"
+    );
+    assert!(s.claim("n1", 10).await.unwrap().is_empty());
+}
+
 pub(crate) async fn draining_zero_cap_or_unknown_nodes_claim_nothing(fx: &Fixture) {
     let s = fx.migrated().await;
     s.register_node(&reg("drainer", 5)).await.unwrap();
@@ -389,7 +425,7 @@ pub(crate) async fn concurrent_claimers_take_each_task_once(fx: &Fixture) {
 
 pub(crate) async fn complete_and_claim_in_one_call(fx: &Fixture) {
     let s = fx.migrated().await;
-    s.register_node(&reg("n1", 2)).await.unwrap();
+    s.register_node(&reg("n1", 5)).await.unwrap();
     let a = s.enqueue(&sleep_task(Some("tag")), None).await.unwrap().id;
     let b = s.enqueue(&sleep_task(Some("tag")), None).await.unwrap().id;
     let ids = enqueue_n(&s, 3).await;

@@ -142,12 +142,21 @@ fn complete_and_claim_sql(done: usize, claim: bool) -> String {
         // Babelfish, which ignores the hints, they can): the loser re-checks it and skips.
         // With READ_COMMITTED_SNAPSHOT on, READPAST is accepted because UPDLOCK makes this a
         // locking read (the widely used queue form; a plain READPAST read would be refused).
+        // Never past the node's task cap as stored now (a change reaches the next claim, not
+        // the next heartbeat), counting what runs on it after the completions above.
+        sql.push_str(
+            "DECLARE @take BIGINT = ISNULL((SELECT task_cap FROM nodes WHERE name = @P1), 0)
+                 - (SELECT COUNT_BIG(*) FROM tasks
+                    WHERE node = @P1 AND state IN (N'Executing', N'Cancelling'));
+             IF @take > @P2 SET @take = @P2;
+             IF @take < 0 SET @take = 0;\n",
+        );
         sql.push_str(
             "UPDATE tasks SET state = N'Executing', node = @P1, claim_epoch = claim_epoch + 1,
                  started_at = SYSUTCDATETIME(), error = NULL
              OUTPUT inserted.seq, inserted.claim_epoch, inserted.kind, inserted.arguments
              WHERE state = N'Queued' AND seq IN (
-                 SELECT TOP (@P2) q.seq FROM tasks q WITH (UPDLOCK, READPAST, ROWLOCK)
+                 SELECT TOP (@take) q.seq FROM tasks q WITH (UPDLOCK, READPAST, ROWLOCK)
                  WHERE q.state = N'Queued'
                    AND EXISTS (SELECT 1 FROM nodes n
                                WHERE n.name = @P1 AND n.draining = 0 AND n.task_cap > 0)

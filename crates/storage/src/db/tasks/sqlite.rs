@@ -296,7 +296,12 @@ impl Sqlite {
                                              AND o.state = 'Queued'
                                              AND (o.queued_at_ms, o.seq) < (q.queued_at_ms, q.seq))))
                          ORDER BY q.queued_at_ms, q.seq
-                         LIMIT ?2)
+                         -- Never past the node's task cap as stored now, counting what
+                         -- runs on it (the completions above are already applied).
+                         LIMIT MIN(?2, MAX(0,
+                             IFNULL((SELECT n.task_cap FROM nodes n WHERE n.name = ?1), 0)
+                             - (SELECT COUNT(*) FROM tasks r
+                                WHERE r.node = ?1 AND r.state IN ('Executing', 'Cancelling')))))
                      RETURNING seq, claim_epoch, kind, arguments"
                 ))
                 .map_err(db_err)?;
