@@ -742,6 +742,83 @@ fn wrong_master_key_exits_with_its_reason() {
     );
 }
 
+/// One live process per node name: a second process started with a live node's name is
+/// refused, naming the first, and the first keeps its running task; a killed process's name is
+/// taken over once its heartbeat has stopped, a cleanly stopped one's without waiting.
+#[test]
+fn a_node_name_is_held_by_one_live_process() {
+    let cluster = Cluster::sqlite();
+    let mut n1 = cluster.start(NodeOptions::named("n1", 1));
+    let busy = n1.enqueue(sleep(60_000));
+    n1.wait_task(&busy, "executing", MIN, |t| t["state"] == "Executing");
+    let cmd = cluster.command(
+        &NodeOptions::named("n1", 1),
+        cuttle_e2e::free_port(),
+        cuttle_e2e::free_port(),
+    );
+    let (status, _, err) = cuttle_e2e::run_to_exit(cmd, MIN).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("another cuttle-server process is running as node \"n1\"")
+            && err.contains(n1.url("").trim_start_matches("http://")),
+        "the refusal names the name and the process holding it: {err}"
+    );
+    assert_eq!(
+        n1.task(&busy)["state"],
+        "Executing",
+        "the first keeps its task"
+    );
+    assert_eq!(n1.ping(), 200);
+    let (status, _) = n1.post(&format!("/api/tasks/{busy}/cancel"), &json!({}));
+    assert_eq!(status, 202);
+    n1.wait_finished(&busy, MIN);
+
+    // Killed: the next start watches the old heartbeat, finds it stopped, and takes over.
+    n1.kill9();
+    cluster.restart(&mut n1);
+    assert!(n1.stderr_text().contains("watching its heartbeat"));
+    // Stopped cleanly: the name is let go, the next start takes it without watching.
+    n1.terminate();
+    n1.wait_exit(MIN).unwrap();
+    let watched = n1.stderr_text().matches("watching its heartbeat").count();
+    cluster.restart(&mut n1);
+    assert_eq!(
+        n1.stderr_text().matches("watching its heartbeat").count(),
+        watched
+    );
+    let id = n1.enqueue(sleep(0));
+    assert_eq!(n1.wait_finished(&id, MIN)["state"], "Success");
+}
+
+/// A process whose name was taken over while it was frozen learns it at its next heartbeat
+/// and stops, exiting 1: two live processes never share a name.
+#[test]
+fn a_process_whose_name_was_taken_over_stops() {
+    let cluster = Cluster::sqlite();
+    let mut old = cluster.start(NodeOptions {
+        expected_errors: vec![
+            "held by another process".into(),
+            "another process holds this node's name".into(),
+            "took over node name".into(),
+        ],
+        ..NodeOptions::named("n1", 1)
+    });
+    old.freeze();
+    let new = cluster.start(NodeOptions::named("n1", 1));
+    assert!(new.stderr_text().contains("taking the name over"));
+    old.thaw();
+    let status = old.wait_exit(MIN).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        old.stderr_text()
+            .contains("another cuttle-server process took over node name \"n1\""),
+        "{}",
+        old.stderr_text()
+    );
+    let id = new.enqueue(sleep(0));
+    assert_eq!(new.wait_finished(&id, MIN)["state"], "Success");
+}
+
 #[test]
 fn sql_server_connection_strings_are_checked_and_passwords_never_shown() {
     let cluster = Cluster::sqlite();

@@ -9,6 +9,7 @@ mod config;
 mod data_keys;
 mod harden;
 mod node;
+mod node_name;
 mod rotate;
 mod startup;
 

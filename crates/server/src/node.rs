@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use cuttle_api_gateway::{ApiConfig, ApiDeps, LocalWake, WakeReason};
 use cuttle_core::Role;
 use cuttle_storage::{Keyring, NodeRegistration, NodeState, SharedStore, Store, TaskLogWriter};
@@ -81,7 +81,9 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
                 .unwrap_or(listen);
             advertise::advertised(setting, bound, explicit.as_deref())
         };
-    let reg = NodeRegistration {
+    let mut reg = NodeRegistration {
+        instance: crate::node_name::new_instance()?,
+        replaces: None,
         name: cfg.node_name.clone(),
         roles: cfg.roles.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -108,7 +110,9 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         },
         initial_task_cap: cfg.task_cap,
     };
-    let state = store.register_node(&reg).await.context("register node")?;
+    let state = crate::node_name::register(&store, &mut reg, cfg.heartbeat, cfg.offline_after)
+        .await
+        .context("register node")?;
     startup::master_key_still_matches(&store, &master_key).await?;
     tracing::info!(node = %reg.name, roles = %reg.roles, http = %reg.http_address,
         task_cap = state.task_cap, draining = state.draining, "node registered");
@@ -123,8 +127,10 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let mut rest = JoinSet::new();
     let db_contact = DbContact::default();
     db_contact.touch(); // registration just succeeded
-                        // Created up front so the scheduler can wake this node's worker for re-queued tasks, and
-                        // an operator's change of its cap or draining flag can reach the heartbeat at once.
+                        // Fired when another process has taken this node's name over: this one stops.
+    let name_lost = CancellationToken::new();
+    // Created up front so the scheduler can wake this node's worker for re-queued tasks, and
+    // an operator's change of its cap or draining flag can reach the heartbeat at once.
     let worker_handle = cfg.roles.contains(Role::Worker).then(WorkerHandle::new);
     let settings_changed = worker_handle
         .as_ref()
@@ -140,7 +146,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         },
         state_tx,
         db_contact.clone(),
-        rest_stop.clone(),
+        (rest_stop.clone(), name_lost.clone()),
     ));
     if cfg.roles.contains(Role::Scheduler) {
         let sched = SchedulerConfig {
@@ -300,8 +306,15 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         ));
     }
 
-    wait_for_signal().await?;
-    tracing::info!("shutdown requested: draining (ping answers 418, no new tasks)");
+    tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            tracing::info!("shutdown requested: draining (ping answers 418, no new tasks)");
+        }
+        _ = name_lost.cancelled() => {
+            tracing::error!("another process holds this node's name now; stopping (its tasks are its own)");
+        }
+    }
     shutting_down.store(true, Ordering::Relaxed);
     worker_stop.cancel();
     if let Some(w) = worker {
@@ -318,6 +331,16 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     .await;
     if all_stopped.is_err() {
         tracing::warn!("some roles did not stop within {STOP_TIMEOUT:?}; exiting anyway");
+    }
+    if name_lost.is_cancelled() {
+        bail!(
+            "another cuttle-server process took over node name {:?} while this one was cut \
+             off; this process stopped",
+            reg.name
+        );
+    }
+    if let Err(e) = store.release_node_name(&reg.name, &reg.instance).await {
+        tracing::warn!(error = %e, "could not let go of the node name; the next start waits for the heartbeat to age");
     }
     tracing::info!("node stopped");
     Ok(())
@@ -414,7 +437,7 @@ async fn heartbeat(
     timers: HeartbeatTimers,
     state: watch::Sender<NodeState>,
     contact: DbContact,
-    stop: CancellationToken,
+    (stop, name_lost): (CancellationToken, CancellationToken),
 ) {
     let mut tick = tokio::time::interval(timers.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -447,6 +470,11 @@ async fn heartbeat(
                     *cur = s;
                     changed
                 });
+            }
+            Err(cuttle_storage::Error::NodeNameHeld(why)) => {
+                tracing::error!(error = %why, "this node's name is held by another process");
+                name_lost.cancel();
+                return;
             }
             Err(e) => {
                 failing = true;

@@ -30,6 +30,9 @@ pub enum Error {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// Another live process holds this node's name (see `Store::register_node`).
+    #[error("{0}")]
+    NodeNameHeld(String),
     /// Master-key problems: malformed key, or a key that does not match the database.
     #[error("{0}")]
     MasterKey(String),

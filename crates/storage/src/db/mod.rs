@@ -38,7 +38,7 @@ use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 11;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// Settings for connecting to the database.
 #[derive(Debug, Clone)]
@@ -84,6 +84,33 @@ pub struct NodeRegistration {
     pub gateway_address: Option<String>,
     /// Only used when the row is created; afterwards the database value wins.
     pub initial_task_cap: u32,
+    /// This process: random, new at every start. The row names the process holding the node's
+    /// name; registering fails while another process holds it.
+    pub instance: String,
+    /// A process found gone (no heartbeat within the window) whose hold this one may take
+    /// over; see [`Store::node_holder`].
+    pub replaces: Option<String>,
+}
+
+/// Who holds a node's name, as its row says, with the database clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHolder {
+    /// The process holding the name; `None` when it stopped cleanly (or wrote no instance).
+    pub instance: Option<String>,
+    pub last_seen_ms: i64,
+    pub now_ms: i64,
+    pub http_address: String,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Written; the operator-controlled state read back.
+    Written(NodeState),
+    /// The node's row is gone (deleted by an operator): register again.
+    Missing,
+    /// Another process holds the name now.
+    Taken,
 }
 
 /// The operator-controlled part of a node row, as read back at each heartbeat.

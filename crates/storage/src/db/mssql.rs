@@ -57,6 +57,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/mssql/0010_key_grants.sql"),
     ),
     (11, include_str!("../../migrations/mssql/0011_sessions.sql")),
+    (
+        12,
+        include_str!("../../migrations/mssql/0012_node_instance.sql"),
+    ),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

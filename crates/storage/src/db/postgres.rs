@@ -61,6 +61,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         11,
         include_str!("../../migrations/postgres/0011_sessions.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/postgres/0012_node_instance.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         11,
         include_str!("../../migrations/sqlite/0011_sessions.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/sqlite/0012_node_instance.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -26,8 +26,8 @@ use cuttle_core::{
 };
 use cuttle_e2e::{temp_dir, TempDir, TestPostgres, TestSqlServer};
 use cuttle_storage::{
-    audit_as, Audit, Completion, DeploymentFilter, DocumentWrite, Execution, HashedWith, NewApiKey,
-    NewDeployment, NewRelease, NodeRegistration, Revoke, Store, StoreOptions, Written,
+    audit_as, Audit, Completion, DeploymentFilter, DocumentWrite, Error, Execution, HashedWith,
+    NewApiKey, NewDeployment, NewRelease, NodeRegistration, Revoke, Store, StoreOptions, Written,
     SCHEMA_VERSION,
 };
 
@@ -135,6 +135,7 @@ conformance!(
     queue::lost_nodes_fail_their_tasks_exactly_once,
     queue::restarted_node_releases_its_previous_tasks,
     nodes::heartbeat_reregisters_deleted_node_and_keeps_operator_state,
+    nodes::a_node_name_is_held_by_one_process_at_a_time,
     queue::cancel_queued_executing_and_orphaned,
     settings::settings_are_shared_and_initialised_once,
     keys::api_keys_are_stored_once_with_scope_expiry_and_target,
@@ -168,6 +169,8 @@ pub(crate) fn reg(name: &str, cap: u32) -> NodeRegistration {
         grpc_address: "127.0.0.1:2".into(),
         gateway_address: None,
         initial_task_cap: cap,
+        instance: format!("{name}-instance"),
+        replaces: None,
     }
 }
 

@@ -10,26 +10,49 @@ use std::time::Duration;
 
 use cuttle_core::{NodePatch, NodeRecord};
 
-use super::{dispatch, ms, Audit, NodeRegistration, NodeState, Store};
-use crate::Result;
+use super::{dispatch, ms, Audit, Beat, NodeHolder, NodeRegistration, NodeState, Store};
+use crate::{Error, Result};
 
 impl Store {
-    /// Creates or refreshes this node's row (addresses, roles, version, started, last seen).
-    /// An existing row keeps its task cap and draining flag: those belong to the operator.
+    /// Creates or refreshes this node's row (addresses, roles, version, started, last seen)
+    /// and marks it held by `reg.instance`. An existing row keeps its task cap and draining
+    /// flag: those belong to the operator. Refused ([`Error::NodeNameHeld`]) while another
+    /// process holds the name — unless it is `reg.replaces`, found gone by the caller.
     pub async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
-        dispatch!(self, b => b.register_node(reg).await)
+        dispatch!(self, b => b.register_node(reg).await)?.ok_or_else(|| {
+            Error::NodeNameHeld(format!(
+                "another cuttle-server process registered as node {:?} just now",
+                reg.name
+            ))
+        })
     }
 
     /// Refreshes *last seen* and the node's shared-store health, and clears a lost mark;
-    /// re-registers the node if its row was deleted. Returns the operator-controlled state.
+    /// re-registers the node if its row was deleted. Returns the operator-controlled state;
+    /// [`Error::NodeNameHeld`] when another process has taken the name over (this one was
+    /// found gone: it must stop).
     pub async fn heartbeat(&self, reg: &NodeRegistration, storage_ok: bool) -> Result<NodeState> {
-        match dispatch!(self, b => b.heartbeat(&reg.name, storage_ok).await)? {
-            Some(state) => Ok(state),
-            None => {
+        match dispatch!(self, b => b.heartbeat(&reg.name, &reg.instance, storage_ok).await)? {
+            Beat::Written(state) => Ok(state),
+            Beat::Missing => {
                 tracing::info!(node = %reg.name, "node row missing; registering again");
                 self.register_node(reg).await
             }
+            Beat::Taken => Err(Error::NodeNameHeld(format!(
+                "another cuttle-server process has taken over node name {:?}",
+                reg.name
+            ))),
         }
+    }
+
+    /// Who holds a node's name now, with the database clock; `None` when there is no row.
+    pub async fn node_holder(&self, name: &str) -> Result<Option<NodeHolder>> {
+        dispatch!(self, b => b.node_holder(name).await)
+    }
+
+    /// A node stopping cleanly lets go of its name, so its next start takes it at once.
+    pub async fn release_node_name(&self, name: &str, instance: &str) -> Result<()> {
+        dispatch!(self, b => b.release_node_name(name, instance).await)
     }
 
     pub async fn list_nodes(&self, offline_after: Duration) -> Result<Vec<NodeRecord>> {

@@ -9,8 +9,8 @@ use super::super::mssql::{
     age_ms, execute, insert_event, int64, ms, opt_text, rows, run, run_in_transaction, run_racing,
     text, Mssql, OptText, Retry,
 };
-use crate::db::{Audit, NodeRegistration, NodeState};
-use crate::{Error, Result};
+use crate::db::{Audit, Beat, NodeHolder, NodeRegistration, NodeState};
+use crate::Result;
 use tiberius::Row;
 
 fn node_state(r: &Row) -> NodeState {
@@ -21,26 +21,32 @@ fn node_state(r: &Row) -> NodeState {
 }
 
 impl Mssql {
-    pub(in crate::db) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
+    pub(in crate::db) async fn register_node(
+        &self,
+        reg: &NodeRegistration,
+    ) -> Result<Option<NodeState>> {
         let cap = reg.initial_task_cap as i32;
         let gateway = OptText(reg.gateway_address.as_deref());
+        let replaces = OptText(reg.replaces.as_deref());
         let rows = run_racing!(self, Retry::Idempotent, |c| {
             rows(
                 c,
                 // `@@ROWCOUNT` of an UPDATE with an OUTPUT clause is 0 on Babelfish: the row
-                // is read back by a SELECT instead, in the same transaction.
+                // is read back by a SELECT instead, in the same transaction. A row held by
+                // another live process is neither updated nor inserted: no row comes back.
                 "BEGIN TRANSACTION;
                  UPDATE nodes SET roles = @P2, version = @P3, http_address = @P4,
                      grpc_address = @P5, gateway_address = CAST(@P6 AS NVARCHAR(MAX)),
                      started_at = SYSUTCDATETIME(), last_seen = SYSUTCDATETIME(),
-                     lost_at = NULL, storage_ok = 1
-                 WHERE name = @P1;
-                 IF @@ROWCOUNT = 0
+                     lost_at = NULL, storage_ok = 1, instance = @P8
+                 WHERE name = @P1 AND (instance IS NULL OR instance = @P8
+                     OR instance = CAST(@P9 AS NVARCHAR(64)));
+                 IF @@ROWCOUNT = 0 AND NOT EXISTS (SELECT 1 FROM nodes WHERE name = @P1)
                      INSERT INTO nodes (name, roles, version, http_address, grpc_address,
-                         gateway_address, task_cap, draining, started_at, last_seen)
+                         gateway_address, task_cap, draining, started_at, last_seen, instance)
                      VALUES (@P1, @P2, @P3, @P4, @P5, CAST(@P6 AS NVARCHAR(MAX)), @P7, 0,
-                         SYSUTCDATETIME(), SYSUTCDATETIME());
-                 SELECT task_cap, draining FROM nodes WHERE name = @P1;
+                         SYSUTCDATETIME(), SYSUTCDATETIME(), @P8);
+                 SELECT task_cap, draining FROM nodes WHERE name = @P1 AND instance = @P8;
                  COMMIT TRANSACTION;",
                 &[
                     &reg.name.as_str(),
@@ -50,34 +56,75 @@ impl Mssql {
                     &reg.grpc_address.as_str(),
                     &gateway,
                     &cap,
+                    &reg.instance.as_str(),
+                    &replaces,
                 ],
             )
             .await
         })?;
         self.committed();
-        rows.first()
-            .map(node_state)
-            .ok_or_else(|| Error::Database("node upsert returned no row".into()))
+        Ok(rows.first().map(node_state))
     }
 
     pub(in crate::db) async fn heartbeat(
         &self,
         name: &str,
+        instance: &str,
         storage_ok: bool,
-    ) -> Result<Option<NodeState>> {
-        let rows = run!(self, Retry::Idempotent, |c| {
+    ) -> Result<Beat> {
+        let written = run!(self, Retry::Idempotent, |c| {
             rows(
                 c,
                 "UPDATE nodes SET last_seen = SYSUTCDATETIME(), lost_at = NULL,
-                         storage_ok = @P2
+                         storage_ok = @P2, instance = @P3
                      OUTPUT inserted.task_cap, inserted.draining
-                     WHERE name = @P1",
-                &[&name, &storage_ok],
+                     WHERE name = @P1 AND (instance IS NULL OR instance = @P3)",
+                &[&name, &storage_ok, &instance],
             )
             .await
         })?;
         self.committed();
-        Ok(rows.first().map(node_state))
+        if let Some(r) = written.first() {
+            return Ok(Beat::Written(node_state(r)));
+        }
+        let exists = run!(self, Retry::Idempotent, |c| {
+            rows(c, "SELECT 1 FROM nodes WHERE name = @P1", &[&name]).await
+        })?;
+        Ok(if exists.is_empty() {
+            Beat::Missing
+        } else {
+            Beat::Taken
+        })
+    }
+
+    pub(in crate::db) async fn node_holder(&self, name: &str) -> Result<Option<NodeHolder>> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT instance, {}, {}, http_address FROM nodes WHERE name = @P1",
+                ms!("last_seen"),
+                ms!("SYSUTCDATETIME()"),
+            )
+        });
+        let found = run!(self, Retry::Idempotent, |c| rows(c, &SQL, &[&name]).await)?;
+        Ok(found.first().map(|r| NodeHolder {
+            instance: opt_text(r, 0),
+            last_seen_ms: int64(r, 1),
+            now_ms: int64(r, 2),
+            http_address: text(r, 3),
+        }))
+    }
+
+    pub(in crate::db) async fn release_node_name(&self, name: &str, instance: &str) -> Result<()> {
+        run!(self, Retry::Idempotent, |c| {
+            execute(
+                c,
+                "UPDATE nodes SET instance = NULL WHERE name = @P1 AND instance = @P2",
+                &[&name, &instance],
+            )
+            .await
+        })?;
+        self.committed();
+        Ok(())
     }
 
     pub(in crate::db) async fn list_nodes(

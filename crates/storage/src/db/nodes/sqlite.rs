@@ -3,26 +3,32 @@
 use cuttle_core::{NodePatch, NodeRecord, UnixMs};
 
 use super::super::sqlite::{db_err, insert_event, Sqlite, NOW};
-use crate::db::{Audit, NodeRegistration, NodeState};
+use crate::db::{Audit, Beat, NodeHolder, NodeRegistration, NodeState};
 use crate::Result;
 use rusqlite::{params, OptionalExtension};
 
 impl Sqlite {
-    pub(in crate::db) async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeState> {
+    pub(in crate::db) async fn register_node(
+        &self,
+        reg: &NodeRegistration,
+    ) -> Result<Option<NodeState>> {
         let reg = reg.clone();
         self.write(move |tx| {
             tx.query_row(
                 &format!(
                     "INSERT INTO nodes (name, roles, version, http_address, grpc_address,
-                         gateway_address, task_cap, draining, started_at_ms, last_seen_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, {NOW}, {NOW})
+                         gateway_address, task_cap, draining, started_at_ms, last_seen_ms,
+                         instance)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, {NOW}, {NOW}, ?8)
                      ON CONFLICT (name) DO UPDATE SET roles = excluded.roles,
                          version = excluded.version, http_address = excluded.http_address,
                          grpc_address = excluded.grpc_address,
                          gateway_address = excluded.gateway_address,
                          started_at_ms = excluded.started_at_ms,
                          last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL,
-                         storage_ok = 1
+                         storage_ok = 1, instance = excluded.instance
+                     WHERE nodes.instance IS NULL OR nodes.instance = ?8
+                         OR nodes.instance = ?9
                      RETURNING task_cap, draining"
                 ),
                 params![
@@ -32,33 +38,10 @@ impl Sqlite {
                     reg.http_address,
                     reg.grpc_address,
                     reg.gateway_address,
-                    reg.initial_task_cap
+                    reg.initial_task_cap,
+                    reg.instance,
+                    reg.replaces
                 ],
-                |r| {
-                    Ok(NodeState {
-                        task_cap: r.get(0)?,
-                        draining: r.get(1)?,
-                    })
-                },
-            )
-            .map_err(db_err)
-        })
-        .await
-    }
-
-    pub(in crate::db) async fn heartbeat(
-        &self,
-        name: &str,
-        storage_ok: bool,
-    ) -> Result<Option<NodeState>> {
-        let name = name.to_owned();
-        self.write(move |tx| {
-            tx.query_row(
-                &format!(
-                    "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL, storage_ok = ?2
-                     WHERE name = ?1 RETURNING task_cap, draining"
-                ),
-                params![name, storage_ok],
                 |r| {
                     Ok(NodeState {
                         task_cap: r.get(0)?,
@@ -68,6 +51,85 @@ impl Sqlite {
             )
             .optional()
             .map_err(db_err)
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn heartbeat(
+        &self,
+        name: &str,
+        instance: &str,
+        storage_ok: bool,
+    ) -> Result<Beat> {
+        let (name, instance) = (name.to_owned(), instance.to_owned());
+        self.write(move |tx| {
+            let written = tx
+                .query_row(
+                    &format!(
+                        "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL,
+                             storage_ok = ?2, instance = ?3
+                         WHERE name = ?1 AND (instance IS NULL OR instance = ?3)
+                         RETURNING task_cap, draining"
+                    ),
+                    params![name, storage_ok, instance],
+                    |r| {
+                        Ok(NodeState {
+                            task_cap: r.get(0)?,
+                            draining: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some(state) = written {
+                return Ok(Beat::Written(state));
+            }
+            let exists = tx
+                .query_row("SELECT 1 FROM nodes WHERE name = ?1", [&name], |_| Ok(()))
+                .optional()
+                .map_err(db_err)?;
+            Ok(if exists.is_some() {
+                Beat::Taken
+            } else {
+                Beat::Missing
+            })
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn node_holder(&self, name: &str) -> Result<Option<NodeHolder>> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT instance, last_seen_ms, {NOW}, http_address FROM nodes
+                     WHERE name = ?1"
+                ),
+                [&name],
+                |r| {
+                    Ok(NodeHolder {
+                        instance: r.get(0)?,
+                        last_seen_ms: r.get(1)?,
+                        now_ms: r.get(2)?,
+                        http_address: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    pub(in crate::db) async fn release_node_name(&self, name: &str, instance: &str) -> Result<()> {
+        let (name, instance) = (name.to_owned(), instance.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE nodes SET instance = NULL WHERE name = ?1 AND instance = ?2",
+                params![name, instance],
+            )
+            .map_err(db_err)?;
+            Ok(())
         })
         .await
     }
