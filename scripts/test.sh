@@ -46,6 +46,14 @@ if ! id cuttle-script >/dev/null 2>&1; then
     useradd --system --user-group --no-create-home --shell /usr/sbin/nologin cuttle-script
 fi
 
+# In CI every test runs: a missing SQL Server is a failure there, not a skip.
+if [ -z "${CUTTLE_TEST_MSSQL_URL:-}" ] && [ "${CI:-}" = "true" ]; then
+    echo "CI=true but CUTTLE_TEST_MSSQL_URL is not set: the SQL Server tests would be skipped." \
+        "Point it at a SQL Server or Babelfish login that may create databases" \
+        "(docs/sql-server.md#testing)" >&2
+    exit 1
+fi
+
 echo "==> building"
 cargo build --workspace --all-targets --locked
 export CUTTLE_SERVER_BIN="$PWD/target/debug/cuttle-server"
@@ -72,6 +80,10 @@ if [ -n "${CUTTLE_TEST_MSSQL_URL:-}" ]; then
         # Without the caller's arguments: a --test-threads among them would clash with ours.
         cargo nextest run --workspace --locked --no-fail-fast --run-ignored only \
             -E "$mssql_outage" --test-threads 1 || status=$?
+    elif [ "${CI:-}" = "true" ]; then
+        echo "CI=true but CUTTLE_TEST_MSSQL_STOP / CUTTLE_TEST_MSSQL_START are not set: the 2" \
+            "SQL Server outage tests would be skipped" >&2
+        status=1
     else
         echo "==> skipping the 2 SQL Server outage tests: set CUTTLE_TEST_MSSQL_STOP and" \
             "CUTTLE_TEST_MSSQL_START to shell commands that stop and start the server"

@@ -816,8 +816,31 @@ mod tests {
         assert!(TaskKind::parse("Sleep", &json!([1])).is_err());
     }
 
+    /// Deployments, runbooks, scripts and sleeps are never run twice; the six kinds of
+    /// idempotent system work are (docs/operations.md, "Lost nodes").
     #[test]
-    fn no_kind_is_retry_safe_yet() {
-        assert!(!TaskKind::Sleep { duration_ms: 0 }.retry_safe());
+    fn only_idempotent_system_work_is_retry_safe() {
+        let kinds = [
+            ("Sleep", json!({"duration_ms": 1}), false),
+            ("AdHocScript", json!({"script": "echo"}), false),
+            ("HealthCheck", json!({}), true),
+            ("PackageReindex", json!({}), true),
+            ("Retention", json!({}), true),
+            ("EventArchive", json!({"older_than_secs": 86400}), true),
+            (
+                "PushFile",
+                json!({"source": "Packages/a.zip", "destination": "a.zip", "targets": ["Machines-1"]}),
+                true,
+            ),
+            (
+                "PullFile",
+                json!({"source": "a.log", "targets": ["Machines-1"]}),
+                true,
+            ),
+        ];
+        for (kind, args, safe) in kinds {
+            let k = TaskKind::parse(kind, &args).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(k.retry_safe(), safe, "{kind}");
+        }
     }
 }

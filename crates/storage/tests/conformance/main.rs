@@ -129,6 +129,7 @@ conformance!(
     migrations::concurrent_migrations_run_once,
     queue::claims_fifo_up_to_max,
     queue::claims_never_pass_the_task_cap_as_stored_now,
+    queue::lost_node_s_retry_safe_tasks_go_back_to_the_queue,
     queue::draining_zero_cap_or_unknown_nodes_claim_nothing,
     queue::concurrency_tags_never_overlap,
     queue::completions_are_fenced_by_epoch,

@@ -462,3 +462,34 @@ pub(crate) async fn complete_and_claim_in_one_call(fx: &Fixture) {
     let (accepted, _) = s.complete_and_claim("n1", &[stale], 5).await.unwrap();
     assert!(accepted.is_empty());
 }
+
+/// "Kinds that are safe to repeat go back to the queue instead; deployments and scripts never
+/// do": a lost node's retry-safe task is queued again in its place, its sleep is failed.
+pub(crate) async fn lost_node_s_retry_safe_tasks_go_back_to_the_queue(fx: &Fixture) {
+    let s = fx.migrated().await;
+    s.register_node(&reg("lost", 5)).await.unwrap();
+    let reindex = NewTask {
+        kind: TaskKind::PackageReindex,
+        description: "reindex".into(),
+        concurrency_tag: None,
+    };
+    let safe = s.enqueue(&reindex, None).await.unwrap().id;
+    let unsafe_one = s.enqueue(&sleep_task(None), None).await.unwrap().id;
+    assert_eq!(s.claim("lost", 5).await.unwrap().len(), 2);
+    let lost = s.handle_lost_nodes(Duration::ZERO).await.unwrap();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let requeued: Vec<TaskId> = lost[0].requeued.iter().map(|e| e.task).collect();
+    let failed: Vec<TaskId> = lost[0].failed.iter().map(|e| e.task).collect();
+    assert_eq!((requeued, failed), (vec![safe], vec![unsafe_one]));
+    let t = s.get_task(safe).await.unwrap().unwrap();
+    assert_eq!((t.state, t.node), (TaskState::Queued, None));
+    assert_eq!(
+        s.get_task(unsafe_one).await.unwrap().unwrap().state,
+        TaskState::Failed
+    );
+    // Queued again, it is claimed again (by a node that is alive), with a new epoch.
+    s.register_node(&reg("alive", 5)).await.unwrap();
+    let again = s.claim("alive", 5).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].epoch), (safe, 2));
+}
