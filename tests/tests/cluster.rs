@@ -444,6 +444,17 @@ fn cancel_kills_a_running_script_and_its_children() {
     });
     let (status, body) = n1.post(&format!("/api/tasks/{id}/cancel"), &json!({}));
     assert_eq!(status, 409, "{body}");
+
+    // "No process outlives its task": a script that ends Success while a `setsid` child of
+    // its own still runs takes that child with it.
+    let script = "setsid sleep 600.23 < /dev/null > /dev/null 2>&1 & echo left behind";
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    let t = n1.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}");
+    assert!(
+        cuttle_e2e::processes_running(&["sleep", "600.23"]).is_empty(),
+        "a setsid child outlived its script"
+    );
 }
 
 #[test]

@@ -179,6 +179,17 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node(db: Database) 
     wait_until("the remote sleep to be killed", MIN, || {
         process_gone(pid).then_some(())
     });
+
+    // "No process outlives its task", on a tentacle too: a script that ends Success while a
+    // `setsid` child of its own still runs takes that child with it.
+    let script = "setsid sleep 600.31 < /dev/null > /dev/null 2>&1 & echo left behind";
+    let id = script_on(&n2, script, json!({"targets": [p1_id, l1_id]}));
+    let t = n2.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Success", "{t}\n{}", n2.task_log(&id));
+    assert!(
+        cuttle_e2e::processes_running(&["sleep", "600.31"]).is_empty(),
+        "a setsid child outlived its script on a tentacle"
+    );
 }
 
 #[test]

@@ -24,6 +24,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::home::Home;
 
 /// How long to wait for output pipes to close after the script is gone.
+/// How long a cancelled script's reaper has to end what it started before it is killed.
+const REAPER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 const PIPE_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -306,10 +309,16 @@ impl Tentacle for Connection {
                 return Err(Status::internal(format!("write the script: {e}")));
             }
         };
-        let mut cmd = tokio::process::Command::new(shell);
+        // Beneath a reaper (this binary, `__reap`): no process the script starts outlives it,
+        // `setsid` or not.
+        let reaper = std::env::current_exe()
+            .map_err(|e| Status::internal(format!("find cuttle-tentacle itself: {e}")))?;
+        let mut cmd = tokio::process::Command::new(reaper);
         // Never the agent's own environment: only the basics, then the task's variables.
         cuttle_proto::script_env::clean(&mut cmd);
         let spawned = cmd
+            .arg(crate::reap::ARG)
+            .arg(shell)
             .args(script_args(shell))
             .arg(&file)
             .envs(&req.env)
@@ -350,8 +359,16 @@ impl Tentacle for Connection {
                 _ = tx.closed() => None,
             };
             if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
-                // SAFETY: kill has no memory-safety preconditions; -pgid names the group the
-                // script leads.
+                if status.is_none() {
+                    // Cancelled: the reaper ends everything beneath it, then itself.
+                    // SAFETY: kill has no memory-safety preconditions; the reaper is our
+                    // unreaped child, so its pid is still its own.
+                    unsafe {
+                        libc::kill(pgid, libc::SIGTERM);
+                    }
+                    let _ = tokio::time::timeout(REAPER_GRACE, child.wait()).await;
+                }
+                // SAFETY: as above; -pgid names the group the reaper leads (a backstop).
                 unsafe {
                     libc::kill(-pgid, libc::SIGKILL);
                 }

@@ -8,6 +8,7 @@ mod beneath;
 mod comms;
 mod extract;
 mod home;
+mod reap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Each script runs beneath `cuttle-tentacle __reap`, which ends everything it started.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == reap::ARG) {
+        let argv: Vec<_> = args.collect();
+        std::process::exit(reap::main(&argv));
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTTLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
