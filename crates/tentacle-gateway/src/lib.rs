@@ -100,9 +100,15 @@ impl Sessions {
     }
 }
 
-/// The registered polling tentacles: thumbprint → target. Read by the TLS handshake.
+/// The registered polling tentacles: thumbprint → target. Read by the TLS handshake. An unknown
+/// certificate asks for a refresh now (a tentacle registered a moment ago, on any node, is
+/// let in at its next attempt rather than after the periodic refresh), at most every
+/// [`UNKNOWN_REFRESH_GAP`].
 #[derive(Debug, Default)]
-struct PollingTargets(Mutex<HashMap<Thumbprint, TargetId>>);
+struct PollingTargets(Mutex<HashMap<Thumbprint, TargetId>>, tokio::sync::Notify);
+
+/// The least time between two refreshes asked for by unknown certificates.
+const UNKNOWN_REFRESH_GAP: Duration = Duration::from_millis(250);
 
 impl PollingTargets {
     fn target(&self, t: &Thumbprint) -> Option<TargetId> {
@@ -130,7 +136,11 @@ impl PollingTargets {
 
 impl TrustStore for PollingTargets {
     fn trusts(&self, thumbprint: &Thumbprint) -> bool {
-        self.target(thumbprint).is_some()
+        let known = self.target(thumbprint).is_some();
+        if !known {
+            self.1.notify_one();
+        }
+        known
     }
 }
 
@@ -166,11 +176,12 @@ pub async fn serve(
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(TRUST_REFRESH) => {
-                        targets.refresh(&store).await;
-                        sessions.cut_unless(|id, t| targets.target(t) == Some(id));
-                    }
+                    _ = tokio::time::sleep(TRUST_REFRESH) => {}
+                    _ = targets.1.notified() => {}
                 }
+                targets.refresh(&store).await;
+                sessions.cut_unless(|id, t| targets.target(t) == Some(id));
+                tokio::time::sleep(UNKNOWN_REFRESH_GAP).await;
             }
         })
     };
