@@ -74,6 +74,12 @@ impl Netns {
     }
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the veth pair, and so the pair.
