@@ -661,3 +661,98 @@ fn retention_keeps_the_newest_releases_and_those_deployments_still_need(db: Data
     let (_, board) = n1.get("/api/spaces/default/dashboard");
     assert_eq!(board["items"][0]["release_version"], "1.0.0");
 }
+
+/// `PATCH` changes only what it names (a JSON merge patch), at the version read; `PUT`
+/// replaces the settings whole. Neither touches the process.
+#[test]
+fn patch_changes_only_what_it_names() {
+    let cluster = Cluster::sqlite();
+    let n = cluster.start(NodeOptions::named("n1", 0));
+    let space = "/api/spaces/default";
+    let env = |name: &str| {
+        let (status, e) = n.post(&format!("{space}/environments"), &json!({"name": name}));
+        assert_eq!(status, 201, "{e}");
+        id(&e)
+    };
+    let (dev, prod) = (env("Development"), env("Production"));
+    let (_, lifecycle) = n.post(
+        &format!("{space}/lifecycles"),
+        &json!({"name": "Two", "phases": [{"name": "Dev", "environments": [dev]},
+                                           {"name": "Prod", "environments": [prod]}]}),
+    );
+    let lifecycle = id(&lifecycle);
+    let (_, p) = n.post(
+        &format!("{space}/projects"),
+        &json!({"name": "Shop", "lifecycle_id": lifecycle, "description": "the shop",
+                "retention": {"releases_to_keep": 5, "releases_per_environment": 2}}),
+    );
+    let path = format!("{space}/projects/{}", id(&p));
+    let step = json!({"name": "Say", "action": {"type": "script", "script": "echo hi"}});
+    let (status, _) = put(
+        &n,
+        &format!("{path}/deploymentprocess"),
+        &json!({"version": 1, "steps": [step]}),
+        None,
+    );
+    assert_eq!(status, 200);
+    let patch = |body: Value, if_match: Option<&str>| {
+        let headers: Vec<(&str, &str)> = if_match.map(|v| ("If-Match", v)).into_iter().collect();
+        n.request_with_headers(
+            &n.api_key(),
+            "PATCH",
+            &path,
+            Some(&body.to_string()),
+            &headers,
+        )
+    };
+
+    let (status, p) = patch(
+        json!({"retention": {"releases_to_keep": 20}, "version": 2}),
+        None,
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (
+            &p["lifecycle_id"],
+            &p["description"],
+            &p["retention"],
+            &p["version"]
+        ),
+        (
+            &json!(lifecycle),
+            &json!("the shop"),
+            &json!({"releases_to_keep": 20, "releases_per_environment": 2}),
+            &json!(3)
+        ),
+        "only the retention's releases_to_keep changed: {p}"
+    );
+    // At a stale version: 409, nothing changes.
+    let (status, err) = patch(json!({"description": "late"}), Some("\"2\""));
+    assert_eq!(status, 409, "{err}");
+    // null takes the default; a bad value is refused naming it, as a whole write would be.
+    let (status, p) = patch(json!({"lifecycle_id": null}), Some("\"3\""));
+    assert_eq!((status, &p["lifecycle_id"]), (200, &Value::Null), "{p}");
+    let (status, err) = patch(
+        json!({"lifecycle_id": "Lifecycles-999", "version": 4}),
+        None,
+    );
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = patch(json!({"colour": "red", "version": 4}), None);
+    assert!(status == 400 && error_of(&err).contains("colour"), "{err}");
+    let (status, err) = patch(json!({"description": "x"}), None);
+    assert!(status == 400 && error_of(&err).contains("version"), "{err}");
+    // PUT replaces the settings whole: what it leaves out takes its default.
+    let (status, p) = put(&n, &path, &json!({"name": "Shop", "version": 4}), None);
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (&p["description"], &p["retention"]["releases_to_keep"]),
+        (&json!(""), &json!(0))
+    );
+    // The process was never touched.
+    let (_, process) = n.get(&format!("{path}/deploymentprocess"));
+    assert_eq!(process["steps"][0]["name"], "Say", "{process}");
+    // A reader cannot patch.
+    let reader = n.key_with_scope("r", "reader");
+    let (status, _) = n.request_with_key(&reader, "PATCH", &path, Some(r#"{"version": 5}"#));
+    assert_eq!(status, 403);
+}

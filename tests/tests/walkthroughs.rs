@@ -113,12 +113,14 @@ fn run_in(ns: &Netns, dir: &Path, bin: &Path, script: &str, timeout: Duration) -
     }
 }
 
-/// README (programs, first node, "Try it", a deployment target) and `docs/deployments.md` (the
-/// model, a deployment, the CLI from a build pipeline), as a new user follows them.
+/// README (programs, first node, "Try it", a deployment target), `docs/deployments.md` (the
+/// model, a deployment, the CLI from a build pipeline) and `docs/packages.md`'s retention
+/// setting, as a new user follows them.
 #[test]
 fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
     let readme = doc("README.md");
     let deployments = doc("docs/deployments.md");
+    let packages = doc("docs/packages.md");
     let dir = temp_dir("walkthrough");
     let bin = programs_on_path(dir.path());
     let ns = Netns::new();
@@ -132,6 +134,11 @@ fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
         walkthrough_block(&readme, "try-it"),
         "echo '==> deployments-setup'\n".to_owned(),
         walkthrough_block(&deployments, "deployments-setup"),
+        "echo '==> retention'\n".to_owned(),
+        walkthrough_block(&packages, "retention"),
+        // What the retention change must not touch: the project's lifecycle.
+        "curl -sf \"${h[@]}\" $space/projects/$project | jq -e --arg l \"$lifecycle\" '.lifecycle_id == $l and .retention.releases_to_keep == 20'\n"
+            .to_owned(),
         "echo '==> register-key'\n".to_owned(),
         walkthrough_block(&readme, "register-key"),
         // The value the README gives for "the node above".

@@ -250,6 +250,11 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         need(Scope::Operator),
     ),
     (
+        "PATCH",
+        "/api/spaces/{space}/environments/{id}",
+        need(Scope::Operator),
+    ),
+    (
         "DELETE",
         "/api/spaces/{space}/environments/{id}",
         need(Scope::Operator),
@@ -271,6 +276,11 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
         need(Scope::Operator),
     ),
     (
+        "PATCH",
+        "/api/spaces/{space}/lifecycles/{id}",
+        need(Scope::Operator),
+    ),
+    (
         "DELETE",
         "/api/spaces/{space}/lifecycles/{id}",
         need(Scope::Operator),
@@ -288,6 +298,11 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
     ),
     (
         "PUT",
+        "/api/spaces/{space}/projects/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "PATCH",
         "/api/spaces/{space}/projects/{id}",
         need(Scope::Operator),
     ),
@@ -360,6 +375,11 @@ pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
     ),
     (
         "PUT",
+        "/api/spaces/{space}/runbooks/{id}",
+        need(Scope::Operator),
+    ),
+    (
+        "PATCH",
         "/api/spaces/{space}/runbooks/{id}",
         need(Scope::Operator),
     ),

@@ -35,6 +35,9 @@ pub(crate) trait DocumentResource: Send + Sync + 'static {
     const EVENT: &'static str;
     /// What a client writes: `name` and the resource's own fields, nothing unknown.
     type Write: Serialize + DeserializeOwned + Send + Sync;
+    /// Parts of the stored body written through endpoints of their own (a project's process and
+    /// variables), not through `PUT`/`PATCH` of the document.
+    const PARTS: &'static [&'static str] = &[];
 
     fn name(w: &Self::Write) -> &str;
 
@@ -268,9 +271,74 @@ pub(crate) async fn replace<R: DocumentResource>(
     let id = doc_number::<R>(&raw)?;
     let (body, version) = split_version(body, &headers)?;
     let version = required_version(version)?;
+    update::<R>(&s, &caller, &space, id, &raw, version, body).await
+}
+
+/// `PATCH`: the fields sent replace those of the document as it is (a JSON merge patch, RFC
+/// 7396: objects merge key by key, `null` removes a field so it takes its default); every
+/// other field is kept. Checked against the version read, like `PUT`.
+pub(crate) async fn patch<R: DocumentResource>(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathParams((space, raw)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let space = resolve_space(&s, &space).await?;
+    let id = doc_number::<R>(&raw)?;
+    let (changes, version) = split_version(body, &headers)?;
+    let version = required_version(version)?;
+    let missing = || ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase()));
+    let doc = s
+        .store
+        .get_document(&space_id(&space), R::KIND, id)
+        .await?
+        .ok_or_else(missing)?;
+    if doc.version != version {
+        return Err(stale::<R>(id, doc.version));
+    }
+    let mut current = doc.body.clone();
+    if let Value::Object(m) = &mut current {
+        for part in R::PARTS {
+            m.remove(*part);
+        }
+        m.insert("name".into(), Value::String(doc.name.clone()));
+    }
+    merge_patch(&mut current, changes);
+    update::<R>(&s, &caller, &space, id, &raw, version, current).await
+}
+
+/// RFC 7396: `patch`'s members replace `target`'s, objects merging member by member; `null`
+/// removes the member.
+fn merge_patch(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(&k);
+                } else {
+                    merge_patch(t.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+/// Writes `body` (a whole write of `R`) over document `id` at `version`: checked, merged with
+/// the parts kept, audited.
+async fn update<R: DocumentResource>(
+    s: &AppState,
+    caller: &Caller,
+    space: &Document,
+    id: i64,
+    raw: &str,
+    version: i64,
+    body: Value,
+) -> ApiResult {
     let w = parse_write::<R>(body)?;
-    R::check(&s, &space, &w, Some(id)).await?;
-    let sid = space_id(&space);
+    R::check(s, space, &w, Some(id)).await?;
+    let sid = space_id(space);
     // What the write does not cover is kept as it was at the version the client read (a newer
     // one makes the write stale anyway).
     let existing = s.store.get_document(&sid, R::KIND, id).await?;
@@ -300,6 +368,27 @@ pub(crate) async fn replace<R: DocumentResource>(
             R::KIND.to_lowercase()
         ))),
         Written::Stale { current } => Err(stale::<R>(id, current)),
+    }
+}
+
+#[cfg(test)]
+mod merge_patch_tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn members_replace_objects_merge_and_null_removes() {
+        let mut doc = json!({"name": "Shop", "lifecycle_id": "Lifecycles-2",
+            "retention": {"releases_to_keep": 5, "releases_per_environment": 2}, "tags": [1, 2]});
+        merge_patch(
+            &mut doc,
+            json!({"retention": {"releases_to_keep": 20}, "lifecycle_id": null, "tags": [3]}),
+        );
+        assert_eq!(
+            doc,
+            json!({"name": "Shop",
+                "retention": {"releases_to_keep": 20, "releases_per_environment": 2}, "tags": [3]})
+        );
     }
 }
 

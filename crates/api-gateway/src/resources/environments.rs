@@ -119,6 +119,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/spaces/{space}/environments/{id}",
             get(docs::get_one::<Environments>)
                 .put(docs::replace::<Environments>)
+                .patch(docs::patch::<Environments>)
                 .delete(docs::delete::<Environments>),
         )
 }

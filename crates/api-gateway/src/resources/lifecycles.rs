@@ -148,6 +148,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/spaces/{space}/lifecycles/{id}",
             get(docs::get_one::<Lifecycles>)
                 .put(docs::replace::<Lifecycles>)
+                .patch(docs::patch::<Lifecycles>)
                 .delete(docs::delete::<Lifecycles>),
         )
 }

@@ -47,6 +47,7 @@ impl DocumentResource for Runbooks {
     const ID_PREFIX: &'static str = "Runbooks-";
     const EVENT: &'static str = "runbook";
     type Write = RunbookWrite;
+    const PARTS: &'static [&'static str] = &["process", "published"];
 
     fn name(w: &RunbookWrite) -> &str {
         &w.name
@@ -111,6 +112,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/spaces/{space}/runbooks/{id}",
             get(docs::get_one::<Runbooks>)
                 .put(docs::replace::<Runbooks>)
+                .patch(docs::patch::<Runbooks>)
                 .delete(docs::delete::<Runbooks>),
         )
         .route(

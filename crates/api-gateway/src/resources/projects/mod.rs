@@ -61,6 +61,7 @@ impl DocumentResource for Projects {
     const ID_PREFIX: &'static str = "Projects-";
     const EVENT: &'static str = "project";
     type Write = ProjectWrite;
+    const PARTS: &'static [&'static str] = &PARTS;
 
     fn name(w: &ProjectWrite) -> &str {
         &w.name
@@ -167,6 +168,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/spaces/{space}/projects/{id}",
             get(docs::get_one::<Projects>)
                 .put(docs::replace::<Projects>)
+                .patch(docs::patch::<Projects>)
                 .delete(docs::delete::<Projects>),
         )
         .merge(process::routes())
