@@ -500,6 +500,32 @@ impl Node {
         }
     }
 
+    /// Makes these environments in the default space (those that exist already are left as
+    /// they are): targets are registered only in environments that exist.
+    pub fn make_environments(&self, names: &[&str]) {
+        for name in names {
+            self.environment(name);
+        }
+    }
+
+    /// The id of the default space's environment `name`, made now unless it exists.
+    pub fn environment(&self, name: &str) -> String {
+        let path = "/api/spaces/default/environments";
+        let (status, body) = self.post(path, &serde_json::json!({ "name": name }));
+        let found = match status {
+            201 => body,
+            409 => {
+                let (_, list) = self.get(path);
+                list["items"]
+                    .as_array()
+                    .and_then(|items| items.iter().find(|e| e["name"] == name).cloned())
+                    .unwrap_or_else(|| panic!("environment {name}: 409 but not listed: {list}"))
+            }
+            _ => panic!("make environment {name}: {status} {body}"),
+        };
+        found["id"].as_str().expect("an environment id").to_owned()
+    }
+
     /// Sends a request with the admin key; returns the status and the JSON body (or the text
     /// as a JSON string when the body is not JSON).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {

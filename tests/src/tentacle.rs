@@ -88,6 +88,8 @@ impl Tentacle {
         for e in environments {
             args.extend(["--environment", e]);
         }
+        // Tests register targets before (or without) the steps that use their roles.
+        args.push("--new-role");
         args.extend_from_slice(extra);
         self.command(&args)
     }

@@ -508,6 +508,10 @@ fn the_web_ui_runs_the_cluster_and_a_deployment_in_a_real_browser() {
     b.goto(&lb.url("/ui/packages")).unwrap();
     let row = b.wait_text("tbody tr", "Shop.Web", WAIT);
     assert!(row.contains("1.2.3") && row.contains("tar.gz"), "{row}");
+    // Each environment lists the targets in it (targets name their environments).
+    b.goto(&lb.url("/ui/environments")).unwrap();
+    let row = b.wait_text("tbody tr", "Production", WAIT);
+    assert!(row.contains("web-1"), "{row}");
     for page in [
         "/ui/packages",
         "/ui/tasks",

@@ -485,7 +485,7 @@ fn scoped_keys_do_only_what_their_scope_allows() {
 
     // register-target: its own target only.
     let thumb = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
-    let target = |name: &str, t: char| json!({"name": name, "comms": "polling", "thumbprint": thumb(t), "roles": ["web"]});
+    let target = |name: &str, t: char| json!({"name": name, "comms": "polling", "thumbprint": thumb(t), "roles": ["web"], "new_roles": true});
     let (status, err) = call(&agent, "POST", "/api/targets", Some(target("web-02", 'B')));
     assert_eq!(status, 403, "{err}");
     assert!(

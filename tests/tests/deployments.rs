@@ -17,6 +17,7 @@ cuttle_e2e::on_every_database!(a_release_goes_through_its_lifecycle_onto_tentacl
 /// Registers a tentacle in the three environments, with one role.
 fn register(t: &Tentacle, node: &Node, role: &str, comms: &str, extra: &[&str]) {
     let envs = ["Development", "Test", "Production"];
+    node.make_environments(&envs);
     t.register(&node.url(""), &node.api_key(), role, comms, &envs, extra);
 }
 
@@ -78,10 +79,9 @@ fn a_release_goes_through_its_lifecycle_onto_tentacles(db: Database) {
     });
 
     // The model: three environments (the default lifecycle: one phase each, in order).
-    let envs = "/api/spaces/default/environments";
-    let dev = id(&n1.post(envs, &json!({"name": "Development"})).1);
-    let test = id(&n1.post(envs, &json!({"name": "Test"})).1);
-    let prod = id(&n1.post(envs, &json!({"name": "Production"})).1);
+    let dev = n1.environment("Development");
+    let test = n1.environment("Test");
+    let prod = n1.environment("Production");
     let (_, shop) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
     let shop_path = format!("/api/spaces/default/projects/{}", id(&shop));
     let script = |s: &str| json!({"type": "script", "script": s});
@@ -508,12 +508,7 @@ fn cancelling_a_deployment_stops_its_scripts_on_every_target_and_skips_the_rest(
             .any(|t| t["name"] == "w1" && t["connected_nodes"] == json!(["n1"]))
             .then_some(())
     });
-    let dev = id(&n1
-        .post(
-            "/api/spaces/default/environments",
-            &json!({"name": "Development"}),
-        )
-        .1);
+    let dev = n1.environment("Development");
     let (_, p) = n1.post("/api/spaces/default/projects", &json!({"name": "Slow"}));
     let path = format!("/api/spaces/default/projects/{}", id(&p));
     let pids = dir.path().to_owned();
@@ -576,12 +571,7 @@ fn a_node_lost_mid_deployment_fails_it_naming_the_node_and_never_runs_it_again()
     let cluster = Cluster::sqlite();
     let mut n1 = cluster.start(NodeOptions::named("n1", 1));
     let n2 = cluster.start(NodeOptions::named("n2", 0));
-    let dev = id(&n2
-        .post(
-            "/api/spaces/default/environments",
-            &json!({"name": "Development"}),
-        )
-        .1);
+    let dev = n2.environment("Development");
     let (_, p) = n2.post("/api/spaces/default/projects", &json!({"name": "Long"}));
     let path = format!("/api/spaces/default/projects/{}", id(&p));
     let process = json!({"version": 1, "steps": [
@@ -672,7 +662,9 @@ fn a_deployment_through_the_load_balancer_reaches_four_tentacles_on_any_node() {
         ("db-2", "db"),
     ] {
         let t = Tentacle::new(dir.path(), name);
-        register(&t, &nodes[0], role, "polling", &[]);
+        nodes[0].make_environments(&["Production"]);
+        let (server, key) = (nodes[0].url(""), nodes[0].api_key());
+        t.register(&server, &key, role, "polling", &["Production"], &[]);
         // Only the balancer's address: each tentacle holds one session, with whichever node.
         let config = std::fs::read_to_string(t.config_path()).unwrap();
         let gateways = config.lines().find(|l| l.starts_with("gateways")).unwrap();
@@ -696,13 +688,7 @@ fn a_deployment_through_the_load_balancer_reaches_four_tentacles_on_any_node() {
             .count();
         (connected == 4).then_some(())
     });
-    let env = id(&api
-        .call(
-            "POST",
-            "/api/spaces/default/environments",
-            Some(&json!({"name": "Production"})),
-        )
-        .1);
+    let env = nodes[0].environment("Production");
     let (_, p) = api.call(
         "POST",
         "/api/spaces/default/projects",
@@ -752,12 +738,7 @@ fn a_deployment_through_the_load_balancer_reaches_four_tentacles_on_any_node() {
 fn different_projects_deploy_in_parallel_while_one_project_and_environment_never_overlaps() {
     let cluster = Cluster::sqlite();
     let n1 = cluster.start(NodeOptions::named("n1", 4));
-    let env = id(&n1
-        .post(
-            "/api/spaces/default/environments",
-            &json!({"name": "Development"}),
-        )
-        .1);
+    let env = n1.environment("Development");
     let release_of = |name: &str| {
         let (_, p) = n1.post("/api/spaces/default/projects", &json!({"name": name}));
         let path = format!("/api/spaces/default/projects/{}", id(&p));

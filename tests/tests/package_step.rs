@@ -33,6 +33,7 @@ fn multipart_upload(node: &Node, file_name: &str, data: &[u8]) -> (u16, Value) {
 
 /// Registers a tentacle with role `web` in Development.
 fn register_web(t: &cuttle_e2e::Tentacle, node: &Node, comms: &str, extra: &[&str]) {
+    node.make_environments(&["Development"]);
     t.register(
         &node.url(""),
         &node.api_key(),
@@ -106,10 +107,7 @@ fn a_package_step_unpacks_substitutes_and_runs_deploy_sh_on_three_tentacles() {
             .then_some(())
     });
 
-    let (_, env) = n1.post(
-        "/api/spaces/default/environments",
-        &json!({"name": "Development"}),
-    );
+    let env = serde_json::json!({"id": n1.environment("Development")});
     let (_, project) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
     let project_path = format!(
         "/api/spaces/default/projects/{}",

@@ -124,10 +124,37 @@ fn targets_are_registered_changed_and_removed_over_rest(db: Database) {
         env: vec![("CUTTLE_HEALTH_CHECK_SECS".into(), "0".into())],
         ..NodeOptions::named("n1", 1)
     });
-    let body = json!({"name": "web-1", "environments": ["Production"], "roles": ["web"],
-                      "comms": "polling", "thumbprint": THUMB});
+    // A target goes only where deployments can reach it: an environment that exists, a role a
+    // step, a target or the key uses — or one said to be new. A typo is refused, naming it.
+    let mut body = json!({"name": "web-1", "environments": ["production"], "roles": ["web"],
+                          "comms": "polling", "thumbprint": THUMB});
+    let (status, err) = n.post("/api/targets", &body);
+    assert!(
+        status == 400
+            && err
+                .to_string()
+                .contains(r#"no environment named \"production\""#),
+        "{err}"
+    );
+    n.make_environments(&["Test", "Production"]);
+    body["environments"] = json!(["Prodution"]);
+    let (status, err) = n.post("/api/targets", &body);
+    assert!(
+        status == 400 && err.to_string().contains("Test, Production"),
+        "the refusal lists the environments: {err}"
+    );
+    body["environments"] = json!(["production"]);
+    let (status, err) = n.post("/api/targets", &body);
+    assert!(
+        status == 400
+            && err.to_string().contains(r#"the role \"web\""#)
+            && err.to_string().contains("new_roles"),
+        "{err}"
+    );
+    body["new_roles"] = json!(true);
     let (status, t) = n.post("/api/targets", &body);
     assert_eq!(status, 201, "{t}");
+    assert_eq!(t["environments"], json!(["Production"]), "named as defined");
     let id = t["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("Machines-"), "{t}");
     assert_eq!(t["thumbprint"], THUMB.to_uppercase());
@@ -158,7 +185,8 @@ fn targets_are_registered_changed_and_removed_over_rest(db: Database) {
 
     let (status, t) = n.patch(
         &format!("/api/targets/{id}"),
-        &json!({"comms": "listening", "endpoint": "web-1.example:10933", "roles": ["web", "api"]}),
+        &json!({"comms": "listening", "endpoint": "web-1.example:10933", "roles": ["web", "api"],
+                "new_roles": true}),
     );
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["endpoint"], "web-1.example:10933");

@@ -16,6 +16,7 @@ cuttle_e2e::on_every_database!(
 );
 
 fn register(t: &Tentacle, node: &Node, api_key: &str, comms: &str, extra: &[&str]) -> String {
+    node.make_environments(&["Test"]);
     let server = node.url("");
     let mut args = vec![
         "register",
@@ -29,6 +30,7 @@ fn register(t: &Tentacle, node: &Node, api_key: &str, comms: &str, extra: &[&str
         "Test",
         "--role",
         "web",
+        "--new-role",
         "--comms",
         comms,
     ];

@@ -166,6 +166,10 @@ struct Registration {
     /// Allow plain http:// to another host (the key crosses the network in clear text)
     #[arg(long)]
     insecure: bool,
+    /// A --role no step, target or key uses yet is meant (otherwise it is refused as a likely
+    /// typo)
+    #[arg(long)]
+    new_role: bool,
 }
 
 fn register(home: &Home, r: Registration) -> Result<()> {
@@ -231,6 +235,7 @@ fn register(home: &Home, r: Registration) -> Result<()> {
     let body = json!({
         "name": r.name, "environments": r.environments, "roles": r.roles, "comms": comms,
         "thumbprint": identity.thumbprint().to_string(), "endpoint": endpoint,
+        "new_roles": r.new_role,
     });
     // The gateways are shown to a caller with a key only: asked now that the server is known
     // to be the cluster (the key may be used up by the registration).
@@ -246,6 +251,14 @@ fn register(home: &Home, r: Registration) -> Result<()> {
         .header("Content-Type", "application/json")
         .send(body.to_string())
         .context("reach the server")?;
+    if resp.status().as_u16() == 409 {
+        let status = expect_status(resp, 201, "registration").unwrap_err();
+        bail!(
+            "{status:#}\nTo register this machine again under that name, an operator first removes \
+             the old registration (`DELETE /api/targets/ID`; `GET /api/targets` lists the ids), \
+             then this command is run again"
+        );
+    }
     let target = expect_status(resp, 201, "registration")?;
     let gateways = cluster["gateways"]
         .as_array()

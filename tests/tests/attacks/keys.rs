@@ -16,7 +16,7 @@ fn h1_a_register_target_key_claims_only_what_it_was_granted() {
     let (_, prod_web) = n1.post(
         "/api/targets",
         &json!({"name": "prod-web", "environments": ["Production"], "roles": ["web"],
-                "comms": "polling", "thumbprint": thumb('A')}),
+                "comms": "polling", "thumbprint": thumb('A'), "new_roles": true}),
     );
     let prod_path = format!("/api/targets/{}", prod_web["id"].as_str().unwrap());
     let (_, key) = n1.create_key(

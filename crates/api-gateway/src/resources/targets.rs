@@ -8,7 +8,14 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use cuttle_core::{ErrorCode, NewTarget, Role, Scope, TargetId, TargetPatch};
 use cuttle_storage::{audit_as, Audit};
-use serde_json::json;
+use serde_json::{json, Value};
+
+use super::environments::ENVIRONMENT;
+use super::projects::PROJECT;
+use super::runbooks::RUNBOOK;
+
+/// Targets belong to the cluster; their environments are those of the default space.
+const DEFAULT_SPACE: &str = "Spaces-1";
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -39,9 +46,17 @@ async fn fetch(s: &AppState, id: TargetId) -> Result<cuttle_core::TargetRecord, 
 async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    JsonBody(target): JsonBody<NewTarget>,
+    JsonBody(mut body): JsonBody<Value>,
 ) -> ApiResult {
-    let target = target.validate()?;
+    // `new_roles: true`: a role no step or target uses yet is meant, not a typo.
+    let new_roles = match body.as_object_mut().and_then(|m| m.remove("new_roles")) {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ApiError::bad_request("new_roles: true or false")),
+    };
+    let target: NewTarget = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let mut target = target.validate()?;
     caller.check_own_target(&target.name)?;
     let registering = caller.scope == Scope::RegisterTarget;
     let grant = caller.grant.clone().unwrap_or_default();
@@ -51,6 +66,7 @@ async fn create(
             .allows(&target.environments, &target.roles)
             .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
     }
+    check_placement(&s, &mut target, &grant.roles, new_roles).await?;
     let details = json!({
         "name": target.name, "comms": target.comms, "thumbprint": target.thumbprint,
         "environments": target.environments, "roles": target.roles,
@@ -63,6 +79,78 @@ async fn create(
         use_up(&s, &caller).await;
     }
     Ok((StatusCode::CREATED, Json(fetch(&s, id).await?)).into_response())
+}
+
+/// Where a target is placed must exist, so a typo is refused rather than leaving a target that
+/// never receives a deployment: each environment is one of the space's (named as it is
+/// defined, whatever the case it is given in), and each role is one a deployment or runbook
+/// step, another target or the registering key's grant uses — or `new_roles` says a new role is
+/// meant. `400` naming what is unknown and what exists.
+async fn check_placement(
+    s: &AppState,
+    target: &mut NewTarget,
+    granted_roles: &[String],
+    new_roles: bool,
+) -> Result<(), ApiError> {
+    if !target.environments.is_empty() {
+        let defined: Vec<String> = s
+            .store
+            .list_documents(DEFAULT_SPACE, ENVIRONMENT)
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        for env in &mut target.environments {
+            match defined.iter().find(|d| d.eq_ignore_ascii_case(env)) {
+                Some(d) => *env = d.clone(),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "environments: there is no environment named {env:?} (the environments \
+                         are: {}); make it first (POST /api/spaces/default/environments)",
+                        listed(&defined)
+                    )))
+                }
+            }
+        }
+    }
+    if target.roles.is_empty() || new_roles {
+        return Ok(());
+    }
+    let mut known: Vec<String> = granted_roles.to_vec();
+    for t in s.store.list_targets(None, s.config.offline_after).await? {
+        known.extend(t.roles);
+    }
+    for kind in [PROJECT, RUNBOOK] {
+        for d in s.store.list_documents(DEFAULT_SPACE, kind).await? {
+            let processes = [&d.body["process"], &d.body["published"]["process"]];
+            for step in processes
+                .iter()
+                .filter_map(|p| p["steps"].as_array())
+                .flatten()
+            {
+                let roles = step["target_roles"].as_array().into_iter().flatten();
+                known.extend(roles.filter_map(|r| r.as_str().map(str::to_owned)));
+            }
+        }
+    }
+    known.sort();
+    known.dedup();
+    if let Some(unknown) = target.roles.iter().find(|r| !known.contains(r)) {
+        return Err(ApiError::bad_request(format!(
+            "roles: no step, target or key uses the role {unknown:?} (roles in use: {}); if a \
+             new role is meant, say so: \"new_roles\": true (cuttle-tentacle register --new-role)",
+            listed(&known)
+        )));
+    }
+    Ok(())
+}
+
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none yet".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// A register-target key made for one registration is revoked by it (audited); every node
@@ -108,14 +196,25 @@ async fn patch(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathParams(raw): PathParams<String>,
-    JsonBody(patch): JsonBody<TargetPatch>,
+    JsonBody(mut body): JsonBody<Value>,
 ) -> ApiResult {
+    let new_roles = match body.as_object_mut().and_then(|m| m.remove("new_roles")) {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ApiError::bad_request("new_roles: true or false")),
+    };
+    let patch: TargetPatch = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let id = target_id(&raw)?;
     let current = fetch(&s, id).await?;
     caller.check_own_target(&current.name)?;
-    let target = patch.apply(&current)?;
+    let placed_anew = patch.environments.is_some() || patch.roles.is_some();
+    let mut target = patch.apply(&current)?;
     // A register-target key cannot move its registration to another name either.
     caller.check_own_target(&target.name)?;
+    if placed_anew {
+        check_placement(&s, &mut target, &[], new_roles).await?;
+    }
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
     let audit = audit_as(caller.event("target.update", id, details));

@@ -38,12 +38,16 @@ pub(super) async fn environments(State(s): State<AppState>, who: Who) -> Respons
             .await?
             .into_iter()
             .map(|e| {
-                let id = id_of::<Environments>(&e);
+                // Targets name their environments (as deployments match them), by name.
                 EnvironmentRow {
                     description: e.body["description"].as_str().unwrap_or("").to_owned(),
                     targets: targets
                         .iter()
-                        .filter(|t| t.environments.contains(&id))
+                        .filter(|t| {
+                            t.environments
+                                .iter()
+                                .any(|n| n.eq_ignore_ascii_case(&e.name))
+                        })
                         .map(|t| t.name.clone())
                         .collect(),
                     name: e.name,
