@@ -13,6 +13,7 @@ mod mssql;
 mod netns;
 mod node;
 mod packages;
+mod partition;
 mod pg;
 mod tentacle;
 mod util;
@@ -27,6 +28,7 @@ pub use node::{
     HttpsTrust, Node, NodeOptions,
 };
 pub use packages::{download, multipart, peak_rss_kib, upload, Downloaded, Generated};
+pub use partition::Partition;
 pub use pg::{TestCertificates, TestPostgres};
 pub use tentacle::{tentacle_binary, use_tentacle_binary, Tentacle};
 pub use util::{

@@ -376,3 +376,74 @@ fn twenty_second_database_outage_under_load_loses_and_repeats_nothing(db: Databa
         assert!(seen > up_ms && n["online"] == true, "{n}");
     }
 }
+
+/// "A node cut off from the database stops its own tasks; no task runs on two nodes" — with the
+/// partition made in the middle of a query whose answer never comes (the relay carries the
+/// request and nothing after it). The node stops its script when the cluster declares it lost,
+/// not when the hung call gives up (its command timeout is longer, 10 s, on purpose); every call
+/// on it ends within that timeout; and after the partition heals it works again, the lost task
+/// not run twice.
+#[test]
+fn a_node_partitioned_mid_query_fences_itself_and_no_call_hangs() {
+    let cluster = Cluster::new(Database::Postgres).unwrap();
+    let pg = cluster
+        .postgres_server()
+        .expect("a harness PostgreSQL")
+        .url();
+    let (head, tail) = pg.split_once('@').unwrap();
+    let (server, db) = tail.split_once('/').unwrap();
+    let relay = cuttle_e2e::Partition::to(server.parse().unwrap());
+    let through_relay = format!("{head}@{}/{db}", relay.addr);
+    let n1 = cluster.start(NodeOptions {
+        env: vec![
+            ("CUTTLE_DATABASE_URL".into(), through_relay),
+            ("CUTTLE_DB_COMMAND_TIMEOUT_SECS".into(), "10".into()),
+        ],
+        expected_errors: vec!["heartbeat".into()],
+        ..NodeOptions::named("n1", 1)
+    });
+    let n2 = cluster.start(NodeOptions::named("n2", 0));
+    let argv = ["sleep", "600.47"];
+    let script = format!("echo begun; {}", argv.join(" "));
+    let id = n1.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
+    wait_until("the script to start", MIN, || {
+        n1.task_log(&id).contains("OUT   begun").then_some(())
+    });
+    let pid = cuttle_e2e::wait_for_process(&argv, MIN);
+
+    relay.cut_mid_query();
+    wait_until("a query in flight when the link is cut", MIN, || {
+        relay.is_cut().then_some(())
+    });
+    // Every call on the cut-off node ends: 503, within the command timeout, not minutes.
+    let asked = Instant::now();
+    let (status, body) = n1.get("/api/tasks");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10 + 5),
+        "the call took {:?}",
+        asked.elapsed()
+    );
+    // The cluster declares n1 lost (offline timeout 4 s) and fails its task...
+    let t = n2.wait_finished(&id, MIN);
+    assert_eq!(t["state"], "Failed", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("lost"), "{t}");
+    // ...and by then n1 has stopped it itself, though its own calls still hang.
+    wait_until(
+        "n1 to stop its script (fenced)",
+        Duration::from_secs(3),
+        || cuttle_e2e::process_gone(pid).then_some(()),
+    );
+
+    relay.heal();
+    wait_until("n1 back", MIN, || (n1.ping() == 200).then_some(()));
+    let again = n1.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 0}}));
+    assert_eq!(n1.wait_finished(&again, MIN)["state"], "Success");
+    let log = n2.task_log(&id);
+    assert_eq!(
+        log.matches(" started on node ").count(),
+        1,
+        "ran once: {log}"
+    );
+    assert!(log.contains("stopped"), "n1 said why it stopped: {log}");
+}

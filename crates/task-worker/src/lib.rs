@@ -4,6 +4,7 @@
 mod artifacts;
 mod ctx;
 mod exec;
+mod fence;
 mod groups;
 mod grpc;
 mod kinds;

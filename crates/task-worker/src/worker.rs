@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cuttle_core::{TaskId, TaskState};
@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::{self, Outcome, StopReason, TaskCtx};
+use crate::fence::{Fence, Running};
 use crate::sandbox::Sandbox;
 
 /// Why the worker could not finish cleanly.
@@ -150,19 +151,6 @@ const GATHER: Duration = Duration::from_millis(2);
 /// failed visibly. 30 s at the default poll.
 const SWEEP_EVERY_POLLS: u32 = 30;
 
-struct Running {
-    epoch: i64,
-    stop: CancellationToken,
-    reason: Arc<OnceLock<StopReason>>,
-}
-
-impl Running {
-    fn stop(&self, reason: StopReason) {
-        let _ = self.reason.set(reason);
-        self.stop.cancel();
-    }
-}
-
 struct Done {
     id: TaskId,
     epoch: i64,
@@ -208,6 +196,7 @@ pub async fn serve(
         logs: deps.logs,
         handle,
         running: HashMap::new(),
+        fence: Fence::default(),
         pending: Vec::new(),
         claims_in_doubt: false,
         polls_since_sweep: 0,
@@ -216,7 +205,14 @@ pub async fn serve(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     w.done_tx = Some(done_tx);
     let mut node_state = deps.node_state;
-    let db_contact = deps.db_contact;
+    // Stops this node's tasks once it is cut off from the database, even while this loop waits
+    // on a call that hangs.
+    let watchdog = w.fence.clone().watch(
+        deps.db_contact,
+        w.config.offline_after,
+        w.node.clone(),
+        w.logs.clone(),
+    );
     let mut poll = tokio::time::interval(w.config.poll_interval);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shared = w.handle.shared.clone();
@@ -252,13 +248,15 @@ pub async fn serve(
             w.absorb(d);
         }
         if reconcile {
-            w.fence_if_cut_off(&db_contact).await;
             w.reconcile().await;
         }
         let state = *node_state.borrow();
         w.sync(state).await;
     }
-    w.drain(&mut done_rx).await
+    // Fenced while draining too: the database may be what is gone.
+    let drained = w.drain(&mut done_rx).await;
+    watchdog.abort();
+    drained
 }
 
 struct Worker {
@@ -270,6 +268,8 @@ struct Worker {
     targets: Arc<crate::tentacles::Targets>,
     handle: WorkerHandle,
     running: HashMap<TaskId, Running>,
+    /// The running tasks as the fencing watchdog sees them.
+    fence: Fence,
     /// Outcomes not yet recorded in the database (kept across database outages).
     pending: Vec<Completion>,
     /// A claim failed with the connection: it may have committed without its answer arriving.
@@ -284,6 +284,7 @@ impl Worker {
         if let Some(r) = self.running.remove(&d.id) {
             debug_assert_eq!(r.epoch, d.epoch);
         }
+        self.fence.remove(d.id);
         self.handle
             .shared
             .running
@@ -294,28 +295,6 @@ impl Worker {
             state: d.outcome.state,
             error: d.outcome.error,
         });
-    }
-
-    /// Stops every running task once the node has been out of touch with the database for
-    /// longer than the offline timeout: other nodes have declared it lost by now, and its
-    /// tasks' outcomes will be refused.
-    async fn fence_if_cut_off(&mut self, contact: &DbContact) {
-        let silent = contact.since();
-        if silent <= self.config.offline_after {
-            return;
-        }
-        for (id, r) in &self.running {
-            if r.stop.is_cancelled() {
-                continue;
-            }
-            tracing::warn!(task = %id, silent_secs = silent.as_secs(), "no database contact for longer than the offline timeout; stopping task (fenced)");
-            self.logs
-                .line(Execution { task: *id, epoch: r.epoch }, format!(
-                    "ERROR node {} lost contact with the database for over {} s; the cluster considers it lost, so the task is stopped",
-                    self.node, self.config.offline_after.as_secs()))
-                .await;
-            r.stop(StopReason::Fenced);
-        }
     }
 
     /// Compares what runs here with what the database says this node owns: stops tasks that
@@ -464,11 +443,7 @@ impl Worker {
         let Some(done_tx) = self.done_tx.clone() else {
             return;
         };
-        let running = Running {
-            epoch: task.epoch,
-            stop: CancellationToken::new(),
-            reason: Arc::new(OnceLock::new()),
-        };
+        let running = Running::new(task.epoch);
         let ctx = TaskCtx {
             node: self.node.clone(),
             logs: self.logs.clone(),
@@ -480,6 +455,7 @@ impl Worker {
         };
         let (id, epoch) = (task.id, task.epoch);
         tracing::debug!(task = %id, kind = %task.kind, "task claimed");
+        self.fence.add(id, &running);
         self.running.insert(id, running);
         tokio::spawn(async move {
             // The task runs in its own tokio task so that a panic in it becomes a failed task,

@@ -181,10 +181,31 @@ pub struct Store {
     backend: Arc<Backend>,
     commits: Arc<AtomicU64>,
     target: Arc<str>,
+    /// The deadline of every call to a database server ([`dispatch!`]).
+    command_timeout: Duration,
 }
 
-/// Dispatches one call to the backend in use.
+/// Dispatches one call to the backend in use. A call to a database server has a deadline (the
+/// store's command timeout): however the network fails — a partition in the middle of a query,
+/// a server that stops answering — the call ends, as [`Error::Unavailable`], instead of waiting
+/// for the kernel to give the connection up (minutes). SQLite is a local file: no deadline.
 macro_rules! dispatch {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &*$self.backend {
+            $crate::db::Backend::Sqlite($b) => $call,
+            $crate::db::Backend::Postgres($b) => {
+                $crate::db::deadline($self.command_timeout, &$self.target, async { $call }).await
+            }
+            $crate::db::Backend::Mssql($b) => {
+                $crate::db::deadline($self.command_timeout, &$self.target, async { $call }).await
+            }
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// [`dispatch!`] without the deadline: for what may rightly take long (migrations).
+macro_rules! dispatch_unbounded {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
             $crate::db::Backend::Sqlite($b) => $call,
@@ -193,7 +214,24 @@ macro_rules! dispatch {
         }
     };
 }
-pub(crate) use dispatch;
+
+/// Ends `call` as unavailable once `limit` has passed.
+pub(crate) async fn deadline<T>(
+    limit: Duration,
+    target: &str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Unavailable {
+            target: target.to_owned(),
+            reason: format!(
+                "no answer within {} s (CUTTLE_DB_COMMAND_TIMEOUT_SECS)",
+                limit.as_secs_f32()
+            ),
+        }),
+    }
+}
 
 impl Store {
     /// Opens the database named by `url` (`sqlite://PATH` or `postgres://…`) and checks that it
@@ -228,6 +266,7 @@ impl Store {
             backend: Arc::new(backend),
             commits,
             target: target.into(),
+            command_timeout: opts.command_timeout,
         })
     }
 
@@ -255,7 +294,7 @@ impl Store {
     /// Brings the schema to [`SCHEMA_VERSION`] under a database-wide lock, so that when several
     /// nodes start on an empty database exactly one creates the schema while the others wait.
     pub async fn migrate(&self) -> Result<MigrationReport> {
-        dispatch!(self, b => b.migrate().await)
+        dispatch_unbounded!(self, b => b.migrate().await)
     }
 
     /// The schema version recorded in the database (0 when empty).

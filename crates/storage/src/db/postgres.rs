@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -90,6 +91,8 @@ pub(super) struct Manager {
     config: Config,
     tls: MakeRustls,
     last_failure: ConnectFailure,
+    /// Set on every new connection: the server ends a statement running longer.
+    statement_timeout: Duration,
 }
 
 /// A pooled connection. Hot-path statements are prepared once per connection, so each call is
@@ -195,6 +198,14 @@ impl bb8::ManageConnection for Manager {
                 tracing::debug!(error = %e, "database connection closed");
             }
         });
+        // A session setting rather than a startup option: poolers (PgBouncer, RDS Proxy) refuse
+        // startup options they do not know.
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                self.statement_timeout.as_millis()
+            ))
+            .await?;
         Ok(PgConn {
             client,
             prepared: HashMap::new(),
@@ -236,6 +247,15 @@ impl Postgres {
         config.ssl_mode(tls_params.mode.driver_mode());
         config.connect_timeout(opts.connect_timeout);
         config.application_name("cuttle-server");
+        // Every call is bounded, whatever fails: the server ends a statement running past the
+        // command timeout (set on each new connection, `Manager::connect`); the kernel gives up
+        // a connection whose sent data goes unacknowledged that long, and probes an idle one (a
+        // dead peer found in about 11 s); and each call has a deadline of its own (`dispatch!`).
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(opts.command_timeout);
         let target = describe(&config);
         if !tls_params.verifies() && !is_local(&config) {
             tracing::warn!(database = %target, sslmode = tls_params.mode_name(),
@@ -248,6 +268,7 @@ impl Postgres {
             config: config.clone(),
             tls: tls.clone(),
             last_failure: last_failure.clone(),
+            statement_timeout: opts.command_timeout,
         };
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
@@ -307,6 +328,11 @@ impl Postgres {
     pub(super) async fn migrate(&self) -> Result<MigrationReport> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.map_err(e))?;
+        // A migration may rightly outlast the statement timeout every other call has (and waits
+        // for another node's migration to finish first).
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(|e| self.map_err(e))?;
         // Held until commit: a second node waits here while the first creates the schema.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
