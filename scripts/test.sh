@@ -98,4 +98,22 @@ else
     echo "==> skipped $skipped SQL Server tests: set CUTTLE_TEST_MSSQL_URL=mssql://LOGIN:PASSWORD@HOST:1433/master?trust_server_certificate=true" \
         "(a SQL Server or Babelfish login that may create databases) to run them; see docs/sql-server.md"
 fi
+# Every test's servers end with it, however it ends: nothing a test started may outlive the run.
+leftovers() {
+    local tmp="${TMPDIR:-/tmp}"
+    tmp="${tmp%/}"
+    ps -eo pid=,args= | grep -E -e "$PWD/target/debug/cuttle" -e "$tmp/cuttle-" \
+        -e 'chromedriver' -e ' sleep 600(\.[0-9]+)?$' | grep -v -e 'grep -E' || true
+    ip netns list 2>/dev/null | grep -E '^cuttle-' || true
+}
+left=$(leftovers)
+if [ -n "$left" ]; then
+    sleep 2 # processes still being reaped as the last tests ended
+    left=$(leftovers)
+fi
+if [ -n "$left" ]; then
+    echo "==> test processes outlived the run (a test's clean-up is missing):" >&2
+    echo "$left" >&2
+    status=1
+fi
 exit "$status"

@@ -214,7 +214,27 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// nginx's fast shutdown (`SIGTERM`): the master stops its workers and then itself. A
+    /// master that does not end within 5 s is killed with its workers.
     fn drop(&mut self) {
+        let master = self.child.id() as i32;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        unsafe {
+            libc::kill(master, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20)); // polling a child's exit
+        }
+        for pid in crate::util::children_of(master) {
+            // SAFETY: as above; the master is not reaped yet, so its children are its own.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -20,6 +20,9 @@ pub struct TestSqlServer {
     base: String,
     url: String,
     db: String,
+    /// Stopped by this test and not started again yet: the drop starts it (a test that panics
+    /// while the shared server is down must not leave every later test without it).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl TestSqlServer {
@@ -61,7 +64,12 @@ impl TestSqlServer {
             std::thread::sleep(std::time::Duration::from_millis(jitter));
         }
         let url = replace_db(&base, &db);
-        Ok(TestSqlServer { base, url, db })
+        Ok(TestSqlServer {
+            base,
+            url,
+            db,
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// `mssql://…` for the test's own database.
@@ -77,13 +85,16 @@ impl TestSqlServer {
 
     /// Stops the server with `CUTTLE_TEST_MSSQL_STOP`: for outage tests.
     pub fn stop_server(&self) -> Result<()> {
+        self.stopped.store(true, Ordering::SeqCst);
         shell(MSSQL_STOP_VAR)
     }
 
     /// Starts it again with `CUTTLE_TEST_MSSQL_START` (returns once the command does; the
     /// server may take a while longer to accept connections).
     pub fn start_server(&self) -> Result<()> {
-        shell(MSSQL_START_VAR)
+        shell(MSSQL_START_VAR)?;
+        self.stopped.store(false, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -103,6 +114,11 @@ fn shell(var: &str) -> Result<()> {
 
 impl Drop for TestSqlServer {
     fn drop(&mut self) {
+        if self.stopped.load(Ordering::SeqCst) {
+            if let Err(e) = shell(MSSQL_START_VAR) {
+                crate::util::report(format_args!("could not start the SQL Server again: {e:#}"));
+            }
+        }
         if std::env::var_os("CUTTLE_TEST_KEEP").is_some() {
             return;
         }

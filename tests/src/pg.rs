@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 use crate::{free_port, temp_dir, wait_until, TempDir};
 
 /// A PostgreSQL database for one test: either a fresh database on the server named by
-/// `CUTTLE_TEST_PG_URL`, or a throwaway server started with `initdb`/`pg_ctl` in a temporary
-/// directory (as the `postgres` user when running as root), stopped on drop.
+/// `CUTTLE_TEST_PG_URL`, or a throwaway server made with `initdb` in a temporary directory and
+/// run as a child of the test (`postgres`, as the `postgres` user when running as root), in the
+/// test's process group: stopped on drop, and ended with the test however it ends (a test
+/// runner's timeout kills the group; `pg_ctl` would have detached it).
 pub struct TestPostgres {
     url: String,
     server: Option<Server>,
@@ -21,6 +23,8 @@ struct Server {
     port: u16,
     /// `ssl=on` with the certificate and key in these files.
     tls: Option<(PathBuf, PathBuf)>,
+    /// The postmaster while it runs.
+    child: std::sync::Mutex<Option<std::process::Child>>,
     _dir: TempDir,
 }
 
@@ -103,7 +107,8 @@ impl TestPostgres {
             .server
             .as_ref()
             .context("no harness-owned server to stop")?;
-        s.pg_ctl(&["stop", "-m", "immediate", "-w"])
+        s.stop();
+        Ok(())
     }
 
     /// Starts the server again after [`TestPostgres::stop_server`].
@@ -119,7 +124,7 @@ impl TestPostgres {
 impl Drop for TestPostgres {
     fn drop(&mut self) {
         if let Some(s) = &self.server {
-            let _ = s.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+            s.stop();
         }
     }
 }
@@ -165,16 +170,28 @@ fn pg_bin_dir() -> Result<PathBuf> {
     }
     for d in std::env::var("PATH").unwrap_or_default().split(':') {
         let d = PathBuf::from(d);
-        if d.join("initdb").exists() && d.join("pg_ctl").exists() {
+        if d.join("initdb").exists() && d.join("postgres").exists() {
             return Ok(d);
         }
     }
-    bail!("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql")
+    bail!("PostgreSQL server binaries (initdb, postgres) not found: install postgresql")
 }
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The `postgres` user's uid and gid.
+fn postgres_ids() -> Result<(u32, u32)> {
+    let id = |flag: &str| -> Result<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("no postgres user")
+    };
+    Ok((id("-u")?, id("-g")?))
 }
 
 /// Runs a PostgreSQL binary, as the `postgres` user when we are root (the server refuses root).
@@ -186,6 +203,13 @@ fn pg_command(bin: &std::path::Path, tool: &str) -> Command {
         c
     } else {
         Command::new(path)
+    }
+}
+
+impl Drop for Server {
+    /// Also when the start failed half-way: nothing of it is left running.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -231,6 +255,7 @@ impl Server {
             data,
             port,
             tls,
+            child: std::sync::Mutex::new(None),
             _dir: dir,
         };
         server.start_cmd()?;
@@ -238,52 +263,73 @@ impl Server {
     }
 
     fn start_cmd(&self) -> Result<()> {
-        let mut opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
-            self.port,
-            self.data.parent().expect("data dir has a parent").display()
-        );
+        let mut opts: Vec<String> = vec![
+            "-D".into(),
+            self.data.display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-k".into(),
+            self.data
+                .parent()
+                .expect("data dir has a parent")
+                .display()
+                .to_string(),
+        ];
+        for setting in [
+            "listen_addresses=127.0.0.1",
+            "fsync=off",
+            "max_connections=300",
+        ] {
+            opts.extend(["-c".into(), setting.into()]);
+        }
         if let Some((cert, key)) = &self.tls {
-            opts.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
-                cert.display(),
-                key.display()
-            ));
+            opts.extend([
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()),
+            ]);
         }
         let log = self.data.parent().expect("parent").join("postgres.log");
-        self.pg_ctl(&[
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            &opts,
-            "-l",
-            &log.to_string_lossy(),
-        ])?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .context("open postgres.log")?;
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.args(&opts)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if is_root() {
+            // Directly as the postgres user (the server refuses root): no runuser in between,
+            // so signals reach the postmaster itself.
+            use std::os::unix::process::CommandExt;
+            let (uid, gid) = postgres_ids()?;
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd.spawn().context("start postgres")?;
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
         wait_until(
             "postgres to accept connections",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || psql(&url, "SELECT 1").ok(),
         );
         Ok(())
     }
 
-    fn pg_ctl(&self, args: &[&str]) -> Result<()> {
-        let out = pg_command(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .context("run pg_ctl")?;
-        if !out.status.success() {
-            bail!(
-                "pg_ctl {args:?} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    /// Immediate shutdown (`SIGQUIT`, as `pg_ctl stop -m immediate`), waited for.
+    fn stop(&self) {
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut child) = child {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGQUIT);
+            }
+            let _ = child.wait();
         }
-        Ok(())
     }
 }

@@ -167,15 +167,22 @@ fn killed_node_fails_its_tasks_while_others_drain_the_queue(db: Database) {
 }
 
 fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
+    // A command line of this variant's own: the three run at once.
+    let sleep_for = match db {
+        Database::Sqlite => "30.071",
+        Database::Postgres => "30.072",
+        _ => "30.073",
+    };
     let cluster = Cluster::new(db).unwrap();
     let n1 = cluster.start(NodeOptions::named("n1", 1));
     let n2 = cluster.start(NodeOptions::named("n2", 0));
     let marker = cluster.scripts_dir().join("ran-to-the-end");
-    let script = format!("echo begun; sleep 8; touch {}", marker.display());
+    let script = format!("echo begun; sleep {sleep_for}; touch {}", marker.display());
     let id = n2.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": script}}));
     wait_until("script to start", MIN, || {
         n2.task_log(&id).contains("OUT   begun").then_some(())
     });
+    let begun = std::time::Instant::now();
     // n1 stops heartbeating without dying; n2's scheduler declares it lost.
     n1.freeze();
     let t = n2.wait_finished(&id, MIN);
@@ -203,8 +210,17 @@ fn frozen_node_is_fenced_when_it_comes_back(db: Database) {
             .then_some(log)
     });
     assert!(log.contains("node n1 lost"), "{log}");
-    // The script would have touched the marker 8 s after starting; it was killed first.
-    std::thread::sleep(Duration::from_secs(9)); // the script's own sleep: the only way to show it never finished
+    // The script would have touched the marker 30 s after starting: its sleep is killed well
+    // before (its whole sandbox with it, so the marker never comes).
+    wait_until("the fenced script to be killed", MIN, || {
+        cuttle_e2e::processes_running(&["sleep", sleep_for])
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        begun.elapsed() < Duration::from_secs(30),
+        "the script ended by itself, not fenced"
+    );
     assert!(!marker.exists(), "a fenced task ran to its end");
     let t = n2.task(&id);
     assert_eq!(

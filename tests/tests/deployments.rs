@@ -781,3 +781,51 @@ fn different_projects_deploy_in_parallel_while_one_project_and_environment_never
         "{ta1} {ta2}"
     );
 }
+
+/// "A target that fails fails the step, and the batches after it are not started": rolling one
+/// target at a time, the first fails and the second never runs.
+#[test]
+fn a_failed_target_stops_the_rolling_batches_after_it() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 2));
+    let dir = temp_dir("deploy-rolling");
+    let mut tentacles: Vec<Tentacle> = ["w1", "w2"]
+        .iter()
+        .map(|name| Tentacle::new(dir.path(), name))
+        .collect();
+    for t in &mut tentacles {
+        register(t, &n1, "web", "polling", &[]);
+        t.start();
+    }
+    wait_until("w1 and w2 connected", MIN, || {
+        let (_, targets) = n1.get("/api/targets");
+        let connected = targets["items"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["connected_nodes"] == json!(["n1"]))
+            .count();
+        (connected == 2).then_some(())
+    });
+    let dev = n1.environment("Development");
+    let (_, p) = n1.post("/api/spaces/default/projects", &json!({"name": "Rolling"}));
+    let path = format!("/api/spaces/default/projects/{}", id(&p));
+    // Targets go in name order: w1 first, alone.
+    let script = "echo \"on #{Cuttle.Target.Name}\"; test \"#{Cuttle.Target.Name}\" != w1";
+    let process = json!({"version": 1, "steps": [
+        {"name": "Roll", "target_roles": ["web"], "max_parallel_targets": 1,
+         "action": {"type": "script", "script": script}},
+    ]});
+    let (status, body) = n1.request(
+        "PUT",
+        &format!("{path}/deploymentprocess"),
+        Some(&process.to_string()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, r) = n1.post(&format!("{path}/releases"), &json!({"version": "1.0.0"}));
+    let (status, d) = deploy(&n1, &id(&r), &dev);
+    assert_eq!(status, 201, "{d}");
+    let (t, log) = task_log(&n1, &d);
+    assert_eq!(t["state"], "Failed", "{t}\n{log}");
+    assert!(log.contains("OUT   [w1] on w1"), "{log}");
+    assert!(!log.contains("[w2]"), "the next batch was started: {log}");
+}

@@ -368,18 +368,52 @@ fn the_shipped_nginx_config_streams_uploads_and_keeps_the_json_limit() {
         .collect();
     let lb = cuttle_e2e::Nginx::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
     let key = nodes[0].api_key();
-    // Far past the 1 MiB the other routes get: streamed (no request buffering) to a node.
+    // Far past the 1 MiB the other routes get: streamed (no request buffering) to a node. The
+    // client stops half-way until a node reports the upload in progress: with nginx buffering
+    // the body, no node would see it before the client had sent it all.
     let big = cuttle_e2e::Generated::zip(50, 300 << 20);
     let sha = big.sha256();
-    let (status, p) = cuttle_e2e::upload(
-        &lb.agent(),
-        &lb.url("/api/Spaces-1/packages/raw?package_id=Via.Nginx&version=1.0.0&format=zip"),
-        &key,
-        "application/octet-stream",
-        big.clone(),
+    let (go_on, gate) = std::sync::mpsc::channel::<()>();
+    let body = Paused {
+        inner: big.clone(),
+        sent: 0,
+        pause_at: 150 << 20,
+        gate,
+    };
+    let (agent, url, size) = (
+        lb.agent(),
+        lb.url("/api/Spaces-1/packages/raw?package_id=Via.Nginx&version=1.0.0&format=zip"),
         big.size,
-        &[("X-Content-SHA256", &sha)],
     );
+    let key2 = key.clone();
+    let uploading = std::thread::spawn(move || {
+        cuttle_e2e::upload(
+            &agent,
+            &url,
+            &key2,
+            "application/octet-stream",
+            body,
+            size,
+            &[("X-Content-SHA256", &sha)],
+        )
+    });
+    wait_until(
+        "a node receiving the upload while the client is paused",
+        MIN,
+        || {
+            nodes
+                .iter()
+                .any(|n| {
+                    let (_, metrics) = n.get("/metrics");
+                    metrics
+                        .as_str()
+                        .is_some_and(|m| m.contains("cuttle_uploads_in_progress 1"))
+                })
+                .then_some(())
+        },
+    );
+    go_on.send(()).unwrap();
+    let (status, p) = uploading.join().unwrap();
     assert_eq!(status, 201, "{p}");
     assert_eq!(p["size"].as_u64(), Some(300 << 20));
     // Any other route keeps nginx's 1 MiB limit.
@@ -393,4 +427,106 @@ fn the_shipped_nginx_config_streams_uploads_and_keeps_the_json_limit() {
         &[],
     );
     assert_eq!(status, 413);
+}
+
+/// "Other clients are not affected" by one client's bad keys holds when the balancer is a
+/// trusted proxy. A balancer left out of `CUTTLE_TRUSTED_PROXIES` makes every client one: the
+/// node detects it — forwarding headers from an unlisted peer — and says so in its log and on
+/// the nodes page.
+#[test]
+fn a_balancer_left_out_of_the_trusted_proxies_is_reported() {
+    use cuttle_e2e::web::{send, session_of};
+    let cluster = Cluster::sqlite();
+    let unlisted = cluster.start(NodeOptions::named("n1", 0));
+    let listed = cluster.start(NodeOptions {
+        env: vec![("CUTTLE_TRUSTED_PROXIES".into(), "127.0.0.1".into())],
+        ..NodeOptions::named("n2", 0)
+    });
+    let call = |n: &cuttle_e2e::Node, from: &str, key: &str| {
+        cuttle_e2e::agent(None)
+            .get(&n.url("/api/tasks"))
+            .header("X-Forwarded-For", from)
+            .header("X-Api-Key", key)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let key = unlisted.api_key();
+    assert_eq!(call(&unlisted, "198.51.100.2", &key), 200);
+    let advice = "is not in CUTTLE_TRUSTED_PROXIES";
+    wait_until("the warning in n1's log", MIN, || {
+        unlisted.stderr_text().contains(advice).then_some(())
+    });
+    let form = format!(
+        "api_key={}",
+        key.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    let signed = send(&unlisted, "POST", "/ui/sign-in", None, Some(&form), &[]);
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let page = send(
+        &unlisted,
+        "GET",
+        "/ui/nodes",
+        Some(&session_of(&signed.set_cookie)),
+        None,
+        &[],
+    );
+    assert!(
+        page.body
+            .contains("requests from 127.0.0.1 carry forwarding headers")
+            && page.body.contains(advice),
+        "the nodes page says it: {}",
+        page.body
+    );
+    // What it costs: ten bad keys from one client behind the balancer lock out another (whose
+    // key is good, and not yet in the nodes' caches).
+    let other = unlisted.key_with_scope("other client", "reader");
+    for n in [&unlisted, &listed] {
+        for _ in 0..10 {
+            assert_eq!(call(n, "198.51.100.1", "not-a-key"), 401);
+        }
+    }
+    assert_eq!(
+        call(&unlisted, "198.51.100.2", &other),
+        429,
+        "unlisted: one client for all"
+    );
+    assert_eq!(
+        call(&listed, "198.51.100.2", &other),
+        200,
+        "listed: others are not affected"
+    );
+    assert!(
+        !listed.stderr_text().contains(advice),
+        "a trusted balancer is not reported"
+    );
+}
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A body that stops after `pause_at` bytes until `gate` says go on.
+struct Paused {
+    inner: cuttle_e2e::Generated,
+    sent: u64,
+    pause_at: u64,
+    gate: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for Paused {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.sent == self.pause_at {
+            let _ = self.gate.recv();
+        }
+        let room = if self.sent < self.pause_at {
+            ((self.pause_at - self.sent) as usize).min(buf.len())
+        } else {
+            buf.len()
+        };
+        let n = self.inner.read(&mut buf[..room])?;
+        self.sent += n as u64;
+        Ok(n)
+    }
 }

@@ -86,7 +86,13 @@ fn run_in(ns: &Netns, dir: &Path, bin: &Path, script: &str, timeout: Duration) -
     }
     let _ = child.kill();
     let _ = child.wait();
-    std::thread::sleep(Duration::from_millis(200)); // a moment to drain before the hard kill
+    // What ignores SIGTERM for 5 s is killed.
+    let gone = |pgid: i32| unsafe { libc::kill(-pgid, 0) } != 0;
+    let until = Instant::now() + Duration::from_secs(5);
+    while !gone(pgid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20)); // polling the group's end
+    }
+    // SAFETY: as above.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
     }

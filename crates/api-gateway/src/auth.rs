@@ -689,6 +689,15 @@ pub(crate) fn client_address(
         .filter_map(|v| v.to_str().ok())
         .collect();
     let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    // A balancer not listed as trusted: its header is ignored, and the node says so.
+    if !state.config.trusted_proxies.contains(peer) {
+        let sent = ["x-forwarded-for", "forwarded", "x-real-ip"]
+            .into_iter()
+            .find(|h| headers.contains_key(*h));
+        if let Some(header) = sent {
+            state.forwarders.note(peer, header);
+        }
+    }
     Some(
         state
             .config

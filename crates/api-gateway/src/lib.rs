@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod extract;
+mod forwarders;
 mod https;
 mod listener;
 mod resources;
@@ -79,6 +80,8 @@ pub(crate) struct AppState {
     pub(crate) streams: Arc<ui::streams::Streams>,
     /// Package uploads in progress, in all and per key.
     pub(crate) uploads: Arc<resources::packages::Uploads>,
+    /// Peers sending forwarding headers without being trusted proxies.
+    pub(crate) forwarders: Arc<forwarders::UntrustedForwarders>,
 }
 
 impl AppState {
@@ -121,6 +124,7 @@ pub async fn serve(
         passwords: Arc::new(throttle::PasswordPool::start()),
         streams: Arc::new(ui::streams::Streams::default()),
         uploads: Arc::new(resources::packages::Uploads::default()),
+        forwarders: Arc::new(forwarders::UntrustedForwarders::default()),
     };
     let https = state.config.https.clone();
     let (limits, trusted) = (

@@ -514,6 +514,8 @@ struct NodesPage {
     calc: Calculator,
     may_operate: bool,
     csrf: String,
+    /// What this node says about peers sending forwarding headers it ignores.
+    untrusted_forwarders: Vec<String>,
 }
 
 fn number(q: &std::collections::HashMap<String, String>, k: &str, default: u32) -> u32 {
@@ -585,6 +587,12 @@ async fn nodes(
             plan,
         },
         nodes: rows,
+        untrusted_forwarders: s
+            .forwarders
+            .recent()
+            .into_iter()
+            .map(crate::forwarders::advice)
+            .collect(),
         may_operate: who.may_operate,
         csrf: who.csrf.clone(),
         who: Some(who),
