@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
-# haproxy, nginx, Chromium and its WebDriver, bubblewrap, from the distribution's packages, and
+# haproxy, nginx, Chromium and its WebDriver, bubblewrap, curl, jq, openssl and iproute2 from the
+# distribution's packages, and
 # the user scripts on a node run as), builds once,
 # then runs every test with cargo-nextest (or cargo test when nextest is not installed), the
 # SQL Server variants too when CUTTLE_TEST_MSSQL_URL is set.
@@ -23,6 +24,13 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # Scripts on a node run isolated: in a bubblewrap sandbox, as a user of their own.
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+# The docs' walk-throughs run as written (curl, jq, openssl) on hosts of their own (network
+# namespaces: ip; their own host names and mounts: unshare).
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing ${need[*]}"

@@ -22,7 +22,7 @@ pub mod web;
 pub use browser::{Browser, Element};
 pub use lb::{deploy_dir, Haproxy, Nginx};
 pub use mssql::TestSqlServer;
-pub use netns::{walkthrough_block, Netns};
+pub use netns::{walkthrough_block, Lan, Netns};
 pub use node::{
     agent, cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database,
     HttpsTrust, Node, NodeOptions,

@@ -86,6 +86,86 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// Hosts of their own on one LAN: a bridge in the test's namespace (its address the LAN's
+/// gateway, where servers the test runs — a database — are reached) and one namespace per host,
+/// each with its address on the bridge's /24 and a default route through the gateway. Each
+/// host's `/etc/hosts` (through `ip netns exec`) names the gateway as `gateway_name` and every
+/// host by its name. Removed on drop.
+pub struct Lan {
+    pub hosts: Vec<Netns>,
+    /// The gateway's address (the test's side).
+    pub gateway: String,
+    bridge: String,
+}
+
+impl Lan {
+    pub fn new(names: &[&str], gateway_name: &str) -> Lan {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let net = 100 + (pid * 7 + n) % 150;
+        let bridge = format!("cwb{}", (pid % 100_000) * 10 + n % 10);
+        let gateway = format!("10.231.{net}.1");
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let mut lan = Lan {
+            hosts: Vec::new(),
+            gateway: gateway.clone(),
+            bridge: bridge.clone(),
+        };
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let addrs: Vec<String> = (0..names.len())
+            .map(|i| format!("10.231.{net}.{}", i + 2))
+            .collect();
+        let mut hosts_file = format!("127.0.0.1 localhost\n{gateway} {gateway_name}\n");
+        for (name, addr) in names.iter().zip(&addrs) {
+            hosts_file.push_str(&format!("{addr} {name}\n"));
+        }
+        for (i, addr) in addrs.iter().enumerate() {
+            let name = format!("cuttle-{pid}-lan{n}-{i}");
+            let tag = (pid % 10_000) * 100 + n % 10 * 10 + i as u32;
+            let (outer, inner) = (format!("cwl{tag}"), format!("cwm{tag}"));
+            ip(&["netns", "add", &name]);
+            lan.hosts.push(Netns {
+                name: name.clone(),
+                address: addr.clone(),
+            });
+            let etc = format!("/etc/netns/{name}");
+            std::fs::create_dir_all(&etc).expect("/etc/netns");
+            std::fs::write(format!("{etc}/hosts"), &hosts_file).expect("hosts file");
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            ip(&["link", "set", &inner, "netns", &name]);
+            ip(&["link", "set", &outer, "master", &bridge]);
+            ip(&["link", "set", &outer, "up"]);
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                &inner,
+            ]);
+            ip(&["-n", &name, "link", "set", &inner, "up"]);
+            ip(&["-n", &name, "route", "add", "default", "via", &gateway]);
+        }
+        lan
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 

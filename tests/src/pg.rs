@@ -21,6 +21,8 @@ struct Server {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Also listening on this address (besides 127.0.0.1), for hosts of a test LAN.
+    lan: Option<String>,
     /// `ssl=on` with the certificate and key in these files.
     tls: Option<(PathBuf, PathBuf)>,
     /// The postmaster while it runs.
@@ -74,6 +76,29 @@ impl TestPostgres {
         psql(&base, &format!("CREATE DATABASE {db}"))?;
         Ok(TestPostgres {
             url: replace_db(&base, &db),
+            server: Some(server),
+        })
+    }
+
+    /// A throwaway server of its own that hosts of a test LAN reach at `addr:port` (besides
+    /// 127.0.0.1), with a login `user` (password `password`) owning the database `db`: a
+    /// database server as a cluster's hosts see one.
+    pub fn serving_lan(
+        addr: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<TestPostgres> {
+        let server = Server::start_on(None, Some(addr), port)?;
+        let base = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        psql(
+            &base,
+            &format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"),
+        )?;
+        psql(&base, &format!("CREATE DATABASE {db} OWNER {user}"))?;
+        Ok(TestPostgres {
+            url: format!("postgres://{user}:{password}@{addr}:{port}/{db}"),
             server: Some(server),
         })
     }
@@ -215,6 +240,10 @@ impl Drop for Server {
 
 impl Server {
     fn start(tls: Option<(&str, &str)>) -> Result<Server> {
+        Server::start_on(tls, None, free_port())
+    }
+
+    fn start_on(tls: Option<(&str, &str)>, lan: Option<&str>, port: u16) -> Result<Server> {
         let bin = pg_bin_dir()?;
         let dir = temp_dir("pg");
         let data = dir.path().join("data");
@@ -249,11 +278,19 @@ impl Server {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let port = free_port();
+        if lan.is_some() {
+            // Hosts of the test's LAN sign in with a password, as a real server asks.
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))?;
+            use std::io::Write;
+            writeln!(hba, "host all all 10.231.0.0/16 scram-sha-256")?;
+        }
         let server = Server {
             bin,
             data,
             port,
+            lan: lan.map(str::to_owned),
             tls,
             child: std::sync::Mutex::new(None),
             _dir: dir,
@@ -275,11 +312,11 @@ impl Server {
                 .display()
                 .to_string(),
         ];
-        for setting in [
-            "listen_addresses=127.0.0.1",
-            "fsync=off",
-            "max_connections=300",
-        ] {
+        let listen = match &self.lan {
+            Some(addr) => format!("listen_addresses=127.0.0.1,{addr}"),
+            None => "listen_addresses=127.0.0.1".to_owned(),
+        };
+        for setting in [listen.as_str(), "fsync=off", "max_connections=300"] {
             opts.extend(["-c".into(), setting.into()]);
         }
         if let Some((cert, key)) = &self.tls {

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cuttle_e2e::{cli_binary, server_binary, temp_dir, tentacle_binary, walkthrough_block, Netns};
+use cuttle_e2e::{
+    cli_binary, server_binary, temp_dir, tentacle_binary, wait_until, walkthrough_block, Netns,
+};
+use serde_json::{json, Value};
 
 fn doc(path: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -34,15 +37,37 @@ fn programs_on_path(dir: &Path) -> PathBuf {
     bin
 }
 
-/// Runs `script` under `bash -euo pipefail` in `ns`, in `dir` (also `HOME`), with only the
-/// programs and the system's tools on the `PATH`. Everything it leaves running is killed at the
-/// end. Returns its output (stdout then stderr), or panics with it and the logs of what ran in
-/// the background.
-fn run_in(ns: &Netns, dir: &Path, bin: &Path, script: &str, timeout: Duration) -> String {
-    let mut child = ns
-        .command("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .current_dir(dir)
+/// `script` under `bash -euo pipefail` in `ns`, in `dir` (also `HOME`), with only the programs
+/// and the system's tools on the `PATH`, in a process group of its own. With `host`, `ns` is a
+/// whole host: its own host name, and the cluster's shared store mounted at
+/// `/mnt/cuttle-shared` (a directory the hosts share, as an NFS mount would be).
+fn bash_in(
+    ns: &Netns,
+    dir: &Path,
+    bin: &Path,
+    script: &str,
+    host: Option<(&str, &Path)>,
+) -> std::process::Command {
+    let mut cmd = match host {
+        None => {
+            let mut c = ns.command("bash");
+            c.args(["-euo", "pipefail", "-c", script]);
+            c
+        }
+        Some((name, shared)) => {
+            let mut c = ns.command("unshare");
+            c.args(["--uts", "--mount", "sh", "-c"])
+                .arg(
+                    "hostname \"$1\" && mount -t tmpfs tmpfs /mnt && mkdir /mnt/cuttle-shared \
+                     && mount --bind \"$2\" /mnt/cuttle-shared && exec bash -euo pipefail -c \"$3\"",
+                )
+                .args(["sh", name])
+                .arg(shared)
+                .arg(script);
+            c
+        }
+    };
+    cmd.current_dir(dir)
         .env_clear()
         .env(
             "PATH",
@@ -51,9 +76,21 @@ fn run_in(ns: &Netns, dir: &Path, bin: &Path, script: &str, timeout: Duration) -
         .env("HOME", dir)
         .env("LANG", "C.UTF-8")
         .stdin(Stdio::null())
+        .process_group(0);
+    cmd
+}
+
+/// Runs `script` in `ns` ([`bash_in`]). Everything it leaves running is killed at the end.
+/// Returns its output (stdout then stderr), or panics with it and the logs of what ran in the
+/// background.
+fn run_in(ns: &Netns, dir: &Path, bin: &Path, script: &str, timeout: Duration) -> String {
+    run(bash_in(ns, dir, bin, script, None), dir, timeout)
+}
+
+fn run(mut cmd: std::process::Command, dir: &Path, timeout: Duration) -> String {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .spawn()
         .expect("start bash");
     let pgid = child.id() as i32;
@@ -176,4 +213,155 @@ fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
         );
         assert!(log.contains("done"), "{part}: the notification ran:\n{out}");
     }
+}
+
+/// A process group the test started; killed (`SIGTERM`, then `SIGKILL`) on drop.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = self.0.id() as i32;
+        // SAFETY: kill has no memory-safety preconditions; the group is the one our child leads.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && !matches!(self.0.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20)); // polling a child's exit
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's cluster recipe across two hosts (network namespaces on one LAN, a PostgreSQL
+/// server named `db.internal`, a shared directory mounted where the recipe says): the settings
+/// made once on the first host and copied to the second, a node started on each exactly as
+/// written. Each node advertises its own host's addresses — never `127.0.0.1` — so the other
+/// reaches it, and work crosses between them.
+#[test]
+fn the_readme_cluster_runs_across_two_hosts() {
+    let readme = doc("README.md");
+    let lan = cuttle_e2e::Lan::new(&["host1", "host2"], "db.internal");
+    let _db =
+        cuttle_e2e::TestPostgres::serving_lan(&lan.gateway, 5432, "cuttle", "PASSWORD", "cuttle")
+            .expect("a database server on the LAN");
+    let dirs: Vec<_> = (0..2).map(|_| temp_dir("cluster-host")).collect();
+    let shared = temp_dir("cluster-shared");
+    let bin = programs_on_path(dirs[0].path());
+    let host = |i: usize| (["host1", "host2"][i], shared.path());
+    let once = walkthrough_block(&readme, "cluster-once");
+    let out = run(
+        bash_in(&lan.hosts[0], dirs[0].path(), &bin, &once, Some(host(0))),
+        dirs[0].path(),
+        Duration::from_secs(60),
+    );
+    // "Copy cuttle.env to every node's host."
+    std::fs::copy(
+        dirs[0].path().join("cuttle.env"),
+        dirs[1].path().join("cuttle.env"),
+    )
+    .unwrap_or_else(|e| panic!("no cuttle.env after the first step ({e}):\n{out}"));
+    let node = walkthrough_block(&readme, "cluster-node");
+    let _nodes: Vec<Group> = (0..2)
+        .map(|i| {
+            let log = std::fs::File::create(dirs[i].path().join("node.log")).unwrap();
+            let child = bash_in(&lan.hosts[i], dirs[i].path(), &bin, &node, Some(host(i)))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start the node");
+            Group(child)
+        })
+        .collect();
+    let agent = cuttle_e2e::agent(None);
+    let log_of =
+        |i: usize| std::fs::read_to_string(dirs[i].path().join("node.log")).unwrap_or_default();
+    let url = |i: usize, path: &str| format!("http://{}:8080{path}", lan.hosts[i].address);
+    for i in 0..2 {
+        wait_until(
+            &format!("node {} to answer on its host's address", i + 1),
+            Duration::from_secs(60),
+            || {
+                let status = agent.get(&url(i, "/api/nodes/ping")).call().ok()?.status();
+                (status == 200).then_some(())
+            },
+        );
+    }
+    // The first admin key: written by whichever node minted it.
+    let key = wait_until("the first admin key", Duration::from_secs(30), || {
+        (0..2).find_map(|i| {
+            std::fs::read_to_string(dirs[i].path().join("cuttle-data/admin-api-key")).ok()
+        })
+    });
+    let key = key.trim().to_owned();
+    let call = |i: usize, method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(url(i, path))
+            .header("X-Api-Key", &key)
+            .header("Content-Type", "application/json");
+        let sent = match body {
+            Some(b) => agent.run(req.body(b.to_string()).unwrap()),
+            None => agent.run(req.body(()).unwrap()),
+        };
+        let mut resp = sent.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    let (status, nodes) = call(0, "GET", "/api/nodes", None);
+    assert_eq!(status, 200, "{nodes}");
+    let items = nodes["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{nodes}\n{}\n{}", log_of(0), log_of(1));
+    for (i, name) in ["host1", "host2"].iter().enumerate() {
+        let n = items
+            .iter()
+            .find(|n| n["name"] == *name)
+            .unwrap_or_else(|| panic!("{nodes}"));
+        let addr = &lan.hosts[i].address;
+        assert_eq!(n["http_address"], format!("{addr}:8080"), "{n}");
+        assert_eq!(
+            n["grpc_address"],
+            format!("{addr}:8443"),
+            "what other nodes dial: {n}"
+        );
+    }
+    // Work crosses hosts: host1 takes none, so what is queued through it runs on host2, and
+    // a cancel through host1 stops it there.
+    let (status, body) = call(0, "PATCH", "/api/nodes/host1", Some(json!({"task_cap": 0})));
+    assert_eq!(status, 200, "{body}");
+    let (status, task) = call(
+        0,
+        "POST",
+        "/api/tasks",
+        Some(json!({"kind": "Sleep", "arguments": {"duration_ms": 60_000}})),
+    );
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the task executing on host2",
+        Duration::from_secs(30),
+        || {
+            let (_, t) = call(0, "GET", &format!("/api/tasks/{id}"), None);
+            (t["state"] == "Executing" && t["node"] == "host2").then_some(())
+        },
+    );
+    let (status, _) = call(
+        0,
+        "POST",
+        &format!("/api/tasks/{id}/cancel"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 202);
+    wait_until("host2 to stop it", Duration::from_secs(30), || {
+        let (_, t) = call(1, "GET", &format!("/api/tasks/{id}"), None);
+        (t["state"] == "Canceled").then_some(())
+    });
 }

@@ -20,10 +20,10 @@ const SETTING_FIRST_KEY_MINTER: &str = "first_admin_key_minter";
 
 /// Connects, retrying for `db_wait` while the database is unreachable.
 pub(crate) async fn connect(cfg: &Config) -> Result<Store> {
-    if cfg.database_is_embedded() {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("create data directory {}", cfg.data_dir.display()))?;
-    }
+    // Whatever the database: the node keeps its own files there (the first admin key, the
+    // work directories of its scripts).
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create data directory {}", cfg.data_dir.display()))?;
     let opts = StoreOptions {
         pool_size: cfg.db_pool_size,
         connect_timeout: cfg.db_connect_timeout,
