@@ -157,8 +157,8 @@ fn run(mut cmd: std::process::Command, dir: &Path, timeout: Duration) -> String 
 }
 
 /// README (programs, first node, "Try it", a deployment target), `docs/deployments.md` (the
-/// model, a deployment, the CLI from a build pipeline) and `docs/packages.md`'s retention
-/// setting, as a new user follows them.
+/// model, a deployment, the CLI from a build pipeline, a runbook) and `docs/packages.md` (the
+/// retention setting, a package from a build to a deployment), as a new user follows them.
 #[test]
 fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
     let readme = doc("README.md");
@@ -194,6 +194,11 @@ fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
         walkthrough_block(&deployments, "deployments-deploy"),
         "echo '==> deployments-cli'\n".to_owned(),
         walkthrough_block(&deployments, "deployments-cli"),
+        "echo '==> runbook'\n".to_owned(),
+        walkthrough_block(&deployments, "runbook"),
+        "echo '==> package-step'\n".to_owned(),
+        walkthrough_block(&packages, "package-step"),
+        "echo '==> end'\n".to_owned(),
     ]
     .concat();
     let out = run_in(&ns, dir.path(), &bin, &script, Duration::from_secs(300));
@@ -213,6 +218,14 @@ fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
         );
         assert!(log.contains("done"), "{part}: the notification ran:\n{out}");
     }
+    assert!(
+        section("runbook").contains("[web-1] restarting on web-1"),
+        "the runbook ran on the tentacle:\n{out}"
+    );
+    assert!(
+        section("package-step").contains("[web-1] web is up, database Server=localhost"),
+        "the package was deployed, its file substituted, its deploy.sh run:\n{out}"
+    );
 }
 
 /// A process group the test started; killed (`SIGTERM`, then `SIGKILL`) on drop.
