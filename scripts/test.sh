@@ -112,8 +112,10 @@ leftovers() {
     tmp="${tmp%/}"
     ps -eo pid=,args= | grep -E -e "$PWD/target/debug/cuttle" -e "$tmp/cuttle-" \
         -e 'chromedriver' -e ' sleep 600(\.[0-9]+)?$' | grep -v -e 'grep -E' || true
-    # Orphans: a balancer's worker whose master was killed.
-    ps -eo pid=,ppid=,args= | awk '$2 == 1 && ($3 ~ /^nginx:/ || $3 ~ /haproxy$/)' || true
+    # Orphans: a balancer's worker whose master was killed, a script's child whose node or
+    # tentacle did not take it along.
+    ps -eo pid=,ppid=,args= |
+        awk '$2 == 1 && ($3 ~ /^nginx:/ || $3 ~ /haproxy$/ || $3 == "sleep")' || true
     ip netns list 2>/dev/null | grep -E '^cuttle-' || true
 }
 left=$(leftovers)

@@ -40,29 +40,31 @@ impl Netns {
         let (a, b) = (subnet / 64, (subnet % 64) * 4);
         let host_side = format!("10.231.{a}.{}", b + 1);
         let ns_side = format!("10.231.{a}.{}", b + 2);
-        ip(&["netns", "add", &name]);
-        let ns = Netns {
-            name: name.clone(),
-            address: ns_side.clone(),
-        };
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        ip(&[
-            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-        ]);
-        ip(&["link", "set", &inner, "netns", &name]);
+        let ns = Netns::plugged(
+            &name,
+            (&outer, &inner),
+            &format!("{ns_side}/30"),
+            &host_side,
+        );
         ip(&["addr", "add", &format!("{host_side}/30"), "dev", &outer]);
         ip(&["link", "set", &outer, "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "addr",
-            "add",
-            &format!("{ns_side}/30"),
-            "dev",
-            &inner,
-        ]);
-        ip(&["-n", &name, "link", "set", &inner, "up"]);
-        ip(&["-n", &name, "route", "add", "default", "via", &host_side]);
+        ns
+    }
+
+    /// A new namespace `name` with loopback up and the `inner` end of a new veth pair at
+    /// `cidr`, routing through `gateway`; the `outer` end stays here for the caller to set up.
+    fn plugged(name: &str, (outer, inner): (&str, &str), cidr: &str, gateway: &str) -> Netns {
+        ip(&["netns", "add", name]);
+        let ns = Netns {
+            name: name.to_owned(),
+            address: cidr.split('/').next().unwrap_or(cidr).to_owned(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        ip(&["link", "add", outer, "type", "veth", "peer", "name", inner]);
+        ip(&["link", "set", inner, "netns", name]);
+        ip(&["-n", name, "addr", "add", cidr, "dev", inner]);
+        ip(&["-n", name, "link", "set", inner, "up"]);
+        ip(&["-n", name, "route", "add", "default", "via", gateway]);
         ns
     }
 
@@ -129,32 +131,14 @@ impl Lan {
             let name = format!("cuttle-{pid}-lan{n}-{i}");
             let tag = (pid % 10_000) * 100 + n % 10 * 10 + i as u32;
             let (outer, inner) = (format!("cwl{tag}"), format!("cwm{tag}"));
-            ip(&["netns", "add", &name]);
-            lan.hosts.push(Netns {
-                name: name.clone(),
-                address: addr.clone(),
-            });
             let etc = format!("/etc/netns/{name}");
             std::fs::create_dir_all(&etc).expect("/etc/netns");
             std::fs::write(format!("{etc}/hosts"), &hosts_file).expect("hosts file");
-            ip(&["-n", &name, "link", "set", "lo", "up"]);
-            ip(&[
-                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ]);
-            ip(&["link", "set", &inner, "netns", &name]);
+            let cidr = format!("{addr}/24");
+            lan.hosts
+                .push(Netns::plugged(&name, (&outer, &inner), &cidr, &gateway));
             ip(&["link", "set", &outer, "master", &bridge]);
             ip(&["link", "set", &outer, "up"]);
-            ip(&[
-                "-n",
-                &name,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                &inner,
-            ]);
-            ip(&["-n", &name, "link", "set", &inner, "up"]);
-            ip(&["-n", &name, "route", "add", "default", "via", &gateway]);
         }
         lan
     }

@@ -17,50 +17,59 @@ const SHOWN_FOR: Duration = Duration::from_secs(3600);
 /// The most peers remembered (the oldest go first).
 const MAX_PEERS: usize = 16;
 
+/// The least time between two warnings in the log, whatever the peers (a client rotating its
+/// address must not flood the log).
+const WARN_GAP: Duration = Duration::from_secs(10);
+
 struct Seen {
     last: Instant,
-    warned: Instant,
+    warned: Option<Instant>,
+    /// Requests seen: a balancer sends many, so it is the last to be forgotten.
+    hits: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct UntrustedForwarders {
     peers: Mutex<HashMap<IpAddr, Seen>>,
+    last_warning: Mutex<Option<Instant>>,
 }
 
 impl UntrustedForwarders {
     /// `peer`, not a trusted proxy, sent a forwarding header.
     pub(crate) fn note(&self, peer: IpAddr, header: &str) {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let warn = match peers.get_mut(&peer) {
-            Some(s) => {
-                s.last = now;
-                let due = now.duration_since(s.warned) >= REMIND_EVERY;
-                if due {
-                    s.warned = now;
-                }
-                due
+        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS {
+            // The least busy goes (then the longest quiet): not a balancer carrying clients.
+            if let Some(least) = peers
+                .iter()
+                .min_by_key(|(_, s)| (s.hits, s.last))
+                .map(|(ip, _)| *ip)
+            {
+                peers.remove(&least);
             }
-            None => {
-                if peers.len() >= MAX_PEERS {
-                    if let Some(oldest) =
-                        peers.iter().min_by_key(|(_, s)| s.last).map(|(ip, _)| *ip)
-                    {
-                        peers.remove(&oldest);
-                    }
-                }
-                peers.insert(
-                    peer,
-                    Seen {
-                        last: now,
-                        warned: now,
-                    },
-                );
-                true
-            }
-        };
-        drop(peers);
-        if warn {
+        }
+        let seen = peers.entry(peer).or_insert(Seen {
+            last: now,
+            warned: None,
+            hits: 0,
+        });
+        seen.last = now;
+        seen.hits += 1;
+        let due = seen
+            .warned
+            .is_none_or(|w| now.duration_since(w) >= REMIND_EVERY);
+        let mut last_warning = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let quiet = last_warning.is_none_or(|w| now.duration_since(w) >= WARN_GAP);
+        if due && quiet {
+            seen.warned = Some(now);
+            *last_warning = Some(now);
+            drop(last_warning);
+            drop(peers);
             tracing::warn!(%peer, header, "{}", advice(peer));
         }
     }
@@ -97,14 +106,28 @@ mod tests {
     fn peers_are_remembered_bounded_and_listed_oldest_first() {
         let f = UntrustedForwarders::default();
         let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        // A busy balancer, then twenty addresses seen once each.
+        for _ in 0..100 {
+            f.note(ip(200), "x-forwarded-for");
+        }
         for n in 1..=20 {
             f.note(ip(n), "x-forwarded-for");
         }
         let recent = f.recent();
         assert_eq!(recent.len(), MAX_PEERS);
-        assert!(!recent.contains(&ip(1)), "the oldest went first");
+        assert!(
+            recent.contains(&ip(200)),
+            "the balancer is kept: {recent:?}"
+        );
+        assert!(
+            !recent.contains(&ip(1)),
+            "the least busy, oldest went first"
+        );
         assert_eq!(recent.last(), Some(&ip(20)));
         f.note(ip(5), "x-forwarded-for");
         assert_eq!(f.recent().last(), Some(&ip(5)));
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        f.note(mapped, "x-forwarded-for");
+        assert_eq!(f.recent().last(), Some(&ip(7)), "shown as IPv4");
     }
 }

@@ -11,7 +11,7 @@ const MAX_GLOB_LEN: usize = 200;
 pub fn validate_glob(what: &str, glob: &str) -> Result<(), ValidationError> {
     let bad = |why: &str| ValidationError::new(format!("{what} {glob:?}: {why}"));
     if glob.is_empty() || glob.len() > MAX_GLOB_LEN {
-        return Err(bad(&format!("1 to {MAX_GLOB_LEN} characters")));
+        return Err(bad(&format!("1 to {MAX_GLOB_LEN} bytes")));
     }
     if glob.starts_with('/') || glob.contains('\\') || glob.contains('\0') {
         return Err(bad("a relative path with '/' between folders"));

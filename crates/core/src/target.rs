@@ -211,7 +211,7 @@ pub fn validate_target_name(name: &str) -> Result<(), ValidationError> {
     let path_safe = !name.contains(['/', '\\']) && !name.starts_with('.');
     if !plain(name) || name.len() > MAX_TARGET_NAME_LEN || !path_safe {
         return Err(ValidationError::new(format!(
-            "invalid target name {name:?}: 1-{MAX_TARGET_NAME_LEN} characters, no control \
+            "invalid target name {name:?}: 1-{MAX_TARGET_NAME_LEN} bytes of UTF-8, no control \
              characters, no / or \\, no leading dot, no leading or trailing spaces"
         )));
     }
@@ -227,7 +227,7 @@ pub(crate) fn validate_tags(field: &str, tags: &[String]) -> Result<(), Validati
     for tag in tags {
         if !plain(tag) || tag.len() > MAX_TAG_NAME_LEN {
             return Err(ValidationError::new(format!(
-                "{field}: invalid entry {tag:?}: 1-{MAX_TAG_NAME_LEN} characters, no control \
+                "{field}: invalid entry {tag:?}: 1-{MAX_TAG_NAME_LEN} bytes of UTF-8, no control \
                  characters, no leading or trailing spaces"
             )));
         }

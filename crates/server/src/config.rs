@@ -122,7 +122,7 @@ pub(crate) struct RawConfig {
     /// Seconds to wait for a new database connection (TCP, TLS and login) [env: CUTTLE_DB_CONNECT_TIMEOUT_SECS]
     #[arg(long, global = true)]
     pub(crate) db_connect_timeout_secs: Option<u64>,
-    /// Seconds one SQL Server statement may wait for the server's answer [env: CUTTLE_DB_COMMAND_TIMEOUT_SECS]
+    /// Seconds one database call may wait for the server's answer (PostgreSQL and SQL Server) [env: CUTTLE_DB_COMMAND_TIMEOUT_SECS]
     #[arg(long, global = true)]
     pub(crate) db_command_timeout_secs: Option<u64>,
     /// On SIGTERM, seconds running tasks may take before they are cancelled [env: CUTTLE_SHUTDOWN_GRACE_SECS]

@@ -110,7 +110,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         },
         initial_task_cap: cfg.task_cap,
     };
-    let state = crate::node_name::register(&store, &mut reg, cfg.heartbeat, cfg.offline_after)
+    let state = crate::node_name::register(&store, &mut reg, cfg.offline_after)
         .await
         .context("register node")?;
     startup::master_key_still_matches(&store, &master_key).await?;
@@ -451,9 +451,10 @@ async fn heartbeat(
             _ = timers.now.notified() => tick.reset(),
         }
         let storage_ok = probe_shared_store(&shared, &mut storage_was_ok).await;
+        let sent = std::time::Instant::now();
         match store.heartbeat(&reg, storage_ok).await {
             Ok(s) => {
-                contact.touch();
+                contact.touch_at(sent);
                 if failing {
                     tracing::info!("heartbeat restored");
                     failing = false;
@@ -473,6 +474,8 @@ async fn heartbeat(
             }
             Err(cuttle_storage::Error::NodeNameHeld(why)) => {
                 tracing::error!(error = %why, "this node's name is held by another process");
+                // Its tasks are the other process's to account for now: stop them at once.
+                contact.forget();
                 name_lost.cancel();
                 return;
             }

@@ -1,8 +1,9 @@
 //! One live process per node name. Each `cuttle-server run` picks a random instance id and
 //! holds its node's name with it (the row's `instance`, written at registration and at every
 //! heartbeat). A second process started with a name a live process holds is refused, naming
-//! that process; a process that crashed is taken over once its heartbeat has stopped; a process
-//! stopping cleanly lets go of the name so its next start is immediate.
+//! that process; a process that crashed is taken over once the cluster counts it lost (its
+//! heartbeat older than the offline timeout); a process stopping cleanly lets go of the name
+//! (marks it released) so its next start is immediate.
 
 use std::time::Duration;
 
@@ -19,25 +20,30 @@ pub(crate) fn new_instance() -> Result<String> {
 /// What the row says about whoever holds the name, for a process that wants it.
 #[derive(Debug, PartialEq, Eq)]
 enum Holder {
-    /// Nobody (no row, a clean stop, or a node from before instance ids): take it.
+    /// Nobody (no row, or a clean stop let it go): take it.
     Free,
-    /// Its heartbeat stopped longer ago than the offline timeout: it is lost; take it over.
-    Lost(String),
-    /// Its heartbeat is recent: alive, or crashed a moment ago. Watch it.
-    Recent(String),
+    /// Its heartbeat stopped longer ago than the offline timeout: the cluster counts it lost;
+    /// take it over.
+    Lost(Option<String>),
+    /// Its heartbeat is recent: alive, or crashed a moment ago. Watch it. (`None`: a process
+    /// from before schema 12, which holds names without saying so.)
+    Recent(Option<String>),
 }
 
+/// A clean stop's mark on the row: the name is free.
+const RELEASED: &str = "";
+
 fn judge(h: Option<&NodeHolder>, me: &str, offline_after: Duration) -> Holder {
-    match h {
-        None => Holder::Free,
-        Some(h) => match &h.instance {
-            None => Holder::Free,
-            Some(i) if i == me => Holder::Free,
-            Some(i) if h.now_ms - h.last_seen_ms > offline_after.as_millis() as i64 => {
-                Holder::Lost(i.clone())
-            }
-            Some(i) => Holder::Recent(i.clone()),
-        },
+    let Some(h) = h else {
+        return Holder::Free;
+    };
+    match h.instance.as_deref() {
+        Some(RELEASED) => Holder::Free,
+        Some(i) if i == me => Holder::Free,
+        held if h.now_ms - h.last_seen_ms > offline_after.as_millis() as i64 => {
+            Holder::Lost(held.map(str::to_owned))
+        }
+        held => Holder::Recent(held.map(str::to_owned)),
     }
 }
 
@@ -45,21 +51,19 @@ fn judge(h: Option<&NodeHolder>, me: &str, offline_after: Duration) -> Holder {
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Registers this node, holding its name. While another process holds the name and its last
-/// heartbeat is recent, watches that heartbeat for two heartbeat intervals and a second: if it
-/// moves, that process is alive and this one is refused (`NodeNameHeld`, naming it); if not, it
-/// is gone (crashed, killed) and this process takes the name over.
+/// heartbeat is recent, watches that heartbeat: if it moves, that process is alive and this
+/// one is refused (`NodeNameHeld`, naming it); once it is older than the offline timeout — the
+/// moment the cluster counts that process lost — this one takes the name over.
 pub(crate) async fn register(
     store: &Store,
     reg: &mut NodeRegistration,
-    heartbeat: Duration,
     offline_after: Duration,
 ) -> Result<NodeState> {
-    let window = heartbeat * 2 + Duration::from_secs(1);
     for _ in 0..4 {
         let first = store.node_holder(&reg.name).await?;
         match judge(first.as_ref(), &reg.instance, offline_after) {
             Holder::Free => reg.replaces = None,
-            Holder::Lost(i) => reg.replaces = Some(i),
+            Holder::Lost(i) => reg.replaces = i,
             Holder::Recent(i) => {
                 let first = first.expect("a recent holder has a row");
                 tracing::warn!(
@@ -67,36 +71,37 @@ pub(crate) async fn register(
                     other = %first.http_address,
                     seen_ms_ago = first.now_ms - first.last_seen_ms,
                     "another process held this node's name a moment ago; watching its \
-                     heartbeat for up to {window:?} to see whether it is still alive"
+                     heartbeat: the name is taken over once the cluster counts that process \
+                     lost (CUTTLE_OFFLINE_AFTER_SECS), refused if it is alive"
                 );
-                let started = tokio::time::Instant::now();
                 let mut changed_hands = false;
-                while started.elapsed() < window {
+                loop {
                     tokio::time::sleep(WATCH_EVERY).await;
-                    let now = store.node_holder(&reg.name).await?;
-                    match now {
-                        Some(n) if n.instance.as_deref() == Some(i.as_str()) => {
-                            if n.last_seen_ms > first.last_seen_ms {
-                                bail!(Error::NodeNameHeld(format!(
-                                    "another cuttle-server process is running as node {:?} \
-                                     (serving {}; its heartbeat moved while this one watched): \
-                                     give this process its own CUTTLE_NODE_NAME, or stop the \
-                                     other first",
-                                    reg.name, n.http_address
-                                )));
-                            }
-                        }
-                        _ => {
-                            changed_hands = true;
-                            break;
-                        }
+                    let Some(n) = store.node_holder(&reg.name).await? else {
+                        changed_hands = true;
+                        break;
+                    };
+                    if n.instance != i {
+                        changed_hands = true;
+                        break;
+                    }
+                    if n.last_seen_ms > first.last_seen_ms {
+                        bail!(Error::NodeNameHeld(format!(
+                            "another cuttle-server process is running as node {:?} (serving \
+                             {}; its heartbeat moved while this one watched): give this \
+                             process its own CUTTLE_NODE_NAME, or stop the other first",
+                            reg.name, n.http_address
+                        )));
+                    }
+                    if n.now_ms - n.last_seen_ms > offline_after.as_millis() as i64 {
+                        break;
                     }
                 }
                 if changed_hands {
                     continue;
                 }
                 tracing::warn!(node = %reg.name, "the other process's heartbeat stopped: it is gone; taking the name over");
-                reg.replaces = Some(i);
+                reg.replaces = i;
             }
         }
         match store.register_node(reg).await {
@@ -129,18 +134,27 @@ mod tests {
     fn a_name_is_free_lost_or_watched() {
         let off = Duration::from_secs(60);
         assert_eq!(judge(None, "me", off), Holder::Free);
-        assert_eq!(judge(Some(&holder(None, 10)), "me", off), Holder::Free);
+        assert_eq!(judge(Some(&holder(Some(""), 10)), "me", off), Holder::Free);
+        assert_eq!(
+            judge(Some(&holder(None, 10)), "me", off),
+            Holder::Recent(None),
+            "a process from before schema 12 may be alive"
+        );
+        assert_eq!(
+            judge(Some(&holder(None, 60_001)), "me", off),
+            Holder::Lost(None)
+        );
         assert_eq!(
             judge(Some(&holder(Some("me"), 10)), "me", off),
             Holder::Free
         );
         assert_eq!(
             judge(Some(&holder(Some("other"), 60_001)), "me", off),
-            Holder::Lost("other".into())
+            Holder::Lost(Some("other".into()))
         );
         assert_eq!(
             judge(Some(&holder(Some("other"), 59_000)), "me", off),
-            Holder::Recent("other".into())
+            Holder::Recent(Some("other".into()))
         );
     }
 

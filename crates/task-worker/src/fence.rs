@@ -23,6 +23,9 @@ pub(crate) struct Running {
     pub(crate) epoch: i64,
     pub(crate) stop: CancellationToken,
     pub(crate) reason: Arc<OnceLock<StopReason>>,
+    /// When this node claimed it: a claim is itself contact with the database (a task claimed
+    /// just after an outage is not fenced for the silence before it).
+    claimed: std::time::Instant,
 }
 
 impl Running {
@@ -31,6 +34,7 @@ impl Running {
             epoch,
             stop: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
+            claimed: std::time::Instant::now(),
         }
     }
 
@@ -52,8 +56,12 @@ impl Fence {
         self.lock().insert(id, r.clone());
     }
 
-    pub(crate) fn remove(&self, id: TaskId) {
-        self.lock().remove(&id);
+    /// Forgets run `epoch` of `id` (not a later run of it this node claimed again).
+    pub(crate) fn remove(&self, id: TaskId, epoch: i64) {
+        let mut tasks = self.lock();
+        if tasks.get(&id).is_some_and(|r| r.epoch == epoch) {
+            tasks.remove(&id);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
@@ -82,24 +90,25 @@ impl Fence {
                     .lock()
                     .iter()
                     .filter(|(_, r)| !r.stop.is_cancelled())
+                    .filter(|(_, r)| silent.min(r.claimed.elapsed()) > offline_after)
                     .map(|(id, r)| (*id, r.clone()))
                     .collect();
                 for (id, r) in to_stop {
+                    // Stopped first: writing the log line may wait on a shared store that
+                    // failed with the same network.
+                    r.stop(StopReason::Fenced);
                     tracing::warn!(task = %id, silent_secs = silent.as_secs(), "no database contact for longer than the offline timeout; stopping task (fenced)");
                     let line = format!(
                         "ERROR node {node} lost contact with the database for over {} s; the \
                          cluster considers it lost, so the task is stopped",
                         offline_after.as_secs()
                     );
-                    logs.line(
-                        Execution {
-                            task: id,
-                            epoch: r.epoch,
-                        },
-                        line,
-                    )
-                    .await;
-                    r.stop(StopReason::Fenced);
+                    let logs = logs.clone();
+                    let at = Execution {
+                        task: id,
+                        epoch: r.epoch,
+                    };
+                    tokio::spawn(async move { logs.line(at, line).await });
                 }
             }
         })

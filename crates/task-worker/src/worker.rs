@@ -77,17 +77,40 @@ impl Default for DbContact {
     }
 }
 
+/// [`DbContact::forget`]: no contact counts any more.
+const FORGOTTEN: u64 = u64::MAX;
+
 impl DbContact {
     /// Records a successful round trip to the database now.
     pub fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.touch_at(Instant::now().into_std());
+    }
+
+    /// Records a successful round trip that began at `sent`: what the database recorded (the
+    /// heartbeat's *last seen*) dates from then, not from when the answer came back, and the
+    /// cluster counts from it.
+    pub fn touch_at(&self, sent: std::time::Instant) {
+        let ms = sent
+            .saturating_duration_since(self.base.into_std())
+            .as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The node's name is another process's now: whatever it runs, the cluster no longer
+    /// counts as its — fence at once.
+    pub fn forget(&self) {
+        self.last_ms.store(FORGOTTEN, Ordering::Relaxed);
     }
 
     /// Time since the last successful round trip.
     pub fn since(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.base.elapsed().saturating_sub(last)
+        match self.last_ms.load(Ordering::Relaxed) {
+            FORGOTTEN => Duration::MAX,
+            ms => self
+                .base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms)),
+        }
     }
 }
 
@@ -284,7 +307,7 @@ impl Worker {
         if let Some(r) = self.running.remove(&d.id) {
             debug_assert_eq!(r.epoch, d.epoch);
         }
-        self.fence.remove(d.id);
+        self.fence.remove(d.id, d.epoch);
         self.handle
             .shared
             .running

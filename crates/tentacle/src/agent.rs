@@ -311,13 +311,13 @@ impl Tentacle for Connection {
         };
         // Beneath a reaper (this binary, `__reap`): no process the script starts outlives it,
         // `setsid` or not.
-        let reaper = std::env::current_exe()
-            .map_err(|e| Status::internal(format!("find cuttle-tentacle itself: {e}")))?;
-        let mut cmd = tokio::process::Command::new(reaper);
+        // This very binary, even after an upgrade replaced its file.
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
         // Never the agent's own environment: only the basics, then the task's variables.
         cuttle_proto::script_env::clean(&mut cmd);
         let spawned = cmd
             .arg(crate::reap::ARG)
+            .arg(std::process::id().to_string())
             .arg(shell)
             .args(script_args(shell))
             .arg(&file)

@@ -1,5 +1,6 @@
 //! No process outlives its script. The agent starts each script through `cuttle-tentacle
-//! __reap SHELL ARGS…`: a small process that makes itself a *child subreaper*
+//! __reap AGENT_PID SHELL ARGS…` (its own binary, `/proc/self/exe`, which still runs after an
+//! upgrade replaced the file): a small process that makes itself a *child subreaper*
 //! (`PR_SET_CHILD_SUBREAPER`), so every process the script starts stays beneath it whatever it
 //! does — `setsid`, double forks, `nohup` — because an orphan is re-parented to its nearest
 //! subreaper, not to init. When the script's shell ends (or the reaper is told to stop with
@@ -13,11 +14,16 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 /// The first argument that makes `cuttle-tentacle` a reaper.
 pub(crate) const ARG: &str = "__reap";
 
-/// Runs `argv` beneath this process and returns the exit code to leave with, once nothing
-/// started by it is left.
+/// Runs `argv` (after the agent's process id) beneath this process and returns the exit code
+/// to leave with, once nothing started by it is left.
 pub(crate) fn main(argv: &[OsString]) -> i32 {
-    let Some((program, args)) = argv.split_first() else {
-        eprintln!("cuttle-tentacle {ARG}: nothing to run");
+    let agent = argv
+        .first()
+        .and_then(|p| p.to_str())
+        .and_then(|p| p.parse::<libc::pid_t>().ok());
+    let (Some(agent), Some((program, args))) = (agent, argv.get(1..).and_then(<[_]>::split_first))
+    else {
+        eprintln!("cuttle-tentacle {ARG}: usage: {ARG} AGENT_PID PROGRAM [ARGS…]");
         return 2;
     };
     let mut stop = signal_set(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
@@ -28,7 +34,8 @@ pub(crate) fn main(argv: &[OsString]) -> i32 {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
         libc::pthread_sigmask(libc::SIG_BLOCK, &stop, std::ptr::null_mut());
     }
-    if parent_gone() {
+    // The agent may have died before the death signal was armed.
+    if parent_gone(agent) {
         return 143;
     }
     let unblock = stop;
@@ -54,9 +61,9 @@ pub(crate) fn main(argv: &[OsString]) -> i32 {
     code
 }
 
-fn parent_gone() -> bool {
+fn parent_gone(agent: libc::pid_t) -> bool {
     // SAFETY: getppid has no preconditions.
-    unsafe { libc::getppid() == 1 }
+    unsafe { libc::getppid() != agent }
 }
 
 fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {

@@ -10,12 +10,10 @@ use cuttle_core::{ErrorCode, NewTarget, Role, Scope, TargetId, TargetPatch};
 use cuttle_storage::{audit_as, Audit};
 use serde_json::{json, Value};
 
+use super::documents::{SPACE, SPACE_PREFIX};
 use super::environments::ENVIRONMENT;
 use super::projects::PROJECT;
 use super::runbooks::RUNBOOK;
-
-/// Targets belong to the cluster; their environments are those of the default space.
-const DEFAULT_SPACE: &str = "Spaces-1";
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -48,12 +46,7 @@ async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(mut body): JsonBody<Value>,
 ) -> ApiResult {
-    // `new_roles: true`: a role no step or target uses yet is meant, not a typo.
-    let new_roles = match body.as_object_mut().and_then(|m| m.remove("new_roles")) {
-        None => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::bad_request("new_roles: true or false")),
-    };
+    let new_roles = take_new_roles(&mut body)?;
     let target: NewTarget = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let mut target = target.validate()?;
@@ -66,7 +59,13 @@ async fn create(
             .allows(&target.environments, &target.roles)
             .map_err(|why| ApiError::new(ErrorCode::Forbidden, why))?;
     }
-    check_placement(&s, &mut target, &grant.roles, new_roles).await?;
+    let check = Placement {
+        environments: true,
+        roles: true,
+        new_roles,
+        may_list: !registering,
+    };
+    check_placement(&s, &mut target, &grant.roles, check).await?;
     let details = json!({
         "name": target.name, "comms": target.comms, "thumbprint": target.thumbprint,
         "environments": target.environments, "roles": target.roles,
@@ -81,6 +80,16 @@ async fn create(
     Ok((StatusCode::CREATED, Json(fetch(&s, id).await?)).into_response())
 }
 
+/// `new_roles: true` in a body: a role no step or target uses yet is meant, not a typo. Taken
+/// out, so the rest parses as the target's fields.
+fn take_new_roles(body: &mut Value) -> Result<bool, ApiError> {
+    match body.as_object_mut().and_then(|m| m.remove("new_roles")) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(ApiError::bad_request("new_roles: true or false")),
+    }
+}
+
 /// Where a target is placed must exist, so a typo is refused rather than leaving a target that
 /// never receives a deployment: each environment is one of the space's (named as it is
 /// defined, whatever the case it is given in), and each role is one a deployment or runbook
@@ -90,46 +99,62 @@ async fn check_placement(
     s: &AppState,
     target: &mut NewTarget,
     granted_roles: &[String],
-    new_roles: bool,
+    check: Placement,
 ) -> Result<(), ApiError> {
-    if !target.environments.is_empty() {
-        let defined: Vec<String> = s
-            .store
-            .list_documents(DEFAULT_SPACE, ENVIRONMENT)
-            .await?
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
+    // Targets belong to the cluster: an environment or a step of any space counts.
+    let spaces: Vec<String> = s
+        .store
+        .list_documents("", SPACE)
+        .await?
+        .into_iter()
+        .map(|d| format!("{SPACE_PREFIX}{}", d.id))
+        .collect();
+    // A register-target key learns no names it was not given.
+    let list = |names: &[String]| {
+        if check.may_list {
+            format!(" ({})", listed(names))
+        } else {
+            String::new()
+        }
+    };
+    if check.environments && !target.environments.is_empty() {
+        let mut defined: Vec<String> = Vec::new();
+        for space in &spaces {
+            let envs = s.store.list_documents(space, ENVIRONMENT).await?;
+            defined.extend(envs.into_iter().map(|e| e.name));
+        }
         for env in &mut target.environments {
             match defined.iter().find(|d| d.eq_ignore_ascii_case(env)) {
                 Some(d) => *env = d.clone(),
                 None => {
                     return Err(ApiError::bad_request(format!(
-                        "environments: there is no environment named {env:?} (the environments \
-                         are: {}); make it first (POST /api/spaces/default/environments)",
-                        listed(&defined)
+                        "environments: there is no environment named {env:?}{}; make it \
+                         first (POST /api/spaces/default/environments)",
+                        list(&defined)
                     )))
                 }
             }
         }
     }
-    if target.roles.is_empty() || new_roles {
+    if !check.roles || target.roles.is_empty() || check.new_roles {
         return Ok(());
     }
     let mut known: Vec<String> = granted_roles.to_vec();
     for t in s.store.list_targets(None, s.config.offline_after).await? {
         known.extend(t.roles);
     }
-    for kind in [PROJECT, RUNBOOK] {
-        for d in s.store.list_documents(DEFAULT_SPACE, kind).await? {
-            let processes = [&d.body["process"], &d.body["published"]["process"]];
-            for step in processes
-                .iter()
-                .filter_map(|p| p["steps"].as_array())
-                .flatten()
-            {
-                let roles = step["target_roles"].as_array().into_iter().flatten();
-                known.extend(roles.filter_map(|r| r.as_str().map(str::to_owned)));
+    for space in &spaces {
+        for kind in [PROJECT, RUNBOOK] {
+            for d in s.store.list_documents(space, kind).await? {
+                let processes = [&d.body["process"], &d.body["published"]["process"]];
+                for step in processes
+                    .iter()
+                    .filter_map(|p| p["steps"].as_array())
+                    .flatten()
+                {
+                    let roles = step["target_roles"].as_array().into_iter().flatten();
+                    known.extend(roles.filter_map(|r| r.as_str().map(str::to_owned)));
+                }
             }
         }
     }
@@ -137,12 +162,20 @@ async fn check_placement(
     known.dedup();
     if let Some(unknown) = target.roles.iter().find(|r| !known.contains(r)) {
         return Err(ApiError::bad_request(format!(
-            "roles: no step, target or key uses the role {unknown:?} (roles in use: {}); if a \
-             new role is meant, say so: \"new_roles\": true (cuttle-tentacle register --new-role)",
-            listed(&known)
+            "roles: no step, target or key uses the role {unknown:?}{}; if a new role is meant, \
+             say so: \"new_roles\": true (cuttle-tentacle register --new-role)",
+            list(&known)
         )));
     }
     Ok(())
+}
+
+/// What [`check_placement`] checks, and whether it may name what exists.
+struct Placement {
+    environments: bool,
+    roles: bool,
+    new_roles: bool,
+    may_list: bool,
 }
 
 fn listed(names: &[String]) -> String {
@@ -198,23 +231,22 @@ async fn patch(
     PathParams(raw): PathParams<String>,
     JsonBody(mut body): JsonBody<Value>,
 ) -> ApiResult {
-    let new_roles = match body.as_object_mut().and_then(|m| m.remove("new_roles")) {
-        None => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::bad_request("new_roles: true or false")),
-    };
+    let new_roles = take_new_roles(&mut body)?;
     let patch: TargetPatch = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let id = target_id(&raw)?;
     let current = fetch(&s, id).await?;
     caller.check_own_target(&current.name)?;
-    let placed_anew = patch.environments.is_some() || patch.roles.is_some();
+    let check = Placement {
+        environments: patch.environments.is_some(),
+        roles: patch.roles.is_some(),
+        new_roles,
+        may_list: true,
+    };
     let mut target = patch.apply(&current)?;
     // A register-target key cannot move its registration to another name either.
     caller.check_own_target(&target.name)?;
-    if placed_anew {
-        check_placement(&s, &mut target, &[], new_roles).await?;
-    }
+    check_placement(&s, &mut target, &[], check).await?;
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
     let audit = audit_as(caller.event("target.update", id, details));

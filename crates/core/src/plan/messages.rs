@@ -111,7 +111,11 @@ pub fn parse_set_variable(line: &str) -> Option<Result<SetVariable, ValidationEr
                 )))
             }
         };
-        if name.is_empty() || name.len() > MAX_VARIABLE_NAME_LEN || name.contains(['#', '{', '}']) {
+        // Counted as a project's variable names are: in characters.
+        if name.is_empty()
+            || name.chars().count() > MAX_VARIABLE_NAME_LEN
+            || name.contains(['#', '{', '}'])
+        {
             return Err(ValidationError::new(format!(
                 "setVariable: invalid name {name:?}"
             )));

@@ -98,13 +98,20 @@ macro_rules! run {
                 Ok(c) => c,
                 Err(e) => break Err(e),
             };
+            // Broken until the call ends one way or the other: a call cut short (the store's
+            // deadline drops this future) leaves the connection in an unknown state — a
+            // transaction open, an answer half read — and it must not go back to the pool.
+            conn.broken = true;
             let result: std::result::Result<_, tiberius::error::Error> = async {
                 let $c: &mut $crate::db::mssql::MsConn = &mut conn;
                 $body
             }
             .await;
             match result {
-                Ok(v) => break Ok::<_, $crate::Error>(v),
+                Ok(v) => {
+                    conn.broken = false;
+                    break Ok::<_, $crate::Error>(v);
+                }
                 Err(e) => match $self.after_failure(conn, e, $retry, attempt).await {
                     Ok(()) => attempt += 1,
                     Err(e) => break Err(e),
@@ -229,7 +236,7 @@ impl ToSql for OptText<'_> {
 /// A pooled connection, marked broken when a call failed in a way that leaves its state unknown.
 pub(super) struct MsConn {
     client: Tds,
-    broken: bool,
+    pub(super) broken: bool,
 }
 
 pub(super) struct Manager {
@@ -471,6 +478,9 @@ impl Mssql {
         } else if let Err(e) = batch(&mut c, ROLLBACK_OPEN).await {
             tracing::debug!(error = %e, "rollback after a failed call failed; dropping the connection");
             c.broken = true;
+        } else {
+            // The server refused the statement and nothing is left open: usable again.
+            c.broken = false;
         }
         drop(c);
         match retry.delay(class, attempt) {

@@ -198,12 +198,13 @@ impl bb8::ManageConnection for Manager {
                 tracing::debug!(error = %e, "database connection closed");
             }
         });
-        // A session setting rather than a startup option: poolers (PgBouncer, RDS Proxy) refuse
-        // startup options they do not know.
+        // Session settings rather than startup options: poolers (PgBouncer, RDS Proxy) refuse
+        // startup options they do not know. The second ends a transaction a node cut off in
+        // the middle of it left open, with its locks, on the server.
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {}",
-                self.statement_timeout.as_millis()
+                "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}",
+                ms = self.statement_timeout.as_millis()
             ))
             .await?;
         Ok(PgConn {

@@ -81,7 +81,16 @@ pub(crate) async fn a_node_name_is_held_by_one_process_at_a_time(fx: &Fixture) {
     s.release_node_name("n1", "a").await.unwrap();
     assert!(s.register_node(&c).await.is_err());
     s.release_node_name("n1", "b").await.unwrap();
-    assert_eq!(s.node_holder("n1").await.unwrap().unwrap().instance, None);
+    assert_eq!(
+        s.node_holder("n1")
+            .await
+            .unwrap()
+            .unwrap()
+            .instance
+            .as_deref(),
+        Some(""),
+        "released"
+    );
     s.register_node(&c).await.unwrap();
     assert_eq!(
         s.node_holder("n1")

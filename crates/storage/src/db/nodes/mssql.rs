@@ -39,7 +39,7 @@ impl Mssql {
                      grpc_address = @P5, gateway_address = CAST(@P6 AS NVARCHAR(MAX)),
                      started_at = SYSUTCDATETIME(), last_seen = SYSUTCDATETIME(),
                      lost_at = NULL, storage_ok = 1, instance = @P8
-                 WHERE name = @P1 AND (instance IS NULL OR instance = @P8
+                 WHERE name = @P1 AND (instance IS NULL OR instance = N'' OR instance = @P8
                      OR instance = CAST(@P9 AS NVARCHAR(64)));
                  IF @@ROWCOUNT = 0 AND NOT EXISTS (SELECT 1 FROM nodes WHERE name = @P1)
                      INSERT INTO nodes (name, roles, version, http_address, grpc_address,
@@ -78,7 +78,7 @@ impl Mssql {
                 "UPDATE nodes SET last_seen = SYSUTCDATETIME(), lost_at = NULL,
                          storage_ok = @P2, instance = @P3
                      OUTPUT inserted.task_cap, inserted.draining
-                     WHERE name = @P1 AND (instance IS NULL OR instance = @P3)",
+                     WHERE name = @P1 AND (instance IS NULL OR instance = N'' OR instance = @P3)",
                 &[&name, &storage_ok, &instance],
             )
             .await
@@ -118,7 +118,7 @@ impl Mssql {
         run!(self, Retry::Idempotent, |c| {
             execute(
                 c,
-                "UPDATE nodes SET instance = NULL WHERE name = @P1 AND instance = @P2",
+                "UPDATE nodes SET instance = '' WHERE name = @P1 AND instance = @P2",
                 &[&name, &instance],
             )
             .await

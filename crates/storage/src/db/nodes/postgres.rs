@@ -30,7 +30,7 @@ impl Postgres {
                          started_at_ms = excluded.started_at_ms,
                          last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL,
                          storage_ok = TRUE, instance = excluded.instance
-                     WHERE nodes.instance IS NULL OR nodes.instance = $8
+                     WHERE nodes.instance IS NULL OR nodes.instance = '' OR nodes.instance = $8
                          OR nodes.instance = $9
                      RETURNING task_cap, draining"
                 ),
@@ -67,7 +67,7 @@ impl Postgres {
             format!(
                 "WITH b AS (UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL,
                          storage_ok = $2, instance = $3
-                     WHERE name = $1 AND (instance IS NULL OR instance = $3)
+                     WHERE name = $1 AND (instance IS NULL OR instance = '' OR instance = $3)
                      RETURNING task_cap, draining)
                  SELECT task_cap, draining, TRUE FROM b
                  UNION ALL
@@ -118,7 +118,7 @@ impl Postgres {
     pub(in crate::db) async fn release_node_name(&self, name: &str, instance: &str) -> Result<()> {
         let c = self.conn().await?;
         c.execute(
-            "UPDATE nodes SET instance = NULL WHERE name = $1 AND instance = $2",
+            "UPDATE nodes SET instance = '' WHERE name = $1 AND instance = $2",
             &[&name, &instance],
         )
         .await

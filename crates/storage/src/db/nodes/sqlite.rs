@@ -27,7 +27,7 @@ impl Sqlite {
                          started_at_ms = excluded.started_at_ms,
                          last_seen_ms = excluded.last_seen_ms, lost_at_ms = NULL,
                          storage_ok = 1, instance = excluded.instance
-                     WHERE nodes.instance IS NULL OR nodes.instance = ?8
+                     WHERE nodes.instance IS NULL OR nodes.instance = '' OR nodes.instance = ?8
                          OR nodes.instance = ?9
                      RETURNING task_cap, draining"
                 ),
@@ -68,7 +68,7 @@ impl Sqlite {
                     &format!(
                         "UPDATE nodes SET last_seen_ms = {NOW}, lost_at_ms = NULL,
                              storage_ok = ?2, instance = ?3
-                         WHERE name = ?1 AND (instance IS NULL OR instance = ?3)
+                         WHERE name = ?1 AND (instance IS NULL OR instance = '' OR instance = ?3)
                          RETURNING task_cap, draining"
                     ),
                     params![name, storage_ok, instance],
@@ -125,7 +125,7 @@ impl Sqlite {
         let (name, instance) = (name.to_owned(), instance.to_owned());
         self.write(move |tx| {
             tx.execute(
-                "UPDATE nodes SET instance = NULL WHERE name = ?1 AND instance = ?2",
+                "UPDATE nodes SET instance = '' WHERE name = ?1 AND instance = ?2",
                 params![name, instance],
             )
             .map_err(db_err)?;

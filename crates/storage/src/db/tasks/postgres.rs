@@ -325,12 +325,12 @@ impl Postgres {
                      ORDER BY q.queued_at_ms, q.seq
                      -- Never past the node's task cap as stored now (a change reaches the
                      -- next claim, not the next heartbeat), counting what runs on it but
-                     -- what this statement completes.
+                     -- what this statement completes (not what it refused: a stale epoch).
                      LIMIT LEAST($6, GREATEST(0,
                          COALESCE((SELECT n.task_cap FROM nodes n WHERE n.name = $1), 0)
                          - (SELECT COUNT(*) FROM tasks r
                             WHERE r.node = $1 AND r.state IN ('Executing', 'Cancelling')
-                              AND NOT (r.seq = ANY($2::bigint[])))))
+                              AND r.seq NOT IN (SELECT seq FROM done))))
                      FOR UPDATE SKIP LOCKED) c
                  WHERE t.seq = c.seq
                  RETURNING t.seq, t.claim_epoch, t.kind, t.arguments)
