@@ -162,10 +162,12 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node(db: Database) 
         assert!(log.contains(&format!("OUT   [{name}] still here")), "{log}");
     }
 
-    // Cancel kills the remote process tree.
+    // Cancel ends the remote process tree — SIGTERM first, so the script's trap cleans up.
     let pidfile = dir.path().join("remote.pid");
+    let cleaned = dir.path().join("cleaned-up");
     let script = format!(
-        "sleep 600 & echo $! > {}; echo started; wait",
+        "trap 'echo trapped > {}; exit 1' TERM; sleep 600 & echo $! > {}; echo started; wait",
+        cleaned.display(),
         pidfile.display()
     );
     let id = script_on(&n2, &script, json!({"targets": [p1_id]}));
@@ -180,6 +182,10 @@ fn scripts_reach_polling_and_listening_tentacles_through_any_node(db: Database) 
     assert_eq!(n2.wait_finished(&id, MIN)["state"], "Canceled");
     wait_until("the remote sleep to be killed", MIN, || {
         process_gone(pid).then_some(())
+    });
+    // The script's TERM trap ran before anything was killed.
+    wait_until("the script's TERM trap to have run", MIN, || {
+        (std::fs::read_to_string(&cleaned).ok()?.trim() == "trapped").then_some(())
     });
 
     // "No process outlives its task", on a tentacle too: a script that ends Success while a

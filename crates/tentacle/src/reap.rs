@@ -6,7 +6,8 @@
 //! subreaper, not to init. When the script's shell ends (or the reaper is told to stop with
 //! `SIGTERM`: a cancel, or the agent dying, through `PR_SET_PDEATHSIG`), it kills every
 //! process left beneath it, round after round until none is left, and exits with the shell's
-//! status (`128 + signal` when the shell was killed by one, 143 when stopped).
+//! status (`128 + signal` when the shell was killed by one, 143 when stopped). When stopped, the
+//! processes first get `SIGTERM` and three seconds to end, so a script's `trap` can clean up.
 
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -56,9 +57,73 @@ pub(crate) fn main(argv: &[OsString]) -> i32 {
         }
     };
     let main_pid = child.id() as libc::pid_t;
-    let code = wait_for(main_pid, &mut stop);
+    let code = match wait_for(main_pid, &mut stop) {
+        Ended::Exited(code) => code,
+        Ended::Stopped => {
+            // Cancelled: the script's processes get SIGTERM first, so a `trap` can clean up.
+            terminate_everything_beneath(&mut stop);
+            143
+        }
+    };
     kill_everything_beneath();
     code
+}
+
+/// How long a cancelled script's processes have after `SIGTERM` before they are killed (the
+/// agent gives the reaper longer).
+const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+enum Ended {
+    /// The shell ended with this code.
+    Exited(i32),
+    /// A stop signal came first.
+    Stopped,
+}
+
+/// Sends `SIGTERM` to every process beneath this one, then reaps what ends within
+/// [`TERM_GRACE`].
+fn terminate_everything_beneath(set: &mut libc::sigset_t) {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let mut beneath = Vec::new();
+    let mut next = vec![me];
+    while let Some(p) = next.pop() {
+        let children = children_of(p);
+        next.extend(&children);
+        beneath.extend(children);
+    }
+    for pid in beneath {
+        // SAFETY: kill has no memory-safety preconditions; each is a live descendant.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = std::time::Instant::now() + TERM_GRACE;
+    loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes only to `status`.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid == 0 {
+                break;
+            }
+            if pid < 0 {
+                return; // nothing left beneath
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let wait = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: left.min(std::time::Duration::from_millis(100)).as_nanos() as libc::c_long,
+        };
+        // SAFETY: sigtimedwait reads the (blocked) set and the timeout; no info is asked for.
+        unsafe {
+            libc::sigtimedwait(set, std::ptr::null_mut(), &wait);
+        }
+    }
 }
 
 fn parent_gone(agent: libc::pid_t) -> bool {
@@ -78,8 +143,8 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
-/// Waits for the script's shell to end (its exit code) or for a stop signal (143).
-fn wait_for(main_pid: libc::pid_t, set: &mut libc::sigset_t) -> i32 {
+/// Waits for the script's shell to end (its exit code) or for a stop signal.
+fn wait_for(main_pid: libc::pid_t, set: &mut libc::sigset_t) -> Ended {
     loop {
         // Reap whatever has ended; the shell's end is the script's end.
         loop {
@@ -91,7 +156,7 @@ fn wait_for(main_pid: libc::pid_t, set: &mut libc::sigset_t) -> i32 {
             }
             if pid == main_pid {
                 let s = std::process::ExitStatus::from_raw(status);
-                return s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0));
+                return Ended::Exited(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
             }
         }
         let mut sig = 0;
@@ -100,7 +165,7 @@ fn wait_for(main_pid: libc::pid_t, set: &mut libc::sigset_t) -> i32 {
             continue;
         }
         if sig != libc::SIGCHLD {
-            return 143;
+            return Ended::Stopped;
         }
     }
 }
