@@ -1,3 +1,7 @@
+//! Real `cuttle-server` processes for the end-to-end tests: a cluster's database, shared store
+//! and keys, each node's process, options, HTTP client and logs. Past 800 lines for a reason:
+//! one harness type (`Node`) with every way a test talks to a node, kept in one place.
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};

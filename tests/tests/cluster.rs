@@ -1,4 +1,7 @@
 //! End-to-end: real `cuttle-server` processes sharing a real database and shared store.
+//!
+//! Past 800 lines for a reason: each test is one documented promise, end to end, with the
+//! setup it needs in plain sight; splitting them would scatter the promises of one area.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -1,4 +1,7 @@
 //! The `cuttle-server` commands besides `run`, and the `cuttle` CLI, as an operator uses them.
+//!
+//! Past 800 lines for a reason: each test is one documented promise, end to end, with the
+//! setup it needs in plain sight; splitting them would scatter the promises of one area.
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Deployments end to end: a release goes through its lifecycle onto real tentacles (two polling,
 //! one listening) across two nodes, its steps run by their conditions with variables, output
 //! variables and masked secrets.
+//!
+//! Past 800 lines for a reason: each test is one documented promise, end to end, with the
+//! setup it needs in plain sight; splitting them would scatter the promises of one area.
 
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! Tentacles end to end: two nodes, two polling tentacles (each with a session to both
 //! gateways) and one listening tentacle, all real processes over mutual TLS.
+//!
+//! Past 800 lines for a reason: each test is one documented promise, end to end, with the
+//! setup it needs in plain sight; splitting them would scatter the promises of one area.
 
 use std::time::Duration;
 

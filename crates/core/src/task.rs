@@ -1,3 +1,6 @@
+//! Tasks: their kinds and arguments, validated at the edge, and their records. Past 800 lines
+//! for a reason: the last 150 are the tests of every kind's arguments, kept beside the rules.
+
 use std::fmt;
 use std::str::FromStr;
 
