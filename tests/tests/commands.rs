@@ -880,3 +880,111 @@ fn a_weak_first_admin_key_is_refused_at_start() {
     assert!(err.contains("CUTTLE_ADMIN_API_KEY is too weak"), "{err}");
     assert!(!err.contains(weak), "the key is never printed: {err}");
 }
+
+/// The deployment model from the CLI, by name: environments, a project, its variables — a
+/// sensitive value from standard input only, never from the command line.
+#[test]
+fn the_cli_makes_environments_projects_and_variables_by_name() {
+    let cluster = Cluster::sqlite();
+    let n1 = cluster.start(NodeOptions::named("n1", 0));
+    let ok = |args: &[&str]| {
+        let (ok, out, err) = cli(&cluster, &n1, args);
+        assert!(ok, "cuttle {args:?}: {err}");
+        out
+    };
+    ok(&["environment", "create", "Development"]);
+    ok(&[
+        "environment",
+        "create",
+        "Production",
+        "--description",
+        "live",
+    ]);
+    let listed = ok(&["--output", "json", "environment", "list"]);
+    assert!(
+        listed.contains("Development") && listed.contains("live"),
+        "{listed}"
+    );
+    ok(&["project", "create", "Shop"]);
+    assert!(ok(&["project", "list"]).contains("Shop"));
+    ok(&["variable", "set", "shop", "ConnStr", "Server=dev"]);
+    ok(&[
+        "variable",
+        "set",
+        "Shop",
+        "ConnStr",
+        "Server=prod",
+        "--environment",
+        "production",
+    ]);
+    let (refused, _, err) = cli(
+        &cluster,
+        &n1,
+        &[
+            "variable",
+            "set",
+            "Shop",
+            "Password",
+            "s3cret-pw",
+            "--sensitive",
+        ],
+    );
+    assert!(
+        !refused && err.contains("not taken from the command line"),
+        "{err}"
+    );
+    let mut set = Command::new(cli_binary());
+    set.args(["variable", "set", "Shop", "Password", "--sensitive"])
+        .env("CUTTLE_SERVER", n1.url(""))
+        .env("CUTTLE_API_KEY", &cluster.api_key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Pa55-from-stdin\n")
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // Set again, unscoped: replaced, not added.
+    ok(&["variable", "set", "Shop", "ConnStr", "Server=dev2"]);
+    let (_, projects) = n1.get("/api/spaces/default/projects");
+    let shop = projects["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, envs) = n1.get("/api/spaces/default/environments");
+    let prod = envs["items"][1]["id"].clone();
+    let (_, vars) = n1.get(&format!("/api/spaces/default/projects/{shop}/variables"));
+    let vars = vars["variables"].as_array().unwrap().clone();
+    assert_eq!(vars.len(), 3, "{vars:?}");
+    let by = |name: &str, scoped: bool| {
+        vars.iter()
+            .find(|v| {
+                let envs = v["scope"]["environments"].as_array().map_or(0, Vec::len);
+                v["name"] == name && (envs > 0) == scoped
+            })
+            .unwrap_or_else(|| panic!("{name} in {vars:?}"))
+            .clone()
+    };
+    assert_eq!(by("ConnStr", false)["value"], "Server=dev2");
+    let prod_conn = by("ConnStr", true);
+    assert_eq!(
+        (&prod_conn["value"], &prod_conn["scope"]["environments"]),
+        (&json!("Server=prod"), &json!([prod]))
+    );
+    let password = by("Password", false);
+    assert_eq!(
+        (&password["sensitive"], &password["value"]),
+        (&json!(true), &Value::Null)
+    );
+    let listed = ok(&["variable", "list", "Shop"]);
+    assert!(!listed.contains("Pa55-from-stdin"), "{listed}");
+    ok(&["project", "delete", "Shop"]);
+    assert!(!ok(&["project", "list"]).contains("Shop"));
+}

@@ -6,24 +6,8 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::model::find;
 use crate::{follow_log, Api};
-
-/// The id of the item of `list` named `name` (whatever its case) or with that id.
-fn find(api: &Api, list: &str, what: &str, name: &str) -> Result<Value> {
-    let items = api.json("GET", list, None)?;
-    items["items"]
-        .as_array()
-        .and_then(|a| {
-            a.iter().find(|i| {
-                i["id"].as_str() == Some(name)
-                    || i["name"]
-                        .as_str()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-        })
-        .cloned()
-        .with_context(|| format!("no {what} named {name:?}"))
-}
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap_or_default().to_owned()

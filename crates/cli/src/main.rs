@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cuttle_core::check_server_url;
 
 mod deploy;
+mod model;
 mod package;
 use serde_json::{json, Value};
 
@@ -69,10 +70,20 @@ enum Command {
         #[command(subcommand)]
         action: TaskCmd,
     },
-    /// Projects: list them
+    /// Environments: list, create, delete
+    Environment {
+        #[command(subcommand)]
+        action: model::EnvironmentCmd,
+    },
+    /// Projects: list, create, delete
     Project {
         #[command(subcommand)]
-        action: ProjectCmd,
+        action: model::ProjectCmd,
+    },
+    /// A project's variables: list, set (sensitive values from standard input)
+    Variable {
+        #[command(subcommand)]
+        action: model::VariableCmd,
     },
     /// Runbooks: run a published one
     Runbook {
@@ -189,16 +200,6 @@ enum KeyCmd {
     List,
     /// Revoke a key: every node refuses it within a second
     Revoke { id: String },
-}
-
-#[derive(Subcommand)]
-enum ProjectCmd {
-    /// Every project of the space
-    List {
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -382,6 +383,11 @@ impl Api {
                 .patch(&url)
                 .header("X-Api-Key", key)
                 .send_json(body.unwrap_or(json!({}))),
+            "PUT" => self
+                .agent
+                .put(&url)
+                .header("X-Api-Key", key)
+                .send_json(body.unwrap_or(json!({}))),
             other => bail!("unsupported method {other}"),
         };
         let mut resp = resp.with_context(|| format!("{method} {url}"))?;
@@ -466,8 +472,6 @@ const KEY_COLS: &[&str] = &[
     "expires_at",
     "expired",
 ];
-
-const PROJECT_COLS: &[&str] = &["id", "name", "lifecycle_id", "version", "modified_at"];
 
 const PACKAGE_COLS: &[&str] = &[
     "package_id",
@@ -559,13 +563,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         },
-        Command::Project {
-            action: ProjectCmd::List { space },
-        } => show(
-            out,
-            &api.json("GET", &format!("/api/spaces/{space}/projects"), None)?,
-            PROJECT_COLS,
-        ),
+        Command::Environment { action } => model::environment(&api, out, action)?,
+        Command::Project { action } => model::project(&api, out, action)?,
+        Command::Variable { action } => model::variable(&api, out, action)?,
         Command::Runbook {
             action:
                 RunbookCmd::Run {

@@ -1,0 +1,352 @@
+//! `cuttle environment`, `cuttle project`, `cuttle variable`: the deployment model from the
+//! command line, named as people name things (`Production`, `Shop`), never by id. A sensitive
+//! value is read from standard input, never taken from the command line (`ps` shows it).
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::{show, Api, Output};
+
+#[derive(Subcommand)]
+pub(crate) enum EnvironmentCmd {
+    /// The space's environments, in their order
+    List {
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Add an environment (it goes last)
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Remove an environment (refused while a lifecycle names it)
+    Delete {
+        /// The environment, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ProjectCmd {
+    /// Every project of the space
+    List {
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Add a project
+    Create {
+        name: String,
+        /// Its lifecycle, by name or id (the space's default lifecycle when left out)
+        #[arg(long)]
+        lifecycle: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Remove a project
+    Delete {
+        /// The project, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum VariableCmd {
+    /// A project's variables (a sensitive value is never shown)
+    List {
+        /// The project, by name or id
+        project: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Set a project's variable: the one with this name and these environments is replaced,
+    /// or added. A sensitive value is read from standard input
+    Set {
+        /// The project, by name or id
+        project: String,
+        name: String,
+        /// The value (not with --sensitive: then it is read from standard input)
+        value: Option<String>,
+        /// Only in this environment, by name or id (repeat for more; none: every environment)
+        #[arg(long = "environment")]
+        environments: Vec<String>,
+        /// Stored encrypted, never shown, masked in logs
+        #[arg(long)]
+        sensitive: bool,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+const ENVIRONMENT_COLS: &[&str] = &["id", "name", "description", "version"];
+const PROJECT_COLS: &[&str] = &["id", "name", "lifecycle_id", "version", "modified_at"];
+const VARIABLE_COLS: &[&str] = &["id", "name", "value", "sensitive", "scope"];
+
+/// The item of `list` named `name` (whatever its case) or with that id.
+pub(crate) fn find(api: &Api, list: &str, what: &str, name: &str) -> Result<Value> {
+    let items = api.json("GET", list, None)?;
+    items["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|i| {
+                i["id"].as_str() == Some(name)
+                    || i["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+        })
+        .cloned()
+        .with_context(|| format!("no {what} named {name:?}"))
+}
+
+fn id(v: &Value) -> &str {
+    v["id"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result<()> {
+    match cmd {
+        EnvironmentCmd::List { space } => {
+            let list = api.json("GET", &format!("/api/spaces/{space}/environments"), None)?;
+            show(out, &list, ENVIRONMENT_COLS);
+        }
+        EnvironmentCmd::Create {
+            name,
+            description,
+            space,
+        } => {
+            let body = json!({"name": name, "description": description});
+            let e = api.json(
+                "POST",
+                &format!("/api/spaces/{space}/environments"),
+                Some(body),
+            )?;
+            println!("created environment {} {name:?}", id(&e));
+        }
+        EnvironmentCmd::Delete { name, space } => {
+            let list = format!("/api/spaces/{space}/environments");
+            let e = find(api, &list, "environment", &name)?;
+            api.json("DELETE", &format!("{list}/{}", id(&e)), None)?;
+            println!("deleted environment {} {name:?}", id(&e));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
+    match cmd {
+        ProjectCmd::List { space } => {
+            let list = api.json("GET", &format!("/api/spaces/{space}/projects"), None)?;
+            show(out, &list, PROJECT_COLS);
+        }
+        ProjectCmd::Create {
+            name,
+            lifecycle,
+            description,
+            space,
+        } => {
+            let lifecycle_id = match lifecycle {
+                Some(l) => {
+                    let list = format!("/api/spaces/{space}/lifecycles");
+                    Some(id(&find(api, &list, "lifecycle", &l)?).to_owned())
+                }
+                None => None,
+            };
+            let body =
+                json!({"name": name, "description": description, "lifecycle_id": lifecycle_id});
+            let p = api.json("POST", &format!("/api/spaces/{space}/projects"), Some(body))?;
+            println!("created project {} {name:?}", id(&p));
+        }
+        ProjectCmd::Delete { name, space } => {
+            let list = format!("/api/spaces/{space}/projects");
+            let p = find(api, &list, "project", &name)?;
+            api.json("DELETE", &format!("{list}/{}", id(&p)), None)?;
+            println!("deleted project {} {name:?}", id(&p));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
+    match cmd {
+        VariableCmd::List { project, space } => {
+            let p = find(
+                api,
+                &format!("/api/spaces/{space}/projects"),
+                "project",
+                &project,
+            )?;
+            let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
+            let mut vars = api.json("GET", &path, None)?;
+            // Shown as a list: the rows are the variables.
+            vars["items"] = vars["variables"].take();
+            show(out, &vars, VARIABLE_COLS);
+        }
+        VariableCmd::Set {
+            project,
+            name,
+            value,
+            environments,
+            sensitive,
+            space,
+        } => {
+            let value = match (value, sensitive) {
+                (Some(_), true) => bail!(
+                    "a sensitive value is not taken from the command line (every user of this \
+                     host can read it there): leave it out and give it on standard input"
+                ),
+                (Some(v), false) => v,
+                (None, _) => read_value(&name)?,
+            };
+            let p = find(
+                api,
+                &format!("/api/spaces/{space}/projects"),
+                "project",
+                &project,
+            )?;
+            let mut scope_ids = Vec::new();
+            for e in &environments {
+                let list = format!("/api/spaces/{space}/environments");
+                scope_ids.push(id(&find(api, &list, "environment", e)?).to_owned());
+            }
+            scope_ids.sort();
+            let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
+            let current = api.json("GET", &path, None)?;
+            let body = with_variable(&current, &name, &value, &scope_ids, sensitive)?;
+            api.json("PUT", &path, Some(body))?;
+            let scope = if environments.is_empty() {
+                "every environment".to_owned()
+            } else {
+                environments.join(", ")
+            };
+            println!(
+                "set {}{name} on {} for {scope}",
+                if sensitive { "sensitive " } else { "" },
+                p["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The body of a `PUT …/variables` that keeps every variable of `current` (sensitive ones by
+/// id, their values untouched) and sets `name` for exactly the environments `scope`.
+fn with_variable(
+    current: &Value,
+    name: &str,
+    value: &str,
+    scope: &[String],
+    sensitive: bool,
+) -> Result<Value> {
+    let version = current["version"]
+        .as_i64()
+        .context("the variables came without their version")?;
+    let environments_of = |v: &Value| -> Vec<String> {
+        let mut e: Vec<String> = v["scope"]["environments"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        e.sort();
+        e
+    };
+    let mut kept = Vec::new();
+    let mut replaced = false;
+    for v in current["variables"].as_array().into_iter().flatten() {
+        let mut out = json!({"id": v["id"], "name": v["name"], "sensitive": v["sensitive"]});
+        if !v["scope"].is_null() {
+            out["scope"] = v["scope"].clone();
+        }
+        if v["sensitive"] != true {
+            out["value"] = v["value"].clone();
+        }
+        if v["name"].as_str() == Some(name) && environments_of(v) == scope {
+            out["value"] = json!(value);
+            out["sensitive"] = json!(sensitive);
+            replaced = true;
+        }
+        kept.push(out);
+    }
+    if !replaced {
+        let mut new = json!({"name": name, "value": value, "sensitive": sensitive});
+        if !scope.is_empty() {
+            new["scope"] = json!({"environments": scope});
+        }
+        kept.push(new);
+    }
+    Ok(json!({"version": version, "variables": kept}))
+}
+
+/// A value from standard input: one line, its end of line dropped.
+fn read_value(name: &str) -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("value of {name} (then Enter): ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("read the value from standard input")?;
+    let value = line.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        bail!("no value for {name} on standard input");
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variable_is_replaced_in_its_scope_or_added_and_sensitive_values_stay_untouched() {
+        let current = json!({"version": 4, "variables": [
+            {"id": "a", "name": "ConnStr", "value": "Server=dev", "sensitive": false, "scope": null},
+            {"id": "b", "name": "ConnStr", "value": "Server=prod", "sensitive": false,
+             "scope": {"environments": ["Environments-3"]}},
+            {"id": "c", "name": "Password", "value": null, "sensitive": true, "scope": null},
+        ]});
+        let prod = vec!["Environments-3".to_owned()];
+        let body = with_variable(&current, "ConnStr", "Server=db9", &prod, false).unwrap();
+        assert_eq!(body["version"], 4);
+        let vars = body["variables"].as_array().unwrap();
+        assert_eq!(vars.len(), 3);
+        assert_eq!(
+            vars[0]["value"], "Server=dev",
+            "another scope is left alone"
+        );
+        assert_eq!(vars[1]["value"], "Server=db9");
+        assert!(
+            vars[2].get("value").is_none(),
+            "a sensitive value is kept by its id, never sent back: {}",
+            vars[2]
+        );
+        let body = with_variable(&current, "ApiKey", "k", &[], true).unwrap();
+        let added = &body["variables"][3];
+        assert_eq!(
+            (&added["name"], &added["sensitive"], added.get("id")),
+            (&json!("ApiKey"), &json!(true), None)
+        );
+    }
+}
