@@ -93,7 +93,6 @@ fn run(mut cmd: std::process::Command, dir: &Path, timeout: Duration) -> String 
         .stderr(Stdio::piped())
         .spawn()
         .expect("start bash");
-    let pgid = child.id() as i32;
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -117,22 +116,7 @@ fn run(mut cmd: std::process::Command, dir: &Path, timeout: Duration) -> String 
         std::thread::sleep(Duration::from_millis(100)); // polling a child's exit
     };
     // What the walk-through left running (the node, the tentacle) ends with it.
-    // SAFETY: kill has no memory-safety preconditions; the group is the one bash led.
-    unsafe {
-        libc::kill(-pgid, libc::SIGTERM);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    // What ignores SIGTERM for 5 s is killed.
-    let gone = |pgid: i32| unsafe { libc::kill(-pgid, 0) } != 0;
-    let until = Instant::now() + Duration::from_secs(5);
-    while !gone(pgid) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20)); // polling the group's end
-    }
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    drop(Group(child));
     let output = format!(
         "{}{}",
         reader.join().unwrap_or_default(),
@@ -228,19 +212,26 @@ fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
     );
 }
 
-/// A process group the test started; killed (`SIGTERM`, then `SIGKILL`) on drop.
+/// A process group the test started (its leader our child): on drop, every process in it gets
+/// `SIGTERM`, and what is still there 10 s later `SIGKILL`.
 struct Group(std::process::Child);
 
 impl Drop for Group {
     fn drop(&mut self) {
         let pgid = self.0.id() as i32;
-        // SAFETY: kill has no memory-safety preconditions; the group is the one our child leads.
+        // SAFETY: kill has no memory-safety preconditions; the group is the one our child leads
+        // (its id stays the group's while the child is unreaped or any member lives).
         unsafe {
             libc::kill(-pgid, libc::SIGTERM);
         }
         let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until && !matches!(self.0.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(20)); // polling a child's exit
+        while Instant::now() < until {
+            let _ = self.0.try_wait(); // the leader reaped, so only live members count
+                                       // SAFETY: as above; signal 0 only asks whether the group has members.
+            if unsafe { libc::kill(-pgid, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // polling the group's end
         }
         // SAFETY: as above.
         unsafe {

@@ -37,10 +37,7 @@ pub(crate) struct UntrustedForwarders {
 impl UntrustedForwarders {
     /// `peer`, not a trusted proxy, sent a forwarding header.
     pub(crate) fn note(&self, peer: IpAddr, header: &str) {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            v4 => v4,
-        };
+        let peer = cuttle_core::canonical_ip(peer);
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS {

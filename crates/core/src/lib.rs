@@ -27,7 +27,7 @@ pub use package::{
     package_version_key, parse_package_version, validate_package_id, PackageFileName,
     PackageFormat, MAX_PACKAGE_ID_LEN,
 };
-pub use proxies::TrustedProxies;
+pub use proxies::{canonical as canonical_ip, TrustedProxies};
 pub use role::{Role, RoleSet};
 pub use scope::{
     parse_lifetime, ApiKeyRequest, Scope, TargetGrant, MAX_KEY_LIFETIME_SECS, MAX_KEY_NAME_LEN,

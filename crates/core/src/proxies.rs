@@ -76,8 +76,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     bare.parse().ok().map(canonical)
 }
 
-/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare (and are shown) as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -271,7 +271,10 @@ pub(crate) async fn replace<R: DocumentResource>(
     let id = doc_number::<R>(&raw)?;
     let (body, version) = split_version(body, &headers)?;
     let version = required_version(version)?;
-    update::<R>(&s, &caller, &space, id, &raw, version, body).await
+    // What the write does not cover is kept as it was at the version the client read (a newer
+    // one makes the write stale anyway).
+    let existing = s.store.get_document(&space_id(&space), R::KIND, id).await?;
+    update::<R>(&s, &caller, &space, (id, &raw, version), body, existing).await
 }
 
 /// `PATCH`: the fields sent replace those of the document as it is (a JSON merge patch, RFC
@@ -305,7 +308,7 @@ pub(crate) async fn patch<R: DocumentResource>(
         m.insert("name".into(), Value::String(doc.name.clone()));
     }
     merge_patch(&mut current, changes);
-    update::<R>(&s, &caller, &space, id, &raw, version, current).await
+    update::<R>(&s, &caller, &space, (id, &raw, version), current, Some(doc)).await
 }
 
 /// RFC 7396: `patch`'s members replace `target`'s, objects merging member by member; `null`
@@ -325,23 +328,20 @@ fn merge_patch(target: &mut Value, patch: Value) {
     }
 }
 
-/// Writes `body` (a whole write of `R`) over document `id` at `version`: checked, merged with
-/// the parts kept, audited.
+/// Writes `body` (a whole write of `R`) over document `id` (named `raw` by the client) at
+/// `version`: checked, merged with the parts of `existing` (as read by the caller) it does not
+/// cover, audited.
 async fn update<R: DocumentResource>(
     s: &AppState,
     caller: &Caller,
     space: &Document,
-    id: i64,
-    raw: &str,
-    version: i64,
+    (id, raw, version): (i64, &str, i64),
     body: Value,
+    existing: Option<Document>,
 ) -> ApiResult {
     let w = parse_write::<R>(body)?;
     R::check(s, space, &w, Some(id)).await?;
     let sid = space_id(space);
-    // What the write does not cover is kept as it was at the version the client read (a newer
-    // one makes the write stale anyway).
-    let existing = s.store.get_document(&sid, R::KIND, id).await?;
     let stored = R::merge(existing.as_ref().map(|d| &d.body), &w)?;
     let by = caller.clone();
     let audit: Audit<Document> = Box::new(move |d| {
