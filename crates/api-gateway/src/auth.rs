@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use cuttle_core::{format_rfc3339_ms, ErrorCode, NewEvent, Scope, UnixMs};
 use cuttle_storage::{ApiKeyHasher, ApiKeyRow};
 
 use crate::error::ApiError;
+use crate::scoped::{Need, RouteNeeds};
 use crate::AppState;
 
 /// How long a key found in the database is trusted without looking again: a revoked key stops
@@ -165,284 +166,16 @@ impl Caller {
     }
 }
 
-/// What a route needs: a scope, and whether a `register-target` key may call it too (for its
-/// own target only, which the handler checks with [`Caller::check_own_target`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Need {
-    pub(crate) scope: Scope,
-    pub(crate) register_target: bool,
-}
-
-const fn need(scope: Scope) -> Need {
-    Need {
-        scope,
-        register_target: false,
-    }
-}
-
-const fn need_or_own_target(scope: Scope) -> Need {
-    Need {
-        scope,
-        register_target: true,
-    }
-}
-
-/// The scope every keyed route needs, by method and route pattern. A route missing here needs
-/// `admin`: a new route stays closed to lesser keys until it is given its scope.
-pub(crate) const ROUTE_SCOPES: &[(&str, &str, Need)] = &[
-    ("GET", "/api/nodes", need(Scope::Reader)),
-    ("GET", "/api/nodes/{name}", need(Scope::Reader)),
-    ("PATCH", "/api/nodes/{name}", need(Scope::Operator)),
-    ("DELETE", "/api/nodes/{name}", need(Scope::Operator)),
-    ("GET", "/api/tasks", need(Scope::Reader)),
-    ("POST", "/api/tasks", need(Scope::Deployer)),
-    ("GET", "/api/tasks/{id}", need(Scope::Reader)),
-    ("GET", "/api/tasks/{id}/log", need(Scope::Reader)),
-    ("POST", "/api/tasks/{id}/cancel", need(Scope::Deployer)),
-    ("GET", "/api/tasks/{id}/artifacts", need(Scope::Reader)),
-    (
-        "GET",
-        "/api/tasks/{id}/artifacts/{*artifact}",
-        need(Scope::Reader),
-    ),
-    ("GET", "/api/events", need(Scope::Reader)),
-    ("GET", "/api/events/export", need(Scope::Reader)),
-    ("GET", "/api/targets", need(Scope::Reader)),
-    ("POST", "/api/targets", need_or_own_target(Scope::Operator)),
-    (
-        "GET",
-        "/api/targets/{id}",
-        need_or_own_target(Scope::Reader),
-    ),
-    // A register-target key registers its target once; changing it is an operator's.
-    ("PATCH", "/api/targets/{id}", need(Scope::Operator)),
-    ("DELETE", "/api/targets/{id}", need(Scope::Operator)),
-    ("GET", "/api/keys", need(Scope::Admin)),
-    ("POST", "/api/keys", need(Scope::Admin)),
-    ("DELETE", "/api/keys/{id}", need(Scope::Admin)),
-    ("GET", "/metrics", need(Scope::Reader)),
-    ("GET", "/api/spaces", need(Scope::Reader)),
-    ("POST", "/api/spaces", need(Scope::Admin)),
-    ("GET", "/api/spaces/{space}", need(Scope::Reader)),
-    (
-        "GET",
-        "/api/spaces/{space}/environments",
-        need(Scope::Reader),
-    ),
-    (
-        "POST",
-        "/api/spaces/{space}/environments",
-        need(Scope::Operator),
-    ),
-    (
-        "POST",
-        "/api/spaces/{space}/environments/reorder",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/environments/{id}",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/environments/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "PATCH",
-        "/api/spaces/{space}/environments/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "DELETE",
-        "/api/spaces/{space}/environments/{id}",
-        need(Scope::Operator),
-    ),
-    ("GET", "/api/spaces/{space}/lifecycles", need(Scope::Reader)),
-    (
-        "POST",
-        "/api/spaces/{space}/lifecycles",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/lifecycles/{id}",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/lifecycles/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "PATCH",
-        "/api/spaces/{space}/lifecycles/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "DELETE",
-        "/api/spaces/{space}/lifecycles/{id}",
-        need(Scope::Operator),
-    ),
-    ("GET", "/api/spaces/{space}/projects", need(Scope::Reader)),
-    (
-        "POST",
-        "/api/spaces/{space}/projects",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/projects/{id}",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/projects/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "PATCH",
-        "/api/spaces/{space}/projects/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "DELETE",
-        "/api/spaces/{space}/projects/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/projects/{id}/deploymentprocess",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/projects/{id}/deploymentprocess",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/projects/{id}/variables",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/projects/{id}/variables",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/projects/{id}/releases",
-        need(Scope::Reader),
-    ),
-    (
-        "POST",
-        "/api/spaces/{space}/projects/{id}/releases",
-        need(Scope::Deployer),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/releases/{id}",
-        need(Scope::Reader),
-    ),
-    (
-        "POST",
-        "/api/spaces/{space}/deployments",
-        need(Scope::Deployer),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/deployments",
-        need(Scope::Reader),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/deployments/{id}",
-        need(Scope::Reader),
-    ),
-    ("GET", "/api/spaces/{space}/dashboard", need(Scope::Reader)),
-    ("GET", "/api/spaces/{space}/runbooks", need(Scope::Reader)),
-    (
-        "POST",
-        "/api/spaces/{space}/runbooks",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/runbooks/{id}",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/runbooks/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "PATCH",
-        "/api/spaces/{space}/runbooks/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "DELETE",
-        "/api/spaces/{space}/runbooks/{id}",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/runbooks/{id}/process",
-        need(Scope::Reader),
-    ),
-    (
-        "PUT",
-        "/api/spaces/{space}/runbooks/{id}/process",
-        need(Scope::Operator),
-    ),
-    (
-        "POST",
-        "/api/spaces/{space}/runbooks/{id}/publish",
-        need(Scope::Operator),
-    ),
-    (
-        "POST",
-        "/api/spaces/{space}/runbooks/{id}/runs",
-        need(Scope::Deployer),
-    ),
-    // Build servers push packages with a deployer key; removing one is an operator's call.
-    (
-        "POST",
-        "/api/spaces/{space}/packages/raw",
-        need(Scope::Deployer),
-    ),
-    ("POST", "/api/{space}/packages/raw", need(Scope::Deployer)),
-    ("GET", "/api/spaces/{space}/packages", need(Scope::Reader)),
-    (
-        "GET",
-        "/api/spaces/{space}/packages/{package_id}/{version}",
-        need(Scope::Reader),
-    ),
-    (
-        "DELETE",
-        "/api/spaces/{space}/packages/{package_id}/{version}",
-        need(Scope::Operator),
-    ),
-    (
-        "GET",
-        "/api/spaces/{space}/packages/{package_id}/{version}/raw",
-        need(Scope::Reader),
-    ),
-];
-
-pub(crate) fn route_need(method: &Method, route: &str) -> Need {
-    ROUTE_SCOPES
-        .iter()
-        .find(|(m, r, _)| *m == method.as_str() && *r == route)
-        .map_or(need(Scope::Admin), |(_, _, n)| *n)
+/// The API key check's state: the node's, and what each route needs.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) state: AppState,
+    pub(crate) needs: Arc<RouteNeeds>,
 }
 
 /// Whether a key of `scope` may call a route needing `need`; the 403 naming what is missing
 /// otherwise.
-fn authorize(scope: Scope, need: Need, method: &Method, route: &str) -> Result<(), ApiError> {
+pub(crate) fn authorize(scope: Scope, need: Need, method: &str, route: &str) -> Result<(), ApiError> {
     if scope.grants(need.scope) || (need.register_target && scope == Scope::RegisterTarget) {
         return Ok(());
     }
@@ -477,7 +210,7 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub(crate) async fn require_api_key(
-    State(state): State<AppState>,
+    State(Guard { state, needs }): State<Guard>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -495,8 +228,8 @@ pub(crate) async fn require_api_key(
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     authorize(
         found.scope,
-        route_need(req.method(), &route),
-        req.method(),
+        needs.need(req.method(), &route),
+        req.method().as_str(),
         &route,
     )?;
     let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
@@ -709,16 +442,18 @@ pub(crate) fn client_address(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     #[test]
     fn every_route_needs_the_scope_the_docs_give_it() {
-        let get = Method::GET;
-        let post = Method::POST;
-        let check = |scope, method: &Method, route| {
-            authorize(scope, route_need(method, route), method, route)
+        let (_, needs) = crate::routes::keyed_routes();
+        let (get, post) = ("GET", "POST");
+        let check = |scope, method: &str, route| {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            authorize(scope, needs.need(&m, route), method, route)
         };
-        assert!(check(Scope::Reader, &get, "/api/tasks").is_ok());
-        let e = check(Scope::Reader, &post, "/api/tasks").unwrap_err();
+        assert!(check(Scope::Reader, get, "/api/tasks").is_ok());
+        let e = check(Scope::Reader, post, "/api/tasks").unwrap_err();
         assert_eq!(e.code(), ErrorCode::Forbidden);
         assert!(
             e.message().contains("needs scope deployer")
@@ -726,27 +461,77 @@ mod tests {
             "{}",
             e.message()
         );
-        assert!(check(Scope::Deployer, &post, "/api/tasks/{id}/cancel").is_ok());
-        assert!(check(Scope::Deployer, &Method::PATCH, "/api/nodes/{name}").is_err());
-        assert!(check(Scope::Operator, &Method::PATCH, "/api/nodes/{name}").is_ok());
+        assert!(check(Scope::Deployer, post, "/api/tasks/{id}/cancel").is_ok());
+        assert!(check(Scope::Deployer, "PATCH", "/api/nodes/{name}").is_err());
+        assert!(check(Scope::Operator, "PATCH", "/api/nodes/{name}").is_ok());
         assert!(
-            check(Scope::Operator, &get, "/api/keys").is_err(),
+            check(Scope::Operator, get, "/api/keys").is_err(),
             "keys are admin only"
         );
-        assert!(check(Scope::Admin, &post, "/api/keys").is_ok());
+        assert!(check(Scope::Admin, post, "/api/keys").is_ok());
+        assert!(check(Scope::Deployer, post, "/api/spaces/{space}/packages/raw").is_ok());
+        assert!(check(Scope::Deployer, "PUT", "/api/spaces/{space}/projects/{id}").is_err());
         // register-target: its own registration and nothing else.
-        assert!(check(Scope::RegisterTarget, &post, "/api/targets").is_ok());
+        assert!(check(Scope::RegisterTarget, post, "/api/targets").is_ok());
         for (m, r) in [
-            (&Method::PATCH, "/api/targets/{id}"),
-            (&get, "/api/targets"),
-            (&get, "/api/tasks"),
-            (&post, "/api/tasks"),
-            (&Method::DELETE, "/api/targets/{id}"),
+            ("PATCH", "/api/targets/{id}"),
+            (get, "/api/targets"),
+            (get, "/api/tasks"),
+            (post, "/api/tasks"),
+            ("DELETE", "/api/targets/{id}"),
         ] {
             assert!(check(Scope::RegisterTarget, m, r).is_err(), "{m} {r}");
         }
-        // A route nobody listed is admin only.
-        assert_eq!(route_need(&get, "/api/new-thing").scope, Scope::Admin);
+        // A route nobody declared is admin only.
+        assert_eq!(needs.need(&Method::GET, "/api/new-thing").scope, Scope::Admin);
+    }
+
+    /// The scope table in docs/api.md and the routes say the same: every route the table
+    /// names needs the scope it gives (a row's routes are the `METHOD /path` pairs in its first
+    /// cell, with `…` rows left to the summary they are), and every route is in the reference.
+    #[test]
+    fn the_docs_give_each_route_its_declared_scope() {
+        let (_, needs) = crate::routes::keyed_routes();
+        let doc = include_str!("../../../docs/api.md");
+        for d in needs.declared() {
+            // `{*rest}` (a path's tail) is written `{rest}`.
+            let written = format!("`{} {}", d.method, d.path.replace("{*", "{"));
+            assert!(
+                doc.contains(&written),
+                "docs/api.md never names {} {}",
+                d.method,
+                d.path
+            );
+        }
+        let table = doc
+            .split("| method and path | scope |")
+            .nth(1)
+            .expect("the scope table");
+        let mut checked = 0;
+        for row in table.lines().skip(1).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (routes, scope) = (cells[1], cells[2]);
+            let Some(named) = scope.split('`').nth(1) else {
+                continue;
+            };
+            let Ok(scope) = named.parse::<Scope>() else {
+                continue;
+            };
+            for pair in routes.split('`').skip(1).step_by(2) {
+                let Some((method, path)) = pair.split_once(' ') else {
+                    continue;
+                };
+                if path.contains('…') || !path.starts_with('/') {
+                    continue;
+                }
+                for m in method.split('/') {
+                    let need = needs.need(&Method::from_bytes(m.as_bytes()).unwrap(), path);
+                    assert_eq!(need.scope, scope, "docs/api.md: {m} {path}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} routes read from the table");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod https;
 mod listener;
 mod resources;
 mod routes;
+mod scoped;
 mod throttle;
 mod ui;
 mod wake;

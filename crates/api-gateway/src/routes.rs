@@ -11,37 +11,29 @@ use axum::{Json, Router};
 use cuttle_core::ErrorCode;
 use serde_json::json;
 
-use crate::auth::require_api_key;
+use crate::auth::{require_api_key, Guard};
 use crate::error::ApiError;
 use crate::extract::too_large;
 use crate::resources::{
     artifacts, deployments, environments, events, keys, lifecycles, metrics, nodes, packages, ping,
     projects, runbooks, spaces, targets, tasks,
 };
+use crate::scoped::{Api, RouteNeeds};
 use crate::{AppState, MAX_JSON_BODY};
 
 pub(crate) fn router(state: AppState) -> Router {
-    let private = Router::new()
-        .merge(nodes::routes())
-        .merge(tasks::routes())
-        .merge(artifacts::routes())
-        .merge(events::routes())
-        .merge(keys::routes())
-        .merge(targets::routes())
-        .merge(metrics::routes())
-        .merge(spaces::routes())
-        .merge(environments::routes())
-        .merge(lifecycles::routes())
-        .merge(projects::routes())
-        .merge(deployments::routes())
-        .merge(runbooks::routes())
-        .merge(packages::routes())
+    let (keyed, needs) = keyed_routes();
+    let (private, streaming) = keyed;
+    let guard = Guard {
+        state: state.clone(),
+        needs,
+    };
+    let private = private
         // The key first, from the headers: a caller without one has none of its body read.
         .route_layer(from_fn_with_state(state.clone(), read_body_in_time))
-        .route_layer(from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(from_fn_with_state(guard.clone(), require_api_key));
     // Uploads stream past the JSON body limit and whole-body deadline (they have their own).
-    let streaming =
-        packages::upload_routes().route_layer(from_fn_with_state(state.clone(), require_api_key));
+    let streaming = streaming.route_layer(from_fn_with_state(guard, require_api_key));
     Router::new()
         .merge(ping::routes())
         // No key: a tentacle checks the cluster it was told to pin before it sends one. The
@@ -62,6 +54,31 @@ pub(crate) fn router(state: AppState) -> Router {
             name_node,
         ))
         .with_state(state)
+}
+
+type KeyedRouters = (Router<AppState>, Router<AppState>);
+
+/// Every route an API key opens, each with the scope it needs: the JSON routes, and the upload
+/// routes (outside the body limit and deadline).
+pub(crate) fn keyed_routes() -> (KeyedRouters, std::sync::Arc<RouteNeeds>) {
+    let (private, a) = Api::new()
+        .merge(nodes::routes())
+        .merge(tasks::routes())
+        .merge(artifacts::routes())
+        .merge(events::routes())
+        .merge(keys::routes())
+        .merge(targets::routes())
+        .merge(metrics::routes())
+        .merge(spaces::routes())
+        .merge(environments::routes())
+        .merge(lifecycles::routes())
+        .merge(projects::routes())
+        .merge(deployments::routes())
+        .merge(runbooks::routes())
+        .merge(packages::routes())
+        .into_parts();
+    let (streaming, b) = packages::upload_routes().into_parts();
+    ((private, streaming), RouteNeeds::join([a, b]))
 }
 
 /// Every response names the node that served it: behind a load balancer, that is the first

@@ -8,20 +8,20 @@ use std::time::UNIX_EPOCH;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cuttle_core::{format_rfc3339_ms, TaskId};
 use serde_json::{json, Value};
 
+use crate::scoped::{Api, READER};
 use crate::error::ApiError;
 use crate::extract::{ApiResult, Page, PathParams};
 use crate::resources::files::{serve, store_failed, Served};
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/tasks/{id}/artifacts", get(list))
-        .route("/api/tasks/{id}/artifacts/{*artifact}", get(download))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .get("/api/tasks/{id}/artifacts", READER, list)
+        .get("/api/tasks/{id}/artifacts/{*artifact}", READER, download)
 }
 
 /// The task a path names (404 for a malformed id, like an unknown one).

@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::plan::{check_promotion, effective_phases, PhaseSpec, PromotionError};
 use cuttle_core::{format_rfc3339_ms, DeployArgs, ErrorCode, NewTask, TaskKind, TaskState};
 use cuttle_storage::{Audit, DeploymentFilter, DeploymentRecord, Document, NewDeployment};
@@ -21,6 +20,7 @@ use super::documents::{doc_number, resolve_space, space_id, DocumentResource};
 use super::environments::{Environments, ENVIRONMENT};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
 use super::projects::{Projects, PROJECT};
+use crate::scoped::{Api, DEPLOYER, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, JsonBody, Page, PathParams, QueryMap};
@@ -29,11 +29,12 @@ use crate::AppState;
 const PREFIX: &str = "Deployments-";
 const RELEASE_PREFIX: &str = "Releases-";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/spaces/{space}/deployments", post(create).get(list))
-        .route("/api/spaces/{space}/deployments/{id}", get(get_one))
-        .route("/api/spaces/{space}/dashboard", get(dashboard))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .post("/api/spaces/{space}/deployments", DEPLOYER, create)
+        .get("/api/spaces/{space}/deployments", READER, list)
+        .get("/api/spaces/{space}/deployments/{id}", READER, get_one)
+        .get("/api/spaces/{space}/dashboard", READER, dashboard)
 }
 
 #[derive(Debug, Deserialize)]

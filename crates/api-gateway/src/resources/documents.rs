@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::scoped::{Api, OPERATOR, READER};
 use crate::AppState;
 
 /// The kind of document spaces are.
@@ -198,6 +199,18 @@ pub(crate) fn required_version(version: Option<i64>) -> Result<i64, ApiError> {
              `If-Match: \"N\"`), so a change made meanwhile is not overwritten",
         )
     })
+}
+
+/// A document resource's five routes: list and create on `collection`, read, replace, patch and
+/// delete on `one`. Reading is a reader's; every change is an operator's.
+pub(crate) fn routes<R: DocumentResource>(collection: &'static str, one: &'static str) -> Api {
+    Api::new()
+        .get(collection, READER, list::<R>)
+        .post(collection, OPERATOR, create::<R>)
+        .get(one, READER, get_one::<R>)
+        .put(one, OPERATOR, replace::<R>)
+        .patch(one, OPERATOR, patch::<R>)
+        .delete(one, OPERATOR, delete::<R>)
 }
 
 pub(crate) async fn list<R: DocumentResource>(

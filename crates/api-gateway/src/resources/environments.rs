@@ -3,14 +3,13 @@
 
 use std::collections::HashSet;
 
-use axum::routing::{get, post};
-use axum::Router;
 use cuttle_core::ErrorCode;
 use cuttle_storage::Document;
 use serde::{Deserialize, Serialize};
 
 use super::documents::{self as docs, space_id, DocumentResource};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
+use crate::scoped::{Api, OPERATOR};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -105,21 +104,14 @@ pub(crate) async fn check_environments<'a>(
     Ok(())
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/spaces/{space}/environments",
-            get(docs::list::<Environments>).post(docs::create::<Environments>),
-        )
-        .route(
-            "/api/spaces/{space}/environments/reorder",
-            post(docs::reorder::<Environments>),
-        )
-        .route(
-            "/api/spaces/{space}/environments/{id}",
-            get(docs::get_one::<Environments>)
-                .put(docs::replace::<Environments>)
-                .patch(docs::patch::<Environments>)
-                .delete(docs::delete::<Environments>),
-        )
+pub(crate) fn routes() -> Api {
+    docs::routes::<Environments>(
+        "/api/spaces/{space}/environments",
+        "/api/spaces/{space}/environments/{id}",
+    )
+    .post(
+        "/api/spaces/{space}/environments/reorder",
+        OPERATOR,
+        docs::reorder::<Environments>,
+    )
 }

@@ -9,19 +9,19 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cuttle_core::{format_rfc3339_ms, parse_time, UnixMs, DAY_MS};
 use tokio::sync::mpsc;
 
+use crate::scoped::{Api, READER};
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, Page, QueryMap};
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/events", get(list_events))
-        .route("/api/events/export", get(export))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .get("/api/events", READER, list_events)
+        .get("/api/events/export", READER, export)
 }
 
 async fn list_events(State(s): State<AppState>, q: QueryMap) -> ApiResult {

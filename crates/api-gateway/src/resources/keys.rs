@@ -4,12 +4,12 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode};
 use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey, Revoke};
 use serde_json::{json, Value};
 
+use crate::scoped::{Api, ADMIN};
 use crate::auth::{now_ms, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
@@ -17,10 +17,11 @@ use crate::AppState;
 
 const ID_PREFIX: &str = "ApiKeys-";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/keys", get(list).post(create))
-        .route("/api/keys/{id}", delete(revoke))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .get("/api/keys", ADMIN, list)
+        .post("/api/keys", ADMIN, create)
+        .delete("/api/keys/{id}", ADMIN, revoke)
 }
 
 fn key_id(raw: &str) -> Result<i64, ApiError> {

@@ -7,13 +7,12 @@
 
 use std::collections::HashSet;
 
-use axum::routing::get;
-use axum::Router;
 use cuttle_storage::Document;
 use serde::{Deserialize, Serialize};
 
 use super::documents::{self as docs, DocumentResource};
 use super::environments::check_environments;
+use crate::scoped::Api;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -138,17 +137,9 @@ impl DocumentResource for Lifecycles {
     }
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/spaces/{space}/lifecycles",
-            get(docs::list::<Lifecycles>).post(docs::create::<Lifecycles>),
-        )
-        .route(
-            "/api/spaces/{space}/lifecycles/{id}",
-            get(docs::get_one::<Lifecycles>)
-                .put(docs::replace::<Lifecycles>)
-                .patch(docs::patch::<Lifecycles>)
-                .delete(docs::delete::<Lifecycles>),
-        )
+pub(crate) fn routes() -> Api {
+    docs::routes::<Lifecycles>(
+        "/api/spaces/{space}/lifecycles",
+        "/api/spaces/{space}/lifecycles/{id}",
+    )
 }

@@ -3,14 +3,13 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 
+use crate::scoped::{Api, READER};
 use crate::extract::ApiResult;
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub(crate) fn routes() -> Api {
+    Api::new().get("/metrics", READER, metrics)
 }
 
 async fn metrics(State(s): State<AppState>) -> ApiResult {

@@ -3,22 +3,23 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::{validate_node_name, ErrorCode, NodePatch};
 use cuttle_storage::audit_as;
 use serde_json::json;
 
+use crate::scoped::{Api, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/api/nodes", get(list_nodes)).route(
-        "/api/nodes/{name}",
-        get(get_node).patch(patch_node).delete(delete_node),
-    )
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .get("/api/nodes", READER, list_nodes)
+        .get("/api/nodes/{name}", READER, get_node)
+        .patch("/api/nodes/{name}", OPERATOR, patch_node)
+        .delete("/api/nodes/{name}", OPERATOR, delete_node)
 }
 
 async fn list_nodes(State(s): State<AppState>) -> ApiResult {

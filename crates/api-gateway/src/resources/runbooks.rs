@@ -9,8 +9,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::{format_rfc3339_ms, ErrorCode, NewTask, RunbookArgs, TaskKind, TaskRecord};
 use cuttle_storage::{Audit, Document};
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ use super::documents::{
 use super::environments::{Environments, ENVIRONMENT};
 use super::process_part::{self, process_of};
 use super::projects::{variables_of, Projects, PROJECT};
+use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
@@ -102,25 +102,19 @@ impl DocumentResource for Runbooks {
     }
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/spaces/{space}/runbooks",
-            get(docs::list::<Runbooks>).post(docs::create::<Runbooks>),
-        )
-        .route(
-            "/api/spaces/{space}/runbooks/{id}",
-            get(docs::get_one::<Runbooks>)
-                .put(docs::replace::<Runbooks>)
-                .patch(docs::patch::<Runbooks>)
-                .delete(docs::delete::<Runbooks>),
-        )
-        .route(
-            "/api/spaces/{space}/runbooks/{id}/process",
-            get(read_process).put(replace_process),
-        )
-        .route("/api/spaces/{space}/runbooks/{id}/publish", post(publish))
-        .route("/api/spaces/{space}/runbooks/{id}/runs", post(run))
+pub(crate) fn routes() -> Api {
+    docs::routes::<Runbooks>(
+        "/api/spaces/{space}/runbooks",
+        "/api/spaces/{space}/runbooks/{id}",
+    )
+    .get("/api/spaces/{space}/runbooks/{id}/process", READER, read_process)
+    .put(
+        "/api/spaces/{space}/runbooks/{id}/process",
+        OPERATOR,
+        replace_process,
+    )
+    .post("/api/spaces/{space}/runbooks/{id}/publish", OPERATOR, publish)
+    .post("/api/spaces/{space}/runbooks/{id}/runs", DEPLOYER, run)
 }
 
 async fn runbook(s: &AppState, space: &Document, raw: &str) -> Result<Document, ApiError> {

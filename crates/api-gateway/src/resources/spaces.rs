@@ -5,13 +5,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_storage::{Audit, Document, DocumentWrite};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::documents::{resolve_space, shown, SPACE, SPACE_PREFIX};
+use crate::scoped::{Api, ADMIN, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
@@ -26,10 +26,11 @@ struct SpaceWrite {
     description: String,
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/spaces", get(list).post(create))
-        .route("/api/spaces/{space}", get(get_one))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .get("/api/spaces", READER, list)
+        .post("/api/spaces", ADMIN, create)
+        .get("/api/spaces/{space}", READER, get_one)
 }
 
 async fn list(State(s): State<AppState>) -> ApiResult {

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::{ErrorCode, NewTarget, Role, Scope, TargetId, TargetPatch};
 use cuttle_storage::{audit_as, Audit};
 use serde_json::{json, Value};
@@ -15,18 +14,20 @@ use super::environments::ENVIRONMENT;
 use super::projects::PROJECT;
 use super::runbooks::RUNBOOK;
 
+use crate::scoped::{Api, OPERATOR, READER, need_or_own_target};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/targets", post(create).get(list))
-        .route(
-            "/api/targets/{id}",
-            get(get_one).patch(patch).delete(delete),
-        )
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .post("/api/targets", need_or_own_target(Scope::Operator), create)
+        .get("/api/targets", READER, list)
+        .get("/api/targets/{id}", need_or_own_target(Scope::Reader), get_one)
+        // A register-target key registers its target once; changing it is an operator's.
+        .patch("/api/targets/{id}", OPERATOR, patch)
+        .delete("/api/targets/{id}", OPERATOR, delete)
 }
 
 fn target_id(raw: &str) -> Result<TargetId, ApiError> {

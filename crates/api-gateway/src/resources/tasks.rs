@@ -2,17 +2,16 @@
 
 use axum::body::Body;
 use axum::http::{header, HeaderName};
-use axum::routing::post;
 use cuttle_core::{ErrorCode, NewTask, TaskId, TaskRecord, TaskState};
 use cuttle_storage::Audit;
 use futures_util::StreamExt;
 
+use crate::scoped::{Api, DEPLOYER, READER};
 use crate::extract::{parse_limit, Page, RawBody};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -20,12 +19,14 @@ use crate::error::ApiError;
 use crate::extract::{ApiResult, PathParams, QueryMap};
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/tasks", post(create_task).get(list_tasks))
-        .route("/api/tasks/{id}", get(get_task))
-        .route("/api/tasks/{id}/log", get(task_log))
-        .route("/api/tasks/{id}/cancel", post(cancel_task))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        // And the scope the task's kind needs (`Caller::check_kind`).
+        .post("/api/tasks", DEPLOYER, create_task)
+        .get("/api/tasks", READER, list_tasks)
+        .get("/api/tasks/{id}", READER, get_task)
+        .get("/api/tasks/{id}/log", READER, task_log)
+        .post("/api/tasks/{id}/cancel", DEPLOYER, cancel_task)
 }
 
 /// A malformed id names no task: 404, like an unknown one.

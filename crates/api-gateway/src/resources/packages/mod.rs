@@ -12,14 +12,14 @@ use std::cmp::Ordering;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::{
     format_rfc3339_ms, package_version_key, parse_package_version, validate_package_id, SemVer,
 };
 use cuttle_storage::{Audit, PackageRecord};
 use serde_json::{json, Value};
 
+use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, PathParams, QueryMap};
@@ -29,22 +29,30 @@ use crate::AppState;
 
 /// The upload routes: outside the 1 MiB body limit and the whole-body deadline every other
 /// route has (an upload has its own limit, and an idle deadline between pieces instead).
-pub(crate) fn upload_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/spaces/{space}/packages/raw", post(upload::upload))
-        .route("/api/{space}/packages/raw", post(upload::upload))
+/// Build servers push packages with a deployer key; removing one is an operator's call.
+pub(crate) fn upload_routes() -> Api {
+    Api::new()
+        .post("/api/spaces/{space}/packages/raw", DEPLOYER, upload::upload)
+        .post("/api/{space}/packages/raw", DEPLOYER, upload::upload)
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/spaces/{space}/packages", get(list))
-        .route(
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .get("/api/spaces/{space}/packages", READER, list)
+        .get(
             "/api/spaces/{space}/packages/{package_id}/{version}",
-            get(get_one).delete(delete),
+            READER,
+            get_one,
         )
-        .route(
+        .delete(
+            "/api/spaces/{space}/packages/{package_id}/{version}",
+            OPERATOR,
+            delete,
+        )
+        .get(
             "/api/spaces/{space}/packages/{package_id}/{version}/raw",
-            get(download),
+            READER,
+            download,
         )
 }
 

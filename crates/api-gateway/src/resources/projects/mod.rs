@@ -10,14 +10,13 @@ mod variables;
 pub(crate) use releases::{create_release, ReleaseWrite, RELEASE_PREFIX};
 pub(crate) use variables::variables_of;
 
-use axum::routing::get;
-use axum::Router;
 use cuttle_storage::Document;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::documents::{self as docs, space_id, stored_body, DocumentResource};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
+use crate::scoped::Api;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
@@ -158,20 +157,12 @@ pub(crate) async fn write_part(
     .await
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/spaces/{space}/projects",
-            get(docs::list::<Projects>).post(docs::create::<Projects>),
-        )
-        .route(
-            "/api/spaces/{space}/projects/{id}",
-            get(docs::get_one::<Projects>)
-                .put(docs::replace::<Projects>)
-                .patch(docs::patch::<Projects>)
-                .delete(docs::delete::<Projects>),
-        )
-        .merge(process::routes())
+pub(crate) fn routes() -> Api {
+    docs::routes::<Projects>(
+        "/api/spaces/{space}/projects",
+        "/api/spaces/{space}/projects/{id}",
+    )
+    .merge(process::routes())
         .merge(variables::routes())
         .merge(releases::routes())
 }

@@ -3,22 +3,22 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Extension;
 use serde_json::Value;
 
 use super::{project, Projects};
+use crate::scoped::{Api, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::extract::{ApiResult, JsonBody, PathParams};
 use crate::resources::documents::{resolve_space, DocumentResource};
 use crate::resources::process_part::{self, answer, process_of};
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/api/spaces/{space}/projects/{id}/deploymentprocess",
-        get(read).put(replace),
-    )
+pub(crate) fn routes() -> Api {
+    const PATH: &str = "/api/spaces/{space}/projects/{id}/deploymentprocess";
+    Api::new()
+        .get(PATH, READER, read)
+        .put(PATH, OPERATOR, replace)
 }
 
 async fn read(

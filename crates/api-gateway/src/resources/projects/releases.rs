@@ -7,8 +7,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::{format_rfc3339_ms, SemVer};
 use cuttle_storage::{Audit, NewRelease, Release};
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::variables::{shown_variables, variables_of};
 use super::{project, Projects};
+use crate::scoped::{Api, DEPLOYER, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
@@ -26,13 +26,11 @@ use crate::AppState;
 pub(crate) const RELEASE_PREFIX: &str = "Releases-";
 const MAX_NOTES: usize = 10_000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/spaces/{space}/projects/{id}/releases",
-            post(create).get(list),
-        )
-        .route("/api/spaces/{space}/releases/{id}", get(get_one))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .post("/api/spaces/{space}/projects/{id}/releases", DEPLOYER, create)
+        .get("/api/spaces/{space}/projects/{id}/releases", READER, list)
+        .get("/api/spaces/{space}/releases/{id}", READER, get_one)
 }
 
 #[derive(Debug, Deserialize)]

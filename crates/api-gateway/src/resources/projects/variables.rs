@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use cuttle_core::plan::{validate_variables, StoredVariable, Variable, VariableScope};
 use cuttle_core::ErrorCode;
 use cuttle_storage::Document;
@@ -19,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{project, write_part, Projects};
+use crate::scoped::{Api, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
@@ -31,11 +31,11 @@ use crate::AppState;
 const ID_PREFIX: &str = "Variables-";
 const MAX_VARIABLES: usize = 2000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/api/spaces/{space}/projects/{id}/variables",
-        get(read).put(replace),
-    )
+pub(crate) fn routes() -> Api {
+    const PATH: &str = "/api/spaces/{space}/projects/{id}/variables";
+    Api::new()
+        .get(PATH, READER, read)
+        .put(PATH, OPERATOR, replace)
 }
 
 /// A variable as a client writes it.
