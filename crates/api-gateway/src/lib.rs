@@ -9,6 +9,7 @@ mod extract;
 mod forwarders;
 mod https;
 mod listener;
+mod log_follow;
 mod resources;
 mod routes;
 mod scoped;

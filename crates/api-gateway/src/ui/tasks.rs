@@ -2,7 +2,6 @@
 //! its log, which follows a running task live (server-sent events read from the shared store,
 //! so any node serves the page whichever node runs the task), and a cancel button.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use askama::Template;
@@ -14,12 +13,11 @@ use cuttle_core::{format_rfc3339_ms, TaskId, TaskRecord, TaskState};
 use serde::Deserialize;
 
 use super::{html, NoFields, SignedForm, Who};
+use crate::log_follow::{read_log, LogFollow, Step, LOG_CHUNK};
 use crate::AppState;
 
 /// Tasks on one page of the list.
 const PAGE: u32 = 50;
-/// The most of a log a page shows at once (the rest follows live or on the next load).
-const LOG_CHUNK: u64 = 1 << 20;
 
 struct Row {
     id: String,
@@ -103,53 +101,6 @@ pub(super) async fn list(
         next,
     };
     html(StatusCode::OK, &page)
-}
-
-/// Up to `max` bytes of a task's log from `offset`, whole lines only unless the log is complete;
-/// the text, where it ends, and whether that is the end of a complete log.
-fn read_log(
-    s: &AppState,
-    task: &TaskRecord,
-    offset: u64,
-    max: u64,
-) -> Result<(String, u64, bool), String> {
-    let log = s.shared.open_task_log(task).map_err(|e| e.to_string())?;
-    let mut skipped = 0u64;
-    let mut bytes = Vec::new();
-    let mut total = 0u64;
-    for mut part in log.parts {
-        let len = part.metadata().map(|m| m.len()).unwrap_or(0);
-        total += len;
-        if skipped + len <= offset {
-            skipped += len;
-            continue;
-        }
-        let from = offset.saturating_sub(skipped);
-        skipped += len;
-        part.seek(SeekFrom::Start(from))
-            .map_err(|e| e.to_string())?;
-        let room = max.saturating_sub(bytes.len() as u64);
-        part.take(room)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        if bytes.len() as u64 >= max {
-            break;
-        }
-    }
-    let at_end = offset + bytes.len() as u64 >= total;
-    if !(log.complete && at_end) {
-        // A line still being written is sent once it is whole.
-        match bytes.iter().rposition(|b| *b == b'\n') {
-            Some(i) => bytes.truncate(i + 1),
-            None => bytes.clear(),
-        }
-    }
-    let end = offset + bytes.len() as u64;
-    Ok((
-        String::from_utf8_lossy(&bytes).into_owned(),
-        end,
-        log.complete && end >= total,
-    ))
 }
 
 #[derive(Template)]
@@ -241,8 +192,6 @@ pub(super) struct Offset {
 
 /// How often a live-log stream checks that its session still opens pages.
 const RECHECK: Duration = Duration::from_secs(5);
-/// How often a live-log stream looks for new lines.
-const FOLLOW: Duration = Duration::from_millis(500);
 
 /// Server-sent events: each `data` is new whole lines of the log; an `end` event once the task
 /// has finished (its state says so) and its log is complete, or once the session no longer
@@ -274,7 +223,6 @@ pub(super) async fn events(
         .unwrap_or_default()
         .to_owned();
     let id = task.id;
-    let watched = s.streams.watch(&s, id);
     // A browser that lost the stream (its node stopped, the balancer timed it out) comes back
     // with the id of the last event it had: the offset it had read to. It goes on from there.
     let start = headers
@@ -283,11 +231,9 @@ pub(super) async fn events(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(o.offset);
     let state = Follow {
-        offset: start,
+        log: LogFollow::start(&s, id, start, slot),
         done: false,
         checked: std::time::Instant::now(),
-        watched,
-        _slot: slot,
     };
     let stream = futures_util::stream::unfold(state, move |mut f| {
         let (s, cookie) = (s.clone(), cookie.clone());
@@ -308,42 +254,18 @@ pub(super) async fn events(
                     }
                     f.checked = std::time::Instant::now();
                 }
-                let task = match &*f.watched.borrow() {
-                    super::streams::Watched::Gone => None,
-                    super::streams::Watched::Pending => Some(None),
-                    super::streams::Watched::Task(t) => Some(Some((**t).clone())),
-                };
-                let Some(task) = task else {
-                    return end(f, "done");
-                };
-                let Some(task) = task else {
-                    let _ = tokio::time::timeout(FOLLOW, f.watched.changed()).await;
-                    continue;
-                };
-                // The log is complete a moment before the task's state says it ended: the
-                // end waits for both, so the reloaded page shows how it ended.
-                let finished = task.state.is_terminal();
-                let (s2, offset) = (s.clone(), f.offset);
-                let read =
-                    tokio::task::spawn_blocking(move || read_log(&s2, &task, offset, LOG_CHUNK))
-                        .await;
-                let Ok(Ok((text, end_at, complete))) = read else {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                };
-                if !text.is_empty() {
-                    // An event's data may not hold a carriage return (logs have none: the
-                    // writer replaces control characters; this is for safety).
-                    let text = text.replace('\r', "");
-                    f.offset = end_at;
-                    return Some((Ok(Event::default().data(text).id(end_at.to_string())), f));
+                match f.log.next(&s).await {
+                    Step::Text { text, end_at } => {
+                        // An event's data may not hold a carriage return (logs have none: the
+                        // writer replaces control characters; this is for safety).
+                        let text = text.replace('\r', "");
+                        let event = Event::default().data(text).id(end_at.to_string());
+                        return Some((Ok(event), f));
+                    }
+                    // (A browser dispatches no event without data: the end says "done".)
+                    Step::Ended => return end(f, "done"),
+                    Step::Quiet => {}
                 }
-                // (A browser dispatches no event without data: the end says "done".)
-                if complete && finished {
-                    f.offset = end_at;
-                    return end(f, "done");
-                }
-                tokio::time::sleep(FOLLOW).await;
             }
         }
     });
@@ -360,12 +282,9 @@ pub(super) async fn events(
 
 /// Where a live-log stream is.
 struct Follow {
-    offset: u64,
+    log: LogFollow,
     done: bool,
     checked: std::time::Instant,
-    watched: tokio::sync::watch::Receiver<super::streams::Watched>,
-    /// Its place among its person's streams, given back when the stream ends.
-    _slot: super::streams::Slot,
 }
 
 pub(super) async fn cancel(
