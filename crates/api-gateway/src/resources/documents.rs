@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use cuttle_core::{format_rfc3339_ms, ErrorCode};
-use cuttle_storage::{audit_as, Audit, Document, DocumentWrite, Written};
+use cuttle_storage::{Document, DocumentWrite, Written};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -19,6 +19,8 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+
+pub(crate) mod ops;
 use crate::scoped::{Api, OPERATOR, READER};
 use crate::AppState;
 
@@ -217,8 +219,7 @@ pub(crate) async fn list<R: DocumentResource>(
     State(s): State<AppState>,
     PathParams(space): PathParams<String>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let docs = s.store.list_documents(&space_id(&space), R::KIND).await?;
+    let docs = ops::list::<R>(&s, &space).await?;
     let items: Vec<Value> = docs.iter().map(R::show).collect();
     Ok(Json(Page::all(items)).into_response())
 }
@@ -227,14 +228,7 @@ pub(crate) async fn get_one<R: DocumentResource>(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let id = doc_number::<R>(&raw)?;
-    let doc = s
-        .store
-        .get_document(&space_id(&space), R::KIND, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase())))?;
-    one::<R>(StatusCode::OK, &doc)
+    one::<R>(StatusCode::OK, &ops::get::<R>(&s, &space, &raw).await?)
 }
 
 pub(crate) async fn create<R: DocumentResource>(
@@ -244,32 +238,8 @@ pub(crate) async fn create<R: DocumentResource>(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
     let (body, _) = split_version(body, &headers)?;
-    let w = parse_write::<R>(body)?;
-    R::check(&s, &space, &w, None).await?;
-    let stored = R::merge(None, &w)?;
-    let sid = space_id(&space);
-    let by = caller.clone();
-    let audit: Audit<Document> = Box::new(move |d| {
-        by.event(
-            &format!("{}.create", R::EVENT),
-            format!("{}{}", R::ID_PREFIX, d.id),
-            json!({"name": d.name, "space": d.space}),
-        )
-    });
-    let doc = s
-        .store
-        .create_document(
-            &DocumentWrite {
-                space: &sid,
-                kind: R::KIND,
-                name: R::name(&w),
-                body: &stored,
-            },
-            Some(audit),
-        )
-        .await?;
+    let doc = ops::create::<R>(&s, &caller, &space, body).await?;
     one::<R>(StatusCode::CREATED, &doc)
 }
 
@@ -280,14 +250,9 @@ pub(crate) async fn replace<R: DocumentResource>(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let id = doc_number::<R>(&raw)?;
     let (body, version) = split_version(body, &headers)?;
-    let version = required_version(version)?;
-    // What the write does not cover is kept as it was at the version the client read (a newer
-    // one makes the write stale anyway).
-    let existing = s.store.get_document(&space_id(&space), R::KIND, id).await?;
-    update::<R>(&s, &caller, &space, (id, &raw, version), body, existing).await
+    let doc = ops::replace::<R>(&s, &caller, (&space, &raw), body, version).await?;
+    one::<R>(StatusCode::OK, &doc)
 }
 
 /// `PATCH`: the fields sent replace those of the document as it is (a JSON merge patch, RFC
@@ -300,110 +265,11 @@ pub(crate) async fn patch<R: DocumentResource>(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let id = doc_number::<R>(&raw)?;
     let (changes, version) = split_version(body, &headers)?;
-    let version = required_version(version)?;
-    let missing = || ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase()));
-    let doc = s
-        .store
-        .get_document(&space_id(&space), R::KIND, id)
-        .await?
-        .ok_or_else(missing)?;
-    if doc.version != version {
-        return Err(stale::<R>(id, doc.version));
-    }
-    let mut current = doc.body.clone();
-    if let Value::Object(m) = &mut current {
-        for part in R::PARTS {
-            m.remove(*part);
-        }
-        m.insert("name".into(), Value::String(doc.name.clone()));
-    }
-    merge_patch(&mut current, changes);
-    update::<R>(&s, &caller, &space, (id, &raw, version), current, Some(doc)).await
+    let doc = ops::patch::<R>(&s, &caller, (&space, &raw), changes, version).await?;
+    one::<R>(StatusCode::OK, &doc)
 }
 
-/// RFC 7396: `patch`'s members replace `target`'s, objects merging member by member; `null`
-/// removes the member.
-fn merge_patch(target: &mut Value, patch: Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(&k);
-                } else {
-                    merge_patch(t.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p,
-    }
-}
-
-/// Writes `body` (a whole write of `R`) over document `id` (named `raw` by the client) at
-/// `version`: checked, merged with the parts of `existing` (as read by the caller) it does not
-/// cover, audited.
-async fn update<R: DocumentResource>(
-    s: &AppState,
-    caller: &Caller,
-    space: &Document,
-    (id, raw, version): (i64, &str, i64),
-    body: Value,
-    existing: Option<Document>,
-) -> ApiResult {
-    let w = parse_write::<R>(body)?;
-    R::check(s, space, &w, Some(id)).await?;
-    let sid = space_id(space);
-    let stored = R::merge(existing.as_ref().map(|d| &d.body), &w)?;
-    let by = caller.clone();
-    let audit: Audit<Document> = Box::new(move |d| {
-        by.event(
-            &format!("{}.update", R::EVENT),
-            format!("{}{}", R::ID_PREFIX, d.id),
-            json!({"name": d.name, "version": d.version}),
-        )
-    });
-    let write = DocumentWrite {
-        space: &sid,
-        kind: R::KIND,
-        name: R::name(&w),
-        body: &stored,
-    };
-    match s
-        .store
-        .update_document(id, version, &write, Some(audit))
-        .await?
-    {
-        Written::Done(doc) => one::<R>(StatusCode::OK, &doc),
-        Written::NotFound => Err(ApiError::not_found(format!(
-            "no {} {raw}",
-            R::KIND.to_lowercase()
-        ))),
-        Written::Stale { current } => Err(stale::<R>(id, current)),
-    }
-}
-
-#[cfg(test)]
-mod merge_patch_tests {
-    use super::merge_patch;
-    use serde_json::json;
-
-    #[test]
-    fn members_replace_objects_merge_and_null_removes() {
-        let mut doc = json!({"name": "Shop", "lifecycle_id": "Lifecycles-2",
-            "retention": {"releases_to_keep": 5, "releases_per_environment": 2}, "tags": [1, 2]});
-        merge_patch(
-            &mut doc,
-            json!({"retention": {"releases_to_keep": 20}, "lifecycle_id": null, "tags": [3]}),
-        );
-        assert_eq!(
-            doc,
-            json!({"name": "Shop",
-                "retention": {"releases_to_keep": 20, "releases_per_environment": 2}, "tags": [3]})
-        );
-    }
-}
 
 pub(crate) async fn delete<R: DocumentResource>(
     State(s): State<AppState>,
@@ -411,31 +277,9 @@ pub(crate) async fn delete<R: DocumentResource>(
     PathParams((space, raw)): PathParams<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let id = doc_number::<R>(&raw)?;
     let (_, version) = split_version(json!({}), &headers)?;
-    let sid = space_id(&space);
-    let missing = || ApiError::not_found(format!("no {} {raw}", R::KIND.to_lowercase()));
-    let doc = s
-        .store
-        .get_document(&sid, R::KIND, id)
-        .await?
-        .ok_or_else(missing)?;
-    R::check_delete(&s, &space, &doc).await?;
-    let audit = audit_as(caller.event(
-        &format!("{}.delete", R::EVENT),
-        format!("{}{id}", R::ID_PREFIX),
-        json!({"name": doc.name}),
-    ));
-    match s
-        .store
-        .delete_document(&sid, R::KIND, id, version, Some(audit))
-        .await?
-    {
-        Written::Done(_) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Written::NotFound => Err(missing()),
-        Written::Stale { current } => Err(stale::<R>(id, current)),
-    }
+    ops::delete::<R>(&s, &caller, (&space, &raw), version).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Body of a reorder: every id of the kind in the space, in the new order.
@@ -451,36 +295,7 @@ pub(crate) async fn reorder<R: DocumentResource>(
     PathParams(space): PathParams<String>,
     JsonBody(req): JsonBody<Reorder>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let ids = req
-        .ids
-        .iter()
-        .map(|raw| {
-            doc_number::<R>(raw).map_err(|_| {
-                ApiError::bad_request(format!(
-                    "ids: {raw:?} is not a {} id",
-                    R::KIND.to_lowercase()
-                ))
-            })
-        })
-        .collect::<Result<Vec<i64>, _>>()?;
-    let sid = space_id(&space);
-    let audit = audit_as(caller.event(
-        &format!("{}.reorder", R::EVENT),
-        &sid,
-        json!({"ids": req.ids}),
-    ));
-    if !s
-        .store
-        .reorder_documents(&sid, R::KIND, &ids, Some(audit))
-        .await?
-    {
-        return Err(ApiError::bad_request(format!(
-            "ids: name every {} of the space exactly once",
-            R::KIND.to_lowercase()
-        )));
-    }
-    let docs = s.store.list_documents(&sid, R::KIND).await?;
+    let docs = ops::reorder::<R>(&s, &caller, &space, &req.ids).await?;
     let items: Vec<Value> = docs.iter().map(R::show).collect();
     Ok(Json(Page::all(items)).into_response())
 }
