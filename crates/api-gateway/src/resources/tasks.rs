@@ -30,7 +30,7 @@ pub(crate) fn routes() -> Api {
 }
 
 /// A malformed id names no task: 404, like an unknown one.
-fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse::<TaskId>()
         .map_err(|_| ApiError::not_found(format!("no task {raw}")))
 }
@@ -40,7 +40,17 @@ async fn create_task(
     Extension(caller): Extension<Caller>,
     RawBody(bytes): RawBody,
 ) -> ApiResult {
-    let mut task = NewTask::from_json(&bytes)?;
+    let record = create(&s, &caller, NewTask::from_json(&bytes)?).await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// Queues a task (audited), refusing kinds made elsewhere and kinds the caller's scope does not
+/// reach. REST's and gRPC's one way to do it.
+pub(crate) async fn create(
+    s: &AppState,
+    caller: &Caller,
+    mut task: NewTask,
+) -> Result<TaskRecord, ApiError> {
     if task.concurrency_tag.is_none() {
         // Two of these at once would only repeat each other's work.
         task.concurrency_tag = cuttle_core::system_tag(&task.kind).map(str::to_owned);
@@ -68,29 +78,63 @@ async fn create_task(
     let record = s.store.enqueue(&task, Some(audit)).await?;
     tracing::debug!(task = %record.id, kind = %record.kind, by = %caller.name, "task queued");
     s.waker.enqueued();
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    Ok(record)
 }
 
 async fn list_tasks(State(s): State<AppState>, q: QueryMap) -> ApiResult {
     let q = q.only(&["state", "kind", "limit", "before"])?;
-    let before = q.get("before").map(|b| b.parse::<TaskId>()).transpose()?;
-    let state = q.get("state").map(|s| s.parse::<TaskState>()).transpose()?;
-    let kind = q.get("kind").map(|k| k.trim()).filter(|k| !k.is_empty());
+    let filter = TaskFilter {
+        before: q.get("before").map(|b| b.parse::<TaskId>()).transpose()?,
+        state: q.get("state").map(|s| s.parse::<TaskState>()).transpose()?,
+        kind: q.get("kind").map(|k| k.trim().to_owned()),
+    };
     let limit = parse_limit(q.get("limit"))?;
-    let tasks = s.store.list_tasks(state, kind, before, limit).await?;
+    let (items, next) = list(&s, &filter, limit).await?;
+    Ok(Json(Page {
+        items,
+        next: next.map(|n| n.to_string()),
+    })
+    .into_response())
+}
+
+/// Which tasks a list shows.
+#[derive(Debug, Default)]
+pub(crate) struct TaskFilter {
+    pub(crate) state: Option<TaskState>,
+    pub(crate) kind: Option<String>,
+    /// Only tasks older than this one (the `next` of the previous page).
+    pub(crate) before: Option<TaskId>,
+}
+
+/// One page of tasks, newest first, and where the following page starts when this one is full.
+pub(crate) async fn list(
+    s: &AppState,
+    filter: &TaskFilter,
+    limit: u32,
+) -> Result<(Vec<TaskRecord>, Option<TaskId>), ApiError> {
+    let kind = filter.kind.as_deref().filter(|k| !k.is_empty());
+    let tasks = s
+        .store
+        .list_tasks(filter.state, kind, filter.before, limit)
+        .await?;
     // A full page may have more behind it: `next` is where the following page starts.
     let next = (tasks.len() == limit as usize)
-        .then(|| tasks.last().map(|t| t.id.to_string()))
+        .then(|| tasks.last().map(|t| t.id))
         .flatten();
-    Ok(Json(Page { items: tasks, next }).into_response())
+    Ok((tasks, next))
 }
 
 async fn get_task(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
-    let id = task_id(&raw)?;
-    match s.store.get_task(id).await? {
-        Some(t) => Ok(Json(t).into_response()),
-        None => Err(ApiError::not_found(format!("no task {id}"))),
-    }
+    Ok(Json(get(&s, &raw).await?).into_response())
+}
+
+/// One task, by its id as the client wrote it (404 for an unknown or malformed one).
+pub(crate) async fn get(s: &AppState, raw: &str) -> Result<TaskRecord, ApiError> {
+    let id = task_id(raw)?;
+    s.store
+        .get_task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))
 }
 
 async fn task_log(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
