@@ -267,6 +267,10 @@ impl Cluster {
                 "CUTTLE_GATEWAY_LISTEN",
                 format!("127.0.0.1:{}", free_port()),
             )
+            .env(
+                "CUTTLE_PUBLIC_GRPC_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("CUTTLE_HEARTBEAT_SECS", opts.heartbeat_secs.to_string())
             .env(
                 "CUTTLE_OFFLINE_AFTER_SECS",
@@ -353,12 +357,21 @@ impl Cluster {
     /// Spawns a node without waiting for it to be ready.
     pub fn spawn(&self, mut opts: NodeOptions) -> Node {
         let (http_port, grpc_port, gateway_port) = (free_port(), free_port(), free_port());
-        // Kept in the options, so a restart listens on the same gateway port.
+        let public_grpc_port = free_port();
+        // Kept in the options, so a restart listens on the same ports (and a test's own
+        // settings, later in the list, win).
         opts.env.insert(
             0,
             (
                 "CUTTLE_GATEWAY_LISTEN".into(),
                 format!("127.0.0.1:{gateway_port}"),
+            ),
+        );
+        opts.env.insert(
+            0,
+            (
+                "CUTTLE_PUBLIC_GRPC_LISTEN".into(),
+                format!("127.0.0.1:{public_grpc_port}"),
             ),
         );
         let mut cmd = self.command(&opts, http_port, grpc_port);
@@ -377,6 +390,7 @@ impl Cluster {
             http_port,
             grpc_port,
             gateway_port,
+            public_grpc_port,
             api_key: self.api_key.clone(),
             stdout,
             stderr,
@@ -437,6 +451,8 @@ pub struct Node {
     pub http_port: u16,
     pub grpc_port: u16,
     pub gateway_port: u16,
+    /// The public gRPC API (`cuttle.v1`).
+    pub public_grpc_port: u16,
     api_key: String,
     stdout: PathBuf,
     stderr: PathBuf,

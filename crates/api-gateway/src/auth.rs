@@ -175,7 +175,8 @@ pub(crate) struct Guard {
 
 /// Whether a key of `scope` may call a route needing `need`; the 403 naming what is missing
 /// otherwise.
-pub(crate) fn authorize(scope: Scope, need: Need, method: &str, route: &str) -> Result<(), ApiError> {
+/// `what` names the call (`POST /api/tasks`, `cuttle.v1.Tasks/Create`).
+pub(crate) fn authorize(scope: Scope, need: Need, what: &str) -> Result<(), ApiError> {
     if scope.grants(need.scope) || (need.register_target && scope == Scope::RegisterTarget) {
         return Ok(());
     }
@@ -189,7 +190,7 @@ pub(crate) fn authorize(scope: Scope, need: Need, method: &str, route: &str) -> 
     };
     Err(ApiError::new(
         ErrorCode::Forbidden,
-        format!("{method} {route} needs {wanted}; this API key has scope {scope}"),
+        format!("{what} needs {wanted}; this API key has scope {scope}"),
     ))
 }
 
@@ -229,8 +230,7 @@ pub(crate) async fn require_api_key(
     authorize(
         found.scope,
         needs.need(req.method(), &route),
-        req.method().as_str(),
-        &route,
+        &format!("{} {route}", req.method()),
     )?;
     let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
     req.extensions_mut().insert(Caller {
@@ -450,7 +450,7 @@ mod tests {
         let (get, post) = ("GET", "POST");
         let check = |scope, method: &str, route| {
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            authorize(scope, needs.need(&m, route), method, route)
+            authorize(scope, needs.need(&m, route), &format!("{method} {route}"))
         };
         assert!(check(Scope::Reader, get, "/api/tasks").is_ok());
         let e = check(Scope::Reader, post, "/api/tasks").unwrap_err();

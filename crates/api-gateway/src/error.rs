@@ -10,6 +10,9 @@ pub(crate) struct ApiError {
     message: String,
     /// Seconds for a `Retry-After` header.
     retry_after: Option<u64>,
+    /// A `Conflict` because the name or version is taken (gRPC's ALREADY_EXISTS), not because
+    /// the state of things refuses the request (FAILED_PRECONDITION).
+    already_exists: bool,
 }
 
 impl ApiError {
@@ -18,6 +21,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            already_exists: false,
         }
     }
 
@@ -32,6 +36,16 @@ impl ApiError {
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// Seconds the client should wait before trying again, if it should.
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// Whether this is a conflict with something that exists already (a name, a version).
+    pub(crate) fn is_already_exists(&self) -> bool {
+        self.already_exists
     }
 
     pub(crate) fn code(&self) -> ErrorCode {
@@ -55,7 +69,11 @@ impl From<cuttle_storage::Error> for ApiError {
             tracing::warn!(error = %e, "request failed: database unavailable");
             ApiError::new(ErrorCode::Unavailable, e.to_string())
         } else if let cuttle_storage::Error::Conflict(msg) = e {
-            ApiError::new(ErrorCode::Conflict, msg)
+            // The database refused a second row with one key: a name or version taken.
+            ApiError {
+                already_exists: true,
+                ..ApiError::new(ErrorCode::Conflict, msg)
+            }
         } else if let cuttle_storage::Error::Invalid(msg) = e {
             ApiError::bad_request(msg)
         } else {

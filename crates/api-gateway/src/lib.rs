@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod extract;
 mod forwarders;
+mod grpc;
 mod https;
 mod listener;
 mod log_follow;
@@ -92,11 +93,13 @@ impl AppState {
     }
 }
 
-/// Serves the API on a bound listener until `shutdown`, then finishes in-flight requests.
+/// Serves the API on a bound listener (and the public gRPC API on its own, when given) until
+/// `shutdown`, then finishes in-flight requests.
 pub async fn serve(
     config: ApiConfig,
     deps: ApiDeps,
     listener: TcpListener,
+    grpc_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let waker = wake::start(
@@ -129,6 +132,24 @@ pub async fn serve(
         forwarders: Arc::new(forwarders::UntrustedForwarders::default()),
     };
     let https = state.config.https.clone();
+    let grpc = match grpc_listener {
+        None => None,
+        Some(l) => {
+            let tls = match &https {
+                None => None,
+                Some(h) => Some(
+                    cuttle_tls::grpc_server_config(h.served.clone())
+                        .map_err(|e| std::io::Error::other(format!("gRPC TLS settings: {e}")))?,
+                ),
+            };
+            Some(tokio::spawn(grpc::serve(
+                state.clone(),
+                l,
+                tls,
+                shutdown.clone(),
+            )))
+        }
+    };
     let (limits, trusted) = (
         state.config.limits.clone(),
         state.config.trusted_proxies.clone(),
@@ -155,5 +176,22 @@ pub async fn serve(
             Some(tls)
         }
     };
-    listener::serve(listener, tls, app, limits, trusted, shutdown).await
+    let rest = listener::serve(
+        listener,
+        tls,
+        app,
+        limits,
+        trusted,
+        shutdown,
+        listener::Protocol::Http1,
+    )
+    .await;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "public gRPC stopped"),
+            Err(e) => tracing::error!(error = %e, "public gRPC crashed"),
+        }
+    }
+    rest
 }

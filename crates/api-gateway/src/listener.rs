@@ -13,7 +13,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use cuttle_core::TrustedProxies;
 use cuttle_proto::per_address::PerAddress;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -49,6 +49,16 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// What a listener speaks: HTTP/1.1 (REST, the web UI) or HTTP/2 (gRPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Streams one HTTP/2 client may have open on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -57,6 +67,7 @@ pub(crate) async fn serve(
     limits: ConnectionLimits,
     trusted: TrustedProxies,
     shutdown: CancellationToken,
+    protocol: Protocol,
 ) -> std::io::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -94,10 +105,12 @@ pub(crate) async fn serve(
         tracker.spawn(async move {
             let _held = (permit, client);
             match acceptor {
-                None => serve_connection(stream, peer, app, header_timeout, stop).await,
+                None => serve_connection(stream, peer, app, header_timeout, stop, protocol).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, peer, app, header_timeout, stop).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, app, header_timeout, stop, protocol).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -116,6 +129,7 @@ async fn serve_connection<IO>(
     app: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
+    protocol: Protocol,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -125,16 +139,37 @@ async fn serve_connection<IO>(
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let ended = match protocol {
+        Protocol::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Protocol::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                // A client that vanished without closing is noticed.
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     if let Err(e) = ended {

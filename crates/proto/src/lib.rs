@@ -6,6 +6,11 @@ pub mod v1 {
     tonic::include_proto!("cuttle.v1");
 }
 
+/// The public API's encoded `FileDescriptorSet` (its files and what they import), for server
+/// reflection.
+pub const PUBLIC_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/public_descriptor.bin"));
+
 pub mod admission;
 pub mod files;
 pub mod lines;

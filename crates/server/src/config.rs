@@ -44,6 +44,9 @@ pub(crate) struct RawConfig {
     /// Polling tentacles connect here [env: CUTTLE_GATEWAY_LISTEN]
     #[arg(long, global = true)]
     pub(crate) gateway_listen: Option<String>,
+    /// The public gRPC API; empty: off [env: CUTTLE_PUBLIC_GRPC_LISTEN]
+    #[arg(long, global = true)]
+    pub(crate) public_grpc_listen: Option<String>,
     /// host:port others use for the REST API (default: derived) [env: CUTTLE_HTTP_ADVERTISE]
     #[arg(long, global = true)]
     pub(crate) http_advertise: Option<String>,
@@ -159,6 +162,7 @@ impl RawConfig {
             http_listen,
             grpc_listen,
             gateway_listen,
+            public_grpc_listen,
             http_advertise,
             grpc_advertise,
             gateway_advertise,
@@ -230,6 +234,10 @@ impl RawConfig {
             http_listen: s("CUTTLE_HTTP_LISTEN"),
             grpc_listen: s("CUTTLE_GRPC_LISTEN"),
             gateway_listen: s("CUTTLE_GATEWAY_LISTEN"),
+            // Set but empty means off: kept, unlike other settings' empty values.
+            public_grpc_listen: env
+                .get("CUTTLE_PUBLIC_GRPC_LISTEN")
+                .map(|v| v.trim().to_owned()),
             http_advertise: s("CUTTLE_HTTP_ADVERTISE"),
             grpc_advertise: s("CUTTLE_GRPC_ADVERTISE"),
             gateway_advertise: s("CUTTLE_GATEWAY_ADVERTISE"),
@@ -323,6 +331,8 @@ pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     pub(crate) grpc_listen: SocketAddr,
     pub(crate) gateway_listen: SocketAddr,
+    /// The public gRPC API's listener; `None`: off.
+    pub(crate) public_grpc_listen: Option<SocketAddr>,
     /// Explicit `host:port`s to advertise (checked); `None`: derived from the listener.
     pub(crate) http_advertise: Option<String>,
     pub(crate) grpc_advertise: Option<String>,
@@ -535,6 +545,14 @@ impl Config {
             http_listen: addr("CUTTLE_HTTP_LISTEN", raw.http_listen, "127.0.0.1:8080")?,
             grpc_listen: addr("CUTTLE_GRPC_LISTEN", raw.grpc_listen, "127.0.0.1:8443")?,
             gateway_listen: addr("CUTTLE_GATEWAY_LISTEN", raw.gateway_listen, "0.0.0.0:10943")?,
+            public_grpc_listen: match raw.public_grpc_listen.as_deref() {
+                Some("") => None,
+                v => Some(addr(
+                    "CUTTLE_PUBLIC_GRPC_LISTEN",
+                    v.map(str::to_owned),
+                    "127.0.0.1:8444",
+                )?),
+            },
             http_advertise: raw.http_advertise,
             grpc_advertise: raw.grpc_advertise,
             gateway_advertise: raw.gateway_advertise,
@@ -620,6 +638,10 @@ mod tests {
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:8443");
         assert_eq!(c.gateway_listen.to_string(), "0.0.0.0:10943");
+        assert_eq!(
+            c.public_grpc_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8444")
+        );
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert_eq!(c.offline_after, Duration::from_secs(60));
         assert_eq!(c.poll, Duration::from_millis(1000));
@@ -627,6 +649,19 @@ mod tests {
         assert_eq!(c.db_connect_timeout, Duration::from_secs(5));
         assert_eq!(c.db_command_timeout, Duration::from_secs(30));
         assert!(c.database_is_embedded());
+    }
+
+    #[test]
+    fn the_public_grpc_listener_is_off_when_set_empty() {
+        let raw = RawConfig::from_env(&env(&[("CUTTLE_PUBLIC_GRPC_LISTEN", "")])).unwrap();
+        assert_eq!(Config::validate(raw).unwrap().public_grpc_listen, None);
+        let raw =
+            RawConfig::from_env(&env(&[("CUTTLE_PUBLIC_GRPC_LISTEN", "0.0.0.0:9444")])).unwrap();
+        let c = Config::validate(raw).unwrap();
+        assert_eq!(c.public_grpc_listen, Some("0.0.0.0:9444".parse().unwrap()));
+        let raw = RawConfig::from_env(&env(&[("CUTTLE_PUBLIC_GRPC_LISTEN", "nowhere")])).unwrap();
+        let e = Config::validate(raw).unwrap_err().to_string();
+        assert!(e.contains("CUTTLE_PUBLIC_GRPC_LISTEN"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,14 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    let public_grpc = match cfg.public_grpc_listen {
+        Some(addr) if cfg.roles.contains(Role::Api) => {
+            let l = bind("public gRPC", addr).await?;
+            tracing::info!(address = %addr, "public gRPC API (cuttle.v1) listening");
+            Some(l)
+        }
+        _ => None,
+    };
     let grpc = if cfg.roles.contains(Role::Worker) || cfg.roles.contains(Role::Gateway) {
         Some(bind("grpc", cfg.grpc_listen).await?)
     } else {
@@ -282,7 +290,9 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         };
         let stop = rest_stop.clone();
         rest.spawn(async move {
-            if let Err(e) = cuttle_api_gateway::serve(api_cfg, deps, listener, stop).await {
+            if let Err(e) =
+                cuttle_api_gateway::serve(api_cfg, deps, listener, public_grpc, stop).await
+            {
                 tracing::error!(error = %e, "api stopped");
             }
         });

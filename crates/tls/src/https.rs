@@ -89,6 +89,17 @@ pub fn https_server_config(served: Arc<ServedCertificate>) -> Result<Arc<rustls:
     Ok(Arc::new(config))
 }
 
+/// The public gRPC listener's TLS: the same certificate as HTTPS, speaking HTTP/2 (gRPC clients
+/// insist on ALPN `h2`).
+pub fn grpc_server_config(served: Arc<ServedCertificate>) -> Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(served);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

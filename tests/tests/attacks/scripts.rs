@@ -432,6 +432,7 @@ fn c1_a_node_with_the_unit_s_capabilities_isolates_scripts_without_root() {
             format!("127.0.0.1:{}", cuttle_e2e::free_port()),
         )
         .env("CUTTLE_ADMIN_API_KEY", &key)
+        .env("CUTTLE_PUBLIC_GRPC_LISTEN", "")
         .env("CUTTLE_MAINTENANCE_SECS", "0")
         .env("CUTTLE_HEALTH_CHECK_SECS", "0")
         .env("CUTTLE_POLL_MS", "200")

@@ -1,0 +1,58 @@
+//! `cuttle.v1.Spaces`: reading spaces (making one stays REST's, an admin's).
+
+use cuttle_proto::v1::spaces_server::{Spaces, SpacesServer};
+use cuttle_proto::v1::{GetSpaceRequest, ListSpacesReply, ListSpacesRequest, Space};
+use cuttle_storage::Document;
+use tonic::{Request, Response, Status};
+
+use super::convert::{required, status, text, timestamp};
+use crate::resources::documents::{resolve_space, SPACE, SPACE_PREFIX};
+use crate::scoped::{Need, READER};
+use crate::AppState;
+
+pub(super) const SERVICE: &str = "cuttle.v1.Spaces";
+
+pub(super) const NEEDS: &[(&str, Need)] = &[("List", READER), ("Get", READER)];
+
+pub(super) fn server(s: AppState) -> SpacesServer<SpacesApi> {
+    SpacesServer::new(SpacesApi { s })
+}
+
+pub(super) struct SpacesApi {
+    s: AppState,
+}
+
+fn space(d: &Document) -> Space {
+    Space {
+        id: format!("{SPACE_PREFIX}{}", d.id),
+        name: d.name.clone(),
+        description: text(&d.body, "description"),
+        version: d.version,
+        created_at: Some(timestamp(d.created_at)),
+        modified_at: Some(timestamp(d.modified_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl Spaces for SpacesApi {
+    async fn list(
+        &self,
+        _: Request<ListSpacesRequest>,
+    ) -> Result<Response<ListSpacesReply>, Status> {
+        let all = self
+            .s
+            .store
+            .list_documents("", SPACE)
+            .await
+            .map_err(|e| status(e.into()))?;
+        Ok(Response::new(ListSpacesReply {
+            items: all.iter().map(space).collect(),
+        }))
+    }
+
+    async fn get(&self, req: Request<GetSpaceRequest>) -> Result<Response<Space>, Status> {
+        let raw = required("space", &req.get_ref().space)?;
+        let d = resolve_space(&self.s, raw).await.map_err(status)?;
+        Ok(Response::new(space(&d)))
+    }
+}
