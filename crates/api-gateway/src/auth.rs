@@ -483,7 +483,10 @@ mod tests {
             assert!(check(Scope::RegisterTarget, m, r).is_err(), "{m} {r}");
         }
         // A route nobody declared is admin only.
-        assert_eq!(needs.need(&Method::GET, "/api/new-thing").scope, Scope::Admin);
+        assert_eq!(
+            needs.need(&Method::GET, "/api/new-thing").scope,
+            Scope::Admin
+        );
     }
 
     /// The scope table in docs/api.md and the routes say the same: every route the table

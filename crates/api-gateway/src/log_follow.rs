@@ -44,6 +44,15 @@ impl LogFollow {
         }
     }
 
+    /// The task as this node's watcher last read it (`None` before the first read or once it
+    /// is gone).
+    pub(crate) fn task(&self) -> Option<TaskRecord> {
+        match &*self.watched.borrow() {
+            Watched::Task(t) => Some((**t).clone()),
+            Watched::Pending | Watched::Gone => None,
+        }
+    }
+
     /// The next piece of the log from where this follower is.
     pub(crate) async fn next(&mut self, s: &AppState) -> Step {
         let task = match &*self.watched.borrow() {

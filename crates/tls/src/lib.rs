@@ -8,7 +8,9 @@ mod https;
 #[cfg(feature = "http-client")]
 mod pinned_http;
 
-pub use https::{certified_key_from_pem, grpc_server_config, https_server_config, ServedCertificate};
+pub use https::{
+    certified_key_from_pem, grpc_server_config, https_server_config, ServedCertificate,
+};
 #[cfg(feature = "http-client")]
 pub use pinned_http::{pinned_agent, Pin};
 

@@ -141,7 +141,10 @@ fn from_value(v: &prost_types::Value) -> Value {
 
 /// A JSON string member (empty when absent).
 pub(super) fn text(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -166,12 +169,19 @@ mod tests {
         let field = &details.bad_request().unwrap().field_violations[0].field;
         assert_eq!(field, "steps[1].name");
         assert_eq!(details.error_info().unwrap().reason, "bad_request");
-        let stale = status(ApiError::new(ErrorCode::Conflict, "changed since it was read"));
+        let stale = status(ApiError::new(
+            ErrorCode::Conflict,
+            "changed since it was read",
+        ));
         assert_eq!(stale.code(), Code::FailedPrecondition);
         let limited = status(ApiError::new(ErrorCode::TooManyRequests, "slow down").retry_after(7));
         assert_eq!(limited.code(), Code::ResourceExhausted);
         assert_eq!(
-            limited.get_error_details().retry_info().unwrap().retry_delay,
+            limited
+                .get_error_details()
+                .retry_info()
+                .unwrap()
+                .retry_delay,
             Some(Duration::from_secs(7))
         );
         assert_eq!(field_of("invalid task body: expected value"), None);

@@ -100,9 +100,10 @@ impl Service for EnvironmentsApi {
         let r = req.into_inner();
         let space = required("space", &r.space)?;
         let body = json!({"name": r.name, "description": r.description});
-        let d = ops::replace::<Environments>(&self.s, &caller, (space, &r.id), body, Some(r.version))
-            .await
-            .map_err(status)?;
+        let d =
+            ops::replace::<Environments>(&self.s, &caller, (space, &r.id), body, Some(r.version))
+                .await
+                .map_err(status)?;
         Ok(Response::new(environment(&d)))
     }
 

@@ -5,7 +5,10 @@
 //! standard health (`grpc.health.v1`) and reflection services answer without a key.
 
 mod convert;
+mod deployments;
 mod environments;
+mod projects;
+mod releases;
 mod spaces;
 mod tasks;
 
@@ -30,6 +33,9 @@ const SERVICES: &[(&str, &[(&str, Need)])] = &[
     (tasks::SERVICE, tasks::NEEDS),
     (spaces::SERVICE, spaces::NEEDS),
     (environments::SERVICE, environments::NEEDS),
+    (projects::SERVICE, projects::NEEDS),
+    (releases::SERVICE, releases::NEEDS),
+    (deployments::SERVICE, deployments::NEEDS),
 ];
 
 /// Paths served without a key: the health check (load balancers) and reflection (it describes
@@ -82,7 +88,10 @@ pub(crate) async fn serve(
         .add_service(reflection_alpha)
         .add_service(tasks::server(state.clone()))
         .add_service(spaces::server(state.clone()))
-        .add_service(environments::server(state.clone()));
+        .add_service(environments::server(state.clone()))
+        .add_service(projects::server(state.clone()))
+        .add_service(releases::server(state.clone()))
+        .add_service(deployments::server(state.clone()));
     let guard = Guard {
         state: state.clone(),
         needs: Arc::new(method_needs()),
@@ -117,7 +126,9 @@ async fn report_shutdown(
             break;
         }
     }
-    health.set_service_status("", ServingStatus::NotServing).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     for (svc, _) in SERVICES {
         health
             .set_service_status(*svc, ServingStatus::NotServing)
@@ -167,8 +178,8 @@ mod tests {
     /// Every method of every public service has its scope declared, and nothing else is.
     #[test]
     fn every_public_method_declares_its_scope() {
-        let set = prost_types::FileDescriptorSet::decode(cuttle_proto::PUBLIC_DESCRIPTOR_SET)
-            .unwrap();
+        let set =
+            prost_types::FileDescriptorSet::decode(cuttle_proto::PUBLIC_DESCRIPTOR_SET).unwrap();
         let mut methods = Vec::new();
         for file in set.file.iter().filter(|f| f.package() == "cuttle.v1") {
             for svc in &file.service {

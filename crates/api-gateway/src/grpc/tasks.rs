@@ -142,9 +142,7 @@ impl Tasks for TasksApi {
     }
 
     async fn get(&self, req: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
-        let t = ops::get(&self.s, &req.get_ref().id)
-            .await
-            .map_err(status)?;
+        let t = ops::get(&self.s, &req.get_ref().id).await.map_err(status)?;
         Ok(Response::new(task(&t)))
     }
 
@@ -171,9 +169,7 @@ impl Tasks for TasksApi {
             kind: Some(r.kind),
             before,
         };
-        let (items, next) = ops::list(&self.s, &filter, limit)
-            .await
-            .map_err(status)?;
+        let (items, next) = ops::list(&self.s, &filter, limit).await.map_err(status)?;
         Ok(Response::new(ListTasksReply {
             items: items.iter().map(task).collect(),
             next: next.map(|n| n.to_string()).unwrap_or_default(),
@@ -199,8 +195,7 @@ impl Tasks for TasksApi {
         let t = ops::get(&self.s, &r.id).await.map_err(status)?;
         let chunks = follow_log(&self.s, &caller.actor(), t.id, r.offset)?;
         Ok(Response::new(Box::pin(futures_util::StreamExt::map(
-            chunks,
-            Ok,
+            chunks, Ok,
         ))))
     }
 }

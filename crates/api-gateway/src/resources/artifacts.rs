@@ -12,10 +12,10 @@ use axum::Json;
 use cuttle_core::{format_rfc3339_ms, TaskId};
 use serde_json::{json, Value};
 
-use crate::scoped::{Api, READER};
 use crate::error::ApiError;
 use crate::extract::{ApiResult, Page, PathParams};
 use crate::resources::files::{serve, store_failed, Served};
+use crate::scoped::{Api, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {

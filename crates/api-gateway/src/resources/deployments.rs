@@ -20,13 +20,13 @@ use super::documents::{doc_number, resolve_space, space_id, DocumentResource};
 use super::environments::{Environments, ENVIRONMENT};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
 use super::projects::{Projects, PROJECT};
-use crate::scoped::{Api, DEPLOYER, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, JsonBody, Page, PathParams, QueryMap};
+use crate::scoped::{Api, DEPLOYER, READER};
 use crate::AppState;
 
-const PREFIX: &str = "Deployments-";
+pub(crate) const PREFIX: &str = "Deployments-";
 const RELEASE_PREFIX: &str = "Releases-";
 
 pub(crate) fn routes() -> Api {
@@ -276,17 +276,37 @@ async fn list(
     q: QueryMap,
 ) -> ApiResult {
     let q = q.only(&["project_id", "limit", "before"])?;
-    let space = resolve_space(&s, &space).await?;
-    let project = q
-        .get("project_id")
+    let limit = parse_limit(q.get("limit"))?;
+    let (found, next) = list_deployments(
+        &s,
+        &space,
+        q.get("project_id").map(String::as_str),
+        q.get("before").map(String::as_str),
+        limit,
+    )
+    .await?;
+    let items: Vec<Value> = found.iter().map(shown).collect();
+    Ok(Json(Page { items, next }).into_response())
+}
+
+/// A page of a space's deployments (of one project, when named), newest first, and where the
+/// following page starts when this one is full.
+pub(crate) async fn list_deployments(
+    s: &AppState,
+    space: &str,
+    project_id: Option<&str>,
+    before: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<DeploymentRecord>, Option<String>), ApiError> {
+    let space = resolve_space(s, space).await?;
+    let project = project_id
         .map(|p| {
             doc_number::<Projects>(p).map_err(|_| {
                 ApiError::bad_request(format!("project_id: {p:?} is not a project id"))
             })
         })
         .transpose()?;
-    let before = q
-        .get("before")
+    let before = before
         .map(|b| {
             b.strip_prefix(PREFIX)
                 .and_then(|n| n.parse::<i64>().ok())
@@ -295,7 +315,6 @@ async fn list(
                 })
         })
         .transpose()?;
-    let limit = parse_limit(q.get("limit"))?;
     let found = s
         .store
         .list_deployments(DeploymentFilter::Space {
@@ -309,26 +328,32 @@ async fn list(
     let next = (found.len() == limit as usize)
         .then(|| found.last().map(|d| format!("{PREFIX}{}", d.id)))
         .flatten();
-    let items: Vec<Value> = found.iter().map(shown).collect();
-    Ok(Json(Page { items, next }).into_response())
+    Ok((found, next))
 }
 
 async fn get_one(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
+    Ok(Json(shown(&get_deployment(&s, &space, &raw).await?)).into_response())
+}
+
+/// One deployment, by the space and id as the client named them.
+pub(crate) async fn get_deployment(
+    s: &AppState,
+    space: &str,
+    raw: &str,
+) -> Result<DeploymentRecord, ApiError> {
+    let space = resolve_space(s, space).await?;
     let missing = || ApiError::not_found(format!("no deployment {raw}"));
     let id = raw
         .strip_prefix(PREFIX)
         .and_then(|n| n.parse::<i64>().ok())
         .ok_or_else(missing)?;
-    let d = s
-        .store
+    s.store
         .get_deployment(&space_id(&space), id)
         .await?
-        .ok_or_else(missing)?;
-    Ok(Json(shown(&d)).into_response())
+        .ok_or_else(missing)
 }
 
 /// Deployments the dashboard looks at: the newest this many of the space.

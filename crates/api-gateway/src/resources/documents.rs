@@ -270,7 +270,6 @@ pub(crate) async fn patch<R: DocumentResource>(
     one::<R>(StatusCode::OK, &doc)
 }
 
-
 pub(crate) async fn delete<R: DocumentResource>(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::documents::{self as docs, space_id, DocumentResource};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
-use crate::scoped::{Api, OPERATOR};
 use crate::error::ApiError;
+use crate::scoped::{Api, OPERATOR};
 use crate::AppState;
 
 pub(crate) const ENVIRONMENT: &str = "Environment";

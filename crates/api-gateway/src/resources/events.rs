@@ -13,9 +13,9 @@ use axum::Json;
 use cuttle_core::{format_rfc3339_ms, parse_time, UnixMs, DAY_MS};
 use tokio::sync::mpsc;
 
-use crate::scoped::{Api, READER};
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, Page, QueryMap};
+use crate::scoped::{Api, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {

@@ -9,10 +9,10 @@ use cuttle_core::{format_rfc3339_ms, ApiKeyRequest, ErrorCode};
 use cuttle_storage::{audit_as, generate_api_key, key_prefix, ApiKeyRow, Audit, NewApiKey, Revoke};
 use serde_json::{json, Value};
 
-use crate::scoped::{Api, ADMIN};
 use crate::auth::{now_ms, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::scoped::{Api, ADMIN};
 use crate::AppState;
 
 const ID_PREFIX: &str = "ApiKeys-";

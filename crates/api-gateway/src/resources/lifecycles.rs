@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::documents::{self as docs, DocumentResource};
 use super::environments::check_environments;
-use crate::scoped::Api;
 use crate::error::ApiError;
+use crate::scoped::Api;
 use crate::AppState;
 
 pub(crate) const LIFECYCLE: &str = "Lifecycle";

@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::scoped::{Api, READER};
 use crate::extract::ApiResult;
+use crate::scoped::{Api, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {

@@ -8,10 +8,10 @@ use cuttle_core::{validate_node_name, ErrorCode, NodePatch};
 use cuttle_storage::audit_as;
 use serde_json::json;
 
-use crate::scoped::{Api, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::scoped::{Api, OPERATOR, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {

@@ -58,9 +58,26 @@ pub(crate) async fn save(
     body: Value,
 ) -> ApiResult {
     let (body, version) = split_version(body, headers)?;
-    let version = required_version(version)?;
     let process: Process = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let (saved, process) =
+        save_process(s, caller, space, doc, (prefix, action), process, version).await?;
+    answer(owner, prefix, &saved, &process)
+}
+
+/// Checks a whole process (the planner's rules, the space's environments) and saves it into
+/// `doc` at `version` with its audit event (`action`): the saved document and process. REST's
+/// and gRPC's one way to do it.
+pub(crate) async fn save_process(
+    s: &AppState,
+    caller: &Caller,
+    space: &Document,
+    doc: &Document,
+    (prefix, action): (&str, &'static str),
+    process: Process,
+    version: Option<i64>,
+) -> Result<(Document, Process), ApiError> {
+    let version = required_version(version)?;
     process.validate()?;
     check_environments(
         s,
@@ -82,5 +99,5 @@ pub(crate) async fn save(
         json!({"steps": steps}),
     )
     .await?;
-    answer(owner, prefix, &saved, &process)
+    Ok((saved, process))
 }

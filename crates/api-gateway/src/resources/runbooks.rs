@@ -21,10 +21,10 @@ use super::documents::{
 use super::environments::{Environments, ENVIRONMENT};
 use super::process_part::{self, process_of};
 use super::projects::{variables_of, Projects, PROJECT};
-use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
+use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::AppState;
 
 pub(crate) const RUNBOOK: &str = "Runbook";
@@ -107,13 +107,21 @@ pub(crate) fn routes() -> Api {
         "/api/spaces/{space}/runbooks",
         "/api/spaces/{space}/runbooks/{id}",
     )
-    .get("/api/spaces/{space}/runbooks/{id}/process", READER, read_process)
+    .get(
+        "/api/spaces/{space}/runbooks/{id}/process",
+        READER,
+        read_process,
+    )
     .put(
         "/api/spaces/{space}/runbooks/{id}/process",
         OPERATOR,
         replace_process,
     )
-    .post("/api/spaces/{space}/runbooks/{id}/publish", OPERATOR, publish)
+    .post(
+        "/api/spaces/{space}/runbooks/{id}/publish",
+        OPERATOR,
+        publish,
+    )
     .post("/api/spaces/{space}/runbooks/{id}/runs", DEPLOYER, run)
 }
 

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::documents::{resolve_space, shown, SPACE, SPACE_PREFIX};
-use crate::scoped::{Api, ADMIN, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::scoped::{Api, ADMIN, READER};
 use crate::AppState;
 
 /// What a client writes.

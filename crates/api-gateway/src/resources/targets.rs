@@ -14,17 +14,21 @@ use super::environments::ENVIRONMENT;
 use super::projects::PROJECT;
 use super::runbooks::RUNBOOK;
 
-use crate::scoped::{Api, OPERATOR, READER, need_or_own_target};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::scoped::{need_or_own_target, Api, OPERATOR, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {
     Api::new()
         .post("/api/targets", need_or_own_target(Scope::Operator), create)
         .get("/api/targets", READER, list)
-        .get("/api/targets/{id}", need_or_own_target(Scope::Reader), get_one)
+        .get(
+            "/api/targets/{id}",
+            need_or_own_target(Scope::Reader),
+            get_one,
+        )
         // A register-target key registers its target once; changing it is an operator's.
         .patch("/api/targets/{id}", OPERATOR, patch)
         .delete("/api/targets/{id}", OPERATOR, delete)

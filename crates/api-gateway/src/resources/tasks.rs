@@ -6,8 +6,8 @@ use cuttle_core::{ErrorCode, NewTask, TaskId, TaskRecord, TaskState};
 use cuttle_storage::Audit;
 use futures_util::StreamExt;
 
-use crate::scoped::{Api, DEPLOYER, READER};
 use crate::extract::{parse_limit, Page, RawBody};
+use crate::scoped::{Api, DEPLOYER, READER};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -70,6 +70,27 @@ fn end(msg: &str) -> Option<(u32, &'static str)> {
     Some((n.parse().ok()?, outcome))
 }
 
+/// A line that starts or ends a step: its number, its name, and `started` or how it ended
+/// (`succeeded`, `failed`, `stopped`, `skipped`).
+pub(crate) fn step_line(line: &str) -> Option<(u32, String, &'static str)> {
+    let msg = message(line.trim_end_matches(['\n', '\r']));
+    if let Some((n, name)) = header(msg) {
+        return Some((n, name.to_owned(), "started"));
+    }
+    let (n, outcome) = end(msg)?;
+    let rest = msg.strip_prefix("=== step ")?.split_once(": ")?.1;
+    let name = [
+        ": succeeded in ",
+        ": failed in ",
+        ": stopped after ",
+        ": skipped (",
+    ]
+    .into_iter()
+    .find_map(|m| rest.find(m).map(|i| &rest[..i]))
+    .unwrap_or(rest);
+    Some((n, name.to_owned(), outcome))
+}
+
 /// The target a line is tagged with: `[name] …`.
 fn target(msg: &str) -> Option<&str> {
     let inner = msg.strip_prefix('[')?;
@@ -159,7 +180,7 @@ pub(super) fn sections(log: &str) -> Vec<Section> {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_steps, sections};
+    use super::{has_steps, sections, step_line};
 
     const LOG: &str = "\
 2026-11-29T10:00:00.000Z INFO  deploying release 1.0.0 to Production
@@ -176,6 +197,21 @@ mod tests {
 2026-11-29T10:00:00.800Z INFO  === step 3: Notify: skipped (an earlier step failed)
 2026-11-29T10:00:00.900Z ERROR Failed: step \"Web\": web-2 exited with code 3
 ";
+
+    #[test]
+    fn step_lines_say_which_step_started_or_ended_and_how() {
+        let steps: Vec<(u32, String, &str)> = LOG.lines().filter_map(step_line).collect();
+        let want = [
+            (1, "Migrate", "started"),
+            (1, "Migrate", "succeeded"),
+            (2, "Web", "started"),
+            (2, "Web", "failed"),
+            (3, "Notify", "skipped"),
+        ];
+        let got: Vec<(u32, &str, &str)> =
+            steps.iter().map(|(n, s, o)| (*n, s.as_str(), *o)).collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn steps_and_targets_become_sections_with_their_outcomes() {

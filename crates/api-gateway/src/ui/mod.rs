@@ -5,7 +5,7 @@
 //! balancer may send each request anywhere. Pages read with JavaScript off.
 
 mod infrastructure;
-mod log_sections;
+pub(crate) mod log_sections;
 mod overview;
 mod packages;
 mod projects;

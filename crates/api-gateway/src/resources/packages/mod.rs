@@ -19,12 +19,12 @@ use cuttle_core::{
 use cuttle_storage::{Audit, PackageRecord};
 use serde_json::{json, Value};
 
-use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, PathParams, QueryMap};
 use crate::resources::documents::{resolve_space, space_id};
 use crate::resources::files::{serve, store_failed, Served};
+use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::AppState;
 
 /// The upload routes: outside the 1 MiB body limit and the whole-body deadline every other

@@ -7,8 +7,10 @@ mod process;
 mod releases;
 mod variables;
 
+pub(crate) use process::{read_process, replace_process};
 pub(crate) use releases::{create_release, ReleaseWrite, RELEASE_PREFIX};
-pub(crate) use variables::variables_of;
+pub(crate) use releases::{get_release, list_releases};
+pub(crate) use variables::{read_variables, replace_variables, variables_of};
 
 use cuttle_storage::Document;
 use serde::{Deserialize, Serialize};
@@ -16,9 +18,9 @@ use serde_json::{json, Value};
 
 use super::documents::{self as docs, space_id, stored_body, DocumentResource};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
-use crate::scoped::Api;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::scoped::Api;
 use crate::AppState;
 
 pub(crate) const PROJECT: &str = "Project";
@@ -163,6 +165,6 @@ pub(crate) fn routes() -> Api {
         "/api/spaces/{space}/projects/{id}",
     )
     .merge(process::routes())
-        .merge(variables::routes())
-        .merge(releases::routes())
+    .merge(variables::routes())
+    .merge(releases::routes())
 }

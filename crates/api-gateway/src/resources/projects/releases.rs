@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 
 use super::variables::{shown_variables, variables_of};
 use super::{project, Projects};
-use crate::scoped::{Api, DEPLOYER, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::resources::documents::{resolve_space, space_id, DocumentResource};
 use crate::resources::process_part::process_of;
+use crate::scoped::{Api, DEPLOYER, READER};
 use crate::AppState;
 
 pub(crate) const RELEASE_PREFIX: &str = "Releases-";
@@ -28,7 +28,11 @@ const MAX_NOTES: usize = 10_000;
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .post("/api/spaces/{space}/projects/{id}/releases", DEPLOYER, create)
+        .post(
+            "/api/spaces/{space}/projects/{id}/releases",
+            DEPLOYER,
+            create,
+        )
         .get("/api/spaces/{space}/projects/{id}/releases", READER, list)
         .get("/api/spaces/{space}/releases/{id}", READER, get_one)
 }
@@ -115,7 +119,7 @@ async fn choose_packages(
 
 /// A release as shown: its snapshot's process, and its variables without sensitive values. A
 /// snapshot that cannot be read is an error, never shown as empty.
-fn shown(r: &Release) -> Result<Value, ApiError> {
+pub(crate) fn shown(r: &Release) -> Result<Value, ApiError> {
     let stored: Vec<cuttle_core::plan::StoredVariable> = serde_json::from_value(
         r.snapshot.get("variables").cloned().unwrap_or(json!([])),
     )
@@ -272,8 +276,21 @@ async fn list(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let doc = project(&s, &space, &raw).await?;
+    let releases = list_releases(&s, (&space, &raw)).await?;
+    let items = releases
+        .iter()
+        .map(summary)
+        .collect::<Result<Vec<Value>, _>>()?;
+    Ok(Json(Page::all(items)).into_response())
+}
+
+/// A project's releases, newest version first (SemVer precedence).
+pub(crate) async fn list_releases(
+    s: &AppState,
+    (space, raw): (&str, &str),
+) -> Result<Vec<Release>, ApiError> {
+    let space = resolve_space(s, space).await?;
+    let doc = project(s, &space, raw).await?;
     let mut releases = s.store.list_releases(doc.id).await?;
     // Newest version first, by SemVer precedence (a stored version always parses).
     releases.sort_by(
@@ -282,27 +299,30 @@ async fn list(
             _ => b.id.cmp(&a.id),
         },
     );
-    let items = releases
-        .iter()
-        .map(summary)
-        .collect::<Result<Vec<Value>, _>>()?;
-    Ok(Json(Page::all(items)).into_response())
+    Ok(releases)
 }
 
 async fn get_one(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
+    let release = get_release(&s, (&space, &raw)).await?;
+    Ok(Json(shown(&release)?).into_response())
+}
+
+/// One release, by the space and id as the client named them.
+pub(crate) async fn get_release(
+    s: &AppState,
+    (space, raw): (&str, &str),
+) -> Result<Release, ApiError> {
+    let space = resolve_space(s, space).await?;
     let missing = || ApiError::not_found(format!("no release {raw}"));
     let id = raw
         .strip_prefix(RELEASE_PREFIX)
         .and_then(|n| n.parse::<i64>().ok())
         .ok_or_else(missing)?;
-    let release = s
-        .store
+    s.store
         .get_release(&space_id(&space), id)
         .await?
-        .ok_or_else(missing)?;
-    Ok(Json(shown(&release)?).into_response())
+        .ok_or_else(missing)
 }

@@ -18,7 +18,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{project, write_part, Projects};
-use crate::scoped::{Api, OPERATOR, READER};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
@@ -26,6 +25,7 @@ use crate::resources::documents::{
     required_version, resolve_space, split_version, DocumentResource,
 };
 use crate::resources::environments::check_environments;
+use crate::scoped::{Api, OPERATOR, READER};
 use crate::AppState;
 
 const ID_PREFIX: &str = "Variables-";
@@ -103,9 +103,8 @@ async fn read(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let doc = project(&s, &space, &raw).await?;
-    answer(&doc, &variables_of(&doc)?)
+    let (doc, vars) = read_variables(&s, (&space, &raw)).await?;
+    answer(&doc, &vars)
 }
 
 async fn replace(
@@ -115,8 +114,34 @@ async fn replace(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
     let (body, version) = split_version(body, &headers)?;
+    let (saved, stored) = replace_variables(&s, &caller, (&space, &raw), body, version).await?;
+    answer(&saved, &stored)
+}
+
+/// A project and its variables as stored (a sensitive one sealed), by the space and id as the
+/// client named them.
+pub(crate) async fn read_variables(
+    s: &AppState,
+    (space, raw): (&str, &str),
+) -> Result<(Document, Vec<StoredVariable>), ApiError> {
+    let space = resolve_space(s, space).await?;
+    let doc = project(s, &space, raw).await?;
+    let vars = variables_of(&doc)?;
+    Ok((doc, vars))
+}
+
+/// Replaces a project's variables whole (`body`: `{"variables": […]}`) at `version`: checked,
+/// sensitive values sealed (or kept, sent by id without a value), audited by name only. REST's
+/// and gRPC's one way to do it.
+pub(crate) async fn replace_variables(
+    s: &AppState,
+    caller: &Caller,
+    (space, raw): (&str, &str),
+    body: Value,
+    version: Option<i64>,
+) -> Result<(Document, Vec<StoredVariable>), ApiError> {
+    let space = resolve_space(s, space).await?;
     let version = required_version(version)?;
     let write: VariablesWrite = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
@@ -125,7 +150,7 @@ async fn replace(
             "variables: at most {MAX_VARIABLES}"
         )));
     }
-    let doc = project(&s, &space, &raw).await?;
+    let doc = project(s, &space, raw).await?;
     let existing: HashMap<String, StoredVariable> = variables_of(&doc)?
         .into_iter()
         .map(|v| (v.id.clone(), v))
@@ -148,7 +173,7 @@ async fn replace(
         .collect();
     validate_variables(&checked)?;
     check_environments(
-        &s,
+        s,
         &space,
         "variables[].scope.environments",
         write.variables.iter().flat_map(|v| &v.scope.environments),
@@ -227,8 +252,8 @@ async fn replace(
     }
     let names: Vec<&str> = stored.iter().map(|v| v.name.as_str()).collect();
     let saved = write_part(
-        &s,
-        &caller,
+        s,
+        caller,
         &doc,
         version,
         "variables",
@@ -237,5 +262,5 @@ async fn replace(
         json!({"names": names}),
     )
     .await?;
-    answer(&saved, &stored)
+    Ok((saved, stored))
 }
