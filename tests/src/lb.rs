@@ -19,6 +19,8 @@ pub struct Haproxy {
     pub ca_pem: String,
     /// The one address for every polling tentacle (`listen tentacle_any`).
     pub tentacle_port: u16,
+    /// The public gRPC API, TLS ended here (`frontend cuttle_grpc`).
+    pub grpc_port: u16,
     _dir: TempDir,
 }
 
@@ -51,6 +53,7 @@ impl Haproxy {
         let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg"))
             .context("read deploy/haproxy/haproxy.cfg")?;
         let (http_port, https_port, tentacle_port) = (free_port(), free_port(), free_port());
+        let grpc_port = free_port();
         let dir = temp_dir("haproxy");
         let certs = TestCertificates::new(&["127.0.0.1"])?;
         let pem = dir.path().join("cuttle.pem");
@@ -61,6 +64,10 @@ impl Haproxy {
             &format!("bind 127.0.0.1:{https_port} ssl crt {}", pem.display()),
         );
         cfg = cfg.replace("bind :10950", &format!("bind 127.0.0.1:{tentacle_port}"));
+        cfg = cfg.replace(
+            "bind :8444 ssl crt /etc/haproxy/certs/cuttle.pem",
+            &format!("bind 127.0.0.1:{grpc_port} ssl crt {}", pem.display()),
+        );
         for (i, node) in nodes.iter().enumerate() {
             let example = format!("10.0.0.1{}", i + 1);
             cfg = cfg.replace(
@@ -70,6 +77,10 @@ impl Haproxy {
             cfg = cfg.replace(
                 &format!("{example}:10943"),
                 &format!("127.0.0.1:{}", node.gateway_port),
+            );
+            cfg = cfg.replace(
+                &format!("{example}:8444"),
+                &format!("127.0.0.1:{}", node.public_grpc_port),
             );
             cfg = cfg.replace(
                 &format!("addr {example} port 8080"),
@@ -110,6 +121,7 @@ impl Haproxy {
             https_port,
             ca_pem: certs.ca_pem,
             tentacle_port,
+            grpc_port,
             _dir: dir,
         };
         routes_to_a_node("haproxy", &lb.agent(), &lb.url("/api/nodes/ping"));

@@ -115,9 +115,14 @@ pub(crate) fn name_key(name: &str) -> String {
 }
 
 fn conflict(w: &DocumentWrite<'_>) -> Error {
+    let kind = w.kind.to_lowercase();
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
     Error::Conflict(format!(
-        "a {} named {:?} already exists",
-        w.kind.to_lowercase(),
+        "{article} {kind} named {:?} already exists",
         w.name
     ))
 }

@@ -1,0 +1,233 @@
+"""A client of Cuttle's public gRPC API written apart from the server: stubs generated from
+proto/ with grpcio-tools at test time, the services found by reflection, then a project made
+and deployed, followed to its end, and every error checked for its status code and details.
+
+Run by tests/tests/grpc.rs. Settings come from the environment:
+  CUTTLE_GRPC_TARGET   host:port of the public gRPC API (plain HTTP/2, or TLS with
+                       CUTTLE_GRPC_CA naming the PEM file to trust)
+  CUTTLE_KEY           an admin key; CUTTLE_READER_KEY a reader key
+  CUTTLE_PROTO_DIR     the repository's proto/ directory
+  CUTTLE_SUFFIX        makes names unique to this run
+Prints one line per check; exits non-zero with the reason on the first failure.
+"""
+
+import glob
+import os
+import sys
+import tempfile
+import time
+
+import grpc
+from grpc_tools import protoc
+
+
+def generate(proto_dir):
+    out = tempfile.mkdtemp(prefix="cuttle-stubs-")
+    files = sorted(
+        os.path.relpath(p, proto_dir)
+        for p in glob.glob(os.path.join(proto_dir, "cuttle", "v1", "*.proto"))
+    )
+    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    args = ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}",
+            f"--grpc_python_out={out}"] + files
+    if protoc.main(args) != 0:
+        sys.exit("protoc failed on " + " ".join(files))
+    sys.path.insert(0, out)
+
+
+def check(cond, what):
+    if not cond:
+        sys.exit(f"FAIL: {what}")
+    print(f"ok: {what}", flush=True)
+
+
+def main():
+    generate(os.environ["CUTTLE_PROTO_DIR"])
+    from cuttle.v1 import (deployments_pb2, deployments_pb2_grpc, environments_pb2,
+                           environments_pb2_grpc, projects_pb2, projects_pb2_grpc,
+                           releases_pb2, releases_pb2_grpc, spaces_pb2, spaces_pb2_grpc,
+                           tasks_pb2, tasks_pb2_grpc)
+    from google.protobuf import struct_pb2
+    from google.rpc import error_details_pb2
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    from grpc_status import rpc_status
+
+    target = os.environ["CUTTLE_GRPC_TARGET"]
+    ca = os.environ.get("CUTTLE_GRPC_CA")
+    if ca:
+        with open(ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(target, creds)
+    else:
+        channel = grpc.insecure_channel(target)
+    admin = [("x-api-key", os.environ["CUTTLE_KEY"])]
+    reader = [("authorization", "Bearer " + os.environ["CUTTLE_READER_KEY"])]
+    suffix = os.environ.get("CUTTLE_SUFFIX", str(os.getpid()))
+
+    # Reflection and health need no key.
+    services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    want = {f"cuttle.v1.{s}" for s in
+            ["Tasks", "Spaces", "Environments", "Projects", "Releases", "Deployments"]}
+    check(want <= services, f"reflection lists {sorted(want)} (got {sorted(services)})")
+    check("cuttle.v1.WorkerControl" not in services, "reflection hides the internal services")
+    health = health_pb2_grpc.HealthStub(channel)
+    check(health.Check(health_pb2.HealthCheckRequest(service="")).status
+          == health_pb2.HealthCheckResponse.SERVING, "health says SERVING")
+
+    def fails(call, code, what, reason=None, field=None):
+        try:
+            call()
+        except grpc.RpcError as e:
+            check(e.code() == code, f"{what}: {code.name} (got {e.code().name}: {e.details()})")
+            st = rpc_status.from_call(e)
+            infos, violations = [], []
+            for d in (st.details if st else []):
+                if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    d.Unpack(info)
+                    infos.append(info)
+                if d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    br = error_details_pb2.BadRequest()
+                    d.Unpack(br)
+                    violations += [v.field for v in br.field_violations]
+            if reason:
+                check([i.reason for i in infos] == [reason] and infos[0].domain == "cuttle",
+                      f"{what}: ErrorInfo reason {reason}")
+            if field:
+                check(field in violations, f"{what}: BadRequest names {field} ({violations})")
+            return
+        sys.exit(f"FAIL: {what}: the call succeeded")
+
+    spaces = spaces_pb2_grpc.SpacesStub(channel)
+    envs = environments_pb2_grpc.EnvironmentsStub(channel)
+    projects = projects_pb2_grpc.ProjectsStub(channel)
+    releases = releases_pb2_grpc.ReleasesStub(channel)
+    deployments = deployments_pb2_grpc.DeploymentsStub(channel)
+    tasks = tasks_pb2_grpc.TasksStub(channel)
+
+    default = spaces.Get(spaces_pb2.GetSpaceRequest(space="Default"), metadata=reader)
+    check(default.id.startswith("Spaces-"), f"the Default space is {default.id}")
+
+    env = envs.Create(environments_pb2.CreateEnvironmentRequest(
+        space="Default", name=f"Staging-{suffix}", description="made over gRPC"), metadata=admin)
+    check(env.id.startswith("Environments-") and env.version >= 1,
+          f"environment {env.id} made at version {env.version}")
+    listed = envs.List(environments_pb2.ListEnvironmentsRequest(space="Default"), metadata=reader)
+    check(env.id in [e.id for e in listed.items], "the reader lists it")
+
+    project = projects.Create(projects_pb2.CreateProjectRequest(
+        space="Default", name=f"Shop-{suffix}", description="over gRPC"), metadata=admin)
+    check(project.id.startswith("Projects-"), f"project {project.id}")
+    step = projects_pb2.Step(
+        name="Greet",
+        script=projects_pb2.ScriptAction(
+            script="echo \"hello from #{Greeting} over gRPC\"\nfor i in 1 2 3; do echo line $i; done"),
+        environments=[env.id])
+    process = projects.UpdateProcess(projects_pb2.UpdateProcessRequest(
+        space="Default", id=project.id, steps=[step], version=project.version), metadata=admin)
+    check(len(process.steps) == 1 and process.steps[0].script.shell == "sh"
+          and process.steps[0].script.timeout_secs == 3600,
+          "the process is saved with REST's defaults filled in")
+    variables = projects.UpdateVariables(projects_pb2.UpdateVariablesRequest(
+        space="Default", id=project.id, version=process.version, variables=[
+            projects_pb2.Variable(name="Greeting", value="Cuttle"),
+            projects_pb2.Variable(name="Secret", value="hunter2", sensitive=True),
+        ]), metadata=admin)
+    secret = [v for v in variables.variables if v.name == "Secret"][0]
+    check(secret.sensitive and not secret.HasField("value"),
+          "a sensitive value is never sent back")
+
+    # A stale version, then bad arguments naming the field.
+    fails(lambda: projects.UpdateProcess(projects_pb2.UpdateProcessRequest(
+        space="Default", id=project.id, steps=[step], version=project.version), metadata=admin),
+        grpc.StatusCode.FAILED_PRECONDITION, "a write at a stale version", reason="conflict")
+    bad = projects_pb2.Step(name="", script=projects_pb2.ScriptAction(script="true"))
+    fails(lambda: projects.UpdateProcess(projects_pb2.UpdateProcessRequest(
+        space="Default", id=project.id, steps=[bad], version=variables.version), metadata=admin),
+        grpc.StatusCode.INVALID_ARGUMENT, "a step without a name", reason="bad_request",
+        field="steps[0].name")
+    fails(lambda: envs.Create(environments_pb2.CreateEnvironmentRequest(
+        space="Default", name=f"Staging-{suffix}"), metadata=admin),
+        grpc.StatusCode.ALREADY_EXISTS, "a name taken")
+    fails(lambda: tasks.Get(tasks_pb2.GetTaskRequest(id="ServerTasks-999999999"), metadata=reader),
+        grpc.StatusCode.NOT_FOUND, "an unknown task", reason="not_found")
+    fails(lambda: envs.Create(environments_pb2.CreateEnvironmentRequest(
+        space="Default", name="x"), metadata=reader),
+        grpc.StatusCode.PERMISSION_DENIED, "a reader making an environment", reason="forbidden")
+    fails(lambda: envs.List(environments_pb2.ListEnvironmentsRequest(space="Default"),
+                            metadata=[("x-api-key", "not-a-key")]),
+        grpc.StatusCode.UNAUTHENTICATED, "an unknown key")
+    fails(lambda: envs.List(environments_pb2.ListEnvironmentsRequest(space="Default")),
+        grpc.StatusCode.UNAUTHENTICATED, "no key")
+    fails(lambda: envs.List(environments_pb2.ListEnvironmentsRequest(space=""), metadata=reader),
+        grpc.StatusCode.INVALID_ARGUMENT, "no space", field="space")
+
+    release = releases.Create(releases_pb2.CreateReleaseRequest(
+        space="Default", project_id=project.id, version="1.0.0", notes="gRPC"), metadata=admin)
+    check(release.version == "1.0.0" and len(release.steps) == 1,
+          f"release {release.id} freezes the process")
+    deployment = deployments.Create(deployments_pb2.CreateDeploymentRequest(
+        space="Default", release_id=release.id, environment_id=env.id), metadata=admin)
+    check(deployment.id.startswith("Deployments-"), f"deployment {deployment.id} queued")
+
+    states, steps, log = [], [], ""
+    for e in deployments.Watch(deployments_pb2.WatchDeploymentRequest(
+            space="Default", id=deployment.id), metadata=reader, timeout=120):
+        kind = e.WhichOneof("event")
+        if kind == "deployment":
+            states.append(tasks_pb2.TaskState.Name(e.deployment.state))
+        elif kind == "step":
+            steps.append((e.step.number, e.step.name, e.step.status))
+        else:
+            log += e.log.text
+    check(states[-1] == "TASK_STATE_SUCCESS", f"Watch saw the deployment through {states}")
+    check(steps == [(1, "Greet", "started"), (1, "Greet", "succeeded")],
+          f"Watch saw the step start and end: {steps}")
+    check("hello from Cuttle over gRPC" in log, "the log carries the substituted variable")
+
+    # The same log through Tasks.WatchLog, whole, then resumed from the middle.
+    whole = ""
+    chunks = []
+    for c in tasks.WatchLog(tasks_pb2.WatchLogRequest(id=deployment.task_id), metadata=reader,
+                            timeout=60):
+        chunks.append(c)
+        whole += c.text
+    check(whole == log, "WatchLog gives the log Watch gave")
+    middle = whole.index("line 2")
+    rest = "".join(c.text for c in tasks.WatchLog(
+        tasks_pb2.WatchLogRequest(id=deployment.task_id, offset=len(whole[:middle].encode())),
+        metadata=reader, timeout=60))
+    check(rest == whole[middle:], "WatchLog resumes from an offset")
+
+    # A task through Tasks.Create; its arguments are a Struct, numbers included.
+    args = struct_pb2.Struct()
+    args.update({"script": "echo queued over gRPC", "timeout_secs": 60})
+    t = tasks.Create(tasks_pb2.CreateTaskRequest(kind="AdHocScript", arguments=args,
+                                                 description="gRPC smoke"), metadata=admin)
+    check(t.state == tasks_pb2.TASK_STATE_QUEUED, f"task {t.id} queued")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        t = tasks.Get(tasks_pb2.GetTaskRequest(id=t.id), metadata=reader)
+        if t.state not in (tasks_pb2.TASK_STATE_QUEUED, tasks_pb2.TASK_STATE_EXECUTING):
+            break
+        time.sleep(0.2)
+    check(t.state == tasks_pb2.TASK_STATE_SUCCESS, f"it ran: {tasks_pb2.TaskState.Name(t.state)}")
+    page = tasks.List(tasks_pb2.ListTasksRequest(kind="AdHocScript", limit=1), metadata=reader)
+    check(len(page.items) == 1 and page.next, "List pages")
+    fails(lambda: tasks.Create(tasks_pb2.CreateTaskRequest(kind="AdHocScript"), metadata=admin),
+        grpc.StatusCode.INVALID_ARGUMENT, "a task without its arguments")
+    # Its environment goes (so a second run deploys on the default lifecycle again).
+    current = envs.Get(environments_pb2.GetEnvironmentRequest(space="Default", id=env.id),
+                       metadata=reader)
+    envs.Delete(environments_pb2.DeleteEnvironmentRequest(
+        space="Default", id=env.id, version=current.version), metadata=admin)
+    fails(lambda: envs.Get(environments_pb2.GetEnvironmentRequest(space="Default", id=env.id),
+                           metadata=reader),
+        grpc.StatusCode.NOT_FOUND, "the deleted environment")
+    print("all checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()

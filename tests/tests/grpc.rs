@@ -1,0 +1,89 @@
+//! The public gRPC API (`cuttle.v1`) through a client written apart from the server:
+//! `tests/grpc/client.py`, Python's grpcio with stubs generated from `proto/` at test time. It
+//! finds the services by reflection, checks health, makes an environment, a project with a
+//! one-step process and variables, a release and a deployment, follows `Deployments.Watch` and
+//! `Tasks.WatchLog` to the end, queues a task, and gets the right status code (and `google.rpc`
+//! details) for a bad key, a missing scope, an unknown id, a stale version, a name taken and bad
+//! arguments. Over the node's own TLS, and through the shipped haproxy configuration.
+//!
+//! The Python environment is `scripts/test.sh`'s (`CUTTLE_TEST_PYTHON`, from
+//! `tests/grpc/requirements.txt`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cuttle_e2e::{Cluster, Haproxy, HttpsTrust, NodeOptions, TestCertificates};
+use serde_json::json;
+
+fn python() -> PathBuf {
+    match std::env::var_os("CUTTLE_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "CUTTLE_TEST_PYTHON is not set: scripts/test.sh makes a Python environment with \
+             tests/grpc/requirements.txt and sets it (or: python3 -m venv target/test-python && \
+             target/test-python/bin/pip install -r tests/grpc/requirements.txt)"
+        ),
+    }
+}
+
+/// Runs the client against `target`, trusting the CA in `ca_pem`; panics with its output
+/// unless every check passed.
+fn run_client(dir: &Path, target: &str, ca_pem: &str, admin: &str, reader: &str, suffix: &str) {
+    let ca = dir.join(format!("grpc-ca-{suffix}.pem"));
+    std::fs::write(&ca, ca_pem).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(python())
+        .arg(root.join("tests/grpc/client.py"))
+        .env("CUTTLE_GRPC_TARGET", target)
+        .env("CUTTLE_GRPC_CA", &ca)
+        .env("CUTTLE_KEY", admin)
+        .env("CUTTLE_READER_KEY", reader)
+        .env("CUTTLE_PROTO_DIR", root.join("proto"))
+        .env("CUTTLE_SUFFIX", suffix)
+        .output()
+        .expect("run the Python gRPC client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains("all checks passed"),
+        "the Python client failed against {target}:\n{text}"
+    );
+}
+
+#[test]
+fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
+    let cluster = Cluster::sqlite();
+    let dir = cluster.dir().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let certs = TestCertificates::new(&["127.0.0.1"]).unwrap();
+    let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
+    std::fs::write(&cert, &certs.cert_pem).unwrap();
+    std::fs::write(&key, &certs.key_pem).unwrap();
+    let node = cluster.start(NodeOptions {
+        env: vec![
+            ("CUTTLE_HTTP_TLS_CERT".into(), cert.display().to_string()),
+            ("CUTTLE_HTTP_TLS_KEY".into(), key.display().to_string()),
+        ],
+        https: Some(HttpsTrust::Ca(certs.ca_pem.clone())),
+        ..NodeOptions::named("n1", 2)
+    });
+    let (_, reader) = node.create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
+    let target = format!("127.0.0.1:{}", node.public_grpc_port);
+    run_client(&dir, &target, &certs.ca_pem, &cluster.api_key, &reader, "tls");
+}
+
+#[test]
+fn a_python_client_drives_the_public_grpc_api_through_haproxy() {
+    let cluster = Cluster::postgres();
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 2)))
+        .collect();
+    let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let (_, reader) = nodes[0].create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
+    let target = format!("127.0.0.1:{}", lb.grpc_port);
+    run_client(cluster.dir(), &target, &lb.ca_pem, &cluster.api_key, &reader, "lb");
+}
