@@ -152,6 +152,8 @@ impl Drop for Haproxy {
 pub struct Nginx {
     child: Child,
     pub https_port: u16,
+    /// The public gRPC API, TLS ended here.
+    pub grpc_port: u16,
     pub ca_pem: String,
     _dir: TempDir,
 }
@@ -160,7 +162,7 @@ impl Nginx {
     pub fn start(nodes: [&Node; 3]) -> Result<Nginx> {
         let shipped = std::fs::read_to_string(deploy_dir().join("nginx/cuttle.conf"))
             .context("read deploy/nginx/cuttle.conf")?;
-        let (http_port, https_port) = (free_port(), free_port());
+        let (http_port, https_port, grpc_port) = (free_port(), free_port(), free_port());
         let dir = temp_dir("nginx");
         let certs = TestCertificates::new(&["127.0.0.1"])?;
         let (crt, key) = (dir.path().join("cuttle.crt"), dir.path().join("cuttle.key"));
@@ -172,12 +174,20 @@ impl Nginx {
                 "listen 443 ssl;",
                 &format!("listen 127.0.0.1:{https_port} ssl;"),
             )
+            .replace(
+                "listen 8444 ssl http2;",
+                &format!("listen 127.0.0.1:{grpc_port} ssl http2;"),
+            )
             .replace("/etc/nginx/certs/cuttle.crt", &crt.display().to_string())
             .replace("/etc/nginx/certs/cuttle.key", &key.display().to_string());
         for (i, node) in nodes.iter().enumerate() {
             cfg = cfg.replace(
                 &format!("10.0.0.1{}:8080", i + 1),
                 &format!("127.0.0.1:{}", node.http_port),
+            );
+            cfg = cfg.replace(
+                &format!("10.0.0.1{}:8444", i + 1),
+                &format!("127.0.0.1:{}", node.public_grpc_port),
             );
         }
         if cfg
@@ -209,6 +219,7 @@ impl Nginx {
         let lb = Nginx {
             child,
             https_port,
+            grpc_port,
             ca_pem: certs.ca_pem,
             _dir: dir,
         };

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cuttle_e2e::{Cluster, Haproxy, HttpsTrust, NodeOptions, TestCertificates};
+use cuttle_e2e::{Cluster, Haproxy, HttpsTrust, Nginx, NodeOptions, TestCertificates};
 use serde_json::json;
 
 fn python() -> PathBuf {
@@ -76,14 +76,21 @@ fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
     run_client(&dir, &target, &certs.ca_pem, &cluster.api_key, &reader, "tls");
 }
 
+/// Through the shipped haproxy and nginx configurations in turn, in front of one cluster of
+/// three nodes on PostgreSQL: each call may land on any node.
 #[test]
-fn a_python_client_drives_the_public_grpc_api_through_haproxy() {
+fn a_python_client_drives_the_public_grpc_api_through_haproxy_and_nginx() {
     let cluster = Cluster::postgres();
     let nodes: Vec<_> = (1..=3)
         .map(|i| cluster.start(NodeOptions::named(&format!("n{i}"), 2)))
         .collect();
-    let lb = Haproxy::start([&nodes[0], &nodes[1], &nodes[2]]).unwrap();
+    let three = [&nodes[0], &nodes[1], &nodes[2]];
     let (_, reader) = nodes[0].create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
-    let target = format!("127.0.0.1:{}", lb.grpc_port);
-    run_client(cluster.dir(), &target, &lb.ca_pem, &cluster.api_key, &reader, "lb");
+    let haproxy = Haproxy::start(three).unwrap();
+    let target = format!("127.0.0.1:{}", haproxy.grpc_port);
+    run_client(cluster.dir(), &target, &haproxy.ca_pem, &cluster.api_key, &reader, "haproxy");
+    drop(haproxy);
+    let nginx = Nginx::start(three).unwrap();
+    let target = format!("127.0.0.1:{}", nginx.grpc_port);
+    run_client(cluster.dir(), &target, &nginx.ca_pem, &cluster.api_key, &reader, "nginx");
 }

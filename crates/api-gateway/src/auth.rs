@@ -1,6 +1,6 @@
 //! API keys: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, looked up by their HMAC-SHA-256
 //! in the database (see `cuttle_storage::ApiKeyHasher`), then checked against the scope the
-//! route needs ([`ROUTE_SCOPES`]). A short-lived cache of known keys saves a database round trip
+//! route needs (declared beside it, `crate::scoped`). A short-lived cache of known keys saves a database round trip
 //! per request; unknown keys are never cached, and a client presenting too many is stopped
 //! before its guesses reach the database.
 
