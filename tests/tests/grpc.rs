@@ -27,8 +27,19 @@ fn python() -> PathBuf {
 }
 
 /// Runs the client against `target`, trusting the CA in `ca_pem`; panics with its output
-/// unless every check passed.
+/// unless every check passed. The stream limit is per node: checked only against one node.
 fn run_client(dir: &Path, target: &str, ca_pem: &str, admin: &str, reader: &str, suffix: &str) {
+    run_client_with(dir, target, ca_pem, (admin, reader), suffix, &[]);
+}
+
+fn run_client_with(
+    dir: &Path,
+    target: &str,
+    ca_pem: &str,
+    (admin, reader): (&str, &str),
+    suffix: &str,
+    env: &[(&str, &str)],
+) {
     let ca = dir.join(format!("grpc-ca-{suffix}.pem"));
     std::fs::write(&ca, ca_pem).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -40,6 +51,7 @@ fn run_client(dir: &Path, target: &str, ca_pem: &str, admin: &str, reader: &str,
         .env("CUTTLE_READER_KEY", reader)
         .env("CUTTLE_PROTO_DIR", root.join("proto"))
         .env("CUTTLE_SUFFIX", suffix)
+        .envs(env.iter().copied())
         .output()
         .expect("run the Python gRPC client");
     let text = format!(
@@ -47,7 +59,7 @@ fn run_client(dir: &Path, target: &str, ca_pem: &str, admin: &str, reader: &str,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("{text}");
+    eprintln!("{text}");
     assert!(
         out.status.success() && text.contains("all checks passed"),
         "the Python client failed against {target}:\n{text}"
@@ -73,7 +85,9 @@ fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
     });
     let (_, reader) = node.create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
     let target = format!("127.0.0.1:{}", node.public_grpc_port);
-    run_client(&dir, &target, &certs.ca_pem, &cluster.api_key, &reader, "tls");
+    let keys = (cluster.api_key.as_str(), reader.as_str());
+    let limit = [("CUTTLE_CHECK_STREAM_LIMIT", "1")];
+    run_client_with(&dir, &target, &certs.ca_pem, keys, "tls", &limit);
 }
 
 /// Through the shipped haproxy and nginx configurations in turn, in front of one cluster of
@@ -93,4 +107,42 @@ fn a_python_client_drives_the_public_grpc_api_through_haproxy_and_nginx() {
     let nginx = Nginx::start(three).unwrap();
     let target = format!("127.0.0.1:{}", nginx.grpc_port);
     run_client(cluster.dir(), &target, &nginx.ca_pem, &cluster.api_key, &reader, "nginx");
+}
+
+/// A node that starts shutting down says so on gRPC health at once (before its running tasks
+/// have finished, while it still answers): a load balancer checking health stops sending it
+/// calls, as it does on the REST ping's 418.
+#[test]
+fn grpc_health_turns_not_serving_when_the_node_starts_shutting_down() {
+    let cluster = Cluster::sqlite();
+    let node = cluster.start(NodeOptions {
+        shutdown_grace_secs: 60,
+        ..NodeOptions::named("n1", 2)
+    });
+    let id = node.enqueue(json!({"kind": "Sleep", "arguments": {"duration_ms": 300_000}}));
+    node.wait_task(&id, "to run", std::time::Duration::from_secs(30), |t| {
+        t["state"] == "Executing"
+    });
+    let ready = cluster.dir().join("health-ready");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let watcher = Command::new(python())
+        .arg(root.join("tests/grpc/health.py"))
+        .env("CUTTLE_GRPC_TARGET", format!("127.0.0.1:{}", node.public_grpc_port))
+        .env("CUTTLE_WAIT_SECS", "60")
+        .env("CUTTLE_READY_FILE", &ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the Python health watcher");
+    cuttle_e2e::wait_until(
+        "the watcher to hear SERVING",
+        std::time::Duration::from_secs(30),
+        || ready.exists().then_some(()),
+    );
+    node.terminate();
+    let out = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "health never said NOT_SERVING:\n{text}");
+    // The node is still draining its task: the watch did not just see it go away.
+    assert_eq!(node.task(&id)["state"], "Executing", "{text}");
+    assert_eq!(node.get("/api/nodes/ping").0, 418);
 }

@@ -187,6 +187,32 @@ mod tests {
         assert_eq!(field_of("invalid task body: expected value"), None);
     }
 
+    /// The table in docs/grpc.md, row by row.
+    #[test]
+    fn every_error_code_maps_as_the_docs_say() {
+        let taken = ApiError::from(cuttle_storage::Error::Conflict("taken".into()));
+        let cases = [
+            (ApiError::new(ErrorCode::Unauthorized, "x"), Code::Unauthenticated),
+            (ApiError::new(ErrorCode::Forbidden, "x"), Code::PermissionDenied),
+            (ApiError::new(ErrorCode::NotFound, "x"), Code::NotFound),
+            (taken, Code::AlreadyExists),
+            (ApiError::new(ErrorCode::Conflict, "x"), Code::FailedPrecondition),
+            (ApiError::new(ErrorCode::BadRequest, "x"), Code::InvalidArgument),
+            (ApiError::new(ErrorCode::TooManyRequests, "x"), Code::ResourceExhausted),
+            (ApiError::new(ErrorCode::PayloadTooLarge, "x"), Code::ResourceExhausted),
+            (ApiError::new(ErrorCode::Unavailable, "x"), Code::Unavailable),
+            (ApiError::new(ErrorCode::Draining, "x"), Code::Unavailable),
+            (ApiError::new(ErrorCode::RequestTimeout, "x"), Code::DeadlineExceeded),
+            (ApiError::new(ErrorCode::Internal, "x"), Code::Internal),
+        ];
+        for (e, want) in cases {
+            let rest = e.code().as_str();
+            let s = status(e);
+            assert_eq!(s.code(), want, "{rest}");
+            assert_eq!(s.get_error_details().error_info().unwrap().reason, rest);
+        }
+    }
+
     #[test]
     fn timestamps_split_milliseconds() {
         let t = timestamp(1_700_000_000_123);
