@@ -59,7 +59,6 @@ fn run_client_with(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{text}");
     assert!(
         out.status.success() && text.contains("all checks passed"),
         "the Python client failed against {target}:\n{text}"
