@@ -7,13 +7,14 @@ use std::path::PathBuf;
 /// The internal protocol between roles and with tentacles.
 const INTERNAL: [&str; 2] = ["cuttle/v1/worker.proto", "cuttle/v1/tentacle.proto"];
 /// The public API (`CUTTLE_PUBLIC_GRPC_LISTEN`).
-const PUBLIC: [&str; 6] = [
+const PUBLIC: [&str; 7] = [
     "cuttle/v1/tasks.proto",
     "cuttle/v1/spaces.proto",
     "cuttle/v1/environments.proto",
     "cuttle/v1/projects.proto",
     "cuttle/v1/releases.proto",
     "cuttle/v1/deployments.proto",
+    "cuttle/v1/packages.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,6 +12,7 @@ Prints one line per check; exits non-zero with the reason on the first failure.
 """
 
 import glob
+import hashlib
 import os
 import sys
 import tempfile
@@ -44,7 +45,8 @@ def check(cond, what):
 def main():
     generate(os.environ["CUTTLE_PROTO_DIR"])
     from cuttle.v1 import (deployments_pb2, deployments_pb2_grpc, environments_pb2,
-                           environments_pb2_grpc, projects_pb2, projects_pb2_grpc,
+                           environments_pb2_grpc, packages_pb2, packages_pb2_grpc,
+                           projects_pb2, projects_pb2_grpc,
                            releases_pb2, releases_pb2_grpc, spaces_pb2, spaces_pb2_grpc,
                            tasks_pb2, tasks_pb2_grpc)
     from google.protobuf import struct_pb2
@@ -69,7 +71,8 @@ def main():
     # Reflection and health need no key.
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     want = {f"cuttle.v1.{s}" for s in
-            ["Tasks", "Spaces", "Environments", "Projects", "Releases", "Deployments"]}
+            ["Tasks", "Spaces", "Environments", "Projects", "Releases", "Deployments",
+             "Packages"]}
     check(want <= services, f"reflection lists {sorted(want)} (got {sorted(services)})")
     check("cuttle.v1.WorkerControl" not in services, "reflection hides the internal services")
     # grpc.reflection.v1 too (Python's package speaks v1alpha): its list_services request by
@@ -263,6 +266,10 @@ def main():
         check(True, "cancelled streams gave their places back")
         tasks.Cancel(tasks_pb2.CancelTaskRequest(id=long.id), metadata=admin)
 
+    packages = packages_pb2_grpc.PackagesStub(channel)
+    mib = int(os.environ.get("CUTTLE_PACKAGE_MIB", "4"))
+    package_round_trip(packages, packages_pb2, admin, reader, suffix, mib, fails)
+
     # Its environment goes (so a second run deploys on the default lifecycle again).
     current = envs.Get(environments_pb2.GetEnvironmentRequest(space="Default", id=env.id),
                        metadata=reader)
@@ -272,6 +279,85 @@ def main():
                            metadata=reader),
         grpc.StatusCode.NOT_FOUND, "the deleted environment")
     print("all checks passed", flush=True)
+
+
+CHUNK = 1 << 20
+
+
+def package_bytes(mib):
+    """A `mib` MiB file that starts as a gzip does, in 1 MiB pieces, the same on every call."""
+    block = bytearray(hashlib.sha256(b"cuttle").digest() * (CHUNK // 32))
+    for i in range(mib):
+        block[0:8] = i.to_bytes(8, "big")
+        if i == 0:
+            block[0:3] = b"\x1f\x8b\x08"
+        yield bytes(block)
+
+
+def package_round_trip(packages, pb, admin, reader, suffix, mib, fails):
+    sha = hashlib.sha256()
+    for piece in package_bytes(mib):
+        sha.update(piece)
+    digest = sha.hexdigest()
+    name = f"Grpc.Package.{suffix}"
+
+    def upload(version, sha256, pieces):
+        header = pb.UploadPackageHeader(space="Default", package_id=name, version=version,
+                                        format="tar.gz", sha256=sha256)
+        def messages():
+            yield pb.UploadPackageRequest(header=header)
+            for piece in pieces:
+                yield pb.UploadPackageRequest(data=piece)
+        return packages.Upload(messages(), metadata=admin, timeout=600)
+
+    started = time.time()
+    p = upload("1.0.0", digest, package_bytes(mib))
+    secs = time.time() - started
+    check(p.size == mib * CHUNK and p.sha256 == digest,
+          f"uploaded {mib} MiB in {secs:.1f} s ({mib / max(secs, 0.001):.0f} MiB/s), hash equal")
+    fails(lambda: upload("1.0.0", digest, package_bytes(1)), grpc.StatusCode.ALREADY_EXISTS,
+          "the same version again")
+    fails(lambda: upload("1.0.1", "0" * 64, package_bytes(2)), grpc.StatusCode.INVALID_ARGUMENT,
+          "a hash that does not match")
+    fails(lambda: packages.Get(pb.GetPackageRequest(space="Default", package_id=name,
+                                                    version="1.0.1"), metadata=reader),
+          grpc.StatusCode.NOT_FOUND, "nothing kept of it")
+
+    started = time.time()
+    got = hashlib.sha256()
+    size = 0
+    first = None
+    for chunk in packages.Download(pb.DownloadPackageRequest(
+            space="Default", package_id=name, version="1.0.0"), metadata=reader, timeout=600):
+        if first is None:
+            first = chunk
+        check_offset = chunk.offset == size
+        if not check_offset:
+            sys.exit(f"FAIL: a chunk at {chunk.offset}, expected {size}")
+        got.update(chunk.data)
+        size += len(chunk.data)
+    secs = time.time() - started
+    check(got.hexdigest() == digest and size == mib * CHUNK and first.package.sha256 == digest,
+          f"downloaded {mib} MiB in {secs:.1f} s ({mib / max(secs, 0.001):.0f} MiB/s), "
+          "hash equal")
+    whole = b"".join(package_bytes(min(mib, 2)))
+    part = b"".join(c.data for c in packages.Download(pb.DownloadPackageRequest(
+        space="Default", package_id=name, version="1.0.0", offset=1000, length=CHUNK + 5),
+        metadata=reader, timeout=60))
+    check(part == whole[1000:1000 + CHUNK + 5], "a range comes back exact")
+    fails(lambda: list(packages.Download(pb.DownloadPackageRequest(
+        space="Default", package_id=name, version="1.0.0", offset=mib * CHUNK + 1),
+        metadata=reader, timeout=60)), grpc.StatusCode.OUT_OF_RANGE, "a range past the end")
+    listed = packages.List(pb.ListPackagesRequest(space="Default", package_id=name),
+                           metadata=reader)
+    check([i.version for i in listed.items] == ["1.0.0"] and listed.total == 1,
+          "List shows the one version kept")
+    fails(lambda: packages.Delete(pb.DeletePackageRequest(space="Default", package_id=name,
+                                                          version="1.0.0"), metadata=reader),
+          grpc.StatusCode.PERMISSION_DENIED, "a reader deleting it")
+    gone = packages.Delete(pb.DeletePackageRequest(space="Default", package_id=name,
+                                                   version="1.0.0"), metadata=admin)
+    check(gone.sha256 == digest, "an admin deletes it")
 
 
 if __name__ == "__main__":

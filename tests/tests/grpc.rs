@@ -4,7 +4,9 @@
 //! one-step process and variables, a release and a deployment, follows `Deployments.Watch` and
 //! `Tasks.WatchLog` to the end, queues a task, and gets the right status code (and `google.rpc`
 //! details) for a bad key, a missing scope, an unknown id, a stale version, a name taken and bad
-//! arguments. Over the node's own TLS, and through the shipped haproxy configuration.
+//! arguments; uploads a package by streaming and downloads it whole and by range (200 MiB
+//! against one node, whose memory stays flat). Over the node's own TLS, and through the shipped
+//! haproxy and nginx configurations.
 //!
 //! The Python environment is `scripts/test.sh`'s (`CUTTLE_TEST_PYTHON`, from
 //! `tests/grpc/requirements.txt`).
@@ -12,7 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cuttle_e2e::{Cluster, Haproxy, HttpsTrust, Nginx, NodeOptions, TestCertificates};
+use cuttle_e2e::{
+    peak_rss_kib, Cluster, Haproxy, HttpsTrust, Nginx, NodeOptions, TestCertificates,
+};
 use serde_json::json;
 
 fn python() -> PathBuf {
@@ -85,8 +89,18 @@ fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
     let (_, reader) = node.create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
     let target = format!("127.0.0.1:{}", node.public_grpc_port);
     let keys = (cluster.api_key.as_str(), reader.as_str());
-    let limit = [("CUTTLE_CHECK_STREAM_LIMIT", "1")];
-    run_client_with(&dir, &target, &certs.ca_pem, keys, "tls", &limit);
+    // 200 MiB up and down: the node's memory stays flat.
+    let env = [
+        ("CUTTLE_CHECK_STREAM_LIMIT", "1"),
+        ("CUTTLE_PACKAGE_MIB", "200"),
+    ];
+    let before = peak_rss_kib(node.pid().unwrap());
+    run_client_with(&dir, &target, &certs.ca_pem, keys, "tls", &env);
+    let grew = peak_rss_kib(node.pid().unwrap()).saturating_sub(before);
+    assert!(
+        grew < 32 * 1024,
+        "the node's peak RSS grew by {grew} KiB while 200 MiB went up and down"
+    );
 }
 
 /// Through the shipped haproxy and nginx configurations in turn, in front of one cluster of

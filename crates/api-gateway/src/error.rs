@@ -34,6 +34,14 @@ impl ApiError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// A 409 for a name or version that is taken (gRPC's ALREADY_EXISTS).
+    pub(crate) fn already_exists(message: impl Into<String>) -> Self {
+        ApiError {
+            already_exists: true,
+            ..Self::new(ErrorCode::Conflict, message)
+        }
+    }
+
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
@@ -70,10 +78,7 @@ impl From<cuttle_storage::Error> for ApiError {
             ApiError::new(ErrorCode::Unavailable, e.to_string())
         } else if let cuttle_storage::Error::Conflict(msg) = e {
             // The database refused a second row with one key: a name or version taken.
-            ApiError {
-                already_exists: true,
-                ..ApiError::new(ErrorCode::Conflict, msg)
-            }
+            ApiError::already_exists(msg)
         } else if let cuttle_storage::Error::Invalid(msg) = e {
             ApiError::bad_request(msg)
         } else {

@@ -7,6 +7,7 @@
 mod convert;
 mod deployments;
 mod environments;
+mod packages;
 mod projects;
 mod releases;
 mod spaces;
@@ -36,6 +37,7 @@ const SERVICES: &[(&str, &[(&str, Need)])] = &[
     (projects::SERVICE, projects::NEEDS),
     (releases::SERVICE, releases::NEEDS),
     (deployments::SERVICE, deployments::NEEDS),
+    (packages::SERVICE, packages::NEEDS),
 ];
 
 /// Paths served without a key: the health check (load balancers) and reflection (it describes
@@ -91,7 +93,8 @@ pub(crate) async fn serve(
         .add_service(environments::server(state.clone()))
         .add_service(projects::server(state.clone()))
         .add_service(releases::server(state.clone()))
-        .add_service(deployments::server(state.clone()));
+        .add_service(deployments::server(state.clone()))
+        .add_service(packages::server(state.clone()));
     let guard = Guard {
         state: state.clone(),
         needs: Arc::new(method_needs()),

@@ -6,6 +6,8 @@
 mod multipart;
 mod upload;
 
+pub(crate) use upload::{store_upload, Incoming, DRAIN_LIMIT};
+
 pub(crate) use upload::Uploads;
 
 use std::cmp::Ordering;
@@ -100,7 +102,6 @@ async fn list(
     query: QueryMap,
 ) -> ApiResult {
     let q = query.only(&["package_id", "filter", "latest", "limit", "skip"])?;
-    let space = resolve_space(&s, &space).await?;
     let limit = parse_limit(q.get("limit"))? as usize;
     let skip = match q.get("skip") {
         None => 0,
@@ -108,18 +109,50 @@ async fn list(
             ApiError::bad_request(format!("skip must be a whole number, got {v:?}"))
         })?,
     };
-    let latest = flag(q.get("latest"), "latest")?;
-    if let Some(id) = q.get("package_id") {
+    let wanted = Wanted {
+        package_id: q.get("package_id").cloned(),
+        filter: q.get("filter").cloned(),
+        latest: flag(q.get("latest"), "latest")?,
+        limit,
+        skip,
+    };
+    let (found, total, next) = list_packages(&s, &space, &wanted).await?;
+    let items: Vec<Value> = found.iter().map(shown).collect();
+    let mut page = json!({"items": items, "total": total});
+    if let Some(n) = next {
+        page["next"] = json!(n.to_string());
+    }
+    Ok(Json(page).into_response())
+}
+
+/// Which package versions a list shows.
+pub(crate) struct Wanted {
+    /// One package's versions.
+    pub(crate) package_id: Option<String>,
+    /// Ids containing this, whatever the case.
+    pub(crate) filter: Option<String>,
+    /// Each id's newest version only.
+    pub(crate) latest: bool,
+    pub(crate) limit: usize,
+    pub(crate) skip: usize,
+}
+
+/// A page of a space's package versions (by id, then newest first), how many there are in all,
+/// and where the next page starts while more follow.
+pub(crate) async fn list_packages(
+    s: &AppState,
+    space: &str,
+    w: &Wanted,
+) -> Result<(Vec<PackageRecord>, usize, Option<usize>), ApiError> {
+    let space = resolve_space(s, space).await?;
+    if let Some(id) = &w.package_id {
         validate_package_id(id)?;
     }
     let mut found = s
         .store
-        .list_packages(
-            Some(&space_id(&space)),
-            q.get("package_id").map(String::as_str),
-        )
+        .list_packages(Some(&space_id(&space)), w.package_id.as_deref())
         .await?;
-    if let Some(f) = q.get("filter") {
+    if let Some(f) = &w.filter {
         let f = f.to_lowercase();
         found.retain(|p| p.package_id.to_lowercase().contains(&f));
     }
@@ -129,17 +162,13 @@ async fn list(
             .cmp(&b.package_id.to_lowercase())
             .then_with(|| newest_first(a, b))
     });
-    if latest {
+    if w.latest {
         found.dedup_by(|later, first| later.package_id.eq_ignore_ascii_case(&first.package_id));
     }
     let total = found.len();
-    let items: Vec<Value> = found.iter().skip(skip).take(limit).map(shown).collect();
-    let next = (skip + items.len() < total).then(|| (skip + items.len()).to_string());
-    let mut page = json!({"items": items, "total": total});
-    if let Some(n) = next {
-        page["next"] = json!(n);
-    }
-    Ok(Json(page).into_response())
+    let page: Vec<PackageRecord> = found.into_iter().skip(w.skip).take(w.limit).collect();
+    let next = (w.skip + page.len() < total).then_some(w.skip + page.len());
+    Ok((page, total, next))
 }
 
 /// `true`/`false` (absent: false); anything else is a 400 naming the parameter.
@@ -154,7 +183,7 @@ pub(super) fn flag(raw: Option<&String>, name: &str) -> Result<bool, ApiError> {
 }
 
 /// The stored version a path names, or 404.
-async fn find(
+pub(crate) async fn find(
     s: &AppState,
     space: &str,
     package_id: &str,
@@ -182,7 +211,17 @@ async fn delete(
     Extension(caller): Extension<Caller>,
     PathParams((space, package_id, version)): PathParams<(String, String, String)>,
 ) -> ApiResult {
-    let p = find(&s, &space, &package_id, &version).await?;
+    let gone = remove(&s, &caller, (&space, &package_id, &version)).await?;
+    Ok(Json(shown(&gone)).into_response())
+}
+
+/// Removes a package version, its record and its file, with its audit event: what was removed.
+pub(crate) async fn remove(
+    s: &AppState,
+    caller: &Caller,
+    (space, package_id, version): (&str, &str, &str),
+) -> Result<PackageRecord, ApiError> {
+    let p = find(s, space, package_id, version).await?;
     let by = caller.clone();
     let audit: Audit<PackageRecord> = Box::new(move |p| {
         by.event(
@@ -191,7 +230,7 @@ async fn delete(
             json!({"sha256": p.sha256, "size": p.size}),
         )
     });
-    let key = version_in_path(&package_id, &version)?;
+    let key = version_in_path(package_id, version)?;
     let deleted = cuttle_storage::remove_package(
         &s.store,
         &s.shared,
@@ -204,13 +243,10 @@ async fn delete(
     .map_err(|e| match e {
         cuttle_storage::Error::Io { .. } => store_failed(e),
         other => other.into(),
-    });
-    match deleted? {
-        Some(gone) => Ok(Json(shown(&gone)).into_response()),
-        None => Err(ApiError::not_found(format!(
-            "no package {package_id} version {version}"
-        ))),
-    }
+    })?;
+    deleted.ok_or_else(|| {
+        ApiError::not_found(format!("no package {package_id} version {version}"))
+    })
 }
 
 /// `GET …/packages/{package_id}/{version}/raw`: the file, its SHA-256 as the `ETag`.

@@ -81,15 +81,12 @@ async fn check_name(
             .is_ok_and(|v| package_version_key(&v) == key)
     });
     if exists && !replace {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!(
+        return Err(ApiError::already_exists(format!(
                 "package {} version {} is already in the repository (upload it as a new \
                  version; an operator may replace a version nothing has released yet with \
                  replace=true)",
                 named.package_id, named.version
-            ),
-        ));
+        )));
     }
     if exists {
         // Released bytes never change under a release: a version something names stays.
@@ -217,7 +214,7 @@ impl Uploads {
 
     /// A place for one more upload by `key` (the caller's principal): 429 past its share,
     /// 503 when the node takes no more.
-    fn enter(&self, key: &str) -> Result<UploadSlot<'_>, ApiError> {
+    pub(crate) fn enter(&self, key: &str) -> Result<UploadSlot<'_>, ApiError> {
         let all = self.all.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 ErrorCode::Unavailable,
@@ -247,7 +244,7 @@ impl Uploads {
 
 /// Most of a refused upload's body read and dropped before the answer, so that a client that
 /// sends its whole body before reading (no `Expect: 100-continue`) hears why instead of a reset.
-const DRAIN_LIMIT: u64 = 16 << 20;
+pub(crate) const DRAIN_LIMIT: u64 = 16 << 20;
 
 type BodyStream = axum::body::BodyDataStream;
 
@@ -316,7 +313,7 @@ async fn receive(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let mut multipart = match boundary(content_type) {
+    let multipart = match boundary(content_type) {
         Some(Ok(b)) => {
             if ["package_id", "version", "format"]
                 .iter()
@@ -332,7 +329,7 @@ async fn receive(
         Some(Err(e)) => return Err(ApiError::bad_request(e)),
         None => None,
     };
-    let mut named = match &multipart {
+    let named = match &multipart {
         Some(_) => None,
         None => {
             let need = |k: &str| {
@@ -353,6 +350,84 @@ async fn receive(
         }
     };
 
+    let incoming = Incoming {
+        space,
+        replace,
+        expected,
+        multipart,
+        named,
+    };
+    let added = store_upload(s, &caller, incoming, stream).await?;
+    Ok((StatusCode::CREATED, Json(shown(&added))).into_response())
+}
+
+/// What is known of an upload before its bytes: where it goes, what it is (or the multipart
+/// reader that will say), the SHA-256 it must have.
+pub(crate) struct Incoming {
+    /// The space's id.
+    pub(crate) space: String,
+    pub(crate) replace: bool,
+    pub(crate) expected: Option<String>,
+    multipart: Option<Multipart>,
+    named: Option<Named>,
+}
+
+impl Incoming {
+    /// A raw upload named by the client (`package_id`, `version`, `format`): checked now, and a
+    /// version the repository has is refused before any byte is read. `space` is as the client
+    /// named it; `expected`, when given, is 64 hexadecimal digits.
+    pub(crate) async fn raw(
+        s: &AppState,
+        caller: &Caller,
+        space: &str,
+        (package_id, version, format): (&str, &str, &str),
+        replace: bool,
+        expected: Option<&str>,
+    ) -> Result<Incoming, ApiError> {
+        let expected = match expected.map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) => {
+                return Err(ApiError::bad_request("sha256: 64 hexadecimal digits"))
+            }
+            v => v,
+        };
+        let space = space_id(&resolve_space(s, space).await?);
+        let mut n = Named {
+            package_id: package_id.to_owned(),
+            version: parse_package_version(version)?,
+            format: PackageFormat::parse(format)?,
+        };
+        check_name(s, caller, &space, &mut n, replace).await?;
+        Ok(Incoming {
+            space,
+            replace,
+            expected,
+            multipart: None,
+            named: Some(n),
+        })
+    }
+}
+
+/// Receives an upload's bytes from `stream` (pieces in order), hashing and writing them as they
+/// come in flat memory, and keeps the package only when it is complete and checks out: its
+/// record. REST's and gRPC's one way to take a package. The caller holds an upload slot.
+pub(crate) async fn store_upload<S, E>(
+    s: &AppState,
+    caller: &Caller,
+    incoming: Incoming,
+    stream: &mut S,
+) -> Result<PackageRecord, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let Incoming {
+        space,
+        replace,
+        expected,
+        mut multipart,
+        mut named,
+    } = incoming;
+    let max = s.config.package_max_bytes;
     let (tx, writer) = start_writer(s.shared.clone(), s.config.node_name.clone());
     let started = std::time::Instant::now();
     let idle = s.config.limits.body_timeout;
@@ -402,7 +477,7 @@ async fn receive(
                         version: parsed.version,
                         format: parsed.format,
                     };
-                    check_name(s, &caller, &space, &mut n, replace).await?;
+                    check_name(s, caller, &space, &mut n, replace).await?;
                     named = Some(n);
                 }
             }
@@ -535,7 +610,7 @@ async fn receive(
         total_secs = started.elapsed().as_secs_f64(),
         "package uploaded"
     );
-    Ok((StatusCode::CREATED, Json(shown(&added.added))).into_response())
+    Ok(added.added)
 }
 
 /// The part of `d` that still fits in the file's first [`HEAD`] bytes.

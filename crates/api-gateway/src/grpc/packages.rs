@@ -1,0 +1,243 @@
+//! `cuttle.v1.Packages`: uploads through the upload operation REST's `…/packages/raw` uses
+//! (hashed and written as the stream arrives, kept only once it checks out), downloads streamed
+//! from the shared store, in flat memory both ways.
+
+use std::io::{Seek, SeekFrom};
+use std::pin::Pin;
+
+use axum::body::Bytes;
+use cuttle_proto::v1 as pb;
+use cuttle_proto::v1::packages_server::{Packages as Service, PackagesServer};
+use cuttle_proto::v1::upload_package_request::Part;
+use cuttle_storage::PackageRecord;
+use futures_util::{Stream, StreamExt};
+use prost::Message;
+use tokio::io::AsyncReadExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{caller, invalid, required, status, timestamp};
+use crate::resources::files::store_failed;
+use crate::resources::packages::{self as ops, store_upload, Incoming, Wanted, DRAIN_LIMIT};
+use crate::scoped::{Need, DEPLOYER, OPERATOR, READER};
+use crate::AppState;
+
+pub(super) const SERVICE: &str = "cuttle.v1.Packages";
+
+pub(super) const NEEDS: &[(&str, Need)] = &[
+    // Replacing a version needs operator on top (checked with the name).
+    ("Upload", DEPLOYER),
+    ("Download", READER),
+    ("List", READER),
+    ("Get", READER),
+    ("Delete", OPERATOR),
+];
+
+/// Bytes in one `PackageChunk` of a download.
+const CHUNK: usize = 256 * 1024;
+
+pub(super) fn server(s: AppState) -> PackagesServer<PackagesApi> {
+    PackagesServer::new(PackagesApi { s })
+}
+
+pub(super) struct PackagesApi {
+    s: AppState,
+}
+
+fn package(p: &PackageRecord) -> pb::Package {
+    pb::Package {
+        id: format!("{}.{}", p.package_id, p.version),
+        space_id: p.space.clone(),
+        package_id: p.package_id.clone(),
+        version: p.version.clone(),
+        format: p.format.extension().to_owned(),
+        size: p.size,
+        sha256: p.sha256.clone(),
+        uploaded_by: p.uploaded_by.clone(),
+        uploaded_at: Some(timestamp(p.uploaded_at)),
+    }
+}
+
+/// Reads and drops what a refused upload still sends (up to REST's limit for the same), so a
+/// client that sends its whole file before it reads (most do) hears why, through a load
+/// balancer too, instead of a reset stream.
+async fn drain(messages: &mut Streaming<pb::UploadPackageRequest>, idle: std::time::Duration) {
+    let mut drained = 0u64;
+    while drained < DRAIN_LIMIT {
+        match tokio::time::timeout(idle, messages.message()).await {
+            Ok(Ok(Some(m))) => drained += m.encoded_len() as u64,
+            _ => break,
+        }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::PackageChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Service for PackagesApi {
+    async fn upload(
+        &self,
+        req: Request<Streaming<pb::UploadPackageRequest>>,
+    ) -> Result<Response<pb::Package>, Status> {
+        let caller = caller(&req)?;
+        let s = &self.s;
+        let _slot = s.uploads.enter(&caller.principal).map_err(status)?;
+        let mut messages = req.into_inner();
+        let idle = s.config.limits.body_timeout;
+        let first = match tokio::time::timeout(idle, messages.message()).await {
+            Err(_) => return Err(invalid("header", "no first message within the body timeout")),
+            Ok(m) => m?,
+        };
+        let Some(pb::UploadPackageRequest {
+            part: Some(Part::Header(h)),
+        }) = first
+        else {
+            return Err(invalid("header", "the first message names the package"));
+        };
+        let sha = Some(h.sha256.as_str()).filter(|v| !v.is_empty());
+        let named = (h.package_id.as_str(), h.version.as_str(), h.format.as_str());
+        let checked = match required("header.space", &h.space) {
+            Ok(space) => Incoming::raw(s, &caller, space, named, h.replace, sha)
+                .await
+                .map_err(status),
+            Err(e) => Err(e),
+        };
+        let incoming = match checked {
+            Ok(i) => i,
+            Err(e) => {
+                drain(&mut messages, idle).await;
+                return Err(e);
+            }
+        };
+        // Every later message is the file's next bytes; the stream's end is the file's.
+        let mut data = messages.map(|m| match m {
+            Ok(pb::UploadPackageRequest {
+                part: Some(Part::Data(d)),
+            }) => Ok(Bytes::from(d)),
+            Ok(_) => Err("only data may follow the header".to_owned()),
+            Err(e) => Err(e.message().to_owned()),
+        });
+        let p = store_upload(s, &caller, incoming, &mut data).await;
+        match p {
+            Ok(p) => Ok(Response::new(package(&p))),
+            Err(e) => {
+                drain(data.get_mut(), idle).await;
+                Err(status(e))
+            }
+        }
+    }
+
+    type DownloadStream = ChunkStream;
+
+    async fn download(
+        &self,
+        req: Request<pb::DownloadPackageRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let r = req.into_inner();
+        let space = required("space", &r.space)?;
+        let p = ops::find(&self.s, space, &r.package_id, &r.version)
+            .await
+            .map_err(status)?;
+        if r.offset > p.size {
+            return Err(Status::out_of_range(format!(
+                "offset: {} is past the end of the file ({} bytes)",
+                r.offset, p.size
+            )));
+        }
+        let end = match r.length {
+            0 => p.size,
+            n => p.size.min(r.offset.saturating_add(n)),
+        };
+        let path = self.s.shared.package_path(&p.file);
+        let offset = r.offset;
+        let file = tokio::task::spawn_blocking(move || {
+            let opened = std::fs::File::open(&path).and_then(|mut f| {
+                f.seek(SeekFrom::Start(offset))?;
+                Ok(f)
+            });
+            opened.map_err(|source| cuttle_storage::Error::Io {
+                context: "open a package to download",
+                path,
+                source,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| status(store_failed(e)))?;
+        let reader = tokio::fs::File::from_std(file).take(end - offset);
+        let first = package(&p);
+        let chunks = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK)
+            .scan((offset, Some(first)), |(at, first), read| {
+                let item = match read {
+                    Ok(bytes) => {
+                        let chunk = pb::PackageChunk {
+                            package: first.take(),
+                            data: bytes.to_vec(),
+                            offset: *at,
+                        };
+                        *at += bytes.len() as u64;
+                        Ok(chunk)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "read a package being downloaded");
+                        Err(Status::unavailable("the shared file store failed; see the node's log"))
+                    }
+                };
+                futures_util::future::ready(Some(item))
+            });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListPackagesRequest>,
+    ) -> Result<Response<pb::ListPackagesReply>, Status> {
+        let r = req.into_inner();
+        let space = required("space", &r.space)?;
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => return Err(invalid("limit", format!("1 to 1000, not {n}"))),
+        };
+        let some = |v: String| Some(v).filter(|v| !v.trim().is_empty());
+        let wanted = Wanted {
+            package_id: some(r.package_id),
+            filter: some(r.filter),
+            latest: r.latest,
+            limit,
+            skip: usize::try_from(r.skip).map_err(|_| invalid("skip", "too large"))?,
+        };
+        let (items, total, next) = ops::list_packages(&self.s, space, &wanted)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListPackagesReply {
+            items: items.iter().map(package).collect(),
+            total: total as u64,
+            next: next.map(|n| n as u64),
+        }))
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::GetPackageRequest>,
+    ) -> Result<Response<pb::Package>, Status> {
+        let r = req.get_ref();
+        let space = required("space", &r.space)?;
+        let p = ops::find(&self.s, space, &r.package_id, &r.version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(package(&p)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeletePackageRequest>,
+    ) -> Result<Response<pb::Package>, Status> {
+        let caller = caller(&req)?;
+        let r = req.into_inner();
+        let space = required("space", &r.space)?;
+        let gone = ops::remove(&self.s, &caller, (space, &r.package_id, &r.version))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(package(&gone)))
+    }
+}
