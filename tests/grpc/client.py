@@ -175,6 +175,13 @@ def main():
         grpc.StatusCode.UNAUTHENTICATED, "no key")
     fails(lambda: envs.List(environments_pb2.ListEnvironmentsRequest(space=""), metadata=reader),
         grpc.StatusCode.INVALID_ARGUMENT, "no space", field="space")
+    raw = channel.unary_unary("/cuttle.v1.Tasks/Get", request_serializer=lambda b: b,
+                              response_deserializer=lambda b: b)
+    fails(lambda: raw(b"\xff\xff\xff", metadata=reader, timeout=10),
+        grpc.StatusCode.INVALID_ARGUMENT, "a message that is not protobuf")
+    fails(lambda: tasks.Get(tasks_pb2.GetTaskRequest(id="x" * (2 << 20)), metadata=reader,
+                            timeout=30),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "a message over 1 MiB")
 
     release = releases.Create(releases_pb2.CreateReleaseRequest(
         space="Default", project_id=project.id, version="1.0.0", notes="gRPC"), metadata=admin)

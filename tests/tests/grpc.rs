@@ -115,11 +115,25 @@ fn a_python_client_drives_the_public_grpc_api_through_haproxy_and_nginx() {
     let (_, reader) = nodes[0].create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
     let haproxy = Haproxy::start(three).unwrap();
     let target = format!("127.0.0.1:{}", haproxy.grpc_port);
-    run_client(cluster.dir(), &target, &haproxy.ca_pem, &cluster.api_key, &reader, "haproxy");
+    run_client(
+        cluster.dir(),
+        &target,
+        &haproxy.ca_pem,
+        &cluster.api_key,
+        &reader,
+        "haproxy",
+    );
     drop(haproxy);
     let nginx = Nginx::start(three).unwrap();
     let target = format!("127.0.0.1:{}", nginx.grpc_port);
-    run_client(cluster.dir(), &target, &nginx.ca_pem, &cluster.api_key, &reader, "nginx");
+    run_client(
+        cluster.dir(),
+        &target,
+        &nginx.ca_pem,
+        &cluster.api_key,
+        &reader,
+        "nginx",
+    );
 }
 
 /// A node that starts shutting down says so on gRPC health at once (before its running tasks
@@ -140,7 +154,10 @@ fn grpc_health_turns_not_serving_when_the_node_starts_shutting_down() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let watcher = Command::new(python())
         .arg(root.join("tests/grpc/health.py"))
-        .env("CUTTLE_GRPC_TARGET", format!("127.0.0.1:{}", node.public_grpc_port))
+        .env(
+            "CUTTLE_GRPC_TARGET",
+            format!("127.0.0.1:{}", node.public_grpc_port),
+        )
         .env("CUTTLE_WAIT_SECS", "60")
         .env("CUTTLE_READY_FILE", &ready)
         .stdout(std::process::Stdio::piped())
@@ -154,8 +171,45 @@ fn grpc_health_turns_not_serving_when_the_node_starts_shutting_down() {
     node.terminate();
     let out = watcher.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "health never said NOT_SERVING:\n{text}");
+    assert!(
+        out.status.success(),
+        "health never said NOT_SERVING:\n{text}"
+    );
     // The node is still draining its task: the watch did not just see it go away.
     assert_eq!(node.task(&id)["state"], "Executing", "{text}");
     assert_eq!(node.get("/api/nodes/ping").0, 418);
+}
+
+/// Clients that misbehave on purpose (`tests/grpc/slow.py`, HTTP/2 frame by frame): a silent
+/// connection, an HTTP/2 connection that never calls, a call whose message never arrives
+/// whole — each cut off within the node's deadlines (1 s here), and the node keeps serving.
+#[test]
+fn the_grpc_listener_cuts_off_idle_and_stalled_clients() {
+    let cluster = Cluster::sqlite();
+    let node = cluster.start(NodeOptions {
+        env: vec![
+            ("CUTTLE_HTTP_HEADER_TIMEOUT_SECS".into(), "1".into()),
+            ("CUTTLE_HTTP_BODY_TIMEOUT_SECS".into(), "1".into()),
+        ],
+        ..NodeOptions::named("n1", 1)
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(python())
+        .arg(root.join("tests/grpc/slow.py"))
+        .env("CUTTLE_GRPC_HOST", "127.0.0.1")
+        .env("CUTTLE_GRPC_PORT", node.public_grpc_port.to_string())
+        .env("CUTTLE_KEY", &cluster.api_key)
+        .env("CUTTLE_LIMIT_SECS", "5")
+        .output()
+        .expect("run tests/grpc/slow.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("all checks passed"),
+        "{text}"
+    );
+    assert_eq!(node.get("/api/nodes/ping").0, 200, "the node still serves");
 }

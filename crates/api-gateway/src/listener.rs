@@ -3,7 +3,8 @@
 //! cap on open connections, a smaller one per client address (not for trusted proxies, whose
 //! connections carry many clients), a deadline for each request's headers, and a TLS
 //! handshake deadline. Handshakes and header reads run on each connection's own task, never
-//! on the accept path.
+//! on the accept path. HTTP/2 connections (the public gRPC API) have limits of their own
+//! (`h2.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use cuttle_core::TrustedProxies;
 use cuttle_proto::per_address::PerAddress;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -49,15 +50,14 @@ impl Default for ConnectionLimits {
     }
 }
 
+mod h2;
+
 /// What a listener speaks: HTTP/1.1 (REST, the web UI) or HTTP/2 (gRPC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
     Http1,
     Http2,
 }
-
-/// Streams one HTTP/2 client may have open on one connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish.
 pub(crate) async fn serve(
@@ -72,6 +72,8 @@ pub(crate) async fn serve(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_client = Arc::new(PerAddress::default());
+    // gRPC: calls open at once per client address, over all its connections.
+    let calls = Arc::new(PerAddress::default());
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -102,15 +104,26 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, acceptor, stop) = (app.clone(), acceptor.clone(), shutdown.clone());
         let header_timeout = limits.header_timeout;
+        let grpc = h2::Client {
+            peer,
+            calls: calls.clone(),
+            max_calls: limits.max_per_client,
+            exempt,
+            idle_timeout: header_timeout,
+        };
         tracker.spawn(async move {
             let _held = (permit, client);
             match acceptor {
-                None => serve_connection(stream, peer, app, header_timeout, stop, protocol).await,
+                None if protocol == Protocol::Http2 => {
+                    h2::serve_connection(stream, grpc, app, stop).await
+                }
+                None => serve_connection(stream, peer, app, header_timeout, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            serve_connection(tls, peer, app, header_timeout, stop, protocol).await
+                        Ok(Ok(tls)) if protocol == Protocol::Http2 => {
+                            h2::serve_connection(tls, grpc, app, stop).await
                         }
+                        Ok(Ok(tls)) => serve_connection(tls, peer, app, header_timeout, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -129,7 +142,6 @@ async fn serve_connection<IO>(
     app: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
-    protocol: Protocol,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -139,37 +151,16 @@ async fn serve_connection<IO>(
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
-    let ended = match protocol {
-        Protocol::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }
-        Protocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-                // A client that vanished without closing is noticed.
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     };
     if let Err(e) = ended {

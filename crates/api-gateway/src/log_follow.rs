@@ -120,11 +120,7 @@ pub(crate) fn read_log(
     }
     let at_end = offset + bytes.len() as u64 >= total;
     if !(log.complete && at_end) {
-        // A line still being written is sent once it is whole.
-        match bytes.iter().rposition(|b| *b == b'\n') {
-            Some(i) => bytes.truncate(i + 1),
-            None => bytes.clear(),
-        }
+        whole_lines(&mut bytes, max);
     }
     let end = offset + bytes.len() as u64;
     Ok((
@@ -132,4 +128,33 @@ pub(crate) fn read_log(
         end,
         log.complete && end >= total,
     ))
+}
+
+/// Keeps the whole lines of a read: a line still being written is sent once it is whole. A
+/// line longer than one read (no newline in `max` bytes) goes in pieces, or it would never be
+/// sent at all.
+fn whole_lines(bytes: &mut Vec<u8>, max: u64) {
+    match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => bytes.truncate(i + 1),
+        None if bytes.len() as u64 >= max => {}
+        None => bytes.clear(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_lines;
+
+    #[test]
+    fn whole_lines_wait_for_their_end_but_a_giant_line_goes_in_pieces() {
+        let mut b = b"one\ntw".to_vec();
+        whole_lines(&mut b, 16);
+        assert_eq!(b, b"one\n");
+        let mut b = b"partial".to_vec();
+        whole_lines(&mut b, 16);
+        assert!(b.is_empty());
+        let mut b = vec![b'x'; 16];
+        whole_lines(&mut b, 16);
+        assert_eq!(b.len(), 16, "a read full of one line is sent as it is");
+    }
 }

@@ -56,7 +56,12 @@ fn message_lines(prefix: &str, m: &DescriptorProto, out: &mut BTreeSet<String>) 
     }
     for e in &m.enum_type {
         for v in &e.value {
-            out.insert(format!("enum {name}.{} value {} {}", e.name(), v.number(), v.name()));
+            out.insert(format!(
+                "enum {name}.{} value {} {}",
+                e.name(),
+                v.number(),
+                v.name()
+            ));
         }
     }
 }
@@ -72,7 +77,12 @@ fn published() -> BTreeSet<String> {
         }
         for e in &file.enum_type {
             for v in &e.value {
-                out.insert(format!("enum {pkg}.{} value {} {}", e.name(), v.number(), v.name()));
+                out.insert(format!(
+                    "enum {pkg}.{} value {} {}",
+                    e.name(),
+                    v.number(),
+                    v.name()
+                ));
             }
         }
         for s in &file.service {

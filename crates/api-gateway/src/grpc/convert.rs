@@ -192,17 +192,41 @@ mod tests {
     fn every_error_code_maps_as_the_docs_say() {
         let taken = ApiError::from(cuttle_storage::Error::Conflict("taken".into()));
         let cases = [
-            (ApiError::new(ErrorCode::Unauthorized, "x"), Code::Unauthenticated),
-            (ApiError::new(ErrorCode::Forbidden, "x"), Code::PermissionDenied),
+            (
+                ApiError::new(ErrorCode::Unauthorized, "x"),
+                Code::Unauthenticated,
+            ),
+            (
+                ApiError::new(ErrorCode::Forbidden, "x"),
+                Code::PermissionDenied,
+            ),
             (ApiError::new(ErrorCode::NotFound, "x"), Code::NotFound),
             (taken, Code::AlreadyExists),
-            (ApiError::new(ErrorCode::Conflict, "x"), Code::FailedPrecondition),
-            (ApiError::new(ErrorCode::BadRequest, "x"), Code::InvalidArgument),
-            (ApiError::new(ErrorCode::TooManyRequests, "x"), Code::ResourceExhausted),
-            (ApiError::new(ErrorCode::PayloadTooLarge, "x"), Code::ResourceExhausted),
-            (ApiError::new(ErrorCode::Unavailable, "x"), Code::Unavailable),
+            (
+                ApiError::new(ErrorCode::Conflict, "x"),
+                Code::FailedPrecondition,
+            ),
+            (
+                ApiError::new(ErrorCode::BadRequest, "x"),
+                Code::InvalidArgument,
+            ),
+            (
+                ApiError::new(ErrorCode::TooManyRequests, "x"),
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::new(ErrorCode::PayloadTooLarge, "x"),
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::new(ErrorCode::Unavailable, "x"),
+                Code::Unavailable,
+            ),
             (ApiError::new(ErrorCode::Draining, "x"), Code::Unavailable),
-            (ApiError::new(ErrorCode::RequestTimeout, "x"), Code::DeadlineExceeded),
+            (
+                ApiError::new(ErrorCode::RequestTimeout, "x"),
+                Code::DeadlineExceeded,
+            ),
             (ApiError::new(ErrorCode::Internal, "x"), Code::Internal),
         ];
         for (e, want) in cases {

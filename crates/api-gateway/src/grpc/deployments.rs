@@ -33,7 +33,7 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
 ];
 
 pub(super) fn server(s: AppState) -> DeploymentsServer<DeploymentsApi> {
-    DeploymentsServer::new(DeploymentsApi { s })
+    DeploymentsServer::new(DeploymentsApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 pub(super) struct DeploymentsApi {

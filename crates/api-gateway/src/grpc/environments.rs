@@ -28,7 +28,7 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
 ];
 
 pub(super) fn server(s: AppState) -> EnvironmentsServer<EnvironmentsApi> {
-    EnvironmentsServer::new(EnvironmentsApi { s })
+    EnvironmentsServer::new(EnvironmentsApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 pub(super) struct EnvironmentsApi {

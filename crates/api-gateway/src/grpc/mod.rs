@@ -20,6 +20,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -38,6 +39,19 @@ const SERVICES: &[(&str, &[(&str, Need)])] = &[
     (releases::SERVICE, releases::NEEDS),
     (deployments::SERVICE, deployments::NEEDS),
     (packages::SERVICE, packages::NEEDS),
+];
+
+/// The largest message a method takes (REST's body limit); uploads take larger data messages.
+const MAX_MESSAGE: usize = crate::MAX_JSON_BODY;
+/// The largest health or reflection request.
+const MAX_KEYLESS_MESSAGE: usize = 16 * 1024;
+/// Methods whose request is a stream the client sends for as long as it needs (an upload, a
+/// reflection session). Every other request is one message, read whole within the body
+/// deadline (`CUTTLE_HTTP_BODY_TIMEOUT_SECS`) before the method runs, as a REST body is.
+const STREAMING_REQUESTS: [&str; 3] = [
+    "/cuttle.v1.Packages/Upload",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
 /// Paths served without a key: the health check (load balancers) and reflection (it describes
@@ -71,6 +85,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(MAX_KEYLESS_MESSAGE);
     for (svc, _) in SERVICES {
         health
             .set_service_status(*svc, ServingStatus::Serving)
@@ -80,11 +95,13 @@ pub(crate) async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cuttle_proto::PUBLIC_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other)?
+        .max_decoding_message_size(MAX_KEYLESS_MESSAGE);
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cuttle_proto::PUBLIC_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other)?
+        .max_decoding_message_size(MAX_KEYLESS_MESSAGE);
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -140,37 +157,150 @@ async fn report_shutdown(
 }
 
 /// Finds the caller's key and checks the scope the method needs (a method nobody declared
-/// needs `admin`), as REST's `require_api_key` does; the method reads the [`Caller`].
+/// needs `admin`), as REST's `require_api_key` does; the method reads the [`Caller`]. Then runs
+/// the call within its deadlines ([`within_deadlines`]) and gives a request tonic could not
+/// decode the status a client's mistake has ([`client_faults`]).
 async fn authenticate_call(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    if KEYLESS.iter().any(|p| path.starts_with(p)) {
-        return next.run(req).await;
+    let keyless = KEYLESS.iter().any(|p| path.starts_with(p));
+    if !keyless {
+        let Some(key) = presented_key(req.headers()).filter(|k| !k.is_empty()) else {
+            return Status::unauthenticated(
+                "an API key is required: send metadata x-api-key or authorization: Bearer",
+            )
+            .into_http();
+        };
+        let client = client_address(&g.state, req.headers(), req.extensions());
+        let found = match authenticate(&g.state, key, client).await {
+            Ok(k) => k,
+            Err(e) => return convert::status(e).into_http(),
+        };
+        let need = g.needs.get(&path).copied().unwrap_or(ADMIN);
+        let method = path.trim_start_matches('/');
+        if let Err(e) = authorize(found.scope, need, method) {
+            return convert::status(e).into_http();
+        }
+        req.extensions_mut().insert(Caller {
+            name: found.name,
+            address: client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+            principal: format!("ApiKeys-{}", found.id),
+            scope: found.scope,
+            target: found.target_name,
+            grant: found.grant,
+        });
     }
-    let Some(key) = presented_key(req.headers()).filter(|k| !k.is_empty()) else {
-        return Status::unauthenticated(
-            "an API key is required: send metadata x-api-key or authorization: Bearer",
-        )
-        .into_http();
+    let body_timeout = g.state.config.limits.body_timeout;
+    // The message and gRPC's 5-byte frame header.
+    let max = 5 + if keyless {
+        MAX_KEYLESS_MESSAGE
+    } else {
+        MAX_MESSAGE
     };
-    let client = client_address(&g.state, req.headers(), req.extensions());
-    let found = match authenticate(&g.state, key, client).await {
-        Ok(k) => k,
-        Err(e) => return convert::status(e).into_http(),
+    let resp = within_deadlines(&path, (max, body_timeout), req, next).await;
+    client_faults(resp)
+}
+
+/// Runs a call. A one-message request is read whole first, as REST reads a JSON body: at most
+/// `max` bytes (RESOURCE_EXHAUSTED past it, once what the client still sends has been read and
+/// dropped, so it hears why) within `body_timeout` (DEADLINE_EXCEEDED past it: a client that
+/// trickles or withholds its message holds no call). The client's own `grpc-timeout` bounds the
+/// wait for the answer (a stream's answer starts at once and then runs until the client goes
+/// away).
+async fn within_deadlines(
+    path: &str,
+    (max, body_timeout): (usize, Duration),
+    req: Request,
+    next: Next,
+) -> Response {
+    let deadline = req
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout);
+    let req = if STREAMING_REQUESTS.contains(&path) {
+        req
+    } else {
+        let (parts, body) = req.into_parts();
+        let mut stream = body.into_data_stream();
+        let read = tokio::time::timeout(body_timeout, async {
+            let mut whole = Vec::new();
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| Status::cancelled(e.to_string()))?;
+                if whole.len() + piece.len() > max {
+                    return Err(Status::resource_exhausted(format!(
+                        "the request is over {max} bytes"
+                    )));
+                }
+                whole.extend_from_slice(&piece);
+            }
+            Ok(whole)
+        })
+        .await;
+        match read {
+            Ok(Ok(whole)) => Request::from_parts(parts, axum::body::Body::from(whole)),
+            Ok(Err(refused)) => {
+                drain(&mut stream, body_timeout).await;
+                return refused.into_http();
+            }
+            Err(_) => {
+                let secs = body_timeout.as_secs_f32();
+                return Status::deadline_exceeded(format!(
+                    "the request did not arrive within {secs} s"
+                ))
+                .into_http();
+            }
+        }
     };
-    let need = g.needs.get(&path).copied().unwrap_or(ADMIN);
-    let method = path.trim_start_matches('/');
-    if let Err(e) = authorize(found.scope, need, method) {
-        return convert::status(e).into_http();
+    match deadline {
+        None => next.run(req).await,
+        Some(d) => match tokio::time::timeout(d, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => Status::deadline_exceeded("the call's deadline passed").into_http(),
+        },
     }
-    req.extensions_mut().insert(Caller {
-        name: found.name,
-        address: client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
-        principal: format!("ApiKeys-{}", found.id),
-        scope: found.scope,
-        target: found.target_name,
-        grant: found.grant,
-    });
-    next.run(req).await
+}
+
+/// Reads and drops what a refused request still sends (at most REST's drain limit).
+async fn drain(stream: &mut axum::body::BodyDataStream, idle: Duration) {
+    let mut drained = 0u64;
+    while drained < crate::resources::packages::DRAIN_LIMIT {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(b))) => drained += b.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+/// `grpc-timeout`: a whole number of at most 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(v: &str) -> Option<Duration> {
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    if n.is_empty() || n.len() > 8 {
+        return None;
+    }
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// tonic answers a request it cannot decode (not protobuf, cut short, missing) before any method
+/// runs, as INTERNAL. That is the client's fault: INVALID_ARGUMENT. Every INTERNAL a method
+/// answers carries `google.rpc` details; these never do, which is how they are told apart.
+fn client_faults(mut resp: Response) -> Response {
+    let headers = resp.headers_mut();
+    if headers.contains_key("grpc-status-details-bin") {
+        return resp;
+    }
+    if headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"13") {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -199,5 +329,38 @@ mod tests {
             assert!(methods.contains(declared), "{declared} is not a method");
         }
         assert!(methods.len() >= 10, "{methods:?}");
+    }
+
+    #[test]
+    fn grpc_timeouts_read_as_the_spec_writes_them() {
+        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        for bad in ["", "S", "123456789S", "10x", "-1S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_tonic_could_not_decode_is_the_clients_fault() {
+        let ours = convert::status(crate::error::ApiError::new(
+            cuttle_core::ErrorCode::Internal,
+            "x",
+        ));
+        assert_eq!(
+            client_faults(ours.into_http()).headers()["grpc-status"],
+            "13",
+            "a method's own INTERNAL stays"
+        );
+        let undecodable = Status::internal("failed to decode Protobuf message");
+        assert_eq!(
+            client_faults(undecodable.into_http()).headers()["grpc-status"],
+            "3"
+        );
+        let range = Status::out_of_range("offset: past the end");
+        assert_eq!(
+            client_faults(range.into_http()).headers()["grpc-status"],
+            "11"
+        );
     }
 }

@@ -36,7 +36,8 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
 const CHUNK: usize = 256 * 1024;
 
 pub(super) fn server(s: AppState) -> PackagesServer<PackagesApi> {
-    PackagesServer::new(PackagesApi { s })
+    // An upload's data messages are up to 4 MiB each.
+    PackagesServer::new(PackagesApi { s }).max_decoding_message_size(4 * 1024 * 1024 + 1024)
 }
 
 pub(super) struct PackagesApi {
@@ -84,7 +85,12 @@ impl Service for PackagesApi {
         let mut messages = req.into_inner();
         let idle = s.config.limits.body_timeout;
         let first = match tokio::time::timeout(idle, messages.message()).await {
-            Err(_) => return Err(invalid("header", "no first message within the body timeout")),
+            Err(_) => {
+                return Err(invalid(
+                    "header",
+                    "no first message within the body timeout",
+                ))
+            }
             Ok(m) => m?,
         };
         let Some(pb::UploadPackageRequest {
@@ -165,8 +171,9 @@ impl Service for PackagesApi {
         .map_err(|e| status(store_failed(e)))?;
         let reader = tokio::fs::File::from_std(file).take(end - offset);
         let first = package(&p);
-        let chunks = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK)
-            .scan((offset, Some(first)), |(at, first), read| {
+        let chunks = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK).scan(
+            (offset, Some(first)),
+            |(at, first), read| {
                 let item = match read {
                     Ok(bytes) => {
                         let chunk = pb::PackageChunk {
@@ -179,11 +186,14 @@ impl Service for PackagesApi {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "read a package being downloaded");
-                        Err(Status::unavailable("the shared file store failed; see the node's log"))
+                        Err(Status::unavailable(
+                            "the shared file store failed; see the node's log",
+                        ))
                     }
                 };
                 futures_util::future::ready(Some(item))
-            });
+            },
+        );
         Ok(Response::new(Box::pin(chunks)))
     }
 

@@ -31,7 +31,7 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
 ];
 
 pub(super) fn server(s: AppState) -> ProjectsServer<ProjectsApi> {
-    ProjectsServer::new(ProjectsApi { s })
+    ProjectsServer::new(ProjectsApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 pub(super) struct ProjectsApi {

@@ -22,7 +22,7 @@ pub(super) const NEEDS: &[(&str, Need)] =
     &[("Create", DEPLOYER), ("List", READER), ("Get", READER)];
 
 pub(super) fn server(s: AppState) -> ReleasesServer<ReleasesApi> {
-    ReleasesServer::new(ReleasesApi { s })
+    ReleasesServer::new(ReleasesApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 pub(super) struct ReleasesApi {

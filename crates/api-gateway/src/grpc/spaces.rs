@@ -15,7 +15,7 @@ pub(super) const SERVICE: &str = "cuttle.v1.Spaces";
 pub(super) const NEEDS: &[(&str, Need)] = &[("List", READER), ("Get", READER)];
 
 pub(super) fn server(s: AppState) -> SpacesServer<SpacesApi> {
-    SpacesServer::new(SpacesApi { s })
+    SpacesServer::new(SpacesApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 pub(super) struct SpacesApi {

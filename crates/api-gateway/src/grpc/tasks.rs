@@ -30,7 +30,7 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
 ];
 
 pub(super) fn server(s: AppState) -> TasksServer<TasksApi> {
-    TasksServer::new(TasksApi { s })
+    TasksServer::new(TasksApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 pub(super) struct TasksApi {

@@ -244,9 +244,7 @@ pub(crate) async fn remove(
         cuttle_storage::Error::Io { .. } => store_failed(e),
         other => other.into(),
     })?;
-    deleted.ok_or_else(|| {
-        ApiError::not_found(format!("no package {package_id} version {version}"))
-    })
+    deleted.ok_or_else(|| ApiError::not_found(format!("no package {package_id} version {version}")))
 }
 
 /// `GET …/packages/{package_id}/{version}/raw`: the file, its SHA-256 as the `ETag`.

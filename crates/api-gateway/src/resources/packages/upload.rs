@@ -82,10 +82,10 @@ async fn check_name(
     });
     if exists && !replace {
         return Err(ApiError::already_exists(format!(
-                "package {} version {} is already in the repository (upload it as a new \
+            "package {} version {} is already in the repository (upload it as a new \
                  version; an operator may replace a version nothing has released yet with \
                  replace=true)",
-                named.package_id, named.version
+            named.package_id, named.version
         )));
     }
     if exists {
