@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod deploy;
+mod grpc;
 mod tentacles;
 mod ui;
 mod upload;
@@ -23,7 +24,8 @@ const USAGE: &str = "usage: cuttle-bench queue [--tasks N] [--workers K] [--cap 
        cuttle-bench tentacles [--count N[,N…]] [--samples S]
        cuttle-bench deploy [--count N[,N…]]
        cuttle-bench upload [--size-mib M] [--push-mib P] [--runs R]
-       cuttle-bench ui [--tasks N] [--targets T] [--samples S]";
+       cuttle-bench ui [--tasks N] [--targets T] [--samples S]
+       cuttle-bench grpc [--samples S] [--size-mib M]";
 
 struct Opts {
     tasks: usize,
@@ -144,6 +146,17 @@ fn main() -> Result<()> {
             cuttle_e2e::use_server_binary(release_server()?);
             print_machine("ui");
             ui::run(tasks, targets, samples)
+        }
+        Some("grpc") => {
+            let a = flags(&args[1..], &["--samples", "--size-mib"])?;
+            let samples: usize = a.get("--samples").map_or(Ok(200), |v| v.parse())?;
+            let size: u64 = a.get("--size-mib").map_or(Ok(1024), |v| v.parse())?;
+            if samples == 0 || size == 0 {
+                bail!("--samples and --size-mib must be positive");
+            }
+            cuttle_e2e::use_server_binary(release_server()?);
+            print_machine("grpc");
+            grpc::run(samples, size)
         }
         _ => bail!("{USAGE}"),
     }

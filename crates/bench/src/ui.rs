@@ -116,7 +116,7 @@ fn seed_projects(node: &Node, projects: usize, environments: &[String]) -> Resul
 }
 
 /// A signed-in session's cookie value.
-fn sign_in(node: &Node) -> Result<String> {
+pub(crate) fn sign_in(node: &Node) -> Result<String> {
     let resp = no_redirects()
         .post(&node.url("/ui/sign-in"))
         .send_form([("api_key", node.api_key().as_str())])?;

@@ -20,7 +20,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Writes the generated package to `path` (once, outside any timing).
-fn write_package(g: &Generated, path: &Path) -> Result<()> {
+pub(crate) fn write_package(g: &Generated, path: &Path) -> Result<()> {
     let mut f = std::fs::File::create(path)?;
     std::io::copy(&mut g.clone(), &mut f)?;
     f.sync_all()?;
@@ -40,7 +40,7 @@ fn cp_seconds(src: &Path, dst: &Path) -> Result<f64> {
 
 /// Uploads the file to `url` with curl (a client that is not the bottleneck: ureq's reader
 /// upload runs at a third of the node's speed); seconds. `ca` is the PEM to trust for HTTPS.
-fn upload_seconds(url: &str, key: &str, file: &Path, sha: &str, ca: Option<&Path>) -> Result<f64> {
+pub(crate) fn upload_seconds(url: &str, key: &str, file: &Path, sha: &str, ca: Option<&Path>) -> Result<f64> {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sS",
