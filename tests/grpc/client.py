@@ -45,8 +45,9 @@ def check(cond, what):
 def main():
     generate(os.environ["CUTTLE_PROTO_DIR"])
     from cuttle.v1 import (deployments_pb2, deployments_pb2_grpc, environments_pb2,
-                           environments_pb2_grpc, packages_pb2, packages_pb2_grpc,
-                           projects_pb2, projects_pb2_grpc,
+                           environments_pb2_grpc, lifecycles_pb2, lifecycles_pb2_grpc,
+                           nodes_pb2, nodes_pb2_grpc, packages_pb2, packages_pb2_grpc,
+                           projects_pb2, projects_pb2_grpc, runbooks_pb2, runbooks_pb2_grpc,
                            releases_pb2, releases_pb2_grpc, spaces_pb2, spaces_pb2_grpc,
                            tasks_pb2, tasks_pb2_grpc)
     from google.protobuf import struct_pb2
@@ -72,7 +73,7 @@ def main():
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     want = {f"cuttle.v1.{s}" for s in
             ["Tasks", "Spaces", "Environments", "Projects", "Releases", "Deployments",
-             "Packages"]}
+             "Packages", "Nodes", "Lifecycles", "Runbooks"]}
     check(want <= services, f"reflection lists {sorted(want)} (got {sorted(services)})")
     check("cuttle.v1.WorkerControl" not in services, "reflection hides the internal services")
     # grpc.reflection.v1 too (Python's package speaks v1alpha): its list_services request by
@@ -129,8 +130,19 @@ def main():
     listed = envs.List(environments_pb2.ListEnvironmentsRequest(space="Default"), metadata=reader)
     check(env.id in [e.id for e in listed.items], "the reader lists it")
 
+    lifecycles = lifecycles_pb2_grpc.LifecyclesStub(channel)
+    fails(lambda: lifecycles.Create(lifecycles_pb2.CreateLifecycleRequest(
+        space="Default", name=f"Bad-{suffix}",
+        phases=[lifecycles_pb2.Phase(name="One", environments=["Environments-999999"])]),
+        metadata=admin), grpc.StatusCode.INVALID_ARGUMENT, "a phase naming no environment")
+    lifecycle = lifecycles.Create(lifecycles_pb2.CreateLifecycleRequest(
+        space="Default", name=f"Straight-{suffix}",
+        phases=[lifecycles_pb2.Phase(name="Only", environments=[env.id])]), metadata=admin)
+    check(lifecycle.phases[0].environments == [env.id], f"lifecycle {lifecycle.id}")
     project = projects.Create(projects_pb2.CreateProjectRequest(
-        space="Default", name=f"Shop-{suffix}", description="over gRPC"), metadata=admin)
+        space="Default", name=f"Shop-{suffix}", description="over gRPC",
+        lifecycle_id=lifecycle.id), metadata=admin)
+    check(project.lifecycle_id == lifecycle.id, "the project goes through it")
     check(project.id.startswith("Projects-"), f"project {project.id}")
     step = projects_pb2.Step(
         name="Greet",
@@ -273,18 +285,88 @@ def main():
         check(True, "cancelled streams gave their places back")
         tasks.Cancel(tasks_pb2.CancelTaskRequest(id=long.id), metadata=admin)
 
+    # A runbook of the project: its process, published, run in the environment, followed.
+    runbooks = runbooks_pb2_grpc.RunbooksStub(channel)
+    rb = runbooks.Create(runbooks_pb2.CreateRunbookRequest(
+        space="Default", name=f"Restart-{suffix}", project_id=project.id), metadata=admin)
+    fails(lambda: runbooks.Run(runbooks_pb2.RunRunbookRequest(
+        space="Default", id=rb.id, environment_id=env.id), metadata=admin),
+        grpc.StatusCode.FAILED_PRECONDITION, "running a runbook never published")
+    rp = runbooks.UpdateProcess(runbooks_pb2.UpdateRunbookProcessRequest(
+        space="Default", id=rb.id, version=rb.version, steps=[projects_pb2.Step(
+            name="Restart", script=projects_pb2.ScriptAction(script="echo restarting #{Greeting}"))]),
+        metadata=admin)
+    check(len(rp.steps) == 1, "the runbook's process is saved")
+    published = runbooks.Publish(runbooks_pb2.PublishRunbookRequest(space="Default", id=rb.id),
+                                 metadata=admin)
+    check(published.HasField("published_at") and published.published_by.startswith("admin"),
+          f"published by {published.published_by}")
+    run = runbooks.Run(runbooks_pb2.RunRunbookRequest(space="Default", id=rb.id,
+                                                      environment_id=env.id), metadata=admin)
+    run_log = "".join(c.text for c in tasks.WatchLog(tasks_pb2.WatchLogRequest(id=run.id),
+                                                     metadata=reader, timeout=120))
+    ran = tasks.Get(tasks_pb2.GetTaskRequest(id=run.id), metadata=reader)
+    check(ran.kind == "RunbookRun" and ran.state == tasks_pb2.TASK_STATE_SUCCESS
+          and "restarting Cuttle" in run_log, "the runbook ran with the project's variables")
+
+    # Nodes: listed; a task cap changed and put back.
+    nodes = nodes_pb2_grpc.NodesStub(channel)
+    listed_nodes = nodes.List(nodes_pb2.ListNodesRequest(), metadata=reader).items
+    check(len(listed_nodes) >= 1 and all(n.online for n in listed_nodes),
+          f"nodes: {[n.name for n in listed_nodes]}")
+    first = listed_nodes[0]
+    fails(lambda: nodes.Update(nodes_pb2.UpdateNodeRequest(name=first.name, task_cap=3),
+                               metadata=reader),
+          grpc.StatusCode.PERMISSION_DENIED, "a reader changing a node")
+    changed = nodes.Update(nodes_pb2.UpdateNodeRequest(name=first.name, task_cap=first.task_cap + 1),
+                           metadata=admin)
+    check(changed.task_cap == first.task_cap + 1 and not changed.draining,
+          "an admin changes its task cap; draining stays")
+    nodes.Update(nodes_pb2.UpdateNodeRequest(name=first.name, task_cap=first.task_cap),
+                 metadata=admin)
+    if os.environ.get("CUTTLE_CHECK_DRAIN"):
+        sleeper = struct_pb2.Struct()
+        sleeper.update({"duration_ms": 1500})
+        busy = tasks.Create(tasks_pb2.CreateTaskRequest(kind="Sleep", arguments=sleeper),
+                            metadata=admin)
+        deadline = time.time() + 30
+        while tasks.Get(tasks_pb2.GetTaskRequest(id=busy.id), metadata=reader).state \
+                == tasks_pb2.TASK_STATE_QUEUED and time.time() < deadline:
+            time.sleep(0.05)
+        seen = [n.running_tasks for n in nodes.Drain(nodes_pb2.DrainNodeRequest(name=first.name),
+                                                     metadata=admin, timeout=60)]
+        check(seen[0] >= 1 and seen[-1] == 0,
+              f"Drain follows the node until it runs nothing: running tasks {seen}")
+        done = tasks.Get(tasks_pb2.GetTaskRequest(id=busy.id), metadata=reader)
+        check(done.state == tasks_pb2.TASK_STATE_SUCCESS, "its task finished first")
+        back = nodes.Update(nodes_pb2.UpdateNodeRequest(name=first.name, draining=False),
+                            metadata=admin)
+        check(not back.draining, "undrained")
+
     packages = packages_pb2_grpc.PackagesStub(channel)
     mib = int(os.environ.get("CUTTLE_PACKAGE_MIB", "4"))
     package_round_trip(packages, packages_pb2, admin, reader, suffix, mib, fails)
 
-    # Its environment goes (so a second run deploys on the default lifecycle again).
+    # The environment stays while a lifecycle names it; out of the lifecycle, it goes. The
+    # lifecycle stays while a project uses it.
     current = envs.Get(environments_pb2.GetEnvironmentRequest(space="Default", id=env.id),
                        metadata=reader)
+    fails(lambda: envs.Delete(environments_pb2.DeleteEnvironmentRequest(
+        space="Default", id=env.id, version=current.version), metadata=admin),
+        grpc.StatusCode.FAILED_PRECONDITION, "deleting an environment a lifecycle names")
+    emptied = lifecycles.Update(lifecycles_pb2.UpdateLifecycleRequest(
+        space="Default", id=lifecycle.id, name=lifecycle.name, phases=[],
+        version=lifecycle.version), metadata=admin)
+    check(len(emptied.phases) == 0 and emptied.version > lifecycle.version,
+          "the lifecycle is changed at the version read")
     envs.Delete(environments_pb2.DeleteEnvironmentRequest(
         space="Default", id=env.id, version=current.version), metadata=admin)
     fails(lambda: envs.Get(environments_pb2.GetEnvironmentRequest(space="Default", id=env.id),
                            metadata=reader),
         grpc.StatusCode.NOT_FOUND, "the deleted environment")
+    fails(lambda: lifecycles.Delete(lifecycles_pb2.DeleteLifecycleRequest(
+        space="Default", id=lifecycle.id), metadata=admin),
+        grpc.StatusCode.FAILED_PRECONDITION, "deleting a lifecycle a project uses")
     print("all checks passed", flush=True)
 
 

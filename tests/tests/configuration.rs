@@ -186,10 +186,19 @@ fn environments_and_lifecycles_are_versioned_ordered_and_checked(db: Database) {
     let (status, err) = n1.request("DELETE", &prod_path, None);
     assert_eq!(status, 409, "{err}");
     assert!(error_of(&err).contains("Standard"), "{err}");
-    assert_eq!(
-        n1.request("DELETE", &format!("{lcs}/{}", id(&lc)), None).0,
-        204
+    // A lifecycle a project goes through stays until the project goes another way.
+    let (status, project) = n1.post(
+        "/api/spaces/default/projects",
+        &json!({"name": "Uses Standard", "lifecycle_id": id(&lc)}),
     );
+    assert_eq!(status, 201, "{project}");
+    let lc_path = format!("{lcs}/{}", id(&lc));
+    let (status, err) = n1.request("DELETE", &lc_path, None);
+    assert_eq!(status, 409, "{err}");
+    assert!(error_of(&err).contains("Uses Standard"), "{err}");
+    let project_path = format!("/api/spaces/default/projects/{}", id(&project));
+    assert_eq!(n1.request("DELETE", &project_path, None).0, 204);
+    assert_eq!(n1.request("DELETE", &lc_path, None).0, 204);
     assert_eq!(n1.request("DELETE", &prod_path, None).0, 204);
     assert_eq!(n2.get(&prod_path).0, 404);
     assert_eq!(names(&n2.get(envs).1), ["Development", "Staging"]);

@@ -93,6 +93,7 @@ fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
     let env = [
         ("CUTTLE_CHECK_STREAM_LIMIT", "1"),
         ("CUTTLE_PACKAGE_MIB", "200"),
+        ("CUTTLE_CHECK_DRAIN", "1"),
     ];
     let before = peak_rss_kib(node.pid().unwrap());
     run_client_with(&dir, &target, &certs.ca_pem, keys, "tls", &env);

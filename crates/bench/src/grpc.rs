@@ -177,7 +177,12 @@ pub(crate) fn run(samples: usize, size_mib: u64) -> Result<()> {
         .build()?;
     let channel = |node: &Node| {
         let url = format!("http://127.0.0.1:{}", node.public_grpc_port);
-        rt.block_on(async { Channel::from_shared(url)?.connect().await.map_err(anyhow::Error::from) })
+        rt.block_on(async {
+            Channel::from_shared(url)?
+                .connect()
+                .await
+                .map_err(anyhow::Error::from)
+        })
     };
 
     println!(
@@ -218,7 +223,8 @@ pub(crate) fn run(samples: usize, size_mib: u64) -> Result<()> {
     let secs = rt.block_on(grpc_upload(channel(&nodes[0])?, &key, &src, &sha, "1.0.0"))?;
     let grpc_growth = peak_rss_kib(nodes[0].pid().context("n1's pid")?).saturating_sub(before);
     let before = peak_rss_kib(nodes[1].pid().context("n2's pid")?);
-    let url = nodes[1].url("/api/spaces/Spaces-1/packages/raw?package_id=Bench.Rest&version=1.0.0&format=tar.gz");
+    let url = nodes[1]
+        .url("/api/spaces/Spaces-1/packages/raw?package_id=Bench.Rest&version=1.0.0&format=tar.gz");
     let rest_secs = crate::upload::upload_seconds(&url, &key, &src, &sha, None)?;
     let rest_growth = peak_rss_kib(nodes[1].pid().context("n2's pid")?).saturating_sub(before);
     println!("| way | seconds | MiB/s | node's peak RSS growth |");

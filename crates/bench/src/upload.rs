@@ -40,7 +40,13 @@ fn cp_seconds(src: &Path, dst: &Path) -> Result<f64> {
 
 /// Uploads the file to `url` with curl (a client that is not the bottleneck: ureq's reader
 /// upload runs at a third of the node's speed); seconds. `ca` is the PEM to trust for HTTPS.
-pub(crate) fn upload_seconds(url: &str, key: &str, file: &Path, sha: &str, ca: Option<&Path>) -> Result<f64> {
+pub(crate) fn upload_seconds(
+    url: &str,
+    key: &str,
+    file: &Path,
+    sha: &str,
+    ca: Option<&Path>,
+) -> Result<f64> {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sS",

@@ -7,9 +7,12 @@
 mod convert;
 mod deployments;
 mod environments;
+mod lifecycles;
+mod nodes;
 mod packages;
 mod projects;
 mod releases;
+mod runbooks;
 mod spaces;
 mod tasks;
 
@@ -39,6 +42,9 @@ const SERVICES: &[(&str, &[(&str, Need)])] = &[
     (releases::SERVICE, releases::NEEDS),
     (deployments::SERVICE, deployments::NEEDS),
     (packages::SERVICE, packages::NEEDS),
+    (nodes::SERVICE, nodes::NEEDS),
+    (lifecycles::SERVICE, lifecycles::NEEDS),
+    (runbooks::SERVICE, runbooks::NEEDS),
 ];
 
 /// The largest message a method takes (REST's body limit); uploads take larger data messages.
@@ -111,7 +117,10 @@ pub(crate) async fn serve(
         .add_service(projects::server(state.clone()))
         .add_service(releases::server(state.clone()))
         .add_service(deployments::server(state.clone()))
-        .add_service(packages::server(state.clone()));
+        .add_service(packages::server(state.clone()))
+        .add_service(nodes::server(state.clone()))
+        .add_service(lifecycles::server(state.clone()))
+        .add_service(runbooks::server(state.clone()));
     let guard = Guard {
         state: state.clone(),
         needs: Arc::new(method_needs()),
@@ -228,7 +237,8 @@ async fn within_deadlines(
                 let piece = piece.map_err(|e| Status::cancelled(e.to_string()))?;
                 if whole.len() + piece.len() > max {
                     return Err(Status::resource_exhausted(format!(
-                        "the request is over {max} bytes"
+                        "the request message is over {} bytes",
+                        max - 5
                     )));
                 }
                 whole.extend_from_slice(&piece);

@@ -123,7 +123,7 @@ pub(super) fn step(s: &Step) -> pb::Step {
 
 /// A step as written, with REST's defaults for what it leaves unset; the planner checks the
 /// rest when the process is saved.
-fn core_step(i: usize, s: pb::Step) -> Result<Step, Status> {
+pub(super) fn core_step(i: usize, s: pb::Step) -> Result<Step, Status> {
     let shell = |sh: String| if sh.is_empty() { "sh".to_owned() } else { sh };
     let timeout = |t: u64| {
         if t == 0 {

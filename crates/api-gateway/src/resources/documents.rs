@@ -27,6 +27,9 @@ use crate::AppState;
 /// The kind of document spaces are.
 pub(crate) const SPACE: &str = "Space";
 pub(crate) const SPACE_PREFIX: &str = "Spaces-";
+/// The kind of document projects are (here, for the resources that look projects up without
+/// depending on `projects`).
+pub(crate) const PROJECT: &str = "Project";
 
 /// A configuration resource stored as a document.
 pub(crate) trait DocumentResource: Send + Sync + 'static {

@@ -132,8 +132,29 @@ impl DocumentResource for Lifecycles {
         .await
     }
 
-    async fn check_delete(_: &AppState, _: &Document, _: &Document) -> Result<(), ApiError> {
-        Ok(())
+    /// A lifecycle a project goes through stays until no project does (its deployments could
+    /// not be checked without it).
+    async fn check_delete(s: &AppState, space: &Document, doc: &Document) -> Result<(), ApiError> {
+        let id = format!("{}{}", Self::ID_PREFIX, doc.id);
+        let users: Vec<String> = s
+            .store
+            .list_documents(&docs::space_id(space), docs::PROJECT)
+            .await?
+            .into_iter()
+            .filter(|p| p.body.get("lifecycle_id").and_then(|v| v.as_str()) == Some(id.as_str()))
+            .map(|p| format!("{:?}", p.name))
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            cuttle_core::ErrorCode::Conflict,
+            format!(
+                "lifecycle {:?} is used by project(s) {}: give them another lifecycle first",
+                doc.name,
+                users.join(", ")
+            ),
+        ))
     }
 }
 

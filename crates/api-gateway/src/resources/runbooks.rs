@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use cuttle_core::plan::Process;
 use cuttle_core::{format_rfc3339_ms, ErrorCode, NewTask, RunbookArgs, TaskKind, TaskRecord};
 use cuttle_storage::{Audit, Document};
 use serde::{Deserialize, Serialize};
@@ -137,9 +138,33 @@ async fn read_process(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let doc = runbook(&s, &space, &raw).await?;
-    process_part::answer("runbook_id", Runbooks::ID_PREFIX, &doc, &process_of(&doc)?)
+    let (doc, process) = runbook_process(&s, (&space, &raw)).await?;
+    process_part::answer("runbook_id", Runbooks::ID_PREFIX, &doc, &process)
+}
+
+/// A runbook and its process as edited, by the space and id as the client named them.
+pub(crate) async fn runbook_process(
+    s: &AppState,
+    (space, raw): (&str, &str),
+) -> Result<(Document, Process), ApiError> {
+    let space = resolve_space(s, space).await?;
+    let doc = runbook(s, &space, raw).await?;
+    let process = process_of(&doc)?;
+    Ok((doc, process))
+}
+
+/// Replaces a runbook's process whole at `version`. REST's and gRPC's one way.
+pub(crate) async fn replace_runbook_process(
+    s: &AppState,
+    caller: &Caller,
+    (space, raw): (&str, &str),
+    process: Process,
+    version: Option<i64>,
+) -> Result<(Document, Process), ApiError> {
+    let space = resolve_space(s, space).await?;
+    let doc = runbook(s, &space, raw).await?;
+    let owner = (Runbooks::ID_PREFIX, "runbook.process.update");
+    process_part::save_process(s, caller, &space, &doc, owner, process, version).await
 }
 
 async fn replace_process(
@@ -165,14 +190,24 @@ async fn replace_process(
     .await
 }
 
-/// Freezes the process and the project's variables as they are now: what runs from now on.
 async fn publish(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
-    let doc = runbook(&s, &space, &raw).await?;
+    let saved = publish_runbook(&s, &caller, (&space, &raw)).await?;
+    Ok(Json(Runbooks::show(&saved)).into_response())
+}
+
+/// Freezes the process and the project's variables as they are now: what runs from now on.
+/// REST's and gRPC's one way to publish.
+pub(crate) async fn publish_runbook(
+    s: &AppState,
+    caller: &Caller,
+    (space, raw): (&str, &str),
+) -> Result<Document, ApiError> {
+    let space = resolve_space(s, space).await?;
+    let doc = runbook(s, &space, raw).await?;
     let project_id = doc.body["project_id"]
         .as_str()
         .unwrap_or_default()
@@ -202,9 +237,9 @@ async fn publish(
         "published_at": format_rfc3339_ms(now_ms()),
         "published_by": caller.actor(),
     });
-    let saved = write_part(
-        &s,
-        &caller,
+    write_part(
+        s,
+        caller,
         &doc,
         Runbooks::ID_PREFIX,
         doc.version,
@@ -213,8 +248,7 @@ async fn publish(
         "runbook.publish",
         json!({"project": project_id}),
     )
-    .await?;
-    Ok(Json(Runbooks::show(&saved)).into_response())
+    .await
 }
 
 fn now_ms() -> i64 {
@@ -225,22 +259,33 @@ fn now_ms() -> i64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunWrite {
-    environment_id: String,
+pub(crate) struct RunWrite {
+    pub(crate) environment_id: String,
     #[serde(default)]
-    targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
 }
 
-/// Runs the published runbook against an environment: a `RunbookRun` task.
 async fn run(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathParams((space, raw)): PathParams<(String, String)>,
     JsonBody(w): JsonBody<RunWrite>,
 ) -> ApiResult {
-    let space = resolve_space(&s, &space).await?;
+    let record = run_runbook(&s, &caller, (&space, &raw), w).await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// Runs the published runbook against an environment: a `RunbookRun` task, audited. REST's
+/// and gRPC's one way to run one.
+pub(crate) async fn run_runbook(
+    s: &AppState,
+    caller: &Caller,
+    (space, raw): (&str, &str),
+    w: RunWrite,
+) -> Result<TaskRecord, ApiError> {
+    let space = resolve_space(s, space).await?;
     let sid = space_id(&space);
-    let doc = runbook(&s, &space, &raw).await?;
+    let doc = runbook(s, &space, raw).await?;
     if doc.body.get("published").is_none_or(Value::is_null) {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -280,5 +325,5 @@ async fn run(
         Box::new(move |t| by.event("runbook.run", t.id, details.clone()));
     let record = s.store.enqueue(&task, Some(audit)).await?;
     s.waker.enqueued();
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    Ok(record)
 }

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::scoped::Api;
 use crate::AppState;
 
-pub(crate) const PROJECT: &str = "Project";
+pub(crate) use super::documents::PROJECT;
 
 pub(crate) struct Projects;
 
