@@ -11,6 +11,7 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::convert::{caller, required, status, text, timestamp};
+use super::documents as docs;
 use crate::resources::documents::{ops, DocumentResource};
 use crate::resources::environments::Environments;
 use crate::scoped::{Need, OPERATOR, READER};
@@ -59,11 +60,8 @@ impl Service for EnvironmentsApi {
         &self,
         req: Request<ListEnvironmentsRequest>,
     ) -> Result<Response<ListEnvironmentsReply>, Status> {
-        let space = required("space", &req.get_ref().space)?;
-        let docs = ops::list::<Environments>(&self.s, space)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(listed(&docs)))
+        let all = docs::list::<Environments>(&self.s, &req.get_ref().space).await?;
+        Ok(Response::new(listed(&all)))
     }
 
     async fn get(
@@ -71,10 +69,7 @@ impl Service for EnvironmentsApi {
         req: Request<GetEnvironmentRequest>,
     ) -> Result<Response<Environment>, Status> {
         let r = req.get_ref();
-        let space = required("space", &r.space)?;
-        let d = ops::get::<Environments>(&self.s, space, &r.id)
-            .await
-            .map_err(status)?;
+        let d = docs::get::<Environments>(&self.s, (&r.space, &r.id)).await?;
         Ok(Response::new(environment(&d)))
     }
 
@@ -84,11 +79,8 @@ impl Service for EnvironmentsApi {
     ) -> Result<Response<Environment>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body = json!({"name": r.name, "description": r.description});
-        let d = ops::create::<Environments>(&self.s, &caller, space, body)
-            .await
-            .map_err(status)?;
+        let d = docs::create::<Environments>(&self.s, &caller, &r.space, body).await?;
         Ok(Response::new(environment(&d)))
     }
 
@@ -98,12 +90,9 @@ impl Service for EnvironmentsApi {
     ) -> Result<Response<Environment>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body = json!({"name": r.name, "description": r.description});
-        let d =
-            ops::replace::<Environments>(&self.s, &caller, (space, &r.id), body, Some(r.version))
-                .await
-                .map_err(status)?;
+        let at = (&*r.space, &*r.id);
+        let d = docs::update::<Environments>(&self.s, &caller, at, (body, r.version)).await?;
         Ok(Response::new(environment(&d)))
     }
 
@@ -113,10 +102,7 @@ impl Service for EnvironmentsApi {
     ) -> Result<Response<DeleteEnvironmentReply>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
-        ops::delete::<Environments>(&self.s, &caller, (space, &r.id), r.version)
-            .await
-            .map_err(status)?;
+        docs::delete::<Environments>(&self.s, &caller, (&r.space, &r.id), r.version).await?;
         Ok(Response::new(DeleteEnvironmentReply {}))
     }
 
@@ -127,9 +113,9 @@ impl Service for EnvironmentsApi {
         let caller = caller(&req)?;
         let r = req.into_inner();
         let space = required("space", &r.space)?;
-        let docs = ops::reorder::<Environments>(&self.s, &caller, space, &r.ids)
+        let ordered = ops::reorder::<Environments>(&self.s, &caller, space, &r.ids)
             .await
             .map_err(status)?;
-        Ok(Response::new(listed(&docs)))
+        Ok(Response::new(listed(&ordered)))
     }
 }

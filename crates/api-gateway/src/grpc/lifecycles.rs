@@ -6,8 +6,9 @@ use cuttle_storage::Document;
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
-use super::convert::{caller, required, status, text, timestamp};
-use crate::resources::documents::{ops, DocumentResource};
+use super::convert::{caller, status, text, timestamp};
+use super::documents as docs;
+use crate::resources::documents::DocumentResource;
 use crate::resources::lifecycles::Lifecycles;
 use crate::scoped::{Need, OPERATOR, READER};
 use crate::AppState;
@@ -75,11 +76,8 @@ impl Service for LifecyclesApi {
         &self,
         req: Request<pb::ListLifecyclesRequest>,
     ) -> Result<Response<pb::ListLifecyclesReply>, Status> {
-        let space = required("space", &req.get_ref().space)?;
-        let docs = ops::list::<Lifecycles>(&self.s, space)
-            .await
-            .map_err(status)?;
-        let items = docs.iter().map(lifecycle).collect::<Result<_, _>>()?;
+        let all = docs::list::<Lifecycles>(&self.s, &req.get_ref().space).await?;
+        let items = all.iter().map(lifecycle).collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListLifecyclesReply { items }))
     }
 
@@ -88,10 +86,7 @@ impl Service for LifecyclesApi {
         req: Request<pb::GetLifecycleRequest>,
     ) -> Result<Response<pb::Lifecycle>, Status> {
         let r = req.get_ref();
-        let space = required("space", &r.space)?;
-        let d = ops::get::<Lifecycles>(&self.s, space, &r.id)
-            .await
-            .map_err(status)?;
+        let d = docs::get::<Lifecycles>(&self.s, (&r.space, &r.id)).await?;
         Ok(Response::new(lifecycle(&d)?))
     }
 
@@ -101,11 +96,8 @@ impl Service for LifecyclesApi {
     ) -> Result<Response<pb::Lifecycle>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body = write(r.name, r.description, r.phases);
-        let d = ops::create::<Lifecycles>(&self.s, &caller, space, body)
-            .await
-            .map_err(status)?;
+        let d = docs::create::<Lifecycles>(&self.s, &caller, &r.space, body).await?;
         Ok(Response::new(lifecycle(&d)?))
     }
 
@@ -115,11 +107,9 @@ impl Service for LifecyclesApi {
     ) -> Result<Response<pb::Lifecycle>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body = write(r.name, r.description, r.phases);
-        let d = ops::replace::<Lifecycles>(&self.s, &caller, (space, &r.id), body, Some(r.version))
-            .await
-            .map_err(status)?;
+        let at = (&*r.space, &*r.id);
+        let d = docs::update::<Lifecycles>(&self.s, &caller, at, (body, r.version)).await?;
         Ok(Response::new(lifecycle(&d)?))
     }
 
@@ -129,10 +119,7 @@ impl Service for LifecyclesApi {
     ) -> Result<Response<pb::DeleteLifecycleReply>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
-        ops::delete::<Lifecycles>(&self.s, &caller, (space, &r.id), r.version)
-            .await
-            .map_err(status)?;
+        docs::delete::<Lifecycles>(&self.s, &caller, (&r.space, &r.id), r.version).await?;
         Ok(Response::new(pb::DeleteLifecycleReply {}))
     }
 }

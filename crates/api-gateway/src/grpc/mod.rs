@@ -6,6 +6,7 @@
 
 mod convert;
 mod deployments;
+mod documents;
 mod environments;
 mod lifecycles;
 mod nodes;

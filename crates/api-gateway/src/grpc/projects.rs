@@ -9,10 +9,9 @@ use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
 use super::convert::{caller, invalid, required, status, text, timestamp};
-use crate::resources::documents::{ops, DocumentResource};
-use crate::resources::projects::{
-    read_process, read_variables, replace_process, replace_variables, Projects,
-};
+use super::documents as docs;
+use crate::resources::documents::DocumentResource;
+use crate::resources::projects::{read_variables, replace_variables, Projects};
 use crate::scoped::{Need, OPERATOR, READER};
 use crate::AppState;
 
@@ -237,12 +236,9 @@ impl Service for ProjectsApi {
         &self,
         req: Request<pb::ListProjectsRequest>,
     ) -> Result<Response<pb::ListProjectsReply>, Status> {
-        let space = required("space", &req.get_ref().space)?;
-        let docs = ops::list::<Projects>(&self.s, space)
-            .await
-            .map_err(status)?;
+        let all = docs::list::<Projects>(&self.s, &req.get_ref().space).await?;
         Ok(Response::new(pb::ListProjectsReply {
-            items: docs.iter().map(project).collect(),
+            items: all.iter().map(project).collect(),
         }))
     }
 
@@ -251,10 +247,7 @@ impl Service for ProjectsApi {
         req: Request<pb::GetProjectRequest>,
     ) -> Result<Response<pb::Project>, Status> {
         let r = req.get_ref();
-        let space = required("space", &r.space)?;
-        let d = ops::get::<Projects>(&self.s, space, &r.id)
-            .await
-            .map_err(status)?;
+        let d = docs::get::<Projects>(&self.s, (&r.space, &r.id)).await?;
         Ok(Response::new(project(&d)))
     }
 
@@ -264,11 +257,8 @@ impl Service for ProjectsApi {
     ) -> Result<Response<pb::Project>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body = settings(r.name, r.description, r.lifecycle_id, r.retention);
-        let d = ops::create::<Projects>(&self.s, &caller, space, body)
-            .await
-            .map_err(status)?;
+        let d = docs::create::<Projects>(&self.s, &caller, &r.space, body).await?;
         Ok(Response::new(project(&d)))
     }
 
@@ -278,11 +268,9 @@ impl Service for ProjectsApi {
     ) -> Result<Response<pb::Project>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body = settings(r.name, r.description, r.lifecycle_id, r.retention);
-        let d = ops::replace::<Projects>(&self.s, &caller, (space, &r.id), body, Some(r.version))
-            .await
-            .map_err(status)?;
+        let at = (&*r.space, &*r.id);
+        let d = docs::update::<Projects>(&self.s, &caller, at, (body, r.version)).await?;
         Ok(Response::new(project(&d)))
     }
 
@@ -292,10 +280,7 @@ impl Service for ProjectsApi {
     ) -> Result<Response<pb::DeleteProjectReply>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
-        ops::delete::<Projects>(&self.s, &caller, (space, &r.id), r.version)
-            .await
-            .map_err(status)?;
+        docs::delete::<Projects>(&self.s, &caller, (&r.space, &r.id), r.version).await?;
         Ok(Response::new(pb::DeleteProjectReply {}))
     }
 
@@ -304,10 +289,7 @@ impl Service for ProjectsApi {
         req: Request<pb::GetProcessRequest>,
     ) -> Result<Response<pb::Process>, Status> {
         let r = req.get_ref();
-        let space = required("space", &r.space)?;
-        let (doc, p) = read_process(&self.s, (space, &r.id))
-            .await
-            .map_err(status)?;
+        let (doc, p) = docs::process::<Projects>(&self.s, (&r.space, &r.id)).await?;
         Ok(Response::new(process(&doc, &p)))
     }
 
@@ -317,22 +299,11 @@ impl Service for ProjectsApi {
     ) -> Result<Response<pb::Process>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
-        let steps = r
-            .steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, st)| core_step(i, st))
-            .collect::<Result<Vec<Step>, Status>>()?;
-        let (doc, p) = replace_process(
-            &self.s,
-            &caller,
-            (space, &r.id),
-            Process { steps },
-            Some(r.version),
-        )
-        .await
-        .map_err(status)?;
+        let at = (&*r.space, &*r.id);
+        let action = "project.process.update";
+        let (doc, p) =
+            docs::update_process::<Projects>(&self.s, &caller, at, (r.steps, r.version), action)
+                .await?;
         Ok(Response::new(process(&doc, &p)))
     }
 

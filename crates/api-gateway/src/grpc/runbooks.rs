@@ -1,7 +1,7 @@
 //! `cuttle.v1.Runbooks`: settings through the document operations, the process, publishing and
 //! runs through the operations REST's runbook routes use.
 
-use cuttle_core::plan::{Process, Step};
+use cuttle_core::plan::Process;
 use cuttle_proto::v1 as pb;
 use cuttle_proto::v1::runbooks_server::{Runbooks as Service, RunbooksServer};
 use cuttle_storage::Document;
@@ -9,12 +9,11 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::convert::{caller, required, status, text, timestamp};
-use super::projects::{core_step, step};
+use super::documents as docs;
+use super::projects::step;
 use super::tasks::task;
-use crate::resources::documents::{ops, DocumentResource};
-use crate::resources::runbooks::{
-    publish_runbook, replace_runbook_process, run_runbook, runbook_process, RunWrite, Runbooks,
-};
+use crate::resources::documents::DocumentResource;
+use crate::resources::runbooks::{publish_runbook, run_runbook, RunWrite, Runbooks};
 use crate::scoped::{Need, DEPLOYER, OPERATOR, READER};
 use crate::AppState;
 
@@ -75,12 +74,9 @@ impl Service for RunbooksApi {
         &self,
         req: Request<pb::ListRunbooksRequest>,
     ) -> Result<Response<pb::ListRunbooksReply>, Status> {
-        let space = required("space", &req.get_ref().space)?;
-        let docs = ops::list::<Runbooks>(&self.s, space)
-            .await
-            .map_err(status)?;
+        let all = docs::list::<Runbooks>(&self.s, &req.get_ref().space).await?;
         Ok(Response::new(pb::ListRunbooksReply {
-            items: docs.iter().map(runbook).collect(),
+            items: all.iter().map(runbook).collect(),
         }))
     }
 
@@ -89,10 +85,7 @@ impl Service for RunbooksApi {
         req: Request<pb::GetRunbookRequest>,
     ) -> Result<Response<pb::Runbook>, Status> {
         let r = req.get_ref();
-        let space = required("space", &r.space)?;
-        let d = ops::get::<Runbooks>(&self.s, space, &r.id)
-            .await
-            .map_err(status)?;
+        let d = docs::get::<Runbooks>(&self.s, (&r.space, &r.id)).await?;
         Ok(Response::new(runbook(&d)))
     }
 
@@ -102,12 +95,9 @@ impl Service for RunbooksApi {
     ) -> Result<Response<pb::Runbook>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body =
             json!({"name": r.name, "project_id": r.project_id, "description": r.description});
-        let d = ops::create::<Runbooks>(&self.s, &caller, space, body)
-            .await
-            .map_err(status)?;
+        let d = docs::create::<Runbooks>(&self.s, &caller, &r.space, body).await?;
         Ok(Response::new(runbook(&d)))
     }
 
@@ -117,12 +107,10 @@ impl Service for RunbooksApi {
     ) -> Result<Response<pb::Runbook>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
         let body =
             json!({"name": r.name, "project_id": r.project_id, "description": r.description});
-        let d = ops::replace::<Runbooks>(&self.s, &caller, (space, &r.id), body, Some(r.version))
-            .await
-            .map_err(status)?;
+        let at = (&*r.space, &*r.id);
+        let d = docs::update::<Runbooks>(&self.s, &caller, at, (body, r.version)).await?;
         Ok(Response::new(runbook(&d)))
     }
 
@@ -132,10 +120,7 @@ impl Service for RunbooksApi {
     ) -> Result<Response<pb::DeleteRunbookReply>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
-        ops::delete::<Runbooks>(&self.s, &caller, (space, &r.id), r.version)
-            .await
-            .map_err(status)?;
+        docs::delete::<Runbooks>(&self.s, &caller, (&r.space, &r.id), r.version).await?;
         Ok(Response::new(pb::DeleteRunbookReply {}))
     }
 
@@ -144,10 +129,7 @@ impl Service for RunbooksApi {
         req: Request<pb::GetRunbookProcessRequest>,
     ) -> Result<Response<pb::RunbookProcess>, Status> {
         let r = req.get_ref();
-        let space = required("space", &r.space)?;
-        let (doc, p) = runbook_process(&self.s, (space, &r.id))
-            .await
-            .map_err(status)?;
+        let (doc, p) = docs::process::<Runbooks>(&self.s, (&r.space, &r.id)).await?;
         Ok(Response::new(process(&doc, &p)))
     }
 
@@ -157,22 +139,11 @@ impl Service for RunbooksApi {
     ) -> Result<Response<pb::RunbookProcess>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        let space = required("space", &r.space)?;
-        let steps = r
-            .steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, st)| core_step(i, st))
-            .collect::<Result<Vec<Step>, Status>>()?;
-        let (doc, p) = replace_runbook_process(
-            &self.s,
-            &caller,
-            (space, &r.id),
-            Process { steps },
-            Some(r.version),
-        )
-        .await
-        .map_err(status)?;
+        let at = (&*r.space, &*r.id);
+        let action = "runbook.process.update";
+        let (doc, p) =
+            docs::update_process::<Runbooks>(&self.s, &caller, at, (r.steps, r.version), action)
+                .await?;
         Ok(Response::new(process(&doc, &p)))
     }
 

@@ -9,7 +9,8 @@ use cuttle_core::plan::Process;
 use cuttle_storage::Document;
 use serde_json::{json, Value};
 
-use super::documents::{required_version, split_version, write_part};
+use super::documents::DocumentResource;
+use super::documents::{ops, required_version, resolve_space, split_version, write_part};
 use super::environments::check_environments;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -100,4 +101,37 @@ pub(crate) async fn save_process(
     )
     .await?;
     Ok((saved, process))
+}
+
+/// A document and its process, by the space and id as the client named them.
+pub(crate) async fn read<R: DocumentResource>(
+    s: &AppState,
+    (space, raw): (&str, &str),
+) -> Result<(Document, Process), ApiError> {
+    let doc = ops::get::<R>(s, space, raw).await?;
+    let process = process_of(&doc)?;
+    Ok((doc, process))
+}
+
+/// Replaces a document's process whole at `version`, audited as `action`. REST's and gRPC's one
+/// way.
+pub(crate) async fn replace<R: DocumentResource>(
+    s: &AppState,
+    caller: &Caller,
+    (space, raw): (&str, &str),
+    (process, version): (Process, Option<i64>),
+    action: &'static str,
+) -> Result<(Document, Process), ApiError> {
+    let space_doc = resolve_space(s, space).await?;
+    let doc = ops::get::<R>(s, space, raw).await?;
+    save_process(
+        s,
+        caller,
+        &space_doc,
+        &doc,
+        (R::ID_PREFIX, action),
+        process,
+        version,
+    )
+    .await
 }

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use cuttle_core::plan::Process;
 use cuttle_core::{format_rfc3339_ms, ErrorCode, NewTask, RunbookArgs, TaskKind, TaskRecord};
 use cuttle_storage::{Audit, Document};
 use serde::{Deserialize, Serialize};
@@ -138,33 +137,8 @@ async fn read_process(
     State(s): State<AppState>,
     PathParams((space, raw)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let (doc, process) = runbook_process(&s, (&space, &raw)).await?;
+    let (doc, process) = process_part::read::<Runbooks>(&s, (&space, &raw)).await?;
     process_part::answer("runbook_id", Runbooks::ID_PREFIX, &doc, &process)
-}
-
-/// A runbook and its process as edited, by the space and id as the client named them.
-pub(crate) async fn runbook_process(
-    s: &AppState,
-    (space, raw): (&str, &str),
-) -> Result<(Document, Process), ApiError> {
-    let space = resolve_space(s, space).await?;
-    let doc = runbook(s, &space, raw).await?;
-    let process = process_of(&doc)?;
-    Ok((doc, process))
-}
-
-/// Replaces a runbook's process whole at `version`. REST's and gRPC's one way.
-pub(crate) async fn replace_runbook_process(
-    s: &AppState,
-    caller: &Caller,
-    (space, raw): (&str, &str),
-    process: Process,
-    version: Option<i64>,
-) -> Result<(Document, Process), ApiError> {
-    let space = resolve_space(s, space).await?;
-    let doc = runbook(s, &space, raw).await?;
-    let owner = (Runbooks::ID_PREFIX, "runbook.process.update");
-    process_part::save_process(s, caller, &space, &doc, owner, process, version).await
 }
 
 async fn replace_process(

@@ -7,7 +7,6 @@ mod process;
 mod releases;
 mod variables;
 
-pub(crate) use process::{read_process, replace_process};
 pub(crate) use releases::{create_release, ReleaseWrite, RELEASE_PREFIX};
 pub(crate) use releases::{get_release, list_releases};
 pub(crate) use variables::{read_variables, replace_variables, variables_of};
