@@ -46,18 +46,31 @@ fn run_client_with(
 ) {
     let ca = dir.join(format!("grpc-ca-{suffix}.pem"));
     std::fs::write(&ca, ca_pem).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(python())
-        .arg(root.join("tests/grpc/client.py"))
-        .env("CUTTLE_GRPC_TARGET", target)
-        .env("CUTTLE_GRPC_CA", &ca)
-        .env("CUTTLE_KEY", admin)
-        .env("CUTTLE_READER_KEY", reader)
-        .env("CUTTLE_PROTO_DIR", root.join("proto"))
-        .env("CUTTLE_SUFFIX", suffix)
-        .envs(env.iter().copied())
+    let proto = root().join("proto");
+    let mut settings = vec![
+        ("CUTTLE_GRPC_TARGET", target),
+        ("CUTTLE_KEY", admin),
+        ("CUTTLE_READER_KEY", reader),
+        ("CUTTLE_SUFFIX", suffix),
+    ];
+    settings.extend(env.iter().copied());
+    let mut cmd = Command::new(python());
+    cmd.env("CUTTLE_GRPC_CA", &ca).env("CUTTLE_PROTO_DIR", proto);
+    run_script(cmd, "client.py", &settings);
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `tests/grpc/{script}` with `settings`; panics with its output unless it passed every
+/// check.
+fn run_script(mut cmd: Command, script: &str, settings: &[(&str, &str)]) {
+    let out = cmd
+        .arg(root().join("tests/grpc").join(script))
+        .envs(settings.iter().copied())
         .output()
-        .expect("run the Python gRPC client");
+        .unwrap_or_else(|e| panic!("run tests/grpc/{script}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -65,7 +78,7 @@ fn run_client_with(
     );
     assert!(
         out.status.success() && text.contains("all checks passed"),
-        "the Python client failed against {target}:\n{text}"
+        "tests/grpc/{script} failed:\n{text}"
     );
 }
 
@@ -152,9 +165,8 @@ fn grpc_health_turns_not_serving_when_the_node_starts_shutting_down() {
         t["state"] == "Executing"
     });
     let ready = cluster.dir().join("health-ready");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let watcher = Command::new(python())
-        .arg(root.join("tests/grpc/health.py"))
+        .arg(root().join("tests/grpc/health.py"))
         .env(
             "CUTTLE_GRPC_TARGET",
             format!("127.0.0.1:{}", node.public_grpc_port),
@@ -194,23 +206,13 @@ fn the_grpc_listener_cuts_off_idle_and_stalled_clients() {
         ],
         ..NodeOptions::named("n1", 1)
     });
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(python())
-        .arg(root.join("tests/grpc/slow.py"))
-        .env("CUTTLE_GRPC_HOST", "127.0.0.1")
-        .env("CUTTLE_GRPC_PORT", node.public_grpc_port.to_string())
-        .env("CUTTLE_KEY", &cluster.api_key)
-        .env("CUTTLE_LIMIT_SECS", "5")
-        .output()
-        .expect("run tests/grpc/slow.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("all checks passed"),
-        "{text}"
-    );
+    let port = node.public_grpc_port.to_string();
+    let settings = [
+        ("CUTTLE_GRPC_HOST", "127.0.0.1"),
+        ("CUTTLE_GRPC_PORT", port.as_str()),
+        ("CUTTLE_KEY", cluster.api_key.as_str()),
+        ("CUTTLE_LIMIT_SECS", "5"),
+    ];
+    run_script(Command::new(python()), "slow.py", &settings);
     assert_eq!(node.get("/api/nodes/ping").0, 200, "the node still serves");
 }
