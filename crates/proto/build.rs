@@ -28,6 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A package's bytes are sliced from the received buffer, never copied again.
+        .bytes(".cuttle.v1.UploadPackageRequest.data")
+        .bytes(".cuttle.v1.PackageChunk.data")
         .compile_fds(fds)?;
 
     let mut public = protox::Compiler::new([root])?;

@@ -55,7 +55,8 @@ fn run_client_with(
     ];
     settings.extend(env.iter().copied());
     let mut cmd = Command::new(python());
-    cmd.env("CUTTLE_GRPC_CA", &ca).env("CUTTLE_PROTO_DIR", proto);
+    cmd.env("CUTTLE_GRPC_CA", &ca)
+        .env("CUTTLE_PROTO_DIR", proto);
     run_script(cmd, "client.py", &settings);
 }
 

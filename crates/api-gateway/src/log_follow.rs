@@ -9,12 +9,12 @@ use std::time::Duration;
 use cuttle_core::{TaskId, TaskRecord};
 use tokio::sync::watch;
 
-use crate::ui::streams::{Slot, Watched};
+use crate::ui::streams::{backoff, Slot, Watched};
 use crate::AppState;
 
 /// The most one read of a log takes (and the most of it a web page shows at once).
 pub(crate) const LOG_CHUNK: u64 = 1 << 20;
-/// How often a follower looks for more of a log.
+/// How often a follower looks for more of a log, once nothing has come for a while.
 const FOLLOW: Duration = Duration::from_millis(500);
 
 /// What a follower found.
@@ -30,6 +30,8 @@ pub(crate) enum Step {
 /// Where one follower of one task's log is.
 pub(crate) struct LogFollow {
     offset: u64,
+    /// Looks in a row that found nothing new (how long the next wait is).
+    quiet: u32,
     watched: watch::Receiver<Watched>,
     /// Its place among its person's streams, given back when the follower is dropped.
     _slot: Slot,
@@ -39,6 +41,7 @@ impl LogFollow {
     pub(crate) fn start(s: &AppState, id: TaskId, offset: u64, slot: Slot) -> LogFollow {
         LogFollow {
             offset,
+            quiet: 0,
             watched: s.streams.watch(s, id),
             _slot: slot,
         }
@@ -77,12 +80,14 @@ impl LogFollow {
         };
         self.offset = end_at;
         if !text.is_empty() {
+            self.quiet = 0;
             return Step::Text { text, end_at };
         }
         if complete && finished {
             return Step::Ended;
         }
-        tokio::time::sleep(FOLLOW).await;
+        tokio::time::sleep(backoff(self.quiet, FOLLOW)).await;
+        self.quiet += 1;
         Step::Quiet
     }
 }

@@ -143,7 +143,7 @@ async fn grpc_upload(
             }
             buf.truncate(filled);
             tx.send(UploadPackageRequest {
-                part: Some(Part::Data(buf)),
+                part: Some(Part::Data(buf.into())),
             })
             .await?;
         }

@@ -5,7 +5,6 @@
 use std::io::{Seek, SeekFrom};
 use std::pin::Pin;
 
-use axum::body::Bytes;
 use cuttle_proto::v1 as pb;
 use cuttle_proto::v1::packages_server::{Packages as Service, PackagesServer};
 use cuttle_proto::v1::upload_package_request::Part;
@@ -118,7 +117,7 @@ impl Service for PackagesApi {
         let mut data = messages.map(|m| match m {
             Ok(pb::UploadPackageRequest {
                 part: Some(Part::Data(d)),
-            }) => Ok(Bytes::from(d)),
+            }) => Ok(d),
             Ok(_) => Err("only data may follow the header".to_owned()),
             Err(e) => Err(e.message().to_owned()),
         });
@@ -178,7 +177,7 @@ impl Service for PackagesApi {
                     Ok(bytes) => {
                         let chunk = pb::PackageChunk {
                             package: first.take(),
-                            data: bytes.to_vec(),
+                            data: bytes.clone(),
                             offset: *at,
                         };
                         *at += bytes.len() as u64;

@@ -14,8 +14,15 @@ use crate::AppState;
 
 /// Live-log streams one person may hold open on one node.
 pub(crate) const PER_PERSON: usize = 8;
-/// How often a watcher reads its task.
+/// How often a watcher reads its task, once it has watched a while.
 const POLL: Duration = Duration::from_millis(500);
+
+/// The wait before the `n`th look (from 0) at something that may change soon: 25 ms, doubling,
+/// up to `most`. A short task is seen to end within a few tens of milliseconds; a long one costs
+/// a look every `most`.
+pub(crate) fn backoff(n: u32, most: Duration) -> Duration {
+    Duration::from_millis(25u64 << n.min(10)).min(most)
+}
 
 /// The node's open streams, by person, and its task watchers.
 #[derive(Default)]
@@ -77,6 +84,7 @@ impl Streams {
         watchers.insert(id, tx.clone());
         let (streams, store) = (self.clone(), s.store.clone());
         tokio::spawn(async move {
+            let mut reads = 0;
             loop {
                 let read = match store.get_task(id).await {
                     Ok(Some(t)) => Some(Watched::Task(Box::new(t))),
@@ -89,7 +97,8 @@ impl Streams {
                 if let Some(r) = read {
                     tx.send_replace(r);
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(backoff(reads, POLL)).await;
+                reads += 1;
                 // Decided under the lock, so no follower subscribes to a watcher that stops.
                 let mut watchers = streams.watchers.lock().unwrap_or_else(|p| p.into_inner());
                 if ended || tx.receiver_count() == 0 {
@@ -111,6 +120,16 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn looks_start_fast_and_slow_down() {
+        let most = Duration::from_millis(500);
+        let waits: Vec<u64> = (0..7)
+            .map(|n| backoff(n, most).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [25, 50, 100, 200, 400, 500, 500]);
+        assert_eq!(backoff(u32::MAX, most), most);
+    }
 
     #[test]
     fn a_person_holds_at_most_per_person_streams_and_gets_them_back() {
