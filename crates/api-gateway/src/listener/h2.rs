@@ -22,9 +22,6 @@ use tower::ServiceExt;
 
 /// Calls one client may have open at once on one connection.
 pub(super) const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-const STREAM_WINDOW: u32 = 4 << 20;
-const CONNECTION_WINDOW: u32 = 16 << 20;
-const MAX_FRAME: u32 = 1 << 20;
 /// How often a connection looks at whether it has been idle too long.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -139,12 +136,6 @@ pub(super) async fn serve_connection<IO>(
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        // Room for a client to keep sending while the node writes (an upload): 4 MiB in flight
-        // per call, 16 MiB per connection, in frames of up to 1 MiB. What a connection can hold
-        // in memory is bounded by these.
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
         // A client that vanished without closing is noticed.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
