@@ -217,3 +217,33 @@ fn the_grpc_listener_cuts_off_idle_and_stalled_clients() {
     run_script(Command::new(python()), "slow.py", &settings);
     assert_eq!(node.get("/api/nodes/ping").0, 200, "the node still serves");
 }
+
+/// While its database is down, a node answers gRPC calls UNAVAILABLE (within the database call
+/// deadline, so a client tries another node), and answers them again once it is back.
+#[test]
+fn grpc_calls_are_unavailable_while_the_database_is_down() {
+    let cluster = Cluster::postgres();
+    let node = cluster.start(NodeOptions {
+        env: vec![("CUTTLE_DB_COMMAND_TIMEOUT_SECS".into(), "2".into())],
+        expected_errors: vec!["database".into()],
+        ..NodeOptions::named("n1", 1)
+    });
+    let target = format!("127.0.0.1:{}", node.public_grpc_port);
+    let proto = root().join("proto");
+    let proto = proto.to_str().unwrap();
+    let ask = |expect: &str| {
+        let settings = [
+            ("CUTTLE_GRPC_TARGET", target.as_str()),
+            ("CUTTLE_KEY", cluster.api_key.as_str()),
+            ("CUTTLE_PROTO_DIR", proto),
+            ("CUTTLE_EXPECT", expect),
+            ("CUTTLE_WAIT_SECS", "60"),
+        ];
+        run_script(Command::new(python()), "status.py", &settings);
+    };
+    ask("OK");
+    cluster.stop_database().unwrap();
+    ask("UNAVAILABLE");
+    cluster.start_database().unwrap();
+    ask("OK");
+}
