@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// The internal protocol between roles and with tentacles.
 const INTERNAL: [&str; 2] = ["cuttle/v1/worker.proto", "cuttle/v1/tentacle.proto"];
 /// The public API (`CUTTLE_PUBLIC_GRPC_LISTEN`).
-const PUBLIC: [&str; 10] = [
+const PUBLIC: [&str; 13] = [
     "cuttle/v1/tasks.proto",
     "cuttle/v1/spaces.proto",
     "cuttle/v1/environments.proto",
@@ -18,6 +18,9 @@ const PUBLIC: [&str; 10] = [
     "cuttle/v1/nodes.proto",
     "cuttle/v1/lifecycles.proto",
     "cuttle/v1/runbooks.proto",
+    "cuttle/v1/events.proto",
+    "cuttle/v1/api_keys.proto",
+    "cuttle/v1/targets.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -44,6 +44,8 @@ def check(cond, what):
 
 def main():
     generate(os.environ["CUTTLE_PROTO_DIR"])
+    from cuttle.v1 import (api_keys_pb2, api_keys_pb2_grpc, events_pb2, events_pb2_grpc,
+                           targets_pb2, targets_pb2_grpc)
     from cuttle.v1 import (deployments_pb2, deployments_pb2_grpc, environments_pb2,
                            environments_pb2_grpc, lifecycles_pb2, lifecycles_pb2_grpc,
                            nodes_pb2, nodes_pb2_grpc, packages_pb2, packages_pb2_grpc,
@@ -73,7 +75,7 @@ def main():
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     want = {f"cuttle.v1.{s}" for s in
             ["Tasks", "Spaces", "Environments", "Projects", "Releases", "Deployments",
-             "Packages", "Nodes", "Lifecycles", "Runbooks"]}
+             "Packages", "Nodes", "Lifecycles", "Runbooks", "Events", "ApiKeys", "Targets"]}
     check(want <= services, f"reflection lists {sorted(want)} (got {sorted(services)})")
     check("cuttle.v1.WorkerControl" not in services, "reflection hides the internal services")
     # grpc.reflection.v1 too (Python's package speaks v1alpha): its list_services request by
@@ -343,6 +345,70 @@ def main():
                             metadata=admin)
         check(not back.draining, "undrained")
 
+    # API keys: an admin's. A key made here works at once, shows its secret once, and stops
+    # working when revoked.
+    keys = api_keys_pb2_grpc.ApiKeysStub(channel)
+    fails(lambda: keys.List(api_keys_pb2.ListApiKeysRequest(), metadata=reader),
+          grpc.StatusCode.PERMISSION_DENIED, "a reader listing keys")
+    fails(lambda: keys.Create(api_keys_pb2.CreateApiKeyRequest(name="x", scope="king"),
+                              metadata=admin),
+          grpc.StatusCode.INVALID_ARGUMENT, "a scope that does not exist", field="scope")
+    made = keys.Create(api_keys_pb2.CreateApiKeyRequest(
+        name=f"ci-{suffix}", scope="deployer", expires_in="1h"), metadata=admin)
+    check(made.secret.startswith(made.key.prefix) and made.key.scope == "deployer"
+          and made.key.HasField("expires_at"), f"key {made.key.id} made, its secret sent once")
+    listed_keys = keys.List(api_keys_pb2.ListApiKeysRequest(), metadata=admin).items
+    check(made.key.id in [k.id for k in listed_keys]
+          and all(made.secret not in str(k) for k in listed_keys), "listed without its secret")
+    fresh = [("x-api-key", made.secret)]
+    t = tasks.Create(tasks_pb2.CreateTaskRequest(kind="Sleep", arguments=sleep_args(struct_pb2)),
+                     metadata=fresh)
+    check(t.id.startswith("ServerTasks-"), "the new deployer key queues a task")
+    keys.Revoke(api_keys_pb2.RevokeApiKeyRequest(id=made.key.id), metadata=admin)
+    deadline = time.time() + 10
+    while True:
+        try:
+            tasks.Get(tasks_pb2.GetTaskRequest(id=t.id), metadata=fresh)
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.UNAUTHENTICATED,
+                  f"the revoked key is refused ({e.code().name})")
+            break
+        if time.time() > deadline:
+            sys.exit("FAIL: a revoked key still works after 10 s")
+        time.sleep(0.2)
+
+    # Targets: one an operator registered over REST, read, placed and removed here.
+    target_id = os.environ.get("CUTTLE_TARGET_ID")
+    if target_id:
+        targets = targets_pb2_grpc.TargetsStub(channel)
+        listed_targets = targets.List(targets_pb2.ListTargetsRequest(), metadata=reader).items
+        check(target_id in [x.id for x in listed_targets], f"target {target_id} listed")
+        fails(lambda: targets.Update(targets_pb2.UpdateTargetRequest(
+            id=target_id, roles=targets_pb2.StringList(values=["no-such-role"])), metadata=admin),
+            grpc.StatusCode.INVALID_ARGUMENT, "a role nothing uses")
+        moved = targets.Update(targets_pb2.UpdateTargetRequest(
+            id=target_id, name=f"web-{suffix}", environments=targets_pb2.StringList(
+                values=[env.name])), metadata=admin)
+        check(moved.name == f"web-{suffix}" and moved.environments == [env.name]
+              and moved.comms == "listening", "renamed and placed; the rest stays")
+        targets.Delete(targets_pb2.DeleteTargetRequest(id=target_id), metadata=admin)
+        fails(lambda: targets.Get(targets_pb2.GetTargetRequest(id=target_id), metadata=reader),
+              grpc.StatusCode.NOT_FOUND, "the removed target")
+
+    # The audit: what this run did, listed and exported.
+    events = events_pb2_grpc.EventsStub(channel)
+    recent = events.List(events_pb2.ListEventsRequest(limit=1000), metadata=reader).items
+    actions = {e.action for e in recent}
+    check({"environment.create", "project.process.update", "api_key.revoke"} <= actions,
+          "List has this run's events")
+    revoked = [e for e in recent if e.action == "api_key.revoke" and e.target == made.key.id]
+    check(len(revoked) == 1 and revoked[0].actor.startswith("admin"), "with who did it")
+    exported = list(events.Export(events_pb2.ExportEventsRequest(since=revoked[0].occurred_at),
+                                  metadata=reader, timeout=60))
+    check(exported and exported[0].occurred_at.ToMilliseconds()
+          >= revoked[0].occurred_at.ToMilliseconds()
+          and made.key.id in [e.target for e in exported], "Export streams them from a time")
+
     packages = packages_pb2_grpc.PackagesStub(channel)
     mib = int(os.environ.get("CUTTLE_PACKAGE_MIB", "4"))
     package_round_trip(packages, packages_pb2, admin, reader, suffix, mib, fails)
@@ -371,6 +437,12 @@ def main():
 
 
 CHUNK = 1 << 20
+
+
+def sleep_args(struct_pb2):
+    args = struct_pb2.Struct()
+    args.update({"duration_ms": 0})
+    return args
 
 
 def package_bytes(mib):

@@ -103,11 +103,21 @@ fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
     let (_, reader) = node.create_key(&json!({"name": "grpc-reader", "scope": "reader"}));
     let target = format!("127.0.0.1:{}", node.public_grpc_port);
     let keys = (cluster.api_key.as_str(), reader.as_str());
+    // A target an operator registers over REST, for the client to place and remove.
+    let (status, registered) = node.post(
+        "/api/targets",
+        &json!({"name": "registered-over-rest", "environments": [], "roles": ["web"],
+                "new_roles": true, "comms": "listening", "endpoint": "192.0.2.10:10933",
+                "thumbprint": "A".repeat(64)}),
+    );
+    assert_eq!(status, 201, "{registered}");
+    let target_id = registered["id"].as_str().unwrap().to_owned();
     // 200 MiB up and down: the node's memory stays flat.
     let env = [
         ("CUTTLE_CHECK_STREAM_LIMIT", "1"),
         ("CUTTLE_PACKAGE_MIB", "200"),
         ("CUTTLE_CHECK_DRAIN", "1"),
+        ("CUTTLE_TARGET_ID", target_id.as_str()),
     ];
     let before = peak_rss_kib(node.pid().unwrap());
     run_client_with(&dir, &target, &certs.ca_pem, keys, "tls", &env);

@@ -4,10 +4,12 @@
 //! (declared beside each method, in its service's `NEEDS`) and the same audit events. The
 //! standard health (`grpc.health.v1`) and reflection services answer without a key.
 
+mod api_keys;
 mod convert;
 mod deployments;
 mod documents;
 mod environments;
+mod events;
 mod lifecycles;
 mod nodes;
 mod packages;
@@ -15,6 +17,7 @@ mod projects;
 mod releases;
 mod runbooks;
 mod spaces;
+mod targets;
 mod tasks;
 
 use std::collections::HashMap;
@@ -46,6 +49,9 @@ const SERVICES: &[(&str, &[(&str, Need)])] = &[
     (nodes::SERVICE, nodes::NEEDS),
     (lifecycles::SERVICE, lifecycles::NEEDS),
     (runbooks::SERVICE, runbooks::NEEDS),
+    (events::SERVICE, events::NEEDS),
+    (api_keys::SERVICE, api_keys::NEEDS),
+    (targets::SERVICE, targets::NEEDS),
 ];
 
 /// The largest message a method takes (REST's body limit); uploads take larger data messages.
@@ -121,7 +127,10 @@ pub(crate) async fn serve(
         .add_service(packages::server(state.clone()))
         .add_service(nodes::server(state.clone()))
         .add_service(lifecycles::server(state.clone()))
-        .add_service(runbooks::server(state.clone()));
+        .add_service(runbooks::server(state.clone()))
+        .add_service(events::server(state.clone()))
+        .add_service(api_keys::server(state.clone()))
+        .add_service(targets::server(state.clone()));
     let guard = Guard {
         state: state.clone(),
         needs: Arc::new(method_needs()),

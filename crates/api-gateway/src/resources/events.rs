@@ -40,12 +40,32 @@ fn time_param(raw: Option<&String>, name: &str, default: UnixMs) -> Result<UnixM
 
 async fn export(State(s): State<AppState>, q: QueryMap) -> ApiResult {
     let q = q.only(&["from", "to"])?;
+    let from = time_param(q.get("from"), "from", 0)?;
+    let to = q
+        .get("to")
+        .map(|t| time_param(Some(t), "to", 0))
+        .transpose()?;
+    let rx = export_lines(&s, from, to).await?;
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (line, rx))
+    });
+    let body = Body::from_stream(lines);
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Every event from `from` to `to` (now when absent), oldest first, as JSON lines: from the
+/// archive's day files, then the database, sent as they are read (the channel holds at most 64
+/// lines). REST's and gRPC's one export.
+pub(crate) async fn export_lines(
+    s: &AppState,
+    from: UnixMs,
+    to: Option<UnixMs>,
+) -> Result<mpsc::Receiver<Result<Vec<u8>, std::io::Error>>, ApiError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as UnixMs)
         .unwrap_or(0);
-    let from = time_param(q.get("from"), "from", 0)?;
-    let to = time_param(q.get("to"), "to", now + 1)?;
+    let to = to.unwrap_or(now + 1);
     if to <= from {
         return Err(ApiError::bad_request("to must be after from"));
     }
@@ -114,9 +134,5 @@ async fn export(State(s): State<AppState>, q: QueryMap) -> ApiResult {
             }
         }
     });
-    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (line, rx))
-    });
-    let body = Body::from_stream(lines);
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    Ok(rx)
 }

@@ -15,7 +15,7 @@ use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 use crate::scoped::{Api, ADMIN};
 use crate::AppState;
 
-const ID_PREFIX: &str = "ApiKeys-";
+pub(crate) const ID_PREFIX: &str = "ApiKeys-";
 
 pub(crate) fn routes() -> Api {
     Api::new()
@@ -59,6 +59,25 @@ async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ApiKeyRequest>,
 ) -> ApiResult {
+    let (row, key) = create_key(&s, &caller, req).await?;
+    let mut body = shown(&row);
+    body["key"] = Value::String(key);
+    // The only time the key is sent: no cache may keep it.
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Makes a key (audited): its record and the key itself, which is never stored (only its
+/// HMAC) and so never available again. REST's and gRPC's one way.
+pub(crate) async fn create_key(
+    s: &AppState,
+    caller: &Caller,
+    req: ApiKeyRequest,
+) -> Result<(ApiKeyRow, String), ApiError> {
     let lifetime = req.validate()?;
     let key = generate_api_key()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
@@ -114,15 +133,7 @@ async fn create(
             ApiError::not_found(format!("API key {ID_PREFIX}{id} was revoked at once"))
         })?;
     tracing::info!(key = %format!("{ID_PREFIX}{id}"), scope = %new.scope, by = %caller.name, "API key created");
-    let mut body = shown(&row);
-    body["key"] = Value::String(key);
-    // The only time the key is sent: no cache may keep it.
-    Ok((
-        StatusCode::CREATED,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(body),
-    )
-        .into_response())
+    Ok((row, key))
 }
 
 /// Revokes a key: every node refuses it within a second (their caches of known keys live one
@@ -132,7 +143,14 @@ async fn revoke(
     Extension(caller): Extension<Caller>,
     PathParams(raw): PathParams<String>,
 ) -> ApiResult {
-    let id = key_id(&raw)?;
+    revoke_key(&s, &caller, &raw).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revokes a key (audited), refusing the cluster's last working admin key. REST's and gRPC's
+/// one way.
+pub(crate) async fn revoke_key(s: &AppState, caller: &Caller, raw: &str) -> Result<(), ApiError> {
+    let id = key_id(raw)?;
     let audit = audit_as(caller.event("api_key.revoke", format!("{ID_PREFIX}{id}"), json!({})));
     // Decided where the key is deleted, in one transaction: two revokes at once never leave
     // the cluster without a working admin key.
@@ -149,5 +167,5 @@ async fn revoke(
     }
     s.keys.forget_all();
     tracing::info!(key = %format!("{ID_PREFIX}{id}"), by = %caller.name, "API key revoked");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }

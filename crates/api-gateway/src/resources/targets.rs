@@ -34,12 +34,15 @@ pub(crate) fn routes() -> Api {
         .delete("/api/targets/{id}", OPERATOR, delete)
 }
 
-fn target_id(raw: &str) -> Result<TargetId, ApiError> {
+pub(crate) fn target_id(raw: &str) -> Result<TargetId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found(format!("no target {raw}")))
 }
 
-async fn fetch(s: &AppState, id: TargetId) -> Result<cuttle_core::TargetRecord, ApiError> {
+pub(crate) async fn fetch(
+    s: &AppState,
+    id: TargetId,
+) -> Result<cuttle_core::TargetRecord, ApiError> {
     s.store
         .get_target(id, s.config.offline_after)
         .await?
@@ -234,13 +237,24 @@ async fn patch(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathParams(raw): PathParams<String>,
-    JsonBody(mut body): JsonBody<Value>,
+    JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
+    Ok(Json(patch_target(&s, &caller, &raw, body).await?).into_response())
+}
+
+/// Changes what `body` names of a target (its PATCH body), placed where deployments reach it,
+/// audited: the target as it is now. REST's and gRPC's one way.
+pub(crate) async fn patch_target(
+    s: &AppState,
+    caller: &Caller,
+    raw: &str,
+    mut body: Value,
+) -> Result<cuttle_core::TargetRecord, ApiError> {
     let new_roles = take_new_roles(&mut body)?;
     let patch: TargetPatch = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
-    let id = target_id(&raw)?;
-    let current = fetch(&s, id).await?;
+    let id = target_id(raw)?;
+    let current = fetch(s, id).await?;
     caller.check_own_target(&current.name)?;
     let check = Placement {
         environments: patch.environments.is_some(),
@@ -251,14 +265,14 @@ async fn patch(
     let mut target = patch.apply(&current)?;
     // A register-target key cannot move its registration to another name either.
     caller.check_own_target(&target.name)?;
-    check_placement(&s, &mut target, &[], check).await?;
+    check_placement(s, &mut target, &[], check).await?;
     let details =
         json!({"name": target.name, "comms": target.comms, "thumbprint": target.thumbprint});
     let audit = audit_as(caller.event("target.update", id, details));
     if !s.store.update_target(id, &target, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no target {id}")));
     }
-    Ok(Json(fetch(&s, id).await?).into_response())
+    fetch(s, id).await
 }
 
 async fn delete(
@@ -266,13 +280,23 @@ async fn delete(
     Extension(caller): Extension<Caller>,
     PathParams(raw): PathParams<String>,
 ) -> ApiResult {
-    let id = target_id(&raw)?;
+    delete_target(&s, &caller, &raw).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Removes a target (audited). REST's and gRPC's one way.
+pub(crate) async fn delete_target(
+    s: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<(), ApiError> {
+    let id = target_id(raw)?;
     let audit = audit_as(caller.event("target.delete", id, json!({})));
     if !s.store.delete_target(id, Some(audit)).await? {
         return Err(ApiError::not_found(format!("no target {id}")));
     }
     tracing::info!(target = %id, by = %caller.name, "target deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 /// The cluster certificate's thumbprint — public: every gateway handshake presents it — and,
