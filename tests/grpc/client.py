@@ -345,6 +345,40 @@ def main():
                             metadata=admin)
         check(not back.draining, "undrained")
 
+    # WatchTasks: a Sleep task seen from queued to its end; a second watch wants only successes
+    # of the project's deployments, and sees none of the Sleep's.
+    import threading
+    seen, only_success = [], []
+    everything = tasks.WatchTasks(tasks_pb2.WatchTasksRequest(kind="Sleep"), metadata=reader,
+                                  timeout=60)
+    successes = tasks.WatchTasks(tasks_pb2.WatchTasksRequest(
+        state=tasks_pb2.TASK_STATE_SUCCESS, project_id=project.id), metadata=reader, timeout=60)
+    def follow(stream, into):
+        try:
+            for t in stream:
+                into.append(t)
+        except grpc.RpcError:
+            pass
+    threads = [threading.Thread(target=follow, args=(everything, seen)),
+               threading.Thread(target=follow, args=(successes, only_success))]
+    for th in threads:
+        th.start()
+    time.sleep(0.5)
+    watched = tasks.Create(tasks_pb2.CreateTaskRequest(kind="Sleep", arguments=sleep_args(
+        struct_pb2)), metadata=admin)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(
+            t.id == watched.id and t.state == tasks_pb2.TASK_STATE_SUCCESS for t in seen):
+        time.sleep(0.05)
+    everything.cancel()
+    successes.cancel()
+    for th in threads:
+        th.join()
+    states = [tasks_pb2.TaskState.Name(t.state) for t in seen if t.id == watched.id]
+    check(states and states[-1] == "TASK_STATE_SUCCESS" and all(t.kind == "Sleep" for t in seen),
+          f"WatchTasks saw {watched.id} through {states}")
+    check(not only_success, "a watch for the project's deployments saw none of it")
+
     # API keys: an admin's. A key made here works at once, shows its secret once, and stops
     # working when revoked.
     keys = api_keys_pb2_grpc.ApiKeysStub(channel)

@@ -6,7 +6,7 @@ use cuttle_core::{NewTask, TaskId, TaskRecord, TaskState};
 use cuttle_proto::v1::tasks_server::{Tasks, TasksServer};
 use cuttle_proto::v1::{
     CancelTaskRequest, CreateTaskRequest, GetTaskRequest, ListTasksReply, ListTasksRequest,
-    LogChunk, Task, TaskState as PbState, WatchLogRequest,
+    LogChunk, Task, TaskState as PbState, WatchLogRequest, WatchTasksRequest,
 };
 use futures_util::Stream;
 use serde_json::json;
@@ -27,7 +27,13 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
     ("List", READER),
     ("Cancel", DEPLOYER),
     ("WatchLog", READER),
+    ("WatchTasks", READER),
 ];
+
+/// How often `WatchTasks` looks, once nothing has changed for a while.
+const WATCH_TASKS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+/// The newest tasks `WatchTasks` looks at each time.
+const WATCHED: u32 = 200;
 
 pub(super) fn server(s: AppState) -> TasksServer<TasksApi> {
     TasksServer::new(TasksApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
@@ -79,6 +85,51 @@ pub(super) fn task(t: &TaskRecord) -> Task {
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+type TaskStream = Pin<Box<dyn Stream<Item = Result<Task, Status>> + Send>>;
+
+/// What one `WatchTasks` call wants, and what it has seen.
+struct Watching {
+    state: Option<TaskState>,
+    kind: Option<String>,
+    /// `Projects-N/` (a deployment's concurrency tag starts with its project).
+    project: Option<String>,
+    /// Each task of the last look and the state it was in; `None` before the first look.
+    seen: Option<std::collections::HashMap<TaskId, TaskState>>,
+    looks: u32,
+    pending: std::collections::VecDeque<TaskRecord>,
+    _slot: crate::ui::streams::Slot,
+}
+
+impl Watching {
+    fn wanted(&self, t: &TaskRecord) -> bool {
+        self.state.is_none_or(|s| s == t.state)
+            && self.project.as_ref().is_none_or(|p| {
+                t.kind == "Deploy" && t.concurrency_tag.as_ref().is_some_and(|c| c.starts_with(p))
+            })
+    }
+
+    /// Looks at the newest tasks; queues those seen in a new state since the last look.
+    async fn look(&mut self, s: &AppState) -> Result<(), Status> {
+        let filter = ops::TaskFilter {
+            state: None,
+            kind: self.kind.clone(),
+            before: None,
+        };
+        let (page, _) = ops::list(s, &filter, WATCHED).await.map_err(status)?;
+        let now: std::collections::HashMap<TaskId, TaskState> =
+            page.iter().map(|t| (t.id, t.state)).collect();
+        if let Some(seen) = &self.seen {
+            // Oldest first, as they happened.
+            for t in page.into_iter().rev() {
+                if seen.get(&t.id) != Some(&t.state) && self.wanted(&t) {
+                    self.pending.push_back(t);
+                }
+            }
+        }
+        self.seen = Some(now);
+        Ok(())
+    }
+}
 
 /// A task's log from `offset`, chunk by chunk, until it has ended and been read to its end;
 /// the follower (and its place among the caller's streams) goes when the client does.
@@ -181,6 +232,61 @@ impl Tasks for TasksApi {
         let id = ops::task_id(&req.get_ref().id).map_err(status)?;
         let t = ops::cancel(&self.s, &caller, id).await.map_err(status)?;
         Ok(Response::new(task(&t)))
+    }
+
+    type WatchTasksStream = TaskStream;
+
+    async fn watch_tasks(
+        &self,
+        req: Request<WatchTasksRequest>,
+    ) -> Result<Response<TaskStream>, Status> {
+        let caller = caller(&req)?;
+        let r = req.into_inner();
+        let state = PbState::try_from(r.state).map_err(|_| invalid("state", "unknown state"))?;
+        let project = match r.project_id.trim() {
+            "" => None,
+            p if p.starts_with("Projects-") => Some(format!("{p}/")),
+            p => return Err(invalid("project_id", format!("{p:?} is not a project id"))),
+        };
+        let Some(slot) = self.s.streams.open(&caller.actor()) else {
+            return Err(Status::resource_exhausted(format!(
+                "{} follows {} streams on this node already; end one",
+                caller.actor(),
+                crate::ui::streams::PER_PERSON
+            )));
+        };
+        let mut w = Watching {
+            state: core_state(state),
+            kind: Some(r.kind.trim().to_owned()).filter(|k| !k.is_empty()),
+            project,
+            seen: None,
+            looks: 0,
+            pending: Default::default(),
+            _slot: slot,
+        };
+        // The first look: what is there when the call starts is not a change.
+        w.look(&self.s).await?;
+        let s = self.s.clone();
+        let changes = futures_util::stream::unfold(w, move |mut w| {
+            let s = s.clone();
+            async move {
+                loop {
+                    if let Some(t) = w.pending.pop_front() {
+                        return Some((Ok(task(&t)), w));
+                    }
+                    let wait = crate::ui::streams::backoff(w.looks, WATCH_TASKS_POLL);
+                    tokio::time::sleep(wait).await;
+                    w.looks = if w.pending.is_empty() { w.looks + 1 } else { 0 };
+                    if let Err(e) = w.look(&s).await {
+                        return Some((Err(e), w));
+                    }
+                    if !w.pending.is_empty() {
+                        w.looks = 0;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(changes)))
     }
 
     type WatchLogStream = LogStream;
