@@ -351,6 +351,44 @@ mod tests {
         assert!(methods.len() >= 10, "{methods:?}");
     }
 
+    /// The scope each method's comment in its `.proto` file gives (what a client's generated
+    /// code shows) is the scope the method needs.
+    #[test]
+    fn every_method_needs_the_scope_its_proto_comment_gives() {
+        let set =
+            prost_types::FileDescriptorSet::decode(cuttle_proto::PUBLIC_DESCRIPTOR_SET).unwrap();
+        let needs = method_needs();
+        let mut checked = 0;
+        for file in set.file.iter().filter(|f| f.package() == "cuttle.v1") {
+            let info = file.source_code_info.as_ref().expect("source info kept");
+            for (si, svc) in file.service.iter().enumerate() {
+                for (mi, m) in svc.method.iter().enumerate() {
+                    let path = [6, si as i32, 2, mi as i32];
+                    let comment = info
+                        .location
+                        .iter()
+                        .find(|l| l.path == path)
+                        .map(|l| l.leading_comments().split_whitespace().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .join(" ");
+                    let name = format!("/cuttle.v1.{}/{}", svc.name(), m.name());
+                    let said = comment
+                        .split("scope ")
+                        .nth(1)
+                        .and_then(|rest| {
+                            rest.split(|c: char| !c.is_ascii_alphabetic() && c != '-')
+                                .next()
+                        })
+                        .unwrap_or_else(|| panic!("{name}: its comment names no scope"));
+                    let need = needs[&name];
+                    assert_eq!(need.scope.as_str(), said, "{name}: {comment}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 50, "{checked}");
+    }
+
     #[test]
     fn grpc_timeouts_read_as_the_spec_writes_them() {
         assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
