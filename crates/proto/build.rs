@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// The internal protocol between roles and with tentacles.
 const INTERNAL: [&str; 2] = ["cuttle/v1/worker.proto", "cuttle/v1/tentacle.proto"];
 /// The public API (`CUTTLE_PUBLIC_GRPC_LISTEN`).
-const PUBLIC: [&str; 13] = [
+const PUBLIC: [&str; 14] = [
     "cuttle/v1/tasks.proto",
     "cuttle/v1/spaces.proto",
     "cuttle/v1/environments.proto",
@@ -21,6 +21,7 @@ const PUBLIC: [&str; 13] = [
     "cuttle/v1/events.proto",
     "cuttle/v1/api_keys.proto",
     "cuttle/v1/targets.proto",
+    "cuttle/v1/artifacts.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A package's bytes are sliced from the received buffer, never copied again.
         .bytes(".cuttle.v1.UploadPackageRequest.data")
         .bytes(".cuttle.v1.PackageChunk.data")
+        .bytes(".cuttle.v1.ArtifactChunk.data")
         .compile_fds(fds)?;
 
     let mut public = protox::Compiler::new([root])?;

@@ -44,8 +44,8 @@ def check(cond, what):
 
 def main():
     generate(os.environ["CUTTLE_PROTO_DIR"])
-    from cuttle.v1 import (api_keys_pb2, api_keys_pb2_grpc, events_pb2, events_pb2_grpc,
-                           targets_pb2, targets_pb2_grpc)
+    from cuttle.v1 import (api_keys_pb2, api_keys_pb2_grpc, artifacts_pb2, artifacts_pb2_grpc,
+                           events_pb2, events_pb2_grpc, targets_pb2, targets_pb2_grpc)
     from cuttle.v1 import (deployments_pb2, deployments_pb2_grpc, environments_pb2,
                            environments_pb2_grpc, lifecycles_pb2, lifecycles_pb2_grpc,
                            nodes_pb2, nodes_pb2_grpc, packages_pb2, packages_pb2_grpc,
@@ -75,7 +75,8 @@ def main():
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
     want = {f"cuttle.v1.{s}" for s in
             ["Tasks", "Spaces", "Environments", "Projects", "Releases", "Deployments",
-             "Packages", "Nodes", "Lifecycles", "Runbooks", "Events", "ApiKeys", "Targets"]}
+             "Packages", "Nodes", "Lifecycles", "Runbooks", "Events", "ApiKeys", "Targets",
+             "Artifacts"]}
     check(want <= services, f"reflection lists {sorted(want)} (got {sorted(services)})")
     check("cuttle.v1.WorkerControl" not in services, "reflection hides the internal services")
     # grpc.reflection.v1 too (Python's package speaks v1alpha): its list_services request by
@@ -149,7 +150,9 @@ def main():
     step = projects_pb2.Step(
         name="Greet",
         script=projects_pb2.ScriptAction(
-            script="echo \"hello from #{Greeting} over gRPC\"\nfor i in 1 2 3; do echo line $i; done"),
+            script="echo \"hello from #{Greeting} over gRPC\"\nfor i in 1 2 3; do echo line $i; done\n"
+                   "seq 1 20000 > report.txt\n"
+                   "echo \"##cuttle[createArtifact path='report.txt' name='report.txt']\""),
         environments=[env.id])
     process = projects.UpdateProcess(projects_pb2.UpdateProcessRequest(
         space="Default", id=project.id, steps=[step], version=project.version), metadata=admin)
@@ -219,6 +222,23 @@ def main():
     check(steps == [(1, "Greet", "started"), (1, "Greet", "succeeded")],
           f"Watch saw the step start and end: {steps}")
     check("hello from Cuttle over gRPC" in log, "the log carries the substituted variable")
+
+    # What the step handed over, listed and downloaded whole and by range.
+    artifacts = artifacts_pb2_grpc.ArtifactsStub(channel)
+    handed = artifacts.List(artifacts_pb2.ListArtifactsRequest(task_id=deployment.task_id),
+                            metadata=reader).items
+    expected = "".join(f"{i}\n" for i in range(1, 20001)).encode()
+    check([a.name for a in handed] == ["report.txt"] and handed[0].size == len(expected),
+          f"the deployment's artifacts: {[(a.id, a.size) for a in handed]}")
+    whole = b"".join(c.data for c in artifacts.Download(artifacts_pb2.DownloadArtifactRequest(
+        task_id=deployment.task_id, id=handed[0].id), metadata=reader, timeout=60))
+    part = b"".join(c.data for c in artifacts.Download(artifacts_pb2.DownloadArtifactRequest(
+        task_id=deployment.task_id, id=handed[0].id, offset=10, length=20), metadata=reader,
+        timeout=60))
+    check(whole == expected and part == expected[10:30], "downloaded whole and by range")
+    fails(lambda: list(artifacts.Download(artifacts_pb2.DownloadArtifactRequest(
+        task_id=deployment.task_id, id="nowhere/none"), metadata=reader, timeout=60)),
+        grpc.StatusCode.NOT_FOUND, "an artifact the task has not")
 
     # The same log through Tasks.WatchLog, whole, then resumed from the middle.
     whole = ""

@@ -5,11 +5,13 @@
 //! standard health (`grpc.health.v1`) and reflection services answer without a key.
 
 mod api_keys;
+mod artifacts;
 mod convert;
 mod deployments;
 mod documents;
 mod environments;
 mod events;
+mod files;
 mod lifecycles;
 mod nodes;
 mod packages;
@@ -52,6 +54,7 @@ const SERVICES: &[(&str, &[(&str, Need)])] = &[
     (events::SERVICE, events::NEEDS),
     (api_keys::SERVICE, api_keys::NEEDS),
     (targets::SERVICE, targets::NEEDS),
+    (artifacts::SERVICE, artifacts::NEEDS),
 ];
 
 /// The largest message a method takes (REST's body limit); uploads take larger data messages.
@@ -130,7 +133,8 @@ pub(crate) async fn serve(
         .add_service(runbooks::server(state.clone()))
         .add_service(events::server(state.clone()))
         .add_service(api_keys::server(state.clone()))
-        .add_service(targets::server(state.clone()));
+        .add_service(targets::server(state.clone()))
+        .add_service(artifacts::server(state.clone()));
     let guard = Guard {
         state: state.clone(),
         needs: Arc::new(method_needs()),

@@ -2,7 +2,6 @@
 //! (hashed and written as the stream arrives, kept only once it checks out), downloads streamed
 //! from the shared store, in flat memory both ways.
 
-use std::io::{Seek, SeekFrom};
 use std::pin::Pin;
 
 use cuttle_proto::v1 as pb;
@@ -11,11 +10,10 @@ use cuttle_proto::v1::upload_package_request::Part;
 use cuttle_storage::PackageRecord;
 use futures_util::{Stream, StreamExt};
 use prost::Message;
-use tokio::io::AsyncReadExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{caller, invalid, required, status, timestamp};
-use crate::resources::files::store_failed;
+use super::files;
 use crate::resources::packages::{self as ops, store_upload, Incoming, Wanted, DRAIN_LIMIT};
 use crate::scoped::{Need, DEPLOYER, OPERATOR, READER};
 use crate::AppState;
@@ -30,9 +28,6 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
     ("Get", READER),
     ("Delete", OPERATOR),
 ];
-
-/// Bytes in one `PackageChunk` of a download.
-const CHUNK: usize = 256 * 1024;
 
 pub(super) fn server(s: AppState) -> PackagesServer<PackagesApi> {
     // An upload's data messages are up to 4 MiB each.
@@ -142,57 +137,18 @@ impl Service for PackagesApi {
         let p = ops::find(&self.s, space, &r.package_id, &r.version)
             .await
             .map_err(status)?;
-        if r.offset > p.size {
-            return Err(Status::out_of_range(format!(
-                "offset: {} is past the end of the file ({} bytes)",
-                r.offset, p.size
-            )));
-        }
-        let end = match r.length {
-            0 => p.size,
-            n => p.size.min(r.offset.saturating_add(n)),
-        };
+        let range = files::range(p.size, r.offset, r.length)?;
         let path = self.s.shared.package_path(&p.file);
-        let offset = r.offset;
-        let file = tokio::task::spawn_blocking(move || {
-            let opened = std::fs::File::open(&path).and_then(|mut f| {
-                f.seek(SeekFrom::Start(offset))?;
-                Ok(f)
+        let mut first = Some(package(&p));
+        let chunks = files::chunks(path, range, "open a package to download")
+            .await?
+            .map(move |c| {
+                c.map(|(data, offset)| pb::PackageChunk {
+                    package: first.take(),
+                    data,
+                    offset,
+                })
             });
-            opened.map_err(|source| cuttle_storage::Error::Io {
-                context: "open a package to download",
-                path,
-                source,
-            })
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| status(store_failed(e)))?;
-        let reader = tokio::fs::File::from_std(file).take(end - offset);
-        let first = package(&p);
-        let chunks = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK).scan(
-            (offset, Some(first)),
-            |(at, first), read| {
-                let item = match read {
-                    Ok(bytes) => {
-                        let chunk = pb::PackageChunk {
-                            package: first.take(),
-                            data: bytes.clone(),
-                            offset: *at,
-                        };
-                        *at += bytes.len() as u64;
-                        Ok(chunk)
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "read a package being downloaded");
-                        Err(Status::unavailable(
-                            "the shared file store failed; see the node's log",
-                        ))
-                    }
-                };
-                futures_util::future::ready(Some(item))
-            },
-        );
         Ok(Response::new(Box::pin(chunks)))
     }
 

@@ -25,7 +25,7 @@ pub(crate) fn routes() -> Api {
 }
 
 /// The task a path names (404 for a malformed id, like an unknown one).
-async fn task(s: &AppState, raw: &str) -> Result<TaskId, ApiError> {
+pub(crate) async fn task(s: &AppState, raw: &str) -> Result<TaskId, ApiError> {
     let id = raw
         .parse::<TaskId>()
         .map_err(|_| ApiError::not_found(format!("no task {raw}")))?;
@@ -47,12 +47,7 @@ fn ms(t: std::time::SystemTime) -> i64 {
 }
 
 async fn list(State(s): State<AppState>, PathParams(raw): PathParams<String>) -> ApiResult {
-    let id = task(&s, &raw).await?;
-    let shared = s.shared.clone();
-    let found = tokio::task::spawn_blocking(move || shared.list_artifacts(id))
-        .await
-        .map_err(|e| ApiError::new(cuttle_core::ErrorCode::Internal, e.to_string()))?
-        .map_err(store_failed)?;
+    let (id, found) = list_artifacts(&s, &raw).await?;
     let items: Vec<Value> = found
         .iter()
         .map(|a| {
@@ -69,18 +64,43 @@ async fn list(State(s): State<AppState>, PathParams(raw): PathParams<String>) ->
     Ok(Json(Page::all(items)).into_response())
 }
 
+/// A task's artifacts, oldest first, by its id as the client wrote it. REST's and gRPC's one
+/// list.
+pub(crate) async fn list_artifacts(
+    s: &AppState,
+    raw: &str,
+) -> Result<(TaskId, Vec<cuttle_storage::ArtifactFile>), ApiError> {
+    let id = task(s, raw).await?;
+    let shared = s.shared.clone();
+    let found = tokio::task::spawn_blocking(move || shared.list_artifacts(id))
+        .await
+        .map_err(|e| ApiError::new(cuttle_core::ErrorCode::Internal, e.to_string()))?
+        .map_err(store_failed)?;
+    Ok((id, found))
+}
+
+/// Where an artifact's file is, and its size: 404 for one the task has not.
+pub(crate) async fn artifact_file(
+    s: &AppState,
+    raw: &str,
+    artifact: &str,
+) -> Result<(std::path::PathBuf, std::fs::Metadata), ApiError> {
+    let id = task(s, raw).await?;
+    let missing = || ApiError::not_found(format!("task {id} has no artifact {artifact:?}"));
+    let path = s.shared.artifact_file(id, artifact).ok_or_else(missing)?;
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => Ok((path, m)),
+        _ => Err(missing()),
+    }
+}
+
 async fn download(
     State(s): State<AppState>,
     PathParams((raw, artifact)): PathParams<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
+    let (path, meta) = artifact_file(&s, &raw, &artifact).await?;
     let id = task(&s, &raw).await?;
-    let missing = || ApiError::not_found(format!("task {id} has no artifact {artifact:?}"));
-    let path = s.shared.artifact_file(id, &artifact).ok_or_else(missing)?;
-    let meta = match tokio::fs::metadata(&path).await {
-        Ok(m) if m.is_file() => m,
-        _ => return Err(missing()),
-    };
     let modified = meta.modified().map(ms).unwrap_or(0);
     let name = s
         .shared
