@@ -110,6 +110,18 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// The caller a found API key is, from `client` (REST's and gRPC's one way to say so).
+    pub(crate) fn of_key(found: ApiKeyRow, client: Option<IpAddr>) -> Caller {
+        Caller {
+            name: found.name,
+            address: client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+            principal: format!("ApiKeys-{}", found.id),
+            scope: found.scope,
+            target: found.target_name,
+            grant: found.grant,
+        }
+    }
+
     /// Who this is in audit events and records: the key's or user's name and id
     /// (`ci (ApiKeys-3)`, `alice (Users-2)`).
     pub(crate) fn actor(&self) -> String {
@@ -232,15 +244,7 @@ pub(crate) async fn require_api_key(
         needs.need(req.method(), &route),
         &format!("{} {route}", req.method()),
     )?;
-    let address = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
-    req.extensions_mut().insert(Caller {
-        name: found.name,
-        address,
-        principal: format!("ApiKeys-{}", found.id),
-        scope: found.scope,
-        target: found.target_name,
-        grant: found.grant,
-    });
+    req.extensions_mut().insert(Caller::of_key(found, client));
     Ok(next.run(req).await)
 }
 

@@ -104,6 +104,17 @@ impl QueryMap {
     }
 }
 
+/// A list's `limit` as a gRPC request gives it (0: unset): 1 to 1000, 100 when unset.
+pub(crate) fn limit_or_default(n: u32) -> Result<u32, ApiError> {
+    match n {
+        0 => Ok(DEFAULT_LIST_LIMIT),
+        n if n <= MAX_LIST_LIMIT => Ok(n),
+        n => Err(ApiError::bad_request(format!(
+            "limit: 1 to {MAX_LIST_LIMIT}, not {n}"
+        ))),
+    }
+}
+
 /// `?limit=N` for list endpoints: 1 to 1000, 100 when absent.
 pub(crate) fn parse_limit(raw: Option<&String>) -> Result<u32, ApiError> {
     match raw {

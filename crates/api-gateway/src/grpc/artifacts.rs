@@ -2,7 +2,6 @@
 //! what REST's artifact routes use.
 
 use std::pin::Pin;
-use std::time::UNIX_EPOCH;
 
 use cuttle_proto::v1 as pb;
 use cuttle_proto::v1::artifacts_server::{Artifacts as Service, ArtifactsServer};
@@ -11,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{status, timestamp};
 use super::files;
-use crate::resources::artifacts::{artifact_file, list_artifacts};
+use crate::resources::artifacts::{artifact_file, list_artifacts, ms};
 use crate::scoped::{Need, READER};
 use crate::AppState;
 
@@ -41,16 +40,13 @@ impl Service for ArtifactsApi {
         let items = found
             .into_iter()
             .map(|a| {
-                let ms = a
-                    .created
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let created = ms(a.created);
                 pb::Artifact {
                     id: a.id,
                     name: a.name,
                     source: a.source,
                     size: a.size,
-                    created_at: Some(timestamp(ms)),
+                    created_at: Some(timestamp(created)),
                 }
             })
             .collect();

@@ -77,6 +77,19 @@ pub(super) fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("an API key is required"))
 }
 
+/// A place among `actor`'s streams on this node (live logs, watches), or RESOURCE_EXHAUSTED.
+pub(super) fn stream_slot(
+    s: &crate::AppState,
+    actor: &str,
+) -> Result<crate::ui::streams::Slot, Status> {
+    s.streams.open(actor).ok_or_else(|| {
+        Status::resource_exhausted(format!(
+            "{actor} follows {} logs or watches on this node already; end one",
+            crate::ui::streams::PER_PERSON
+        ))
+    })
+}
+
 pub(super) fn timestamp(ms: UnixMs) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),

@@ -11,8 +11,9 @@ use cuttle_storage::DeploymentRecord;
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{caller, invalid, required, status, timestamp, timestamp_opt};
+use super::convert::{caller, required, status, stream_slot, timestamp, timestamp_opt};
 use super::tasks::pb_state;
+use crate::extract::limit_or_default;
 use crate::log_follow::{LogFollow, Step};
 use crate::resources::deployments::{
     create_deployment, get_deployment, list_deployments, DeploymentWrite, PREFIX,
@@ -126,11 +127,7 @@ impl Service for DeploymentsApi {
     ) -> Result<Response<pb::ListDeploymentsReply>, Status> {
         let r = req.get_ref();
         let space = required("space", &r.space)?;
-        let limit = match r.limit {
-            0 => 100,
-            n @ 1..=1000 => n,
-            n => return Err(invalid("limit", format!("1 to 1000, not {n}"))),
-        };
+        let limit = limit_or_default(r.limit).map_err(status)?;
         let some = |v: &str| Some(v.to_owned()).filter(|v| !v.trim().is_empty());
         let (found, next) = list_deployments(
             &self.s,
@@ -160,13 +157,7 @@ impl Service for DeploymentsApi {
         let d = get_deployment(&self.s, space, &r.id)
             .await
             .map_err(status)?;
-        let Some(slot) = self.s.streams.open(&caller.actor()) else {
-            return Err(Status::resource_exhausted(format!(
-                "{} follows {} logs on this node already; end one",
-                caller.actor(),
-                crate::ui::streams::PER_PERSON
-            )));
-        };
+        let slot = stream_slot(&self.s, &caller.actor())?;
         let first = event(pb::deployment_event::Event::Deployment(deployment(&d)));
         let w = Watching {
             log: LogFollow::start(&self.s, d.task, r.log_offset, slot),

@@ -10,7 +10,8 @@ use futures_util::Stream;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use super::convert::{invalid, status, text, timestamp, to_struct};
+use super::convert::{status, text, timestamp, to_struct};
+use crate::extract::limit_or_default;
 use crate::resources::events::export_lines;
 use crate::scoped::{Need, READER};
 use crate::AppState;
@@ -69,11 +70,7 @@ impl Service for EventsApi {
         &self,
         req: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsReply>, Status> {
-        let limit = match req.get_ref().limit {
-            0 => 100,
-            n @ 1..=1000 => n,
-            n => return Err(invalid("limit", format!("1 to 1000, not {n}"))),
-        };
+        let limit = limit_or_default(req.get_ref().limit).map_err(status)?;
         let events = self
             .s
             .store

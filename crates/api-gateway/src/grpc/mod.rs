@@ -36,6 +36,7 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::auth::{authenticate, authorize, client_address, presented_key, Caller};
+use crate::resources::packages::drain;
 use crate::scoped::{Need, ADMIN};
 use crate::AppState;
 
@@ -203,14 +204,7 @@ async fn authenticate_call(State(g): State<Guard>, mut req: Request, next: Next)
         if let Err(e) = authorize(found.scope, need, method) {
             return convert::status(e).into_http();
         }
-        req.extensions_mut().insert(Caller {
-            name: found.name,
-            address: client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
-            principal: format!("ApiKeys-{}", found.id),
-            scope: found.scope,
-            target: found.target_name,
-            grant: found.grant,
-        });
+        req.extensions_mut().insert(Caller::of_key(found, client));
     }
     let body_timeout = g.state.config.limits.body_timeout;
     // The message and gRPC's 5-byte frame header.
@@ -263,7 +257,7 @@ async fn within_deadlines(
         match read {
             Ok(Ok(whole)) => Request::from_parts(parts, axum::body::Body::from(whole)),
             Ok(Err(refused)) => {
-                drain(&mut stream, body_timeout).await;
+                drain(&mut stream, body_timeout, |b| b.len()).await;
                 return refused.into_http();
             }
             Err(_) => {
@@ -281,17 +275,6 @@ async fn within_deadlines(
             Ok(r) => r,
             Err(_) => Status::deadline_exceeded("the call's deadline passed").into_http(),
         },
-    }
-}
-
-/// Reads and drops what a refused request still sends (at most REST's drain limit).
-async fn drain(stream: &mut axum::body::BodyDataStream, idle: Duration) {
-    let mut drained = 0u64;
-    while drained < crate::resources::packages::DRAIN_LIMIT {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(b))) => drained += b.len() as u64,
-            _ => break,
-        }
     }
 }
 

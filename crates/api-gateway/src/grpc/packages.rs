@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{caller, invalid, required, status, timestamp};
 use super::files;
-use crate::resources::packages::{self as ops, store_upload, Incoming, Wanted, DRAIN_LIMIT};
+use crate::extract::limit_or_default;
+use crate::resources::packages::{self as ops, drain, store_upload, Incoming, Wanted};
 use crate::scoped::{Need, DEPLOYER, OPERATOR, READER};
 use crate::AppState;
 
@@ -49,19 +50,6 @@ fn package(p: &PackageRecord) -> pb::Package {
         sha256: p.sha256.clone(),
         uploaded_by: p.uploaded_by.clone(),
         uploaded_at: Some(timestamp(p.uploaded_at)),
-    }
-}
-
-/// Reads and drops what a refused upload still sends (up to REST's limit for the same), so a
-/// client that sends its whole file before it reads (most do) hears why, through a load
-/// balancer too, instead of a reset stream.
-async fn drain(messages: &mut Streaming<pb::UploadPackageRequest>, idle: std::time::Duration) {
-    let mut drained = 0u64;
-    while drained < DRAIN_LIMIT {
-        match tokio::time::timeout(idle, messages.message()).await {
-            Ok(Ok(Some(m))) => drained += m.encoded_len() as u64,
-            _ => break,
-        }
     }
 }
 
@@ -104,7 +92,7 @@ impl Service for PackagesApi {
         let incoming = match checked {
             Ok(i) => i,
             Err(e) => {
-                drain(&mut messages, idle).await;
+                drain(&mut messages, idle, |m| m.encoded_len()).await;
                 return Err(e);
             }
         };
@@ -120,7 +108,7 @@ impl Service for PackagesApi {
         match p {
             Ok(p) => Ok(Response::new(package(&p))),
             Err(e) => {
-                drain(data.get_mut(), idle).await;
+                drain(data.get_mut(), idle, |m| m.encoded_len()).await;
                 Err(status(e))
             }
         }
@@ -158,11 +146,7 @@ impl Service for PackagesApi {
     ) -> Result<Response<pb::ListPackagesReply>, Status> {
         let r = req.into_inner();
         let space = required("space", &r.space)?;
-        let limit = match r.limit {
-            0 => 100,
-            n @ 1..=1000 => n as usize,
-            n => return Err(invalid("limit", format!("1 to 1000, not {n}"))),
-        };
+        let limit = limit_or_default(r.limit).map_err(status)? as usize;
         let some = |v: String| Some(v).filter(|v| !v.trim().is_empty());
         let wanted = Wanted {
             package_id: some(r.package_id),

@@ -12,7 +12,10 @@ use futures_util::Stream;
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
-use super::convert::{caller, from_struct, invalid, status, timestamp, timestamp_opt, to_struct};
+use super::convert::{
+    caller, from_struct, invalid, status, stream_slot, timestamp, timestamp_opt, to_struct,
+};
+use crate::extract::limit_or_default;
 use crate::log_follow::{LogFollow, Step};
 use crate::resources::tasks as ops;
 use crate::scoped::{Need, DEPLOYER, READER};
@@ -139,12 +142,7 @@ pub(super) fn follow_log(
     id: TaskId,
     offset: u64,
 ) -> Result<impl Stream<Item = LogChunk> + Send + 'static, Status> {
-    let Some(slot) = s.streams.open(actor) else {
-        return Err(Status::resource_exhausted(format!(
-            "{actor} follows {} logs on this node already; end one",
-            crate::ui::streams::PER_PERSON
-        )));
-    };
+    let slot = stream_slot(s, actor)?;
     let log = LogFollow::start(s, id, offset, slot);
     let s = s.clone();
     Ok(futures_util::stream::unfold(
@@ -210,11 +208,7 @@ impl Tasks for TasksApi {
                     .map_err(|_| invalid("before", format!("not a task id: {b:?}")))?,
             ),
         };
-        let limit = match r.limit {
-            0 => 100,
-            n @ 1..=1000 => n,
-            n => return Err(invalid("limit", format!("1 to 1000, not {n}"))),
-        };
+        let limit = limit_or_default(r.limit).map_err(status)?;
         let filter = ops::TaskFilter {
             state: core_state(state),
             kind: Some(r.kind),
@@ -248,13 +242,7 @@ impl Tasks for TasksApi {
             p if p.starts_with("Projects-") => Some(format!("{p}/")),
             p => return Err(invalid("project_id", format!("{p:?} is not a project id"))),
         };
-        let Some(slot) = self.s.streams.open(&caller.actor()) else {
-            return Err(Status::resource_exhausted(format!(
-                "{} follows {} streams on this node already; end one",
-                caller.actor(),
-                crate::ui::streams::PER_PERSON
-            )));
-        };
+        let slot = stream_slot(&self.s, &caller.actor())?;
         let mut w = Watching {
             state: core_state(state),
             kind: Some(r.kind.trim().to_owned()).filter(|k| !k.is_empty()),

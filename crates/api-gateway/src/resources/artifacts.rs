@@ -40,7 +40,7 @@ fn in_url(id: &str) -> String {
     id.replace('%', "%25")
 }
 
-fn ms(t: std::time::SystemTime) -> i64 {
+pub(crate) fn ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)

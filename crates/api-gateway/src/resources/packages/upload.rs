@@ -263,16 +263,28 @@ pub(super) async fn upload(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if result.is_err() && !waits_to_send {
-        let idle = s.config.limits.body_timeout;
-        let mut drained = 0u64;
-        while drained < DRAIN_LIMIT {
-            match tokio::time::timeout(idle, stream.next()).await {
-                Ok(Some(Ok(b))) => drained += b.len() as u64,
-                _ => break,
-            }
-        }
+        drain(&mut stream, s.config.limits.body_timeout, |b| b.len()).await;
     }
     result
+}
+
+/// Reads and drops what a refused request still sends — at most [`DRAIN_LIMIT`] bytes (`size`
+/// says a piece's), none once it idles for `idle` — so a client that sends its whole body
+/// before it reads (most do) hears why instead of a reset. REST's and gRPC's one way.
+pub(crate) async fn drain<S, T, E>(
+    stream: &mut S,
+    idle: std::time::Duration,
+    size: impl Fn(&T) -> usize,
+) where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+{
+    let mut drained = 0u64;
+    while drained < DRAIN_LIMIT {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(piece))) => drained += size(&piece) as u64,
+            _ => break,
+        }
+    }
 }
 
 async fn receive(
