@@ -11,6 +11,7 @@ mod grpc;
 mod https;
 mod listener;
 mod log_follow;
+mod openapi;
 mod resources;
 mod routes;
 mod scoped;

@@ -6,7 +6,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use cuttle_core::ErrorCode;
 use serde_json::json;
@@ -14,6 +13,7 @@ use serde_json::json;
 use crate::auth::{require_api_key, Guard};
 use crate::error::ApiError;
 use crate::extract::too_large;
+use crate::openapi::{schemas, Op};
 use crate::resources::{
     artifacts, deployments, environments, events, keys, lifecycles, metrics, nodes, packages, ping,
     projects, runbooks, spaces, targets, tasks,
@@ -35,10 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
     // Uploads stream past the JSON body limit and whole-body deadline (they have their own).
     let streaming = streaming.route_layer(from_fn_with_state(guard, require_api_key));
     Router::new()
-        .merge(ping::routes())
-        // No key: a tentacle checks the cluster it was told to pin before it sends one. The
-        // thumbprint is public (every gateway handshake presents it).
-        .route("/api/cluster/identity", get(targets::cluster_identity))
+        .merge(open_routes().into_parts().0)
         // The web UI signs people in itself (a session cookie, not an API key header); its
         // forms are small.
         .merge(
@@ -54,6 +51,53 @@ pub(crate) fn router(state: AppState) -> Router {
             name_node,
         ))
         .with_state(state)
+}
+
+/// The routes that take no key: the ping, the cluster's identity, the OpenAPI document.
+pub(crate) fn open_routes() -> Api {
+    ping::routes()
+        // A tentacle checks the cluster it was told to pin before it sends a key. The
+        // thumbprint is public (every gateway handshake presents it).
+        .open_get(
+            "/api/cluster/identity",
+            targets::cluster_identity,
+            Op::new(
+                "getClusterIdentity",
+                "The cluster certificate's thumbprint (and, with a working key, its gateways)",
+            )
+            .header(
+                "X-API-Key",
+                serde_json::json!({"type": "string"}),
+                "optional: with a working key, the gateways are named too",
+            )
+            .ok("the thumbprint (and `gateways`)", schemas::identity)
+            .refuses(401, "the key given is unknown or past its expiry")
+            .refuses(429, "ten unknown API keys from this client within a minute"),
+        )
+        .open_get(
+            "/api/openapi.json",
+            openapi_document,
+            Op::new("getOpenApi", "This document").ok("the OpenAPI 3.1 document", schemas::openapi),
+        )
+}
+
+/// The OpenAPI document of every route (made once).
+async fn openapi_document() -> Response {
+    static DOCUMENT: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| {
+        serde_json::to_vec(&described())
+            .expect("a JSON value serializes")
+            .into()
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+}
+
+/// The OpenAPI document of every route.
+pub(crate) fn described() -> serde_json::Value {
+    let (_, needs) = keyed_routes();
+    let (_, open) = open_routes().into_parts();
+    let all: Vec<&crate::scoped::Declared> = needs.declared().iter().chain(&open).collect();
+    crate::openapi::document(&all)
 }
 
 type KeyedRouters = (Router<AppState>, Router<AppState>);

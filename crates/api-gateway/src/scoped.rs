@@ -1,6 +1,7 @@
-//! Routes declared with the scope they need, in one place: each resource module builds its
-//! routes with [`Api`], which takes a [`Need`] beside every method and path, so a route cannot
-//! exist without one. The collected [`RouteNeeds`] is what `require_api_key` checks.
+//! Routes declared with the scope they need and their description, in one place: each resource
+//! module builds its routes with [`Api`], which takes a [`Need`] and an [`Op`] beside every
+//! method and path, so a route cannot exist without either. The collected [`RouteNeeds`] is
+//! what `require_api_key` checks, and what the OpenAPI document is made of.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::routing::{on, MethodFilter};
 use axum::Router;
 use cuttle_core::Scope;
 
+use crate::openapi::Op;
 use crate::AppState;
 
 /// What a route needs: a scope, and whether a `register-target` key may call it too (for its
@@ -42,16 +44,17 @@ pub(crate) const DEPLOYER: Need = need(Scope::Deployer);
 pub(crate) const OPERATOR: Need = need(Scope::Operator);
 pub(crate) const ADMIN: Need = need(Scope::Admin);
 
-/// One keyed route: its method, its path pattern, and what it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One route: its method, its path pattern, what it needs (`None`: no key, for the few open
+/// routes) and its description.
 pub(crate) struct Declared {
     pub(crate) method: Method,
     pub(crate) path: &'static str,
-    pub(crate) need: Need,
+    pub(crate) need: Option<Need>,
+    pub(crate) op: Op,
 }
 
 /// Every keyed route's need, by method and path pattern.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct RouteNeeds {
     by_route: HashMap<(Method, &'static str), Need>,
     declared: Vec<Declared>,
@@ -68,7 +71,6 @@ impl RouteNeeds {
     }
 
     /// Every declared route, in declaration order.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn declared(&self) -> &[Declared] {
         &self.declared
     }
@@ -88,7 +90,14 @@ impl Api {
         }
     }
 
-    fn on<H, T>(mut self, method: Method, path: &'static str, need: Need, handler: H) -> Api
+    fn on<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        need: Option<Need>,
+        handler: H,
+        op: Op,
+    ) -> Api
     where
         H: Handler<T, AppState>,
         T: 'static,
@@ -98,48 +107,62 @@ impl Api {
         // axum merges the methods of one path given in several calls (and panics on a method
         // given twice).
         self.router = self.router.route(path, on(filter, handler));
-        self.declared.push(Declared { method, path, need });
+        self.declared.push(Declared {
+            method,
+            path,
+            need,
+            op,
+        });
         self
     }
 
-    pub(crate) fn get<H, T>(self, path: &'static str, need: Need, handler: H) -> Api
+    pub(crate) fn get<H, T>(self, path: &'static str, need: Need, handler: H, op: Op) -> Api
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.on(Method::GET, path, need, handler)
+        self.on(Method::GET, path, Some(need), handler, op)
     }
 
-    pub(crate) fn post<H, T>(self, path: &'static str, need: Need, handler: H) -> Api
+    pub(crate) fn post<H, T>(self, path: &'static str, need: Need, handler: H, op: Op) -> Api
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.on(Method::POST, path, need, handler)
+        self.on(Method::POST, path, Some(need), handler, op)
     }
 
-    pub(crate) fn put<H, T>(self, path: &'static str, need: Need, handler: H) -> Api
+    pub(crate) fn put<H, T>(self, path: &'static str, need: Need, handler: H, op: Op) -> Api
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.on(Method::PUT, path, need, handler)
+        self.on(Method::PUT, path, Some(need), handler, op)
     }
 
-    pub(crate) fn patch<H, T>(self, path: &'static str, need: Need, handler: H) -> Api
+    pub(crate) fn patch<H, T>(self, path: &'static str, need: Need, handler: H, op: Op) -> Api
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.on(Method::PATCH, path, need, handler)
+        self.on(Method::PATCH, path, Some(need), handler, op)
     }
 
-    pub(crate) fn delete<H, T>(self, path: &'static str, need: Need, handler: H) -> Api
+    pub(crate) fn delete<H, T>(self, path: &'static str, need: Need, handler: H, op: Op) -> Api
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.on(Method::DELETE, path, need, handler)
+        self.on(Method::DELETE, path, Some(need), handler, op)
+    }
+
+    /// A route that takes no key (the ping, the cluster's identity, the OpenAPI document).
+    pub(crate) fn open_get<H, T>(self, path: &'static str, handler: H, op: Op) -> Api
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.on(Method::GET, path, None, handler, op)
     }
 
     pub(crate) fn merge(mut self, other: Api) -> Api {
@@ -160,7 +183,10 @@ impl RouteNeeds {
     pub(crate) fn join(parts: impl IntoIterator<Item = Vec<Declared>>) -> Arc<RouteNeeds> {
         let mut needs = RouteNeeds::default();
         for d in parts.into_iter().flatten() {
-            let previous = needs.by_route.insert((d.method.clone(), d.path), d.need);
+            let need = d
+                .need
+                .unwrap_or_else(|| panic!("{} {} takes no key", d.method, d.path));
+            let previous = needs.by_route.insert((d.method.clone(), d.path), need);
             assert!(previous.is_none(), "{} {} declared twice", d.method, d.path);
             needs.declared.push(d);
         }

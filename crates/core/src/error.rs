@@ -3,6 +3,7 @@ use serde::Serialize;
 /// The one error vocabulary shared by REST and gRPC, so both surfaces agree on what a failure
 /// means. `http_status` is the REST mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,

@@ -1,6 +1,6 @@
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use crate::{format_rfc3339_ms, UnixMs};
+use crate::UnixMs;
 
 /// An audit event to record: who did what to which object, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,17 +19,15 @@ pub struct NewEvent {
 
 /// An audit event as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventRecord {
     pub id: String,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::time::Rfc3339"))]
     pub occurred_at: UnixMs,
     pub actor: String,
     pub action: String,
     pub target: String,
     pub client_address: String,
     pub details: serde_json::Value,
-}
-
-fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_rfc3339_ms(*ms))
 }

@@ -1,6 +1,6 @@
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::{format_rfc3339_ms, UnixMs, ValidationError};
+use crate::{UnixMs, ValidationError};
 
 /// The largest task cap a node accepts. The guide calls 40–80 a reasonable maximum; anything
 /// past this is a typo, not a plan.
@@ -9,6 +9,7 @@ pub const MAX_TASK_CAP: u32 = 1000;
 /// A node as the registry knows it. `online` is derived from `last_seen` by the reader, using
 /// its own offline timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NodeRecord {
     pub name: String,
     pub roles: Vec<String>,
@@ -16,9 +17,11 @@ pub struct NodeRecord {
     pub task_cap: u32,
     pub draining: bool,
     pub online: bool,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::time::Rfc3339"))]
     pub last_seen: UnixMs,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::time::Rfc3339"))]
     pub started_at: UnixMs,
     pub running_tasks: u32,
     pub http_address: String,
@@ -28,12 +31,9 @@ pub struct NodeRecord {
     pub storage_ok: bool,
 }
 
-fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_rfc3339_ms(*ms))
-}
-
 /// Body of `PATCH /api/nodes/{name}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodePatch {
     pub task_cap: Option<u32>,

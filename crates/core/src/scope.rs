@@ -10,6 +10,7 @@ use crate::{validate_target_name, ValidationError};
 
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum Scope {
     /// Everything, including API keys and cluster settings.
@@ -98,6 +99,7 @@ pub const MAX_KEY_LIFETIME_SECS: u64 = 10 * 365 * 86_400;
 
 /// Body of `POST /api/keys` (and what `cuttle-server api-key create` is given).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyRequest {
     pub name: String,
@@ -124,6 +126,7 @@ pub struct ApiKeyRequest {
 
 /// What a `register-target` key lets its target claim, fixed when the key is made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TargetGrant {
     /// Environment names the target may be registered in.

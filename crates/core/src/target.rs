@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::{format_rfc3339_ms, UnixMs, ValidationError};
+use crate::{UnixMs, ValidationError};
 
 const MAX_TARGET_NAME_LEN: usize = 200;
 const MAX_TAG_COUNT: usize = 50;
@@ -34,6 +34,18 @@ impl FromStr for TargetId {
     }
 }
 
+/// `Targets-N`, as it is shown.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for TargetId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TargetId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": format!("^{TARGET_ID_PREFIX}[1-9][0-9]*$")})
+    }
+}
+
 impl Serialize for TargetId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -42,6 +54,7 @@ impl Serialize for TargetId {
 
 /// How the cluster reaches a target's tentacle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Comms {
     /// The tentacle connects out to the nodes' gateways and waits for work.
@@ -73,6 +86,7 @@ impl FromStr for Comms {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum TargetHealth {
     Unknown,
     Healthy,
@@ -108,6 +122,7 @@ impl FromStr for TargetHealth {
 
 /// Body of `POST /api/targets`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewTarget {
     pub name: String,
@@ -135,6 +150,7 @@ impl NewTarget {
 
 /// Body of `PATCH /api/targets/{id}`: every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TargetPatch {
     pub name: Option<String>,
@@ -142,7 +158,9 @@ pub struct TargetPatch {
     pub roles: Option<Vec<String>>,
     pub comms: Option<Comms>,
     pub thumbprint: Option<String>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "some_or_null")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub endpoint: Option<Option<String>>,
 }
 
@@ -174,6 +192,7 @@ impl TargetPatch {
 
 /// A target as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TargetRecord {
     pub id: TargetId,
     pub name: String,
@@ -184,20 +203,14 @@ pub struct TargetRecord {
     pub thumbprint: String,
     pub health: TargetHealth,
     pub health_reason: Option<String>,
-    #[serde(serialize_with = "ser_opt_time")]
+    #[serde(serialize_with = "crate::time::ser_opt_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::time::Rfc3339>"))]
     pub last_health_check: Option<UnixMs>,
     /// Nodes whose gateway holds a live polling session with this target.
     pub connected_nodes: Vec<String>,
     /// The cluster certificates (thumbprints) the tentacle said it trusts at its last health
     /// check: a new cluster certificate is activated only once every target trusts it.
     pub cluster_trust: Vec<String>,
-}
-
-fn ser_opt_time<S: Serializer>(ms: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&format_rfc3339_ms(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 fn plain(text: &str) -> bool {

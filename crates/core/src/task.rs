@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::{format_rfc3339_ms, TargetId, TargetRecord, UnixMs, ValidationError};
+use crate::{TargetId, TargetRecord, UnixMs, ValidationError};
 
 /// Longest `Sleep` accepted: a day. Longer is a mistake, and would pin a task slot.
 pub const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
@@ -41,6 +41,18 @@ impl FromStr for TaskId {
     }
 }
 
+/// `ServerTasks-N`, as it is shown.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for TaskId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TaskId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": format!("^{TASK_ID_PREFIX}[1-9][0-9]*$")})
+    }
+}
+
 impl Serialize for TaskId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -48,6 +60,7 @@ impl Serialize for TaskId {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum TaskState {
     Queued,
     Executing,
@@ -623,14 +636,32 @@ pub struct NewTask {
     pub concurrency_tag: Option<String>,
 }
 
+/// The body of `POST /api/tasks`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawNewTask {
+    /// The task's kind (`Sleep`, `AdHocScript`, `HealthCheck`, …), whatever its case.
     kind: String,
+    /// The kind's arguments (an object; absent: none).
     #[serde(default)]
     arguments: Option<Value>,
+    /// Shown in lists; the kind's name when absent.
     description: Option<String>,
+    /// Tasks with the same tag never run at once.
     concurrency_tag: Option<String>,
+}
+
+/// A new task's body is what [`NewTask::from_json`] reads.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for NewTask {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NewTask".into()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RawNewTask::json_schema(g)
+    }
 }
 
 impl NewTask {
@@ -669,6 +700,7 @@ impl NewTask {
 
 /// A task as stored. `claim_epoch` grows with every claim; a worker's writes are fenced on it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TaskRecord {
     pub id: TaskId,
     pub kind: String,
@@ -678,24 +710,16 @@ pub struct TaskRecord {
     pub concurrency_tag: Option<String>,
     pub node: Option<String>,
     pub claim_epoch: i64,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::ser_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::time::Rfc3339"))]
     pub queued_at: UnixMs,
-    #[serde(serialize_with = "ser_opt_time")]
+    #[serde(serialize_with = "crate::time::ser_opt_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::time::Rfc3339>"))]
     pub started_at: Option<UnixMs>,
-    #[serde(serialize_with = "ser_opt_time")]
+    #[serde(serialize_with = "crate::time::ser_opt_time")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::time::Rfc3339>"))]
     pub completed_at: Option<UnixMs>,
     pub error: Option<String>,
-}
-
-fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_rfc3339_ms(*ms))
-}
-
-fn ser_opt_time<S: Serializer>(ms: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&format_rfc3339_ms(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 #[cfg(test)]

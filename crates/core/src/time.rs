@@ -1,6 +1,40 @@
+use serde::Serializer;
+
 /// Milliseconds since the Unix epoch, as stored in the database. Times that order events across
 /// nodes (queue time, last seen) are taken from the database clock, never a node's.
 pub type UnixMs = i64;
+
+/// Serializes a time as the API shows it: [`format_rfc3339_ms`].
+pub(crate) fn ser_time<S: Serializer>(ms: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339_ms(*ms))
+}
+
+/// [`ser_time`], or `null`.
+pub(crate) fn ser_opt_time<S: Serializer>(ms: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&format_rfc3339_ms(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A time's schema as [`ser_time`] writes it (`#[schemars(with = "Rfc3339")]`).
+#[cfg(feature = "schema")]
+pub(crate) struct Rfc3339;
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Rfc3339 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rfc3339".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "date-time"})
+    }
+}
 
 /// Formats a Unix time in milliseconds as an RFC 3339 UTC string, e.g.
 /// `2026-11-26T07:35:00.123Z`.

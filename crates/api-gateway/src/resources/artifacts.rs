@@ -14,14 +14,29 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::extract::{ApiResult, Page, PathParams};
+use crate::openapi::{file_download, schemas, Op};
 use crate::resources::files::{serve, store_failed, Served};
 use crate::scoped::{Api, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .get("/api/tasks/{id}/artifacts", READER, list)
-        .get("/api/tasks/{id}/artifacts/{*artifact}", READER, download)
+        .get(
+            "/api/tasks/{id}/artifacts",
+            READER,
+            list,
+            Op::new(
+                "listArtifacts",
+                "The files a task's scripts handed over, oldest first",
+            )
+            .ok("the task's artifacts", schemas::artifacts),
+        )
+        .get(
+            "/api/tasks/{id}/artifacts/{*artifact}",
+            READER,
+            download,
+            file_download("getArtifact", "One artifact's file, streamed"),
+        )
 }
 
 /// The task a path names (404 for a malformed id, like an unknown one).

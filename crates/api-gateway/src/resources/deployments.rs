@@ -23,6 +23,7 @@ use super::projects::{Projects, PROJECT};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, JsonBody, Page, PathParams, QueryMap};
+use crate::openapi::{schemas, Op};
 use crate::scoped::{Api, DEPLOYER, READER};
 use crate::AppState;
 
@@ -31,13 +32,43 @@ const RELEASE_PREFIX: &str = "Releases-";
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .post("/api/spaces/{space}/deployments", DEPLOYER, create)
-        .get("/api/spaces/{space}/deployments", READER, list)
-        .get("/api/spaces/{space}/deployments/{id}", READER, get_one)
-        .get("/api/spaces/{space}/dashboard", READER, dashboard)
+        .post(
+            "/api/spaces/{space}/deployments",
+            DEPLOYER,
+            create,
+            Op::new("createDeployment", "Deploys a release to an environment")
+                .body(|g| g.request::<DeploymentWrite>())
+                .created("the deployment, its `Deploy` task queued", schemas::deployment)
+                .refuses(409, "the lifecycle does not allow this environment yet (the message names the phase)")
+                .link("get", "getDeployment", &[("space", "$request.path.space"), ("id", "$response.body#/id")])
+                .link("task", "getTask", &[("id", "$response.body#/task_id")]),
+        )
+        .get(
+            "/api/spaces/{space}/deployments",
+            READER,
+            list,
+            Op::new("listDeployments", "A space's deployments, newest first")
+                .query("project_id", serde_json::json!({"type": "string"}), "only this project's")
+                .query("limit", schemas::limit(), "at most this many (default 100)")
+                .query("before", serde_json::json!({"type": "string"}), "the `next` of the previous page")
+                .ok("a page of deployments", schemas::deployments),
+        )
+        .get(
+            "/api/spaces/{space}/deployments/{id}",
+            READER,
+            get_one,
+            Op::new("getDeployment", "One deployment").ok("the deployment", schemas::deployment),
+        )
+        .get(
+            "/api/spaces/{space}/dashboard",
+            READER,
+            dashboard,
+            Op::new("getDashboard", "Per project and environment, the latest deployment")
+                .ok("the space's dashboard", schemas::dashboard),
+        )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeploymentWrite {
     pub(crate) release_id: String,

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use cuttle_core::{format_rfc3339_ms, ErrorCode};
 use cuttle_storage::{Document, DocumentWrite, Written};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -21,6 +22,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
 
 pub(crate) mod ops;
+use crate::openapi::schemas::{document, page, with_version};
+use crate::openapi::{Gen, Op};
 use crate::scoped::{Api, OPERATOR, READER};
 use crate::AppState;
 
@@ -40,7 +43,7 @@ pub(crate) trait DocumentResource: Send + Sync + 'static {
     /// Audit actions are this and `.create`, `.update`, `.delete`, `.reorder`.
     const EVENT: &'static str;
     /// What a client writes: `name` and the resource's own fields, nothing unknown.
-    type Write: Serialize + DeserializeOwned + Send + Sync;
+    type Write: Serialize + DeserializeOwned + JsonSchema + Send + Sync;
     /// Parts of the stored body written through endpoints of their own (a project's process and
     /// variables), not through `PUT`/`PATCH` of the document.
     const PARTS: &'static [&'static str] = &[];
@@ -209,13 +212,130 @@ pub(crate) fn required_version(version: Option<i64>) -> Result<i64, ApiError> {
 /// A document resource's five routes: list and create on `collection`, read, replace, patch and
 /// delete on `one`. Reading is a reader's; every change is an operator's.
 pub(crate) fn routes<R: DocumentResource>(collection: &'static str, one: &'static str) -> Api {
+    let (kind, lower) = (R::KIND, R::KIND.to_lowercase());
+    let link_one = |op: Op| {
+        let params: &[(&str, &str)] = &[
+            ("space", "$request.path.space"),
+            ("id", "$response.body#/id"),
+        ];
+        op.link("get", format!("get{kind}"), params)
+            .link("replace", format!("replace{kind}"), params)
+            .link("patch", format!("patch{kind}"), params)
+            .link("delete", format!("delete{kind}"), params)
+    };
+    let stale = "the document changed since the version named was read: read it again";
+    let taken = "the name is taken in this space (whatever its case)";
     Api::new()
-        .get(collection, READER, list::<R>)
-        .post(collection, OPERATOR, create::<R>)
-        .get(one, READER, get_one::<R>)
-        .put(one, OPERATOR, replace::<R>)
-        .patch(one, OPERATOR, patch::<R>)
-        .delete(one, OPERATOR, delete::<R>)
+        .get(
+            collection,
+            READER,
+            list::<R>,
+            Op::new(format!("list{kind}s"), format!("The {lower}s of a space"))
+                .ok(format!("every {lower} of the space"), |g| {
+                    page(shown_schema::<R>(g))
+                }),
+        )
+        .post(
+            collection,
+            OPERATOR,
+            create::<R>,
+            link_one(
+                Op::new(format!("create{kind}"), format!("Creates a {lower}"))
+                    .body(|g| write_schema::<R>(g, Write::Create))
+                    .created(format!("the {lower}, at version 1"), shown_schema::<R>)
+                    .refuses(409, taken),
+            ),
+        )
+        .get(
+            one,
+            READER,
+            get_one::<R>,
+            Op::new(format!("get{kind}"), format!("One {lower}"))
+                .ok(
+                    format!("the {lower}; `ETag` is its version"),
+                    shown_schema::<R>,
+                )
+                .with_headers(&[("ETag", "the version, quoted")]),
+        )
+        .put(
+            one,
+            OPERATOR,
+            replace::<R>,
+            Op::new(
+                format!("replace{kind}"),
+                format!("Replaces a {lower}'s settings whole"),
+            )
+            .header(
+                "If-Match",
+                json!({"type": "string"}),
+                "the version read, quoted (or `version` in the body)",
+            )
+            .body(|g| write_schema::<R>(g, Write::Replace))
+            .ok(format!("the {lower} at its new version"), shown_schema::<R>)
+            .refuses(409, stale),
+        )
+        .patch(
+            one,
+            OPERATOR,
+            patch::<R>,
+            Op::new(
+                format!("patch{kind}"),
+                format!("Changes some of a {lower}'s settings (JSON merge patch)"),
+            )
+            .header(
+                "If-Match",
+                json!({"type": "string"}),
+                "the version read, quoted (or `version` in the body)",
+            )
+            .body(|g| write_schema::<R>(g, Write::Patch))
+            .ok(format!("the {lower} at its new version"), shown_schema::<R>)
+            .refuses(409, stale),
+        )
+        .delete(
+            one,
+            OPERATOR,
+            delete::<R>,
+            Op::new(format!("delete{kind}"), format!("Deletes a {lower}"))
+                .header(
+                    "If-Match",
+                    json!({"type": "string"}),
+                    "the version read, quoted (optional)",
+                )
+                .no_content("deleted")
+                .refuses(
+                    409,
+                    "something still names it, or it changed since the version named",
+                ),
+        )
+}
+
+/// Which write a body schema is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Create,
+    Replace,
+    Patch,
+}
+
+/// A document as the API shows it, from its write's schema.
+pub(crate) fn shown_schema<R: DocumentResource>(g: &mut Gen) -> serde_json::Value {
+    g.named(R::KIND, |g| {
+        let write = g.request_definition::<R::Write>();
+        document(&write, &[])
+    })
+}
+
+/// The body of a write: the resource's fields and, for a replace or a patch, the version read.
+fn write_schema<R: DocumentResource>(g: &mut Gen, w: Write) -> Value {
+    let schema = g.request_definition::<R::Write>();
+    if w == Write::Create {
+        return schema;
+    }
+    let mut schema = with_version(schema);
+    if let (Value::Object(m), Write::Patch) = (&mut schema, w) {
+        m.remove("required");
+    }
+    schema
 }
 
 pub(crate) async fn list<R: DocumentResource>(
@@ -285,7 +405,7 @@ pub(crate) async fn delete<R: DocumentResource>(
 }
 
 /// Body of a reorder: every id of the kind in the space, in the new order.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Reorder {
     ids: Vec<String>,

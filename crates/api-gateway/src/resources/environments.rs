@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::documents::{self as docs, space_id, DocumentResource};
 use super::lifecycles::{Lifecycles, LIFECYCLE};
 use crate::error::ApiError;
+use crate::openapi::Op;
 use crate::scoped::{Api, OPERATOR};
 use crate::AppState;
 
@@ -18,7 +19,7 @@ pub(crate) const ENVIRONMENT: &str = "Environment";
 pub(crate) struct Environments;
 
 /// What a client writes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnvironmentWrite {
     name: String,
@@ -113,5 +114,13 @@ pub(crate) fn routes() -> Api {
         "/api/spaces/{space}/environments/reorder",
         OPERATOR,
         docs::reorder::<Environments>,
+        Op::new(
+            "reorderEnvironments",
+            "Puts a space's environments in a new order",
+        )
+        .body(|g| g.request::<docs::Reorder>())
+        .ok("every environment, in the new order", |g| {
+            crate::openapi::schemas::page(docs::shown_schema::<Environments>(g))
+        }),
     )
 }

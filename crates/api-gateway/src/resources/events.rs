@@ -15,13 +15,36 @@ use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, Page, QueryMap};
+use crate::openapi::{schemas, Content, Op};
 use crate::scoped::{Api, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .get("/api/events", READER, list_events)
-        .get("/api/events/export", READER, export)
+        .get(
+            "/api/events",
+            READER,
+            list_events,
+            Op::new("listEvents", "The audit events, newest first")
+                .query("limit", schemas::limit(), "at most this many (default 100)")
+                .ok("the newest events", schemas::events),
+        )
+        .get(
+            "/api/events/export",
+            READER,
+            export,
+            Op::new(
+                "exportEvents",
+                "Every audit event of a time range, archived or not, oldest first",
+            )
+            .query(
+                "from",
+                schemas::time_param(),
+                "from this time (included): `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.mmm]Z`",
+            )
+            .query("to", schemas::time_param(), "until this time (excluded)")
+            .reply(200, "one event per line", Content::JsonLines),
+        )
 }
 
 async fn list_events(State(s): State<AppState>, q: QueryMap) -> ApiResult {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::auth::{now_ms, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::openapi::{schemas, Op};
 use crate::scoped::{Api, ADMIN};
 use crate::AppState;
 
@@ -19,9 +20,36 @@ pub(crate) const ID_PREFIX: &str = "ApiKeys-";
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .get("/api/keys", ADMIN, list)
-        .post("/api/keys", ADMIN, create)
-        .delete("/api/keys/{id}", ADMIN, revoke)
+        .get(
+            "/api/keys",
+            ADMIN,
+            list,
+            Op::new(
+                "listApiKeys",
+                "The API keys, oldest first (never a key or its hash)",
+            )
+            .ok("every key", schemas::keys),
+        )
+        .post(
+            "/api/keys",
+            ADMIN,
+            create,
+            Op::new("createApiKey", "Makes an API key")
+                .body(|g| g.request::<ApiKeyRequest>())
+                .created(
+                    "the key's record and the key itself, sent this once",
+                    schemas::new_key,
+                )
+                .refuses(409, "the name is taken"),
+        )
+        .delete(
+            "/api/keys/{id}",
+            ADMIN,
+            revoke,
+            Op::new("revokeApiKey", "Revokes an API key")
+                .no_content("revoked: every node refuses it within a second")
+                .refuses(409, "it is the cluster's last working admin key"),
+        )
 }
 
 fn key_id(raw: &str) -> Result<i64, ApiError> {

@@ -22,7 +22,7 @@ const MAX_PHASES: usize = 50;
 pub(crate) struct Lifecycles;
 
 /// One phase as written.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Phase {
     pub(crate) name: String,
@@ -37,7 +37,7 @@ pub(crate) struct Phase {
 }
 
 /// What a client writes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LifecycleWrite {
     name: String,

@@ -5,11 +5,21 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::extract::ApiResult;
+use crate::openapi::{Content, Op};
 use crate::scoped::{Api, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {
-    Api::new().get("/metrics", READER, metrics)
+    Api::new().get(
+        "/metrics",
+        READER,
+        metrics,
+        Op::new("getMetrics", "Prometheus metrics").reply(
+            200,
+            "Prometheus' text format",
+            Content::Prometheus,
+        ),
+    )
 }
 
 async fn metrics(State(s): State<AppState>) -> ApiResult {

@@ -11,15 +11,40 @@ use serde_json::json;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::openapi::{schemas, Op};
 use crate::scoped::{Api, OPERATOR, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .get("/api/nodes", READER, list_nodes)
-        .get("/api/nodes/{name}", READER, get_node)
-        .patch("/api/nodes/{name}", OPERATOR, patch_node)
-        .delete("/api/nodes/{name}", OPERATOR, delete_node)
+        .get(
+            "/api/nodes",
+            READER,
+            list_nodes,
+            Op::new("listNodes", "The cluster's nodes").ok("every node, by name", schemas::nodes),
+        )
+        .get(
+            "/api/nodes/{name}",
+            READER,
+            get_node,
+            Op::new("getNode", "One node").ok("the node", schemas::node),
+        )
+        .patch(
+            "/api/nodes/{name}",
+            OPERATOR,
+            patch_node,
+            Op::new("patchNode", "Changes a node's task cap or drains it")
+                .body(|g| g.request::<NodePatch>())
+                .ok("the node as changed", schemas::node),
+        )
+        .delete(
+            "/api/nodes/{name}",
+            OPERATOR,
+            delete_node,
+            Op::new("deleteNode", "Forgets a node")
+                .no_content("deleted (a live node adds itself again at its next heartbeat)")
+                .refuses(409, "the node still owns executing tasks"),
+        )
 }
 
 async fn list_nodes(State(s): State<AppState>) -> ApiResult {

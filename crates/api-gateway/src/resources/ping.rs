@@ -4,17 +4,40 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cuttle_core::ErrorCode;
 use serde_json::json;
 
+use crate::openapi::{schemas, Content, Op};
+use crate::scoped::Api;
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/nodes/ping", get(ping))
-        .route("/api/octopusservernodes/ping", get(ping))
+pub(crate) fn routes() -> Api {
+    Api::new()
+        .open_get("/api/nodes/ping", ping, ping_op("ping"))
+        .open_get(
+            "/api/octopusservernodes/ping",
+            ping,
+            ping_op("pingAtGuidePath"),
+        )
+}
+
+fn ping_op(id: &'static str) -> Op {
+    Op::new(
+        id,
+        "Whether this node takes work: the load balancers' health check",
+    )
+    .reply(200, "online: it takes work", Content::Json(schemas::ping))
+    .reply(
+        418,
+        "draining, or shutting down",
+        Content::Json(schemas::ping),
+    )
+    .reply(
+        503,
+        "it cannot reach the database, or its heartbeat is overdue",
+        Content::Json(schemas::ping),
+    )
 }
 
 /// The load balancer's health check, without a key: so it says only this node's name and state.

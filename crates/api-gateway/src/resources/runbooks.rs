@@ -24,6 +24,7 @@ use super::projects::{variables_of, Projects, PROJECT};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
+use crate::openapi::{schemas, Gen, Op};
 use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
 use crate::AppState;
 
@@ -32,7 +33,7 @@ pub(crate) const RUNBOOK: &str = "Runbook";
 pub(crate) struct Runbooks;
 
 /// What a client writes about the runbook itself.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunbookWrite {
     name: String,
@@ -103,26 +104,62 @@ impl DocumentResource for Runbooks {
 }
 
 pub(crate) fn routes() -> Api {
+    const PROCESS: &str = "/api/spaces/{space}/runbooks/{id}/process";
+    let if_match = "the version read, quoted (or `version` in the body)";
     docs::routes::<Runbooks>(
         "/api/spaces/{space}/runbooks",
         "/api/spaces/{space}/runbooks/{id}",
     )
     .get(
-        "/api/spaces/{space}/runbooks/{id}/process",
+        PROCESS,
         READER,
         read_process,
+        Op::new("getRunbookProcess", "A runbook's process").ok(
+            "its steps, at the runbook's version (also its `ETag`)",
+            schemas::runbook_process,
+        ),
     )
     .put(
-        "/api/spaces/{space}/runbooks/{id}/process",
+        PROCESS,
         OPERATOR,
         replace_process,
+        Op::new("replaceRunbookProcess", "Replaces a runbook's process")
+            .header("If-Match", json!({"type": "string"}), if_match)
+            .body(schemas::process_write)
+            .ok(
+                "the saved process, defaults filled in",
+                schemas::runbook_process,
+            )
+            .refuses(409, "the runbook changed since the version named was read"),
     )
     .post(
         "/api/spaces/{space}/runbooks/{id}/publish",
         OPERATOR,
         publish,
+        Op::new(
+            "publishRunbook",
+            "Freezes a runbook's process and its project's variables for runs",
+        )
+        .ok("the runbook with `published`", shown_runbook)
+        .refuses(409, "the runbook has no steps"),
     )
-    .post("/api/spaces/{space}/runbooks/{id}/runs", DEPLOYER, run)
+    .post(
+        "/api/spaces/{space}/runbooks/{id}/runs",
+        DEPLOYER,
+        run,
+        Op::new(
+            "runRunbook",
+            "Runs a runbook's published process in an environment",
+        )
+        .body(|g| g.request::<RunWrite>())
+        .created("the `RunbookRun` task, queued", schemas::task)
+        .refuses(409, "the runbook is not published")
+        .link("task", "getTask", &[("id", "$response.body#/id")]),
+    )
+}
+
+fn shown_runbook(g: &mut Gen) -> Value {
+    docs::shown_schema::<Runbooks>(g)
 }
 
 async fn runbook(s: &AppState, space: &Document, raw: &str) -> Result<Document, ApiError> {
@@ -231,7 +268,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunWrite {
     pub(crate) environment_id: String,

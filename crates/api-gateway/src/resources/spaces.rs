@@ -14,11 +14,13 @@ use super::documents::{resolve_space, shown, SPACE, SPACE_PREFIX};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::openapi::schemas::{document, page};
+use crate::openapi::{Gen, Op};
 use crate::scoped::{Api, ADMIN, READER};
 use crate::AppState;
 
 /// What a client writes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SpaceWrite {
     name: String,
@@ -28,9 +30,34 @@ struct SpaceWrite {
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .get("/api/spaces", READER, list)
-        .post("/api/spaces", ADMIN, create)
-        .get("/api/spaces/{space}", READER, get_one)
+        .get(
+            "/api/spaces",
+            READER,
+            list,
+            Op::new("listSpaces", "The spaces").ok("every space", |g| page(space(g))),
+        )
+        .post(
+            "/api/spaces",
+            ADMIN,
+            create,
+            Op::new("createSpace", "Makes a space")
+                .body(|g| g.request::<SpaceWrite>())
+                .created("the space", space)
+                .refuses(409, "the name is taken (whatever its case)")
+                .link("get", "getSpace", &[("space", "$response.body#/id")]),
+        )
+        .get(
+            "/api/spaces/{space}",
+            READER,
+            get_one,
+            Op::new("getSpace", "One space").ok("the space", space),
+        )
+}
+
+fn space(g: &mut Gen) -> Value {
+    g.named("Space", |g| {
+        document(&g.request_definition::<SpaceWrite>(), &[])
+    })
 }
 
 async fn list(State(s): State<AppState>) -> ApiResult {

@@ -17,21 +17,61 @@ use super::runbooks::RUNBOOK;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::openapi::{schemas, Op};
 use crate::scoped::{need_or_own_target, Api, OPERATOR, READER};
 use crate::AppState;
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .post("/api/targets", need_or_own_target(Scope::Operator), create)
-        .get("/api/targets", READER, list)
+        .post(
+            "/api/targets",
+            need_or_own_target(Scope::Operator),
+            create,
+            Op::new("createTarget", "Registers a deployment target")
+                .body(|g| with_new_roles(g.request_definition::<NewTarget>()))
+                .created("the target", schemas::target)
+                .refuses(409, "the name or the thumbprint is taken")
+                .link("get", "getTarget", &[("id", "$response.body#/id")])
+                .link("patch", "patchTarget", &[("id", "$response.body#/id")])
+                .link("delete", "deleteTarget", &[("id", "$response.body#/id")]),
+        )
+        .get(
+            "/api/targets",
+            READER,
+            list,
+            Op::new("listTargets", "The deployment targets").ok("every target", schemas::targets),
+        )
         .get(
             "/api/targets/{id}",
             need_or_own_target(Scope::Reader),
             get_one,
+            Op::new("getTarget", "One deployment target").ok("the target", schemas::target),
         )
         // A register-target key registers its target once; changing it is an operator's.
-        .patch("/api/targets/{id}", OPERATOR, patch)
-        .delete("/api/targets/{id}", OPERATOR, delete)
+        .patch(
+            "/api/targets/{id}",
+            OPERATOR,
+            patch,
+            Op::new("patchTarget", "Changes what the body names of a target")
+                .body(|g| with_new_roles(g.request_definition::<TargetPatch>()))
+                .ok("the target as changed", schemas::target)
+                .refuses(409, "the name or the thumbprint is taken"),
+        )
+        .delete(
+            "/api/targets/{id}",
+            OPERATOR,
+            delete,
+            Op::new("deleteTarget", "Removes a deployment target").no_content("removed"),
+        )
+}
+
+/// A target body also takes `new_roles`: a role nothing uses yet is meant.
+fn with_new_roles(mut schema: Value) -> Value {
+    schema["properties"]["new_roles"] = json!({
+        "type": "boolean",
+        "description": "a role no step, target or key uses yet is meant, not misspelt",
+    });
+    schema
 }
 
 pub(crate) fn target_id(raw: &str) -> Result<TargetId, ApiError> {

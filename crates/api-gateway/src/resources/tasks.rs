@@ -7,6 +7,7 @@ use cuttle_storage::Audit;
 use futures_util::StreamExt;
 
 use crate::extract::{parse_limit, Page, RawBody};
+use crate::openapi::{schemas, Content, Op};
 use crate::scoped::{Api, DEPLOYER, READER};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,11 +23,69 @@ use crate::AppState;
 pub(crate) fn routes() -> Api {
     Api::new()
         // And the scope the task's kind needs (`Caller::check_kind`).
-        .post("/api/tasks", DEPLOYER, create_task)
-        .get("/api/tasks", READER, list_tasks)
-        .get("/api/tasks/{id}", READER, get_task)
-        .get("/api/tasks/{id}/log", READER, task_log)
-        .post("/api/tasks/{id}/cancel", DEPLOYER, cancel_task)
+        .post(
+            "/api/tasks",
+            DEPLOYER,
+            create_task,
+            Op::new("createTask", "Queues a task")
+                .body(|g| g.request::<NewTask>())
+                .created("the task, queued", schemas::task)
+                .link("get", "getTask", &[("id", "$response.body#/id")])
+                .link("log", "getTaskLog", &[("id", "$response.body#/id")])
+                .link("cancel", "cancelTask", &[("id", "$response.body#/id")]),
+        )
+        .get(
+            "/api/tasks",
+            READER,
+            list_tasks,
+            Op::new("listTasks", "The queue, newest first")
+                .query(
+                    "state",
+                    schemas::inline::<TaskState>(),
+                    "only tasks in this state",
+                )
+                .query(
+                    "kind",
+                    json!({"type": "string"}),
+                    "only tasks of this kind (whatever its case)",
+                )
+                .query("limit", schemas::limit(), "at most this many (default 100)")
+                .query(
+                    "before",
+                    json!({"type": "string"}),
+                    "the `next` of the previous page",
+                )
+                .ok("a page of tasks", schemas::tasks),
+        )
+        .get(
+            "/api/tasks/{id}",
+            READER,
+            get_task,
+            Op::new("getTask", "One task").ok("the task", schemas::task),
+        )
+        .get(
+            "/api/tasks/{id}/log",
+            READER,
+            task_log,
+            Op::new("getTaskLog", "A task's log, streamed")
+                .reply(200, "the log as far as it is written", Content::Text)
+                .with_headers(&[(
+                    "X-Cuttle-Log-Complete",
+                    "`true` once the task has ended and its whole log is in place",
+                )]),
+        )
+        .post(
+            "/api/tasks/{id}/cancel",
+            DEPLOYER,
+            cancel_task,
+            Op::new("cancelTask", "Cancels a task")
+                .reply(
+                    202,
+                    "the task: `Canceled` when it was queued, else `Cancelling`",
+                    Content::Json(schemas::task),
+                )
+                .refuses(409, "the task already finished"),
+        )
 }
 
 /// A malformed id names no task: 404, like an unknown one.

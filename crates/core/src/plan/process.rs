@@ -16,6 +16,7 @@ pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 3600;
 
 /// When a step runs, given how the deployment has gone so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// Only while every earlier step that ran succeeded (the default).
@@ -29,6 +30,7 @@ pub enum Condition {
 
 /// What a step does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Action {
     /// An inline script, with `#{Variable}` substitution.
@@ -113,6 +115,7 @@ fn default_timeout() -> u64 {
 
 /// One step of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
@@ -142,6 +145,7 @@ fn yes() -> bool {
 
 /// The steps of a deployment process, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Process {
     #[serde(default)]

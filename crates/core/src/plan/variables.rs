@@ -25,6 +25,7 @@ const MAX_DEPTH: usize = 16;
 
 /// Where a value applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VariableScope {
     /// Environment ids.
@@ -78,6 +79,7 @@ pub struct Variable {
 /// A variable as a project (and a release's snapshot) stores it: a sensitive one holds only
 /// `ciphertext`, never `value`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StoredVariable {
     pub id: String,

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{parse_limit, ApiResult, PathParams, QueryMap};
+use crate::openapi::{file_download, schemas, Op};
 use crate::resources::documents::{resolve_space, space_id};
 use crate::resources::files::{serve, store_failed, Served};
 use crate::scoped::{Api, DEPLOYER, OPERATOR, READER};
@@ -34,27 +35,104 @@ use crate::AppState;
 /// Build servers push packages with a deployer key; removing one is an operator's call.
 pub(crate) fn upload_routes() -> Api {
     Api::new()
-        .post("/api/spaces/{space}/packages/raw", DEPLOYER, upload::upload)
-        .post("/api/{space}/packages/raw", DEPLOYER, upload::upload)
+        .post(
+            "/api/spaces/{space}/packages/raw",
+            DEPLOYER,
+            upload::upload,
+            upload_op("uploadPackage"),
+        )
+        .post(
+            "/api/{space}/packages/raw",
+            DEPLOYER,
+            upload::upload,
+            upload_op("uploadPackageAtGuidePath"),
+        )
+}
+
+fn upload_op(id: &'static str) -> Op {
+    let text = json!({"type": "string"});
+    Op::new(
+        id,
+        "Uploads a package version (streamed, checked by SHA-256)",
+    )
+    .query(
+        "package_id",
+        text.clone(),
+        "with a raw body: the package id",
+    )
+    .query("version", text.clone(), "with a raw body: the version")
+    .query(
+        "format",
+        json!({"enum": ["zip", "tar.gz", "tgz", "tar", "nupkg"]}),
+        "with a raw body: its format",
+    )
+    .query(
+        "replace",
+        json!({"type": "boolean"}),
+        "overwrite a version nothing names yet (scope operator)",
+    )
+    .header(
+        "X-Content-SHA256",
+        text,
+        "the package's SHA-256 (hex), checked",
+    )
+    .package_body()
+    .created("the package version", schemas::package)
+    .refuses(
+        409,
+        "the repository has this version (or, with `replace`, something names it)",
+    )
 }
 
 pub(crate) fn routes() -> Api {
     Api::new()
-        .get("/api/spaces/{space}/packages", READER, list)
+        .get(
+            "/api/spaces/{space}/packages",
+            READER,
+            list,
+            Op::new(
+                "listPackages",
+                "The repository's package versions, newest first",
+            )
+            .query("package_id", json!({"type": "string"}), "only this package")
+            .query(
+                "filter",
+                json!({"type": "string"}),
+                "only package ids containing this",
+            )
+            .query(
+                "latest",
+                json!({"type": "boolean"}),
+                "only each package's newest version",
+            )
+            .query("limit", schemas::limit(), "at most this many (default 100)")
+            .query(
+                "skip",
+                json!({"type": "integer", "minimum": 0}),
+                "the `next` of the previous page",
+            )
+            .ok("a page of package versions", schemas::packages),
+        )
         .get(
             "/api/spaces/{space}/packages/{package_id}/{version}",
             READER,
             get_one,
+            Op::new("getPackage", "One package version")
+                .ok("the package version", schemas::package),
         )
         .delete(
             "/api/spaces/{space}/packages/{package_id}/{version}",
             OPERATOR,
             delete,
+            Op::new("deletePackage", "Removes a package version")
+                .ok("the removed package version", schemas::package)
+                .refuses(409, "a release, process or runbook names it"),
         )
         .get(
             "/api/spaces/{space}/packages/{package_id}/{version}/raw",
             READER,
             download,
+            file_download("downloadPackage", "A package version's file, streamed"),
         )
 }
 

@@ -27,7 +27,7 @@ pub(crate) use super::documents::PROJECT;
 pub(crate) struct Projects;
 
 /// What a project keeps (0: all of it).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Retention {
     /// The newest releases kept (older ones no deployment needs are removed).
@@ -40,7 +40,7 @@ pub(crate) struct Retention {
 }
 
 /// What a client writes about the project itself.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProjectWrite {
     name: String,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{project, Projects};
 use crate::auth::Caller;
 use crate::extract::{ApiResult, JsonBody, PathParams};
+use crate::openapi::{schemas, Op};
 use crate::resources::documents::{resolve_space, DocumentResource};
 use crate::resources::process_part::{self, answer};
 use crate::scoped::{Api, OPERATOR, READER};
@@ -17,8 +18,35 @@ use crate::AppState;
 pub(crate) fn routes() -> Api {
     const PATH: &str = "/api/spaces/{space}/projects/{id}/deploymentprocess";
     Api::new()
-        .get(PATH, READER, read)
-        .put(PATH, OPERATOR, replace)
+        .get(
+            PATH,
+            READER,
+            read,
+            Op::new("getDeploymentProcess", "A project's deployment process").ok(
+                "its steps, at the project's version (also its `ETag`)",
+                schemas::project_process,
+            ),
+        )
+        .put(
+            PATH,
+            OPERATOR,
+            replace,
+            Op::new(
+                "replaceDeploymentProcess",
+                "Replaces a project's deployment process",
+            )
+            .header(
+                "If-Match",
+                serde_json::json!({"type": "string"}),
+                "the version read, quoted (or `version` in the body)",
+            )
+            .body(schemas::process_write)
+            .ok(
+                "the saved process, defaults filled in",
+                schemas::project_process,
+            )
+            .refuses(409, "the project changed since the version named was read"),
+        )
 }
 
 async fn read(

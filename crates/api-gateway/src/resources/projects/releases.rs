@@ -18,6 +18,7 @@ use super::{project, Projects};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, Page, PathParams};
+use crate::openapi::{schemas, Op};
 use crate::resources::documents::{resolve_space, space_id, DocumentResource};
 use crate::resources::process_part::process_of;
 use crate::scoped::{Api, DEPLOYER, READER};
@@ -32,12 +33,40 @@ pub(crate) fn routes() -> Api {
             "/api/spaces/{space}/projects/{id}/releases",
             DEPLOYER,
             create,
+            Op::new(
+                "createRelease",
+                "Makes a release of a project: its process and variables as they are",
+            )
+            .body(|g| g.request::<ReleaseWrite>())
+            .created("the release", schemas::release)
+            .refuses(409, "the project has this version")
+            .link(
+                "get",
+                "getRelease",
+                &[
+                    ("space", "$request.path.space"),
+                    ("id", "$response.body#/id"),
+                ],
+            ),
         )
-        .get("/api/spaces/{space}/projects/{id}/releases", READER, list)
-        .get("/api/spaces/{space}/releases/{id}", READER, get_one)
+        .get(
+            "/api/spaces/{space}/projects/{id}/releases",
+            READER,
+            list,
+            Op::new("listReleases", "A project's releases, newest version first").ok(
+                "its releases, without their process and variables",
+                schemas::releases,
+            ),
+        )
+        .get(
+            "/api/spaces/{space}/releases/{id}",
+            READER,
+            get_one,
+            Op::new("getRelease", "One release").ok("the release", schemas::release),
+        )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReleaseWrite {
     pub(crate) version: String,

@@ -21,6 +21,7 @@ use super::{project, write_part, Projects};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiResult, JsonBody, PathParams};
+use crate::openapi::{schemas, Op};
 use crate::resources::documents::{
     required_version, resolve_space, split_version, DocumentResource,
 };
@@ -34,12 +35,37 @@ const MAX_VARIABLES: usize = 2000;
 pub(crate) fn routes() -> Api {
     const PATH: &str = "/api/spaces/{space}/projects/{id}/variables";
     Api::new()
-        .get(PATH, READER, read)
-        .put(PATH, OPERATOR, replace)
+        .get(
+            PATH,
+            READER,
+            read,
+            Op::new(
+                "getProjectVariables",
+                "A project's variables (sensitive values never shown)",
+            )
+            .ok(
+                "its variables, at the project's version (also its `ETag`)",
+                schemas::variables,
+            ),
+        )
+        .put(
+            PATH,
+            OPERATOR,
+            replace,
+            Op::new("replaceProjectVariables", "Replaces a project's variables")
+                .header(
+                    "If-Match",
+                    json!({"type": "string"}),
+                    "the version read, quoted (or `version` in the body)",
+                )
+                .body(|g| schemas::with_version(g.request_definition::<VariablesWrite>()))
+                .ok("the saved variables", schemas::variables)
+                .refuses(409, "the project changed since the version named was read"),
+        )
 }
 
 /// A variable as a client writes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VariableWrite {
     #[serde(default)]
@@ -53,7 +79,7 @@ struct VariableWrite {
     sensitive: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VariablesWrite {
     variables: Vec<VariableWrite>,
