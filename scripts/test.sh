@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
 # haproxy, nginx, Chromium and its WebDriver, bubblewrap, curl, jq, openssl, iproute2 and
-# Python's venv from the distribution's packages, the gRPC client test's Python packages from
-# PyPI, and the user scripts on a node run as), builds once,
+# Python's venv from the distribution's packages, the Python packages of the gRPC client and
+# OpenAPI fuzzing tests from PyPI, and the user scripts on a node run as), builds once,
 # then runs every test with cargo-nextest (or cargo test when nextest is not installed), the
 # SQL Server variants too when CUTTLE_TEST_MSSQL_URL is set.
 set -euo pipefail
@@ -65,15 +65,16 @@ if [ -z "${CUTTLE_TEST_MSSQL_URL:-}" ] && [ "${CI:-}" = "true" ]; then
     exit 1
 fi
 
-# The Python gRPC client's environment, made again when its requirements change.
+# The Python the tests run (the gRPC client, schemathesis), made again when its requirements
+# change.
 py_env="$PWD/target/test-python"
 py_stamp="$py_env/requirements.sha256"
-py_want=$(sha256sum tests/grpc/requirements.txt | cut -d' ' -f1)
+py_want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
 if [ ! -x "$py_env/bin/python" ] || [ "$(cat "$py_stamp" 2>/dev/null)" != "$py_want" ]; then
-    echo "==> making the Python environment of the gRPC client test (tests/grpc/requirements.txt)"
+    echo "==> making the tests' Python environment (tests/requirements.txt)"
     rm -rf "$py_env"
     python3 -m venv "$py_env"
-    "$py_env/bin/pip" install --quiet --disable-pip-version-check -r tests/grpc/requirements.txt
+    "$py_env/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
     echo "$py_want" > "$py_stamp"
 fi
 export CUTTLE_TEST_PYTHON="$py_env/bin/python"

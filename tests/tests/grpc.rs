@@ -9,7 +9,7 @@
 //! haproxy and nginx configurations.
 //!
 //! The Python environment is `scripts/test.sh`'s (`CUTTLE_TEST_PYTHON`, from
-//! `tests/grpc/requirements.txt`).
+//! `tests/requirements.txt`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +24,8 @@ fn python() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => panic!(
             "CUTTLE_TEST_PYTHON is not set: scripts/test.sh makes a Python environment with \
-             tests/grpc/requirements.txt and sets it (or: python3 -m venv target/test-python && \
-             target/test-python/bin/pip install -r tests/grpc/requirements.txt)"
+             tests/requirements.txt and sets it (or: python3 -m venv target/test-python && \
+             target/test-python/bin/pip install -r tests/requirements.txt)"
         ),
     }
 }

@@ -10,7 +10,6 @@ use crate::{validate_target_name, ValidationError};
 
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum Scope {
     /// Everything, including API keys and cluster settings.
@@ -23,6 +22,19 @@ pub enum Scope {
     Reader,
     /// Create or update the registration of the one target the key names, nothing else.
     RegisterTarget,
+}
+
+/// One of the names [`Scope::as_str`] gives (what its `try_from` accepts).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Scope {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        schemars::json_schema!({"type": "string", "enum": names, "description": "What an API key may do."})
+    }
 }
 
 impl Scope {

@@ -148,10 +148,7 @@ fn key_members() -> Vec<(&'static str, Value)> {
     vec![
         ("id", string()),
         ("name", string()),
-        (
-            "scope",
-            json!({"enum": ["admin", "operator", "deployer", "reader", "register-target"]}),
-        ),
+        ("scope", inline::<cuttle_core::Scope>()),
         ("prefix", string()),
         ("target", nullable_string()),
         ("environments", names.clone()),

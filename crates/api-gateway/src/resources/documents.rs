@@ -47,6 +47,9 @@ pub(crate) trait DocumentResource: Send + Sync + 'static {
     /// Parts of the stored body written through endpoints of their own (a project's process and
     /// variables), not through `PUT`/`PATCH` of the document.
     const PARTS: &'static [&'static str] = &[];
+    /// The operations of its own endpoints (a project's process, variables, releases): what a
+    /// client does next with a document just made (OpenAPI links from `create`).
+    const FOLLOW: &'static [&'static str] = &[];
 
     fn name(w: &Self::Write) -> &str;
 
@@ -218,10 +221,12 @@ pub(crate) fn routes<R: DocumentResource>(collection: &'static str, one: &'stati
             ("space", "$request.path.space"),
             ("id", "$response.body#/id"),
         ];
-        op.link("get", format!("get{kind}"), params)
+        let op = op
+            .link("get", format!("get{kind}"), params)
             .link("replace", format!("replace{kind}"), params)
             .link("patch", format!("patch{kind}"), params)
-            .link("delete", format!("delete{kind}"), params)
+            .link("delete", format!("delete{kind}"), params);
+        R::FOLLOW.iter().fold(op, |op, id| op.link(id, *id, params))
     };
     let stale = "the document changed since the version named was read: read it again";
     let taken = "the name is taken in this space (whatever its case)";

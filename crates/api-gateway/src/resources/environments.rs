@@ -22,8 +22,10 @@ pub(crate) struct Environments;
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnvironmentWrite {
+    #[schemars(length(min = 1, max = 200))]
     name: String,
     #[serde(default)]
+    #[schemars(length(max = 2000))]
     description: String,
 }
 

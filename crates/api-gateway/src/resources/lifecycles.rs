@@ -25,6 +25,7 @@ pub(crate) struct Lifecycles;
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Phase {
+    #[schemars(length(min = 1, max = 200))]
     pub(crate) name: String,
     #[serde(default)]
     pub(crate) environments: Vec<String>,
@@ -40,6 +41,7 @@ pub(crate) struct Phase {
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LifecycleWrite {
+    #[schemars(length(min = 1, max = 200))]
     name: String,
     #[serde(default)]
     description: String,

@@ -21,7 +21,13 @@ pub(crate) fn routes() -> Api {
             "/api/nodes",
             READER,
             list_nodes,
-            Op::new("listNodes", "The cluster's nodes").ok("every node, by name", schemas::nodes),
+            Op::new("listNodes", "The cluster's nodes")
+                .ok("every node, by name", schemas::nodes)
+                .link(
+                    "get",
+                    "getNode",
+                    &[("name", "$response.body#/items/0/name")],
+                ),
         )
         .get(
             "/api/nodes/{name}",

@@ -36,6 +36,7 @@ pub(crate) struct Runbooks;
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunbookWrite {
+    #[schemars(length(min = 1, max = 200))]
     name: String,
     /// The project whose variables the runbook runs with.
     project_id: String,
@@ -49,6 +50,12 @@ impl DocumentResource for Runbooks {
     const EVENT: &'static str = "runbook";
     type Write = RunbookWrite;
     const PARTS: &'static [&'static str] = &["process", "published"];
+    const FOLLOW: &'static [&'static str] = &[
+        "getRunbookProcess",
+        "replaceRunbookProcess",
+        "publishRunbook",
+        "runRunbook",
+    ];
 
     fn name(w: &RunbookWrite) -> &str {
         &w.name

@@ -23,6 +23,7 @@ use crate::AppState;
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SpaceWrite {
+    #[schemars(length(min = 1, max = 200))]
     name: String,
     #[serde(default)]
     description: String,

@@ -49,6 +49,13 @@ pub(crate) fn upload_routes() -> Api {
         )
 }
 
+/// A package version's path, from what an upload answered.
+const PACKAGE_LINK: &[(&str, &str)] = &[
+    ("space", "$response.body#/space_id"),
+    ("package_id", "$response.body#/package_id"),
+    ("version", "$response.body#/version"),
+];
+
 fn upload_op(id: &'static str) -> Op {
     let text = json!({"type": "string"});
     Op::new(
@@ -78,6 +85,9 @@ fn upload_op(id: &'static str) -> Op {
     )
     .package_body()
     .created("the package version", schemas::package)
+    .link("get", "getPackage", PACKAGE_LINK)
+    .link("download", "downloadPackage", PACKAGE_LINK)
+    .link("delete", "deletePackage", PACKAGE_LINK)
     .refuses(
         409,
         "the repository has this version (or, with `replace`, something names it)",

@@ -43,6 +43,7 @@ pub(crate) struct Retention {
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProjectWrite {
+    #[schemars(length(min = 1, max = 200))]
     name: String,
     #[serde(default)]
     description: String,
@@ -58,6 +59,14 @@ const PARTS: [&str; 2] = ["process", "variables"];
 
 impl DocumentResource for Projects {
     const KIND: &'static str = PROJECT;
+    const FOLLOW: &'static [&'static str] = &[
+        "getDeploymentProcess",
+        "replaceDeploymentProcess",
+        "getProjectVariables",
+        "replaceProjectVariables",
+        "createRelease",
+        "listReleases",
+    ];
     const ID_PREFIX: &'static str = "Projects-";
     const EVENT: &'static str = "project";
     type Write = ProjectWrite;
