@@ -28,23 +28,50 @@ pub(crate) fn too_large() -> ApiError {
     )
 }
 
-/// The raw body (at most 1 MiB).
+/// The raw body (at most 1 MiB) of a JSON request: refused when a string in it holds a NUL
+/// character (`\u0000`), which no field takes (and PostgreSQL cannot store).
 pub(crate) struct RawBody(pub(crate) Bytes);
+
+/// Whether a string of this JSON text holds the escape `\u0000`. A linear scan, no parse: it
+/// follows strings and their escapes (`\\u0000` is a backslash and `u0000`, not a NUL).
+fn holds_nul(json: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut i = 0;
+    while i < json.len() {
+        match (in_string, json[i]) {
+            (false, b'"') => in_string = true,
+            (true, b'"') => in_string = false,
+            (true, b'\\') => {
+                if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                // The escaped character (or `u` and its digits, read as plain text next).
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|r| {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_large()
-                } else {
-                    ApiError::bad_request(r.body_text())
-                }
-            })
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::bad_request(r.body_text())
+            }
+        })?;
+        if holds_nul(&bytes) {
+            return Err(ApiError::bad_request(
+                "the body holds a NUL character (\\u0000) in a string, which no field takes",
+            ));
+        }
+        Ok(RawBody(bytes))
     }
 }
 
@@ -141,5 +168,23 @@ impl<T: Serialize> Page<T> {
     /// A whole list, in one page.
     pub(crate) fn all(items: Vec<T>) -> Self {
         Page { items, next: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_nul;
+
+    #[test]
+    fn a_nul_escape_in_a_string_is_found_and_nothing_else_is() {
+        assert!(holds_nul(br#"{"name": "a\u0000b"}"#));
+        assert!(holds_nul(br#"{"a\u0000": 1}"#), "in a member's name too");
+        assert!(holds_nul(br#"["x", "\"\u0000"]"#), "after an escaped quote");
+        assert!(
+            !holds_nul(br#"{"name": "a\\u0000b"}"#),
+            "a backslash, then u0000"
+        );
+        assert!(!holds_nul(br#"{"name": "a\u0001b", "n": 0}"#));
+        assert!(!holds_nul(b"{\"name\": \"caf\\u00e9\"}"));
     }
 }

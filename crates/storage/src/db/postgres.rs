@@ -289,6 +289,20 @@ impl Postgres {
     }
 
     pub(super) fn map_err(&self, e: tokio_postgres::Error) -> Error {
+        use tokio_postgres::error::SqlState;
+        // PostgreSQL stores no NUL character in text or JSON (the other databases do): what
+        // was asked is refused, as the API's edge refuses it, never a fault of the node's.
+        if [
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            SqlState::UNTRANSLATABLE_CHARACTER,
+        ]
+        .iter()
+        .any(|c| e.code() == Some(c))
+        {
+            return Error::Invalid(
+                "a text value holds a NUL character (\\u0000), which is never stored".into(),
+            );
+        }
         if let Some(db) = e.as_db_error() {
             return Error::Database(format!("{}: {}", db.code().code(), db.message()));
         }
