@@ -212,6 +212,53 @@ fn the_first_hour_ends_in_a_deployment_onto_a_tentacle() {
     );
 }
 
+/// The README's first deployment with the CLI alone, from a fresh node: environments, a
+/// lifecycle, a project, its process from a YAML file, a variable, a release, the deployment
+/// followed to the end.
+#[test]
+fn the_cli_alone_takes_a_new_node_to_a_first_deployment() {
+    let readme = doc("README.md");
+    let dir = temp_dir("walkthrough-cli");
+    let bin = programs_on_path(dir.path());
+    let ns = Netns::new();
+    let script = [
+        format!(
+            "( {} ) > node.log 2>&1 &\n",
+            walkthrough_block(&readme, "first-node")
+        ),
+        "timeout 60 bash -c 'until curl -sf localhost:8080/api/nodes/ping > /dev/null; do sleep 0.1; done'\n"
+            .to_owned(),
+        walkthrough_block(&readme, "try-it"),
+        "echo '==> cli-first-deployment'\n".to_owned(),
+        walkthrough_block(&readme, "cli-first-deployment"),
+        "echo '==> shown'\n".to_owned(),
+        // What the README says besides the block: the process is shown as it was saved.
+        "cuttle process show --project Hello\n".to_owned(),
+    ]
+    .concat();
+    let out = run_in(&ns, dir.path(), &bin, &script, Duration::from_secs(180));
+    let after = &out[out
+        .find("==> cli-first-deployment")
+        .expect("the CLI block ran")..];
+    assert!(
+        after.contains("Hello from Development"),
+        "the step ran with the variable and the environment's name:\n{out}"
+    );
+    assert!(
+        after.contains("deployed Hello 1.0.0 to Development"),
+        "the deployment succeeded:\n{out}"
+    );
+    assert!(
+        after.contains("created lifecycle") && after.contains("Development → Production"),
+        "{out}"
+    );
+    let shown = &out[out.find("==> shown").expect("shown")..];
+    assert!(
+        shown.contains("name: Greet") && shown.contains("version:"),
+        "{out}"
+    );
+}
+
 /// A process group the test started (its leader our child): on drop, every process in it gets
 /// `SIGTERM`, and what is still there 10 s later `SIGKILL`.
 struct Group(std::process::Child);

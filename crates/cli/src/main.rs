@@ -7,12 +7,16 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use cuttle_core::check_server_url;
 
 mod deploy;
 mod model;
+mod output;
 mod package;
+mod process;
+mod resources;
+use output::{show, Output};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -46,16 +50,11 @@ struct Cli {
         value_name = "THUMBPRINT"
     )]
     server_thumbprint: Option<cuttle_tls::Thumbprint>,
-    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    /// How results are printed: a table for people, JSON or YAML for programs
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -85,10 +84,35 @@ enum Command {
         #[command(subcommand)]
         action: model::VariableCmd,
     },
-    /// Runbooks: run a published one
+    /// Runbooks: list, create, publish, delete, run
     Runbook {
         #[command(subcommand)]
-        action: RunbookCmd,
+        action: resources::RunbookCmd,
+    },
+    /// A project's deployment process or a runbook's: show, edit (YAML, in $EDITOR or a file)
+    Process {
+        #[command(subcommand)]
+        action: process::ProcessCmd,
+    },
+    /// Spaces: list, create
+    Space {
+        #[command(subcommand)]
+        action: resources::SpaceCmd,
+    },
+    /// Lifecycles: list, create (phases in order), delete
+    Lifecycle {
+        #[command(subcommand)]
+        action: resources::LifecycleCmd,
+    },
+    /// Deployment targets: list, show, update (environments, roles), delete
+    Target {
+        #[command(subcommand)]
+        action: resources::TargetCmd,
+    },
+    /// Print a shell's completion script: `cuttle completions bash > /etc/bash_completion.d/cuttle`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Releases of a project
     Release {
@@ -199,25 +223,9 @@ enum KeyCmd {
     /// Every key's id, name, scope, prefix and expiry (never the key)
     List,
     /// Revoke a key: every node refuses it within a second
-    Revoke { id: String },
-}
-
-#[derive(Subcommand)]
-enum RunbookCmd {
-    /// Run a runbook's published process in an environment
-    Run {
-        /// The runbook, by name or id
-        #[arg(long)]
-        runbook: String,
-        /// The environment, by name or id
-        #[arg(long)]
-        environment: String,
-        /// Follow the run's log; exit non-zero unless it succeeds
-        #[arg(long)]
-        wait: bool,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
+    Revoke {
+        /// The key, by name or id (`ApiKeys-3`)
+        key: String,
     },
 }
 
@@ -413,55 +421,6 @@ impl Api {
     }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn table(rows: &[Value], cols: &[&str]) {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| cols.iter().map(|c| s(&r[*c])).collect())
-        .collect();
-    let widths: Vec<usize> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
-        .collect();
-    let line = |vals: Vec<String>| {
-        let parts: Vec<String> = vals
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(cols.iter().map(|c| c.to_uppercase()).collect());
-    for r in cells {
-        line(r);
-    }
-}
-
-fn show(output: Output, v: &Value, cols: &[&str]) {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
-        Output::Table => match v.get("items").and_then(Value::as_array) {
-            Some(items) => table(items, cols),
-            None => table(std::slice::from_ref(v), cols),
-        },
-    }
-}
-
 const KEY_COLS: &[&str] = &[
     "id",
     "name",
@@ -502,6 +461,16 @@ const TASK_COLS: &[&str] = &[
 ];
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "cuttle", &mut script);
+        // A reader that stops early (`| head`) is not an error.
+        return match std::io::stdout().write_all(&script) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("write the completion script"),
+        };
+    }
     check_server_url(&cli.server, cli.insecure)?;
     let api = Api::new(&cli.server, cli.api_key, cli.server_thumbprint)?;
     let out = cli.output;
@@ -566,22 +535,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Environment { action } => model::environment(&api, out, action)?,
         Command::Project { action } => model::project(&api, out, action)?,
         Command::Variable { action } => model::variable(&api, out, action)?,
-        Command::Runbook {
-            action:
-                RunbookCmd::Run {
-                    runbook,
-                    environment,
-                    wait,
-                    space,
-                },
-        } => {
-            let t = deploy::run_runbook(&api, &space, &runbook, &environment, wait)?;
-            println!(
-                "{} runbook {runbook} in {environment}: task {}",
-                if wait { "ran" } else { "queued" },
-                t["id"].as_str().unwrap_or_default()
-            );
-        }
+        Command::Runbook { action } => resources::runbook(&api, out, action)?,
+        Command::Process { action } => process::process(&api, out, action)?,
+        Command::Space { action } => resources::space(&api, out, action)?,
+        Command::Lifecycle { action } => resources::lifecycle(&api, out, action)?,
+        Command::Target { action } => resources::target(&api, out, action)?,
+        Command::Completions { .. } => unreachable!("answered before any call"),
         Command::Release {
             action:
                 ReleaseCmd::Create {
@@ -637,9 +596,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", created["key"].as_str().unwrap_or_default());
             }
             KeyCmd::List => show(out, &api.json("GET", "/api/keys", None)?, KEY_COLS),
-            KeyCmd::Revoke { id } => {
+            KeyCmd::Revoke { key } => {
+                let found = model::find(&api, "/api/keys", "API key", &key)?;
+                let id = found["id"].as_str().unwrap_or_default();
                 api.json("DELETE", &format!("/api/keys/{id}"), None)?;
-                println!("revoked API key {id}");
+                println!(
+                    "revoked API key {id} {:?}",
+                    found["name"].as_str().unwrap_or_default()
+                );
             }
         },
         Command::Events {
@@ -785,8 +749,32 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cuttle: {e:#}");
+            let line = format!("{e:#}");
+            eprintln!("cuttle: {line}");
+            if let Some(h) = hint(&line) {
+                eprintln!("hint: {h}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to try after an error, for the ones a person meets first.
+fn hint(error: &str) -> Option<&'static str> {
+    let refused = [
+        "Connection refused",
+        "connection refused",
+        "failed to lookup address",
+    ];
+    if refused.iter().any(|r| error.contains(r)) {
+        Some("is a node running there? CUTTLE_SERVER (or --server) names one, http://127.0.0.1:8080 by default")
+    } else if error.contains("401: ") {
+        Some("set CUTTLE_API_KEY (or --api-key) to a working key of this cluster")
+    } else if error.contains("403: ") {
+        Some("an admin can make a key with the scope it names: cuttle api-key create --name … --scope …")
+    } else if error.contains("409: ") && error.contains("changed since it was read") {
+        Some("someone changed it meanwhile: read it again and reapply your change")
+    } else {
+        None
     }
 }

@@ -1,0 +1,352 @@
+//! `cuttle space`, `cuttle lifecycle`, `cuttle target`, `cuttle runbook`: the rest of what a
+//! team configures, by the names people use.
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::model::find;
+use crate::output::{show, Output};
+use crate::Api;
+
+#[derive(Subcommand)]
+pub(crate) enum SpaceCmd {
+    /// Every space
+    List,
+    /// Add a space (admin keys only)
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LifecycleCmd {
+    /// The space's lifecycles
+    List {
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Add a lifecycle: the phases a release goes through, in order
+    Create {
+        name: String,
+        /// A phase, in order (repeat): `NAME` (the phase of the environment so named) or
+        /// `NAME=ENV[,ENV…]`. None: one phase per environment, in their order
+        #[arg(long = "phase", value_name = "PHASE")]
+        phases: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Remove a lifecycle (refused while a project goes through it)
+    Delete {
+        /// The lifecycle, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TargetCmd {
+    /// Every deployment target, with its health
+    List,
+    /// One target
+    Show {
+        /// The target, by name or id
+        name: String,
+    },
+    /// Place a target: replace its environments and/or roles
+    Update {
+        /// The target, by name or id
+        name: String,
+        /// An environment it deploys in (repeat; replaces the ones it has)
+        #[arg(long = "environment", value_name = "NAME")]
+        environments: Vec<String>,
+        /// A role it has (repeat; replaces the ones it has)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Take a role nothing uses yet (rather than refuse it as a likely typo)
+        #[arg(long)]
+        new_roles: bool,
+    },
+    /// Remove a target (its tentacle is no longer trusted)
+    Delete {
+        /// The target, by name or id
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RunbookCmd {
+    /// The space's runbooks
+    List {
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Add a runbook to a project (give it steps with `cuttle process edit --runbook NAME`)
+    Create {
+        name: String,
+        /// Its project, by name or id
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Freeze a runbook's process and its project's variables: what runs use
+    Publish {
+        /// The runbook, by name or id
+        runbook: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Remove a runbook
+    Delete {
+        /// The runbook, by name or id
+        runbook: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Run a runbook's published process in an environment
+    Run {
+        /// The runbook, by name or id
+        #[arg(long)]
+        runbook: String,
+        /// The environment, by name or id
+        #[arg(long)]
+        environment: String,
+        /// Follow the run's log; exit non-zero unless it succeeds
+        #[arg(long)]
+        wait: bool,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+const SPACE_COLS: &[&str] = &["id", "name", "description"];
+const LIFECYCLE_COLS: &[&str] = &["id", "name", "phases", "version"];
+const TARGET_COLS: &[&str] = &["id", "name", "environments", "roles", "comms", "health"];
+const RUNBOOK_COLS: &[&str] = &["id", "name", "project_id", "published", "version"];
+
+fn id(v: &Value) -> &str {
+    v["id"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn space(api: &Api, out: Output, cmd: SpaceCmd) -> Result<()> {
+    match cmd {
+        SpaceCmd::List => show(out, &api.json("GET", "/api/spaces", None)?, SPACE_COLS),
+        SpaceCmd::Create { name, description } => {
+            let body = json!({"name": name, "description": description});
+            let s = api.json("POST", "/api/spaces", Some(body))?;
+            println!("created space {} {name:?}", id(&s));
+        }
+    }
+    Ok(())
+}
+
+/// A `--phase`: `NAME`, or `NAME=ENV[,ENV…]`.
+fn phase_of(raw: &str) -> Result<(String, Vec<String>)> {
+    let (name, envs) = match raw.split_once('=') {
+        Some((name, envs)) => (
+            name.trim(),
+            envs.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        None => (raw.trim(), vec![raw.trim().to_owned()]),
+    };
+    if name.is_empty() {
+        bail!("--phase {raw:?}: a phase needs a name (`NAME` or `NAME=ENV,ENV`)");
+    }
+    Ok((name.to_owned(), envs))
+}
+
+pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()> {
+    match cmd {
+        LifecycleCmd::List { space } => {
+            let mut list = api.json("GET", &format!("/api/spaces/{space}/lifecycles"), None)?;
+            if out == Output::Table {
+                // A phase in a cell: its name.
+                for l in list["items"].as_array_mut().into_iter().flatten() {
+                    let names: Vec<Value> = l["phases"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p["name"].clone())
+                        .collect();
+                    l["phases"] = Value::Array(names);
+                }
+            }
+            show(out, &list, LIFECYCLE_COLS);
+        }
+        LifecycleCmd::Create {
+            name,
+            phases,
+            description,
+            space,
+        } => {
+            let environments = format!("/api/spaces/{space}/environments");
+            let mut written = Vec::new();
+            for raw in &phases {
+                let (phase, envs) = phase_of(raw)?;
+                let mut ids = Vec::new();
+                for e in &envs {
+                    ids.push(id(&find(api, &environments, "environment", e)?).to_owned());
+                }
+                written.push(json!({"name": phase, "environments": ids}));
+            }
+            let body = json!({"name": name, "description": description, "phases": written});
+            let l = api.json(
+                "POST",
+                &format!("/api/spaces/{space}/lifecycles"),
+                Some(body),
+            )?;
+            let order: Vec<String> = phases
+                .iter()
+                .filter_map(|p| phase_of(p).ok().map(|(n, _)| n))
+                .collect();
+            let order = if order.is_empty() {
+                "one phase per environment".to_owned()
+            } else {
+                order.join(" → ")
+            };
+            println!("created lifecycle {} {name:?}: {order}", id(&l));
+        }
+        LifecycleCmd::Delete { name, space } => {
+            let list = format!("/api/spaces/{space}/lifecycles");
+            let l = find(api, &list, "lifecycle", &name)?;
+            api.json("DELETE", &format!("{list}/{}", id(&l)), None)?;
+            println!("deleted lifecycle {} {name:?}", id(&l));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn target(api: &Api, out: Output, cmd: TargetCmd) -> Result<()> {
+    match cmd {
+        TargetCmd::List => show(out, &api.json("GET", "/api/targets", None)?, TARGET_COLS),
+        TargetCmd::Show { name } => show(
+            out,
+            &find(api, "/api/targets", "target", &name)?,
+            TARGET_COLS,
+        ),
+        TargetCmd::Update {
+            name,
+            environments,
+            roles,
+            new_roles,
+        } => {
+            if environments.is_empty() && roles.is_empty() {
+                bail!("nothing to change: give --environment and/or --role");
+            }
+            let t = find(api, "/api/targets", "target", &name)?;
+            let mut body = json!({});
+            if !environments.is_empty() {
+                body["environments"] = json!(environments);
+            }
+            if !roles.is_empty() {
+                body["roles"] = json!(roles);
+            }
+            if new_roles {
+                body["new_roles"] = json!(true);
+            }
+            let changed = api.json("PATCH", &format!("/api/targets/{}", id(&t)), Some(body))?;
+            show(out, &changed, TARGET_COLS);
+        }
+        TargetCmd::Delete { name } => {
+            let t = find(api, "/api/targets", "target", &name)?;
+            api.json("DELETE", &format!("/api/targets/{}", id(&t)), None)?;
+            println!("deleted target {} {name:?}", id(&t));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
+    match cmd {
+        RunbookCmd::List { space } => {
+            let list = api.json("GET", &format!("/api/spaces/{space}/runbooks"), None)?;
+            show(out, &list, RUNBOOK_COLS);
+        }
+        RunbookCmd::Create {
+            name,
+            project,
+            description,
+            space,
+        } => {
+            let p = find(
+                api,
+                &format!("/api/spaces/{space}/projects"),
+                "project",
+                &project,
+            )?;
+            let body = json!({"name": name, "project_id": id(&p), "description": description});
+            let r = api.json("POST", &format!("/api/spaces/{space}/runbooks"), Some(body))?;
+            println!("created runbook {} {name:?} in {project}", id(&r));
+        }
+        RunbookCmd::Publish { runbook, space } => {
+            let list = format!("/api/spaces/{space}/runbooks");
+            let r = find(api, &list, "runbook", &runbook)?;
+            let published = api.json("POST", &format!("{list}/{}/publish", id(&r)), None)?;
+            let at = published["published"]["published_at"]
+                .as_str()
+                .context("the runbook came back without `published`")?;
+            println!("published runbook {} {runbook:?} at {at}", id(&r));
+        }
+        RunbookCmd::Delete { runbook, space } => {
+            let list = format!("/api/spaces/{space}/runbooks");
+            let r = find(api, &list, "runbook", &runbook)?;
+            api.json("DELETE", &format!("{list}/{}", id(&r)), None)?;
+            println!("deleted runbook {} {runbook:?}", id(&r));
+        }
+        RunbookCmd::Run {
+            runbook,
+            environment,
+            wait,
+            space,
+        } => {
+            let t = crate::deploy::run_runbook(api, &space, &runbook, &environment, wait)?;
+            println!(
+                "{} runbook {runbook} in {environment}: task {}",
+                if wait { "ran" } else { "queued" },
+                id(&t)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase_of;
+
+    #[test]
+    fn a_phase_is_a_name_or_a_name_and_its_environments() {
+        assert_eq!(
+            phase_of("Production").unwrap(),
+            ("Production".to_owned(), vec!["Production".to_owned()])
+        );
+        assert_eq!(
+            phase_of("Test=QA, Staging").unwrap(),
+            (
+                "Test".to_owned(),
+                vec!["QA".to_owned(), "Staging".to_owned()]
+            )
+        );
+        assert!(phase_of("=Dev").is_err());
+    }
+}
