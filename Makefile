@@ -1,5 +1,5 @@
 # The verbs people expect. `make test` is what CI runs.
-.PHONY: run test lint fmt bench demo
+.PHONY: run test lint fmt bench demo man
 
 run: ## start one node on the embedded default (SQLite + ./cuttle-data)
 	cargo run --release -p cuttle-server -- run
@@ -18,3 +18,7 @@ bench: ## queue throughput and latency on SQLite and PostgreSQL
 	cargo run --release -p cuttle-bench -- queue
 
 demo: run
+
+man: ## the CLI's manual pages, one per command, into target/man (install: copy to man1/)
+	cargo build --release -p cuttle-cli
+	./target/release/cuttle man --dir target/man

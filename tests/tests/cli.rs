@@ -277,6 +277,160 @@ fn the_cli_says_what_to_try_when_it_cannot_reach_or_is_refused() {
     }
 }
 
+#[test]
+fn the_cli_changes_and_reorders_what_it_made_and_lists_releases_and_deployments() {
+    let cluster = Cluster::sqlite();
+    let node = cluster.start(NodeOptions::named("n1", 2));
+    let cli = Cli {
+        cluster: &cluster,
+        node: &node,
+    };
+    for e in ["Dev", "Test", "Prod"] {
+        cli.ok(&["environment", "create", e]);
+    }
+    cli.ok(&[
+        "environment",
+        "update",
+        "Dev",
+        "--rename",
+        "Development",
+        "--description",
+        "first",
+    ]);
+    cli.ok(&["environment", "reorder", "Prod", "Development", "Test"]);
+    let (_, envs) = node.get("/api/spaces/default/environments");
+    let names: Vec<&str> = envs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Prod", "Development", "Test"]);
+    assert_eq!(envs["items"][1]["description"], "first");
+    let err = cli.refused(&["environment", "reorder", "Prod", "Test"]);
+    assert!(
+        err.contains("400"),
+        "every environment must be named: {err}"
+    );
+    let err = cli.refused(&["environment", "update", "Test"]);
+    assert!(err.contains("nothing to change"), "{err}");
+
+    cli.ok(&["lifecycle", "create", "Standard"]);
+    cli.ok(&[
+        "lifecycle",
+        "update",
+        "Standard",
+        "--phase",
+        "Development",
+        "--phase",
+        "Prod",
+    ]);
+    let (_, lifecycles) = node.get("/api/spaces/default/lifecycles");
+    assert_eq!(
+        lifecycles["items"][0]["phases"].as_array().unwrap().len(),
+        2
+    );
+    cli.ok(&["project", "create", "Shop"]);
+    cli.ok(&[
+        "project",
+        "update",
+        "Shop",
+        "--lifecycle",
+        "Standard",
+        "--releases-to-keep",
+        "5",
+        "--description",
+        "the shop",
+    ]);
+    let (_, projects) = node.get("/api/spaces/default/projects");
+    let shop = &projects["items"][0];
+    assert_eq!(shop["description"], "the shop");
+    assert_eq!(shop["retention"]["releases_to_keep"], 5);
+    assert_eq!(shop["lifecycle_id"], lifecycles["items"][0]["id"]);
+
+    cli.ok(&["variable", "set", "Shop", "Greeting", "hi"]);
+    cli.ok(&[
+        "variable",
+        "set",
+        "Shop",
+        "Greeting",
+        "hello",
+        "--environment",
+        "Prod",
+    ]);
+    cli.ok(&["variable", "delete", "Shop", "Greeting"]);
+    let left: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "variable", "list", "Shop"])).unwrap();
+    let left = left["items"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "only the Prod one stays: {left:?}");
+    assert_eq!(left[0]["value"], "hello");
+    let err = cli.refused(&["variable", "delete", "Shop", "Greeting"]);
+    assert!(err.contains("no variable Greeting"), "{err}");
+
+    cli.ok(&["runbook", "create", "Restart", "--project", "Shop"]);
+    cli.ok(&["runbook", "update", "Restart", "--rename", "Restart web"]);
+    assert!(cli.ok(&["runbook", "list"]).contains("Restart web"));
+
+    let file = cluster.dir().join("p.yaml");
+    std::fs::write(
+        &file,
+        "- name: Hi\n  action: {type: script, script: echo hi}\n",
+    )
+    .unwrap();
+    cli.ok(&[
+        "process",
+        "edit",
+        "--project",
+        "Shop",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    cli.ok(&[
+        "release",
+        "create",
+        "--project",
+        "Shop",
+        "--version",
+        "1.0.0",
+    ]);
+    cli.ok(&[
+        "release",
+        "create",
+        "--project",
+        "Shop",
+        "--version",
+        "1.1.0",
+    ]);
+    let releases = cli.ok(&["release", "list", "--project", "Shop"]);
+    let first = releases.lines().nth(1).unwrap_or_default();
+    assert!(first.starts_with("1.1.0"), "newest first:\n{releases}");
+    cli.ok(&[
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "1.1.0",
+        "--environment",
+        "Development",
+        "--wait",
+    ]);
+    let listed: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "deployment", "list", "--project", "Shop"]))
+            .unwrap();
+    let id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["items"][0]["state"], "Success");
+    let shown = cli.ok(&["-o", "yaml", "deployment", "show", &id]);
+    assert!(shown.contains("state: Success"), "{shown}");
+
+    // The manual: one page, or one per command.
+    let page = cli.ok(&["man"]);
+    assert!(page.contains(".TH cuttle 1"), "{page}");
+    let dir = cluster.dir().join("man");
+    cli.ok(&["man", "--dir", dir.to_str().unwrap()]);
+    let edit_page = std::fs::read_to_string(dir.join("cuttle-process-edit.1")).unwrap();
+    assert!(edit_page.contains(r"\-\-file"), "{edit_page}");
+}
+
 fn project_id(node: &Node, name: &str) -> String {
     let (_, projects) = node.get("/api/spaces/default/projects");
     projects["items"]

@@ -1,13 +1,75 @@
-//! `cuttle release create`, `cuttle deploy`, `cuttle runbook run`: what a build pipeline and an
-//! operator run. Projects,
+//! `cuttle release create`, `cuttle deploy`, `cuttle deployment`, `cuttle runbook run`: what a
+//! build pipeline and an operator run. Projects,
 //! environments and releases are named as people name them (`Shop`, `Production`, `1.4.2`);
 //! `deploy --wait` follows the deployment's log and exits non-zero unless it succeeded.
 
 use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 use serde_json::{json, Value};
 
+use crate::cluster::follow_log;
 use crate::model::find;
-use crate::{follow_log, Api};
+use crate::output::{show, Output};
+use crate::Api;
+
+#[derive(Subcommand)]
+pub(crate) enum DeploymentCmd {
+    /// The space's deployments, newest first
+    List {
+        /// Only this project's, by name or id
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// One deployment, by id (`Deployments-7`)
+    Show {
+        id: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+}
+
+const DEPLOYMENT_COLS: &[&str] = &[
+    "id",
+    "project_id",
+    "release_id",
+    "environment_id",
+    "state",
+    "created_by",
+    "created_at",
+    "completed_at",
+];
+
+pub(crate) fn deployment(api: &Api, out: Output, cmd: DeploymentCmd) -> Result<()> {
+    match cmd {
+        DeploymentCmd::List {
+            project,
+            limit,
+            space,
+        } => {
+            let mut path = format!("/api/spaces/{space}/deployments?limit={limit}");
+            if let Some(p) = project {
+                let p = find(api, &format!("/api/spaces/{space}/projects"), "project", &p)?;
+                path.push_str(&format!("&project_id={}", id(&p)));
+            }
+            show(out, &api.json("GET", &path, None)?, DEPLOYMENT_COLS);
+        }
+        DeploymentCmd::Show { id, space } => {
+            let d = api.json(
+                "GET",
+                &format!("/api/spaces/{space}/deployments/{id}"),
+                None,
+            )?;
+            show(out, &d, DEPLOYMENT_COLS);
+        }
+    }
+    Ok(())
+}
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap_or_default().to_owned()

@@ -4,12 +4,13 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use cuttle_core::check_server_url;
 
+mod cluster;
 mod deploy;
 mod model;
 mod output;
@@ -62,12 +63,12 @@ enum Command {
     /// Nodes of the cluster
     Node {
         #[command(subcommand)]
-        action: NodeCmd,
+        action: cluster::NodeCmd,
     },
     /// Tasks in the queue
     Task {
         #[command(subcommand)]
-        action: TaskCmd,
+        action: cluster::TaskCmd,
     },
     /// Environments: list, create, delete
     Environment {
@@ -109,6 +110,12 @@ enum Command {
         #[command(subcommand)]
         action: resources::TargetCmd,
     },
+    /// Print the manual page (roff: `cuttle man | man -l -`), or write one per command to --dir
+    Man {
+        /// Write `cuttle.1` and a page per subcommand (`cuttle-process-edit.1`, …) here
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Print a shell's completion script: `cuttle completions bash > /etc/bash_completion.d/cuttle`
     Completions {
         #[arg(value_enum)]
@@ -118,6 +125,11 @@ enum Command {
     Release {
         #[command(subcommand)]
         action: ReleaseCmd,
+    },
+    /// Deployments: list (newest first), show
+    Deployment {
+        #[command(subcommand)]
+        action: deploy::DeploymentCmd,
     },
     /// Deploy a release of a project to an environment (checked against its lifecycle)
     Deploy {
@@ -150,7 +162,7 @@ enum Command {
     /// API keys: create, list, revoke (admin keys only)
     ApiKey {
         #[command(subcommand)]
-        action: KeyCmd,
+        action: cluster::KeyCmd,
     },
     /// Plan task caps for a deployment window (the HA guide's formula)
     Capacity {
@@ -170,66 +182,6 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum NodeCmd {
-    List,
-    /// Stop a node taking new tasks (its running tasks finish)
-    Drain {
-        name: String,
-        /// Return only once the node runs no tasks
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up after this many seconds (exit 1)
-        #[arg(long, default_value_t = 3600)]
-        timeout: u64,
-    },
-    Undrain {
-        name: String,
-    },
-    SetTaskCap {
-        name: String,
-        cap: u32,
-    },
-    Delete {
-        name: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeyCmd {
-    /// Create a key and print it (last line of stdout): the only time it is shown
-    Create {
-        /// What the key is for (shown in lists and as the actor of its audit events)
-        #[arg(long)]
-        name: String,
-        /// admin, operator, deployer, reader or register-target
-        #[arg(long)]
-        scope: String,
-        /// How long the key works, e.g. 90d, 12h, 30m (forever when absent)
-        #[arg(long, value_name = "DURATION")]
-        expires_in: Option<String>,
-        /// For a register-target key: the one target it may register
-        #[arg(long, value_name = "NAME")]
-        target: Option<String>,
-        /// For a register-target key: an environment its target may claim (repeat for more)
-        #[arg(long = "environment", value_name = "NAME")]
-        environments: Vec<String>,
-        /// For a register-target key: a role its target may claim (repeat for more)
-        #[arg(long = "role", value_name = "ROLE")]
-        roles: Vec<String>,
-        /// For a register-target key: keep working after its first registration
-        #[arg(long)]
-        reusable: bool,
-    },
-    /// Every key's id, name, scope, prefix and expiry (never the key)
-    List,
-    /// Revoke a key: every node refuses it within a second
-    Revoke {
-        /// The key, by name or id (`ApiKeys-3`)
-        key: String,
-    },
-}
-
-#[derive(Subcommand)]
 enum ReleaseCmd {
     /// Create a release: the project's process and variables as they are now
     Create {
@@ -241,6 +193,15 @@ enum ReleaseCmd {
         version: String,
         #[arg(long)]
         notes: Option<String>,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// A project's releases, newest version first
+    List {
+        /// The project, by name or id
+        #[arg(long)]
+        project: String,
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
@@ -300,29 +261,6 @@ enum PackageCmd {
         version: String,
         #[arg(long, default_value = "default")]
         space: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum TaskCmd {
-    List {
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-    },
-    Show {
-        id: String,
-    },
-    /// Print a task's log
-    Log {
-        id: String,
-        /// Keep printing new lines until the task finishes
-        #[arg(long)]
-        follow: bool,
-    },
-    Cancel {
-        id: String,
     },
 }
 
@@ -421,17 +359,6 @@ impl Api {
     }
 }
 
-const KEY_COLS: &[&str] = &[
-    "id",
-    "name",
-    "scope",
-    "prefix",
-    "target",
-    "created_at",
-    "expires_at",
-    "expired",
-];
-
 const PACKAGE_COLS: &[&str] = &[
     "package_id",
     "version",
@@ -439,25 +366,6 @@ const PACKAGE_COLS: &[&str] = &[
     "size",
     "uploaded_by",
     "uploaded_at",
-];
-
-const NODE_COLS: &[&str] = &[
-    "name",
-    "online",
-    "draining",
-    "task_cap",
-    "running_tasks",
-    "roles",
-    "last_seen",
-];
-const TASK_COLS: &[&str] = &[
-    "id",
-    "kind",
-    "state",
-    "node",
-    "queued_at",
-    "completed_at",
-    "error",
 ];
 
 fn run(cli: Cli) -> Result<()> {
@@ -471,67 +379,32 @@ fn run(cli: Cli) -> Result<()> {
             other => other.context("write the completion script"),
         };
     }
+    if let Command::Man { dir } = &cli.command {
+        use clap::CommandFactory;
+        let command = versioned(Cli::command());
+        return match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+                clap_mangen::generate_to(command, d)
+                    .with_context(|| format!("write the pages to {}", d.display()))?;
+                println!("wrote the manual pages to {}", d.display());
+                Ok(())
+            }
+            None => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(command).render(&mut page)?;
+                match std::io::stdout().write_all(&page) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    other => other.context("write the page"),
+                }
+            }
+        };
+    }
     check_server_url(&cli.server, cli.insecure)?;
     let api = Api::new(&cli.server, cli.api_key, cli.server_thumbprint)?;
     let out = cli.output;
     match cli.command {
-        Command::Node { action } => match action {
-            NodeCmd::List => show(out, &api.json("GET", "/api/nodes", None)?, NODE_COLS),
-            NodeCmd::Drain {
-                name,
-                wait,
-                timeout,
-            } => {
-                let node = api.json(
-                    "PATCH",
-                    &format!("/api/nodes/{name}"),
-                    Some(json!({"draining": true})),
-                )?;
-                if wait {
-                    let deadline = Instant::now() + Duration::from_secs(timeout);
-                    loop {
-                        let n = api.json("GET", &format!("/api/nodes/{name}"), None)?;
-                        let running = n["running_tasks"].as_u64().unwrap_or(0);
-                        if running == 0 {
-                            show(out, &n, NODE_COLS);
-                            break;
-                        }
-                        if Instant::now() >= deadline {
-                            bail!("node {name} still runs {running} tasks after {timeout} s");
-                        }
-                        eprint!("\rwaiting for {name}: {running} tasks running   ");
-                        let _ = std::io::stderr().flush();
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                } else {
-                    show(out, &node, NODE_COLS);
-                }
-            }
-            NodeCmd::Undrain { name } => show(
-                out,
-                &api.json(
-                    "PATCH",
-                    &format!("/api/nodes/{name}"),
-                    Some(json!({"draining": false})),
-                )?,
-                NODE_COLS,
-            ),
-            NodeCmd::SetTaskCap { name, cap } => show(
-                out,
-                &api.json(
-                    "PATCH",
-                    &format!("/api/nodes/{name}"),
-                    Some(json!({"task_cap": cap})),
-                )?,
-                NODE_COLS,
-            ),
-            NodeCmd::Delete { name } => {
-                api.json("DELETE", &format!("/api/nodes/{name}"), None)?;
-                println!(
-                    "deleted node {name} (a live node adds itself again at its next heartbeat)"
-                );
-            }
-        },
+        Command::Node { action } => cluster::node(&api, out, action)?,
         Command::Environment { action } => model::environment(&api, out, action)?,
         Command::Project { action } => model::project(&api, out, action)?,
         Command::Variable { action } => model::variable(&api, out, action)?,
@@ -540,23 +413,42 @@ fn run(cli: Cli) -> Result<()> {
         Command::Space { action } => resources::space(&api, out, action)?,
         Command::Lifecycle { action } => resources::lifecycle(&api, out, action)?,
         Command::Target { action } => resources::target(&api, out, action)?,
-        Command::Completions { .. } => unreachable!("answered before any call"),
-        Command::Release {
-            action:
-                ReleaseCmd::Create {
-                    project,
-                    version,
-                    notes,
-                    space,
-                },
-        } => {
-            let r = deploy::create_release(&api, &space, &project, &version, notes)?;
-            println!(
-                "created release {} of {project} ({})",
-                r["version"].as_str().unwrap_or_default(),
-                r["id"].as_str().unwrap_or_default()
-            );
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("answered before any call")
         }
+        Command::Release { action } => match action {
+            ReleaseCmd::Create {
+                project,
+                version,
+                notes,
+                space,
+            } => {
+                let r = deploy::create_release(&api, &space, &project, &version, notes)?;
+                println!(
+                    "created release {} of {project} ({})",
+                    r["version"].as_str().unwrap_or_default(),
+                    r["id"].as_str().unwrap_or_default()
+                );
+            }
+            ReleaseCmd::List { project, space } => {
+                let p = model::find(
+                    &api,
+                    &format!("/api/spaces/{space}/projects"),
+                    "project",
+                    &project,
+                )?;
+                let path = format!(
+                    "/api/spaces/{space}/projects/{}/releases",
+                    p["id"].as_str().unwrap_or_default()
+                );
+                show(
+                    out,
+                    &api.json("GET", &path, None)?,
+                    &["version", "id", "created_by", "created_at", "notes"],
+                );
+            }
+        },
+        Command::Deployment { action } => deploy::deployment(&api, out, action)?,
         Command::Deploy {
             project,
             release,
@@ -572,40 +464,7 @@ fn run(cli: Cli) -> Result<()> {
                 d["task_id"].as_str().unwrap_or_default()
             );
         }
-        Command::ApiKey { action } => match action {
-            KeyCmd::Create {
-                name,
-                scope,
-                expires_in,
-                target,
-                environments,
-                roles,
-                reusable,
-            } => {
-                let body = json!({
-                    "name": name, "scope": scope, "expires_in": expires_in, "target": target,
-                    "environments": environments, "roles": roles, "reusable": reusable,
-                });
-                let created = api.json("POST", "/api/keys", Some(body))?;
-                println!(
-                    "created {} API key {} {:?}; it is shown only now:",
-                    created["scope"].as_str().unwrap_or_default(),
-                    created["id"].as_str().unwrap_or_default(),
-                    created["name"].as_str().unwrap_or_default()
-                );
-                println!("{}", created["key"].as_str().unwrap_or_default());
-            }
-            KeyCmd::List => show(out, &api.json("GET", "/api/keys", None)?, KEY_COLS),
-            KeyCmd::Revoke { key } => {
-                let found = model::find(&api, "/api/keys", "API key", &key)?;
-                let id = found["id"].as_str().unwrap_or_default();
-                api.json("DELETE", &format!("/api/keys/{id}"), None)?;
-                println!(
-                    "revoked API key {id} {:?}",
-                    found["name"].as_str().unwrap_or_default()
-                );
-            }
-        },
+        Command::ApiKey { action } => cluster::api_key(&api, out, action)?,
         Command::Events {
             action: EventsCmd::Export { from, to },
         } => package::export_events(&api, from.as_deref(), to.as_deref())?,
@@ -666,26 +525,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("deleted {package_id} {version}");
             }
         },
-        Command::Task { action } => match action {
-            TaskCmd::List { state, limit } => {
-                let mut path = format!("/api/tasks?limit={limit}");
-                if let Some(st) = state {
-                    path.push_str(&format!("&state={st}"));
-                }
-                show(out, &api.json("GET", &path, None)?, TASK_COLS)
-            }
-            TaskCmd::Show { id } => show(
-                out,
-                &api.json("GET", &format!("/api/tasks/{id}"), None)?,
-                TASK_COLS,
-            ),
-            TaskCmd::Log { id, follow } => follow_log(&api, &id, follow)?,
-            TaskCmd::Cancel { id } => show(
-                out,
-                &api.json("POST", &format!("/api/tasks/{id}/cancel"), None)?,
-                TASK_COLS,
-            ),
-        },
+        Command::Task { action } => cluster::task(&api, out, action)?,
         Command::Capacity {
             projects,
             minutes,
@@ -716,35 +556,6 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Prints the log; with `follow`, keeps printing what is appended until the task finishes.
-pub(crate) fn follow_log(api: &Api, id: &str, follow: bool) -> Result<()> {
-    let mut printed = 0usize;
-    loop {
-        let finished = if follow {
-            let t = api.json("GET", &format!("/api/tasks/{id}"), None)?;
-            matches!(
-                t["state"].as_str(),
-                Some("Success" | "Failed" | "Canceled" | "TimedOut")
-            )
-        } else {
-            true
-        };
-        let (status, text) = api.call("GET", &format!("/api/tasks/{id}/log"), None)?;
-        if status >= 400 {
-            bail!("{status}: {text}");
-        }
-        if text.len() > printed {
-            print!("{}", &text[printed..]);
-            let _ = std::io::stdout().flush();
-            printed = text.len();
-        }
-        if finished {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -757,6 +568,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every subcommand with the program's version, as its manual page's title shows it (no
+/// `--version` flag of its own: `release create --version` is the release's).
+fn versioned(command: clap::Command) -> clap::Command {
+    command.mut_subcommands(|sub| {
+        versioned(
+            sub.version(env!("CARGO_PKG_VERSION"))
+                .disable_version_flag(true),
+        )
+    })
 }
 
 /// What to try after an error, for the ones a person meets first.

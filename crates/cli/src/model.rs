@@ -25,6 +25,28 @@ pub(crate) enum EnvironmentCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// Rename an environment or change its description
+    Update {
+        /// The environment, by name or id
+        name: String,
+        /// Its new name
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Put the environments in a new order: name every one of them, in that order
+    Reorder {
+        /// Every environment of the space, by name or id, in the new order
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
     /// Remove an environment (refused while a lifecycle names it)
     Delete {
         /// The environment, by name or id
@@ -51,6 +73,25 @@ pub(crate) enum ProjectCmd {
         lifecycle: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Change a project's settings (what is not given stays)
+    Update {
+        /// The project, by name or id
+        name: String,
+        /// Its new name
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Its lifecycle, by name or id
+        #[arg(long)]
+        lifecycle: Option<String>,
+        /// The newest releases kept (0: all)
+        #[arg(long)]
+        releases_to_keep: Option<u32>,
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
@@ -93,6 +134,18 @@ pub(crate) enum VariableCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// Remove a project's variable: the one with this name and exactly these environments
+    Delete {
+        /// The project, by name or id
+        project: String,
+        name: String,
+        /// The environments it is scoped to, by name or id (none: the unscoped one)
+        #[arg(long = "environment")]
+        environments: Vec<String>,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
 }
 
 const ENVIRONMENT_COLS: &[&str] = &["id", "name", "description", "version"];
@@ -120,6 +173,28 @@ fn id(v: &Value) -> &str {
     v["id"].as_str().unwrap_or_default()
 }
 
+/// Changes what `changes` names of the document at `path` (a JSON merge patch), at the version
+/// just read: a change made in between is refused (`409`), never overwritten.
+pub(crate) fn patch_document(api: &Api, path: &str, mut changes: Value) -> Result<Value> {
+    let current = api.json("GET", path, None)?;
+    changes["version"] = current["version"].clone();
+    api.json("PATCH", path, Some(changes))
+}
+
+/// `changes` with the members given (`None`: left out, so kept).
+pub(crate) fn members(pairs: &[(&str, Option<Value>)]) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in pairs {
+        if let Some(v) = value {
+            out.insert((*name).to_owned(), v.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!("nothing to change: give at least one of the options (see --help)");
+    }
+    Ok(Value::Object(out))
+}
+
 pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result<()> {
     match cmd {
         EnvironmentCmd::List { space } => {
@@ -138,6 +213,34 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
                 Some(body),
             )?;
             println!("created environment {} {name:?}", id(&e));
+        }
+        EnvironmentCmd::Update {
+            name,
+            rename,
+            description,
+            space,
+        } => {
+            let list = format!("/api/spaces/{space}/environments");
+            let e = find(api, &list, "environment", &name)?;
+            let changes = members(&[
+                ("name", rename.map(Value::from)),
+                ("description", description.map(Value::from)),
+            ])?;
+            let changed = patch_document(api, &format!("{list}/{}", id(&e)), changes)?;
+            show(out, &changed, ENVIRONMENT_COLS);
+        }
+        EnvironmentCmd::Reorder { names, space } => {
+            let list = format!("/api/spaces/{space}/environments");
+            let mut ids = Vec::new();
+            for n in &names {
+                ids.push(id(&find(api, &list, "environment", n)?).to_owned());
+            }
+            let ordered = api.json(
+                "POST",
+                &format!("{list}/reorder"),
+                Some(json!({"ids": ids})),
+            )?;
+            show(out, &ordered, ENVIRONMENT_COLS);
         }
         EnvironmentCmd::Delete { name, space } => {
             let list = format!("/api/spaces/{space}/environments");
@@ -172,6 +275,35 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
                 json!({"name": name, "description": description, "lifecycle_id": lifecycle_id});
             let p = api.json("POST", &format!("/api/spaces/{space}/projects"), Some(body))?;
             println!("created project {} {name:?}", id(&p));
+        }
+        ProjectCmd::Update {
+            name,
+            rename,
+            description,
+            lifecycle,
+            releases_to_keep,
+            space,
+        } => {
+            let list = format!("/api/spaces/{space}/projects");
+            let p = find(api, &list, "project", &name)?;
+            let lifecycle_id = match lifecycle {
+                Some(l) => {
+                    let lifecycles = format!("/api/spaces/{space}/lifecycles");
+                    Some(json!(id(&find(api, &lifecycles, "lifecycle", &l)?)))
+                }
+                None => None,
+            };
+            let changes = members(&[
+                ("name", rename.map(Value::from)),
+                ("description", description.map(Value::from)),
+                ("lifecycle_id", lifecycle_id),
+                (
+                    "retention",
+                    releases_to_keep.map(|n| json!({"releases_to_keep": n})),
+                ),
+            ])?;
+            let changed = patch_document(api, &format!("{list}/{}", id(&p)), changes)?;
+            show(out, &changed, PROJECT_COLS);
         }
         ProjectCmd::Delete { name, space } => {
             let list = format!("/api/spaces/{space}/projects");
@@ -241,8 +373,78 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
                 p["name"].as_str().unwrap_or_default()
             );
         }
+        VariableCmd::Delete {
+            project,
+            name,
+            environments,
+            space,
+        } => {
+            let p = find(
+                api,
+                &format!("/api/spaces/{space}/projects"),
+                "project",
+                &project,
+            )?;
+            let mut scope_ids = Vec::new();
+            for e in &environments {
+                let list = format!("/api/spaces/{space}/environments");
+                scope_ids.push(id(&find(api, &list, "environment", e)?).to_owned());
+            }
+            scope_ids.sort();
+            let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
+            let current = api.json("GET", &path, None)?;
+            let body = without_variable(&current, &name, &scope_ids)?;
+            api.json("PUT", &path, Some(body))?;
+            println!(
+                "deleted {name} from {}",
+                p["name"].as_str().unwrap_or_default()
+            );
+        }
     }
     Ok(())
+}
+
+/// The environments a variable as shown is scoped to, in order.
+fn environments_of(v: &Value) -> Vec<String> {
+    let mut e: Vec<String> = v["scope"]["environments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    e.sort();
+    e
+}
+
+/// A variable as shown, as a `PUT` keeps it (a sensitive one by its id, its value unsent).
+fn kept(v: &Value) -> Value {
+    let mut out = json!({"id": v["id"], "name": v["name"], "sensitive": v["sensitive"]});
+    if !v["scope"].is_null() {
+        out["scope"] = v["scope"].clone();
+    }
+    if v["sensitive"] != true {
+        out["value"] = v["value"].clone();
+    }
+    out
+}
+
+/// The body of a `PUT …/variables` without the variable `name` of exactly `scope`.
+fn without_variable(current: &Value, name: &str, scope: &[String]) -> Result<Value> {
+    let version = current["version"]
+        .as_i64()
+        .context("the variables came without their version")?;
+    let all = current["variables"].as_array().cloned().unwrap_or_default();
+    let rest: Vec<Value> = all
+        .iter()
+        .filter(|v| !(v["name"].as_str() == Some(name) && environments_of(v) == scope))
+        .map(kept)
+        .collect();
+    if rest.len() == all.len() {
+        bail!("no variable {name} with exactly those environments");
+    }
+    Ok(json!({"version": version, "variables": rest}))
 }
 
 /// The body of a `PUT …/variables` that keeps every variable of `current` (sensitive ones by
@@ -257,43 +459,25 @@ fn with_variable(
     let version = current["version"]
         .as_i64()
         .context("the variables came without their version")?;
-    let environments_of = |v: &Value| -> Vec<String> {
-        let mut e: Vec<String> = v["scope"]["environments"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        e.sort();
-        e
-    };
-    let mut kept = Vec::new();
+    let mut all = Vec::new();
     let mut replaced = false;
     for v in current["variables"].as_array().into_iter().flatten() {
-        let mut out = json!({"id": v["id"], "name": v["name"], "sensitive": v["sensitive"]});
-        if !v["scope"].is_null() {
-            out["scope"] = v["scope"].clone();
-        }
-        if v["sensitive"] != true {
-            out["value"] = v["value"].clone();
-        }
+        let mut out = kept(v);
         if v["name"].as_str() == Some(name) && environments_of(v) == scope {
             out["value"] = json!(value);
             out["sensitive"] = json!(sensitive);
             replaced = true;
         }
-        kept.push(out);
+        all.push(out);
     }
     if !replaced {
         let mut new = json!({"name": name, "value": value, "sensitive": sensitive});
         if !scope.is_empty() {
             new["scope"] = json!({"environments": scope});
         }
-        kept.push(new);
+        all.push(new);
     }
-    Ok(json!({"version": version, "variables": kept}))
+    Ok(json!({"version": version, "variables": all}))
 }
 
 /// A value from standard input: one line, its end of line dropped.

@@ -42,6 +42,22 @@ pub(crate) enum LifecycleCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// Change a lifecycle: its phases (given: they replace the ones it has), name, description
+    Update {
+        /// The lifecycle, by name or id
+        name: String,
+        /// A phase, in order (repeat), as for `create`: they replace the lifecycle's phases
+        #[arg(long = "phase", value_name = "PHASE")]
+        phases: Vec<String>,
+        /// Its new name
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
     /// Remove a lifecycle (refused while a project goes through it)
     Delete {
         /// The lifecycle, by name or id
@@ -98,6 +114,19 @@ pub(crate) enum RunbookCmd {
         project: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
+    /// Rename a runbook or change its description
+    Update {
+        /// The runbook, by name or id
+        runbook: String,
+        /// Its new name
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
@@ -175,6 +204,21 @@ fn phase_of(raw: &str) -> Result<(String, Vec<String>)> {
     Ok((name.to_owned(), envs))
 }
 
+/// The `--phase`s as the API takes them: each environment named by its id.
+fn phases_written(api: &Api, space: &str, phases: &[String]) -> Result<Vec<Value>> {
+    let environments = format!("/api/spaces/{space}/environments");
+    let mut written = Vec::new();
+    for raw in phases {
+        let (phase, envs) = phase_of(raw)?;
+        let mut ids = Vec::new();
+        for e in &envs {
+            ids.push(id(&find(api, &environments, "environment", e)?).to_owned());
+        }
+        written.push(json!({"name": phase, "environments": ids}));
+    }
+    Ok(written)
+}
+
 pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()> {
     match cmd {
         LifecycleCmd::List { space } => {
@@ -199,16 +243,7 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             description,
             space,
         } => {
-            let environments = format!("/api/spaces/{space}/environments");
-            let mut written = Vec::new();
-            for raw in &phases {
-                let (phase, envs) = phase_of(raw)?;
-                let mut ids = Vec::new();
-                for e in &envs {
-                    ids.push(id(&find(api, &environments, "environment", e)?).to_owned());
-                }
-                written.push(json!({"name": phase, "environments": ids}));
-            }
+            let written = phases_written(api, &space, &phases)?;
             let body = json!({"name": name, "description": description, "phases": written});
             let l = api.json(
                 "POST",
@@ -225,6 +260,29 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
                 order.join(" → ")
             };
             println!("created lifecycle {} {name:?}: {order}", id(&l));
+        }
+        LifecycleCmd::Update {
+            name,
+            phases,
+            rename,
+            description,
+            space,
+        } => {
+            let list = format!("/api/spaces/{space}/lifecycles");
+            let l = find(api, &list, "lifecycle", &name)?;
+            let phases = if phases.is_empty() {
+                None
+            } else {
+                Some(Value::Array(phases_written(api, &space, &phases)?))
+            };
+            let changes = crate::model::members(&[
+                ("name", rename.map(Value::from)),
+                ("description", description.map(Value::from)),
+                ("phases", phases),
+            ])?;
+            let changed =
+                crate::model::patch_document(api, &format!("{list}/{}", id(&l)), changes)?;
+            show(out, &changed, LIFECYCLE_COLS);
         }
         LifecycleCmd::Delete { name, space } => {
             let list = format!("/api/spaces/{space}/lifecycles");
@@ -297,6 +355,22 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             let body = json!({"name": name, "project_id": id(&p), "description": description});
             let r = api.json("POST", &format!("/api/spaces/{space}/runbooks"), Some(body))?;
             println!("created runbook {} {name:?} in {project}", id(&r));
+        }
+        RunbookCmd::Update {
+            runbook,
+            rename,
+            description,
+            space,
+        } => {
+            let list = format!("/api/spaces/{space}/runbooks");
+            let r = find(api, &list, "runbook", &runbook)?;
+            let changes = crate::model::members(&[
+                ("name", rename.map(Value::from)),
+                ("description", description.map(Value::from)),
+            ])?;
+            let changed =
+                crate::model::patch_document(api, &format!("{list}/{}", id(&r)), changes)?;
+            show(out, &changed, RUNBOOK_COLS);
         }
         RunbookCmd::Publish { runbook, space } => {
             let list = format!("/api/spaces/{space}/runbooks");
