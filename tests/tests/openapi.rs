@@ -77,6 +77,27 @@ fn schemathesis_finds_every_answer_as_documented_and_no_server_error() {
 
     // The same cases every run, unless CUTTLE_TEST_SEED asks for others.
     let seed = std::env::var("CUTTLE_TEST_SEED").unwrap_or_else(|_| "20261202".into());
+    // And what a review of the document against the handlers found: a process `PUT` without
+    // `steps` emptied the process (it is refused now, and the process stays), and a create
+    // took a `version` the document does not have.
+    let process = format!(
+        "/api/spaces/Default/projects/{}/deploymentprocess",
+        project["id"].as_str().unwrap()
+    );
+    let steps = r#"{"version": 1, "steps": [{"name": "Hi", "action": {"type": "script", "script": "echo hi"}}]}"#;
+    let (status, saved) = node.request("PUT", &process, Some(steps));
+    assert_eq!(status, 200, "{saved}");
+    let (status, refused) = node.request("PUT", &process, Some(r#"{"version": 2}"#));
+    assert_eq!(status, 400, "{refused}");
+    let (_, kept) = node.get(&process);
+    assert_eq!(kept["steps"].as_array().unwrap().len(), 1, "{kept}");
+    let (status, refused) = node.request(
+        "POST",
+        "/api/spaces/Default/environments",
+        Some(r#"{"name": "Versioned", "version": 3}"#),
+    );
+    assert_eq!(status, 400, "{refused}");
+
     let mut cmd = Command::new(python_bin("schemathesis"));
     cmd.arg("--no-color")
         .arg("--config-file")

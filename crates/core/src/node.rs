@@ -36,6 +36,8 @@ pub struct NodeRecord {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodePatch {
+    /// Tasks the node runs at once, 0 to 1,000 (0: it serves the API and claims nothing).
+    #[cfg_attr(feature = "schema", schemars(range(max = 1000)))]
     pub task_cap: Option<u32>,
     pub draining: Option<bool>,
 }

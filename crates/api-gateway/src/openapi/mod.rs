@@ -115,8 +115,8 @@ pub(crate) enum Content {
     Json(SchemaFn),
     /// `text/plain`, streamed.
     Text,
-    /// A file (`application/octet-stream`), streamed.
-    File,
+    /// A file, streamed, as one of these media types.
+    File(&'static [&'static str]),
     /// JSON lines (`application/x-ndjson`).
     JsonLines,
     /// Prometheus' text format.
@@ -270,8 +270,13 @@ impl Op {
     }
 }
 
-/// A file served by range (`resources::files::serve`): whole, one range, or not modified.
-pub(crate) fn file_download(id: &'static str, summary: &'static str) -> Op {
+/// A file served by range (`resources::files::serve`) as one of `types`: whole, one range, or
+/// not modified.
+pub(crate) fn file_download(
+    id: &'static str,
+    summary: &'static str,
+    types: &'static [&'static str],
+) -> Op {
     let any = json!({"type": "string"});
     Op::new(id, summary)
         .header("Range", any.clone(), "one byte range (`bytes=0-1023`)")
@@ -285,12 +290,12 @@ pub(crate) fn file_download(id: &'static str, summary: &'static str) -> Op {
             any,
             "the `ETag` held: `304` when it is this one",
         )
-        .reply(200, "the whole file", Content::File)
+        .reply(200, "the whole file", Content::File(types))
         .with_headers(&[
             ("ETag", "the file's entity tag"),
             ("Content-Length", "its size"),
         ])
-        .reply(206, "the range asked for", Content::File)
+        .reply(206, "the range asked for", Content::File(types))
         .with_headers(&[("Content-Range", "`bytes first-last/size`")])
         .reply(304, "the client's copy is this one", Content::Empty)
         .reply(
@@ -320,11 +325,18 @@ fn path_param_what(name: &str) -> &'static str {
     }
 }
 
-fn error_response(g: &mut Gen, what: &str) -> Value {
-    json!({
+fn error_response(g: &mut Gen, status: u16, what: &str) -> Value {
+    let mut out = json!({
         "description": what,
         "content": {"application/json": {"schema": schemas::error(g)}},
-    })
+    });
+    if status == 429 || status == 503 {
+        out["headers"] = json!({"Retry-After": {
+            "description": "seconds to wait before trying again, when the node knows",
+            "schema": {"type": "string"},
+        }});
+    }
+    out
 }
 
 fn content(g: &mut Gen, c: Content) -> Option<Value> {
@@ -332,10 +344,16 @@ fn content(g: &mut Gen, c: Content) -> Option<Value> {
         Content::Empty => return None,
         Content::Json(f) => ("application/json", f(g)),
         Content::Text => ("text/plain", json!({"type": "string"})),
-        Content::File => (
-            "application/octet-stream",
-            json!({"type": "string", "contentMediaType": "application/octet-stream"}),
-        ),
+        Content::File(types) => {
+            let mut out = Map::new();
+            for t in types {
+                out.insert(
+                    (*t).to_owned(),
+                    json!({"schema": {"type": "string", "contentMediaType": t}}),
+                );
+            }
+            return Some(Value::Object(out));
+        }
         Content::JsonLines => (
             "application/x-ndjson",
             json!({"type": "string", "description": "one audit event (JSON) per line"}),
@@ -395,12 +413,14 @@ fn operation(g: &mut Gen, d: &Declared) -> Value {
         ));
     }
     if !path_params(d.path).is_empty() {
-        refusals.push((404, "no such id (a malformed id is also 404)".into()));
+        refusals.push((404, "no such id".into()));
     }
-    if op.body.is_some() {
+    // Every keyed route reads its body (if any) within the body deadline, and every route
+    // refuses a declared body over the limit before reading it.
+    if d.need.is_some() {
         refusals.push((408, "the body did not arrive in time".into()));
-        refusals.push((413, "the body is over the limit".into()));
     }
+    refusals.push((413, "the body is over the limit".into()));
     refusals.push((
         503,
         "the database or the shared store cannot be reached; try again".into(),
@@ -408,7 +428,7 @@ fn operation(g: &mut Gen, d: &Declared) -> Value {
     // A refusal the route names itself says more than the general one.
     refusals.extend(op.refusals.iter().map(|(s, w)| (*s, Cow::Borrowed(*w))));
     for (status, why) in refusals {
-        responses.insert(status.to_string(), error_response(g, &why));
+        responses.insert(status.to_string(), error_response(g, status, &why));
     }
     // And what it answers when it does what it says replaces both (the ping's `503`).
     for (i, r) in op.replies.iter().enumerate() {

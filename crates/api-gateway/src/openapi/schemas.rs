@@ -200,8 +200,11 @@ pub(crate) fn packages(g: &mut Gen) -> Value {
     let mut p = page(package(g));
     p["required"] = json!(["items", "total"]);
     p["properties"]["total"] = integer();
-    p["properties"]["next"] =
-        json!({"type": "integer", "description": "the `skip` of the next page"});
+    p["properties"]["next"] = json!({
+        "type": "string",
+        "pattern": "^[0-9]+$",
+        "description": "the `skip` of the next page (a number, written as a string)",
+    });
     p
 }
 
@@ -354,7 +357,7 @@ pub(crate) fn openapi(_: &mut Gen) -> Value {
 /// A write's body with the version it was read at (`version`, or `If-Match`).
 pub(crate) fn with_version(mut schema: Value) -> Value {
     schema["properties"]["version"] = json!({
-        "type": "integer",
+        "type": ["integer", "null"],
         "description": "the version the document was read at (or `If-Match`)",
     });
     if let Value::Object(m) = &mut schema {
@@ -375,7 +378,8 @@ pub(crate) fn process_write(g: &mut Gen) -> Value {
 }
 
 /// A configuration document as shown: the members its write takes (`write`'s properties, none
-/// of them required but `name`), and `id`, `space_id`, `version`, `created_at`, `modified_at`.
+/// of them required but `name`), `id`, `space_id`, `version`, `created_at`, `modified_at`, and
+/// the `extra` members it always shows.
 pub(crate) fn document(write: &Value, extra: &[(&str, Value)]) -> Value {
     let mut v = object(&[
         ("id", string()),
@@ -395,8 +399,12 @@ pub(crate) fn document(write: &Value, extra: &[(&str, Value)]) -> Value {
         }
     }
     v["properties"]["space_id"] = string();
+    // What the resource shows besides, always.
     for (name, schema) in extra {
         v["properties"][*name] = schema.clone();
+        if let Some(required) = v["required"].as_array_mut() {
+            required.push(json!(name));
+        }
     }
     v
 }

@@ -35,7 +35,11 @@ pub(crate) fn routes() -> Api {
             "/api/tasks/{id}/artifacts/{*artifact}",
             READER,
             download,
-            file_download("getArtifact", "One artifact's file, streamed"),
+            file_download(
+                "getArtifact",
+                "One artifact's file, streamed",
+                &["application/octet-stream"],
+            ),
         )
 }
 

@@ -51,6 +51,12 @@ pub(crate) trait DocumentResource: Send + Sync + 'static {
     /// client does next with a document just made (OpenAPI links from `create`).
     const FOLLOW: &'static [&'static str] = &[];
 
+    /// Members the API shows besides the write's (a runbook's `published`): their names and
+    /// JSON Schemas, for the OpenAPI document.
+    fn shown_too() -> Vec<(&'static str, Value)> {
+        Vec::new()
+    }
+
     fn name(w: &Self::Write) -> &str;
 
     /// Checks a write against the rest of the space (references to other documents); `id` is
@@ -326,7 +332,7 @@ enum Write {
 pub(crate) fn shown_schema<R: DocumentResource>(g: &mut Gen) -> serde_json::Value {
     g.named(R::KIND, |g| {
         let write = g.request_definition::<R::Write>();
-        document(&write, &[])
+        document(&write, &R::shown_too())
     })
 }
 
@@ -339,6 +345,14 @@ fn write_schema<R: DocumentResource>(g: &mut Gen, w: Write) -> Value {
     let mut schema = with_version(schema);
     if let (Value::Object(m), Write::Patch) = (&mut schema, w) {
         m.remove("required");
+        // A merge patch's `null` removes a member, which then takes its default.
+        if let Some(Value::Object(props)) = m.get_mut("properties") {
+            for (name, p) in props.iter_mut() {
+                if name != "version" {
+                    *p = json!({"anyOf": [p.clone(), {"type": "null"}]});
+                }
+            }
+        }
     }
     schema
 }
@@ -363,10 +377,9 @@ pub(crate) async fn create<R: DocumentResource>(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathParams(space): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let (body, _) = split_version(body, &headers)?;
+    // A new document has no version to name: `version` is refused as any unknown member is.
     let doc = ops::create::<R>(&s, &caller, &space, body).await?;
     one::<R>(StatusCode::CREATED, &doc)
 }

@@ -59,6 +59,12 @@ pub(crate) async fn save(
     body: Value,
 ) -> ApiResult {
     let (body, version) = split_version(body, headers)?;
+    // A body without `steps` is a mistake, not a wish to empty the process (`[]` says that).
+    if body.get("steps").is_none() {
+        return Err(ApiError::bad_request(
+            "steps: required, the whole process (`[]` empties it)",
+        ));
+    }
     let process: Process = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let (saved, process) =

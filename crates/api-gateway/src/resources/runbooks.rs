@@ -93,6 +93,21 @@ impl DocumentResource for Runbooks {
     }
 
     /// The settings, and when (and by whom) it was last published.
+    fn shown_too() -> Vec<(&'static str, Value)> {
+        let published = json!({
+            "type": "object",
+            "required": ["published_at", "published_by"],
+            "properties": {
+                "published_at": {"type": "string", "format": "date-time"},
+                "published_by": {"type": "string"},
+            },
+        });
+        vec![(
+            "published",
+            json!({"anyOf": [published, {"type": "null"}], "description": "when and by whom its process was frozen for runs; null until published"}),
+        )]
+    }
+
     fn show(d: &Document) -> Value {
         let mut v = docs::shown(Self::ID_PREFIX, d);
         if let Value::Object(m) = &mut v {

@@ -49,6 +49,9 @@ pub(crate) fn upload_routes() -> Api {
         )
 }
 
+/// What a package is served as, by its format (`PackageFormat::content_type`).
+const PACKAGE_MEDIA_TYPES: &[&str] = &["application/zip", "application/gzip", "application/x-tar"];
+
 /// A package version's path, from what an upload answered.
 const PACKAGE_LINK: &[(&str, &str)] = &[
     ("space", "$response.body#/space_id"),
@@ -91,6 +94,16 @@ fn upload_op(id: &'static str) -> Op {
     .refuses(
         409,
         "the repository has this version (or, with `replace`, something names it)",
+    )
+    .refuses(
+        429,
+        "four uploads of this key are under way, or ten unknown API keys came from this client \
+         within a minute: wait `Retry-After` seconds",
+    )
+    .refuses(
+        503,
+        "the node takes as many uploads as it can, or cannot reach the database or the shared \
+         store: try again (`Retry-After`)",
     )
 }
 
@@ -142,7 +155,11 @@ pub(crate) fn routes() -> Api {
             "/api/spaces/{space}/packages/{package_id}/{version}/raw",
             READER,
             download,
-            file_download("downloadPackage", "A package version's file, streamed"),
+            file_download(
+                "downloadPackage",
+                "A package version's file, streamed",
+                PACKAGE_MEDIA_TYPES,
+            ),
         )
 }
 
