@@ -422,6 +422,40 @@ fn the_cli_changes_and_reorders_what_it_made_and_lists_releases_and_deployments(
     let shown = cli.ok(&["-o", "yaml", "deployment", "show", &id]);
     assert!(shown.contains("state: Success"), "{shown}");
 
+    // What a command makes, as JSON for a script; a sensitive value is not made plain by a set
+    // that forgets --sensitive; two keys of one name are revoked by id, never by a guess.
+    let made: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "environment", "create", "Staging"])).unwrap();
+    assert!(
+        made["id"].as_str().unwrap().starts_with("Environments-"),
+        "{made}"
+    );
+    let mut set = Command::new(cli_binary());
+    set.args(["variable", "set", "Shop", "Token", "--sensitive"])
+        .env("CUTTLE_SERVER", node.url(""))
+        .env("CUTTLE_API_KEY", &cluster.api_key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"s3cret\n").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let err = cli.refused(&["variable", "set", "Shop", "Token", "plain-now"]);
+    assert!(err.contains("Token is sensitive here"), "{err}");
+    for _ in 0..2 {
+        cli.ok(&["api-key", "create", "--name", "twin", "--scope", "reader"]);
+    }
+    let err = cli.refused(&["api-key", "revoke", "twin"]);
+    assert!(err.contains("2 keys are named \"twin\""), "{err}");
+    // A task followed to a failed end is a failed command.
+    let failing =
+        node.enqueue(json!({"kind": "AdHocScript", "arguments": {"script": "echo nope; exit 3"}}));
+    let (ok, out, err) = cli.run_with(&["task", "log", "--follow", &failing], &[]);
+    assert!(
+        !ok && out.contains("nope") && err.contains("ended Failed"),
+        "{out}{err}"
+    );
+
     // The manual: one page, or one per command.
     let page = cli.ok(&["man"]);
     assert!(page.contains(".TH cuttle 1"), "{page}");

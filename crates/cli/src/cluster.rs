@@ -85,7 +85,7 @@ pub(crate) enum TaskCmd {
     /// Print a task's log
     Log {
         id: String,
-        /// Keep printing new lines until the task finishes
+        /// Keep printing new lines until the task finishes; exit non-zero unless it succeeded
         #[arg(long)]
         follow: bool,
     },
@@ -112,6 +112,7 @@ const NODE_COLS: &[&str] = &[
     "task_cap",
     "running_tasks",
     "roles",
+    "http_address",
     "last_seen",
 ];
 const TASK_COLS: &[&str] = &[
@@ -177,7 +178,13 @@ pub(crate) fn node(api: &Api, out: Output, action: NodeCmd) -> Result<()> {
         ),
         NodeCmd::Delete { name } => {
             api.json("DELETE", &format!("/api/nodes/{name}"), None)?;
-            println!("deleted node {name} (a live node adds itself again at its next heartbeat)");
+            crate::output::deleted(
+                out,
+                &name,
+                format_args!(
+                    "deleted node {name} (a live node adds itself again at its next heartbeat)"
+                ),
+            );
         }
     }
     Ok(())
@@ -199,22 +206,47 @@ pub(crate) fn api_key(api: &Api, out: Output, action: KeyCmd) -> Result<()> {
                 "environments": environments, "roles": roles, "reusable": reusable,
             });
             let created = api.json("POST", "/api/keys", Some(body))?;
-            println!(
-                "created {} API key {} {:?}; it is shown only now:",
-                created["scope"].as_str().unwrap_or_default(),
-                created["id"].as_str().unwrap_or_default(),
-                created["name"].as_str().unwrap_or_default()
+            // The key on the last line (a script takes it with `tail -n 1`), or in the object.
+            crate::output::done(
+                out,
+                &created,
+                format_args!(
+                    "created {} API key {} {:?}; it is shown only now:\n{}",
+                    created["scope"].as_str().unwrap_or_default(),
+                    created["id"].as_str().unwrap_or_default(),
+                    created["name"].as_str().unwrap_or_default(),
+                    created["key"].as_str().unwrap_or_default()
+                ),
             );
-            println!("{}", created["key"].as_str().unwrap_or_default());
         }
         KeyCmd::List => show(out, &api.json("GET", "/api/keys", None)?, KEY_COLS),
         KeyCmd::Revoke { key } => {
+            // Names are not unique: revoking by one that several keys share would be a guess.
+            let keys = api.json("GET", "/api/keys", None)?;
+            let named: Vec<&str> = keys["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|k| k["name"].as_str() == Some(key.as_str()))
+                .filter_map(|k| k["id"].as_str())
+                .collect();
+            if named.len() > 1 {
+                bail!(
+                    "{} keys are named {key:?} ({}): revoke one by its id",
+                    named.len(),
+                    named.join(", ")
+                );
+            }
             let found = model::find(api, "/api/keys", "API key", &key)?;
             let id = found["id"].as_str().unwrap_or_default();
             api.json("DELETE", &format!("/api/keys/{id}"), None)?;
-            println!(
-                "revoked API key {id} {:?}",
-                found["name"].as_str().unwrap_or_default()
+            crate::output::deleted(
+                out,
+                id,
+                format_args!(
+                    "revoked API key {id} {:?}",
+                    found["name"].as_str().unwrap_or_default()
+                ),
             );
         }
     }
@@ -235,7 +267,20 @@ pub(crate) fn task(api: &Api, out: Output, action: TaskCmd) -> Result<()> {
             &api.json("GET", &format!("/api/tasks/{id}"), None)?,
             TASK_COLS,
         ),
-        TaskCmd::Log { id, follow } => follow_log(api, &id, follow)?,
+        TaskCmd::Log { id, follow } => {
+            follow_log(api, &id, follow)?;
+            if follow {
+                // Followed to its end: the exit status says how it ended, as `deploy --wait`.
+                let t = api.json("GET", &format!("/api/tasks/{id}"), None)?;
+                if t["state"] != "Success" {
+                    bail!(
+                        "task {id} ended {}: {}",
+                        t["state"].as_str().unwrap_or("?"),
+                        t["error"].as_str().unwrap_or("no reason given")
+                    );
+                }
+            }
+        }
         TaskCmd::Cancel { id } => show(
             out,
             &api.json("POST", &format!("/api/tasks/{id}/cancel"), None)?,

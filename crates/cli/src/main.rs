@@ -70,22 +70,22 @@ enum Command {
         #[command(subcommand)]
         action: cluster::TaskCmd,
     },
-    /// Environments: list, create, delete
+    /// Environments: list, create, update (rename, describe), reorder, delete
     Environment {
         #[command(subcommand)]
         action: model::EnvironmentCmd,
     },
-    /// Projects: list, create, delete
+    /// Projects: list, create, update (settings), delete
     Project {
         #[command(subcommand)]
         action: model::ProjectCmd,
     },
-    /// A project's variables: list, set (sensitive values from standard input)
+    /// A project's variables: list, set (sensitive values from standard input), delete
     Variable {
         #[command(subcommand)]
         action: model::VariableCmd,
     },
-    /// Runbooks: list, create, publish, delete, run
+    /// Runbooks: list, create, update, publish, delete, run
     Runbook {
         #[command(subcommand)]
         action: resources::RunbookCmd,
@@ -100,7 +100,7 @@ enum Command {
         #[command(subcommand)]
         action: resources::SpaceCmd,
     },
-    /// Lifecycles: list, create (phases in order), delete
+    /// Lifecycles: list, create and update (phases in order), delete
     Lifecycle {
         #[command(subcommand)]
         action: resources::LifecycleCmd,
@@ -121,7 +121,7 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Releases of a project
+    /// Releases of a project: create, list
     Release {
         #[command(subcommand)]
         action: ReleaseCmd,
@@ -424,10 +424,14 @@ fn run(cli: Cli) -> Result<()> {
                 space,
             } => {
                 let r = deploy::create_release(&api, &space, &project, &version, notes)?;
-                println!(
-                    "created release {} of {project} ({})",
-                    r["version"].as_str().unwrap_or_default(),
-                    r["id"].as_str().unwrap_or_default()
+                output::done(
+                    out,
+                    &r,
+                    format_args!(
+                        "created release {} of {project} ({})",
+                        r["version"].as_str().unwrap_or_default(),
+                        r["id"].as_str().unwrap_or_default()
+                    ),
                 );
             }
             ReleaseCmd::List { project, space } => {
@@ -457,11 +461,15 @@ fn run(cli: Cli) -> Result<()> {
             space,
         } => {
             let d = deploy::deploy(&api, &space, &project, &release, &environment, wait)?;
-            println!(
-                "{} {project} {release} to {environment}: {} (task {})",
-                if wait { "deployed" } else { "queued" },
-                d["id"].as_str().unwrap_or_default(),
-                d["task_id"].as_str().unwrap_or_default()
+            output::done(
+                out,
+                &d,
+                format_args!(
+                    "{} {project} {release} to {environment}: {} (task {})",
+                    if wait { "deployed" } else { "queued" },
+                    d["id"].as_str().unwrap_or_default(),
+                    d["task_id"].as_str().unwrap_or_default()
+                ),
             );
         }
         Command::ApiKey { action } => cluster::api_key(&api, out, action)?,
@@ -475,17 +483,17 @@ fn run(cli: Cli) -> Result<()> {
                 space,
             } => {
                 let p = package::upload(&api, &space, &file, replace)?;
-                if out == Output::Json {
-                    show(out, &p, PACKAGE_COLS);
-                } else {
-                    println!(
+                output::done(
+                    out,
+                    &p,
+                    format_args!(
                         "uploaded {} {} ({} bytes, SHA-256 {})",
                         p["package_id"].as_str().unwrap_or_default(),
                         p["version"].as_str().unwrap_or_default(),
                         p["size"],
                         p["sha256"].as_str().unwrap_or_default()
-                    );
-                }
+                    ),
+                );
             }
             PackageCmd::List {
                 package_id,
@@ -509,7 +517,11 @@ fn run(cli: Cli) -> Result<()> {
                 space,
             } => {
                 let path = package::download(&api, &space, &package_id, &version, dest)?;
-                println!("downloaded {package_id} {version} to {}", path.display());
+                output::done(
+                    out,
+                    &json!({"package_id": package_id, "version": version, "path": path}),
+                    format_args!("downloaded {package_id} {version} to {}", path.display()),
+                );
             }
             PackageCmd::Delete {
                 package_id,
@@ -522,7 +534,11 @@ fn run(cli: Cli) -> Result<()> {
                     &format!("/api/spaces/{space}/packages/{package_id}/{v}"),
                     None,
                 )?;
-                println!("deleted {package_id} {version}");
+                output::deleted(
+                    out,
+                    &format!("{package_id}.{version}"),
+                    format_args!("deleted {package_id} {version}"),
+                );
             }
         },
         Command::Task { action } => cluster::task(&api, out, action)?,

@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::{show, Api, Output};
+use crate::output::{deleted, done, show, Output};
+use crate::Api;
 
 #[derive(Subcommand)]
 pub(crate) enum EnvironmentCmd {
@@ -212,7 +213,11 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
                 &format!("/api/spaces/{space}/environments"),
                 Some(body),
             )?;
-            println!("created environment {} {name:?}", id(&e));
+            done(
+                out,
+                &e,
+                format_args!("created environment {} {name:?}", id(&e)),
+            );
         }
         EnvironmentCmd::Update {
             name,
@@ -246,7 +251,11 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
             let list = format!("/api/spaces/{space}/environments");
             let e = find(api, &list, "environment", &name)?;
             api.json("DELETE", &format!("{list}/{}", id(&e)), None)?;
-            println!("deleted environment {} {name:?}", id(&e));
+            deleted(
+                out,
+                id(&e),
+                format_args!("deleted environment {} {name:?}", id(&e)),
+            );
         }
     }
     Ok(())
@@ -274,7 +283,7 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             let body =
                 json!({"name": name, "description": description, "lifecycle_id": lifecycle_id});
             let p = api.json("POST", &format!("/api/spaces/{space}/projects"), Some(body))?;
-            println!("created project {} {name:?}", id(&p));
+            done(out, &p, format_args!("created project {} {name:?}", id(&p)));
         }
         ProjectCmd::Update {
             name,
@@ -309,7 +318,11 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             let list = format!("/api/spaces/{space}/projects");
             let p = find(api, &list, "project", &name)?;
             api.json("DELETE", &format!("{list}/{}", id(&p)), None)?;
-            println!("deleted project {} {name:?}", id(&p));
+            deleted(
+                out,
+                id(&p),
+                format_args!("deleted project {} {name:?}", id(&p)),
+            );
         }
     }
     Ok(())
@@ -361,16 +374,20 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
             let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
             let current = api.json("GET", &path, None)?;
             let body = with_variable(&current, &name, &value, &scope_ids, sensitive)?;
-            api.json("PUT", &path, Some(body))?;
+            let saved = api.json("PUT", &path, Some(body))?;
             let scope = if environments.is_empty() {
                 "every environment".to_owned()
             } else {
                 environments.join(", ")
             };
-            println!(
-                "set {}{name} on {} for {scope}",
-                if sensitive { "sensitive " } else { "" },
-                p["name"].as_str().unwrap_or_default()
+            done(
+                out,
+                &saved,
+                format_args!(
+                    "set {}{name} on {} for {scope}",
+                    if sensitive { "sensitive " } else { "" },
+                    p["name"].as_str().unwrap_or_default()
+                ),
             );
         }
         VariableCmd::Delete {
@@ -394,10 +411,14 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
             let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
             let current = api.json("GET", &path, None)?;
             let body = without_variable(&current, &name, &scope_ids)?;
-            api.json("PUT", &path, Some(body))?;
-            println!(
-                "deleted {name} from {}",
-                p["name"].as_str().unwrap_or_default()
+            let saved = api.json("PUT", &path, Some(body))?;
+            done(
+                out,
+                &saved,
+                format_args!(
+                    "deleted {name} from {}",
+                    p["name"].as_str().unwrap_or_default()
+                ),
             );
         }
     }
@@ -464,6 +485,12 @@ fn with_variable(
     for v in current["variables"].as_array().into_iter().flatten() {
         let mut out = kept(v);
         if v["name"].as_str() == Some(name) && environments_of(v) == scope {
+            if v["sensitive"] == true && !sensitive {
+                bail!(
+                    "{name} is sensitive here: give --sensitive (and its value on standard \
+                     input) to replace it, or delete it first to make it plain"
+                );
+            }
             out["value"] = json!(value);
             out["sensitive"] = json!(sensitive);
             replaced = true;

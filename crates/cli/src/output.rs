@@ -10,6 +10,20 @@ pub(crate) enum Output {
     Yaml,
 }
 
+/// What a command that makes or changes something prints: a sentence for people, or (with
+/// `--output json|yaml`) the object it made or changed, for programs.
+pub(crate) fn done(output: Output, v: &Value, sentence: impl std::fmt::Display) {
+    match output {
+        Output::Table => println!("{sentence}"),
+        _ => show(output, v, &[]),
+    }
+}
+
+/// What a command that removes something prints: [`done`] with `{"deleted": id}`.
+pub(crate) fn deleted(output: Output, id: &str, sentence: impl std::fmt::Display) {
+    done(output, &serde_json::json!({"deleted": id}), sentence);
+}
+
 /// `v` as YAML (a value JSON can hold always is).
 pub(crate) fn yaml(v: &Value) -> String {
     yaml_serde::to_string(v).unwrap_or_else(|e| format!("# cannot be shown as YAML: {e}\n"))

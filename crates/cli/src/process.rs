@@ -130,9 +130,13 @@ pub(crate) fn process(api: &Api, out: Output, cmd: ProcessCmd) -> Result<()> {
                         let _ = std::fs::remove_file(k);
                     }
                     let steps = saved["steps"].as_array().map_or(0, Vec::len);
-                    println!(
-                        "saved {what}: {steps} step(s), version {}",
-                        saved["version"]
+                    crate::output::done(
+                        out,
+                        &saved,
+                        format_args!(
+                            "saved {what}: {steps} step(s), version {}",
+                            saved["version"]
+                        ),
                     );
                     Ok(())
                 }

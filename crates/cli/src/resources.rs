@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::model::find;
-use crate::output::{show, Output};
+use crate::output::{deleted, done, show, Output};
 use crate::Api;
 
 #[derive(Subcommand)]
@@ -179,7 +179,7 @@ pub(crate) fn space(api: &Api, out: Output, cmd: SpaceCmd) -> Result<()> {
         SpaceCmd::Create { name, description } => {
             let body = json!({"name": name, "description": description});
             let s = api.json("POST", "/api/spaces", Some(body))?;
-            println!("created space {} {name:?}", id(&s));
+            done(out, &s, format_args!("created space {} {name:?}", id(&s)));
         }
     }
     Ok(())
@@ -259,7 +259,11 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             } else {
                 order.join(" → ")
             };
-            println!("created lifecycle {} {name:?}: {order}", id(&l));
+            done(
+                out,
+                &l,
+                format_args!("created lifecycle {} {name:?}: {order}", id(&l)),
+            );
         }
         LifecycleCmd::Update {
             name,
@@ -288,7 +292,11 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             let list = format!("/api/spaces/{space}/lifecycles");
             let l = find(api, &list, "lifecycle", &name)?;
             api.json("DELETE", &format!("{list}/{}", id(&l)), None)?;
-            println!("deleted lifecycle {} {name:?}", id(&l));
+            deleted(
+                out,
+                id(&l),
+                format_args!("deleted lifecycle {} {name:?}", id(&l)),
+            );
         }
     }
     Ok(())
@@ -328,7 +336,11 @@ pub(crate) fn target(api: &Api, out: Output, cmd: TargetCmd) -> Result<()> {
         TargetCmd::Delete { name } => {
             let t = find(api, "/api/targets", "target", &name)?;
             api.json("DELETE", &format!("/api/targets/{}", id(&t)), None)?;
-            println!("deleted target {} {name:?}", id(&t));
+            deleted(
+                out,
+                id(&t),
+                format_args!("deleted target {} {name:?}", id(&t)),
+            );
         }
     }
     Ok(())
@@ -354,7 +366,11 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             )?;
             let body = json!({"name": name, "project_id": id(&p), "description": description});
             let r = api.json("POST", &format!("/api/spaces/{space}/runbooks"), Some(body))?;
-            println!("created runbook {} {name:?} in {project}", id(&r));
+            done(
+                out,
+                &r,
+                format_args!("created runbook {} {name:?} in {project}", id(&r)),
+            );
         }
         RunbookCmd::Update {
             runbook,
@@ -379,13 +395,21 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             let at = published["published"]["published_at"]
                 .as_str()
                 .context("the runbook came back without `published`")?;
-            println!("published runbook {} {runbook:?} at {at}", id(&r));
+            done(
+                out,
+                &published,
+                format_args!("published runbook {} {runbook:?} at {at}", id(&r)),
+            );
         }
         RunbookCmd::Delete { runbook, space } => {
             let list = format!("/api/spaces/{space}/runbooks");
             let r = find(api, &list, "runbook", &runbook)?;
             api.json("DELETE", &format!("{list}/{}", id(&r)), None)?;
-            println!("deleted runbook {} {runbook:?}", id(&r));
+            deleted(
+                out,
+                id(&r),
+                format_args!("deleted runbook {} {runbook:?}", id(&r)),
+            );
         }
         RunbookCmd::Run {
             runbook,
@@ -394,10 +418,14 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             space,
         } => {
             let t = crate::deploy::run_runbook(api, &space, &runbook, &environment, wait)?;
-            println!(
-                "{} runbook {runbook} in {environment}: task {}",
-                if wait { "ran" } else { "queued" },
-                id(&t)
+            done(
+                out,
+                &t,
+                format_args!(
+                    "{} runbook {runbook} in {environment}: task {}",
+                    if wait { "ran" } else { "queued" },
+                    id(&t)
+                ),
             );
         }
     }
