@@ -366,10 +366,42 @@ fn the_cli_changes_and_reorders_what_it_made_and_lists_releases_and_deployments(
     assert_eq!(left[0]["value"], "hello");
     let err = cli.refused(&["variable", "delete", "Shop", "Greeting"]);
     assert!(err.contains("no variable Greeting"), "{err}");
+    // A scope by role is its own: set and removed without touching the one for Prod.
+    cli.ok(&[
+        "variable", "set", "Shop", "Greeting", "hey", "--role", "web",
+    ]);
+    cli.ok(&["variable", "set", "Shop", "Greeting", "yo", "--role", "web"]);
+    let (_, vars) = node.get(&format!(
+        "/api/spaces/default/projects/{}/variables",
+        project_id(&node, "Shop")
+    ));
+    let greetings: Vec<&Value> = vars["variables"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        greetings.len(),
+        2,
+        "replaced in its scope, not added: {vars}"
+    );
+    assert!(greetings
+        .iter()
+        .any(|v| v["value"] == "yo" && v["scope"]["roles"] == json!(["web"])));
+    cli.ok(&["variable", "delete", "Shop", "Greeting", "--role", "web"]);
+    let (_, vars) = node.get(&format!(
+        "/api/spaces/default/projects/{}/variables",
+        project_id(&node, "Shop")
+    ));
+    assert_eq!(vars["variables"][0]["value"], "hello", "{vars}");
 
     cli.ok(&["runbook", "create", "Restart", "--project", "Shop"]);
     cli.ok(&["runbook", "update", "Restart", "--rename", "Restart web"]);
     assert!(cli.ok(&["runbook", "list"]).contains("Restart web"));
+    let shown: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "runbook", "show", "restart web"])).unwrap();
+    assert_eq!(shown["published"], Value::Null, "{shown}");
+    let shown = cli.ok(&["lifecycle", "show", "Standard"]);
+    assert!(
+        shown.contains("Development") && shown.contains("Prod"),
+        "phase names: {shown}"
+    );
 
     let file = cluster.dir().join("p.yaml");
     std::fs::write(
@@ -419,6 +451,19 @@ fn the_cli_changes_and_reorders_what_it_made_and_lists_releases_and_deployments(
             .unwrap();
     let id = listed["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(listed["items"][0]["state"], "Success");
+    // Only some targets, some steps skipped: what the API takes, by name.
+    let err = cli.refused(&[
+        "deploy",
+        "--project",
+        "Shop",
+        "--release",
+        "1.0.0",
+        "--environment",
+        "Development",
+        "--skip-step",
+        "No such step",
+    ]);
+    assert!(err.contains("No such step"), "{err}");
     let shown = cli.ok(&["-o", "yaml", "deployment", "show", &id]);
     assert!(shown.contains("state: Success"), "{shown}");
 

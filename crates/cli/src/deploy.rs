@@ -96,14 +96,20 @@ pub(crate) fn create_release(
     )
 }
 
-/// Deploys a release of a project to an environment; with `wait`, follows its log and fails
-/// unless it succeeded.
+/// What a deployment or run leaves out: only these targets (none: every one), not these steps.
+#[derive(Default)]
+pub(crate) struct Pick {
+    pub(crate) targets: Vec<String>,
+    pub(crate) skip_steps: Vec<String>,
+}
+
+/// Deploys a release (`project`, `version`) to `environment`; with `wait`, follows its log and
+/// fails unless it succeeded.
 pub(crate) fn deploy(
     api: &Api,
     space: &str,
-    project: &str,
-    version: &str,
-    environment: &str,
+    (project, version, environment): (&str, &str, &str),
+    pick: Pick,
     wait: bool,
 ) -> Result<Value> {
     let p = find(
@@ -137,7 +143,10 @@ pub(crate) fn deploy(
     let d = api.json(
         "POST",
         &format!("/api/spaces/{space}/deployments"),
-        Some(json!({"release_id": id(&release), "environment_id": id(&env)})),
+        Some(json!({
+            "release_id": id(&release), "environment_id": id(&env),
+            "targets": pick.targets, "skip_steps": pick.skip_steps,
+        })),
     )?;
     if !wait {
         return Ok(d);
@@ -161,8 +170,8 @@ pub(crate) fn deploy(
 pub(crate) fn run_runbook(
     api: &Api,
     space: &str,
-    runbook: &str,
-    environment: &str,
+    (runbook, environment): (&str, &str),
+    targets: Vec<String>,
     wait: bool,
 ) -> Result<Value> {
     let rb = find(
@@ -180,7 +189,7 @@ pub(crate) fn run_runbook(
     let task = api.json(
         "POST",
         &format!("/api/spaces/{space}/runbooks/{}/runs", id(&rb)),
-        Some(json!({"environment_id": id(&env)})),
+        Some(json!({"environment_id": id(&env), "targets": targets})),
     )?;
     if !wait {
         return Ok(task);

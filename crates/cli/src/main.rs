@@ -145,6 +145,12 @@ enum Command {
         /// Follow the deployment's log; exit non-zero unless it succeeds
         #[arg(long)]
         wait: bool,
+        /// Only this target, by name (repeat for more; none: every target the steps select)
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+        /// Skip this step, by name (repeat for more)
+        #[arg(long = "skip-step", value_name = "STEP")]
+        skip_steps: Vec<String>,
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
@@ -458,9 +464,15 @@ fn run(cli: Cli) -> Result<()> {
             release,
             environment,
             wait,
+            targets,
+            skip_steps,
             space,
         } => {
-            let d = deploy::deploy(&api, &space, &project, &release, &environment, wait)?;
+            let pick = deploy::Pick {
+                targets,
+                skip_steps,
+            };
+            let d = deploy::deploy(&api, &space, (&project, &release, &environment), pick, wait)?;
             output::done(
                 out,
                 &d,

@@ -26,6 +26,14 @@ pub(crate) enum EnvironmentCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// One environment, by name or id (all its fields with --output json or yaml)
+    Show {
+        /// The environment, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
     /// Rename an environment or change its description
     Update {
         /// The environment, by name or id
@@ -78,6 +86,14 @@ pub(crate) enum ProjectCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// One project, by name or id (all its fields with --output json or yaml)
+    Show {
+        /// The project, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
     /// Change a project's settings (what is not given stays)
     Update {
         /// The project, by name or id
@@ -107,6 +123,95 @@ pub(crate) enum ProjectCmd {
     },
 }
 
+/// Where a variable's value applies: none of them given, everywhere.
+#[derive(clap::Args)]
+pub(crate) struct ScopeArgs {
+    /// Only in this environment, by name or id (repeat for more)
+    #[arg(long = "environment", value_name = "NAME")]
+    environments: Vec<String>,
+    /// Only on targets with this role (repeat for more)
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Only on this target, by name (repeat for more)
+    #[arg(long = "target", value_name = "NAME")]
+    targets: Vec<String>,
+}
+
+/// A variable's scope as stored (environments by id), each list in order: two scopes are the
+/// same when these are equal.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Scope {
+    environments: Vec<String>,
+    roles: Vec<String>,
+    targets: Vec<String>,
+}
+
+impl Scope {
+    /// The scope of a variable as the API shows it.
+    fn of(v: &Value) -> Scope {
+        let list = |k: &str| -> Vec<String> {
+            let mut l: Vec<String> = v["scope"][k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect();
+            l.sort();
+            l
+        };
+        Scope {
+            environments: list("environments"),
+            roles: list("roles"),
+            targets: list("targets"),
+        }
+    }
+
+    /// The scope the options name, environments looked up by name.
+    fn named(api: &Api, space: &str, args: &ScopeArgs) -> Result<Scope> {
+        let list = format!("/api/spaces/{space}/environments");
+        let mut environments = Vec::new();
+        for e in &args.environments {
+            environments.push(id(&find(api, &list, "environment", e)?).to_owned());
+        }
+        let mut scope = Scope {
+            environments,
+            roles: args.roles.clone(),
+            targets: args.targets.clone(),
+        };
+        scope.environments.sort();
+        scope.roles.sort();
+        scope.targets.sort();
+        Ok(scope)
+    }
+
+    fn is_everywhere(&self) -> bool {
+        self.environments.is_empty() && self.roles.is_empty() && self.targets.is_empty()
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"environments": self.environments, "roles": self.roles, "targets": self.targets})
+    }
+}
+
+/// How a scope given on the command line reads in a sentence.
+fn described(args: &ScopeArgs) -> String {
+    let mut parts = Vec::new();
+    if !args.environments.is_empty() {
+        parts.push(args.environments.join(", "));
+    }
+    if !args.roles.is_empty() {
+        parts.push(format!("role(s) {}", args.roles.join(", ")));
+    }
+    if !args.targets.is_empty() {
+        parts.push(format!("target(s) {}", args.targets.join(", ")));
+    }
+    if parts.is_empty() {
+        "everywhere".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum VariableCmd {
     /// A project's variables (a sensitive value is never shown)
@@ -117,7 +222,7 @@ pub(crate) enum VariableCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
-    /// Set a project's variable: the one with this name and these environments is replaced,
+    /// Set a project's variable: the one with this name and exactly this scope is replaced,
     /// or added. A sensitive value is read from standard input
     Set {
         /// The project, by name or id
@@ -125,9 +230,8 @@ pub(crate) enum VariableCmd {
         name: String,
         /// The value (not with --sensitive: then it is read from standard input)
         value: Option<String>,
-        /// Only in this environment, by name or id (repeat for more; none: every environment)
-        #[arg(long = "environment")]
-        environments: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// Stored encrypted, never shown, masked in logs
         #[arg(long)]
         sensitive: bool,
@@ -140,9 +244,9 @@ pub(crate) enum VariableCmd {
         /// The project, by name or id
         project: String,
         name: String,
-        /// The environments it is scoped to, by name or id (none: the unscoped one)
-        #[arg(long = "environment")]
-        environments: Vec<String>,
+        /// The scope of the one to remove (none given: the unscoped one)
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
@@ -219,6 +323,14 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
                 format_args!("created environment {} {name:?}", id(&e)),
             );
         }
+        EnvironmentCmd::Show { name, space } => {
+            let list = format!("/api/spaces/{space}/environments");
+            show(
+                out,
+                &find(api, &list, "environment", &name)?,
+                ENVIRONMENT_COLS,
+            );
+        }
         EnvironmentCmd::Update {
             name,
             rename,
@@ -285,6 +397,10 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             let p = api.json("POST", &format!("/api/spaces/{space}/projects"), Some(body))?;
             done(out, &p, format_args!("created project {} {name:?}", id(&p)));
         }
+        ProjectCmd::Show { name, space } => {
+            let list = format!("/api/spaces/{space}/projects");
+            show(out, &find(api, &list, "project", &name)?, PROJECT_COLS);
+        }
         ProjectCmd::Update {
             name,
             rename,
@@ -347,7 +463,7 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
             project,
             name,
             value,
-            environments,
+            scope,
             sensitive,
             space,
         } => {
@@ -365,21 +481,12 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
                 "project",
                 &project,
             )?;
-            let mut scope_ids = Vec::new();
-            for e in &environments {
-                let list = format!("/api/spaces/{space}/environments");
-                scope_ids.push(id(&find(api, &list, "environment", e)?).to_owned());
-            }
-            scope_ids.sort();
+            let wanted = Scope::named(api, &space, &scope)?;
             let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
             let current = api.json("GET", &path, None)?;
-            let body = with_variable(&current, &name, &value, &scope_ids, sensitive)?;
+            let body = with_variable(&current, &name, &value, &wanted, sensitive)?;
             let saved = api.json("PUT", &path, Some(body))?;
-            let scope = if environments.is_empty() {
-                "every environment".to_owned()
-            } else {
-                environments.join(", ")
-            };
+            let scope = described(&scope);
             done(
                 out,
                 &saved,
@@ -393,7 +500,7 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
         VariableCmd::Delete {
             project,
             name,
-            environments,
+            scope,
             space,
         } => {
             let p = find(
@@ -402,15 +509,10 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
                 "project",
                 &project,
             )?;
-            let mut scope_ids = Vec::new();
-            for e in &environments {
-                let list = format!("/api/spaces/{space}/environments");
-                scope_ids.push(id(&find(api, &list, "environment", e)?).to_owned());
-            }
-            scope_ids.sort();
+            let wanted = Scope::named(api, &space, &scope)?;
             let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
             let current = api.json("GET", &path, None)?;
-            let body = without_variable(&current, &name, &scope_ids)?;
+            let body = without_variable(&current, &name, &wanted)?;
             let saved = api.json("PUT", &path, Some(body))?;
             done(
                 out,
@@ -423,20 +525,6 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The environments a variable as shown is scoped to, in order.
-fn environments_of(v: &Value) -> Vec<String> {
-    let mut e: Vec<String> = v["scope"]["environments"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    e.sort();
-    e
 }
 
 /// A variable as shown, as a `PUT` keeps it (a sensitive one by its id, its value unsent).
@@ -452,29 +540,29 @@ fn kept(v: &Value) -> Value {
 }
 
 /// The body of a `PUT …/variables` without the variable `name` of exactly `scope`.
-fn without_variable(current: &Value, name: &str, scope: &[String]) -> Result<Value> {
+fn without_variable(current: &Value, name: &str, scope: &Scope) -> Result<Value> {
     let version = current["version"]
         .as_i64()
         .context("the variables came without their version")?;
     let all = current["variables"].as_array().cloned().unwrap_or_default();
     let rest: Vec<Value> = all
         .iter()
-        .filter(|v| !(v["name"].as_str() == Some(name) && environments_of(v) == scope))
+        .filter(|v| !(v["name"].as_str() == Some(name) && Scope::of(v) == *scope))
         .map(kept)
         .collect();
     if rest.len() == all.len() {
-        bail!("no variable {name} with exactly those environments");
+        bail!("no variable {name} with exactly that scope");
     }
     Ok(json!({"version": version, "variables": rest}))
 }
 
 /// The body of a `PUT …/variables` that keeps every variable of `current` (sensitive ones by
-/// id, their values untouched) and sets `name` for exactly the environments `scope`.
+/// id, their values untouched) and sets `name` for exactly `scope`.
 fn with_variable(
     current: &Value,
     name: &str,
     value: &str,
-    scope: &[String],
+    scope: &Scope,
     sensitive: bool,
 ) -> Result<Value> {
     let version = current["version"]
@@ -484,7 +572,7 @@ fn with_variable(
     let mut replaced = false;
     for v in current["variables"].as_array().into_iter().flatten() {
         let mut out = kept(v);
-        if v["name"].as_str() == Some(name) && environments_of(v) == scope {
+        if v["name"].as_str() == Some(name) && Scope::of(v) == *scope {
             if v["sensitive"] == true && !sensitive {
                 bail!(
                     "{name} is sensitive here: give --sensitive (and its value on standard \
@@ -499,8 +587,8 @@ fn with_variable(
     }
     if !replaced {
         let mut new = json!({"name": name, "value": value, "sensitive": sensitive});
-        if !scope.is_empty() {
-            new["scope"] = json!({"environments": scope});
+        if !scope.is_everywhere() {
+            new["scope"] = scope.to_json();
         }
         all.push(new);
     }
@@ -538,7 +626,10 @@ mod tests {
              "scope": {"environments": ["Environments-3"]}},
             {"id": "c", "name": "Password", "value": null, "sensitive": true, "scope": null},
         ]});
-        let prod = vec!["Environments-3".to_owned()];
+        let prod = Scope {
+            environments: vec!["Environments-3".to_owned()],
+            ..Scope::default()
+        };
         let body = with_variable(&current, "ConnStr", "Server=db9", &prod, false).unwrap();
         assert_eq!(body["version"], 4);
         let vars = body["variables"].as_array().unwrap();
@@ -553,7 +644,7 @@ mod tests {
             "a sensitive value is kept by its id, never sent back: {}",
             vars[2]
         );
-        let body = with_variable(&current, "ApiKey", "k", &[], true).unwrap();
+        let body = with_variable(&current, "ApiKey", "k", &Scope::default(), true).unwrap();
         let added = &body["variables"][3];
         assert_eq!(
             (&added["name"], &added["sensitive"], added.get("id")),

@@ -42,6 +42,14 @@ pub(crate) enum LifecycleCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// One lifecycle, by name or id (all its fields with --output json or yaml)
+    Show {
+        /// The lifecycle, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
     /// Change a lifecycle: its phases (given: they replace the ones it has), name, description
     Update {
         /// The lifecycle, by name or id
@@ -118,6 +126,14 @@ pub(crate) enum RunbookCmd {
         #[arg(long, default_value = "default")]
         space: String,
     },
+    /// One runbook, by name or id (all its fields with --output json or yaml)
+    Show {
+        /// The runbook, by name or id
+        name: String,
+        /// The space, by name or id
+        #[arg(long, default_value = "default")]
+        space: String,
+    },
     /// Rename a runbook or change its description
     Update {
         /// The runbook, by name or id
@@ -158,6 +174,9 @@ pub(crate) enum RunbookCmd {
         /// Follow the run's log; exit non-zero unless it succeeds
         #[arg(long)]
         wait: bool,
+        /// Only this target, by name (repeat for more; none: every target the steps select)
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
         /// The space, by name or id
         #[arg(long, default_value = "default")]
         space: String,
@@ -204,6 +223,17 @@ fn phase_of(raw: &str) -> Result<(String, Vec<String>)> {
     Ok((name.to_owned(), envs))
 }
 
+/// A lifecycle's phases in a table's cell: their names.
+fn phase_names(l: &mut Value) {
+    let names: Vec<Value> = l["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["name"].clone())
+        .collect();
+    l["phases"] = Value::Array(names);
+}
+
 /// The `--phase`s as the API takes them: each environment named by its id.
 fn phases_written(api: &Api, space: &str, phases: &[String]) -> Result<Vec<Value>> {
     let environments = format!("/api/spaces/{space}/environments");
@@ -224,16 +254,11 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
         LifecycleCmd::List { space } => {
             let mut list = api.json("GET", &format!("/api/spaces/{space}/lifecycles"), None)?;
             if out == Output::Table {
-                // A phase in a cell: its name.
-                for l in list["items"].as_array_mut().into_iter().flatten() {
-                    let names: Vec<Value> = l["phases"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|p| p["name"].clone())
-                        .collect();
-                    l["phases"] = Value::Array(names);
-                }
+                list["items"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                    .for_each(phase_names);
             }
             show(out, &list, LIFECYCLE_COLS);
         }
@@ -264,6 +289,14 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
                 &l,
                 format_args!("created lifecycle {} {name:?}: {order}", id(&l)),
             );
+        }
+        LifecycleCmd::Show { name, space } => {
+            let list = format!("/api/spaces/{space}/lifecycles");
+            let mut l = find(api, &list, "lifecycle", &name)?;
+            if out == Output::Table {
+                phase_names(&mut l);
+            }
+            show(out, &l, LIFECYCLE_COLS);
         }
         LifecycleCmd::Update {
             name,
@@ -372,6 +405,10 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
                 format_args!("created runbook {} {name:?} in {project}", id(&r)),
             );
         }
+        RunbookCmd::Show { name, space } => {
+            let list = format!("/api/spaces/{space}/runbooks");
+            show(out, &find(api, &list, "runbook", &name)?, RUNBOOK_COLS);
+        }
         RunbookCmd::Update {
             runbook,
             rename,
@@ -415,9 +452,11 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             runbook,
             environment,
             wait,
+            targets,
             space,
         } => {
-            let t = crate::deploy::run_runbook(api, &space, &runbook, &environment, wait)?;
+            let t =
+                crate::deploy::run_runbook(api, &space, (&runbook, &environment), targets, wait)?;
             done(
                 out,
                 &t,
