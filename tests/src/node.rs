@@ -740,6 +740,31 @@ impl Node {
         self.signal(libc::SIGSTOP);
     }
 
+    /// Freezes the node between two of its database writes: a process stopped inside a SQLite
+    /// write would hold the database's write lock while frozen, which no real pause of a live
+    /// node's host does for longer than a write. Retries (thawing in between) while the frozen
+    /// process holds a POSIX write lock (`/proc/locks`).
+    pub fn freeze_between_writes(&self) {
+        let pid = self.pid().expect("a running node");
+        for _ in 0..200 {
+            self.freeze();
+            let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+            let writing = locks.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 4 && f[1] == "POSIX" && f[3] == "WRITE" && f[4] == pid.to_string()
+            });
+            if !writing {
+                return;
+            }
+            self.thaw();
+            std::thread::sleep(Duration::from_millis(20)); // letting its write end
+        }
+        panic!(
+            "node {} was inside a write at every try to freeze it",
+            self.name
+        );
+    }
+
     pub fn thaw(&self) {
         self.signal(libc::SIGCONT);
     }

@@ -833,7 +833,7 @@ fn a_process_whose_name_was_taken_over_stops() {
         ],
         ..NodeOptions::named("n1", 1)
     });
-    old.freeze();
+    old.freeze_between_writes();
     let new = cluster.start(NodeOptions::named("n1", 1));
     assert!(new.stderr_text().contains("taking the name over"));
     old.thaw();

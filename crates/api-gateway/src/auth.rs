@@ -239,11 +239,28 @@ pub(crate) async fn require_api_key(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
-    authorize(
+    if let Err(refused) = authorize(
         found.scope,
         needs.need(req.method(), &route),
         &format!("{} {route}", req.method()),
-    )?;
+    ) {
+        // A known key, refused for its scope: what its client still sends is read and dropped
+        // (bounded, within the body deadline), so it hears the 403 instead of a reset of a
+        // connection closed with its body unread. A client waiting for `100 Continue` has sent
+        // none, and is not asked for it.
+        let waits_to_send = req
+            .headers()
+            .get(axum::http::header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if waits_to_send {
+            return Err(refused);
+        }
+        let mut body = req.into_body().into_data_stream();
+        let idle = state.config.limits.body_timeout;
+        crate::resources::packages::drain(&mut body, idle, |b: &axum::body::Bytes| b.len()).await;
+        return Err(refused);
+    }
     req.extensions_mut().insert(Caller::of_key(found, client));
     Ok(next.run(req).await)
 }
