@@ -65,6 +65,23 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
     let phases = &lifecycles["items"][0]["phases"];
     assert_eq!(phases[0]["environments"].as_array().unwrap().len(), 2);
     assert_eq!(phases[1]["name"], "Production");
+    cli.ok(&[
+        "lifecycle",
+        "create",
+        "Relaxed",
+        "--phase",
+        "Early=Development,Test;min=1",
+        "--phase",
+        "Production;optional",
+    ]);
+    let (_, relaxed) = node.get("/api/spaces/default/lifecycles");
+    let relaxed = &relaxed["items"][1]["phases"];
+    assert_eq!(
+        relaxed[0]["minimum_environments_before_promotion"], 1,
+        "{relaxed}"
+    );
+    assert_eq!(relaxed[1]["optional"], true, "{relaxed}");
+    cli.ok(&["lifecycle", "delete", "Relaxed"]);
     let err = cli.refused(&["lifecycle", "create", "Bad", "--phase", "Nowhere"]);
     assert!(err.contains("no environment named \"Nowhere\""), "{err}");
     cli.ok(&["project", "create", "Shop", "--lifecycle", "standard"]);
@@ -77,10 +94,14 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
         "steps:\n  - name: Greet\n    action:\n      type: script\n      script: |\n        echo 'hello from #{Cuttle.Environment.Name}'\n",
     )
     .unwrap();
-    let saved = cli.ok(&["process", "edit", "--project", "Shop", "--file"]
-        .into_iter()
-        .chain([file.to_str().unwrap()])
-        .collect::<Vec<_>>());
+    let saved = cli.ok(&[
+        "process",
+        "edit",
+        "--project",
+        "Shop",
+        "--file",
+        path(&file),
+    ]);
     assert!(saved.contains("1 step(s), version 2"), "{saved}");
     let shown = cli.ok(&["process", "show", "--project", "shop"]);
     assert!(
@@ -117,24 +138,23 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
     );
     assert!(ok && out.contains("unchanged"), "{out}");
     // A file read at an old version is refused, not saved over the newer one.
-    let stale = cli.refused(
-        &["process", "edit", "--project", "Shop", "--file"]
-            .into_iter()
-            .chain([dir.join("stale.yaml").to_str().unwrap()])
-            .collect::<Vec<_>>(),
-    );
+    let stale_file = dir.join("stale.yaml");
+    let stale_args = [
+        "process",
+        "edit",
+        "--project",
+        "Shop",
+        "--file",
+        path(&stale_file),
+    ];
+    let stale = cli.refused(&stale_args);
     assert!(stale.contains("read"), "a missing file is named: {stale}");
     std::fs::write(
         dir.join("stale.yaml"),
         format!("version: 2\n{}", std::fs::read_to_string(&file).unwrap()),
     )
     .unwrap();
-    let stale = cli.refused(
-        &["process", "edit", "--project", "Shop", "--file"]
-            .into_iter()
-            .chain([dir.join("stale.yaml").to_str().unwrap()])
-            .collect::<Vec<_>>(),
-    );
+    let stale = cli.refused(&stale_args);
     assert!(
         stale.contains("409") && stale.contains("hint: someone changed it meanwhile"),
         "{stale}"
@@ -173,10 +193,14 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
         "- name: Restart\n  action: {type: script, script: echo restarted}\n",
     )
     .unwrap();
-    cli.ok(&["process", "edit", "--runbook", "Restart", "--file"]
-        .into_iter()
-        .chain([runbook_steps.to_str().unwrap()])
-        .collect::<Vec<_>>());
+    cli.ok(&[
+        "process",
+        "edit",
+        "--runbook",
+        "Restart",
+        "--file",
+        path(&runbook_steps),
+    ]);
     assert!(cli
         .ok(&["runbook", "publish", "restart"])
         .contains("published runbook"));
@@ -218,9 +242,20 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
         "web",
     ]);
     assert!(placed.contains("Production"), "{placed}");
-    assert!(cli.ok(&["target", "list"]).contains("web-1"));
-    cli.ok(&["target", "delete", "web-1"]);
-    assert!(!cli.ok(&["target", "list"]).contains("web-1"));
+    cli.ok(&[
+        "target",
+        "update",
+        "web-1",
+        "--rename",
+        "web-01",
+        "--endpoint",
+        "192.0.2.11:10933",
+    ]);
+    let shown: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "target", "show", "web-01"])).unwrap();
+    assert_eq!(shown["endpoint"], "192.0.2.11:10933", "{shown}");
+    cli.ok(&["target", "delete", "web-01"]);
+    assert!(!cli.ok(&["target", "list"]).contains("web-0"));
 
     // A key revoked by its name; a lifecycle a project goes through stays.
     let made = cli.ok(&["api-key", "create", "--name", "ci", "--scope", "deployer"]);
@@ -520,6 +555,10 @@ fn project_id(node: &Node, name: &str) -> String {
         .and_then(|p| p["id"].as_str())
         .unwrap()
         .to_owned()
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
 
 fn make_executable(path: &std::path::Path) {

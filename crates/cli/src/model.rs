@@ -278,6 +278,18 @@ fn id(v: &Value) -> &str {
     v["id"].as_str().unwrap_or_default()
 }
 
+/// Deletes the item of `list` named `name` (or with that id) and says so.
+pub(crate) fn remove(api: &Api, out: Output, list: &str, what: &str, name: &str) -> Result<()> {
+    let item = find(api, list, what, name)?;
+    api.json("DELETE", &format!("{list}/{}", id(&item)), None)?;
+    deleted(
+        out,
+        id(&item),
+        format_args!("deleted {what} {} {name:?}", id(&item)),
+    );
+    Ok(())
+}
+
 /// Changes what `changes` names of the document at `path` (a JSON merge patch), at the version
 /// just read: a change made in between is refused (`409`), never overwritten.
 pub(crate) fn patch_document(api: &Api, path: &str, mut changes: Value) -> Result<Value> {
@@ -360,14 +372,13 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
             show(out, &ordered, ENVIRONMENT_COLS);
         }
         EnvironmentCmd::Delete { name, space } => {
-            let list = format!("/api/spaces/{space}/environments");
-            let e = find(api, &list, "environment", &name)?;
-            api.json("DELETE", &format!("{list}/{}", id(&e)), None)?;
-            deleted(
+            remove(
+                api,
                 out,
-                id(&e),
-                format_args!("deleted environment {} {name:?}", id(&e)),
-            );
+                &format!("/api/spaces/{space}/environments"),
+                "environment",
+                &name,
+            )?;
         }
     }
     Ok(())
@@ -431,14 +442,13 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             show(out, &changed, PROJECT_COLS);
         }
         ProjectCmd::Delete { name, space } => {
-            let list = format!("/api/spaces/{space}/projects");
-            let p = find(api, &list, "project", &name)?;
-            api.json("DELETE", &format!("{list}/{}", id(&p)), None)?;
-            deleted(
+            remove(
+                api,
                 out,
-                id(&p),
-                format_args!("deleted project {} {name:?}", id(&p)),
-            );
+                &format!("/api/spaces/{space}/projects"),
+                "project",
+                &name,
+            )?;
         }
     }
     Ok(())

@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::model::find;
-use crate::output::{deleted, done, show, Output};
+use crate::model::{find, remove};
+use crate::output::{done, show, Output};
 use crate::Api;
 
 #[derive(Subcommand)]
@@ -33,7 +33,9 @@ pub(crate) enum LifecycleCmd {
     Create {
         name: String,
         /// A phase, in order (repeat): `NAME` (the phase of the environment so named) or
-        /// `NAME=ENV[,ENV…]`. None: one phase per environment, in their order
+        /// `NAME=ENV[,ENV…]`, then `;optional` (it never holds the next one back) and `;min=N`
+        /// (successful environments needed before the next opens; 0: all). None: one phase per
+        /// environment, in their order
         #[arg(long = "phase", value_name = "PHASE")]
         phases: Vec<String>,
         #[arg(long, default_value = "")]
@@ -85,10 +87,17 @@ pub(crate) enum TargetCmd {
         /// The target, by name or id
         name: String,
     },
-    /// Place a target: replace its environments and/or roles
+    /// Change a target: its environments and/or roles (replacing the ones it has), its name,
+    /// its listening endpoint
     Update {
         /// The target, by name or id
         name: String,
+        /// Its new name
+        #[arg(long)]
+        rename: Option<String>,
+        /// A listening target's `host:port`
+        #[arg(long)]
+        endpoint: Option<String>,
         /// An environment it deploys in (repeat; replaces the ones it has)
         #[arg(long = "environment", value_name = "NAME")]
         environments: Vec<String>,
@@ -204,9 +213,20 @@ pub(crate) fn space(api: &Api, out: Output, cmd: SpaceCmd) -> Result<()> {
     Ok(())
 }
 
-/// A `--phase`: `NAME`, or `NAME=ENV[,ENV…]`.
-fn phase_of(raw: &str) -> Result<(String, Vec<String>)> {
-    let (name, envs) = match raw.split_once('=') {
+/// A `--phase` as written: `NAME` or `NAME=ENV[,ENV…]`, then `;optional` and `;min=N` if
+/// wanted.
+#[derive(Debug, PartialEq, Eq)]
+struct PhaseArg {
+    name: String,
+    environments: Vec<String>,
+    optional: bool,
+    minimum: u32,
+}
+
+fn phase_of(raw: &str) -> Result<PhaseArg> {
+    let mut parts = raw.split(';');
+    let head = parts.next().unwrap_or_default();
+    let (name, environments) = match head.split_once('=') {
         Some((name, envs)) => (
             name.trim(),
             envs.split(',')
@@ -215,12 +235,32 @@ fn phase_of(raw: &str) -> Result<(String, Vec<String>)> {
                 .map(str::to_owned)
                 .collect(),
         ),
-        None => (raw.trim(), vec![raw.trim().to_owned()]),
+        None => (head.trim(), vec![head.trim().to_owned()]),
     };
     if name.is_empty() {
         bail!("--phase {raw:?}: a phase needs a name (`NAME` or `NAME=ENV,ENV`)");
     }
-    Ok((name.to_owned(), envs))
+    let mut phase = PhaseArg {
+        name: name.to_owned(),
+        environments,
+        optional: false,
+        minimum: 0,
+    };
+    for option in parts.map(str::trim) {
+        match option.split_once('=') {
+            None if option == "optional" => phase.optional = true,
+            Some(("min", n)) => {
+                phase.minimum = n.trim().parse().with_context(|| {
+                    format!("--phase {raw:?}: `min=N` takes a whole number, not {n:?}")
+                })?;
+            }
+            _ => bail!(
+                "--phase {raw:?}: {option:?} is not `optional` or `min=N` (successful \
+                 environments needed before the next phase opens)"
+            ),
+        }
+    }
+    Ok(phase)
 }
 
 /// A lifecycle's phases in a table's cell: their names.
@@ -239,12 +279,15 @@ fn phases_written(api: &Api, space: &str, phases: &[String]) -> Result<Vec<Value
     let environments = format!("/api/spaces/{space}/environments");
     let mut written = Vec::new();
     for raw in phases {
-        let (phase, envs) = phase_of(raw)?;
+        let phase = phase_of(raw)?;
         let mut ids = Vec::new();
-        for e in &envs {
+        for e in &phase.environments {
             ids.push(id(&find(api, &environments, "environment", e)?).to_owned());
         }
-        written.push(json!({"name": phase, "environments": ids}));
+        written.push(json!({
+            "name": phase.name, "environments": ids, "optional": phase.optional,
+            "minimum_environments_before_promotion": phase.minimum,
+        }));
     }
     Ok(written)
 }
@@ -277,7 +320,7 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             )?;
             let order: Vec<String> = phases
                 .iter()
-                .filter_map(|p| phase_of(p).ok().map(|(n, _)| n))
+                .filter_map(|p| phase_of(p).ok().map(|p| p.name))
                 .collect();
             let order = if order.is_empty() {
                 "one phase per environment".to_owned()
@@ -322,14 +365,13 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             show(out, &changed, LIFECYCLE_COLS);
         }
         LifecycleCmd::Delete { name, space } => {
-            let list = format!("/api/spaces/{space}/lifecycles");
-            let l = find(api, &list, "lifecycle", &name)?;
-            api.json("DELETE", &format!("{list}/{}", id(&l)), None)?;
-            deleted(
+            remove(
+                api,
                 out,
-                id(&l),
-                format_args!("deleted lifecycle {} {name:?}", id(&l)),
-            );
+                &format!("/api/spaces/{space}/lifecycles"),
+                "lifecycle",
+                &name,
+            )?;
         }
     }
     Ok(())
@@ -345,21 +387,20 @@ pub(crate) fn target(api: &Api, out: Output, cmd: TargetCmd) -> Result<()> {
         ),
         TargetCmd::Update {
             name,
+            rename,
+            endpoint,
             environments,
             roles,
             new_roles,
         } => {
-            if environments.is_empty() && roles.is_empty() {
-                bail!("nothing to change: give --environment and/or --role");
-            }
+            let listed = |l: Vec<String>| (!l.is_empty()).then(|| json!(l));
+            let mut body = crate::model::members(&[
+                ("name", rename.map(Value::from)),
+                ("endpoint", endpoint.map(Value::from)),
+                ("environments", listed(environments)),
+                ("roles", listed(roles)),
+            ])?;
             let t = find(api, "/api/targets", "target", &name)?;
-            let mut body = json!({});
-            if !environments.is_empty() {
-                body["environments"] = json!(environments);
-            }
-            if !roles.is_empty() {
-                body["roles"] = json!(roles);
-            }
             if new_roles {
                 body["new_roles"] = json!(true);
             }
@@ -367,13 +408,7 @@ pub(crate) fn target(api: &Api, out: Output, cmd: TargetCmd) -> Result<()> {
             show(out, &changed, TARGET_COLS);
         }
         TargetCmd::Delete { name } => {
-            let t = find(api, "/api/targets", "target", &name)?;
-            api.json("DELETE", &format!("/api/targets/{}", id(&t)), None)?;
-            deleted(
-                out,
-                id(&t),
-                format_args!("deleted target {} {name:?}", id(&t)),
-            );
+            remove(api, out, "/api/targets", "target", &name)?;
         }
     }
     Ok(())
@@ -439,14 +474,13 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             );
         }
         RunbookCmd::Delete { runbook, space } => {
-            let list = format!("/api/spaces/{space}/runbooks");
-            let r = find(api, &list, "runbook", &runbook)?;
-            api.json("DELETE", &format!("{list}/{}", id(&r)), None)?;
-            deleted(
+            remove(
+                api,
                 out,
-                id(&r),
-                format_args!("deleted runbook {} {runbook:?}", id(&r)),
-            );
+                &format!("/api/spaces/{space}/runbooks"),
+                "runbook",
+                &runbook,
+            )?;
         }
         RunbookCmd::Run {
             runbook,
@@ -477,17 +511,17 @@ mod tests {
 
     #[test]
     fn a_phase_is_a_name_or_a_name_and_its_environments() {
+        let p = phase_of("Production").unwrap();
         assert_eq!(
-            phase_of("Production").unwrap(),
-            ("Production".to_owned(), vec!["Production".to_owned()])
+            (p.name.as_str(), p.environments),
+            ("Production", vec!["Production".to_owned()])
         );
-        assert_eq!(
-            phase_of("Test=QA, Staging").unwrap(),
-            (
-                "Test".to_owned(),
-                vec!["QA".to_owned(), "Staging".to_owned()]
-            )
-        );
+        let p = phase_of("Test=QA, Staging;optional; min=1").unwrap();
+        assert_eq!(p.environments, ["QA", "Staging"]);
+        assert!(p.optional);
+        assert_eq!(p.minimum, 1);
         assert!(phase_of("=Dev").is_err());
+        assert!(phase_of("Test;sometimes").is_err());
+        assert!(phase_of("Test;min=x").is_err());
     }
 }
