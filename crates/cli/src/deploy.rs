@@ -21,17 +21,9 @@ pub(crate) enum DeploymentCmd {
         project: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// One deployment, by id (`Deployments-7`)
-    Show {
-        id: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
+    Show { id: String },
 }
 
 const DEPLOYMENT_COLS: &[&str] = &[
@@ -45,13 +37,9 @@ const DEPLOYMENT_COLS: &[&str] = &[
     "completed_at",
 ];
 
-pub(crate) fn deployment(api: &Api, out: Output, cmd: DeploymentCmd) -> Result<()> {
+pub(crate) fn deployment(api: &Api, out: Output, space: &str, cmd: DeploymentCmd) -> Result<()> {
     match cmd {
-        DeploymentCmd::List {
-            project,
-            limit,
-            space,
-        } => {
+        DeploymentCmd::List { project, limit } => {
             let mut path = format!("/api/spaces/{space}/deployments?limit={limit}");
             if let Some(p) = project {
                 let p = find(api, &format!("/api/spaces/{space}/projects"), "project", &p)?;
@@ -59,7 +47,7 @@ pub(crate) fn deployment(api: &Api, out: Output, cmd: DeploymentCmd) -> Result<(
             }
             show(out, &api.json("GET", &path, None)?, DEPLOYMENT_COLS);
         }
-        DeploymentCmd::Show { id, space } => {
+        DeploymentCmd::Show { id } => {
             let d = api.json(
                 "GET",
                 &format!("/api/spaces/{space}/deployments/{id}"),

@@ -54,6 +54,9 @@ struct Cli {
     /// How results are printed: a table for people, JSON or YAML for programs
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
+    /// The space, by name or id
+    #[arg(long, env = "CUTTLE_SPACE", default_value = "default", global = true)]
+    space: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -151,9 +154,6 @@ enum Command {
         /// Skip this step, by name (repeat for more)
         #[arg(long = "skip-step", value_name = "STEP")]
         skip_steps: Vec<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Packages of the built-in repository: upload, list, download, delete
     Package {
@@ -199,18 +199,12 @@ enum ReleaseCmd {
         version: String,
         #[arg(long)]
         notes: Option<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// A project's releases, newest version first
     List {
         /// The project, by name or id
         #[arg(long)]
         project: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
@@ -234,9 +228,6 @@ enum PackageCmd {
         /// Overwrite the version if the repository already has it
         #[arg(long)]
         replace: bool,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Package versions, newest first (every package's latest with --latest)
     List {
@@ -248,8 +239,6 @@ enum PackageCmd {
         filter: Option<String>,
         #[arg(long)]
         latest: bool,
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Download a version; its SHA-256 is checked before it is put in place
     Download {
@@ -258,16 +247,9 @@ enum PackageCmd {
         /// A file, or a folder for PackageId.Version.ext (default: the current folder)
         #[arg(long)]
         out: Option<std::path::PathBuf>,
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Delete a version (operator keys)
-    Delete {
-        package_id: String,
-        version: String,
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
+    Delete { package_id: String, version: String },
 }
 
 /// An agent with `config`: over HTTPS it accepts only the pinned certificate, when there is one
@@ -409,15 +391,16 @@ fn run(cli: Cli) -> Result<()> {
     check_server_url(&cli.server, cli.insecure)?;
     let api = Api::new(&cli.server, cli.api_key, cli.server_thumbprint)?;
     let out = cli.output;
+    let space = cli.space;
     match cli.command {
         Command::Node { action } => cluster::node(&api, out, action)?,
-        Command::Environment { action } => model::environment(&api, out, action)?,
-        Command::Project { action } => model::project(&api, out, action)?,
-        Command::Variable { action } => model::variable(&api, out, action)?,
-        Command::Runbook { action } => resources::runbook(&api, out, action)?,
-        Command::Process { action } => process::process(&api, out, action)?,
+        Command::Environment { action } => model::environment(&api, out, &space, action)?,
+        Command::Project { action } => model::project(&api, out, &space, action)?,
+        Command::Variable { action } => model::variable(&api, out, &space, action)?,
+        Command::Runbook { action } => resources::runbook(&api, out, &space, action)?,
+        Command::Process { action } => process::process(&api, out, &space, action)?,
         Command::Space { action } => resources::space(&api, out, action)?,
-        Command::Lifecycle { action } => resources::lifecycle(&api, out, action)?,
+        Command::Lifecycle { action } => resources::lifecycle(&api, out, &space, action)?,
         Command::Target { action } => resources::target(&api, out, action)?,
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("answered before any call")
@@ -427,7 +410,6 @@ fn run(cli: Cli) -> Result<()> {
                 project,
                 version,
                 notes,
-                space,
             } => {
                 let r = deploy::create_release(&api, &space, &project, &version, notes)?;
                 output::done(
@@ -440,7 +422,7 @@ fn run(cli: Cli) -> Result<()> {
                     ),
                 );
             }
-            ReleaseCmd::List { project, space } => {
+            ReleaseCmd::List { project } => {
                 let p = model::find(
                     &api,
                     &format!("/api/spaces/{space}/projects"),
@@ -458,7 +440,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         },
-        Command::Deployment { action } => deploy::deployment(&api, out, action)?,
+        Command::Deployment { action } => deploy::deployment(&api, out, &space, action)?,
         Command::Deploy {
             project,
             release,
@@ -466,7 +448,6 @@ fn run(cli: Cli) -> Result<()> {
             wait,
             targets,
             skip_steps,
-            space,
         } => {
             let pick = deploy::Pick {
                 targets,
@@ -489,11 +470,7 @@ fn run(cli: Cli) -> Result<()> {
             action: EventsCmd::Export { from, to },
         } => package::export_events(&api, from.as_deref(), to.as_deref())?,
         Command::Package { action } => match action {
-            PackageCmd::Upload {
-                file,
-                replace,
-                space,
-            } => {
+            PackageCmd::Upload { file, replace } => {
                 let p = package::upload(&api, &space, &file, replace)?;
                 output::done(
                     out,
@@ -511,7 +488,6 @@ fn run(cli: Cli) -> Result<()> {
                 package_id,
                 filter,
                 latest,
-                space,
             } => {
                 let mut path = format!("/api/spaces/{space}/packages?limit=1000&latest={latest}");
                 if let Some(id) = package_id {
@@ -526,7 +502,6 @@ fn run(cli: Cli) -> Result<()> {
                 package_id,
                 version,
                 out: dest,
-                space,
             } => {
                 let path = package::download(&api, &space, &package_id, &version, dest)?;
                 output::done(
@@ -538,7 +513,6 @@ fn run(cli: Cli) -> Result<()> {
             PackageCmd::Delete {
                 package_id,
                 version,
-                space,
             } => {
                 let v = version.replace('+', "%2B");
                 api.json(

@@ -12,27 +12,17 @@ use crate::Api;
 #[derive(Subcommand)]
 pub(crate) enum EnvironmentCmd {
     /// The space's environments, in their order
-    List {
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
+    List,
     /// Add an environment (it goes last)
     Create {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// One environment, by name or id (all its fields with --output json or yaml)
     Show {
         /// The environment, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Rename an environment or change its description
     Update {
@@ -43,37 +33,24 @@ pub(crate) enum EnvironmentCmd {
         rename: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Put the environments in a new order: name every one of them, in that order
     Reorder {
         /// Every environment of the space, by name or id, in the new order
         #[arg(required = true)]
         names: Vec<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Remove an environment (refused while a lifecycle names it)
     Delete {
         /// The environment, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum ProjectCmd {
     /// Every project of the space
-    List {
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
+    List,
     /// Add a project
     Create {
         name: String,
@@ -82,17 +59,11 @@ pub(crate) enum ProjectCmd {
         lifecycle: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// One project, by name or id (all its fields with --output json or yaml)
     Show {
         /// The project, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Change a project's settings (what is not given stays)
     Update {
@@ -109,17 +80,11 @@ pub(crate) enum ProjectCmd {
         /// The newest releases kept (0: all)
         #[arg(long)]
         releases_to_keep: Option<u32>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Remove a project
     Delete {
         /// The project, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
@@ -218,9 +183,6 @@ pub(crate) enum VariableCmd {
     List {
         /// The project, by name or id
         project: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Set a project's variable: the one with this name and exactly this scope is replaced,
     /// or added. A sensitive value is read from standard input
@@ -235,9 +197,6 @@ pub(crate) enum VariableCmd {
         /// Stored encrypted, never shown, masked in logs
         #[arg(long)]
         sensitive: bool,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Remove a project's variable: the one with this name and exactly these environments
     Delete {
@@ -247,9 +206,6 @@ pub(crate) enum VariableCmd {
         /// The scope of the one to remove (none given: the unscoped one)
         #[command(flatten)]
         scope: ScopeArgs,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
@@ -312,17 +268,13 @@ pub(crate) fn members(pairs: &[(&str, Option<Value>)]) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result<()> {
+pub(crate) fn environment(api: &Api, out: Output, space: &str, cmd: EnvironmentCmd) -> Result<()> {
     match cmd {
-        EnvironmentCmd::List { space } => {
+        EnvironmentCmd::List => {
             let list = api.json("GET", &format!("/api/spaces/{space}/environments"), None)?;
             show(out, &list, ENVIRONMENT_COLS);
         }
-        EnvironmentCmd::Create {
-            name,
-            description,
-            space,
-        } => {
+        EnvironmentCmd::Create { name, description } => {
             let body = json!({"name": name, "description": description});
             let e = api.json(
                 "POST",
@@ -335,7 +287,7 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
                 format_args!("created environment {} {name:?}", id(&e)),
             );
         }
-        EnvironmentCmd::Show { name, space } => {
+        EnvironmentCmd::Show { name } => {
             let list = format!("/api/spaces/{space}/environments");
             show(
                 out,
@@ -347,7 +299,6 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
             name,
             rename,
             description,
-            space,
         } => {
             let list = format!("/api/spaces/{space}/environments");
             let e = find(api, &list, "environment", &name)?;
@@ -358,7 +309,7 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
             let changed = patch_document(api, &format!("{list}/{}", id(&e)), changes)?;
             show(out, &changed, ENVIRONMENT_COLS);
         }
-        EnvironmentCmd::Reorder { names, space } => {
+        EnvironmentCmd::Reorder { names } => {
             let list = format!("/api/spaces/{space}/environments");
             let mut ids = Vec::new();
             for n in &names {
@@ -371,7 +322,7 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
             )?;
             show(out, &ordered, ENVIRONMENT_COLS);
         }
-        EnvironmentCmd::Delete { name, space } => {
+        EnvironmentCmd::Delete { name } => {
             remove(
                 api,
                 out,
@@ -384,9 +335,9 @@ pub(crate) fn environment(api: &Api, out: Output, cmd: EnvironmentCmd) -> Result
     Ok(())
 }
 
-pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
+pub(crate) fn project(api: &Api, out: Output, space: &str, cmd: ProjectCmd) -> Result<()> {
     match cmd {
-        ProjectCmd::List { space } => {
+        ProjectCmd::List => {
             let list = api.json("GET", &format!("/api/spaces/{space}/projects"), None)?;
             show(out, &list, PROJECT_COLS);
         }
@@ -394,7 +345,6 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             name,
             lifecycle,
             description,
-            space,
         } => {
             let lifecycle_id = match lifecycle {
                 Some(l) => {
@@ -408,7 +358,7 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             let p = api.json("POST", &format!("/api/spaces/{space}/projects"), Some(body))?;
             done(out, &p, format_args!("created project {} {name:?}", id(&p)));
         }
-        ProjectCmd::Show { name, space } => {
+        ProjectCmd::Show { name } => {
             let list = format!("/api/spaces/{space}/projects");
             show(out, &find(api, &list, "project", &name)?, PROJECT_COLS);
         }
@@ -418,7 +368,6 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             description,
             lifecycle,
             releases_to_keep,
-            space,
         } => {
             let list = format!("/api/spaces/{space}/projects");
             let p = find(api, &list, "project", &name)?;
@@ -441,7 +390,7 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
             let changed = patch_document(api, &format!("{list}/{}", id(&p)), changes)?;
             show(out, &changed, PROJECT_COLS);
         }
-        ProjectCmd::Delete { name, space } => {
+        ProjectCmd::Delete { name } => {
             remove(
                 api,
                 out,
@@ -454,9 +403,9 @@ pub(crate) fn project(api: &Api, out: Output, cmd: ProjectCmd) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
+pub(crate) fn variable(api: &Api, out: Output, space: &str, cmd: VariableCmd) -> Result<()> {
     match cmd {
-        VariableCmd::List { project, space } => {
+        VariableCmd::List { project } => {
             let p = find(
                 api,
                 &format!("/api/spaces/{space}/projects"),
@@ -475,7 +424,6 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
             value,
             scope,
             sensitive,
-            space,
         } => {
             let value = match (value, sensitive) {
                 (Some(_), true) => bail!(
@@ -491,7 +439,7 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
                 "project",
                 &project,
             )?;
-            let wanted = Scope::named(api, &space, &scope)?;
+            let wanted = Scope::named(api, space, &scope)?;
             let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
             let current = api.json("GET", &path, None)?;
             let body = with_variable(&current, &name, &value, &wanted, sensitive)?;
@@ -511,7 +459,6 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
             project,
             name,
             scope,
-            space,
         } => {
             let p = find(
                 api,
@@ -519,7 +466,7 @@ pub(crate) fn variable(api: &Api, out: Output, cmd: VariableCmd) -> Result<()> {
                 "project",
                 &project,
             )?;
-            let wanted = Scope::named(api, &space, &scope)?;
+            let wanted = Scope::named(api, space, &scope)?;
             let path = format!("/api/spaces/{space}/projects/{}/variables", id(&p));
             let current = api.json("GET", &path, None)?;
             let body = without_variable(&current, &name, &wanted)?;

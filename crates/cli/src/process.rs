@@ -31,9 +31,6 @@ pub(crate) enum ProcessCmd {
     Show {
         #[command(flatten)]
         owner: Owner,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Change the process in $VISUAL or $EDITOR (or from --file), saved at the version read
     Edit {
@@ -43,9 +40,6 @@ pub(crate) enum ProcessCmd {
         /// (or a list of steps), and its `version` if it names one (else the current one)
         #[arg(long)]
         file: Option<PathBuf>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
@@ -78,10 +72,10 @@ fn locate(api: &Api, space: &str, owner: &Owner) -> Result<(String, String)> {
     }
 }
 
-pub(crate) fn process(api: &Api, out: Output, cmd: ProcessCmd) -> Result<()> {
+pub(crate) fn process(api: &Api, out: Output, space: &str, cmd: ProcessCmd) -> Result<()> {
     match cmd {
-        ProcessCmd::Show { owner, space } => {
-            let (path, _) = locate(api, &space, &owner)?;
+        ProcessCmd::Show { owner } => {
+            let (path, _) = locate(api, space, &owner)?;
             let current = api.json("GET", &path, None)?;
             match out {
                 Output::Table => print!("{}", yaml(&editable(&current))),
@@ -89,8 +83,8 @@ pub(crate) fn process(api: &Api, out: Output, cmd: ProcessCmd) -> Result<()> {
             }
             Ok(())
         }
-        ProcessCmd::Edit { owner, file, space } => {
-            let (path, what) = locate(api, &space, &owner)?;
+        ProcessCmd::Edit { owner, file } => {
+            let (path, what) = locate(api, space, &owner)?;
             let current = api.json("GET", &path, None)?;
             let version = current["version"]
                 .as_i64()
@@ -122,7 +116,7 @@ pub(crate) fn process(api: &Api, out: Output, cmd: ProcessCmd) -> Result<()> {
             };
             let body = match parse(&text, version) {
                 Ok(b) => b,
-                Err(e) => return Err(kept_for_retry(e, kept.as_deref(), &owner, &space)),
+                Err(e) => return Err(kept_for_retry(e, kept.as_deref(), &owner, space)),
             };
             match api.json("PUT", &path, Some(body)) {
                 Ok(saved) => {
@@ -140,7 +134,7 @@ pub(crate) fn process(api: &Api, out: Output, cmd: ProcessCmd) -> Result<()> {
                     );
                     Ok(())
                 }
-                Err(e) => Err(kept_for_retry(e, kept.as_deref(), &owner, &space)),
+                Err(e) => Err(kept_for_retry(e, kept.as_deref(), &owner, space)),
             }
         }
     }

@@ -24,11 +24,7 @@ pub(crate) enum SpaceCmd {
 #[derive(Subcommand)]
 pub(crate) enum LifecycleCmd {
     /// The space's lifecycles
-    List {
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
+    List,
     /// Add a lifecycle: the phases a release goes through, in order
     Create {
         name: String,
@@ -40,17 +36,11 @@ pub(crate) enum LifecycleCmd {
         phases: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// One lifecycle, by name or id (all its fields with --output json or yaml)
     Show {
         /// The lifecycle, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Change a lifecycle: its phases (given: they replace the ones it has), name, description
     Update {
@@ -64,17 +54,11 @@ pub(crate) enum LifecycleCmd {
         rename: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Remove a lifecycle (refused while a project goes through it)
     Delete {
         /// The lifecycle, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
@@ -118,11 +102,7 @@ pub(crate) enum TargetCmd {
 #[derive(Subcommand)]
 pub(crate) enum RunbookCmd {
     /// The space's runbooks
-    List {
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
-    },
+    List,
     /// Add a runbook to a project (give it steps with `cuttle process edit --runbook NAME`)
     Create {
         name: String,
@@ -131,17 +111,11 @@ pub(crate) enum RunbookCmd {
         project: String,
         #[arg(long, default_value = "")]
         description: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// One runbook, by name or id (all its fields with --output json or yaml)
     Show {
         /// The runbook, by name or id
         name: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Rename a runbook or change its description
     Update {
@@ -152,25 +126,16 @@ pub(crate) enum RunbookCmd {
         rename: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Freeze a runbook's process and its project's variables: what runs use
     Publish {
         /// The runbook, by name or id
         runbook: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Remove a runbook
     Delete {
         /// The runbook, by name or id
         runbook: String,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
     /// Run a runbook's published process in an environment
     Run {
@@ -186,9 +151,6 @@ pub(crate) enum RunbookCmd {
         /// Only this target, by name (repeat for more; none: every target the steps select)
         #[arg(long = "target", value_name = "NAME")]
         targets: Vec<String>,
-        /// The space, by name or id
-        #[arg(long, default_value = "default")]
-        space: String,
     },
 }
 
@@ -292,9 +254,9 @@ fn phases_written(api: &Api, space: &str, phases: &[String]) -> Result<Vec<Value
     Ok(written)
 }
 
-pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()> {
+pub(crate) fn lifecycle(api: &Api, out: Output, space: &str, cmd: LifecycleCmd) -> Result<()> {
     match cmd {
-        LifecycleCmd::List { space } => {
+        LifecycleCmd::List => {
             let mut list = api.json("GET", &format!("/api/spaces/{space}/lifecycles"), None)?;
             if out == Output::Table {
                 list["items"]
@@ -309,9 +271,8 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             name,
             phases,
             description,
-            space,
         } => {
-            let written = phases_written(api, &space, &phases)?;
+            let written = phases_written(api, space, &phases)?;
             let body = json!({"name": name, "description": description, "phases": written});
             let l = api.json(
                 "POST",
@@ -333,7 +294,7 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
                 format_args!("created lifecycle {} {name:?}: {order}", id(&l)),
             );
         }
-        LifecycleCmd::Show { name, space } => {
+        LifecycleCmd::Show { name } => {
             let list = format!("/api/spaces/{space}/lifecycles");
             let mut l = find(api, &list, "lifecycle", &name)?;
             if out == Output::Table {
@@ -346,14 +307,13 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
             phases,
             rename,
             description,
-            space,
         } => {
             let list = format!("/api/spaces/{space}/lifecycles");
             let l = find(api, &list, "lifecycle", &name)?;
             let phases = if phases.is_empty() {
                 None
             } else {
-                Some(Value::Array(phases_written(api, &space, &phases)?))
+                Some(Value::Array(phases_written(api, space, &phases)?))
             };
             let changes = crate::model::members(&[
                 ("name", rename.map(Value::from)),
@@ -364,7 +324,7 @@ pub(crate) fn lifecycle(api: &Api, out: Output, cmd: LifecycleCmd) -> Result<()>
                 crate::model::patch_document(api, &format!("{list}/{}", id(&l)), changes)?;
             show(out, &changed, LIFECYCLE_COLS);
         }
-        LifecycleCmd::Delete { name, space } => {
+        LifecycleCmd::Delete { name } => {
             remove(
                 api,
                 out,
@@ -414,9 +374,9 @@ pub(crate) fn target(api: &Api, out: Output, cmd: TargetCmd) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
+pub(crate) fn runbook(api: &Api, out: Output, space: &str, cmd: RunbookCmd) -> Result<()> {
     match cmd {
-        RunbookCmd::List { space } => {
+        RunbookCmd::List => {
             let list = api.json("GET", &format!("/api/spaces/{space}/runbooks"), None)?;
             show(out, &list, RUNBOOK_COLS);
         }
@@ -424,7 +384,6 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             name,
             project,
             description,
-            space,
         } => {
             let p = find(
                 api,
@@ -440,7 +399,7 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
                 format_args!("created runbook {} {name:?} in {project}", id(&r)),
             );
         }
-        RunbookCmd::Show { name, space } => {
+        RunbookCmd::Show { name } => {
             let list = format!("/api/spaces/{space}/runbooks");
             show(out, &find(api, &list, "runbook", &name)?, RUNBOOK_COLS);
         }
@@ -448,7 +407,6 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             runbook,
             rename,
             description,
-            space,
         } => {
             let list = format!("/api/spaces/{space}/runbooks");
             let r = find(api, &list, "runbook", &runbook)?;
@@ -460,7 +418,7 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
                 crate::model::patch_document(api, &format!("{list}/{}", id(&r)), changes)?;
             show(out, &changed, RUNBOOK_COLS);
         }
-        RunbookCmd::Publish { runbook, space } => {
+        RunbookCmd::Publish { runbook } => {
             let list = format!("/api/spaces/{space}/runbooks");
             let r = find(api, &list, "runbook", &runbook)?;
             let published = api.json("POST", &format!("{list}/{}/publish", id(&r)), None)?;
@@ -473,7 +431,7 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
                 format_args!("published runbook {} {runbook:?} at {at}", id(&r)),
             );
         }
-        RunbookCmd::Delete { runbook, space } => {
+        RunbookCmd::Delete { runbook } => {
             remove(
                 api,
                 out,
@@ -487,10 +445,9 @@ pub(crate) fn runbook(api: &Api, out: Output, cmd: RunbookCmd) -> Result<()> {
             environment,
             wait,
             targets,
-            space,
         } => {
             let t =
-                crate::deploy::run_runbook(api, &space, (&runbook, &environment), targets, wait)?;
+                crate::deploy::run_runbook(api, space, (&runbook, &environment), targets, wait)?;
             done(
                 out,
                 &t,
