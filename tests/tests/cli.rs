@@ -108,16 +108,10 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
         shown.contains("version: 2") && shown.contains("name: Greet"),
         "{shown}"
     );
-    let editor = dir.join("editor.sh");
-    std::fs::write(
-        &editor,
-        "#!/bin/sh\nsed -i 's/hello from/good day from/' \"$1\"\n",
-    )
-    .unwrap();
-    make_executable(&editor);
+    let editor = editor_script(dir, "editor.sh", "s/hello from/good day from/");
     let (ok, out, err) = cli.run_with(
         &["process", "edit", "--project", "Shop"],
-        &[("EDITOR", editor.to_str().unwrap())],
+        &[("EDITOR", path(&editor))],
     );
     assert!(ok && out.contains("version 3"), "{out}{err}");
     let (_, process) = node.get(&format!(
@@ -160,16 +154,10 @@ fn the_cli_configures_lifecycles_processes_runbooks_and_targets_by_name() {
         "{stale}"
     );
     // An edit the server refuses is kept, and the message says how to try again.
-    let breaker = dir.join("breaker.sh");
-    std::fs::write(
-        &breaker,
-        "#!/bin/sh\nsed -i 's/name: Greet/name: \"\"/' \"$1\"\n",
-    )
-    .unwrap();
-    make_executable(&breaker);
+    let breaker = editor_script(dir, "breaker.sh", "s/name: Greet/name: \"\"/");
     let (ok, _, err) = cli.run_with(
         &["process", "edit", "--project", "Shop"],
-        &[("EDITOR", breaker.to_str().unwrap())],
+        &[("EDITOR", path(&breaker))],
     );
     assert!(!ok && err.contains("400"), "{err}");
     let kept = err
@@ -561,7 +549,13 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
-fn make_executable(path: &std::path::Path) {
+/// An "editor" that changes the file it is given with one `sed` expression, as a person would
+/// in an editor.
+fn editor_script(dir: &std::path::Path, name: &str, sed: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.join(name);
+    let quoted = sed.replace('\'', "'\\''");
+    std::fs::write(&script, format!("#!/bin/sh\nsed -i '{quoted}' \"$1\"\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
 }

@@ -101,8 +101,7 @@ pub(crate) fn process(api: &Api, out: Output, space: &str, cmd: ProcessCmd) -> R
                          unchanged (or empty) to change nothing.\n{}",
                         yaml(&editable(&current))
                     );
-                    std::fs::write(&draft, &before)
-                        .with_context(|| format!("write {}", draft.display()))?;
+                    write_draft(&draft, &before)?;
                     edit(&draft)?;
                     let after = std::fs::read_to_string(&draft)
                         .with_context(|| format!("read {}", draft.display()))?;
@@ -184,7 +183,28 @@ fn draft_path(api_path: &str) -> PathBuf {
             }
         })
         .collect();
-    std::env::temp_dir().join(format!("cuttle-{name}-{}.yaml", std::process::id()))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::env::temp_dir().join(format!(
+        "cuttle-{name}-{}-{nanos:09}.yaml",
+        std::process::id()
+    ))
+}
+
+/// Writes a new draft readable by its owner only, never through a file or link someone else
+/// put at that path first (the temporary folder is shared).
+fn write_draft(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// Runs the person's editor on `file` and waits for it.
@@ -242,6 +262,25 @@ fn kept_for_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_draft_is_its_owners_alone_and_never_written_through_what_was_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = draft_path("/api/spaces/default/projects/Projects-1/deploymentprocess");
+        write_draft(&path, "steps: []\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            write_draft(&path, "again").is_err(),
+            "an existing file is not reused"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let link = draft_path("/api/spaces/default/runbooks/Runbooks-1/process");
+        std::os::unix::fs::symlink("/tmp/cuttle-draft-target-that-must-not-appear", &link).unwrap();
+        assert!(write_draft(&link, "x").is_err(), "a link is not followed");
+        assert!(!Path::new("/tmp/cuttle-draft-target-that-must-not-appear").exists());
+        std::fs::remove_file(&link).unwrap();
+    }
 
     #[test]
     fn a_process_is_read_as_yaml_or_json_with_or_without_its_version() {
