@@ -125,6 +125,17 @@ def main():
 
     default = spaces.Get(spaces_pb2.GetSpaceRequest(space="Default"), metadata=reader)
     check(default.id.startswith("Spaces-"), f"the Default space is {default.id}")
+    made = spaces.Create(spaces_pb2.CreateSpaceRequest(
+        name=f"Platform-{suffix}", description="made over gRPC"), metadata=admin)
+    check(made.id.startswith("Spaces-") and made.version == 1, f"space {made.id} made")
+    check(made.id in [x.id for x in spaces.List(spaces_pb2.ListSpacesRequest(),
+                                                 metadata=reader).items], "and listed")
+    fails(lambda: spaces.Create(spaces_pb2.CreateSpaceRequest(name=f"platform-{suffix}"),
+                                metadata=admin),
+          grpc.StatusCode.ALREADY_EXISTS, "a space name taken, whatever its case")
+    fails(lambda: spaces.Create(spaces_pb2.CreateSpaceRequest(name=f"Other-{suffix}"),
+                                metadata=reader),
+          grpc.StatusCode.PERMISSION_DENIED, "a reader making a space")
 
     env = envs.Create(environments_pb2.CreateEnvironmentRequest(
         space="Default", name=f"Staging-{suffix}", description="made over gRPC"), metadata=admin)
@@ -364,6 +375,12 @@ def main():
         back = nodes.Update(nodes_pb2.UpdateNodeRequest(name=first.name, draining=False),
                             metadata=admin)
         check(not back.draining, "undrained")
+
+    fails(lambda: nodes.Delete(nodes_pb2.DeleteNodeRequest(name=first.name), metadata=reader),
+          grpc.StatusCode.PERMISSION_DENIED, "a reader deleting a node")
+    fails(lambda: nodes.Delete(nodes_pb2.DeleteNodeRequest(name=f"no-such-node-{suffix}"),
+                               metadata=admin),
+          grpc.StatusCode.NOT_FOUND, "deleting a node the cluster does not have")
 
     # WatchTasks: a Sleep task seen from queued to its end; a second watch wants only successes
     # of the project's deployments, and sees none of the Sleep's.

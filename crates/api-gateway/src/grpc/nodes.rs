@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{caller, required, status, timestamp};
 use crate::error::ApiError;
-use crate::resources::nodes::change_node;
+use crate::resources::nodes::{change_node, remove_node};
 use crate::scoped::{Need, OPERATOR, READER};
 use crate::AppState;
 
@@ -23,6 +23,7 @@ pub(super) const NEEDS: &[(&str, Need)] = &[
     ("Get", READER),
     ("Update", OPERATOR),
     ("Drain", OPERATOR),
+    ("Delete", OPERATOR),
 ];
 
 /// How often `Drain` reads the node.
@@ -84,6 +85,16 @@ impl Service for NodesApi {
         let name = required("name", &req.get_ref().name)?;
         let n = read(&self.s, name).await.map_err(status)?;
         Ok(Response::new(node(&n)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteNodeRequest>,
+    ) -> Result<Response<pb::DeleteNodeReply>, Status> {
+        let caller = caller(&req)?;
+        let name = required("name", &req.get_ref().name)?;
+        remove_node(&self.s, &caller, name).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteNodeReply {}))
     }
 
     async fn update(

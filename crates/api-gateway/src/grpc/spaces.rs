@@ -1,18 +1,21 @@
-//! `cuttle.v1.Spaces`: reading spaces (making one stays REST's, an admin's).
+//! `cuttle.v1.Spaces`: reading spaces, and making one (an admin's), through REST's operations.
 
 use cuttle_proto::v1::spaces_server::{Spaces, SpacesServer};
-use cuttle_proto::v1::{GetSpaceRequest, ListSpacesReply, ListSpacesRequest, Space};
+use cuttle_proto::v1::{
+    CreateSpaceRequest, GetSpaceRequest, ListSpacesReply, ListSpacesRequest, Space,
+};
 use cuttle_storage::Document;
 use tonic::{Request, Response, Status};
 
-use super::convert::{required, status, text, timestamp};
+use super::convert::{caller, required, status, text, timestamp};
 use crate::resources::documents::{resolve_space, SPACE, SPACE_PREFIX};
-use crate::scoped::{Need, READER};
+use crate::resources::spaces::create_space;
+use crate::scoped::{Need, ADMIN, READER};
 use crate::AppState;
 
 pub(super) const SERVICE: &str = "cuttle.v1.Spaces";
 
-pub(super) const NEEDS: &[(&str, Need)] = &[("List", READER), ("Get", READER)];
+pub(super) const NEEDS: &[(&str, Need)] = &[("List", READER), ("Get", READER), ("Create", ADMIN)];
 
 pub(super) fn server(s: AppState) -> SpacesServer<SpacesApi> {
     SpacesServer::new(SpacesApi { s }).max_decoding_message_size(super::MAX_MESSAGE)
@@ -53,6 +56,15 @@ impl Spaces for SpacesApi {
     async fn get(&self, req: Request<GetSpaceRequest>) -> Result<Response<Space>, Status> {
         let raw = required("space", &req.get_ref().space)?;
         let d = resolve_space(&self.s, raw).await.map_err(status)?;
+        Ok(Response::new(space(&d)))
+    }
+
+    async fn create(&self, req: Request<CreateSpaceRequest>) -> Result<Response<Space>, Status> {
+        let caller = caller(&req)?;
+        let r = req.get_ref();
+        let d = create_space(&self.s, &caller, &r.name, &r.description)
+            .await
+            .map_err(status)?;
         Ok(Response::new(space(&d)))
     }
 }

@@ -77,12 +77,23 @@ async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(w): JsonBody<SpaceWrite>,
 ) -> ApiResult {
-    if w.name.trim().starts_with(SPACE_PREFIX) {
+    let space = create_space(&s, &caller, &w.name, &w.description).await?;
+    Ok((StatusCode::CREATED, Json(shown(SPACE_PREFIX, &space))).into_response())
+}
+
+/// Makes a space (audited). REST's and gRPC's one way.
+pub(crate) async fn create_space(
+    s: &AppState,
+    caller: &Caller,
+    name: &str,
+    description: &str,
+) -> Result<Document, ApiError> {
+    if name.trim().starts_with(SPACE_PREFIX) {
         return Err(ApiError::bad_request(format!(
             "name: may not start with {SPACE_PREFIX:?} (paths name spaces by id or name)"
         )));
     }
-    let body = json!({"description": w.description});
+    let body = json!({"description": description});
     let by = caller.clone();
     let audit: Audit<Document> = Box::new(move |d| {
         by.event(
@@ -91,17 +102,15 @@ async fn create(
             json!({"name": d.name}),
         )
     });
-    let space = s
-        .store
+    Ok(s.store
         .create_document(
             &DocumentWrite {
                 space: "",
                 kind: SPACE,
-                name: &w.name,
+                name,
                 body: &body,
             },
             Some(audit),
         )
-        .await?;
-    Ok((StatusCode::CREATED, Json(shown(SPACE_PREFIX, &space))).into_response())
+        .await?)
 }
