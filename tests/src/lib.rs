@@ -33,7 +33,7 @@ pub use pg::{TestCertificates, TestPostgres};
 pub use tentacle::{tentacle_binary, use_tentacle_binary, Tentacle};
 pub use util::{
     free_port, parse_rfc3339_ms, process_gone, processes_running, raise_open_file_limit, read_pid,
-    report, temp_dir, wait_for_process, wait_until, Rng, SetOnDrop, TempDir,
+    report, temp_dir, test_python, wait_for_process, wait_until, Rng, SetOnDrop, TempDir,
 };
 
 /// One test per database for each named function taking a [`Database`], in modules `sqlite`,

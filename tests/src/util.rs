@@ -211,6 +211,18 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + frac.parse::<i64>().ok()?)
 }
 
+/// The tests' Python (`CUTTLE_TEST_PYTHON`, made by scripts/test.sh from tests/requirements.txt).
+pub fn test_python() -> std::path::PathBuf {
+    match std::env::var_os("CUTTLE_TEST_PYTHON") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => panic!(
+            "CUTTLE_TEST_PYTHON is not set: scripts/test.sh makes a Python environment with \
+             tests/requirements.txt and sets it (or: python3 -m venv target/test-python && \
+             target/test-python/bin/pip install -r tests/requirements.txt)"
+        ),
+    }
+}
+
 /// Prints a line the test runner shows with the test's output: seeds, counts, figures.
 #[allow(clippy::print_stderr)]
 pub fn report(line: impl std::fmt::Display) {

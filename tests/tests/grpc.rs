@@ -20,14 +20,7 @@ use cuttle_e2e::{
 use serde_json::json;
 
 fn python() -> PathBuf {
-    match std::env::var_os("CUTTLE_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "CUTTLE_TEST_PYTHON is not set: scripts/test.sh makes a Python environment with \
-             tests/requirements.txt and sets it (or: python3 -m venv target/test-python && \
-             target/test-python/bin/pip install -r tests/requirements.txt)"
-        ),
-    }
+    cuttle_e2e::test_python()
 }
 
 /// Runs the client against `target`, trusting the CA in `ca_pem`; panics with its output

@@ -21,14 +21,7 @@ use cuttle_e2e::{report, run_to_exit, Cluster, NodeOptions};
 use serde_json::json;
 
 fn python_bin(name: &str) -> PathBuf {
-    let python = std::env::var_os("CUTTLE_TEST_PYTHON").unwrap_or_else(|| {
-        panic!(
-            "CUTTLE_TEST_PYTHON is not set: scripts/test.sh makes a Python environment with \
-             tests/requirements.txt and sets it (or: python3 -m venv target/test-python && \
-             target/test-python/bin/pip install -r tests/requirements.txt)"
-        )
-    });
-    Path::new(&python)
+    cuttle_e2e::test_python()
         .parent()
         .expect("the Python's bin directory")
         .join(name)

@@ -246,19 +246,15 @@ pub(crate) async fn require_api_key(
     ) {
         // A known key, refused for its scope: what its client still sends is read and dropped
         // (bounded, within the body deadline), so it hears the 403 instead of a reset of a
-        // connection closed with its body unread. A client waiting for `100 Continue` has sent
-        // none, and is not asked for it.
-        let waits_to_send = req
-            .headers()
-            .get(axum::http::header::EXPECT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if waits_to_send {
-            return Err(refused);
-        }
-        let mut body = req.into_body().into_data_stream();
+        // connection closed with its body unread.
+        let (parts, body) = req.into_parts();
         let idle = state.config.limits.body_timeout;
-        crate::resources::packages::drain(&mut body, idle, |b: &axum::body::Bytes| b.len()).await;
+        crate::resources::packages::drain_refused(
+            &parts.headers,
+            &mut body.into_data_stream(),
+            idle,
+        )
+        .await;
         return Err(refused);
     }
     req.extensions_mut().insert(Caller::of_key(found, client));

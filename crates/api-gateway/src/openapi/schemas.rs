@@ -41,11 +41,8 @@ fn object(members: &[(&str, Value)]) -> Value {
 
 /// `T`'s schema written out whole (for a parameter).
 pub(crate) fn inline<T: schemars::JsonSchema>() -> Value {
-    let mut v = schemars::generate::SchemaSettings::draft2020_12()
-        .with(|s| {
-            s.inline_subschemas = true;
-            s.meta_schema = None;
-        })
+    let mut v = super::settings()
+        .with(|s| s.inline_subschemas = true)
         .into_generator()
         .root_schema_for::<T>()
         .to_value();

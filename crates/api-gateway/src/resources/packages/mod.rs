@@ -6,7 +6,7 @@
 mod multipart;
 mod upload;
 
-pub(crate) use upload::{drain, store_upload, Incoming};
+pub(crate) use upload::{drain, drain_refused, store_upload, Incoming};
 
 pub(crate) use upload::Uploads;
 

@@ -258,14 +258,26 @@ pub(super) async fn upload(
 ) -> ApiResult {
     let mut stream = body.into_data_stream();
     let result = receive(&s, caller, space, query, &headers, &mut stream).await;
+    if result.is_err() {
+        drain_refused(&headers, &mut stream, s.config.limits.body_timeout).await;
+    }
+    result
+}
+
+/// [`drain`] for a refused HTTP request, unless its client waits for `100 Continue` (it has
+/// sent nothing, and is not asked for anything).
+pub(crate) async fn drain_refused(
+    headers: &HeaderMap,
+    body: &mut BodyStream,
+    idle: std::time::Duration,
+) {
     let waits_to_send = headers
         .get(header::EXPECT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if result.is_err() && !waits_to_send {
-        drain(&mut stream, s.config.limits.body_timeout, |b| b.len()).await;
+    if !waits_to_send {
+        drain(body, idle, |b| b.len()).await;
     }
-    result
 }
 
 /// Reads and drops what a refused request still sends — at most [`DRAIN_LIMIT`] bytes (`size`
