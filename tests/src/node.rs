@@ -798,7 +798,7 @@ impl Node {
     pub fn unexpected_errors(&self) -> Vec<String> {
         self.stderr_text()
             .lines()
-            .filter(|l| l.contains(" ERROR "))
+            .filter(|l| l.contains(" ERROR ") || l.contains("\"level\":\"ERROR\""))
             .filter(|l| {
                 !self
                     .opts

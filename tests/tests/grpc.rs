@@ -119,6 +119,45 @@ fn a_python_client_drives_the_public_grpc_api_over_the_nodes_tls() {
         grew < 32 * 1024,
         "the node's peak RSS grew by {grew} KiB while 200 MiB went up and down"
     );
+    // `/metrics` counted the calls by method and status, a stream's status too (it comes in
+    // its trailers), and the package's bytes both ways.
+    let (_, text) = node.get("/metrics");
+    let text = text.as_str().expect("metrics text");
+    let sample = |series: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+    };
+    for (series, want) in [
+        (
+            "cuttle_grpc_requests_total{code=\"PermissionDenied\",method=\"cuttle.v1.Nodes/Delete\"}",
+            1.0,
+        ),
+        (
+            "cuttle_grpc_requests_total{code=\"NotFound\",method=\"cuttle.v1.Nodes/Delete\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(series), want, "{series}");
+    }
+    assert!(
+        sample("cuttle_grpc_requests_total{code=\"OK\",method=\"cuttle.v1.Packages/Download\"}")
+            >= 1.0
+    );
+    assert!(
+        sample("cuttle_grpc_request_duration_seconds_count{method=\"cuttle.v1.Packages/Upload\"}")
+            >= 1.0
+    );
+    let mib200 = 200.0 * 1024.0 * 1024.0;
+    assert!(sample("cuttle_package_bytes_total{direction=\"in\"}") >= mib200);
+    assert!(sample("cuttle_package_bytes_total{direction=\"out\"}") >= mib200);
+    let https = sample("cuttle_certificate_expiry_timestamp_seconds{certificate=\"https\"}");
+    assert!(https > 1.7e9, "the HTTPS certificate's expiry: {https}");
 }
 
 /// Through the shipped haproxy and nginx configurations in turn, in front of one cluster of

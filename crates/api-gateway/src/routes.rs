@@ -50,7 +50,40 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             name_node,
         ))
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// Counts every request in `cuttle_http_requests_total` and times it in
+/// `cuttle_http_request_duration_seconds` (until its answer's head), by method and by the
+/// template of the route it matched (`unmatched` for none), so a path's ids never become labels.
+async fn count_request(request: Request, next: Next) -> Response {
+    use axum::http::Method;
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let route = route.as_deref().unwrap_or("unmatched");
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let m = cuttle_telemetry::metrics();
+    m.http_requests
+        .with_label_values(&[method, route, response.status().as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[method, route])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The routes that take no key: the ping, the cluster's identity, the OpenAPI document.

@@ -503,7 +503,7 @@ impl Config {
             bail!("CUTTLE_TASK_LOG_MAX_BYTES must be at least 65536, got {task_log_max_bytes}");
         }
         let log = raw.log.unwrap_or_else(|| "info".to_owned());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+        if let Some(e) = cuttle_telemetry::logging::check_filter(&log) {
             bail!(
                 "CUTTLE_LOG is not a log filter ({e}): try info or info,cuttle_task_worker=debug"
             );

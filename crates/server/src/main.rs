@@ -240,27 +240,17 @@ fn load(cli: &Cli) -> Result<Config> {
 }
 
 fn init_logging(cfg: &Config) {
-    // Checked when the settings were read.
-    let mut filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use cuttle_telemetry::logging::{init, Format};
     // tiberius logs every error the server sends at ERROR, including those Cuttle handles (a
     // deadlock victim run again, a lost race on a unique key); Cuttle logs the ones it cannot
     // handle, with context. Shown again when the filter names tiberius.
-    if !cfg.log.contains("tiberius") {
-        if let Ok(quiet) = "tiberius::tds::stream::token=off".parse() {
-            filter = filter.add_directive(quiet);
-        }
-    }
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if cfg.log_json {
-        builder.json().init();
+    let quiet = ["tiberius::tds::stream::token=off"];
+    let format = if cfg.log_json {
+        Format::Json
     } else {
-        builder.init();
-    }
+        Format::Text
+    };
+    init(&cfg.log, &quiet, format);
 }
 
 async fn execute(cli: Cli, cfg: Config) -> Result<()> {

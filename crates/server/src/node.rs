@@ -53,6 +53,14 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
     let master_key = startup::master_key(&cfg, &store).await?;
     let cluster = cluster_cert::load(&store, &master_key).await?;
     tracing::info!(thumbprint = %cluster.identity.thumbprint(), "cluster certificate");
+    let metrics = cuttle_telemetry::metrics();
+    metrics.set_version(env!("CARGO_PKG_VERSION"));
+    if let Some(at) = cluster.identity.not_after() {
+        metrics
+            .certificate_expiry
+            .with_label_values(&["cluster"])
+            .set(at);
+    }
     let shared = startup::shared_store(&cfg, &store).await?;
     let data_keys = Keyring::load(&store, &master_key).await?;
     let generated_key = startup::bootstrap_api_key(&cfg, &store, &data_keys.get().hasher).await?;

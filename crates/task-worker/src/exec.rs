@@ -120,6 +120,7 @@ mod tests {
             epoch: 1,
             kind: "AdHocScript".into(),
             arguments: args,
+            waited_ms: 0,
         }
     }
 
@@ -235,6 +236,7 @@ mod tests {
             epoch: 1,
             kind: "Sleep".into(),
             arguments: serde_json::json!({"duration_ms": 1}),
+            waited_ms: 0,
         };
         assert_eq!(run(&t, &fx.ctx).await, Outcome::success());
         let log = std::fs::read_to_string(fx.store.task_log_path(Execution {

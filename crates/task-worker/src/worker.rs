@@ -11,6 +11,7 @@ use cuttle_storage::{
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::exec::{self, Outcome, StopReason, TaskCtx};
 use crate::fence::{Fence, Running};
@@ -477,16 +478,34 @@ impl Worker {
             sandbox: self.sandbox.clone(),
         };
         let (id, epoch) = (task.id, task.epoch);
-        tracing::debug!(task = %id, kind = %task.kind, "task claimed");
+        let kind = task.kind.clone();
+        let metrics = cuttle_telemetry::metrics();
+        metrics
+            .task_queue_wait
+            .with_label_values(&[&kind])
+            .observe(task.waited_ms.max(0) as f64 / 1000.0);
+        // Every line the task logs, here or in what it calls, carries its id and kind.
+        let span = tracing::info_span!("task", id = %id, kind = %kind);
+        tracing::debug!(parent: &span, "task claimed");
         self.fence.add(id, &running);
         self.running.insert(id, running);
         tokio::spawn(async move {
+            let started = Instant::now();
             // The task runs in its own tokio task so that a panic in it becomes a failed task,
             // never a stuck slot or a dead node.
-            let outcome = match tokio::spawn(async move { exec::run(&task, &ctx).await }).await {
+            let run = async move { exec::run(&task, &ctx).await }.instrument(span);
+            let outcome = match tokio::spawn(run).await {
                 Ok(o) => o,
                 Err(e) => Outcome::failed(format!("the task crashed: {e}")),
             };
+            let state = outcome.state.as_str();
+            metrics
+                .task_run
+                .with_label_values(&[&kind, state])
+                .observe(started.elapsed().as_secs_f64());
+            if kind == "Deploy" {
+                metrics.deployments.with_label_values(&[state]).inc();
+            }
             let _ = done_tx.send(Done { id, epoch, outcome });
         });
     }

@@ -74,12 +74,10 @@ fn main() -> ExitCode {
         std::process::exit(reap::main(&argv));
     }
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTTLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging() {
+        eprintln!("cuttle-tentacle: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -87,6 +85,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `CUTTLE_LOG` (a filter, `info` by default) and `CUTTLE_LOG_FORMAT` (`text` or `json`), as
+/// the server reads them.
+fn init_logging() -> std::result::Result<(), String> {
+    use cuttle_telemetry::logging::{check_filter, init, Format};
+    let filter = std::env::var("CUTTLE_LOG").unwrap_or_else(|_| "info".to_owned());
+    if let Some(e) = check_filter(&filter) {
+        return Err(format!("CUTTLE_LOG is not a log filter ({e})"));
+    }
+    let format = match std::env::var("CUTTLE_LOG_FORMAT") {
+        Err(_) => Format::Text,
+        Ok(v) => Format::parse(&v)
+            .ok_or_else(|| format!("CUTTLE_LOG_FORMAT must be text or json, got {v:?}"))?,
+    };
+    init(&filter, &[], format);
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -25,6 +25,12 @@ impl ServedCertificate {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
+    /// When the certificate now served (the chain's first) expires, in Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        let key = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        key.cert.first().and_then(|c| crate::not_after(c))
+    }
+
     /// The thumbprint of the certificate now served (the chain's first).
     pub fn thumbprint(&self) -> Option<crate::Thumbprint> {
         let key = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();

@@ -163,6 +163,11 @@ impl Identity {
         )
     }
 
+    /// When the certificate expires (Unix seconds); `None` if it cannot be read.
+    pub fn not_after(&self) -> Option<i64> {
+        not_after(&self.cert)
+    }
+
     pub fn thumbprint(&self) -> Thumbprint {
         Thumbprint::of(&self.cert)
     }
@@ -318,6 +323,13 @@ pub fn peer_thumbprint(conn: &rustls::CommonState) -> Option<Thumbprint> {
     conn.peer_certificates()
         .and_then(|c| c.first())
         .map(|c| Thumbprint::of(c))
+}
+
+/// When a DER certificate expires (Unix seconds); `None` if it cannot be read.
+pub fn not_after(cert_der: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(cert_der)
+        .ok()
+        .map(|(_, c)| c.validity().not_after.timestamp())
 }
 
 #[derive(Debug)]

@@ -64,7 +64,7 @@ impl Service for ArtifactsApi {
             .await
             .map_err(status)?;
         let range = files::range(meta.len(), r.offset, r.length)?;
-        let chunks = files::chunks(path, range, "open an artifact to download")
+        let chunks = files::chunks(path, range, "open an artifact to download", None)
             .await?
             .map(|c| c.map(|(data, offset)| pb::ArtifactChunk { data, offset }));
         Ok(Response::new(Box::pin(chunks)))

@@ -30,11 +30,12 @@ pub(super) fn range(size: u64, offset: u64, length: u64) -> Result<(u64, u64), S
     Ok((offset, end))
 }
 
-/// `path` from `offset` to `end` as `(bytes, where they start)` chunks.
+/// `path` from `offset` to `end` as `(bytes, where they start)` chunks, counted by `meter`.
 pub(super) async fn chunks(
     path: PathBuf,
     (offset, end): (u64, u64),
     what: &'static str,
+    meter: Option<cuttle_telemetry::IntCounter>,
 ) -> Result<impl Stream<Item = Result<(Bytes, u64), Status>> + Send + 'static, Status> {
     let file = tokio::task::spawn_blocking(move || {
         let opened = std::fs::File::open(&path).and_then(|mut f| {
@@ -55,6 +56,9 @@ pub(super) async fn chunks(
         tokio_util::io::ReaderStream::with_capacity(reader, CHUNK).scan(offset, move |at, read| {
             let item = match read {
                 Ok(bytes) => {
+                    if let Some(m) = &meter {
+                        m.inc_by(bytes.len() as u64);
+                    }
                     let start = *at;
                     *at += bytes.len() as u64;
                     Ok((bytes, start))

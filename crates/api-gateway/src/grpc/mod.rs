@@ -7,6 +7,7 @@
 mod api_keys;
 mod artifacts;
 mod convert;
+mod counted;
 mod deployments;
 mod documents;
 mod environments;
@@ -142,7 +143,8 @@ pub(crate) async fn serve(
     };
     let app = routes
         .into_axum_router()
-        .layer(from_fn_with_state(guard, authenticate_call));
+        .layer(from_fn_with_state(guard.clone(), authenticate_call))
+        .layer(from_fn_with_state(guard, counted::count_call));
     let config = &state.config;
     crate::listener::serve(
         listener,

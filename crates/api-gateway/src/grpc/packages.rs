@@ -128,15 +128,20 @@ impl Service for PackagesApi {
         let range = files::range(p.size, r.offset, r.length)?;
         let path = self.s.shared.package_path(&p.file);
         let mut first = Some(package(&p));
-        let chunks = files::chunks(path, range, "open a package to download")
-            .await?
-            .map(move |c| {
-                c.map(|(data, offset)| pb::PackageChunk {
-                    package: first.take(),
-                    data,
-                    offset,
-                })
-            });
+        let chunks = files::chunks(
+            path,
+            range,
+            "open a package to download",
+            Some(cuttle_telemetry::metrics().package_bytes_out()),
+        )
+        .await?
+        .map(move |c| {
+            c.map(|(data, offset)| pb::PackageChunk {
+                package: first.take(),
+                data,
+                offset,
+            })
+        });
         Ok(Response::new(Box::pin(chunks)))
     }
 

@@ -135,6 +135,7 @@ async fn download(
         etag: format!("\"{:x}-{modified:x}\"", meta.len()),
         content_type: "application/octet-stream",
         file_name: &file_name,
+        meter: None,
     };
     serve(served, &headers).await
 }

@@ -5,6 +5,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::error::ApiError;
@@ -75,6 +76,8 @@ pub(crate) struct Served<'a> {
     pub(crate) content_type: &'static str,
     /// For `Content-Disposition: attachment`.
     pub(crate) file_name: &'a str,
+    /// Counts the bytes sent (a package's, in `cuttle_package_bytes_total{direction="out"}`).
+    pub(crate) meter: Option<cuttle_telemetry::IntCounter>,
 }
 
 pub(crate) async fn serve(f: Served<'_>, headers: &HeaderMap) -> ApiResult {
@@ -134,7 +137,14 @@ pub(crate) async fn serve(f: Served<'_>, headers: &HeaderMap) -> ApiResult {
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{quoted}\"")) {
         common.insert(header::CONTENT_DISPOSITION, v);
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
+    let meter = f.meter;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024).inspect(
+        move |read| {
+            if let (Some(m), Ok(bytes)) = (&meter, read) {
+                m.inc_by(bytes.len() as u64);
+            }
+        },
+    );
     let mut resp: Response = (status, common).into_response();
     *resp.body_mut() = Body::from_stream(stream);
     Ok(resp)

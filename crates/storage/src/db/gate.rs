@@ -26,7 +26,7 @@ impl ConnectFailure {
     }
 }
 
-/// Takes a connection from `pool`. A new connection is still attempted in the background each
+/// Takes a connection from `pool`, observing the wait (`cuttle_db_connection_wait_seconds`). A new connection is still attempted in the background each
 /// time the database is down, so recovery is noticed at once.
 pub(super) async fn checkout<'a, M: ManageConnection>(
     pool: &'a Pool<M>,
@@ -40,7 +40,12 @@ pub(super) async fn checkout<'a, M: ManageConnection>(
     } else {
         Duration::MAX
     };
-    match tokio::time::timeout(wait, pool.get()).await {
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(wait, pool.get()).await;
+    cuttle_telemetry::metrics()
+        .db_wait
+        .observe(started.elapsed().as_secs_f64());
+    match got {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(RunError::User(e))) => Err(map_err(e)),
         Ok(Err(RunError::TimedOut)) | Err(_) => Err(Error::Unavailable {
@@ -50,5 +55,15 @@ pub(super) async fn checkout<'a, M: ManageConnection>(
                 .or(down)
                 .unwrap_or_else(|| "timed out waiting for a connection".into()),
         }),
+    }
+}
+
+/// A pool's connections now: open, and of those idle.
+pub(super) fn pool_state<M: ManageConnection>(pool: &Pool<M>, max: u32) -> crate::PoolState {
+    let state = pool.state();
+    crate::PoolState {
+        open: state.connections,
+        idle: state.idle_connections,
+        max,
     }
 }

@@ -4,6 +4,7 @@ mod deployments;
 mod documents;
 mod events;
 mod gate;
+mod gauges;
 mod keys;
 mod mssql;
 mod mssql_config;
@@ -26,6 +27,7 @@ use cuttle_core::{NewEvent, TaskId, TaskState, UnixMs};
 
 pub use deployments::{DeploymentFilter, DeploymentRecord, NewDeployment};
 pub use documents::{Document, DocumentWrite, Written, MAX_DOCUMENT_NAME_LEN};
+pub use gauges::{ClusterGauges, TaskCount};
 pub use keys::{
     ApiKeyRow, FoundApiKey, NewApiKey, Revoke, SealedDataKeys, SETTING_API_KEY_SECRET,
     SETTING_API_KEY_SECRET_PREVIOUS, SETTING_VARIABLE_KEY, SETTING_VARIABLE_KEY_PREVIOUS,
@@ -41,6 +43,17 @@ use crate::{Error, Result};
 pub const SCHEMA_VERSION: u32 = 12;
 
 /// Settings for connecting to the database.
+/// A connection pool's connections at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, idle or lent out.
+    pub open: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The most the pool opens (`CUTTLE_DB_POOL_SIZE`).
+    pub max: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Most connections one node keeps open (PostgreSQL).
@@ -127,6 +140,8 @@ pub struct ClaimedTask {
     pub epoch: i64,
     pub kind: String,
     pub arguments: serde_json::Value,
+    /// From its enqueue to this claim, on the database's clock.
+    pub waited_ms: i64,
 }
 
 /// A worker's report of how a task ended.
@@ -192,13 +207,13 @@ pub struct Store {
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
-            $crate::db::Backend::Sqlite($b) => $call,
-            $crate::db::Backend::Postgres($b) => {
-                $crate::db::deadline($self.command_timeout, &$self.target, async { $call }).await
-            }
-            $crate::db::Backend::Mssql($b) => {
-                $crate::db::deadline($self.command_timeout, &$self.target, async { $call }).await
-            }
+            $crate::db::Backend::Sqlite($b) => $crate::db::counted($call),
+            $crate::db::Backend::Postgres($b) => $crate::db::counted(
+                $crate::db::deadline($self.command_timeout, &$self.target, async { $call }).await,
+            ),
+            $crate::db::Backend::Mssql($b) => $crate::db::counted(
+                $crate::db::deadline($self.command_timeout, &$self.target, async { $call }).await,
+            ),
         }
     };
 }
@@ -213,6 +228,26 @@ macro_rules! dispatch_unbounded {
             $crate::db::Backend::Mssql($b) => $call,
         }
     };
+}
+
+/// Counts a failed call in `cuttle_db_errors_total`: `unavailable` when the database could not
+/// be reached or did not answer in time, `error` when it refused the statement. What the caller
+/// asked wrongly (a name taken, a rule broken) is the caller's error, not the database's.
+pub(crate) fn counted<T>(result: Result<T>) -> Result<T> {
+    if let Err(e) = &result {
+        let kind = match e {
+            Error::Unavailable { .. } => Some("unavailable"),
+            Error::Database(_) => Some("error"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            cuttle_telemetry::metrics()
+                .db_errors
+                .with_label_values(&[kind])
+                .inc();
+        }
+    }
+    result
 }
 
 /// Ends `call` as unavailable once `limit` has passed.
@@ -278,6 +313,15 @@ impl Store {
     /// Transactions this process has committed: the cost side of the queue's hot path.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// The connection pool's state; `None` for SQLite (one connection, no pool).
+    pub fn pool_state(&self) -> Option<PoolState> {
+        match &*self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.pool_state()),
+            Backend::Mssql(b) => Some(b.pool_state()),
+        }
     }
 
     /// Answers when the database does; `Unavailable` otherwise.

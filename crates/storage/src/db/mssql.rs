@@ -316,6 +316,7 @@ pub(super) struct Mssql {
     target: String,
     database: String,
     commits: Arc<AtomicU64>,
+    pool_max: u32,
 }
 
 /// The tiberius settings for a parsed connection string and Cuttle's own options.
@@ -425,6 +426,7 @@ impl Mssql {
             target: target.clone(),
             database: config.database.clone(),
             commits,
+            pool_max: opts.pool_size.max(1),
         };
         db.ping().await?;
         db.warn_without_read_committed_snapshot().await;
@@ -449,6 +451,10 @@ impl Mssql {
                 reason: e.to_string(),
             },
         }
+    }
+
+    pub(super) fn pool_state(&self) -> crate::PoolState {
+        super::gate::pool_state(&self.pool, self.pool_max)
     }
 
     pub(super) async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {

@@ -230,6 +230,7 @@ pub(super) struct Postgres {
     pub(super) tls: MakeRustls,
     pub(super) target: String,
     commits: Arc<AtomicU64>,
+    pool_max: u32,
 }
 
 impl Postgres {
@@ -283,6 +284,7 @@ impl Postgres {
             tls,
             target: target.clone(),
             commits,
+            pool_max: opts.pool_size.max(1),
         };
         pg.ping().await?;
         Ok((pg, target))
@@ -310,6 +312,10 @@ impl Postgres {
             target: self.target.clone(),
             reason: with_causes(&e),
         }
+    }
+
+    pub(super) fn pool_state(&self) -> crate::PoolState {
+        super::gate::pool_state(&self.pool, self.pool_max)
     }
 
     pub(super) async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {

@@ -366,6 +366,7 @@ async fn download(
         etag: format!("\"{}\"", p.sha256),
         content_type: p.format.content_type(),
         file_name: &name,
+        meter: Some(cuttle_telemetry::metrics().package_bytes_out()),
     };
     serve(served, &headers).await
 }

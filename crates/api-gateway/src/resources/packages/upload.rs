@@ -536,6 +536,7 @@ where
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
         .map_err(store_failed)?;
+    cuttle_telemetry::metrics().package_bytes_in(size);
     // From here the complete file is ours to place or remove.
     let discard = |path: PathBuf| {
         tokio::task::spawn_blocking(move || {

@@ -154,7 +154,8 @@ fn complete_and_claim_sql(done: usize, claim: bool) -> String {
         sql.push_str(
             "UPDATE tasks SET state = N'Executing', node = @P1, claim_epoch = claim_epoch + 1,
                  started_at = SYSUTCDATETIME(), error = NULL
-             OUTPUT inserted.seq, inserted.claim_epoch, inserted.kind, inserted.arguments
+             OUTPUT inserted.seq, inserted.claim_epoch, inserted.kind, inserted.arguments,
+                    DATEDIFF_BIG(MILLISECOND, inserted.queued_at, inserted.started_at)
              WHERE state = N'Queued' AND seq IN (
                  SELECT TOP (@take) q.seq FROM tasks q WITH (UPDLOCK, READPAST, ROWLOCK)
                  WHERE q.state = N'Queued'
@@ -402,6 +403,7 @@ impl Mssql {
                 epoch: int64(r, 1),
                 kind: text(r, 2),
                 arguments: serde_json::from_str(&text(r, 3)).unwrap_or(serde_json::Value::Null),
+                waited_ms: int64(r, 4),
             })
             .collect();
         Ok((accepted, claimed))

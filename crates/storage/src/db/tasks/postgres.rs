@@ -333,10 +333,11 @@ impl Postgres {
                               AND r.seq NOT IN (SELECT seq FROM done))))
                      FOR UPDATE SKIP LOCKED) c
                  WHERE t.seq = c.seq
-                 RETURNING t.seq, t.claim_epoch, t.kind, t.arguments)
-             SELECT TRUE, seq, 0::bigint, NULL::text, NULL::text FROM done
+                 RETURNING t.seq, t.claim_epoch, t.kind, t.arguments,
+                     t.started_at_ms - t.queued_at_ms AS waited)
+             SELECT TRUE, seq, 0::bigint, NULL::text, NULL::text, 0::bigint FROM done
              UNION ALL
-             SELECT FALSE, seq, claim_epoch, kind, arguments FROM claimed"
+             SELECT FALSE, seq, claim_epoch, kind, arguments, waited FROM claimed"
             )
         });
         let mut c = self.conn().await?;
@@ -387,6 +388,7 @@ impl Postgres {
                     arguments: args
                         .and_then(|a| serde_json::from_str(&a).ok())
                         .unwrap_or(serde_json::Value::Null),
+                    waited_ms: r.get(5),
                 });
             }
         }

@@ -302,7 +302,7 @@ impl Sqlite {
                              IFNULL((SELECT n.task_cap FROM nodes n WHERE n.name = ?1), 0)
                              - (SELECT COUNT(*) FROM tasks r
                                 WHERE r.node = ?1 AND r.state IN ('Executing', 'Cancelling')))))
-                     RETURNING seq, claim_epoch, kind, arguments"
+                     RETURNING seq, claim_epoch, kind, arguments, started_at_ms - queued_at_ms"
                 ))
                 .map_err(db_err)?;
             let rows = stmt
@@ -313,6 +313,7 @@ impl Sqlite {
                         epoch: r.get(1)?,
                         kind: r.get(2)?,
                         arguments: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
+                        waited_ms: r.get(4)?,
                     })
                 })
                 .map_err(db_err)?;
