@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing (PostgreSQL,
-# haproxy, nginx, Chromium and its WebDriver, bubblewrap, curl, jq, openssl, iproute2 and
-# Python's venv from the distribution's packages, the Python packages of the gRPC client and
+# haproxy, nginx, Prometheus' promtool, Chromium and its WebDriver, bubblewrap, curl, jq,
+# openssl, iproute2 and Python's venv from the distribution's packages, the Python packages of the gRPC client and
 # OpenAPI fuzzing tests from PyPI, and the user scripts on a node run as), builds once,
 # then runs every test with cargo-nextest (or cargo test when nextest is not installed), the
 # SQL Server variants too when CUTTLE_TEST_MSSQL_URL is set.
@@ -19,6 +19,10 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+# /metrics and the shipped alert rules are checked with Prometheus' own promtool (the package
+# without its recommended exporters).
+bare=()
+command -v promtool >/dev/null 2>&1 || bare+=(prometheus)
 # The web UI's browser test drives a headless Chromium over WebDriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
@@ -35,15 +39,20 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # virtual environment of the tests' own).
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 
-if [ "${#need[@]}" -gt 0 ]; then
-    echo "==> installing ${need[*]}"
+if [ "$(( ${#need[@]} + ${#bare[@]} ))" -gt 0 ]; then
+    echo "==> installing ${need[*]} ${bare[*]}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "missing ${need[*]} and this is not root: install these packages" >&2
+        echo "missing ${need[*]} ${bare[*]} and this is not root: install these packages" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
+    if [ "${#need[@]}" -gt 0 ]; then
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    if [ "${#bare[@]}" -gt 0 ]; then
+        apt-get install -y -qq --no-install-recommends "${bare[@]}" >/dev/null
+    fi
 fi
 
 if ! id cuttle-script >/dev/null 2>&1; then

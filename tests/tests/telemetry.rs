@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cuttle_e2e::{
-    download, upload, wait_until, Cluster, Database, Generated, Node, NodeOptions, Tentacle,
+    deploy_dir, download, upload, wait_until, Cluster, Database, Generated, Node, NodeOptions,
+    Tentacle,
 };
 use serde_json::{json, Value};
 
@@ -174,8 +175,8 @@ fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
     }
     let text = scrape(&n1);
     assert_eq!(
-        sample(&text, "cuttle_queue_tasks{kind=\"Sleep\",state=\"Queued\"}"),
-        None,
+        value(&text, "cuttle_queue_tasks{kind=\"Sleep\",state=\"Queued\"}"),
+        0.0,
         "nothing is queued any more"
     );
     assert_eq!(value(&text, "cuttle_queue_oldest_age_seconds"), 0.0);
@@ -283,6 +284,10 @@ fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
         1.0
     );
     promtool_accepts(&text);
+    if pooled {
+        // SQLite has no connection pool to report.
+        every_metric_the_alerts_and_dashboard_use_is_served(&text);
+    }
 
     // The database away: the node still answers with what it knows of itself, says it could
     // not read the cluster, and counts the failures.
@@ -339,4 +344,105 @@ fn json_log_lines_carry_the_task_they_are_about() {
     assert_eq!(claimed["span"]["id"], task.as_str(), "{claimed}");
     assert_eq!(claimed["span"]["kind"], "Sleep", "{claimed}");
     assert!(claimed["timestamp"].is_string() && claimed["level"] == "DEBUG");
+}
+
+/// The PromQL expressions of the shipped alert rules and Grafana dashboard.
+fn shipped_expressions() -> Vec<String> {
+    let rules = std::fs::read_to_string(deploy_dir().join("prometheus/cuttle-alerts.yml")).unwrap();
+    let mut exprs: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .map(str::to_owned)
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy_dir().join("grafana/cuttle-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() > 20, "{exprs:?}");
+    exprs
+}
+
+/// Metrics only a public gRPC call makes appear; `tests/tests/grpc.rs` checks them.
+const SERVED_AFTER_A_GRPC_CALL: [&str; 2] = [
+    "cuttle_grpc_requests_total",
+    "cuttle_grpc_request_duration_seconds",
+];
+
+/// Every `cuttle_` metric the alerts and the dashboard query is one a node serves: a renamed
+/// metric cannot leave a panel blank or an alert silent.
+fn every_metric_the_alerts_and_dashboard_use_is_served(text: &str) {
+    let served: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for expr in shipped_expressions() {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("cuttle_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| served.contains(f) || SERVED_AFTER_A_GRPC_CALL.contains(f))
+                .unwrap_or(&name);
+            assert!(
+                served.contains(&family) || SERVED_AFTER_A_GRPC_CALL.contains(&family),
+                "{name} (in {expr}) is not served"
+            );
+        }
+    }
+}
+
+/// The shipped alert rules are valid, pass their unit tests (`promtool test rules`), and the
+/// dashboard's queries are valid PromQL.
+#[test]
+fn the_shipped_alerts_and_dashboard_pass_promtool() {
+    let dir = deploy_dir().join("prometheus");
+    for args in [
+        ["check", "rules", "cuttle-alerts.yml"],
+        ["test", "rules", "cuttle-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool (Debian's prometheus package)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Each query as a recording rule: promtool parses it.
+    let tmp = cuttle_e2e::temp_dir("dashboard");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in shipped_expressions().iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(expr).unwrap()
+        ));
+    }
+    let file = tmp.path().join("dashboard.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the dashboard's queries: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use cuttle_core::{NodeRecord, Role};
+use cuttle_core::{NodeRecord, Role, TaskKind, TaskState};
 use cuttle_storage::ClusterGauges;
 use cuttle_telemetry::{metrics, Snapshot};
 
@@ -106,6 +106,13 @@ fn cluster(snapshot: &Snapshot, g: &ClusterGauges, nodes: &[NodeRecord]) {
         "Unfinished tasks in the cluster, by state (Queued, Executing, Cancelling) and kind.",
         &["state", "kind"],
     );
+    // Every kind in every unfinished state, 0 when none: an empty queue is a value (a
+    // dashboard's zero, an autoscaler's input), not a missing series.
+    for state in [TaskState::Queued, TaskState::Executing, TaskState::Cancelling] {
+        for kind in TaskKind::NAMES {
+            tasks.with_label_values(&[state.as_str(), kind]).set(0.0);
+        }
+    }
     for t in &g.tasks {
         tasks
             .with_label_values(&[t.state.as_str(), &t.kind])
