@@ -108,7 +108,11 @@ fn cluster(snapshot: &Snapshot, g: &ClusterGauges, nodes: &[NodeRecord]) {
     );
     // Every kind in every unfinished state, 0 when none: an empty queue is a value (a
     // dashboard's zero, an autoscaler's input), not a missing series.
-    for state in [TaskState::Queued, TaskState::Executing, TaskState::Cancelling] {
+    for state in [
+        TaskState::Queued,
+        TaskState::Executing,
+        TaskState::Cancelling,
+    ] {
         for kind in TaskKind::NAMES {
             tasks.with_label_values(&[state.as_str(), kind]).set(0.0);
         }
