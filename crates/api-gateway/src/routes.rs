@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use cuttle_core::ErrorCode;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::auth::{require_api_key, Guard};
 use crate::error::ApiError;
@@ -50,14 +51,23 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             name_node,
         ))
-        .layer(axum::middleware::from_fn(count_request))
+        .layer(axum::middleware::from_fn(observe_request))
         .with_state(state)
 }
+
+/// Paths answered without a span: the load balancer's health checks and the metrics scrapes
+/// would each be a trace of their own, every few seconds, forever.
+const UNTRACED: [&str; 3] = [
+    "/api/nodes/ping",
+    "/api/octopusservernodes/ping",
+    "/metrics",
+];
 
 /// Counts every request in `cuttle_http_requests_total` and times it in
 /// `cuttle_http_request_duration_seconds` (until its answer's head), by method and by the
 /// template of the route it matched (`unmatched` for none), so a path's ids never become labels.
-async fn count_request(request: Request, next: Next) -> Response {
+/// Runs it in a `request` span that continues the caller's trace (`traceparent`).
+async fn observe_request(request: Request, next: Next) -> Response {
     use axum::http::Method;
     let method = match *request.method() {
         Method::GET => "GET",
@@ -74,8 +84,27 @@ async fn count_request(request: Request, next: Next) -> Response {
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let route = route.as_deref().unwrap_or("unmatched");
+    let span = if UNTRACED.contains(&route) {
+        tracing::Span::none()
+    } else {
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        cuttle_telemetry::trace::continue_from_headers(&span, request.headers());
+        if let Some(id) = cuttle_telemetry::trace::trace_id_of(&span) {
+            span.record("trace_id", id.as_str());
+        }
+        span
+    };
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let m = cuttle_telemetry::metrics();
     m.http_requests
         .with_label_values(&[method, route, response.status().as_str()])

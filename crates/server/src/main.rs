@@ -239,7 +239,7 @@ fn load(cli: &Cli) -> Result<Config> {
     Ok(cfg)
 }
 
-fn init_logging(cfg: &Config) {
+fn init_logging(cfg: &Config, tracing: Option<&cuttle_telemetry::trace::Tracing>) {
     use cuttle_telemetry::logging::{init, Format};
     // tiberius logs every error the server sends at ERROR, including those Cuttle handles (a
     // deadlock victim run again, a lost race on a unique key); Cuttle logs the ones it cannot
@@ -250,7 +250,27 @@ fn init_logging(cfg: &Config) {
     } else {
         Format::Text
     };
-    init(&cfg.log, &quiet, format);
+    init(&cfg.log, &quiet, format, tracing);
+}
+
+/// The node's traces: exported where the `OTEL_*` variables say (`run` only; the one-shot
+/// commands trace nothing), trace ids and propagation always.
+fn start_tracing(
+    cli: &Cli,
+    cfg: &Config,
+    export: &cuttle_telemetry::trace::ExportSettings,
+) -> Result<cuttle_telemetry::trace::Tracing> {
+    use cuttle_telemetry::trace::{destination, Destination, Service, Tracing};
+    let destination = match cli.command {
+        Command::Run => destination().map_err(anyhow::Error::msg)?,
+        _ => Destination::None,
+    };
+    let service = Service {
+        name: "cuttle-server",
+        instance: cfg.node_name.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    Tracing::start(&service, destination, export).map_err(anyhow::Error::msg)
 }
 
 async fn execute(cli: Cli, cfg: Config) -> Result<()> {
@@ -475,9 +495,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The secrets are in `cfg` now: wiped from the environment before any thread starts.
+    // The secrets are in `cfg` now, the collector's credentials in `export`: wiped from the
+    // environment before any thread starts.
+    // SAFETY: no other thread exists yet.
+    let export = unsafe { cuttle_telemetry::trace::ExportSettings::take_from_env() };
     harden::harden_process();
-    init_logging(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -488,7 +510,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli, cfg)) {
+    // The exporters run on the runtime: made inside it.
+    let tracing = match runtime.block_on(async { start_tracing(&cli, &cfg, &export) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cuttle-server: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg, Some(&tracing));
+    let outcome = runtime.block_on(execute(cli, cfg));
+    // What the node traced last (its drain) is sent before it exits.
+    runtime.block_on(async { tokio::task::spawn_blocking(move || drop(tracing)).await.ok() });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

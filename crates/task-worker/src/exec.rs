@@ -121,6 +121,7 @@ mod tests {
             kind: "AdHocScript".into(),
             arguments: args,
             waited_ms: 0,
+            trace_parent: None,
         }
     }
 
@@ -237,6 +238,7 @@ mod tests {
             kind: "Sleep".into(),
             arguments: serde_json::json!({"duration_ms": 1}),
             waited_ms: 0,
+            trace_parent: None,
         };
         assert_eq!(run(&t, &fx.ctx).await, Outcome::success());
         let log = std::fs::read_to_string(fx.store.task_log_path(Execution {

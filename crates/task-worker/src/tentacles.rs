@@ -1,7 +1,7 @@
 //! Reaching deployment targets: through the gateway that holds a polling tentacle's session
 //! (any node's, via its `TentacleRelay`, over a cached channel per node), or straight to a
 //! listening tentacle over mutual TLS with the cluster certificate. Used by every task kind that
-//! works on targets.
+//! works on targets. Every call carries the caller's trace (`traceparent` metadata).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +16,7 @@ use cuttle_proto::v1::{
 };
 use cuttle_storage::{Execution, SharedStore, Store};
 use cuttle_tls::{Thumbprint, Trusted};
+use cuttle_telemetry::trace::grpc_request;
 use tonic::Streaming;
 
 use crate::ctx::{TaskCtx, TaskError, TaskResult};
@@ -203,7 +204,7 @@ pub(crate) async fn direct(
 ) -> Result<Streaming<ScriptEvent>, String> {
     listening(t, ctx)
         .await?
-        .run_script(request)
+        .run_script(grpc_request(request))
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| s.message().to_owned())
@@ -281,7 +282,7 @@ pub(crate) async fn run_script_on(
                     target_id: t.id.0,
                     request: Some(request.clone()),
                 };
-                async move { client.run_script(relay).await }
+                async move { client.run_script(grpc_request(relay)).await }
             })
             .await
         }
@@ -313,7 +314,7 @@ pub(crate) async fn send_file(
                     .map_err(|e| {
                         tonic::Status::internal(format!("read {}: {e}", path.display()))
                     })?;
-                let mut request = tonic::Request::new(chunks);
+                let mut request = grpc_request(chunks);
                 if let Ok(v) = t.id.0.to_string().parse() {
                     request
                         .metadata_mut()
@@ -326,7 +327,7 @@ pub(crate) async fn send_file(
         Comms::Listening => match listening(t, ctx).await {
             Ok(mut client) => match cuttle_proto::files::chunks(path, header.clone()).await {
                 Ok(chunks) => client
-                    .push_file(chunks)
+                    .push_file(grpc_request(chunks))
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| s.message().to_owned()),
@@ -358,13 +359,13 @@ pub(crate) async fn extract_on(
                     target_id: t.id.0,
                     request: Some(request.clone()),
                 };
-                async move { client.extract_package(relayed).await }
+                async move { client.extract_package(grpc_request(relayed)).await }
             })
             .await
         }
         Comms::Listening => match listening(t, ctx).await {
             Ok(mut client) => client
-                .extract_package(request)
+                .extract_package(grpc_request(request))
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|s| s.message().to_owned()),

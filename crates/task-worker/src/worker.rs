@@ -484,8 +484,28 @@ impl Worker {
             .task_queue_wait
             .with_label_values(&[&kind])
             .observe(task.waited_ms.max(0) as f64 / 1000.0);
-        // Every line the task logs, here or in what it calls, carries its id and kind.
-        let span = tracing::info_span!("task", id = %id, kind = %kind);
+        // Every line the task logs, here or in what it calls, carries its id, kind and trace:
+        // the trace of the request that queued it, continued here on whichever node claimed it.
+        let span = tracing::info_span!(
+            "task",
+            id = %id,
+            kind = %kind,
+            otel.name = %format!("task {kind}"),
+            cuttle.task.id = %id,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(tp) = &task.trace_parent {
+            cuttle_telemetry::trace::continue_trace(&span, tp);
+        }
+        if let Some(trace) = cuttle_telemetry::trace::trace_id_of(&span) {
+            span.record("trace_id", trace.as_str());
+        }
+        cuttle_telemetry::trace::record_past(
+            &span,
+            "queued",
+            Duration::from_millis(task.waited_ms.max(0) as u64),
+            &[("cuttle.task.id", id.to_string()), ("cuttle.node", self.node.clone())],
+        );
         tracing::debug!(parent: &span, "task claimed");
         self.fence.add(id, &running);
         self.running.insert(id, running);

@@ -1,10 +1,16 @@
 //! The log subscriber of every Cuttle binary: human lines or JSON objects on stderr, filtered by
-//! an `EnvFilter` directive. The fields of the spans a line is written in (a task's id, a
-//! request's route) are part of the line in both formats.
+//! an `EnvFilter` directive, and — beside them, filtered on its own — the OpenTelemetry layer
+//! that turns Cuttle's spans into a trace ([`crate::trace`]). The fields of the spans a line is
+//! written in (a task's id, its trace id) are part of the line in both formats.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::trace::Tracing;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +33,12 @@ impl Format {
     }
 }
 
-/// Installs the process's subscriber: `filter` (an `EnvFilter` directive, checked by the caller
-/// with [`check_filter`]) plus `quiet` directives added unless the filter names their target.
-pub fn init(filter: &str, quiet: &[&str], format: Format) {
+/// Installs the process's subscriber: log lines filtered by `filter` (an `EnvFilter`
+/// directive, checked by the caller with [`check_filter`]) plus `quiet` directives added unless
+/// the filter names their target; and, when given, the spans of Cuttle's own crates at INFO
+/// and above for `tracing` — whatever the log filter, and never the spans of the libraries
+/// beneath (the exporter's own HTTP/2 calls among them).
+pub fn init(filter: &str, quiet: &[&str], format: Format, tracing: Option<&Tracing>) {
     let mut env_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in quiet {
         let target = directive.split(['=', ':']).next().unwrap_or(directive);
@@ -39,18 +48,25 @@ pub fn init(filter: &str, quiet: &[&str], format: Format) {
             }
         }
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match format {
-        Format::Text => builder.try_init(),
-        Format::Json => builder
+    let lines = match format {
+        Format::Text => lines.boxed(),
+        Format::Json => lines
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .try_init(),
+            .boxed(),
     };
+    let spans = tracing.map(|t| {
+        t.layer()
+            .with_filter(Targets::new().with_target("cuttle", LevelFilter::INFO))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(lines.with_filter(env_filter))
+        .with(spans)
+        .try_init();
 }
 
 /// Why `filter` is not a directive [`init`] can use; `None` when it is.

@@ -1,5 +1,6 @@
 //! `TentacleRelay`: a worker on any node asks this gateway to call a tentacle it holds a
-//! session with. Calls pass straight through; ending the relay call ends the tentacle call.
+//! session with. Calls pass straight through; ending the relay call ends the tentacle call. Each
+//! call runs in a `relay` span that continues the worker's trace and carries it to the tentacle.
 
 use cuttle_core::TargetId;
 use cuttle_proto::v1::tentacle_client::TentacleClient;
@@ -10,7 +11,9 @@ use cuttle_proto::v1::{
 };
 use cuttle_proto::TARGET_METADATA;
 use tokio_stream::StreamExt;
+use cuttle_telemetry::trace::{continue_from_metadata, grpc_request};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::Sessions;
 
@@ -65,17 +68,36 @@ impl TentacleRelayService {
     }
 }
 
+/// The span of one relayed call, continuing the worker's trace; the call to the tentacle made
+/// in it carries the trace on.
+fn relay_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "relay",
+        otel.name = %format!("relay {method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = method,
+    );
+    continue_from_metadata(&span, metadata);
+    span
+}
+
 #[tonic::async_trait]
 impl TentacleRelay for TentacleRelayService {
     async fn capabilities(
         &self,
         request: Request<RelayCapabilities>,
     ) -> Result<Response<CapabilitiesReply>, Status> {
+        let span = relay_span("Capabilities", request.metadata());
         let relayed = request.into_inner();
-        let mut client = self.client(relayed.target_id).await?;
-        client
-            .capabilities(relayed.request.unwrap_or_default())
-            .await
+        async {
+            let mut client = self.client(relayed.target_id).await?;
+            client
+                .capabilities(grpc_request(relayed.request.unwrap_or_default()))
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     async fn push_file(
@@ -88,12 +110,15 @@ impl TentacleRelay for TentacleRelayService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .ok_or_else(|| Status::invalid_argument(format!("no {TARGET_METADATA} metadata")))?;
+        let span = relay_span("PushFile", request.metadata());
         let mut client = self.client(target).await?;
         // Chunks pass through as they arrive: flow control reaches back to the sender, so the
         // gateway holds a few chunks at most. An error upstream ends the stream early, and the
         // tentacle refuses the short file.
         let chunks = request.into_inner().map_while(Result::ok);
-        client.push_file(chunks).await
+        async { client.push_file(grpc_request(chunks)).await }
+            .instrument(span)
+            .await
     }
 
     type PullFileStream = Streaming<FileChunk>;
@@ -102,24 +127,30 @@ impl TentacleRelay for TentacleRelayService {
         &self,
         request: Request<RelayPullFile>,
     ) -> Result<Response<Streaming<FileChunk>>, Status> {
+        let span = relay_span("PullFile", request.metadata());
         let req = request.into_inner();
         let mut client = self.client(req.target_id).await?;
         let pull = req
             .request
             .ok_or_else(|| Status::invalid_argument("no pull request"))?;
-        client.pull_file(pull).await
+        async { client.pull_file(grpc_request(pull)).await }
+            .instrument(span)
+            .await
     }
 
     async fn extract_package(
         &self,
         request: Request<RelayExtractPackage>,
     ) -> Result<Response<ExtractPackageReply>, Status> {
+        let span = relay_span("ExtractPackage", request.metadata());
         let req = request.into_inner();
         let mut client = self.client(req.target_id).await?;
         let extract = req
             .request
             .ok_or_else(|| Status::invalid_argument("no extract request"))?;
-        client.extract_package(extract).await
+        async { client.extract_package(grpc_request(extract)).await }
+            .instrument(span)
+            .await
     }
 
     type RunScriptStream = Streaming<ScriptEvent>;
@@ -128,11 +159,14 @@ impl TentacleRelay for TentacleRelayService {
         &self,
         request: Request<RelayRunScript>,
     ) -> Result<Response<Streaming<ScriptEvent>>, Status> {
+        let span = relay_span("RunScript", request.metadata());
         let req = request.into_inner();
         let mut client = self.client(req.target_id).await?;
         let script = req
             .request
             .ok_or_else(|| Status::invalid_argument("no script request"))?;
-        client.run_script(script).await
+        async { client.run_script(grpc_request(script)).await }
+            .instrument(span)
+            .await
     }
 }

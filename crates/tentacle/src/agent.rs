@@ -19,7 +19,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use cuttle_telemetry::trace::continue_from_metadata;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::home::Home;
 
@@ -276,7 +278,42 @@ impl Tentacle for Connection {
         &self,
         request: Request<RunScriptRequest>,
     ) -> Result<Response<Events>, Status> {
-        let req = request.into_inner();
+        let var = |name: &str| {
+            request
+                .get_ref()
+                .env
+                .get(name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let span = tracing::info_span!(
+            "script",
+            otel.name = "run script",
+            otel.kind = "server",
+            cuttle.task.id = %var("CUTTLE_TASK_ID"),
+            cuttle.target = %var("CUTTLE_TARGET_NAME"),
+            exit_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        continue_from_metadata(&span, request.metadata());
+        if let Some(id) = cuttle_telemetry::trace::trace_id_of(&span) {
+            span.record("trace_id", id.as_str());
+        }
+        self.start_script(request.into_inner(), span.clone())
+            .instrument(span)
+            .await
+    }
+}
+
+impl Connection {
+    /// Starts a script beneath its reaper and streams its output; `span` (the call's, which
+    /// continues the cluster's trace) covers it to its exit, and the script reads its trace in
+    /// `TRACEPARENT` to carry it further.
+    async fn start_script(
+        &self,
+        req: RunScriptRequest,
+        span: tracing::Span,
+    ) -> Result<Response<Events>, Status> {
         let shell = match req.shell.as_str() {
             "" => "sh",
             s => s,
@@ -322,6 +359,7 @@ impl Tentacle for Connection {
             .args(script_args(shell))
             .arg(&file)
             .envs(&req.env)
+            .envs(cuttle_telemetry::trace::traceparent_of(&span).map(|tp| ("TRACEPARENT", tp)))
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -384,6 +422,7 @@ impl Tentacle for Connection {
             match status {
                 Some(Ok(s)) => {
                     let code = s.code().unwrap_or(-1);
+                    tracing::Span::current().record("exit_code", code);
                     tracing::info!(code, "script ended");
                     let event = script_event::Event::ExitCode(code);
                     let _ = tx.send(Ok(ScriptEvent { event: Some(event) })).await;
@@ -395,7 +434,7 @@ impl Tentacle for Connection {
                 }
                 None => tracing::info!("script cancelled by the cluster; process group killed"),
             }
-        });
+        }.instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

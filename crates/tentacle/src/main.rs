@@ -74,11 +74,17 @@ fn main() -> ExitCode {
         std::process::exit(reap::main(&argv));
     }
     let cli = Cli::parse();
-    if let Err(e) = init_logging() {
-        eprintln!("cuttle-tentacle: {e}");
-        return ExitCode::FAILURE;
-    }
-    match run(cli) {
+    // The collector's credentials, out of the environment before any thread (or script) starts.
+    // SAFETY: no other thread exists yet.
+    let export = unsafe { cuttle_telemetry::trace::ExportSettings::take_from_env() };
+    let logs = match LogSettings::from_env() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cuttle-tentacle: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli, logs, export) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cuttle-tentacle: {e:#}");
@@ -89,28 +95,62 @@ fn main() -> ExitCode {
 
 /// `CUTTLE_LOG` (a filter, `info` by default) and `CUTTLE_LOG_FORMAT` (`text` or `json`), as
 /// the server reads them.
-fn init_logging() -> std::result::Result<(), String> {
-    use cuttle_telemetry::logging::{check_filter, init, Format};
-    let filter = std::env::var("CUTTLE_LOG").unwrap_or_else(|_| "info".to_owned());
-    if let Some(e) = check_filter(&filter) {
-        return Err(format!("CUTTLE_LOG is not a log filter ({e})"));
-    }
-    let format = match std::env::var("CUTTLE_LOG_FORMAT") {
-        Err(_) => Format::Text,
-        Ok(v) => Format::parse(&v)
-            .ok_or_else(|| format!("CUTTLE_LOG_FORMAT must be text or json, got {v:?}"))?,
-    };
-    init(&filter, &[], format);
-    Ok(())
+struct LogSettings {
+    filter: String,
+    format: cuttle_telemetry::logging::Format,
 }
 
-fn run(cli: Cli) -> Result<()> {
+impl LogSettings {
+    fn from_env() -> std::result::Result<LogSettings, String> {
+        use cuttle_telemetry::logging::{check_filter, Format};
+        let filter = std::env::var("CUTTLE_LOG").unwrap_or_else(|_| "info".to_owned());
+        if let Some(e) = check_filter(&filter) {
+            return Err(format!("CUTTLE_LOG is not a log filter ({e})"));
+        }
+        let format = match std::env::var("CUTTLE_LOG_FORMAT") {
+            Err(_) => Format::Text,
+            Ok(v) => Format::parse(&v)
+                .ok_or_else(|| format!("CUTTLE_LOG_FORMAT must be text or json, got {v:?}"))?,
+        };
+        Ok(LogSettings { filter, format })
+    }
+
+    fn init(&self, tracing: Option<&cuttle_telemetry::trace::Tracing>) {
+        cuttle_telemetry::logging::init(&self.filter, &[], self.format, tracing);
+    }
+}
+
+/// The agent's traces, as the `OTEL_*` variables say: service `cuttle-tentacle`, instance the
+/// target's name.
+fn start_tracing(
+    home: &Home,
+    export: &cuttle_telemetry::trace::ExportSettings,
+) -> Result<cuttle_telemetry::trace::Tracing> {
+    use cuttle_telemetry::trace::{destination, Service, Tracing};
+    let name = home.load().map(|c| c.name).unwrap_or_default();
+    let service = Service {
+        name: "cuttle-tentacle",
+        instance: name,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let destination = destination().map_err(anyhow::Error::msg)?;
+    Tracing::start(&service, destination, export).map_err(anyhow::Error::msg)
+}
+
+fn run(
+    cli: Cli,
+    logs: LogSettings,
+    export: cuttle_telemetry::trace::ExportSettings,
+) -> Result<()> {
     let dir = match cli.home {
         Some(d) => d,
         None => PathBuf::from(std::env::var("HOME").context("HOME is not set; give --home")?)
             .join(".cuttle-tentacle"),
     };
     let home = Home::new(dir);
+    if !matches!(cli.command, Command::Run) {
+        logs.init(None);
+    }
     match cli.command {
         Command::NewCertificate { force } => {
             let id = home.new_certificate(force)?;
@@ -142,7 +182,12 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("start the runtime")?;
-            runtime.block_on(run_agent(&home))
+            // The exporters run on the runtime: made inside it.
+            let tracing = runtime.block_on(async { start_tracing(&home, &export) })?;
+            logs.init(Some(&tracing));
+            let outcome = runtime.block_on(run_agent(&home));
+            runtime.block_on(async { tokio::task::spawn_blocking(move || drop(tracing)).await.ok() });
+            outcome
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Every public gRPC call counted in `cuttle_grpc_requests_total{method,code}` and timed in
 //! `cuttle_grpc_request_duration_seconds{method}`, until its status is sent: in the answer's
 //! head for a refusal (trailers-only), in the trailers after the last message otherwise. A call
-//! whose client goes away before the status is `Cancelled`.
+//! whose client goes away before the status is `Cancelled`. Each call (but the health service's)
+//! runs in a `call` span continuing the caller's trace (`traceparent` metadata).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,6 +14,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Frame;
+use tracing::Instrument;
 
 use super::{Guard, KEYLESS};
 
@@ -32,12 +34,32 @@ pub(super) async fn count_call(State(g): State<Guard>, req: Request, next: Next)
     } else {
         "unknown".to_owned()
     };
+    // The health service (polled by load balancers) makes no trace.
+    let span = if known && !path.starts_with("/grpc.") {
+        let span = tracing::info_span!(
+            "call",
+            otel.name = %method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        cuttle_telemetry::trace::continue_from_headers(&span, req.headers());
+        if let Some(id) = cuttle_telemetry::trace::trace_id_of(&span) {
+            span.record("trace_id", id.as_str());
+        }
+        span
+    } else {
+        tracing::Span::none()
+    };
     let call = Call {
         method,
         started: Instant::now(),
         done: false,
+        span: span.clone(),
     };
-    let mut resp = next.run(req).await;
+    let mut resp = next.run(req).instrument(span).await;
     if let Some(code) = code_in(resp.headers()) {
         let mut call = call;
         call.record(code);
@@ -52,6 +74,8 @@ struct Call {
     method: String,
     started: Instant,
     done: bool,
+    /// Ends when the call is recorded (its status sent).
+    span: tracing::Span,
 }
 
 impl Call {
@@ -60,6 +84,8 @@ impl Call {
             return;
         }
         self.done = true;
+        self.span.record("rpc.grpc.status_code", code);
+        self.span = tracing::Span::none();
         let m = cuttle_telemetry::metrics();
         m.grpc_requests
             .with_label_values(&[&self.method, code])

@@ -40,7 +40,7 @@ use crate::{Error, Result};
 
 /// The schema version this binary expects; migrations `0001..=SCHEMA_VERSION` exist for every
 /// dialect.
-pub const SCHEMA_VERSION: u32 = 12;
+pub const SCHEMA_VERSION: u32 = 13;
 
 /// Settings for connecting to the database.
 /// A connection pool's connections at one instant.
@@ -142,6 +142,8 @@ pub struct ClaimedTask {
     pub arguments: serde_json::Value,
     /// From its enqueue to this claim, on the database's clock.
     pub waited_ms: i64,
+    /// The trace of the request that queued it (W3C `traceparent`), if any.
+    pub trace_parent: Option<String>,
 }
 
 /// A worker's report of how a task ended.
@@ -203,8 +205,21 @@ pub struct Store {
 /// Dispatches one call to the backend in use. A call to a database server has a deadline (the
 /// store's command timeout): however the network fails — a partition in the middle of a query,
 /// a server that stops answering — the call ends, as [`Error::Unavailable`], instead of waiting
-/// for the kernel to give the connection up (minutes). SQLite is a local file: no deadline.
+/// for the kernel to give the connection up (minutes). SQLite is a local file: no deadline. The
+/// call runs in a `db <method>` span ([`call_span`]) and its failure is counted ([`counted`]).
 macro_rules! dispatch {
+    ($self:ident, $b:ident => $recv:ident . $method:ident ( $($args:tt)* ) . await) => {
+        tracing::Instrument::instrument(
+            async { $crate::db::dispatch_call!($self, $b => $recv.$method($($args)*).await) },
+            $crate::db::call_span($self.dialect(), stringify!($method)),
+        )
+        .await
+    };
+}
+pub(crate) use dispatch;
+
+/// [`dispatch!`]'s call, outside any span.
+macro_rules! dispatch_call {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
             $crate::db::Backend::Sqlite($b) => $crate::db::counted($call),
@@ -217,7 +232,7 @@ macro_rules! dispatch {
         }
     };
 }
-pub(crate) use dispatch;
+pub(crate) use dispatch_call;
 
 /// [`dispatch!`] without the deadline: for what may rightly take long (migrations).
 macro_rules! dispatch_unbounded {
@@ -228,6 +243,22 @@ macro_rules! dispatch_unbounded {
             $crate::db::Backend::Mssql($b) => $call,
         }
     };
+}
+
+/// The span of one database call, a child of the caller's: `db <method>`, with the dialect. A
+/// call outside any span (a heartbeat, a worker's poll) makes none — it would be a trace of its
+/// own, several a second, forever.
+pub(crate) fn call_span(system: &'static str, method: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = %format!("db {method}"),
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = method,
+    )
 }
 
 /// Counts a failed call in `cuttle_db_errors_total`: `unavailable` when the database could not
@@ -303,6 +334,15 @@ impl Store {
             target: target.into(),
             command_timeout: opts.command_timeout,
         })
+    }
+
+    /// The dialect, as OpenTelemetry names database systems.
+    fn dialect(&self) -> &'static str {
+        match &*self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+            Backend::Mssql(_) => "microsoft.sql_server",
+        }
     }
 
     /// A description of the database safe to show: host or file, never a password.

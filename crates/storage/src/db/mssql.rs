@@ -61,6 +61,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         12,
         include_str!("../../migrations/mssql/0012_node_instance.sql"),
     ),
+    (
+        13,
+        include_str!("../../migrations/mssql/0013_task_trace.sql"),
+    ),
 ];
 
 /// Opens the migration's transaction and takes the application lock that serialises schema

@@ -66,6 +66,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         12,
         include_str!("../../migrations/postgres/0012_node_instance.sql"),
     ),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_task_trace.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -49,6 +49,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         12,
         include_str!("../../migrations/sqlite/0012_node_instance.sql"),
     ),
+    (
+        13,
+        include_str!("../../migrations/sqlite/0013_task_trace.sql"),
+    ),
 ];
 
 /// The database clock in Unix milliseconds.

@@ -134,7 +134,9 @@ impl Store {
         deployment: &NewDeployment<'_>,
         audit: Option<Audit<TaskRecord>>,
     ) -> Result<(TaskRecord, i64)> {
-        let (task, id) = dispatch!(self, b => b.enqueue(task, Some(deployment), audit).await)?;
+        let trace = cuttle_telemetry::trace::traceparent();
+        let (task, id) =
+            dispatch!(self, b => b.enqueue(task, Some(deployment), trace.as_deref(), audit).await)?;
         let id = id.ok_or_else(|| Error::Database("deployment insert returned no row".into()))?;
         Ok((task, id))
     }

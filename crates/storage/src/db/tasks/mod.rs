@@ -49,13 +49,15 @@ impl Store {
         dispatch!(self, b => b.requeue_unstarted(node, executions, &note).await)
     }
 
-    /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL).
+    /// Adds a task to the queue and wakes listeners (NOTIFY on PostgreSQL). The task carries the
+    /// current trace, for the worker that runs it to continue.
     pub async fn enqueue(
         &self,
         task: &NewTask,
         audit: Option<Audit<TaskRecord>>,
     ) -> Result<TaskRecord> {
-        Ok(dispatch!(self, b => b.enqueue(task, None, audit).await)?.0)
+        let trace = cuttle_telemetry::trace::traceparent();
+        Ok(dispatch!(self, b => b.enqueue(task, None, trace.as_deref(), audit).await)?.0)
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {

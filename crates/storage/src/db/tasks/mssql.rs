@@ -155,7 +155,8 @@ fn complete_and_claim_sql(done: usize, claim: bool) -> String {
             "UPDATE tasks SET state = N'Executing', node = @P1, claim_epoch = claim_epoch + 1,
                  started_at = SYSUTCDATETIME(), error = NULL
              OUTPUT inserted.seq, inserted.claim_epoch, inserted.kind, inserted.arguments,
-                    DATEDIFF_BIG(MILLISECOND, inserted.queued_at, inserted.started_at)
+                    DATEDIFF_BIG(MILLISECOND, inserted.queued_at, inserted.started_at),
+                    inserted.trace_parent
              WHERE state = N'Queued' AND seq IN (
                  SELECT TOP (@take) q.seq FROM tasks q WITH (UPDLOCK, READPAST, ROWLOCK)
                  WHERE q.state = N'Queued'
@@ -246,14 +247,16 @@ impl Mssql {
         &self,
         task: &NewTask,
         deployment: Option<&NewDeployment<'_>>,
+        trace_parent: Option<&str>,
         audit: Option<Audit<TaskRecord>>,
     ) -> Result<(TaskRecord, Option<i64>)> {
         const SQL: &str = concat!(
             "INSERT INTO tasks (kind, arguments, description, concurrency_tag, state, retry_safe,
-                 queued_at)
+                 queued_at, trace_parent)
              OUTPUT ",
             task_columns!("inserted"),
-            " VALUES (@P1, @P2, @P3, CAST(@P4 AS NVARCHAR(MAX)), N'Queued', @P5, SYSUTCDATETIME())"
+            " VALUES (@P1, @P2, @P3, CAST(@P4 AS NVARCHAR(MAX)), N'Queued', @P5, SYSUTCDATETIME(),
+                 CAST(@P6 AS VARCHAR(64)))"
         );
         let args = task.kind.arguments().to_string();
         let kind = task.kind.name();
@@ -270,6 +273,7 @@ impl Mssql {
                     &task.description.as_str(),
                     &tag,
                     &retry_safe,
+                    &OptText(trace_parent),
                 ],
             )
             .await?;
@@ -404,6 +408,7 @@ impl Mssql {
                 kind: text(r, 2),
                 arguments: serde_json::from_str(&text(r, 3)).unwrap_or(serde_json::Value::Null),
                 waited_ms: int64(r, 4),
+                trace_parent: opt_text(r, 5),
             })
             .collect();
         Ok((accepted, claimed))

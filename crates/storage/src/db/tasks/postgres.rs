@@ -186,6 +186,7 @@ impl Postgres {
         &self,
         task: &NewTask,
         deployment: Option<&NewDeployment<'_>>,
+        trace_parent: Option<&str>,
         audit: Option<Audit<TaskRecord>>,
     ) -> Result<(TaskRecord, Option<i64>)> {
         let args = task.kind.arguments().to_string();
@@ -195,12 +196,19 @@ impl Postgres {
             format!(
                 "WITH t AS (
                      INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
-                         retry_safe, queued_at_ms)
-                     VALUES ($1, $2, $3, $4, 'Queued', $5, {NOW}) RETURNING {TASK_COLUMNS})
+                         retry_safe, queued_at_ms, trace_parent)
+                     VALUES ($1, $2, $3, $4, 'Queued', $5, {NOW}, $6) RETURNING {TASK_COLUMNS})
                  SELECT t.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM t"
             )
         });
-        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL];
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BOOL,
+            Type::TEXT,
+        ];
         let mut c = self.conn().await?;
         // NOTIFY is delivered at commit, so a woken worker always finds the row.
         let written: std::result::Result<_, tokio_postgres::Error> = async {
@@ -215,6 +223,7 @@ impl Postgres {
                         &task.description,
                         &task.concurrency_tag,
                         &retry,
+                        &trace_parent,
                     ],
                 )
                 .await?;
@@ -334,10 +343,10 @@ impl Postgres {
                      FOR UPDATE SKIP LOCKED) c
                  WHERE t.seq = c.seq
                  RETURNING t.seq, t.claim_epoch, t.kind, t.arguments,
-                     t.started_at_ms - t.queued_at_ms AS waited)
-             SELECT TRUE, seq, 0::bigint, NULL::text, NULL::text, 0::bigint FROM done
+                     t.started_at_ms - t.queued_at_ms AS waited, t.trace_parent)
+             SELECT TRUE, seq, 0::bigint, NULL::text, NULL::text, 0::bigint, NULL::text FROM done
              UNION ALL
-             SELECT FALSE, seq, claim_epoch, kind, arguments, waited FROM claimed"
+             SELECT FALSE, seq, claim_epoch, kind, arguments, waited, trace_parent FROM claimed"
             )
         });
         let mut c = self.conn().await?;
@@ -389,6 +398,7 @@ impl Postgres {
                         .and_then(|a| serde_json::from_str(&a).ok())
                         .unwrap_or(serde_json::Value::Null),
                     waited_ms: r.get(5),
+                    trace_parent: r.get(6),
                 });
             }
         }

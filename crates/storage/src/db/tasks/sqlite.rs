@@ -158,24 +158,27 @@ impl Sqlite {
         &self,
         task: &NewTask,
         deployment: Option<&NewDeployment<'_>>,
+        trace_parent: Option<&str>,
         audit: Option<Audit<TaskRecord>>,
     ) -> Result<(TaskRecord, Option<i64>)> {
         let task = task.clone();
         let deployment = deployment.map(OwnedDeployment::from);
+        let trace_parent = trace_parent.map(str::to_owned);
         self.write(move |tx| {
             let record = tx
                 .query_row(
                     &format!(
                         "INSERT INTO tasks (kind, arguments, description, concurrency_tag, state,
-                         retry_safe, queued_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'Queued', ?5, {NOW}) RETURNING {TASK_COLUMNS}"
+                         retry_safe, queued_at_ms, trace_parent)
+                     VALUES (?1, ?2, ?3, ?4, 'Queued', ?5, {NOW}, ?6) RETURNING {TASK_COLUMNS}"
                     ),
                     params![
                         task.kind.name(),
                         task.kind.arguments().to_string(),
                         task.description,
                         task.concurrency_tag,
-                        task.kind.retry_safe()
+                        task.kind.retry_safe(),
+                        trace_parent
                     ],
                     task_from_row,
                 )
@@ -302,7 +305,8 @@ impl Sqlite {
                              IFNULL((SELECT n.task_cap FROM nodes n WHERE n.name = ?1), 0)
                              - (SELECT COUNT(*) FROM tasks r
                                 WHERE r.node = ?1 AND r.state IN ('Executing', 'Cancelling')))))
-                     RETURNING seq, claim_epoch, kind, arguments, started_at_ms - queued_at_ms"
+                     RETURNING seq, claim_epoch, kind, arguments, started_at_ms - queued_at_ms,
+                         trace_parent"
                 ))
                 .map_err(db_err)?;
             let rows = stmt
@@ -314,6 +318,7 @@ impl Sqlite {
                         kind: r.get(2)?,
                         arguments: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
                         waited_ms: r.get(4)?,
+                        trace_parent: r.get(5)?,
                     })
                 })
                 .map_err(db_err)?;

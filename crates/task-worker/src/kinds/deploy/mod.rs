@@ -10,6 +10,7 @@
 //! are not started. Later steps run or are skipped by their condition. A stop ends the running
 //! step's scripts on every target (their calls are dropped) and skips the rest.
 
+use tracing::Instrument;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -258,7 +259,15 @@ async fn deploy(a: &Order, key: Execution, ctx: &TaskCtx) -> TaskResult {
         let ran = join_all(
             running
                 .iter()
-                .map(|(i, step)| run_step(*i, step, &plan, &outputs, a, key, ctx)),
+                .map(|(i, step)| {
+                    let span = tracing::info_span!(
+                        "step",
+                        otel.name = %format!("step {}", step.name),
+                        cuttle.step = %step.name,
+                        cuttle.step.index = i + 1,
+                    );
+                    run_step(*i, step, &plan, &outputs, a, key, ctx).instrument(span)
+                }),
         )
         .await;
         for ((_, step), result) in running.iter().zip(ran) {
@@ -359,7 +368,14 @@ async fn run_step(
                     .await;
                 let ran = ctx
                     .until_stopped(async {
-                        Ok(join_all(batch.iter().map(|t| async {
+                        Ok(join_all(batch.iter().map(|t| {
+                            let span = tracing::info_span!(
+                                "target",
+                                otel.name = %format!("target {}", t.name),
+                                cuttle.target = %t.name,
+                                cuttle.step = %step.name,
+                            );
+                            async {
                             match (&step.action, &package) {
                                 (Action::Script { script, .. }, _) => {
                                     on_target(
@@ -380,6 +396,8 @@ async fn run_step(
                                     Err("no package chosen".to_owned())
                                 }
                             }
+                            }
+                            .instrument(span)
                         }))
                         .await)
                     })
