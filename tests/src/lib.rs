@@ -12,6 +12,7 @@ mod lb;
 mod mssql;
 mod netns;
 mod node;
+mod otlp;
 mod packages;
 mod partition;
 mod pg;
@@ -27,6 +28,7 @@ pub use node::{
     agent, cli_binary, run_to_exit, server_binary, use_server_binary, Cluster, Database,
     HttpsTrust, Node, NodeOptions,
 };
+pub use otlp::{Collector, ReceivedSpan};
 pub use packages::{download, multipart, peak_rss_kib, upload, Downloaded, Generated};
 pub use partition::Partition;
 pub use pg::{TestCertificates, TestPostgres};

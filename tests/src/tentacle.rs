@@ -27,6 +27,8 @@ pub fn tentacle_binary() -> PathBuf {
 pub struct Tentacle {
     pub name: String,
     pub home: PathBuf,
+    /// Extra environment for `run` (applied last).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -39,6 +41,7 @@ impl Tentacle {
             name: name.to_owned(),
             log: home.join("tentacle.log"),
             home,
+            env: Vec::new(),
             child: None,
         };
         t.command(&["new-certificate"]);
@@ -128,7 +131,8 @@ impl Tentacle {
             .env("CUTTLE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log);
+            .stderr(log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit {

@@ -314,7 +314,8 @@ fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
     web.stop();
 }
 
-/// "`CUTTLE_LOG_FORMAT=json`: one JSON object per line; a task's lines carry its id."
+/// "`CUTTLE_LOG_FORMAT=json`: one JSON object per line; a task's lines carry its id and its
+/// trace id" (with no collector configured).
 #[test]
 fn json_log_lines_carry_the_task_they_are_about() {
     let cluster = Cluster::sqlite();
@@ -343,6 +344,13 @@ fn json_log_lines_carry_the_task_they_are_about() {
     assert_eq!(claimed["span"]["name"], "task", "{claimed}");
     assert_eq!(claimed["span"]["id"], task.as_str(), "{claimed}");
     assert_eq!(claimed["span"]["kind"], "Sleep", "{claimed}");
+    let trace = claimed["span"]["trace_id"].as_str().unwrap_or_default();
+    assert!(
+        trace.len() == 32
+            && trace.bytes().all(|b| b.is_ascii_hexdigit())
+            && trace != "0".repeat(32),
+        "a trace id, collector or not: {claimed}"
+    );
     assert!(claimed["timestamp"].is_string() && claimed["level"] == "DEBUG");
 }
 

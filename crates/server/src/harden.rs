@@ -11,6 +11,9 @@ pub(crate) const SECRET_VARIABLES: &[&str] = &[
     "CUTTLE_DATABASE_URL",
     "CUTTLE_ADMIN_API_KEY",
     "PGPASSWORD",
+    // An OpenTelemetry collector's credentials.
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
 ];
 
 extern "C" {

@@ -497,8 +497,7 @@ fn main() -> ExitCode {
     };
     // The secrets are in `cfg` now, the collector's credentials in `export`: wiped from the
     // environment before any thread starts.
-    // SAFETY: no other thread exists yet.
-    let export = unsafe { cuttle_telemetry::trace::ExportSettings::take_from_env() };
+    let export = cuttle_telemetry::trace::ExportSettings::from_env();
     harden::harden_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -521,7 +520,11 @@ fn main() -> ExitCode {
     init_logging(&cfg, Some(&tracing));
     let outcome = runtime.block_on(execute(cli, cfg));
     // What the node traced last (its drain) is sent before it exits.
-    runtime.block_on(async { tokio::task::spawn_blocking(move || drop(tracing)).await.ok() });
+    runtime.block_on(async {
+        tokio::task::spawn_blocking(move || drop(tracing))
+            .await
+            .ok()
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,8 +15,8 @@ use cuttle_proto::v1::{
     RelayExtractPackage, RelayRunScript, RunScriptRequest, ScriptEvent,
 };
 use cuttle_storage::{Execution, SharedStore, Store};
-use cuttle_tls::{Thumbprint, Trusted};
 use cuttle_telemetry::trace::grpc_request;
+use cuttle_tls::{Thumbprint, Trusted};
 use tonic::Streaming;
 
 use crate::ctx::{TaskCtx, TaskError, TaskResult};

@@ -504,7 +504,10 @@ impl Worker {
             &span,
             "queued",
             Duration::from_millis(task.waited_ms.max(0) as u64),
-            &[("cuttle.task.id", id.to_string()), ("cuttle.node", self.node.clone())],
+            &[
+                ("cuttle.task.id", id.to_string()),
+                ("cuttle.node", self.node.clone()),
+            ],
         );
         tracing::debug!(parent: &span, "task claimed");
         self.fence.add(id, &running);

@@ -21,17 +21,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The instrumentation scope every Cuttle span is reported under.
 pub const SCOPE: &str = "cuttle";
 
-/// The variables that may hold a collector's credentials: read, then removed from the
-/// environment before any thread starts, so no child process (a script) inherits them.
-const SECRET_VARIABLES: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-];
-
 /// What the environment says about exporting traces, read once at start.
 #[derive(Clone, Default)]
 pub struct ExportSettings {
-    /// `key=value,…` headers for the collector (credentials), taken out of the environment.
+    /// `key=value,…` headers for the collector (credentials).
     headers: Option<String>,
 }
 
@@ -45,19 +38,12 @@ impl std::fmt::Debug for ExportSettings {
 }
 
 impl ExportSettings {
-    /// Reads the collector's headers and removes them from the environment.
-    ///
-    /// # Safety
-    /// Changes the process environment: call it before any other thread exists.
-    pub unsafe fn take_from_env() -> ExportSettings {
-        let traces = std::env::var("OTEL_EXPORTER_OTLP_TRACES_HEADERS").ok();
-        let generic = std::env::var("OTEL_EXPORTER_OTLP_HEADERS").ok();
-        for v in SECRET_VARIABLES {
-            // SAFETY: the caller promises no other thread exists.
-            unsafe { std::env::remove_var(v) };
-        }
+    /// Reads the collector's headers (the server then wipes them from its environment, as it
+    /// does its other secrets; scripts, on nodes and tentacles, start from a clean one).
+    pub fn from_env() -> ExportSettings {
         ExportSettings {
-            headers: traces.or(generic),
+            headers: var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS")),
         }
     }
 }
@@ -113,9 +99,7 @@ fn destination_from(var: impl Fn(&str) -> Option<String>) -> Result<Destination,
     }
     let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .map(|p| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", p))
-        .or_else(|| {
-            var("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| ("OTEL_EXPORTER_OTLP_PROTOCOL", p))
-        });
+        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| ("OTEL_EXPORTER_OTLP_PROTOCOL", p)));
     let endpoint = |base: Option<String>, path: &str| match (&signal, base) {
         (Some(s), _) => s.clone(),
         (None, Some(b)) => format!("{}{path}", b.trim_end_matches('/')),
@@ -217,7 +201,9 @@ impl Tracing {
     }
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans.
-    pub fn layer<S>(&self) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+    pub fn layer<S>(
+        &self,
+    ) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
@@ -332,9 +318,12 @@ mod exporters {
     use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 
     fn certificate_file() -> Option<(&'static str, String)> {
-        ["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"]
-            .into_iter()
-            .find_map(|n| super::var(n).map(|v| (n, v)))
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ]
+        .into_iter()
+        .find_map(|n| super::var(n).map(|v| (n, v)))
     }
 
     fn read_certificate() -> Result<Option<Vec<u8>>, String> {
@@ -346,14 +335,19 @@ mod exporters {
         }
     }
 
-    pub(super) fn grpc(url: &str, headers: HashMap<String, String>) -> Result<SpanExporter, String> {
+    pub(super) fn grpc(
+        url: &str,
+        headers: HashMap<String, String>,
+    ) -> Result<SpanExporter, String> {
         let mut metadata = tonic::metadata::MetadataMap::new();
         for (k, v) in headers {
             let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: {k:?} is not a header name"))?;
-            let value = v
-                .parse()
-                .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: the value of {k} is not valid"))?;
+                .map_err(|_| {
+                format!("OTEL_EXPORTER_OTLP_HEADERS: {k:?} is not a header name")
+            })?;
+            let value = v.parse().map_err(|_| {
+                format!("OTEL_EXPORTER_OTLP_HEADERS: the value of {k} is not valid")
+            })?;
             metadata.insert(key, value);
         }
         let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
@@ -367,10 +361,15 @@ mod exporters {
         if url.starts_with("https://") {
             builder = builder.with_tls_config(tls);
         }
-        builder.build().map_err(|e| format!("OTLP gRPC exporter: {e}"))
+        builder
+            .build()
+            .map_err(|e| format!("OTLP gRPC exporter: {e}"))
     }
 
-    pub(super) fn http(url: &str, headers: HashMap<String, String>) -> Result<SpanExporter, String> {
+    pub(super) fn http(
+        url: &str,
+        headers: HashMap<String, String>,
+    ) -> Result<SpanExporter, String> {
         let client = Ureq::new(read_certificate()?)?;
         SpanExporter::builder()
             .with_http()
@@ -436,8 +435,10 @@ mod tests {
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> Result<Destination, String> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         destination_from(|n| vars.get(n).cloned())
     }
 
@@ -447,7 +448,9 @@ mod tests {
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/");
         assert_eq!(
             from(&[base]),
-            Ok(Destination::HttpProtobuf("http://collector:4318/v1/traces".into()))
+            Ok(Destination::HttpProtobuf(
+                "http://collector:4318/v1/traces".into()
+            ))
         );
         assert_eq!(
             from(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
@@ -457,14 +460,23 @@ mod tests {
         assert_eq!(
             from(&[
                 base,
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces:443/in"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "https://traces:443/in"
+                ),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
                 ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
             ]),
             Ok(Destination::HttpProtobuf("https://traces:443/in".into()))
         );
-        assert_eq!(from(&[base, ("OTEL_SDK_DISABLED", "true")]), Ok(Destination::None));
-        assert_eq!(from(&[base, ("OTEL_TRACES_EXPORTER", "none")]), Ok(Destination::None));
+        assert_eq!(
+            from(&[base, ("OTEL_SDK_DISABLED", "true")]),
+            Ok(Destination::None)
+        );
+        assert_eq!(
+            from(&[base, ("OTEL_TRACES_EXPORTER", "none")]),
+            Ok(Destination::None)
+        );
         for (k, v) in [
             ("OTEL_TRACES_EXPORTER", "zipkin"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),

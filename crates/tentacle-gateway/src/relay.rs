@@ -10,8 +10,8 @@ use cuttle_proto::v1::{
     RelayExtractPackage, RelayPullFile, RelayRunScript, ScriptEvent,
 };
 use cuttle_proto::TARGET_METADATA;
-use tokio_stream::StreamExt;
 use cuttle_telemetry::trace::{continue_from_metadata, grpc_request};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 

@@ -13,13 +13,13 @@ use cuttle_proto::v1::{
     ExtractPackageRequest, FileChunk, OutputLine, PullFileRequest, PushFileReply, RunScriptRequest,
     ScriptEvent,
 };
+use cuttle_telemetry::trace::continue_from_metadata;
 use cuttle_tls::{Thumbprint, Trusted};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use cuttle_telemetry::trace::continue_from_metadata;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -278,14 +278,7 @@ impl Tentacle for Connection {
         &self,
         request: Request<RunScriptRequest>,
     ) -> Result<Response<Events>, Status> {
-        let var = |name: &str| {
-            request
-                .get_ref()
-                .env
-                .get(name)
-                .cloned()
-                .unwrap_or_default()
-        };
+        let var = |name: &str| request.get_ref().env.get(name).cloned().unwrap_or_default();
         let span = tracing::info_span!(
             "script",
             otel.name = "run script",
@@ -389,52 +382,55 @@ impl Connection {
             .stderr
             .take()
             .map(|e| tokio::spawn(pump(e, true, tx.clone(), collector.clone())));
-        tokio::spawn(async move {
-            let pgid = child.id();
-            let status = tokio::select! {
-                status = child.wait() => Some(status),
-                // The caller ended the call: cancel.
-                _ = tx.closed() => None,
-            };
-            if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
-                if status.is_none() {
-                    // Cancelled: the reaper ends everything beneath it, then itself.
-                    // SAFETY: kill has no memory-safety preconditions; the reaper is our
-                    // unreaped child, so its pid is still its own.
-                    unsafe {
-                        libc::kill(pgid, libc::SIGTERM);
+        tokio::spawn(
+            async move {
+                let pgid = child.id();
+                let status = tokio::select! {
+                    status = child.wait() => Some(status),
+                    // The caller ended the call: cancel.
+                    _ = tx.closed() => None,
+                };
+                if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                    if status.is_none() {
+                        // Cancelled: the reaper ends everything beneath it, then itself.
+                        // SAFETY: kill has no memory-safety preconditions; the reaper is our
+                        // unreaped child, so its pid is still its own.
+                        unsafe {
+                            libc::kill(pgid, libc::SIGTERM);
+                        }
+                        let _ = tokio::time::timeout(REAPER_GRACE, child.wait()).await;
                     }
-                    let _ = tokio::time::timeout(REAPER_GRACE, child.wait()).await;
+                    // SAFETY: as above; -pgid names the group the reaper leads (a backstop).
+                    unsafe {
+                        libc::kill(-pgid, libc::SIGKILL);
+                    }
                 }
-                // SAFETY: as above; -pgid names the group the reaper leads (a backstop).
-                unsafe {
-                    libc::kill(-pgid, libc::SIGKILL);
+                let _ = child.wait().await;
+                for pump in [out, err].into_iter().flatten() {
+                    let _ = tokio::time::timeout(PIPE_DRAIN, pump).await;
+                }
+                let _ = tokio::fs::remove_file(&file).await;
+                if temporary {
+                    let _ = tokio::fs::remove_dir_all(&dir).await;
+                }
+                match status {
+                    Some(Ok(s)) => {
+                        let code = s.code().unwrap_or(-1);
+                        tracing::Span::current().record("exit_code", code);
+                        tracing::info!(code, "script ended");
+                        let event = script_event::Event::ExitCode(code);
+                        let _ = tx.send(Ok(ScriptEvent { event: Some(event) })).await;
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("wait for script: {e}"))))
+                            .await;
+                    }
+                    None => tracing::info!("script cancelled by the cluster; process group killed"),
                 }
             }
-            let _ = child.wait().await;
-            for pump in [out, err].into_iter().flatten() {
-                let _ = tokio::time::timeout(PIPE_DRAIN, pump).await;
-            }
-            let _ = tokio::fs::remove_file(&file).await;
-            if temporary {
-                let _ = tokio::fs::remove_dir_all(&dir).await;
-            }
-            match status {
-                Some(Ok(s)) => {
-                    let code = s.code().unwrap_or(-1);
-                    tracing::Span::current().record("exit_code", code);
-                    tracing::info!(code, "script ended");
-                    let event = script_event::Event::ExitCode(code);
-                    let _ = tx.send(Ok(ScriptEvent { event: Some(event) })).await;
-                }
-                Some(Err(e)) => {
-                    let _ = tx
-                        .send(Err(Status::internal(format!("wait for script: {e}"))))
-                        .await;
-                }
-                None => tracing::info!("script cancelled by the cluster; process group killed"),
-            }
-        }.instrument(span));
+            .instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -74,9 +74,7 @@ fn main() -> ExitCode {
         std::process::exit(reap::main(&argv));
     }
     let cli = Cli::parse();
-    // The collector's credentials, out of the environment before any thread (or script) starts.
-    // SAFETY: no other thread exists yet.
-    let export = unsafe { cuttle_telemetry::trace::ExportSettings::take_from_env() };
+    let export = cuttle_telemetry::trace::ExportSettings::from_env();
     let logs = match LogSettings::from_env() {
         Ok(l) => l,
         Err(e) => {
@@ -137,11 +135,7 @@ fn start_tracing(
     Tracing::start(&service, destination, export).map_err(anyhow::Error::msg)
 }
 
-fn run(
-    cli: Cli,
-    logs: LogSettings,
-    export: cuttle_telemetry::trace::ExportSettings,
-) -> Result<()> {
+fn run(cli: Cli, logs: LogSettings, export: cuttle_telemetry::trace::ExportSettings) -> Result<()> {
     let dir = match cli.home {
         Some(d) => d,
         None => PathBuf::from(std::env::var("HOME").context("HOME is not set; give --home")?)
@@ -186,7 +180,11 @@ fn run(
             let tracing = runtime.block_on(async { start_tracing(&home, &export) })?;
             logs.init(Some(&tracing));
             let outcome = runtime.block_on(run_agent(&home));
-            runtime.block_on(async { tokio::task::spawn_blocking(move || drop(tracing)).await.ok() });
+            runtime.block_on(async {
+                tokio::task::spawn_blocking(move || drop(tracing))
+                    .await
+                    .ok()
+            });
             outcome
         }
     }

@@ -10,10 +10,10 @@
 //! are not started. Later steps run or are skipped by their condition. A stop ends the running
 //! step's scripts on every target (their calls are dropped) and skips the rest.
 
-use tracing::Instrument;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use cuttle_core::plan::{
     batches, decide, environment, groups, place, resolve, secrets, substitute_script, Action,
@@ -256,19 +256,15 @@ async fn deploy(a: &Order, key: Execution, ctx: &TaskCtx) -> TaskResult {
                 Decision::Run => running.push((i, step)),
             }
         }
-        let ran = join_all(
-            running
-                .iter()
-                .map(|(i, step)| {
-                    let span = tracing::info_span!(
-                        "step",
-                        otel.name = %format!("step {}", step.name),
-                        cuttle.step = %step.name,
-                        cuttle.step.index = i + 1,
-                    );
-                    run_step(*i, step, &plan, &outputs, a, key, ctx).instrument(span)
-                }),
-        )
+        let ran = join_all(running.iter().map(|(i, step)| {
+            let span = tracing::info_span!(
+                "step",
+                otel.name = %format!("step {}", step.name),
+                cuttle.step = %step.name,
+                cuttle.step.index = i + 1,
+            );
+            run_step(*i, step, &plan, &outputs, a, key, ctx).instrument(span)
+        }))
         .await;
         for ((_, step), result) in running.iter().zip(ran) {
             match result {
@@ -376,26 +372,26 @@ async fn run_step(
                                 cuttle.step = %step.name,
                             );
                             async {
-                            match (&step.action, &package) {
-                                (Action::Script { script, .. }, _) => {
-                                    on_target(
-                                        t, step, script, shell, limit, plan, outputs, key, ctx,
-                                    )
-                                    .await
+                                match (&step.action, &package) {
+                                    (Action::Script { script, .. }, _) => {
+                                        on_target(
+                                            t, step, script, shell, limit, plan, outputs, key, ctx,
+                                        )
+                                        .await
+                                    }
+                                    (Action::DeployPackage { .. }, Some(p)) => {
+                                        let at = package::At {
+                                            plan,
+                                            outputs,
+                                            key,
+                                            ctx,
+                                        };
+                                        package::on_target(t, step, p, shell, limit, &at).await
+                                    }
+                                    (Action::DeployPackage { .. }, None) => {
+                                        Err("no package chosen".to_owned())
+                                    }
                                 }
-                                (Action::DeployPackage { .. }, Some(p)) => {
-                                    let at = package::At {
-                                        plan,
-                                        outputs,
-                                        key,
-                                        ctx,
-                                    };
-                                    package::on_target(t, step, p, shell, limit, &at).await
-                                }
-                                (Action::DeployPackage { .. }, None) => {
-                                    Err("no package chosen".to_owned())
-                                }
-                            }
                             }
                             .instrument(span)
                         }))
