@@ -454,7 +454,7 @@ mod tests {
         );
         assert_eq!(
             from(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
-            Ok(Destination::Grpc("http://collector:4318/".into()))
+            Ok(Destination::Grpc("http://collector:4318".into()))
         );
         // The signal's own variables win, used as given.
         assert_eq!(
