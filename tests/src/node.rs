@@ -59,6 +59,7 @@ pub fn server_binary() -> PathBuf {
 }
 
 /// Which database a cluster shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Database {
     /// One SQLite file on this host, shared by every node process.
     Sqlite,

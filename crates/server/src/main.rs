@@ -4,6 +4,7 @@
 
 mod admin;
 mod advertise;
+mod backup;
 mod cluster_cert;
 mod config;
 mod data_keys;
@@ -77,6 +78,18 @@ enum Command {
     ApiKeySecret {
         #[command(subcommand)]
         action: ApiKeySecretAction,
+    },
+    /// Back up the database and the shared store into a new directory, while the cluster runs
+    Backup {
+        /// The directory to create (written as DIR.partial, renamed when whole)
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into an empty database and an empty shared store
+    Restore {
+        /// A directory `backup` made
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Apply pending database migrations, then exit
     UpgradeDatabase,
@@ -452,6 +465,8 @@ async fn execute(cli: Cli, cfg: Config) -> Result<()> {
             }
             Ok(())
         }
+        Command::Backup { to } => backup::backup(&cfg, &to).await,
+        Command::Restore { from } => backup::restore(&cfg, &from).await,
         Command::UpgradeDatabase => {
             let store = startup::connect(&cfg).await?;
             let report = store.migrate().await?;

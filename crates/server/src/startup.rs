@@ -89,6 +89,16 @@ pub(crate) async fn master_key(cfg: &Config, store: &Store) -> Result<MasterKey>
     Ok(key)
 }
 
+/// The master key the settings give, read without the database (a restore checks it against
+/// the backup's check value before writing anything): `CUTTLE_MASTER_KEY`, or `master.key` in
+/// the data directory.
+pub(crate) fn configured_master_key(cfg: &Config) -> Result<MasterKey> {
+    match &cfg.master_key {
+        Some(b64) => MasterKey::parse(b64).context("CUTTLE_MASTER_KEY"),
+        None => key_from_file(&cfg.data_dir.join("master.key"), false),
+    }
+}
+
 /// Checks the key against the database once more, after the node registered: a master-key
 /// rotation that committed between the first check and the registration would otherwise leave
 /// a node holding the old key that looks started after it (a data-key rotation waits for

@@ -23,13 +23,14 @@ pub use crypto::api_keys::{
 pub use crypto::passwords;
 pub use crypto::{MasterKey, VariableKeys};
 pub use db::{
-    audit_as, newest_package, redact_database_url, AddedPackage, ApiKeyRow, Audit, ClaimedTask,
-    ClusterGauges, Completion, DeploymentFilter, DeploymentRecord, Document, DocumentWrite,
-    FoundApiKey, LostNode, MigrationReport, NewApiKey, NewDeployment, NewPackage, NewRelease,
-    NewSession, NodeHolder, NodeRegistration, NodeState, OwnedTask, PackageRecord, PoolState,
-    Release, Revoke, SealedDataKeys, SessionOf, SessionRow, Store, StoreOptions, TaskCount,
-    Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS, SCHEMA_VERSION, SETTING_API_KEY_SECRET,
-    SETTING_API_KEY_SECRET_PREVIOUS, SETTING_VARIABLE_KEY, SETTING_VARIABLE_KEY_PREVIOUS,
+    audit_as, database_kind, newest_package, redact_database_url, AddedPackage, ApiKeyRow, Audit,
+    ClaimedTask, ClusterGauges, Completion, DatabaseKind, DeploymentFilter, DeploymentRecord,
+    Document, DocumentWrite, FoundApiKey, LostNode, MigrationReport, NewApiKey, NewDeployment,
+    NewPackage, NewRelease, NewSession, NodeHolder, NodeRegistration, NodeState, OwnedTask,
+    PackageRecord, PoolState, Release, Revoke, SealedDataKeys, SessionOf, SessionRow, Store,
+    StoreOptions, TaskCount, ToolConnection, Written, MAX_DOCUMENT_NAME_LEN, MAX_SESSION_SECS,
+    SCHEMA_VERSION, SETTING_API_KEY_SECRET, SETTING_API_KEY_SECRET_PREVIOUS, SETTING_VARIABLE_KEY,
+    SETTING_VARIABLE_KEY_PREVIOUS,
 };
 pub use error::Error;
 pub use keyring::{Keyring, Keys, SETTING_MASTER_KEY_CHECK, SETTING_MASTER_KEY_ROTATED_AT};

@@ -18,6 +18,7 @@ mod settings;
 mod sqlite;
 mod targets;
 mod tasks;
+mod tools;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use keys::{
 pub use packages::{newest_package, AddedPackage, NewPackage, PackageRecord};
 pub use releases::{NewRelease, Release};
 pub use sessions::{NewSession, SessionOf, SessionRow, MAX_SESSION_SECS};
+pub use tools::{database_kind, DatabaseKind, ToolConnection};
 
 use crate::{Error, Result};
 
@@ -353,6 +355,17 @@ impl Store {
     /// Transactions this process has committed: the cost side of the queue's hot path.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// SQLite's own consistent copy of the database, into the new file `dest` (`VACUUM INTO`:
+    /// a read transaction, so the nodes go on writing meanwhile). Only for SQLite.
+    pub async fn export_sqlite(&self, dest: &std::path::Path) -> Result<()> {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.vacuum_into(dest).await,
+            _ => Err(Error::Invalid(
+                "only a SQLite database is copied by Cuttle itself".into(),
+            )),
+        }
     }
 
     /// The connection pool's state; `None` for SQLite (one connection, no pool).

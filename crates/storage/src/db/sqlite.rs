@@ -121,6 +121,16 @@ impl Sqlite {
         .map_err(|e| Error::Database(format!("sqlite call panicked: {e}")))?
     }
 
+    /// A consistent copy of the database into the new file `dest`.
+    pub(super) async fn vacuum_into(&self, dest: &std::path::Path) -> Result<()> {
+        let dest = dest.to_string_lossy().into_owned();
+        self.with(move |c| {
+            c.execute("VACUUM INTO ?1", [dest]).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and counts the commit.
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
     where
