@@ -106,14 +106,20 @@ cat > "$root/etc/cuttle/cuttle.env" <<'ENV'
 # and writes its first admin API key to /var/lib/cuttle/admin-api-key. For a cluster, set at
 # least these, the same database and master key on every node:
 # CUTTLE_DATABASE_URL=postgres://cuttle:CHANGE-ME@db.internal:5432/cuttle
-# CUTTLE_MASTER_KEY=          # openssl rand 16 | base64
+# (systemd reads a line whole: keep comments on lines of their own.)
+# The master key: openssl rand 16 | base64
+# CUTTLE_MASTER_KEY=
 # CUTTLE_NODE_NAME=node1
 # CUTTLE_HTTP_LISTEN=0.0.0.0:8080
 # CUTTLE_GRPC_LISTEN=10.0.0.11:8443
-# CUTTLE_SHARED_PATH=/srv/cuttle/shared   # writable under the unit's sandbox (ReadWritePaths)
+# Under /srv/cuttle, which the unit's sandbox lets the node write (or add a ReadWritePaths=):
+# CUTTLE_SHARED_PATH=/srv/cuttle/shared
 # Traces to an OpenTelemetry collector (docs/operations.md#traces):
 # OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318
 CUTTLE_LOG_FORMAT=json
+# The unit sets it too; here so that commands run by hand (backup, restore, check) with
+# `set -a; . /etc/cuttle/cuttle.env` find the node's data directory.
+CUTTLE_DATA_DIR=/var/lib/cuttle
 ENV
 chmod 0600 "$root/etc/cuttle/cuttle.env"
 echo /etc/cuttle/cuttle.env > "$root/DEBIAN/conffiles"

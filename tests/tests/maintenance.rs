@@ -155,11 +155,25 @@ fn retention_removes_exactly_what_is_no_longer_kept() {
 
 /// Inserts an event straight into the database, `days_ago` days back at noon.
 fn old_event(cluster: &Cluster, seq: i64, days_ago: i64, action: &str) {
+    old_events(cluster, &[(seq, days_ago)], action);
+}
+
+/// Inserts the events in one statement: a scheduler's archive sees all of them or none.
+fn old_events(cluster: &Cluster, events: &[(i64, i64)], action: &str) {
     let pg = cluster.postgres_server().unwrap();
+    let rows: Vec<String> = events
+        .iter()
+        .map(|(seq, days_ago)| {
+            format!(
+                "({seq}, ((extract(epoch FROM now())::bigint / 86400 - {days_ago}) * 86400 + 43200) * 1000,
+                  'ci (ApiKeys-9)', '{action}', 'Projects-{seq}', '203.0.113.9', '{{\"n\": {seq}}}')"
+            )
+        })
+        .collect();
     pg.psql(&format!(
         "INSERT INTO events (seq, occurred_at_ms, actor, action, target, client_address, details)
-         VALUES ({seq}, ((extract(epoch FROM now())::bigint / 86400 - {days_ago}) * 86400 + 43200) * 1000,
-                 'ci (ApiKeys-9)', '{action}', 'Projects-{seq}', '203.0.113.9', '{{\"n\": {seq}}}')"
+         VALUES {}",
+        rows.join(", ")
     ))
     .unwrap();
 }
@@ -190,14 +204,18 @@ fn old_audit_events_are_archived_once_per_period_and_exported_across_both() {
     };
     let n1 = cluster.start(with_maintenance("n1"));
     let n2 = cluster.start(with_maintenance("n2"));
-    for (seq, days) in [
-        (1_000_001, 3),
-        (1_000_002, 3),
-        (1_000_003, 2),
-        (1_000_004, 5),
-    ] {
-        old_event(&cluster, seq, days, "project.create");
-    }
+    // All four at once: an archive that ran between two of them would split them across
+    // periods (and the test would wait for a "4 events" archive that never comes).
+    old_events(
+        &cluster,
+        &[
+            (1_000_001, 3),
+            (1_000_002, 3),
+            (1_000_003, 2),
+            (1_000_004, 5),
+        ],
+        "project.create",
+    );
     // Something of today, which stays in the database.
     assert_eq!(
         n1.post(

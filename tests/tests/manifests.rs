@@ -124,6 +124,11 @@ fn the_manifests_say_what_the_docs_say() {
         drain <= grace,
         "the workers' drain ({drain} s) waits no longer than the tasks' grace ({grace} s)"
     );
+    let stop = number(&workers, "terminationGracePeriodSeconds:");
+    assert!(
+        stop > drain + grace,
+        "a worker's preStop drain ({drain} s) and its stop ({grace} s) both fit in {stop} s"
+    );
     let replicas = number(&text("api.yaml"), "replicas:");
     let gateways = text("gateways.yaml");
     for i in 0..replicas {

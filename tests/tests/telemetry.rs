@@ -357,11 +357,25 @@ fn json_log_lines_carry_the_task_they_are_about() {
 /// The PromQL expressions of the shipped alert rules and Grafana dashboard.
 fn shipped_expressions() -> Vec<String> {
     let rules = std::fs::read_to_string(deploy_dir().join("prometheus/cuttle-alerts.yml")).unwrap();
-    let mut exprs: Vec<String> = rules
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("expr: "))
-        .map(str::to_owned)
-        .collect();
+    // `expr: QUERY`, or a folded block (`expr: >-` and the more indented lines after it).
+    let mut exprs: Vec<String> = Vec::new();
+    let lines: Vec<&str> = rules.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim().strip_prefix("expr: ") else {
+            continue;
+        };
+        if value != ">-" && value != ">" {
+            exprs.push(value.to_owned());
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let folded: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.len() - l.trim_start().len() > indent && !l.trim().is_empty())
+            .map(|l| l.trim())
+            .collect();
+        exprs.push(folded.join(" "));
+    }
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(deploy_dir().join("grafana/cuttle-dashboard.json")).unwrap(),
     )

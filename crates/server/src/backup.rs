@@ -41,6 +41,8 @@ struct Manifest {
     database: String,
     /// The database's file in the backup; `None` when the backup holds only how to take it.
     database_file: Option<String>,
+    /// Its SHA-256, checked before it is restored.
+    database_sha256: Option<String>,
     master_key_check: String,
     shared_files: u64,
     shared_bytes: u64,
@@ -62,7 +64,16 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Copies `from` to `to` (created new), streaming; returns its size and SHA-256.
 fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
-    let mut src = std::fs::File::open(from).with_context(|| format!("read {}", from.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never through a link: one swapped in after the listing would copy what it points at.
+    let mut src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)
+        .with_context(|| format!("read {}", from.display()))?;
+    if !src.metadata()?.is_file() {
+        bail!("{} is not a regular file", from.display());
+    }
     let mut dst = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -89,12 +100,28 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
     Ok((size, hex))
 }
 
-/// Files still being written: an upload or a log in progress, not part of any state to restore.
+/// Files still being written live in each top folder's `InProgress/` (`Packages/InProgress/…`):
+/// not part of any state to restore. Only there: a package or an artifact may be *named*
+/// `InProgress` or `x.partial` and is kept like any other.
 fn in_progress(rel: &Path) -> bool {
-    rel.components().any(|c| {
-        let s = c.as_os_str().to_string_lossy();
-        s.ends_with(".partial") || s.ends_with(".in-progress") || s == "InProgress"
-    })
+    let mut parts = rel.components();
+    parts.next();
+    parts.next().is_some_and(|c| c.as_os_str() == "InProgress")
+}
+
+/// A file's SHA-256 (streamed).
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("read {}", path.display()))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Every regular file under `root`, as paths relative to it, in a stable order.
@@ -148,7 +175,12 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
             to.display()
         );
     }
-    let partial = PathBuf::from(format!("{}.partial", to.display()));
+    let name = to
+        .file_name()
+        .with_context(|| format!("{} names no directory to create", to.display()))?;
+    let mut partial_name = name.to_owned();
+    partial_name.push(".partial");
+    let partial = to.with_file_name(partial_name);
     if partial.exists() {
         bail!(
             "{} exists: an earlier backup was interrupted; remove it first",
@@ -219,6 +251,10 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
         }
     };
 
+    let database_sha256 = match database_file {
+        Some(f) => Some(sha256_of(&partial.join(f))?),
+        None => None,
+    };
     let root = shared.root().to_owned();
     let files = files_under(&root)?;
     let target = partial.join(SHARED);
@@ -258,6 +294,7 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
         schema_version: schema,
         database: database.into(),
         database_file: database_file.map(Into::into),
+        database_sha256,
         master_key_check: check,
         shared_files: count,
         shared_bytes: bytes,
@@ -277,6 +314,27 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
         to.display()
     );
     Ok(())
+}
+
+/// `shared.manifest`, every path checked to stay inside the store.
+fn read_shared_manifest(from: &Path) -> Result<Vec<SharedFile>> {
+    let list = std::io::BufReader::new(
+        std::fs::File::open(from.join(SHARED_MANIFEST)).context("open shared.manifest")?,
+    );
+    let mut out = Vec::new();
+    for line in list.lines() {
+        let f: SharedFile = serde_json::from_str(&line?).context("a line of shared.manifest")?;
+        let rel = Path::new(&f.path);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            bail!("shared.manifest names {:?}, outside the store", f.path);
+        }
+        out.push(f);
+    }
+    Ok(out)
 }
 
 /// `cuttle-server restore --from DIR`: into an empty database and an empty shared store.
@@ -319,6 +377,36 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
         );
     }
 
+    // The whole backup checked before anything is written: a damaged one restores nothing.
+    if let (Some(file), Some(want)) = (&manifest.database_file, &manifest.database_sha256) {
+        let got = sha256_of(&from.join(file))?;
+        if &got != want {
+            bail!("{file} in the backup is damaged (SHA-256 {got}, the manifest says {want})");
+        }
+    }
+    let listed = read_shared_manifest(from)?;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for f in &listed {
+        let got = sha256_of(&from.join(SHARED).join(&f.path))?;
+        if got != f.sha256 {
+            bail!(
+                "{} in the backup is damaged (SHA-256 {got}, the manifest says {})",
+                f.path,
+                f.sha256
+            );
+        }
+        count += 1;
+        bytes += f.size;
+    }
+    if count != manifest.shared_files || bytes != manifest.shared_bytes {
+        bail!(
+            "the backup's shared store lists {count} file(s), {bytes} bytes; its manifest says \
+             {} and {}",
+            manifest.shared_files,
+            manifest.shared_bytes
+        );
+    }
+
     match (
         database_kind(&cfg.database_url)?,
         manifest.database.as_str(),
@@ -333,7 +421,14 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            copy_hashed(&from.join("database.sqlite"), &path)?;
+            // Whole or not at all: a copy cut short never looks like a database.
+            let mut partial_name = path.file_name().unwrap_or_default().to_owned();
+            partial_name.push(".partial");
+            let partial = path.with_file_name(partial_name);
+            let _ = std::fs::remove_file(&partial);
+            copy_hashed(&from.join("database.sqlite"), &partial)?;
+            std::fs::rename(&partial, &path)
+                .with_context(|| format!("rename {} into place", partial.display()))?;
         }
         (DatabaseKind::Postgres(db), "postgres") => {
             let store = startup::connect(cfg).await?;
@@ -367,19 +462,11 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
         }
     }
 
-    // The shared store, every file checked against the manifest as it is copied.
+    // The shared store, every file checked again as it is copied.
     std::fs::create_dir_all(&shared_root)
         .with_context(|| format!("create {}", shared_root.display()))?;
-    let list = std::io::BufReader::new(
-        std::fs::File::open(from.join(SHARED_MANIFEST)).context("open shared.manifest")?,
-    );
-    let (mut count, mut bytes) = (0u64, 0u64);
-    for line in list.lines() {
-        let f: SharedFile = serde_json::from_str(&line?).context("a line of shared.manifest")?;
+    for f in &listed {
         let rel = Path::new(&f.path);
-        if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
-            bail!("shared.manifest names {:?}, outside the store", f.path);
-        }
         let dst = shared_root.join(rel);
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent)?;
@@ -387,23 +474,10 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
         let (size, sha256) = copy_hashed(&from.join(SHARED).join(rel), &dst)?;
         if size != f.size || sha256 != f.sha256 {
             bail!(
-                "{} in the backup is not the file it was ({size} bytes, SHA-256 {sha256}; the \
-                 manifest says {} bytes, {})",
-                f.path,
-                f.size,
-                f.sha256
+                "{} changed while it was restored ({size} bytes, SHA-256 {sha256})",
+                f.path
             );
         }
-        count += 1;
-        bytes += size;
-    }
-    if count != manifest.shared_files || bytes != manifest.shared_bytes {
-        bail!(
-            "the backup's shared store holds {count} file(s), {bytes} bytes; its manifest says \
-             {} and {}",
-            manifest.shared_files,
-            manifest.shared_bytes
-        );
     }
     sync_dir(&shared_root)?;
 

@@ -125,16 +125,29 @@ fn destination_from(var: impl Fn(&str) -> Option<String>) -> Result<Destination,
     }
 }
 
-/// `k1=v1,k2=v2` (values percent-encoded), as `OTEL_EXPORTER_OTLP_HEADERS` writes them.
+/// `k1=v1,k2=v2`, as `OTEL_EXPORTER_OTLP_HEADERS` writes them; the values still
+/// percent-encoded (the HTTP exporter decodes them itself; the gRPC one is given them decoded).
 fn parse_headers(s: &str) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| "OTEL_EXPORTER_OTLP_HEADERS: each header is name=value".to_owned())?;
-        out.insert(k.trim().to_owned(), percent_decode(v.trim()));
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     Ok(out)
+}
+
+/// How long one export may take: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `…_TIMEOUT`, in
+/// milliseconds, 10 s by default.
+fn export_timeout() -> Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .into_iter()
+    .find_map(|n| var(n).and_then(|v| v.trim().parse::<u64>().ok()))
+    .map_or(Duration::from_secs(10), Duration::from_millis)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -341,6 +354,7 @@ mod exporters {
     ) -> Result<SpanExporter, String> {
         let mut metadata = tonic::metadata::MetadataMap::new();
         for (k, v) in headers {
+            let v = super::percent_decode(&v);
             let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
                 .map_err(|_| {
                 format!("OTEL_EXPORTER_OTLP_HEADERS: {k:?} is not a header name")
@@ -357,6 +371,7 @@ mod exporters {
         let mut builder = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(url)
+            .with_timeout(super::export_timeout())
             .with_metadata(metadata);
         if url.starts_with("https://") {
             builder = builder.with_tls_config(tls);
@@ -374,6 +389,7 @@ mod exporters {
         SpanExporter::builder()
             .with_http()
             .with_endpoint(url)
+            .with_timeout(super::export_timeout())
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_headers(headers)
             .with_http_client(client)
@@ -401,8 +417,11 @@ mod exporters {
                 }
                 tls = tls.root_certs(RootCerts::new_with_certs(&certs));
             }
+            // The SDK's batch processor waits for each export: one that never ends would stop
+            // every span after it.
             let agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                .timeout_global(Some(super::export_timeout()))
                 .tls_config(tls.build())
                 .build()
                 .new_agent();
@@ -490,7 +509,11 @@ mod tests {
     #[test]
     fn headers_are_read_as_the_specification_writes_them() {
         let h = parse_headers("api-key=secret%3D1, x-tenant = acme ,").unwrap();
-        assert_eq!(h["api-key"], "secret=1");
+        assert_eq!(
+            h["api-key"], "secret%3D1",
+            "decoded by the exporter that sends it"
+        );
+        assert_eq!(percent_decode(&h["api-key"]), "secret=1");
         assert_eq!(h["x-tenant"], "acme");
         assert!(parse_headers("novalue").is_err());
     }

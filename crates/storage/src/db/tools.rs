@@ -5,6 +5,9 @@
 use super::postgres_tls;
 use crate::{Error, Result};
 
+/// Debian's (and Ubuntu's) bundle of the host's trusted CAs.
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// A PostgreSQL database as libpq's tools reach it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ToolConnection {
@@ -77,7 +80,13 @@ pub fn database_kind(url: &str) -> Result<DatabaseKind> {
         parts.push(format!("dbname={}", quote(d)));
     }
     parts.push(format!("sslmode={}", tls.mode_name()));
-    if let Some(root) = &tls.root_cert {
+    // Without a root certificate Cuttle trusts the host's CAs; libpq would look in
+    // ~/.postgresql/root.crt instead (and `system` needs libpq 16): give it the host's bundle.
+    let root = tls.root_cert.clone().or_else(|| {
+        let bundle = std::path::Path::new(HOST_CA_BUNDLE);
+        (tls.verifies() && bundle.exists()).then(|| bundle.to_owned())
+    });
+    if let Some(root) = &root {
         parts.push(format!("sslrootcert={}", quote(&root.to_string_lossy())));
     }
     Ok(DatabaseKind::Postgres(ToolConnection {

@@ -257,9 +257,9 @@ async fn deploy(a: &Order, key: Execution, ctx: &TaskCtx) -> TaskResult {
             }
         }
         let ran = join_all(running.iter().map(|(i, step)| {
+            // Names are attributes: span names stay a few, whatever people call their steps.
             let span = tracing::info_span!(
                 "step",
-                otel.name = %format!("step {}", step.name),
                 cuttle.step = %step.name,
                 cuttle.step.index = i + 1,
             );
@@ -367,7 +367,6 @@ async fn run_step(
                         Ok(join_all(batch.iter().map(|t| {
                             let span = tracing::info_span!(
                                 "target",
-                                otel.name = %format!("target {}", t.name),
                                 cuttle.target = %t.name,
                                 cuttle.step = %step.name,
                             );
