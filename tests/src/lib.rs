@@ -9,6 +9,7 @@
 
 mod browser;
 mod lb;
+mod model;
 mod mssql;
 mod netns;
 mod node;

@@ -8,38 +8,22 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use cuttle_e2e::{download, temp_dir, upload, Cluster, Database, Generated, NodeOptions};
-use serde_json::{json, Value};
+use cuttle_e2e::{download, temp_dir, Cluster, Database, Generated, NodeOptions};
+use serde_json::json;
 
 const MIN: Duration = Duration::from_secs(60);
 
 cuttle_e2e::on_every_database!(a_backup_restored_into_a_new_cluster_has_everything_and_deploys,);
-
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .to_owned()
-}
 
 fn a_backup_restored_into_a_new_cluster_has_everything_and_deploys(db: Database) {
     let sql_server = matches!(db, Database::SqlServer);
     let old = Cluster::new(db).unwrap();
     let n1 = old.start(NodeOptions::named("n1", 2));
     let dev = n1.environment("Development");
-    let (_, project) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
-    let project = format!("/api/spaces/default/projects/{}", id(&project));
     let script = "echo \"#{Greeting} with #{Secret}\"\n\
                   echo report > report.txt\n\
                   echo \"##cuttle[createArtifact path='report.txt']\"";
-    let process = json!({"version": 1, "steps": [{"name": "Say",
-        "action": {"type": "script", "script": script}}]});
-    let (status, saved) = n1.request(
-        "PUT",
-        &format!("{project}/deploymentprocess"),
-        Some(&process.to_string()),
-    );
-    assert_eq!(status, 200, "{saved}");
+    let project = n1.script_project("Shop", "Say", &[], script);
     let (status, vars) = n1.request(
         "PUT",
         &format!("{project}/variables"),
@@ -53,15 +37,7 @@ fn a_backup_restored_into_a_new_cluster_has_everything_and_deploys(db: Database)
     );
     assert_eq!(status, 200, "{vars}");
     let deploy = |node: &cuttle_e2e::Node, version: &str| {
-        let (status, release) =
-            node.post(&format!("{project}/releases"), &json!({"version": version}));
-        assert_eq!(status, 201, "{release}");
-        let (status, d) = node.post(
-            "/api/spaces/default/deployments",
-            &json!({"release_id": id(&release), "environment_id": dev}),
-        );
-        assert_eq!(status, 201, "{d}");
-        let task = d["task_id"].as_str().unwrap().to_owned();
+        let task = node.deploy_release(&project, version, &dev);
         let t = node.wait_finished(&task, MIN);
         assert_eq!(t["state"], "Success", "{t}\n{}", node.task_log(&task));
         task
@@ -70,16 +46,7 @@ fn a_backup_restored_into_a_new_cluster_has_everything_and_deploys(db: Database)
     let log = n1.task_log(&task);
     assert!(log.contains("OUT   Hello with ********"), "{log}");
     let package = Generated::zip(21, 250_000);
-    let (status, added) = upload(
-        n1.http(),
-        &n1.url("/api/spaces/Spaces-1/packages/raw?package_id=Shop&version=1.0.0&format=zip"),
-        &n1.api_key(),
-        "application/octet-stream",
-        package.clone(),
-        package.size,
-        &[],
-    );
-    assert_eq!(status, 201, "{added}");
+    n1.upload_package("Shop", "1.0.0", &package);
 
     // Backed up while the node runs.
     let backups = temp_dir("backups");

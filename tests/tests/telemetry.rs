@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cuttle_e2e::{
-    deploy_dir, download, upload, wait_until, Cluster, Database, Generated, Node, NodeOptions,
-    Tentacle,
+    deploy_dir, download, wait_until, Cluster, Database, Generated, Node, NodeOptions, Tentacle,
 };
 use serde_json::{json, Value};
 
@@ -78,13 +77,6 @@ fn promtool_accepts(text: &str) {
     );
 }
 
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .to_owned()
-}
-
 fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
     let pooled = !matches!(db, Database::Sqlite);
     // Each PostgreSQL test has a server of its own to stop; the SQL Server tests share one.
@@ -148,16 +140,7 @@ fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
 
     // A polling tentacle holds a session with the gateway.
     let dir = cuttle_e2e::temp_dir("telemetry");
-    let mut web = Tentacle::new(dir.path(), "web1");
-    n1.make_environments(&["Development"]);
-    web.register(
-        &n1.url(""),
-        &n1.api_key(),
-        "web",
-        "polling",
-        &["Development"],
-        &[],
-    );
+    let mut web = Tentacle::polling(dir.path(), "web1", &n1, "web", &["Development"]);
     web.start();
     wait_until("the tentacle's session to be counted", MIN, || {
         (sample(
@@ -223,16 +206,7 @@ fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
 
     // Package bytes in and out.
     let package = Generated::zip(11, 123_457);
-    let (status, added) = upload(
-        n1.http(),
-        &n1.url("/api/spaces/Spaces-1/packages/raw?package_id=Shop&version=1.0.0&format=zip"),
-        &n1.api_key(),
-        "application/octet-stream",
-        package.clone(),
-        package.size,
-        &[],
-    );
-    assert_eq!(status, 201, "{added}");
+    n1.upload_package("Shop", "1.0.0", &package);
     let got = download(
         n1.http(),
         &n1.url("/api/spaces/Spaces-1/packages/Shop/1.0.0/raw"),
@@ -252,24 +226,9 @@ fn metrics_tell_the_cluster_and_what_this_node_did(db: Database) {
 
     // Deployments by outcome.
     let dev = n1.environment("Development");
-    let (_, project) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
-    let project = format!("/api/spaces/default/projects/{}", id(&project));
-    let process = json!({"version": 1, "steps": [{"name": "Say", "target_roles": ["web"],
-        "action": {"type": "script", "script": "echo deployed"}}]});
-    let (status, saved) = n1.request(
-        "PUT",
-        &format!("{project}/deploymentprocess"),
-        Some(&process.to_string()),
-    );
-    assert_eq!(status, 200, "{saved}");
-    let (status, release) = n1.post(&format!("{project}/releases"), &json!({"version": "1.0.0"}));
-    assert_eq!(status, 201, "{release}");
-    let (status, d) = n1.post(
-        "/api/spaces/default/deployments",
-        &json!({"release_id": id(&release), "environment_id": dev}),
-    );
-    assert_eq!(status, 201, "{d}");
-    let t = n1.wait_finished(d["task_id"].as_str().unwrap(), MIN);
+    let project = n1.script_project("Shop", "Say", &["web"], "echo deployed");
+    let task = n1.deploy_release(&project, "1.0.0", &dev);
+    let t = n1.wait_finished(&task, MIN);
     assert_eq!(t["state"], "Success", "{t}");
     let text = scrape(&n1);
     assert_eq!(

@@ -54,16 +54,7 @@ fn one_deployment_is_one_trace_across_two_nodes_and_a_tentacle() {
     let n1 = cluster.start(traced("n1", 0));
     let _n2 = cluster.start(traced("n2", 2));
     let dir = cuttle_e2e::temp_dir("traces");
-    let mut web = Tentacle::new(dir.path(), "web1");
-    n1.make_environments(&["Development"]);
-    web.register(
-        &n1.url(""),
-        &n1.api_key(),
-        "web",
-        "polling",
-        &["Development"],
-        &[],
-    );
+    let mut web = Tentacle::polling(dir.path(), "web1", &n1, "web", &["Development"]);
     web.env = vec![
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
@@ -87,18 +78,9 @@ fn one_deployment_is_one_trace_across_two_nodes_and_a_tentacle() {
     });
 
     let dev = n1.environment("Development");
-    let (_, project) = n1.post("/api/spaces/default/projects", &json!({"name": "Shop"}));
-    let project = format!("/api/spaces/default/projects/{}", id(&project));
     // The script shows what it was given: the trace (to carry on), never the credentials.
     let script = "echo \"trace=$TRACEPARENT headers=${OTEL_EXPORTER_OTLP_HEADERS:-none}\"";
-    let process = json!({"version": 1, "steps": [{"name": "Say", "target_roles": ["web"],
-        "action": {"type": "script", "script": script}}]});
-    let (status, saved) = n1.request(
-        "PUT",
-        &format!("{project}/deploymentprocess"),
-        Some(&process.to_string()),
-    );
-    assert_eq!(status, 200, "{saved}");
+    let project = n1.script_project("Shop", "Say", &["web"], script);
     let (status, release) = n1.post(&format!("{project}/releases"), &json!({"version": "1.0.0"}));
     assert_eq!(status, 201, "{release}");
     let body = json!({"release_id": id(&release), "environment_id": dev}).to_string();

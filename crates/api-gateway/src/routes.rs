@@ -96,11 +96,7 @@ async fn observe_request(request: Request, next: Next) -> Response {
             http.response.status_code = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        cuttle_telemetry::trace::continue_from_headers(&span, request.headers());
-        if let Some(id) = cuttle_telemetry::trace::trace_id_of(&span) {
-            span.record("trace_id", id.as_str());
-        }
-        span
+        cuttle_telemetry::trace::continued(span, request.headers())
     };
     let started = std::time::Instant::now();
     let response = next.run(request).instrument(span.clone()).await;

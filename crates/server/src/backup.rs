@@ -109,6 +109,36 @@ fn in_progress(rel: &Path) -> bool {
     parts.next().is_some_and(|c| c.as_os_str() == "InProgress")
 }
 
+/// A line on stderr every few seconds while files are copied: a large store takes a while.
+struct Progress {
+    verb: &'static str,
+    total: usize,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new(verb: &'static str, total: usize) -> Progress {
+        Progress {
+            verb,
+            total,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    #[allow(clippy::print_stderr)] // progress for whoever runs the command
+    fn tick(&mut self, files: u64, bytes: u64) {
+        if self.last.elapsed() >= std::time::Duration::from_secs(5) {
+            self.last = std::time::Instant::now();
+            eprintln!(
+                "{} {files} of {} shared file(s), {} MiB",
+                self.verb,
+                self.total,
+                bytes >> 20
+            );
+        }
+    }
+}
+
 /// A file's SHA-256 (streamed).
 fn sha256_of(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("read {}", path.display()))?;
@@ -262,6 +292,7 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
         std::fs::File::create(partial.join(SHARED_MANIFEST)).context("create shared.manifest")?,
     );
     let (mut count, mut bytes) = (0u64, 0u64);
+    let mut progress = Progress::new("copied", files.len());
     for rel in &files {
         let dst = target.join(rel);
         if let Some(parent) = dst.parent() {
@@ -284,6 +315,7 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
         writeln!(list, "{line}")?;
         count += 1;
         bytes += size;
+        progress.tick(count, bytes);
     }
     list.into_inner()
         .map_err(|e| anyhow::anyhow!("write shared.manifest: {e}"))?
@@ -465,7 +497,11 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
     // The shared store, every file checked again as it is copied.
     std::fs::create_dir_all(&shared_root)
         .with_context(|| format!("create {}", shared_root.display()))?;
+    let mut progress = Progress::new("restored", listed.len());
+    let mut done = (0u64, 0u64);
     for f in &listed {
+        done = (done.0 + 1, done.1 + f.size);
+        progress.tick(done.0, done.1);
         let rel = Path::new(&f.path);
         let dst = shared_root.join(rel);
         if let Some(parent) = dst.parent() {

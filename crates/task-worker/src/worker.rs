@@ -497,9 +497,7 @@ impl Worker {
         if let Some(tp) = &task.trace_parent {
             cuttle_telemetry::trace::continue_trace(&span, tp);
         }
-        if let Some(trace) = cuttle_telemetry::trace::trace_id_of(&span) {
-            span.record("trace_id", trace.as_str());
-        }
+        cuttle_telemetry::trace::record_trace_id(&span);
         cuttle_telemetry::trace::record_past(
             &span,
             "queued",

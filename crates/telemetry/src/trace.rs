@@ -270,6 +270,21 @@ pub fn continue_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
+/// `span` (a request's, which declares a `trace_id` field) continuing the trace the request's
+/// headers carry, its `trace_id` recorded for the log lines written in it.
+pub fn continued(span: tracing::Span, headers: &http::HeaderMap) -> tracing::Span {
+    continue_from_headers(&span, headers);
+    record_trace_id(&span);
+    span
+}
+
+/// Records `span`'s trace id in its `trace_id` field (for its log lines).
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(id) = trace_id_of(span) {
+        span.record("trace_id", id.as_str());
+    }
+}
+
 /// Makes `span` a child of the trace a gRPC call's `traceparent` metadata names.
 pub fn continue_from_metadata(span: &tracing::Span, metadata: &tonic::metadata::MetadataMap) {
     if let Some(tp) = metadata.get("traceparent").and_then(|v| v.to_str().ok()) {

@@ -289,9 +289,7 @@ impl Tentacle for Connection {
             trace_id = tracing::field::Empty,
         );
         continue_from_metadata(&span, request.metadata());
-        if let Some(id) = cuttle_telemetry::trace::trace_id_of(&span) {
-            span.record("trace_id", id.as_str());
-        }
+        cuttle_telemetry::trace::record_trace_id(&span);
         self.start_script(request.into_inner(), span.clone())
             .instrument(span)
             .await

@@ -45,11 +45,7 @@ pub(super) async fn count_call(State(g): State<Guard>, req: Request, next: Next)
             rpc.grpc.status_code = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        cuttle_telemetry::trace::continue_from_headers(&span, req.headers());
-        if let Some(id) = cuttle_telemetry::trace::trace_id_of(&span) {
-            span.record("trace_id", id.as_str());
-        }
-        span
+        cuttle_telemetry::trace::continued(span, req.headers())
     } else {
         tracing::Span::none()
     };
