@@ -624,6 +624,34 @@ mod tests {
             .collect()
     }
 
+    /// Every `CUTTLE_*` variable this file reads or names is a setting docs/configuration.md
+    /// names (in backticks): a new setting cannot ship undocumented.
+    #[test]
+    fn every_setting_is_documented() {
+        let source = include_str!("config.rs");
+        let docs = include_str!("../../../docs/configuration.md");
+        let mut names: Vec<&str> = source
+            .split('"')
+            .filter(|w| {
+                w.starts_with("CUTTLE_")
+                    && w.len() > "CUTTLE_".len()
+                    && w.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 30, "{names:?}");
+        let missing: Vec<&&str> = names
+            .iter()
+            .filter(|n| !docs.contains(&format!("`{n}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in docs/configuration.md: {missing:?}"
+        );
+    }
+
     #[test]
     fn defaults_match_the_documented_ones() {
         let c = Config::validate(RawConfig::default()).unwrap();
