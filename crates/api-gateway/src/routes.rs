@@ -79,11 +79,12 @@ async fn observe_request(request: Request, next: Next) -> Response {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     };
-    let route = request
+    // A shared string: no copy of the template per request.
+    let matched = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let route = route.as_deref().unwrap_or("unmatched");
+        .cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let span = if UNTRACED.contains(&route) {
         tracing::Span::none()
     } else {

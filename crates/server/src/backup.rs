@@ -62,10 +62,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("sync {}", dir.display()))
 }
 
-/// Copies `from` to `to` (created new), streaming; returns its size and SHA-256.
-fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
+/// Reads `from` (a regular file, never through a link: one swapped in after the listing would
+/// hand over what it points at), streaming, into `to` when given (created new, synced); its
+/// size and SHA-256.
+fn read_hashed(from: &Path, to: Option<&Path>) -> Result<(u64, String)> {
     use std::os::unix::fs::OpenOptionsExt;
-    // Never through a link: one swapped in after the listing would copy what it points at.
     let mut src = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -74,11 +75,16 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
     if !src.metadata()?.is_file() {
         bail!("{} is not a regular file", from.display());
     }
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .with_context(|| format!("create {}", to.display()))?;
+    let mut dst = match to {
+        None => None,
+        Some(to) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(to)
+                .with_context(|| format!("create {}", to.display()))?,
+        ),
+    };
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -90,14 +96,23 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
             break;
         }
         hash.update(&buf[..n]);
-        dst.write_all(&buf[..n])
-            .with_context(|| format!("write {}", to.display()))?;
+        if let (Some(d), Some(to)) = (&mut dst, to) {
+            d.write_all(&buf[..n])
+                .with_context(|| format!("write {}", to.display()))?;
+        }
         size += n as u64;
     }
-    dst.sync_all()
-        .with_context(|| format!("sync {}", to.display()))?;
+    if let (Some(d), Some(to)) = (dst, to) {
+        d.sync_all()
+            .with_context(|| format!("sync {}", to.display()))?;
+    }
     let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok((size, hex))
+}
+
+/// Copies `from` to `to` (created new); its size and SHA-256.
+fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
+    read_hashed(from, Some(to))
 }
 
 /// Files still being written live in each top folder's `InProgress/` (`Packages/InProgress/…`):
@@ -137,21 +152,6 @@ impl Progress {
             );
         }
     }
-}
-
-/// A file's SHA-256 (streamed).
-fn sha256_of(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("read {}", path.display()))?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Every regular file under `root`, as paths relative to it, in a stable order.
@@ -282,7 +282,7 @@ pub(crate) async fn backup(cfg: &Config, to: &Path) -> Result<()> {
     };
 
     let database_sha256 = match database_file {
-        Some(f) => Some(sha256_of(&partial.join(f))?),
+        Some(f) => Some(read_hashed(&partial.join(f), None)?.1),
         None => None,
     };
     let root = shared.root().to_owned();
@@ -411,7 +411,7 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
 
     // The whole backup checked before anything is written: a damaged one restores nothing.
     if let (Some(file), Some(want)) = (&manifest.database_file, &manifest.database_sha256) {
-        let got = sha256_of(&from.join(file))?;
+        let (_, got) = read_hashed(&from.join(file), None)?;
         if &got != want {
             bail!("{file} in the backup is damaged (SHA-256 {got}, the manifest says {want})");
         }
@@ -419,11 +419,13 @@ pub(crate) async fn restore(cfg: &Config, from: &Path) -> Result<()> {
     let listed = read_shared_manifest(from)?;
     let (mut count, mut bytes) = (0u64, 0u64);
     for f in &listed {
-        let got = sha256_of(&from.join(SHARED).join(&f.path))?;
-        if got != f.sha256 {
+        let (size, got) = read_hashed(&from.join(SHARED).join(&f.path), None)?;
+        if size != f.size || got != f.sha256 {
             bail!(
-                "{} in the backup is damaged (SHA-256 {got}, the manifest says {})",
+                "{} in the backup is damaged ({size} bytes, SHA-256 {got}; the manifest says {} \
+                 bytes, {})",
                 f.path,
+                f.size,
                 f.sha256
             );
         }
